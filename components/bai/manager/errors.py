@@ -1,0 +1,143 @@
+"""The manager's error family. Each class carries its HTTP status and problem type; one
+middleware turns any ApiError into an ``application/problem+json`` response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+PROBS = "https://api.backend.ai/probs/"
+
+
+class ApiError(Exception):
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = PROBS + "general-error"
+    title: ClassVar[str] = "General Backend API Error."
+
+    def __init__(self, msg: str | None = None, data: Any = None, *, title: str | None = None) -> None:
+        super().__init__(msg or self.title)
+        self.msg = msg
+        self.data = data
+        self._title = title
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.error_type, "title": self._title or self.title}
+        if self.msg is not None:
+            body["msg"] = self.msg
+        if self.data is not None:
+            body["data"] = self.data
+        return body
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body()).encode(),
+            content_type="application/problem+json",
+            headers=headers,
+        )
+
+
+class URLNotFound(ApiError, LookupError):
+    status, error_type, title = 404, PROBS + "url-not-found", "Unknown URL path."
+
+
+class ObjectNotFound(ApiError, LookupError):
+    status, error_type, title = 404, PROBS + "object-not-found", "No such resource."
+
+
+class SessionNotFound(ObjectNotFound):
+    title = "No such session."
+
+
+class ImageNotFound(ObjectNotFound):
+    title = "No such environment image."
+
+
+class KernelNotFound(ObjectNotFound):
+    title = "No such kernel."
+
+
+class ScalingGroupNotFound(ObjectNotFound):
+    title = "No such scaling group."
+
+
+class DomainNotFound(ObjectNotFound):
+    title = "No such domain."
+
+
+class GroupNotFound(ObjectNotFound):
+    title = "No such user group (project)."
+
+
+class TooManySessionsMatched(ApiError, LookupError):
+    status, error_type, title = 404, PROBS + "too-many-sessions-matched", "Too many sessions matched."
+
+
+class GenericBadRequest(ApiError, ValueError):
+    status, error_type, title = 400, PROBS + "generic-bad-request", "Bad request."
+
+
+class InvalidAPIParameters(ApiError, ValueError):
+    status, error_type, title = 400, PROBS + "invalid-api-params", "Missing or invalid API parameters."
+
+
+class InvalidAuthParameters(ApiError, ValueError):
+    status, error_type, title = 400, PROBS + "invalid-auth-params", "Missing or invalid authorization parameters."
+
+
+class SessionAlreadyExists(ApiError):
+    status, error_type, title = 400, PROBS + "session-already-exists", "The session already exists but you requested not to reuse existing one."
+
+
+class AuthorizationFailed(ApiError):
+    status, error_type, title = 401, PROBS + "auth-failed", "Credential/signature mismatch."
+
+
+class GenericForbidden(ApiError, PermissionError):
+    status, error_type, title = 403, PROBS + "generic-forbidden", "Forbidden operation."
+
+
+class InsufficientPrivilege(ApiError, PermissionError):
+    status, error_type, title = 403, PROBS + "insufficient-privilege", "Insufficient privilege."
+
+
+class MethodNotAllowed(ApiError):
+    status, error_type, title = 405, PROBS + "method-not-allowed", "HTTP Method Not Allowed."
+
+
+class RequestTooLarge(ApiError):
+    status, error_type, title = 413, PROBS + "request-too-large", "The request body is too large."
+
+
+class QuotaExceeded(ApiError):
+    status, error_type, title = 412, PROBS + "quota-exceeded", "You have reached your resource limit."
+
+
+class RateLimitExceeded(ApiError):
+    status, error_type, title = 429, PROBS + "rate-limit-exceeded", "You have reached your API query rate limit."
+
+
+class InternalServerError(ApiError):
+    status, error_type, title = 500, PROBS + "internal-server-error", "Internal server error."
+
+
+class KernelCreationFailed(ApiError):
+    status, error_type, title = 500, PROBS + "kernel-creation-failed", "Kernel creation has failed."
+
+
+class KernelExecutionFailed(ApiError):
+    status, error_type, title = 500, PROBS + "kernel-execution-failed", "Executing user code in the kernel has failed."
+
+
+class KernelDestructionFailed(ApiError):
+    status, error_type, title = 500, PROBS + "kernel-destruction-failed", "Destroying the kernel has failed."
+
+
+class ServiceUnavailable(ApiError):
+    status, error_type, title = 503, PROBS + "service-unavailable", "Serivce unavailable."
+
+
+class InstanceNotAvailable(ApiError):
+    status, error_type, title = 503, PROBS + "instance-not-available", "There is no available instance."

@@ -1,0 +1,235 @@
+"""SQLAlchemy Core tables: the single definition of the manager's database schema.
+
+Names follow the original's schema (24.03) so operators and migration tooling find what they
+expect; only the columns our features use exist so far. Resource slots are JSONB maps of slot
+name -> decimal string. Statuses are stored as their enum names.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+_now = sa.func.now()
+
+
+def _created() -> sa.Column[object]:
+    return sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now, nullable=False)
+
+
+domains = sa.Table(
+    "domains", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(512)),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    _created(),
+    sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("allowed_docker_registries", JSONB, nullable=False, server_default="[]"),
+)
+
+keypair_resource_policies = sa.Table(
+    "keypair_resource_policies", metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    _created(),
+    sa.Column("default_for_unspecified", sa.String(32), nullable=False, server_default="UNLIMITED"),
+    sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("max_session_lifetime", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_concurrent_sessions", sa.Integer, nullable=False, server_default="30"),
+    sa.Column("max_containers_per_session", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("idle_timeout", sa.BigInteger, nullable=False, server_default="3600"),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("uuid", UUID(as_uuid=True), primary_key=True),
+    sa.Column("username", sa.String(64), unique=True),
+    sa.Column("email", sa.String(64), nullable=False, unique=True),
+    sa.Column("password", sa.String(256)),
+    sa.Column("full_name", sa.String(64)),
+    sa.Column("description", sa.String(500)),
+    sa.Column("status", sa.String(32), nullable=False, server_default="active"),
+    sa.Column("domain_name", sa.String(64), sa.ForeignKey("domains.name"), nullable=False, index=True),
+    sa.Column("role", sa.String(32), nullable=False, server_default="user"),
+    sa.Column("resource_policy", sa.String(256), nullable=False, server_default="default"),
+    sa.Column("main_access_key", sa.String(20)),
+    _created(),
+)
+
+keypairs = sa.Table(
+    "keypairs", metadata,
+    sa.Column("access_key", sa.String(20), primary_key=True),
+    sa.Column("secret_key", sa.String(40), nullable=False),
+    sa.Column("user_id", sa.String(256), index=True),
+    sa.Column("user", UUID(as_uuid=True), sa.ForeignKey("users.uuid"), nullable=False, index=True),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true(), index=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false(), index=True),
+    sa.Column("rate_limit", sa.Integer),
+    sa.Column("num_queries", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "resource_policy", sa.String(256),
+        sa.ForeignKey("keypair_resource_policies.name"), nullable=False,
+    ),
+    sa.Column("last_used", sa.DateTime(timezone=True)),
+    _created(),
+)
+
+groups = sa.Table(
+    "groups", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("description", sa.String(512)),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("domain_name", sa.String(64), sa.ForeignKey("domains.name"), nullable=False, index=True),
+    sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
+    _created(),
+    sa.UniqueConstraint("name", "domain_name", name="uq_groups_name_domain_name"),
+)
+
+association_groups_users = sa.Table(
+    "association_groups_users", metadata,
+    sa.Column("user_id", UUID(as_uuid=True), sa.ForeignKey("users.uuid", ondelete="CASCADE"), nullable=False),
+    sa.Column("group_id", UUID(as_uuid=True), sa.ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    sa.PrimaryKeyConstraint("user_id", "group_id", name="pk_association_groups_users"),
+)
+
+scaling_groups = sa.Table(
+    "scaling_groups", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(512)),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("is_public", sa.Boolean, nullable=False, server_default=sa.true()),
+    _created(),
+    sa.Column("driver", sa.String(64), nullable=False, server_default="static"),
+    sa.Column("scheduler", sa.String(64), nullable=False, server_default="fifo"),
+    sa.Column("scheduler_opts", JSONB, nullable=False, server_default="{}"),
+    sa.Column("wsproxy_addr", sa.String(1024)),
+    sa.Column("use_host_network", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+sgroups_for_domains = sa.Table(
+    "sgroups_for_domains", metadata,
+    sa.Column("scaling_group", sa.String(64), sa.ForeignKey("scaling_groups.name", ondelete="CASCADE"), nullable=False),
+    sa.Column("domain", sa.String(64), sa.ForeignKey("domains.name", ondelete="CASCADE"), nullable=False),
+    sa.PrimaryKeyConstraint("scaling_group", "domain", name="pk_sgroups_for_domains"),
+)
+
+agents = sa.Table(
+    "agents", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("status_changed", sa.DateTime(timezone=True)),
+    sa.Column("region", sa.String(64)),
+    sa.Column("scaling_group", sa.String(64), sa.ForeignKey("scaling_groups.name"), nullable=False, index=True),
+    sa.Column("schedulable", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("available_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("occupied_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("addr", sa.String(128), nullable=False),
+    sa.Column("architecture", sa.String(32), nullable=False, server_default="x86_64"),
+    sa.Column("version", sa.String(64)),
+    sa.Column("compute_plugins", JSONB, nullable=False, server_default="{}"),
+    sa.Column("first_contact", sa.DateTime(timezone=True), server_default=_now),
+    sa.Column("lost_at", sa.DateTime(timezone=True)),
+)
+
+images = sa.Table(
+    "images", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.String(512), nullable=False, index=True),
+    sa.Column("architecture", sa.String(32), nullable=False, server_default="x86_64"),
+    sa.Column("registry", sa.String(256), nullable=False),
+    sa.Column("tag", sa.String(128)),
+    sa.Column("config_digest", sa.String(128)),
+    sa.Column("labels", JSONB, nullable=False, server_default="{}"),
+    sa.Column("resources", JSONB, nullable=False, server_default="{}"),
+    sa.Column("is_local", sa.Boolean, nullable=False, server_default=sa.false()),
+    _created(),
+    sa.UniqueConstraint("name", "architecture", name="uq_images_name_architecture"),
+)
+
+image_aliases = sa.Table(
+    "image_aliases", metadata,
+    sa.Column("alias", sa.String(256), primary_key=True),
+    sa.Column("image", sa.String(512), nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("creation_id", sa.String(32)),
+    sa.Column("name", sa.String(64), index=True),
+    sa.Column("session_type", sa.String(32), nullable=False, server_default="interactive"),
+    sa.Column("cluster_mode", sa.String(16), nullable=False, server_default="single-node"),
+    sa.Column("cluster_size", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("domain_name", sa.String(64), sa.ForeignKey("domains.name"), nullable=False),
+    sa.Column("group_id", UUID(as_uuid=True), sa.ForeignKey("groups.id"), nullable=False),
+    sa.Column("user_uuid", UUID(as_uuid=True), sa.ForeignKey("users.uuid"), nullable=False),
+    sa.Column("access_key", sa.String(20), sa.ForeignKey("keypairs.access_key"), index=True),
+    sa.Column("image", sa.String(512)),
+    sa.Column("architecture", sa.String(32)),
+    sa.Column("tag", sa.String(64)),
+    sa.Column("scaling_group_name", sa.String(64), sa.ForeignKey("scaling_groups.name"), index=True),
+    sa.Column("requested_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("occupying_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("environ", JSONB, nullable=False, server_default="{}"),
+    sa.Column("bootstrap_script", sa.Text),
+    sa.Column("startup_command", sa.Text),
+    sa.Column("callback_url", sa.Text),
+    sa.Column("status", sa.String(32), nullable=False, server_default="PENDING", index=True),
+    sa.Column("status_info", sa.Text),
+    sa.Column("status_data", JSONB),
+    sa.Column("status_history", JSONB, nullable=False, server_default="{}"),
+    sa.Column("result", sa.String(16), nullable=False, server_default="UNDEFINED"),
+    sa.Column("num_queries", sa.BigInteger, nullable=False, server_default="0"),
+    _created(),
+    sa.Column("terminated_at", sa.DateTime(timezone=True)),
+    sa.Column("starts_at", sa.DateTime(timezone=True)),
+)
+
+kernels = sa.Table(
+    "kernels", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("session_id", UUID(as_uuid=True), sa.ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("session_name", sa.String(64)),
+    sa.Column("session_type", sa.String(32), nullable=False, server_default="interactive"),
+    sa.Column("cluster_role", sa.String(16), nullable=False, server_default="main"),
+    sa.Column("cluster_idx", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("local_rank", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cluster_hostname", sa.String(64)),
+    sa.Column("scaling_group", sa.String(64), sa.ForeignKey("scaling_groups.name")),
+    sa.Column("agent", sa.String(64), sa.ForeignKey("agents.id"), index=True),
+    sa.Column("agent_addr", sa.String(128)),
+    sa.Column("domain_name", sa.String(64), nullable=False),
+    sa.Column("group_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("user_uuid", UUID(as_uuid=True), nullable=False),
+    sa.Column("access_key", sa.String(20), index=True),
+    sa.Column("image", sa.String(512)),
+    sa.Column("architecture", sa.String(32)),
+    sa.Column("registry", sa.String(256)),
+    sa.Column("container_id", sa.String(64)),
+    sa.Column("kernel_host", sa.String(128)),
+    sa.Column("requested_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("occupied_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("resource_opts", JSONB, nullable=False, server_default="{}"),
+    sa.Column("environ", JSONB, nullable=False, server_default="{}"),
+    sa.Column("service_ports", JSONB, nullable=False, server_default="[]"),
+    sa.Column("status", sa.String(32), nullable=False, server_default="PENDING", index=True),
+    sa.Column("status_changed", sa.DateTime(timezone=True)),
+    sa.Column("status_info", sa.Text),
+    sa.Column("status_data", JSONB),
+    sa.Column("status_history", JSONB, nullable=False, server_default="{}"),
+    sa.Column("result", sa.String(16), nullable=False, server_default="UNDEFINED"),
+    sa.Column("num_queries", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_stat", JSONB),
+    _created(),
+    sa.Column("terminated_at", sa.DateTime(timezone=True)),
+)
