@@ -138,6 +138,7 @@ agents = sa.Table(
     sa.Column("version", sa.String(64)),
     sa.Column("compute_plugins", JSONB, nullable=False, server_default="{}"),
     sa.Column("first_contact", sa.DateTime(timezone=True), server_default=_now),
+    sa.Column("last_seen", sa.DateTime(timezone=True), server_default=_now, index=True),
     sa.Column("lost_at", sa.DateTime(timezone=True)),
 )
 

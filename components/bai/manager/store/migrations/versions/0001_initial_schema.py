@@ -1,11 +1,11 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-26 18:45:55.320061
+Revises:
+Create Date: 2026-11-26 18:48:59.410485
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0001'
@@ -15,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('domains',
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('description', sa.String(length=512), nullable=True),
@@ -83,10 +83,12 @@ def upgrade() -> None:
     sa.Column('version', sa.String(length=64), nullable=True),
     sa.Column('compute_plugins', postgresql.JSONB(astext_type=sa.Text()), server_default='{}', nullable=False),
     sa.Column('first_contact', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=True),
+    sa.Column('last_seen', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=True),
     sa.Column('lost_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['scaling_group'], ['scaling_groups.name'], name=op.f('fk_agents_scaling_group_scaling_groups')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_agents'))
     )
+    op.create_index(op.f('ix_agents_last_seen'), 'agents', ['last_seen'], unique=False)
     op.create_index(op.f('ix_agents_scaling_group'), 'agents', ['scaling_group'], unique=False)
     op.create_index(op.f('ix_agents_status'), 'agents', ['status'], unique=False)
     op.create_table('groups',
@@ -241,11 +243,11 @@ def upgrade() -> None:
     op.create_index(op.f('ix_kernels_agent'), 'kernels', ['agent'], unique=False)
     op.create_index(op.f('ix_kernels_session_id'), 'kernels', ['session_id'], unique=False)
     op.create_index(op.f('ix_kernels_status'), 'kernels', ['status'], unique=False)
-    
+
 
 
 def downgrade() -> None:
-    
+
     op.drop_index(op.f('ix_kernels_status'), table_name='kernels')
     op.drop_index(op.f('ix_kernels_session_id'), table_name='kernels')
     op.drop_index(op.f('ix_kernels_agent'), table_name='kernels')
@@ -269,6 +271,7 @@ def downgrade() -> None:
     op.drop_table('groups')
     op.drop_index(op.f('ix_agents_status'), table_name='agents')
     op.drop_index(op.f('ix_agents_scaling_group'), table_name='agents')
+    op.drop_index(op.f('ix_agents_last_seen'), table_name='agents')
     op.drop_table('agents')
     op.drop_table('scaling_groups')
     op.drop_table('keypair_resource_policies')
@@ -276,4 +279,4 @@ def downgrade() -> None:
     op.drop_table('images')
     op.drop_table('image_aliases')
     op.drop_table('domains')
-    
+

@@ -1,0 +1,400 @@
+"""Session domain logic: create (validate, enqueue, wait), destroy, execute, describe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from bai.common.agent_rpc import AgentError
+from bai.common.types import (
+    SESSION_NAME_RE,
+    KernelStatus,
+    ResourceSlots,
+    SessionStatus,
+    parse_binary_size,
+    slots_from_json,
+    slots_to_json,
+)
+from bai.manager import errors
+from bai.manager.store import agents as agent_store
+from bai.manager.store import images as image_store
+from bai.manager.store import keypairs as keypair_store
+from bai.manager.store import sessions as store
+from bai.manager.store import tables as t
+from bai.manager.store.keypairs import Requester
+
+from .context import ManagerContext
+from .schemas import CreateSession
+
+log = logging.getLogger(__name__)
+
+#: Statuses after which a blocking create stops waiting.
+SETTLED = frozenset({"RUNNING", "ERROR", "CANCELLED", "TERMINATED", "TERMINATING"})
+DEFAULT_SHMEM = 64 * 2**20
+
+
+def _labels_min(labels: dict[str, str]) -> dict[str, Decimal]:
+    mins: dict[str, Decimal] = {"cpu": Decimal(1), "mem": Decimal(2**30)}
+    prefix = "ai.backend.resource.min."
+    found = {k[len(prefix):]: v for k, v in labels.items() if k.startswith(prefix)}
+    if found:
+        mins = {}
+        for slot, value in found.items():
+            mins[slot] = Decimal(parse_binary_size(value)) if slot == "mem" else Decimal(value)
+        mins.setdefault("cpu", Decimal(1))
+        mins.setdefault("mem", Decimal(2**30))
+    return mins
+
+
+def service_ports_for_client(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for sp in stored:
+        item = {"name": sp["name"], "protocol": sp["protocol"], "ports": sp.get("container_ports", [])}
+        for opt in ("url_template", "allowed_arguments", "allowed_envs"):
+            if opt in sp:
+                item[opt] = sp[opt]
+        out.append(item)
+    return out
+
+
+class SessionService:
+    def __init__(self, ctx: ManagerContext) -> None:
+        self.ctx = ctx
+
+    # ---------------------------------------------------------------- owner resolution
+    async def resolve_owner(self, requester: Requester, owner_access_key: str | None) -> Requester:
+        """Admins may act on behalf of another keypair (``owner_access_key``)."""
+        if not owner_access_key or owner_access_key == requester.access_key:
+            return requester
+        async with self.ctx.db.connect() as conn:
+            owner = await keypair_store.get_requester(conn, owner_access_key)
+        if owner is None:
+            raise errors.InvalidAPIParameters("No such access key: owner_access_key")
+        if requester.is_superadmin or (requester.role == "admin" and owner.domain_name == requester.domain_name
+                                       and not owner.is_superadmin):
+            return owner
+        raise errors.GenericForbidden("Only admins can act on behalf of other keypairs.")
+
+    # ---------------------------------------------------------------- create
+    async def create(self, requester: Requester, req: CreateSession) -> dict[str, Any]:
+        owner = await self.resolve_owner(requester, req.owner_access_key)
+        if not SESSION_NAME_RE.match(req.name) or req.name == "from-template":
+            raise errors.InvalidAPIParameters(
+                "Input validation error", {"name": "Session name must be 4-64 ASCII word characters, '.' or '-'."})
+        if req.type == "batch" and not req.startup_command:
+            raise errors.InvalidAPIParameters("Batch sessions must have a non-empty startup command.")
+        if req.starts_at and req.type != "batch":
+            raise errors.InvalidAPIParameters("Parameter starts_at should be used only for batch sessions")
+        if req.cluster_size > owner.policy.max_containers_per_session:
+            raise errors.QuotaExceeded(
+                f"You cannot create session with more than {owner.policy.max_containers_per_session} containers.")
+
+        async with self.ctx.db.connect() as conn:
+            existing = await store.find_by_ref(conn, req.name, owner.access_key)
+            if existing:
+                row = existing[0]
+                if req.reuse_if_exists and await self._same_image(conn, row.image, req.image, req.architecture):
+                    kernels = await store.kernels_of(conn, row.id)
+                    main = next((k for k in kernels if k.cluster_role == "main"), None)
+                    return {
+                        "sessionId": str(row.id), "sessionName": row.name, "status": row.status,
+                        "service_ports": main.service_ports if main else [], "created": False,
+                    }
+                raise errors.SessionAlreadyExists(data={"existingSessionId": str(row.id)})
+
+            group_id = await keypair_store.resolve_group(conn, req.domain, req.group, owner.user_uuid)
+            if group_id is None or req.domain != owner.domain_name:
+                raise errors.InvalidAPIParameters(f"Invalid group or domain name: {req.domain}/{req.group}")
+            image = await image_store.resolve(conn, req.image, req.architecture)
+            if image is None:
+                raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
+            sgroup = req.config.scaling_group or "default"
+            allowed = await conn.scalar(
+                sa.select(sa.func.count()).select_from(t.sgroups_for_domains).where(
+                    t.sgroups_for_domains.c.scaling_group == sgroup, t.sgroups_for_domains.c.domain == req.domain))
+            if not allowed:
+                raise errors.ScalingGroupNotFound(f"The resource group {sgroup!r} is not available to this domain.")
+            known_slots = await agent_store.known_slot_types(conn)
+            requested, resource_opts = self._requested_slots(req, image.labels, known_slots)
+            self._check_policy(owner, requested, req.cluster_size)
+
+            session_id = uuid.uuid4()
+            environ = dict(req.config.environ or {})
+            kernels = []
+            for idx in range(req.cluster_size):
+                role, role_idx = ("main", 1) if idx == 0 else ("sub", idx)
+                kernels.append({
+                    "id": uuid.uuid4(), "session_id": session_id, "session_name": req.name,
+                    "session_type": req.type, "cluster_role": role, "cluster_idx": role_idx, "local_rank": idx,
+                    "cluster_hostname": f"{role}{role_idx}", "scaling_group": sgroup,
+                    "domain_name": req.domain, "group_id": group_id, "user_uuid": owner.user_uuid,
+                    "access_key": owner.access_key, "image": image.name, "architecture": image.architecture,
+                    "registry": image.registry, "requested_slots": slots_to_json(requested),
+                    "resource_opts": resource_opts, "environ": environ,
+                })
+            total = {k: v * req.cluster_size for k, v in requested.items()}
+            session = {
+                "id": session_id, "creation_id": secrets.token_hex(16), "name": req.name,
+                "session_type": req.type, "cluster_mode": req.cluster_mode, "cluster_size": req.cluster_size,
+                "domain_name": req.domain, "group_id": group_id, "user_uuid": owner.user_uuid,
+                "access_key": owner.access_key, "image": image.name, "architecture": image.architecture,
+                "tag": req.tag, "scaling_group_name": sgroup, "requested_slots": slots_to_json(total),
+                "environ": environ, "bootstrap_script": req.bootstrap_script,
+                "startup_command": req.startup_command, "callback_url": req.callback_url,
+            }
+        waiter = None if req.enqueue_only else self.ctx.waiters.add(session_id)
+        try:
+            async with self.ctx.db.begin() as conn:
+                await store.insert_session(conn, session, kernels)
+            await self.ctx.events.broadcast("session_enqueued", self.ctx.manager_id, **self._event_args(session))
+            self.ctx.request_schedule()
+            if waiter is None:
+                return {"sessionId": str(session_id), "sessionName": req.name, "status": "PENDING",
+                        "servicePorts": [], "created": True}
+            status = await self._wait(session_id, waiter, req.max_wait_seconds)
+        finally:
+            if waiter is not None:
+                self.ctx.waiters.discard(session_id, waiter)
+        service_ports: list[dict[str, Any]] = []
+        if status == "RUNNING":
+            async with self.ctx.db.connect() as conn:
+                main = (await store.kernels_of(conn, session_id))[0]
+                service_ports = service_ports_for_client(main.service_ports)
+        return {"sessionId": str(session_id), "sessionName": req.name, "status": status,
+                "servicePorts": service_ports, "created": True}
+
+    async def _same_image(self, conn: Any, current: str | None, ref: str, arch: str) -> bool:
+        if current == ref:
+            return True
+        resolved = await image_store.resolve(conn, ref, arch)
+        return resolved is not None and resolved.name == current
+
+    def _requested_slots(
+        self, req: CreateSession, labels: dict[str, str], known: set[str],
+    ) -> tuple[ResourceSlots, dict[str, Any]]:
+        raw = dict(req.config.resources or {})
+        requested: ResourceSlots = {}
+        for key, value in raw.items():
+            try:
+                amount = Decimal(parse_binary_size(value)) if key == "mem" else Decimal(str(value))
+            except (ValueError, ArithmeticError):
+                raise errors.InvalidAPIParameters(
+                    "Input validation error", {f"config.resources.{key}": f"invalid amount: {value!r}"}) from None
+            if amount < 0:
+                raise errors.InvalidAPIParameters(
+                    "Input validation error", {f"config.resources.{key}": "must not be negative"})
+            if key not in known:
+                if amount != 0:
+                    raise errors.InvalidAPIParameters(f"Unknown requested resource slot: {key}")
+                continue
+            requested[key] = amount
+        mins = _labels_min(labels)
+        for slot in ("cpu", "mem"):
+            if requested.get(slot, Decimal(0)) == 0:
+                requested[slot] = mins[slot]
+        opts = dict(req.config.resource_opts or {})
+        shmem_raw = opts.get("shmem", labels.get("ai.backend.resource.preferred.shmem", DEFAULT_SHMEM))
+        try:
+            shmem = parse_binary_size(shmem_raw)
+        except ValueError:
+            raise errors.InvalidAPIParameters("Input validation error",
+                                              {"config.resource_opts.shmem": "invalid size"}) from None
+        opts["shmem"] = shmem
+        too_small = [s for s, m in mins.items() if requested.get(s, Decimal(0)) < m]
+        if too_small:
+            raise errors.InvalidAPIParameters(
+                "Your resource request is smaller than the minimum required by the image. "
+                + ", ".join(f"{s}: {requested.get(s)} < {mins[s]}" for s in too_small))
+        if shmem >= requested["mem"]:
+            raise errors.InvalidAPIParameters("Shared memory should be less than the main memory.")
+        return requested, opts
+
+    def _check_policy(self, owner: Requester, requested: ResourceSlots, cluster_size: int) -> None:
+        limits = owner.policy.total_resource_slots
+        over = [
+            f"{slot}: {requested[slot] * cluster_size} > {limit}"
+            for slot, limit in limits.items()
+            if slot in requested and requested[slot] * cluster_size > limit
+        ]
+        if over:
+            raise errors.QuotaExceeded(
+                "The resource request exceeds the keypair resource policy "
+                f"{owner.policy.name!r} ({'; '.join(over)}).")
+
+    async def _wait(self, session_id: uuid.UUID, waiter: asyncio.Future[str], max_wait: int) -> str:
+        # The status may have settled before the waiter was registered: check the row once.
+        async with self.ctx.db.connect() as conn:
+            row = await store.get(conn, session_id)
+        if row is not None and row.status in SETTLED:
+            return str(row.status)
+        timeout = max_wait or self.ctx.config.manager.default_create_wait or None
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return "TIMEOUT"
+
+    @staticmethod
+    def _event_args(session: dict[str, Any] | Any, **extra: Any) -> dict[str, Any]:
+        get = session.get if isinstance(session, dict) else (lambda k, d=None: getattr(session, k, d))
+        return {"sessionId": str(get("id")), "sessionName": get("name"), "ownerAccessKey": get("access_key"),
+                "reason": extra.pop("reason", None), "exitCode": extra.pop("exitCode", None), **extra}
+
+    # ---------------------------------------------------------------- lookup
+    async def get_one(self, conn: Any, ref: str, access_key: str | None, include_dead: bool = False) -> Any:
+        rows = await store.find_by_ref(conn, ref, access_key, include_dead=include_dead)
+        if not rows:
+            raise errors.SessionNotFound(f"Session (id={ref}) does not exist.")
+        if len(rows) > 1:
+            raise errors.TooManySessionsMatched(data={"matches": [
+                {"id": str(r.id), "name": r.name, "status": r.status, "created_at": r.created_at.isoformat()}
+                for r in rows]})
+        return rows[0]
+
+    async def info(self, requester: Requester, ref: str, owner_access_key: str | None) -> dict[str, Any]:
+        owner = await self.resolve_owner(requester, owner_access_key)
+        async with self.ctx.db.connect() as conn:
+            row = await self.get_one(conn, ref, owner.access_key)
+            kernels = await store.kernels_of(conn, row.id)
+        main = kernels[0]
+        now = datetime.now(UTC)
+        return {
+            "domainName": row.domain_name, "groupId": str(row.group_id), "userId": str(row.user_uuid),
+            "lang": row.image, "image": row.image, "architecture": row.architecture,
+            "registry": main.registry, "tag": row.tag, "containerId": main.container_id,
+            # The original sends Python reprs here; real JSON objects parse in its client too.
+            "occupiedSlots": main.occupied_slots, "occupyingSlots": row.occupying_slots,
+            "requestedSlots": row.requested_slots, "occupiedShares": {}, "environ": row.environ,
+            "resourceOpts": {k.cluster_hostname: k.resource_opts for k in kernels},
+            "status": row.status, "statusInfo": row.status_info or "", "statusData": row.status_data or {},
+            "age": int((now - row.created_at).total_seconds() * 1000),
+            "creationTime": str(row.created_at),
+            "terminationTime": str(row.terminated_at) if row.terminated_at else None,
+            "numQueriesExecuted": row.num_queries, "lastStat": main.last_stat,
+            "idleChecks": {},
+        }
+
+    # ---------------------------------------------------------------- destroy
+    async def destroy(self, requester: Requester, ref: str, *, forced: bool,
+                      owner_access_key: str | None) -> dict[str, Any]:
+        owner = await self.resolve_owner(requester, owner_access_key)
+        async with self.ctx.db.connect() as conn:
+            row = await self.get_one(conn, ref, owner.access_key)
+            kernels = await store.kernels_of(conn, row.id)
+        status = SessionStatus(row.status)
+        if status == SessionStatus.PENDING:
+            async with self.ctx.db.begin() as conn:
+                await store.set_session_status(conn, row.id, SessionStatus.CANCELLED, info="user-requested")
+                for k in kernels:
+                    await store.set_kernel_status(conn, k.id, KernelStatus.CANCELLED, info="user-requested")
+            self.ctx.waiters.notify(row.id, "CANCELLED")
+            await self.ctx.events.broadcast("session_cancelled", self.ctx.manager_id,
+                                            **self._event_args(row, reason="user-requested"))
+            return {"stats": {"status": "cancelled"}}
+        if status == SessionStatus.PULLING or (
+            status in (SessionStatus.SCHEDULED, SessionStatus.PREPARING, SessionStatus.TERMINATING,
+                       SessionStatus.ERROR) and not forced):
+            raise errors.GenericForbidden(f"Cannot destroy a session in {status.value} state without forced=true.")
+        async with self.ctx.db.begin() as conn:
+            await store.set_session_status(conn, row.id, SessionStatus.TERMINATING, info="user-requested")
+            for k in kernels:
+                await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATING,
+                                              only_from=["SCHEDULED", "PREPARING", "PULLING", "RUNNING",
+                                                         "RESTARTING", "ERROR"])
+        await self.ctx.events.broadcast("session_terminating", self.ctx.manager_id,
+                                        **self._event_args(row, reason="user-requested"))
+        stats: dict[str, Any] = {}
+        results = await asyncio.gather(*[self._destroy_kernel(k, "user-requested") for k in kernels],
+                                       return_exceptions=True)
+        for k, res in zip(kernels, results, strict=True):
+            if isinstance(res, BaseException):
+                log.warning("destroying kernel %s failed: %r", k.id, res)
+            elif k.cluster_role == "main":
+                stats = res
+        await self.finish_termination(row.id, "user-requested")
+        return {"stats": stats or {"status": "terminated"}}
+
+    async def _destroy_kernel(self, kernel: Any, reason: str) -> dict[str, Any]:
+        if not kernel.agent_addr:
+            return {}
+        try:
+            reply = await self.ctx.agents.destroy_kernel(
+                kernel.agent_addr, kernel_id=str(kernel.id), session_id=str(kernel.session_id), reason=reason)
+        except AgentError as exc:
+            if exc.type == "kernel-not-found":
+                return {"status": "terminated"}
+            raise
+        stats = reply.get("stats") or {}
+        return stats if isinstance(stats, dict) else {}
+
+    async def finish_termination(self, session_id: uuid.UUID, reason: str) -> None:
+        """Mark every kernel TERMINATED, release their slots and close the session."""
+        async with self.ctx.db.begin() as conn:
+            kernels = await store.kernels_of(conn, session_id)
+            for k in kernels:
+                await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATED, info=reason,
+                                              only_from=[s.value for s in KernelStatus
+                                                         if s not in (KernelStatus.TERMINATED,
+                                                                      KernelStatus.CANCELLED)])
+            changed = await store.set_session_status(conn, session_id, SessionStatus.TERMINATED, info=reason,
+                                                     only_from=["TERMINATING", "RUNNING", "ERROR", "PREPARING",
+                                                                "SCHEDULED", "RUNNING_DEGRADED", "RESTARTING"])
+            for agent in {k.agent for k in kernels if k.agent}:
+                await agent_store.refresh_occupied(conn, agent)
+            row = await store.get(conn, session_id)
+        if changed and row is not None:
+            self.ctx.waiters.notify(session_id, "TERMINATED")
+            await self.ctx.events.broadcast("session_terminated", self.ctx.manager_id,
+                                            **self._event_args(row, reason=reason))
+            self.ctx.request_schedule()
+
+    # ---------------------------------------------------------------- execute
+    async def route(self, requester: Requester, ref: str) -> Any:
+        async with self.ctx.db.connect() as conn:
+            route = await store.main_kernel_route(conn, ref, requester.access_key)
+            if route is None:
+                await self.get_one(conn, ref, requester.access_key)  # raises the precise 404
+                raise errors.SessionNotFound(f"Session (id={ref}) does not exist.")
+        if route.status != "RUNNING" or not route.agent_addr:
+            raise errors.InvalidAPIParameters(f"The session is not running (status: {route.session_status}).")
+        return route
+
+    async def execute(self, route: Any, *, mode: str, run_id: str | None, code: str,
+                      opts: dict[str, Any] | None, flush_timeout: float) -> dict[str, Any]:
+        try:
+            return await self.ctx.agents.execute(
+                route.agent_addr, session_id=str(route.session_id), kernel_id=str(route.kernel_id),
+                run_id=run_id, mode=mode, code=code, opts=opts or {}, flush_timeout=flush_timeout)
+        except AgentError as exc:
+            if exc.type == "kernel-not-found":
+                # The kernel vanished under us: the original answers a synthetic finished/130.
+                return {"runId": run_id, "status": "finished", "exitCode": 130, "options": None,
+                        "files": [], "console": []}
+            raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.as_dict()}) from exc
+
+    async def logs(self, requester: Requester, ref: str) -> str:
+        route = await self.route(requester, ref)
+        try:
+            reply = await self.ctx.agents.get_logs(route.agent_addr, kernel_id=str(route.kernel_id))
+        except AgentError as exc:
+            raise errors.InternalServerError(exc.msg) from exc
+        return str(reply.get("logs", ""))
+
+    async def count_query(self, session_id: uuid.UUID) -> None:
+        async with self.ctx.db.begin() as conn:
+            await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id)
+                               .values(num_queries=t.sessions.c.num_queries + 1))
+
+
+def occupancy(rows: list[Any]) -> ResourceSlots:
+    total: ResourceSlots = {}
+    for r in rows:
+        for k, v in slots_from_json(r.requested_slots).items():
+            total[k] = total.get(k, Decimal(0)) + v
+    return total

@@ -1,0 +1,90 @@
+"""Agent rows: heartbeats, liveness and the slots each agent has left."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bai.common.types import ResourceSlots, slots_from_json, slots_to_json
+
+from . import tables as t
+
+OCCUPYING_KERNEL_STATUSES = ("SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "TERMINATING")
+
+
+async def upsert_heartbeat(conn: AsyncConnection, agent_id: str, info: dict[str, Any]) -> bool:
+    """Record a heartbeat; return True when the agent is new or came back from LOST."""
+    now = datetime.now(UTC)
+    prev = await conn.scalar(sa.select(t.agents.c.status).where(t.agents.c.id == agent_id))
+    values = dict(
+        status="ALIVE", region=info.get("region"), scaling_group=info.get("scaling_group") or "default",
+        available_slots=info.get("resource_slots") or {}, addr=info["addr"],
+        architecture=info.get("architecture") or "x86_64", version=info.get("version"),
+        compute_plugins=info.get("compute_plugins") or {}, lost_at=None, last_seen=now,
+    )
+    stmt = insert(t.agents).values(id=agent_id, status_changed=now, **values)
+    update = dict(values)
+    if prev != "ALIVE":
+        update["status_changed"] = now
+    await conn.execute(stmt.on_conflict_do_update(index_elements=[t.agents.c.id], set_=update))
+    return prev != "ALIVE"
+
+
+async def mark_terminated(conn: AsyncConnection, agent_id: str) -> None:
+    await conn.execute(t.agents.update().where(t.agents.c.id == agent_id).values(
+        status="TERMINATED", status_changed=datetime.now(UTC)))
+
+
+async def mark_lost(conn: AsyncConnection, max_silence: float) -> list[str]:
+    """Mark ALIVE agents whose last heartbeat is older than ``max_silence`` seconds as LOST."""
+    now = datetime.now(UTC)
+    rows = await conn.execute(
+        t.agents.update()
+        .where(t.agents.c.status == "ALIVE", t.agents.c.last_seen < now - timedelta(seconds=max_silence))
+        .values(status="LOST", status_changed=now, lost_at=now)
+        .returning(t.agents.c.id)
+    )
+    return [r.id for r in rows]
+
+
+async def occupied_slots(conn: AsyncConnection, agent_id: str) -> ResourceSlots:
+    rows = await conn.execute(
+        sa.select(t.kernels.c.requested_slots).where(
+            t.kernels.c.agent == agent_id, t.kernels.c.status.in_(OCCUPYING_KERNEL_STATUSES)
+        )
+    )
+    total: ResourceSlots = {}
+    for (slots,) in rows:
+        for k, v in slots_from_json(slots).items():
+            total[k] = total.get(k, Decimal(0)) + v
+    return total
+
+
+async def refresh_occupied(conn: AsyncConnection, agent_id: str) -> None:
+    occ = await occupied_slots(conn, agent_id)
+    await conn.execute(t.agents.update().where(t.agents.c.id == agent_id).values(occupied_slots=slots_to_json(occ)))
+
+
+async def alive_in_group(conn: AsyncConnection, scaling_group: str, architecture: str,
+                         lock: bool = False) -> list[sa.Row[Any]]:
+    q = sa.select(t.agents).where(
+        t.agents.c.status == "ALIVE", t.agents.c.schedulable.is_(True),
+        t.agents.c.scaling_group == scaling_group, t.agents.c.architecture == architecture,
+    ).order_by(t.agents.c.id)
+    if lock:
+        q = q.with_for_update()
+    return list((await conn.execute(q)).all())
+
+
+async def known_slot_types(conn: AsyncConnection) -> set[str]:
+    rows = await conn.execute(sa.select(t.agents.c.available_slots).where(t.agents.c.status == "ALIVE"))
+    names = {"cpu", "mem"}
+    for (slots,) in rows:
+        names.update(slots)
+    return names
+
