@@ -1,0 +1,76 @@
+"""``backend.ai`` entry point.
+
+Start-up time matters (``backend.ai run`` is used as a one-shot command), so this module imports
+only ``click``; subcommands live in their own modules and are imported when invoked, and
+aiohttp/rich are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .common import CLIContext, LazyGroup
+
+#: name -> (module, factory, short help). The factory takes the help text and returns a command.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": ("bai.client.cli.config_cmd", "make_config_cmd", "Shows the current configuration."),
+    "run": (
+        "bai.client.cli.run",
+        "make_run_cmd",
+        "Run the given code snippet or file in a session.",
+    ),
+    "session": ("bai.client.cli.session", "make_session_group", "Set of compute session operations"),
+    "start": ("bai.client.cli.session", "make_create_cmd", 'Alias of "session create"'),
+    "ps": ("bai.client.cli.session", "make_list_cmd", 'Alias of "session list"'),
+    "info": ("bai.client.cli.session", "make_info_cmd", 'Alias of "session info"'),
+    "rm": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
+    "kill": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--skip-sslcert-validation",
+    is_flag=True,
+    help="Skip SSL certificate validation for all API requests.",
+)
+@click.option(
+    "--output",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_default=True,
+    help="Set the output style of the command results (json: machine-readable).",
+)
+@click.version_option(package_name="bai", prog_name="backend.ai", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, skip_sslcert_validation: bool, output: str) -> None:
+    """
+    Backend.AI command line interface (bai).
+
+    Configure it with the BACKEND_ENDPOINT, BACKEND_ACCESS_KEY and BACKEND_SECRET_KEY
+    environment variables (or a .env file); see "backend.ai config".
+    """
+    ctx.obj = CLIContext(output=output, skip_sslcert_validation=skip_sslcert_validation)
+    import warnings
+
+    def _show_warning(message: Any, category: Any, filename: Any, lineno: Any, file: Any = None,
+                      line: Any = None) -> None:
+        print(f"{category.__name__}: {message}", file=sys.stderr)
+
+    warnings.showwarning = _show_warning
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="backend.ai")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

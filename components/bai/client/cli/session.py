@@ -1,0 +1,429 @@
+"""``backend.ai session ...`` (and the top-level aliases ``start``, ``ps``, ``info``, ``rm``, ``kill``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .common import (
+    AliasGroup,
+    ExitCode,
+    fail,
+    get_cli_context,
+    print_done,
+    print_fail,
+    print_info,
+    print_json,
+    print_wait,
+    print_warn,
+    render_table,
+    report_error,
+    run_async,
+    spinner,
+)
+from .params import build_create_kwargs, start_options
+
+if TYPE_CHECKING:
+    from ..config import APIConfig
+
+
+def _alias_doc(cmd: click.Command, help_text: str | None) -> click.Command:
+    if help_text and help_text.startswith("Alias"):
+        cmd.short_help = help_text
+        cmd.help = f"{help_text}.\n\n{cmd.help or ''}"
+    return cmd
+
+
+def _config_or_exit() -> APIConfig:
+    cli_ctx = get_cli_context()
+    try:
+        return cli_ctx.get_config()
+    except Exception as e:  # BackendClientError for malformed configuration
+        report_error(e, json_mode=cli_ctx.json_mode)
+        sys.exit(ExitCode.FAILURE)
+
+
+# ---------------------------------------------------------------------------------------------
+# create
+
+
+def make_create_cmd(name: str = "create", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("image")
+    @click.option(
+        "-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+        help="Set the owner of the target session explicitly.",
+    )
+    @click.option(
+        "-c", "--startup-command", metavar="COMMAND",
+        help="Set the command to execute for batch-type sessions.",
+    )
+    @click.option(
+        "--enqueue-only", is_flag=True,
+        help="Enqueue the session and return immediately without waiting for its startup.",
+    )
+    @click.option(
+        "--depends", metavar="SESSION_ID", type=str, multiple=True,
+        help="Set the list of session ID or names that the newly created session depends on. "
+        "The session will get scheduled after all of them successfully finish.",
+    )
+    @click.option(
+        "--assign-agent", metavar="AGENTS", default=None, type=str,
+        help="Assign the session to specific agents (super-admins only; e.g. agent_id_1,agent_id_2).",
+    )
+    @start_options
+    def create(
+        image: str, owner: str | None, startup_command: str | None, enqueue_only: bool,
+        depends: tuple[str, ...], assign_agent: str | None, **opts: Any,
+    ) -> None:
+        """
+        Prepare and start a single compute session without executing codes.
+        You may use the created session to execute codes using the "run" command.
+
+        \b
+        IMAGE: The name (and version/platform tags appended after a colon) of session
+               runtime or programming language.
+        """
+        cli_ctx = get_cli_context()
+        kwargs = build_create_kwargs(opts)
+        if kwargs["name"] is None:
+            from ..helpers import generate_session_name
+
+            kwargs["name"] = generate_session_name()
+        kwargs.update(
+            owner_access_key=owner,
+            startup_command=startup_command,
+            enqueue_only=enqueue_only,
+            dependencies=list(depends),
+            preopen_ports=opts.get("preopen"),
+            assign_agent=[a for a in assign_agent.split(",") if a] if assign_agent else None,
+        )
+        cfg = _config_or_exit()
+
+        async def _go() -> Any:
+            from ..request import APISession
+            from ..session import create as create_session
+
+            async with APISession(cfg) as api:
+                msg = "Enqueueing the session..." if enqueue_only else f"Starting the session {kwargs['name']}..."
+                with spinner(msg, enabled=not cli_ctx.json_mode):
+                    return await create_session(api, image, **kwargs)
+
+        created = run_async(_go, json_mode=cli_ctx.json_mode)
+        status = created.status
+        ok = status in ("PENDING", "SCHEDULED", "RUNNING", "TIMEOUT")
+        if cli_ctx.json_mode:
+            print_json({
+                "sessionId": created.session_id,
+                "sessionName": created.name,
+                "status": status,
+                "created": created.created,
+                "servicePorts": created.service_ports,
+            })
+        else:
+            click.echo(f"Session ID: {created.session_id}")
+            click.echo(f"Session name: {created.name}")
+            click.echo(f"Status: {status}")
+            sid = created.session_id or created.name
+            if status == "PENDING":
+                print_info(f"Session ID {sid} is enqueued for scheduling.")
+            elif status == "SCHEDULED":
+                print_info(f"Session ID {sid} is scheduled and about to be started.")
+            elif status == "RUNNING":
+                if created.created:
+                    print_info(f"Session ID {sid} is created and ready.")
+                else:
+                    print_info(f"Session ID {sid} is already running and ready.")
+                names = [p.get("name") for p in created.service_ports if isinstance(p, dict)]
+                if names:
+                    print_info("This session provides the following app services: " + ", ".join(map(str, names)))
+            elif status == "TIMEOUT":
+                print_info(f"Session ID {sid} is still on the job queue.")
+            elif status == "TERMINATED":
+                print_warn(f"Session ID {sid} is already terminated.\n"
+                           "This may be an error in the compute_session image.")
+            else:
+                print_fail(f"Session ID {sid} has an error during scheduling/startup or cancelled.")
+        if not ok:
+            sys.exit(ExitCode.FAILURE)
+
+    return _alias_doc(create, help_text)
+
+
+# ---------------------------------------------------------------------------------------------
+# list
+
+_LIST_COLUMNS: list[tuple[str, str, str]] = [
+    # (GraphQL field, console header, JSON key) -- JSON keys as the official CLI's --output json
+    ("name", "Name", "name"),
+    ("access_key", "Owner Access Key", "access_key"),
+    ("id", "Session ID", "session_id"),
+    ("group_name", "Project/Group", "group_name"),
+    ("main_kernel_id", "Main Kernel ID", "main_kernel_id"),
+    ("image", "Image", "image"),
+    ("type", "Type", "type"),
+    ("status", "Status", "status"),
+    ("status_info", "Status Info", "status_info"),
+    ("status_changed", "Last Updated", "status_changed"),
+    ("result", "Result", "result"),
+]
+
+_STATUS_CHOICES = [
+    "PENDING", "SCHEDULED", "PULLING", "PREPARING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
+    "TERMINATING", "TERMINATED", "ERROR", "CANCELLED", "ALL",
+]
+
+
+def make_list_cmd(name: str = "list", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.option("-s", "--status", default=None, type=click.Choice(_STATUS_CHOICES, case_sensitive=False),
+                  help="Filter by the given status")
+    @click.option("--access-key", type=str, default=None,
+                  help="Get sessions for a specific access key (only works if you are a super-admin)")
+    @click.option("--name-only", is_flag=True, help="Display session names only.")
+    @click.option("--dead", is_flag=True, help="Filter only dead sessions. Ignores --status option.")
+    @click.option("--running", is_flag=True,
+                  help="Filter only scheduled and running sessions. Ignores --status option.")
+    @click.option("--plain", is_flag=True,
+                  help="Display the session list without decorative line drawings and the header.")
+    @click.option("--filter", "filter_", default=None, help="Set the query filter expression.")
+    @click.option("--order", default=None, help="Set the query ordering expression.")
+    @click.option("--offset", default=0, type=click.IntRange(min=0), help="The index of the first item to show.")
+    @click.option("--limit", default=None, type=click.IntRange(min=1),
+                  help="The maximum number of items to show (default: all).")
+    @click.option("-a", "--all", "all_", is_flag=True,
+                  help='Alias of "--status=ALL": list all sessions regardless of status. Ignores --status option.')
+    def list_(
+        status: str | None, access_key: str | None, name_only: bool, dead: bool, running: bool,
+        plain: bool, filter_: str | None, order: str | None, offset: int, limit: int | None, all_: bool,
+    ) -> None:
+        """
+        List compute sessions (active ones by default).
+        """
+        from ..helpers import ACTIVE_STATUSES, ALL_STATUSES, DEAD_STATUSES, RUNNING_STATUSES
+
+        cli_ctx = get_cli_context()
+        status_q: str | None = status.upper() if status else None
+        if status_q is None:
+            status_q = ACTIVE_STATUSES
+        if running:
+            status_q = RUNNING_STATUSES
+        if dead:
+            status_q = DEAD_STATUSES
+        if status_q == "ALL" or all_:
+            status_q = ALL_STATUSES
+        cfg = _config_or_exit()
+
+        async def _go() -> tuple[list[dict[str, Any]], int]:
+            from ..request import APISession
+            from ..session import iter_sessions
+
+            async with APISession(cfg) as api:
+                if cli_ctx.json_mode:
+                    # one page, as the official CLI's JSON output
+                    return await iter_sessions(
+                        api, status=status_q, access_key=access_key, filter=filter_, order=order,
+                        offset=offset, page_size=min(limit or 20, 100), max_items=limit or 20,
+                    )
+                return await iter_sessions(
+                    api, status=status_q, access_key=access_key, filter=filter_, order=order,
+                    offset=offset, page_size=min(limit or 20, 100), max_items=limit,
+                )
+
+        items, total = run_async(_go, json_mode=cli_ctx.json_mode)
+        if cli_ctx.json_mode:
+            fields = _LIST_COLUMNS[:1] if name_only else _LIST_COLUMNS
+            print_json({
+                "count": len(items),
+                "total_count": total,
+                "items": [{jkey: item.get(f) for f, _, jkey in fields} for item in items],
+            })
+            return
+        if name_only:
+            for item in items:
+                click.echo(str(item.get("name")))
+            return
+        if not items:
+            print_info("No matching items.")
+            return
+        click.echo(render_table(
+            [h for _, h, _ in _LIST_COLUMNS],
+            [[item.get(f) for f, _, _ in _LIST_COLUMNS] for item in items],
+            plain=plain,
+        ))
+
+    return _alias_doc(list_, help_text)
+
+
+# ---------------------------------------------------------------------------------------------
+# info
+
+
+def make_info_cmd(name: str = "info", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="NAME")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+                  help="Specify the owner of the target session explicitly.")
+    def info(session_ref: str, owner: str | None) -> None:
+        """
+        Show detailed information of a compute session (by name or ID).
+        """
+        cli_ctx = get_cli_context()
+        cfg = _config_or_exit()
+
+        async def _go() -> dict[str, Any]:
+            from ..request import APISession
+            from ..session import get_info
+
+            async with APISession(cfg) as api:
+                return await get_info(api, session_ref, owner_access_key=owner)
+
+        data = run_async(_go, json_mode=cli_ctx.json_mode)
+        if cli_ctx.json_mode:
+            print_json(data)
+            return
+        click.echo(render_table(["Field", "Value"], [[k, _info_value(v)] for k, v in data.items()]))
+
+    return _alias_doc(info, help_text)
+
+
+def _info_value(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False) if v else "-"
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# destroy
+
+
+def format_stats(stats: Any) -> str:
+    if not isinstance(stats, dict):
+        return str(stats)
+    rows = [[k, json.dumps(v) if isinstance(v, (dict, list)) else v]
+            for k, v in stats.items() if k not in ("status", "version")]
+    if not rows:
+        return "(no statistics)"
+    return render_table(["Key", "Value"], rows, plain=True)
+
+
+def make_destroy_cmd(name: str = "destroy", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_names", metavar="NAMES", nargs=-1)
+    @click.option("-f", "--forced", is_flag=True,
+                  help="Force-terminate the errored sessions (only allowed for admins)")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+                  help="Specify the owner of the target session explicitly.")
+    @click.option("-s", "--stats", is_flag=True, help="Show resource usage statistics after termination")
+    @click.option("-r", "--recursive", is_flag=True, help="Cancel all the dependant sessions recursively")
+    def destroy(session_names: tuple[str, ...], forced: bool, owner: str | None, stats: bool,
+                recursive: bool) -> None:
+        """
+        Terminate and destroy the given sessions (by name or ID).
+        """
+        cli_ctx = get_cli_context()
+        json_mode = cli_ctx.json_mode
+        if not session_names:
+            fail('Specify at least one session name. Check usage with "-h" option.',
+                 ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+        cfg = _config_or_exit()
+
+        async def _go() -> list[tuple[str, Any, BaseException | None]]:
+            from ..exceptions import BackendAPIError
+            from ..request import APISession
+            from ..session import destroy as destroy_session
+
+            results: list[tuple[str, Any, BaseException | None]] = []
+            async with APISession(cfg) as api:
+                if not json_mode and not sys.stderr.isatty():
+                    print_wait("Terminating the session(s)...")
+                with spinner("Terminating the session(s)...", enabled=not json_mode):
+                    for sname in session_names:
+                        try:
+                            ret = await destroy_session(
+                                api, sname, forced=forced, recursive=recursive, owner_access_key=owner
+                            )
+                        except BackendAPIError as e:
+                            results.append((sname, None, e))
+                        else:
+                            results.append((sname, ret, None))
+            return results
+
+        results = run_async(_go, json_mode=json_mode)
+        failed = [r for r in results if r[2] is not None]
+        if json_mode:
+            from .common import error_json
+
+            print_json({
+                "results": [
+                    {"name": n, "ok": e is None, **({"stats": _stats_of(ret)} if e is None else error_json(e))}
+                    for n, ret, e in results
+                ]
+            })
+        else:
+            for n, ret, e in results:
+                if e is not None:
+                    report_error(e)
+                    if getattr(e, "status", None) == 404:
+                        print_info(f'Session {n}: if you are an admin, use "-o" / "--owner" option '
+                                   "to terminate other user's session.")
+                    continue
+                print_done(f"Terminated the session {n}.")
+                if stats:
+                    st = _stats_of(ret)
+                    if st:
+                        click.echo(f"Statistics of {n}:" if len(results) > 1 else "Statistics:")
+                        click.echo(format_stats(st))
+                    else:
+                        click.echo("Statistics is not available.")
+            if forced and not failed:
+                print_warn("If you have destroyed a session whose status is one of "
+                           "[PULLING, SCHEDULED, PREPARING, TERMINATING, ERROR], "
+                           "manual cleanup of actual containers may be required.")
+        if failed:
+            sys.exit(ExitCode.FAILURE)
+
+    return _alias_doc(destroy, help_text)
+
+
+def _stats_of(ret: Any) -> Any:
+    if isinstance(ret, dict):
+        return ret.get("stats")
+    if isinstance(ret, list):
+        return [r.get("stats") if isinstance(r, dict) else r for r in ret]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the group
+
+
+def make_session_group(name: str = "session", help_text: str | None = None) -> click.Group:
+    group = AliasGroup(
+        name=name,
+        help="Set of compute session operations",
+        aliases={"start": "create", "ls": "list", "ps": "list", "rm": "destroy", "kill": "destroy"},
+    )
+    factories: dict[str, Callable[..., click.Command]] = {
+        "create": make_create_cmd,
+        "list": make_list_cmd,
+        "info": make_info_cmd,
+        "destroy": make_destroy_cmd,
+    }
+    for cname, factory in factories.items():
+        group.add_command(factory(name=cname), cname)
+    return group
+
+
+__all__ = (
+    "make_session_group",
+    "make_create_cmd",
+    "make_list_cmd",
+    "make_info_cmd",
+    "make_destroy_cmd",
+    "format_stats",
+)
