@@ -13,7 +13,7 @@ from aiohttp import web
 from bai.common import etcd as etcd_mod
 from bai.common.agent_rpc import AgentClient
 from bai.common.events import REDIS_DB_RATELIMIT, REDIS_DB_STREAM, EventProducer
-from bai.manager.api import root, session, stream
+from bai.manager.api import gql, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
@@ -100,6 +100,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     root.routes(app)
     session.routes(app)
     stream.routes(app)
+    gql.routes(app)
     return app
 
 

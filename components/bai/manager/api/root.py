@@ -17,7 +17,6 @@ async def hello(request: web.Request) -> web.Response:
     return web.json_response({"version": API_VERSION, "manager": COMPAT_MANAGER_VERSION})
 
 
-@auth_required()
 async def announcement(request: web.Request) -> web.Response:
     ann = await request.app["bai.etcd_get"]("manager/announcement")
     return web.json_response({"enabled": bool(ann), "message": ann or ""})
