@@ -11,13 +11,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from bai.common import etcd as etcd_mod
-from bai.common.agent_rpc import AgentClient
 from bai.common.events import REDIS_DB_RATELIMIT, REDIS_DB_STREAM, EventProducer
 from bai.manager.api import gql, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
 from bai.manager.errors import ServiceUnavailable
+from bai.manager.services.agents import AgentPool
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
     LifecycleHandler,
@@ -60,7 +60,7 @@ def build_app(config: ManagerConfig) -> web.Application:
             r_rate = _redis(redis_addr, REDIS_DB_RATELIMIT, redis_password)
             stack.push_async_callback(r_stream.aclose)
             stack.push_async_callback(r_rate.aclose)
-            agents = AgentClient(rpc_secret)
+            agents = AgentPool(rpc_secret)
             stack.push_async_callback(agents.close)
             ctx = ManagerContext(config=config, db=engine, redis_stream=r_stream, redis_ratelimit=r_rate,
                                  etcd=etcd, agents=agents, events=EventProducer(r_stream))

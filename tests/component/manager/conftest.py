@@ -4,12 +4,9 @@ PostgreSQL, and a signing HTTP client for an aiohttp app that runs the real midd
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import secrets
-import sys
-import types
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,23 +17,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-if "bai.common.agent_rpc" not in sys.modules and importlib.util.find_spec("bai.common.agent_rpc") is None:
-    # The agent RPC client is being written in parallel; these tests never talk to agents, so a
-    # placeholder lets the manager's modules import until the real one lands.
-    _stub = types.ModuleType("bai.common.agent_rpc")
-    _stub.AgentClient = type("AgentClient", (), {})  # type: ignore[attr-defined]
-    _stub.AgentError = type("AgentError", (Exception,), {"type": ""})  # type: ignore[attr-defined]
-    sys.modules["bai.common.agent_rpc"] = _stub
-
-from bai.common.auth import API_VERSION, sign_request  # noqa: E402
-from bai.common.events import REDIS_DB_RATELIMIT  # noqa: E402
-from bai.manager.api.keys import CTX  # noqa: E402
-from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware  # noqa: E402
-from bai.manager.config import DBConfig, ManagerConfig  # noqa: E402
-from bai.manager.services.context import ManagerContext  # noqa: E402
-from bai.manager.store import fixtures, migrate  # noqa: E402
-from bai.manager.store.db import create_engine  # noqa: E402
-from tests.fixtures.halfstack import HalfStack  # noqa: E402
+from bai.common.auth import API_VERSION, sign_request
+from bai.common.events import REDIS_DB_RATELIMIT
+from bai.manager.api.keys import CTX
+from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
+from bai.manager.config import DBConfig, ManagerConfig
+from bai.manager.services.context import ManagerContext
+from bai.manager.store import fixtures, migrate
+from bai.manager.store.db import create_engine
+from tests.fixtures.halfstack import HalfStack
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bai.common.agent_rpc import AgentClient
 from bai.common.etcd import EtcdStore
 from bai.common.events import EventProducer
 from bai.manager.config import ManagerConfig
+
+from .agents import AgentPool
 
 
 class SessionWaiters:
@@ -47,7 +48,7 @@ class ManagerContext:
     redis_stream: aioredis.Redis
     redis_ratelimit: aioredis.Redis
     etcd: EtcdStore
-    agents: AgentClient
+    agents: AgentPool
     events: EventProducer
     waiters: SessionWaiters = field(default_factory=SessionWaiters)
     schedule_requested: asyncio.Event = field(default_factory=asyncio.Event)

@@ -192,9 +192,8 @@ class Scheduler:
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
         addr = kernels[0].agent_addr
         try:
-            await self.ctx.agents.create_kernels(
-                addr, session_id=str(session_id), kernel_ids=[str(k.id) for k in kernels],
-                configs=configs, cluster_info=cluster_info)
+            await self.ctx.agents.get(addr).create_kernels(
+                str(session_id), [str(k.id) for k in kernels], configs, cluster_info)
         except (TimeoutError, AgentError, OSError) as exc:
             log.warning("create_kernels on %s failed: %r", addr, exc)
             await self.cancel(session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})

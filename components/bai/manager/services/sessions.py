@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bai.common.agent_rpc import AgentError
+from bai.common.agent_rpc import AgentError, KernelNotFound
 from bai.common.types import (
     SESSION_NAME_RE,
     KernelStatus,
@@ -324,14 +324,10 @@ class SessionService:
         if not kernel.agent_addr:
             return {}
         try:
-            reply = await self.ctx.agents.destroy_kernel(
-                kernel.agent_addr, kernel_id=str(kernel.id), session_id=str(kernel.session_id), reason=reason)
-        except AgentError as exc:
-            if exc.type == "kernel-not-found":
-                return {"status": "terminated"}
-            raise
-        stats = reply.get("stats") or {}
-        return stats if isinstance(stats, dict) else {}
+            return await self.ctx.agents.get(kernel.agent_addr).destroy_kernel(
+                str(kernel.id), str(kernel.session_id), reason)
+        except KernelNotFound:
+            return {"status": "terminated"}
 
     async def finish_termination(self, session_id: uuid.UUID, reason: str) -> None:
         """Mark every kernel TERMINATED, release their slots and close the session."""
@@ -368,23 +364,24 @@ class SessionService:
     async def execute(self, route: Any, *, mode: str, run_id: str | None, code: str,
                       opts: dict[str, Any] | None, flush_timeout: float) -> dict[str, Any]:
         try:
-            return await self.ctx.agents.execute(
-                route.agent_addr, session_id=str(route.session_id), kernel_id=str(route.kernel_id),
-                run_id=run_id, mode=mode, code=code, opts=opts or {}, flush_timeout=flush_timeout)
+            return await self.ctx.agents.get(route.agent_addr).execute(
+                str(route.session_id), str(route.kernel_id), run_id, mode,  # type: ignore[arg-type]
+                code, opts or {}, flush_timeout)
+        except KernelNotFound:
+            # The kernel vanished under us: the original answers a synthetic finished/130.
+            return {"runId": run_id, "status": "finished", "exitCode": 130, "options": None,
+                    "files": [], "console": []}
         except AgentError as exc:
-            if exc.type == "kernel-not-found":
-                # The kernel vanished under us: the original answers a synthetic finished/130.
-                return {"runId": run_id, "status": "finished", "exitCode": 130, "options": None,
-                        "files": [], "console": []}
-            raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.as_dict()}) from exc
+            if exc.status == 400:
+                raise errors.InvalidAPIParameters(exc.msg or exc.title) from exc
+            raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.to_json()}) from exc
 
     async def logs(self, requester: Requester, ref: str) -> str:
         route = await self.route(requester, ref)
         try:
-            reply = await self.ctx.agents.get_logs(route.agent_addr, kernel_id=str(route.kernel_id))
+            return await self.ctx.agents.get(route.agent_addr).get_logs(str(route.kernel_id))
         except AgentError as exc:
             raise errors.InternalServerError(exc.msg) from exc
-        return str(reply.get("logs", ""))
 
     async def count_query(self, session_id: uuid.UUID) -> None:
         async with self.ctx.db.begin() as conn:
