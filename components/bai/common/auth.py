@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dateutil.parser
 
@@ -44,7 +44,7 @@ def parse_date(value: str) -> datetime:
     """Parse a request Date header as the original does (naive means UTC)."""
     parsed = dateutil.parser.parse(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -89,7 +89,7 @@ def sign_request(
     api_version: str = API_VERSION, now: datetime | None = None, hash_name: str = DEFAULT_HASH,
 ) -> SignedHeaders:
     """Headers a client adds to a request (``Date`` and ``Authorization``)."""
-    date_str = (now or datetime.now(timezone.utc)).isoformat()
+    date_str = (now or datetime.now(UTC)).isoformat()
     sig = signature(secret_key, method, path, date_str, host, content_type, api_version, hash_name)
     auth = f"{AUTH_SCHEME} signMethod=HMAC-{hash_name.upper()}, credential={access_key}:{sig}"
     return SignedHeaders(date=date_str, authorization=auth)

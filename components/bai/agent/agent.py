@@ -1,0 +1,402 @@
+"""The agent's domain logic: kernel lifecycle, query execution, heartbeats (no aiohttp here).
+
+Kernel states here are the agent's own view: ``PREPARING`` (creation task running), ``RUNNING``
+(runner connected) and ``TERMINATING`` (being stopped and removed; ignored by the death watch).
+Every way out of a kernel's life goes through :meth:`Agent._cleanup`, which removes the
+container, its IPC directory and its slots, then emits the final event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import compileall
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from aiodocker.exceptions import DockerError
+
+import bai.kernel
+from bai.common.agent_rpc import (
+    AgentError,
+    AgentFailure,
+    CreateKernelsRequest,
+    DestroyKernelRequest,
+    ExecuteRequest,
+    InvalidInput,
+    KernelCreationConfig,
+    KernelNotFound,
+)
+from bai.common.events import EventProducer
+from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
+
+from .config import AgentConfig
+from .docker import (
+    LABEL_KERNEL_ID,
+    LABEL_SESSION_ID,
+    LABEL_SLOTS,
+    DockerKernels,
+    ImageNotFound,
+    container_config,
+    container_name,
+    exit_code_from_status,
+    host_ulimits,
+)
+from .kernel import KernelRunner, RunnerUnavailable
+from .resources import InsufficientResources, SlotAllocator, detect_capacity
+
+log = logging.getLogger(__name__)
+
+RUNNER_DIR = Path(bai.kernel.__file__).resolve().parent
+#: sun_path holds 108 bytes including the terminating NUL.
+_MAX_UNIX_PATH = 107
+
+
+@dataclass
+class Kernel:
+    kernel_id: str
+    session_id: str
+    ipc_dir: Path
+    status: str = "PREPARING"
+    container_id: str | None = None
+    slots: ResourceSlots = field(default_factory=dict)
+    runner: KernelRunner | None = None
+    creation: asyncio.Task[None] | None = None
+    #: Resolved with the exit code when Docker reports the container stopped.
+    died: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    #: Resolved when the kernel is fully cleaned up.
+    gone: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("bai")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, docker: DockerKernels, events: EventProducer) -> None:
+        self.config = config
+        self.id = config.agent.id
+        self.docker = docker
+        self.events = events
+        self.ipc_base = config.agent.ipc_base_path
+        self.allocator = SlotAllocator(detect_capacity(config.resource.reserved_cpu, config.resource.reserved_mem))
+        self.kernels: dict[str, Kernel] = {}
+        self._creation_slots = asyncio.Semaphore(config.agent.kernel_creation_concurrency)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._ulimits = host_ulimits()
+        self.addr = ""  # set by the server once it listens
+
+    # --- start / stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.ipc_base.mkdir(parents=True, exist_ok=True)
+        # Precompiled bytecode next to the runner sources spares every new container from
+        # compiling them (same CPython minor version inside and out; harmless if read-only).
+        await asyncio.to_thread(compileall.compile_dir, str(RUNNER_DIR), quiet=2)
+        since = time.time() - 1
+        self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since))
+        await self._adopt_containers()
+
+    async def stop(self) -> None:
+        """Detach from the kernels, which keep running and are re-adopted on the next start."""
+        for kernel in list(self.kernels.values()):
+            if kernel.creation is not None and not kernel.creation.done():
+                kernel.creation.cancel()
+        pending = [k.creation for k in self.kernels.values() if k.creation is not None]
+        await asyncio.gather(*pending, return_exceptions=True)
+        # Removals and final events of destroyed kernels must complete: no orphan containers.
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for kernel in self.kernels.values():
+            if kernel.runner is not None:
+                await kernel.runner.close()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _adopt_containers(self) -> None:
+        """Take over the kernels a previous run of this agent left running."""
+        for info in await self.docker.owned_containers():
+            labels = info.get("Labels") or {}
+            kernel_id, session_id = labels.get(LABEL_KERNEL_ID), labels.get(LABEL_SESSION_ID, "")
+            if not kernel_id or kernel_id in self.kernels:
+                continue
+            kernel = Kernel(kernel_id, session_id, self.ipc_base / kernel_id, status="RUNNING",
+                            container_id=info["Id"])
+            try:
+                kernel.slots = slots_from_json(json.loads(labels.get(LABEL_SLOTS) or "{}"))
+            except ValueError:
+                kernel.slots = {}
+            self.kernels[kernel_id] = kernel
+            self.allocator.restore(kernel_id, kernel.slots)
+            if info.get("State") != "running":
+                # It stopped while we were away.
+                kernel.status = "TERMINATING"
+                self._spawn(self._cleanup(kernel, "self-terminated", exit_code_from_status(info.get("Status", ""))),
+                            f"cleanup-{kernel_id}")
+                continue
+            runner = KernelRunner(kernel_id, kernel.ipc_dir / "runner.sock")
+            try:
+                await runner.connect()
+            except RunnerUnavailable as exc:
+                # Still starting, or wedged: execute retries the connection on demand.
+                log.warning("kernel %s: runner not reachable on adoption: %s", kernel_id, exc)
+            kernel.runner = runner
+            log.info("re-adopted kernel %s (container %s)", kernel_id, info["Id"][:12])
+
+    # --- heartbeat --------------------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        images = await self.docker.list_kernel_images()
+        await self.events.produce(
+            "agent_heartbeat", self.id,
+            id=self.id,
+            addr=self.addr,
+            scaling_group=self.config.agent.scaling_group,
+            region=self.config.agent.region,
+            architecture=platform.machine(),
+            version=agent_version(),
+            resource_slots=slots_to_json(self.allocator.capacity),
+            slot_types=dict(INTRINSIC_SLOTS),
+            images=images,
+            compute_plugins={"cpu": {"version": agent_version()}, "mem": {"version": agent_version()}},
+        )
+
+    # --- RPC: create ------------------------------------------------------------------------
+
+    async def create_kernels(self, req: CreateKernelsRequest) -> None:
+        clashes = [kid for kid in req.kernel_ids if kid in self.kernels]
+        if clashes:
+            raise InvalidInput(f"kernels already exist: {', '.join(clashes)}")
+        for kernel_id, config in zip(req.kernel_ids, req.configs, strict=True):
+            kernel = Kernel(kernel_id, req.session_id, self.ipc_base / kernel_id)
+            self.kernels[kernel_id] = kernel
+            kernel.creation = asyncio.create_task(self._create(kernel, config), name=f"create-{kernel_id}")
+
+    async def _create(self, kernel: Kernel, config: KernelCreationConfig) -> None:
+        kid, sid = kernel.kernel_id, kernel.session_id
+        began = time.perf_counter()
+        try:
+            async with self._creation_slots:
+                await self.events.produce("kernel_creating", self.id, kernel_id=kid, session_id=sid)
+                slots = normalize_slots(dict(config.resource_slots), {**INTRINSIC_SLOTS, **{
+                    k: "count" for k in config.resource_slots if k not in INTRINSIC_SLOTS}})
+                kernel.slots = self.allocator.allocate(kid, slots)
+                labels = {**config.image.labels}
+                if "ai.backend.runtime-path" not in labels:
+                    labels = {**await self.docker.image_labels(config.image.canonical), **labels}
+                if len(os.fsencode(kernel.ipc_dir / "runner.sock")) > _MAX_UNIX_PATH:
+                    raise ValueError(f"ipc-base-path is too long for a unix socket path: {self.ipc_base}")
+                shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
+                kernel.ipc_dir.mkdir(parents=True)
+                body = container_config(
+                    kernel_id=kid, session_id=sid, owner=self.id, config=config, slots=kernel.slots,
+                    image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
+                )
+                # Not cancellable half-way: Docker finishes a create whose caller went away, and
+                # we must learn the container's ID to remove it.
+                starting = asyncio.ensure_future(self.docker.create_and_start(container_name(kid), body))
+                try:
+                    kernel.container_id = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        kernel.container_id = await starting
+                    raise
+                runner = KernelRunner(kid, kernel.ipc_dir / "runner.sock")
+                await self._wait_runner(kernel, runner)
+                kernel.runner = runner
+                kernel.status = "RUNNING"
+            log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
+                     kernel.container_id[:12])
+            await self.events.produce("kernel_started", self.id, kernel_id=kid, session_id=sid, creation_info={
+                "id": kid,
+                "container_id": kernel.container_id,
+                "service_ports": [],
+                "kernel_host": self.config.container.bind_host,
+                "resource_spec": {"slots": slots_to_json(kernel.slots), "mounts": [], "scratch_disk_size": 0},
+                "attached_devices": {},
+                "scaling_group": self.config.agent.scaling_group,
+                "agent_addr": self.addr,
+            })
+        except asyncio.CancelledError:
+            # destroy_kernel (or shutdown) cancelled us; whoever did reports the outcome.
+            await asyncio.shield(self._discard_failed(kernel))
+            raise
+        except Exception as exc:
+            if isinstance(exc, _EXPECTED_CREATION_ERRORS):
+                log.warning("kernel %s: creation failed: %s", kid, _describe(exc))
+            else:
+                log.exception("kernel %s: creation failed", kid)
+            await asyncio.shield(self._discard_failed(kernel))
+            await self.events.produce("kernel_cancelled", self.id, kernel_id=kid, session_id=sid,
+                                      reason="failed-to-create", error=_describe(exc))
+            kernel.gone.set_result(None)
+        finally:
+            kernel.creation = None
+
+    async def _wait_runner(self, kernel: Kernel, runner: KernelRunner) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.container.runner_start_timeout
+        # The death watch normally tells us at once if the container exits; checking the state
+        # every second as well covers a watch that is (re)connecting.
+        while True:
+            step = min(loop.time() + 1.0, deadline)
+            try:
+                await runner.wait_ready(step, kernel.died)
+                return
+            except RunnerUnavailable:
+                if kernel.died.done() or loop.time() >= deadline:
+                    raise
+                assert kernel.container_id is not None
+                if not await self.docker.is_running(kernel.container_id):
+                    raise RunnerUnavailable("the container stopped before its runner came up") from None
+
+    async def _discard_failed(self, kernel: Kernel) -> None:
+        """Undo a creation that did not finish: no container, IPC dir or slots may remain."""
+        if kernel.runner is not None:
+            await kernel.runner.close()
+        try:
+            ids = {kernel.container_id} if kernel.container_id else set()
+            # A create call that failed on our side may still have made a container.
+            ids |= {c["Id"] for c in await self.docker.owned_containers(kernel.kernel_id)}
+            for container_id in ids:
+                if container_id:
+                    await self.docker.remove(container_id)
+        except Exception:
+            log.exception("kernel %s: removing the container of a failed creation", kernel.kernel_id)
+        shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
+        self.allocator.release(kernel.kernel_id)
+        self.kernels.pop(kernel.kernel_id, None)
+
+    # --- RPC: destroy -----------------------------------------------------------------------
+
+    async def destroy_kernel(self, req: DestroyKernelRequest) -> dict[str, Any]:
+        reason = req.reason or "user-requested"
+        kernel = self.kernels.get(req.kernel_id)
+        if kernel is None:
+            # Not ours as far as we know -- but never leave a labelled container behind.
+            for info in await self.docker.owned_containers(req.kernel_id):
+                await self.docker.remove(info["Id"])
+            shutil.rmtree(self.ipc_base / req.kernel_id, ignore_errors=True)
+            raise KernelNotFound(f"kernel {req.kernel_id} is not on this agent")
+        if kernel.status == "TERMINATING":
+            await asyncio.shield(kernel.gone)
+            return {"stats": {"status": "terminated"}}
+        kernel.status = "TERMINATING"
+        if kernel.creation is not None and not kernel.creation.done():
+            kernel.creation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kernel.creation
+            await self.events.produce("kernel_terminated", self.id, kernel_id=kernel.kernel_id,
+                                      session_id=kernel.session_id, reason=reason, exit_code=None)
+            kernel.gone.set_result(None)
+            return {"stats": {"status": "terminated"}}
+        if kernel.runner is not None:
+            await kernel.runner.close()
+        exit_code = None
+        if kernel.container_id is not None:
+            exit_code = await self.docker.kill_and_wait(kernel.container_id)
+        # Answer only once the container is removed, so a finished destroy never leaves one behind
+        # (shielded: a caller that hangs up must not interrupt the cleanup).
+        await asyncio.shield(self._cleanup(kernel, reason, exit_code))
+        log.info("kernel %s: destroyed (%s)", kernel.kernel_id, reason)
+        return {"stats": {"status": "terminated"}}
+
+    async def _cleanup(self, kernel: Kernel, reason: str, exit_code: int | None) -> None:
+        try:
+            if kernel.runner is not None:
+                await kernel.runner.close()
+            if kernel.container_id is not None:
+                await self.docker.remove(kernel.container_id)
+        except Exception:
+            log.exception("kernel %s: removing container %s", kernel.kernel_id, kernel.container_id)
+        shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
+        self.allocator.release(kernel.kernel_id)
+        self.kernels.pop(kernel.kernel_id, None)
+        try:
+            await self.events.produce("kernel_terminated", self.id, kernel_id=kernel.kernel_id,
+                                      session_id=kernel.session_id, reason=reason, exit_code=exit_code)
+        finally:
+            if not kernel.gone.done():
+                kernel.gone.set_result(None)
+
+    async def _on_container_died(self, kernel_id: str, container_id: str, exit_code: int | None) -> None:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None:
+            return  # destroyed by us, or not a kernel we track
+        if not kernel.died.done():
+            kernel.died.set_result(exit_code)
+        if kernel.status != "RUNNING":
+            return  # creation notices through `died`; destroy handles its own
+        log.info("kernel %s: container exited by itself (exit code %s)", kernel_id, exit_code)
+        kernel.status = "TERMINATING"
+        self._spawn(self._cleanup(kernel, "self-terminated", exit_code), f"cleanup-{kernel_id}")
+
+    # --- RPC: execution and queries ---------------------------------------------------------
+
+    def _running(self, kernel_id: str) -> Kernel:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None:
+            raise KernelNotFound(f"kernel {kernel_id} is not on this agent")
+        if kernel.status != "RUNNING" or kernel.runner is None:
+            raise InvalidInput(f"kernel {kernel_id} is {kernel.status.lower()}", title="Kernel not running")
+        return kernel
+
+    async def execute(self, req: ExecuteRequest) -> dict[str, Any]:
+        runner = self._running(req.kernel_id).runner
+        assert runner is not None
+        try:
+            return await runner.execute(req.run_id, req.mode, req.code, req.flush_timeout)
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:
+        runner = self._running(kernel_id).runner
+        assert runner is not None
+        try:
+            await runner.interrupt()
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    async def get_logs(self, kernel_id: str) -> str:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None or kernel.container_id is None:
+            raise KernelNotFound(f"kernel {kernel_id} is not on this agent")
+        return await self.docker.logs(kernel.container_id)
+
+    def list_kernels(self) -> list[dict[str, Any]]:
+        return [
+            {"kernel_id": k.kernel_id, "session_id": k.session_id, "container_id": k.container_id,
+             "status": k.status}
+            for k in self.kernels.values()
+        ]
+
+
+#: Creation failures that are about the request or the environment, not bugs: no traceback.
+_EXPECTED_CREATION_ERRORS = (AgentError, DockerError, ImageNotFound, InsufficientResources, RunnerUnavailable,
+                             ValueError, KeyError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DockerError):
+        return f"docker error {exc.status}: {exc.message}"
+    return str(exc) or type(exc).__name__

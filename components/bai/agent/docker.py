@@ -1,0 +1,278 @@
+"""Kernel containers through the Docker engine API (aiodocker): build, start, stop, remove, watch.
+
+Every container this agent creates carries ``ai.backend.owner=<agent id>`` so that listing,
+re-adoption after a restart and the event watch only ever see our own containers (other
+software may share the Docker engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import resource
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+from aiodocker.exceptions import DockerError
+
+from bai.common.agent_rpc import KernelCreationConfig
+from bai.common.types import ResourceSlots, parse_binary_size, slots_to_json
+
+log = logging.getLogger(__name__)
+
+LABEL_KERNEL_ID = "ai.backend.kernel-id"
+LABEL_SESSION_ID = "ai.backend.session-id"
+LABEL_OWNER = "ai.backend.owner"
+#: What the kernel holds, so a restarted agent can rebuild its slot accounting from a listing.
+LABEL_SLOTS = "ai.backend.internal.resource-slots"
+LABEL_KERNELSPEC = "ai.backend.kernelspec"
+LABEL_RUNTIME_PATH = "ai.backend.runtime-path"
+LABEL_CORECOUNT_ENVS = "ai.backend.envs.corecount"
+
+RUNNER_MOUNT = "/opt/bai/kernel/bai_kernel"
+RUNNER_PYTHONPATH = "/opt/bai/kernel"
+IPC_MOUNT = "/opt/bai/ipc"
+WORK_DIR = "/home/work"
+DEFAULT_RUNTIME_PATH = "/usr/bin/python3"
+DEFAULT_SHMEM = 64 * 2**20
+
+DieCallback = Callable[[str, str, int | None], Awaitable[None]]
+
+
+class ImageNotFound(Exception):
+    pass
+
+
+def host_ulimits() -> list[dict[str, int | str]]:
+    """The original asks for nofile=1048576 and unlimited memlock; a container cannot start with
+    limits above the host's hard limits, so each is capped there."""
+    wanted = {"nofile": (resource.RLIMIT_NOFILE, 1048576), "memlock": (resource.RLIMIT_MEMLOCK, -1)}
+    out: list[dict[str, int | str]] = []
+    for name, (which, want) in wanted.items():
+        hard = resource.getrlimit(which)[1]
+        if hard != resource.RLIM_INFINITY:
+            want = hard if want == -1 else min(want, hard)
+        out.append({"Name": name, "Soft": want, "Hard": want})
+    return out
+
+
+def container_name(kernel_id: str) -> str:
+    return f"kernel.{kernel_id}"
+
+
+def container_config(
+    *,
+    kernel_id: str,
+    session_id: str,
+    owner: str,
+    config: KernelCreationConfig,
+    slots: ResourceSlots,
+    image_labels: dict[str, str],
+    runner_dir: Path,
+    ipc_dir: Path,
+    ulimits: list[dict[str, int | str]],
+) -> dict[str, Any]:
+    """The create-container body for one kernel (a pure function, so it is testable without Docker)."""
+    runtime_path = image_labels.get(LABEL_RUNTIME_PATH) or DEFAULT_RUNTIME_PATH
+    environ = dict(config.environ)
+    # The runner needs PYTHONPATH to find itself; a PYTHONPATH the user asked for is moved aside
+    # and restored by the runner for user code only.
+    user_pythonpath = environ.pop("PYTHONPATH", None)
+    cpu = slots.get("cpu", Decimal(0))
+    environ.update({
+        "HOME": WORK_DIR,
+        "BACKENDAI_KERNEL_ID": kernel_id,
+        "BACKENDAI_SESSION_ID": session_id,
+        "BACKENDAI_KERNEL_IMAGE": config.image.canonical,
+        "BACKENDAI_CLUSTER_ROLE": config.cluster_role,
+        "BACKENDAI_CLUSTER_IDX": str(config.cluster_idx),
+        "BACKENDAI_CLUSTER_LOCAL_RANK": str(config.local_rank),
+        "BACKENDAI_CLUSTER_HOST": config.cluster_hostname,
+        "PYTHONPATH": RUNNER_PYTHONPATH,
+    })
+    if user_pythonpath:
+        environ["BAI_ORIG_PYTHONPATH"] = user_pythonpath
+    if cpu > 0:
+        for name in filter(None, (image_labels.get(LABEL_CORECOUNT_ENVS) or "").split(",")):
+            environ[name.strip()] = str(math.ceil(cpu))
+    shmem = parse_binary_size(config.resource_opts.get("shmem") or DEFAULT_SHMEM)
+    host_config: dict[str, Any] = {
+        "Init": True,
+        "ShmSize": shmem,
+        "Ulimits": ulimits,
+        "CapAdd": ["IPC_LOCK", "SYS_NICE"],
+        "Binds": [f"{runner_dir}:{RUNNER_MOUNT}:ro", f"{ipc_dir}:{IPC_MOUNT}:rw"],
+    }
+    if cpu > 0:
+        host_config["NanoCpus"] = int(cpu * 10**9)
+    if (mem := int(slots.get("mem", 0))) > 0:
+        host_config["Memory"] = mem
+        # Swap would let a kernel exceed its memory slot without the scheduler knowing.
+        host_config["MemorySwap"] = mem
+    return {
+        "Image": config.image.canonical,
+        "Cmd": [runtime_path, "-s", "-m", "bai_kernel"],
+        "Env": [f"{k}={v}" for k, v in environ.items()],
+        "WorkingDir": WORK_DIR,
+        "Hostname": config.cluster_hostname,
+        "Labels": {
+            LABEL_KERNEL_ID: kernel_id,
+            LABEL_SESSION_ID: session_id,
+            LABEL_OWNER: owner,
+            LABEL_SLOTS: json.dumps(slots_to_json(slots)),
+        },
+        "HostConfig": host_config,
+    }
+
+
+_EXITED_RE = re.compile(r"Exited \((-?\d+)\)")
+
+
+def exit_code_from_status(status: str) -> int | None:
+    """``"Exited (137) 2 minutes ago"`` -> 137 (the container listing has no numeric field)."""
+    m = _EXITED_RE.search(status or "")
+    return int(m.group(1)) if m else None
+
+
+class DockerKernels:
+    def __init__(self, docker: aiodocker.Docker, owner: str) -> None:
+        self.docker = docker
+        self.owner = owner
+        self._image_labels: dict[str, dict[str, str]] = {}
+
+    # --- images -----------------------------------------------------------------------------
+
+    async def image_labels(self, canonical: str) -> dict[str, str]:
+        """Labels of a local image; cached, because they never change for a given tag's image
+        and an inspect per kernel would sit on the creation hot path."""
+        if (labels := self._image_labels.get(canonical)) is not None:
+            return labels
+        try:
+            info = await self.docker.images.inspect(canonical)
+        except DockerError as exc:
+            if exc.status == 404:
+                raise ImageNotFound(f"image {canonical} is not on this agent") from exc
+            raise
+        labels = dict((info.get("Config") or {}).get("Labels") or {})
+        self._image_labels[canonical] = labels
+        return labels
+
+    async def list_kernel_images(self) -> list[dict[str, Any]]:
+        """Local images carrying ``ai.backend.kernelspec``, for the heartbeat; refreshes the cache."""
+        images = await self.docker.images.list(filters={"label": [LABEL_KERNELSPEC]})
+        out: list[dict[str, Any]] = []
+        cache: dict[str, dict[str, str]] = {}
+        for image in images:
+            tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            if not tags:
+                continue
+            labels = dict(image.get("Labels") or {})
+            for tag in tags:
+                cache[tag] = labels
+            out.append({"canonical": tags[0], "digest": image["Id"], "labels": labels})
+        self._image_labels = cache
+        return out
+
+    # --- containers -------------------------------------------------------------------------
+
+    async def create_and_start(self, name: str, config: dict[str, Any]) -> str:
+        container = await self.docker.containers.create(config, name=name)
+        try:
+            await container.start()
+        except BaseException:
+            await self.remove(container.id)
+            raise
+        return container.id
+
+    async def kill_and_wait(self, container_id: str) -> int | None:
+        """SIGKILL the container and return its exit code once it is stopped (None if it is gone)."""
+        container = self.docker.containers.container(container_id)
+        try:
+            await container.kill()
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status != 409:  # 409: not running any more, which is what we want
+                raise
+        try:
+            result = await container.wait()
+        except DockerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        code = result.get("StatusCode")
+        return int(code) if code is not None else None
+
+    async def remove(self, container_id: str) -> None:
+        try:
+            await self.docker.containers.container(container_id).delete(force=True)
+        except DockerError as exc:
+            if exc.status == 409 and "in progress" in str(exc.message):
+                return  # someone else (e.g. `docker rm`) is already removing it
+            if exc.status != 404:
+                raise
+
+    async def owned_containers(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
+        """Listing entries (running or not) of our kernel containers, optionally one kernel's."""
+        labels = [f"{LABEL_OWNER}={self.owner}"]
+        if kernel_id is not None:
+            labels = [f"{LABEL_KERNEL_ID}={kernel_id}"]
+        containers = await self.docker.containers.list(all=True, filters=json.dumps({"label": labels}))
+        return [c._container for c in containers]
+
+    async def is_running(self, container_id: str) -> bool:
+        try:
+            info = await self.docker.containers.container(container_id).show()
+        except DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(info.get("State", {}).get("Running"))
+
+    async def logs(self, container_id: str) -> str:
+        lines = await self.docker.containers.container(container_id).log(stdout=True, stderr=True)
+        return "".join(lines)
+
+    async def watch_deaths(self, on_die: DieCallback, since: float) -> None:
+        """Call ``on_die(kernel_id, container_id, exit_code)`` for each of our containers that
+        stops, forever. ``since`` replays earlier events, so nothing is lost between a listing
+        and the moment the stream is up (or while it reconnects); callbacks must be idempotent."""
+        filters = json.dumps({"type": ["container"], "event": ["die"], "label": [f"{LABEL_OWNER}={self.owner}"]})
+        subscriber = self.docker.events.subscribe(create_task=False)
+        while True:
+            stream = asyncio.create_task(self.docker.events.run(filters=filters, since=str(int(since))))
+            try:
+                while (event := await subscriber.get()) is not None:
+                    stamp = event.get("time")
+                    if stamp is not None:
+                        since = stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    kernel_id = attrs.get(LABEL_KERNEL_ID)
+                    if not kernel_id:
+                        continue
+                    raw_code = attrs.get("exitCode")
+                    try:
+                        await on_die(kernel_id, str(event.get("id") or event.get("Actor", {}).get("ID")),
+                                     int(raw_code) if raw_code is not None else None)
+                    except Exception:
+                        log.exception("handling the death of kernel %s", kernel_id)
+            finally:
+                if not stream.done():
+                    stream.cancel()
+                try:
+                    await stream
+                except asyncio.CancelledError:
+                    if not stream.cancelled():
+                        raise
+                except Exception as exc:
+                    log.warning("docker event stream failed: %s", exc)
+            # The stream ended (Docker restarted?): reconnect, replaying from the last event seen.
+            since = min(since, time.time())
+            await asyncio.sleep(1.0)

@@ -1,0 +1,257 @@
+"""The agent process: RPC server (aiohttp), start-up/shutdown order, etcd registration, heartbeats.
+
+RPC: ``POST /rpc/<method>`` with a JSON object, ``Authorization: Bearer <rpc-secret>``; request
+models and error types live in :mod:`bai.common.agent_rpc` (shared with the manager's client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aetcd
+import aiodocker
+import redis.asyncio as aioredis
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from bai.common import etcd as etcd_mod
+from bai.common.agent_rpc import (
+    REQUEST_MODELS,
+    AgentError,
+    AgentFailure,
+    AgentTimeout,
+    CreateKernelsRequest,
+    DestroyKernelRequest,
+    ExecuteRequest,
+    InvalidInput,
+    KernelRequest,
+    PingRequest,
+    Unauthorized,
+)
+from bai.common.events import REDIS_DB_STREAM, EventProducer
+
+from .agent import Agent
+from .config import AgentConfig
+from .docker import DockerKernels
+
+log = logging.getLogger(__name__)
+
+AGENT = web.AppKey("agent", Agent)
+SECRET = web.AppKey("rpc_secret", str)
+
+Handler = Callable[[Agent, Any], Awaitable[dict[str, Any]]]
+
+
+async def _ping(agent: Agent, req: PingRequest) -> dict[str, Any]:
+    return {"msg": req.msg}
+
+
+async def _create_kernels(agent: Agent, req: CreateKernelsRequest) -> dict[str, Any]:
+    await agent.create_kernels(req)
+    return {}
+
+
+async def _destroy_kernel(agent: Agent, req: DestroyKernelRequest) -> dict[str, Any]:
+    return await agent.destroy_kernel(req)
+
+
+async def _execute(agent: Agent, req: ExecuteRequest) -> dict[str, Any]:
+    return await agent.execute(req)
+
+
+async def _interrupt_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
+    await agent.interrupt_kernel(req.kernel_id)
+    return {}
+
+
+async def _get_logs(agent: Agent, req: KernelRequest) -> dict[str, Any]:
+    return {"logs": await agent.get_logs(req.kernel_id)}
+
+
+async def _list_kernels(agent: Agent, req: BaseModel) -> dict[str, Any]:
+    return {"kernels": agent.list_kernels()}
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": _ping,
+    "create_kernels": _create_kernels,
+    "destroy_kernel": _destroy_kernel,
+    "execute": _execute,
+    "interrupt_kernel": _interrupt_kernel,
+    "get_logs": _get_logs,
+    "list_kernels": _list_kernels,
+}
+assert HANDLERS.keys() == REQUEST_MODELS.keys()
+
+
+def _error_response(exc: AgentError) -> web.Response:
+    return web.Response(status=exc.status, body=json.dumps(exc.to_json()).encode(), content_type="application/json")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AgentError as exc:
+        return _error_response(exc)
+    except web.HTTPException as exc:
+        error = InvalidInput(exc.reason, title=exc.reason, status=exc.status) if exc.status < 500 \
+            else AgentFailure(exc.reason, status=exc.status)
+        return _error_response(error)
+    except TimeoutError:
+        return _error_response(AgentTimeout(f"{request.path} timed out"))
+    except Exception as exc:
+        log.exception("RPC %s failed", request.path)
+        return _error_response(AgentFailure(f"{type(exc).__name__}: {exc}"))
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    expected = f"Bearer {request.app[SECRET]}".encode()
+    given = request.headers.get("Authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise Unauthorized("a valid 'Authorization: Bearer <rpc-secret>' header is required")
+    return await handler(request)
+
+
+async def _rpc(request: web.Request) -> web.Response:
+    method = request.match_info["method"]
+    handler, model = HANDLERS.get(method), REQUEST_MODELS.get(method)
+    if handler is None or model is None:
+        raise InvalidInput(f"unknown RPC method {method!r}", title="Unknown method", status=404)
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    try:
+        req = model.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )) from exc
+    result = await handler(request.app[AGENT], req)
+    return web.Response(body=json.dumps(result).encode(), content_type="application/json")
+
+
+def build_app(agent: Agent, secret: str) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 2**20)
+    app[AGENT] = agent
+    app[SECRET] = secret
+    app.router.add_post("/rpc/{method}", _rpc)
+    return app
+
+
+class AgentServer:
+    """Owns every resource of a running agent; ``start``/``stop`` bring them up and down in order."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.agent: Agent | None = None
+        self.addr = ""
+        self._stack = contextlib.AsyncExitStack()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._etcd: etcd_mod.EtcdStore | None = None
+        self._lease: aetcd.Lease | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._etcd = await self._stack.enter_async_context(etcd_mod.connect(cfg.etcd.addr, cfg.etcd.namespace))
+        redis_addr = await self._etcd.get("config/redis/addr") or "127.0.0.1:6379"
+        secret = await self._etcd.get("config/agent/rpc-secret")
+        if not secret:
+            raise RuntimeError("etcd has no config/agent/rpc-secret; run `bai-manager fixture populate` first")
+        host, port = etcd_mod.parse_addr(redis_addr, 6379)
+        redis = aioredis.Redis(host=host, port=port, db=REDIS_DB_STREAM)
+        self._stack.push_async_callback(redis.aclose)
+        events = EventProducer(redis)
+        docker = aiodocker.Docker()
+        self._stack.push_async_callback(docker.close)
+
+        agent = Agent(cfg, DockerKernels(docker, cfg.agent.id), events)
+        await agent.start()
+        self.agent = agent
+        self._stack.push_async_callback(agent.stop)
+
+        runner = web.AppRunner(build_app(agent, secret), access_log=None, handle_signals=False)
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        rpc_host, rpc_port = cfg.rpc_host_port
+        site = web.TCPSite(runner, rpc_host, rpc_port, reuse_address=True)
+        await site.start()
+        # The port may have been 0 (tests): advertise the one we really got.
+        bound = runner.addresses[0]
+        self.addr = agent.addr = f"http://{rpc_host}:{bound[1]}"
+
+        await self._register()
+        self._stack.push_async_callback(self._unregister, events)
+        await agent.heartbeat()
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop())
+        log.info("agent %s serving RPC on %s", cfg.agent.id, self.addr)
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self._stack.aclose()
+
+    async def _register(self) -> None:
+        assert self._etcd is not None
+        ttl = max(10, int(self.config.agent.heartbeat_interval * 3))
+        self._lease = await self._etcd.lease(ttl)
+        await self._etcd.put(f"nodes/agents/{self.config.agent.id}", "running", lease=self._lease)
+
+    async def _unregister(self, events: EventProducer) -> None:
+        # First tell the managers, so they stop scheduling here; then drop the registration.
+        with contextlib.suppress(Exception):
+            await events.produce("agent_terminated", self.config.agent.id, reason="agent-termination")
+        if self._lease is not None:
+            with contextlib.suppress(Exception):
+                await self._lease.revoke()
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.agent is not None
+        while True:
+            await asyncio.sleep(self.config.agent.heartbeat_interval)
+            try:
+                await self.agent.heartbeat()
+                assert self._lease is not None
+                reply = await self._lease.refresh()
+                if getattr(reply, "TTL", 1) <= 0:
+                    # etcd forgot the lease (restarted, or we were paused too long): register again.
+                    await self._register()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat failed")
+
+
+async def serve(config: AgentConfig) -> None:
+    """Run until SIGINT/SIGTERM."""
+    import signal
+
+    server = AgentServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

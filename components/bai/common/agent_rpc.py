@@ -1,0 +1,297 @@
+"""The manager -> agent RPC: request models (validated by the agent) and the manager's client.
+
+Transport (see CONTRACTS.md): ``POST http://<agent addr>/rpc/<method>`` with a JSON object body and
+``Authorization: Bearer <config/agent/rpc-secret>``. Success is ``200`` with a JSON object; failure
+is ``4xx/5xx`` with ``{"type", "title", "msg"}``, raised here as :class:`AgentError` (or the
+subclass matching ``type``, so callers can ``except KernelNotFound``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Kernel IDs name directories on the agent host, so they are kept to a path-safe alphabet.
+KERNEL_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$"
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class AgentError(Exception):
+    """An RPC failed: ``AgentError(type, title, msg, status)``, ``type`` being one of the agent
+    error types in CONTRACTS.md. The subclasses below fix ``type`` and the default status."""
+
+    def __init__(self, type: str = "agent-failure", title: str = "Agent failure", msg: str = "",
+                 status: int = 500) -> None:
+        self.type = type
+        self.title = title
+        self.msg = msg
+        self.status = status
+        super().__init__(f"{type} ({status}): {title}" + (f": {msg}" if msg else ""))
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "title": self.title, "msg": self.msg}
+
+
+class _TypedAgentError(AgentError):
+    error_type: ClassVar[str]
+    default_title: ClassVar[str]
+    default_status: ClassVar[int]
+
+    def __init__(self, msg: str = "", *, title: str | None = None, status: int | None = None) -> None:
+        super().__init__(self.error_type, title or self.default_title, msg, status or self.default_status)
+
+
+class InvalidInput(_TypedAgentError):
+    error_type = "agent-invalid-input"
+    default_title = "Invalid input"
+    default_status = 400
+
+
+class Unauthorized(InvalidInput):
+    default_title = "Unauthorized"
+    default_status = 401
+
+
+class AgentTimeout(_TypedAgentError):
+    error_type = "agent-timeout"
+    default_title = "Agent timeout"
+    default_status = 504
+
+
+class KernelNotFound(_TypedAgentError):
+    error_type = "kernel-not-found"
+    default_title = "Kernel not found"
+    default_status = 404
+
+
+class AgentFailure(_TypedAgentError):
+    error_type = "agent-failure"
+    default_title = "Agent failure"
+    default_status = 500
+
+
+_ERROR_CLASSES: dict[str, type[_TypedAgentError]] = {
+    cls.error_type: cls for cls in (AgentFailure, InvalidInput, AgentTimeout, KernelNotFound)
+}
+
+
+def error_from_reply(status: int, payload: dict[str, Any]) -> AgentError:
+    """The exception for an error reply: the subclass matching its ``type`` when there is one."""
+    error_type = str(payload.get("type") or "agent-failure")
+    title, msg = str(payload.get("title") or ""), str(payload.get("msg") or "")
+    cls = _ERROR_CLASSES.get(error_type)
+    if cls is None:
+        return AgentError(error_type, title or "Agent failure", msg, status)
+    return cls(msg, title=title or None, status=status)
+
+
+# --- request models ---------------------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageRef(BaseModel):
+    # The manager may send more image fields (digest, registry, ...); the agent uses these two.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    canonical: str = Field(min_length=1)
+    labels: dict[str, str] = {}
+
+
+class KernelCreationConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    image: ImageRef
+    session_type: str = "interactive"
+    cluster_role: str = "main"
+    cluster_idx: int = 1
+    local_rank: int = 0
+    cluster_hostname: str = Field("main1", pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
+    resource_slots: dict[str, str] = {}
+    resource_opts: dict[str, Any] = {}
+    environ: dict[str, str] = {}
+    bootstrap_script: str | None = None
+    startup_command: str | None = None
+    owner: dict[str, Any] = {}
+
+    @field_validator("resource_slots", mode="before")
+    @classmethod
+    def _slots_as_strings(cls, value: Any) -> Any:
+        # Slot amounts travel as strings (Decimal-safe); accept plain numbers too.
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) else v
+                    for k, v in value.items()}
+        return value
+
+
+class PingRequest(_Request):
+    msg: str = ""
+
+
+class CreateKernelsRequest(_Request):
+    session_id: str = Field(min_length=1)
+    kernel_ids: list[str] = Field(min_length=1)
+    configs: list[KernelCreationConfig]
+    cluster_info: dict[str, Any] = {}
+
+    @field_validator("kernel_ids")
+    @classmethod
+    def _kernel_ids(cls, value: list[str]) -> list[str]:
+        for kid in value:
+            if not re.match(KERNEL_ID_PATTERN, kid):
+                raise ValueError(f"invalid kernel id: {kid!r}")
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate kernel ids")
+        return value
+
+    @model_validator(mode="after")
+    def _one_config_per_kernel(self) -> CreateKernelsRequest:
+        if len(self.configs) != len(self.kernel_ids):
+            raise ValueError("configs and kernel_ids must have the same length")
+        return self
+
+
+class DestroyKernelRequest(_Request):
+    kernel_id: str = Field(pattern=KERNEL_ID_PATTERN)
+    session_id: str | None = None
+    reason: str | None = None
+
+
+ExecuteMode = Literal["query", "continue", "input"]
+
+
+class ExecuteRequest(_Request):
+    session_id: str | None = None
+    kernel_id: str = Field(pattern=KERNEL_ID_PATTERN)
+    run_id: str | None = Field(None, min_length=1, max_length=64)
+    mode: ExecuteMode
+    code: str = ""
+    opts: dict[str, Any] = {}
+    flush_timeout: float = Field(2.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _run_id_for_followups(self) -> ExecuteRequest:
+        if self.mode != "query" and self.run_id is None:
+            raise ValueError(f"mode {self.mode!r} needs the run_id of the run it continues")
+        return self
+
+
+class KernelRequest(_Request):
+    """Requests that only name a kernel: ``interrupt_kernel``, ``get_logs``."""
+
+    kernel_id: str = Field(pattern=KERNEL_ID_PATTERN)
+
+
+class ListKernelsRequest(_Request):
+    pass
+
+
+#: method name -> request model; the agent serves exactly these.
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "ping": PingRequest,
+    "create_kernels": CreateKernelsRequest,
+    "destroy_kernel": DestroyKernelRequest,
+    "execute": ExecuteRequest,
+    "interrupt_kernel": KernelRequest,
+    "get_logs": KernelRequest,
+    "list_kernels": ListKernelsRequest,
+}
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+class AgentClient:
+    """Calls one agent. Pass the manager's shared ``aiohttp.ClientSession`` as ``session`` so all
+    agents share one keep-alive pool; without it the client owns a session of its own."""
+
+    def __init__(self, addr: str, secret: str, *, session: aiohttp.ClientSession | None = None,
+                 timeout: float = 30.0) -> None:
+        base = addr if "://" in addr else f"http://{addr}"
+        self.base_url = base.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        self._owns_session = session is None
+        self._session = session
+        self._timeout = timeout
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, method: str, body: dict[str, Any], *, request_timeout: float | None = None) -> dict[str, Any]:
+        url = f"{self.base_url}/rpc/{method}"
+        limit = aiohttp.ClientTimeout(total=request_timeout if request_timeout is not None else self._timeout)
+        try:
+            async with self._get_session().post(
+                url, data=json.dumps(body).encode(), headers=self._headers, timeout=limit,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:
+            raise AgentTimeout(f"{method} on {self.base_url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise AgentFailure(f"cannot reach the agent at {self.base_url}: {exc}",
+                               title="Agent unreachable", status=503) from exc
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"msg": raw[:200].decode(errors="replace")}
+        if status != 200:
+            raise error_from_reply(status, payload if isinstance(payload, dict) else {})
+        if not isinstance(payload, dict):
+            raise AgentFailure(f"{method}: the agent sent a non-object reply")
+        return payload
+
+    async def ping(self, msg: str = "ping") -> str:
+        return str((await self.call("ping", {"msg": msg}))["msg"])
+
+    async def create_kernels(self, session_id: str, kernel_ids: list[str],
+                             configs: list[dict[str, Any]], cluster_info: dict[str, Any] | None = None) -> None:
+        await self.call("create_kernels", {
+            "session_id": session_id, "kernel_ids": kernel_ids, "configs": configs,
+            "cluster_info": cluster_info or {},
+        })
+
+    async def destroy_kernel(self, kernel_id: str, session_id: str | None = None,
+                             reason: str | None = "user-requested") -> dict[str, Any]:
+        reply = await self.call("destroy_kernel", {"kernel_id": kernel_id, "session_id": session_id, "reason": reason})
+        stats: dict[str, Any] = reply.get("stats", {})
+        return stats
+
+    async def execute(self, session_id: str | None, kernel_id: str, run_id: str | None, mode: ExecuteMode,
+                      code: str = "", opts: dict[str, Any] | None = None,
+                      flush_timeout: float = 2.0) -> dict[str, Any]:
+        """Returns ``{"runId", "status", "console", "exitCode", "options", "files"}``."""
+        return await self.call("execute", {
+            "session_id": session_id, "kernel_id": kernel_id, "run_id": run_id, "mode": mode,
+            "code": code, "opts": opts or {}, "flush_timeout": flush_timeout,
+        }, request_timeout=flush_timeout + self._timeout)
+
+    async def interrupt_kernel(self, kernel_id: str) -> None:
+        await self.call("interrupt_kernel", {"kernel_id": kernel_id})
+
+    async def get_logs(self, kernel_id: str) -> str:
+        return str((await self.call("get_logs", {"kernel_id": kernel_id}))["logs"])
+
+    async def list_kernels(self) -> list[dict[str, Any]]:
+        kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]
+        return kernels

@@ -1,0 +1,436 @@
+"""The kernel runner: serves the agent on a unix socket and drives the user-code child process.
+
+Runs inside the kernel container on the image's own python3 (stdlib only)::
+
+    PYTHONPATH=/opt/bai/kernel python3 -s -m bai_kernel [--socket PATH]
+
+The agent protocol (length-prefixed JSON frames) is described in :mod:`.protocol`; the
+runner <-> child protocol in :mod:`.child`. One ``selectors`` loop multiplexes the listening
+socket, the agent connection, the child's control socket and its stdout/stderr pipes. It is
+deliberately not asyncio: importing asyncio costs tens of milliseconds, and the runner's
+start-up time is most of a kernel's create-to-started time.
+
+The child is a fresh interpreter started without the runner's ``PYTHONPATH``, so user code sees
+a clean environment. Code is queued FIFO and handed to the child one run at a time. When the
+child dies (crash, ``os._exit``, OOM kill) the current run ends with a non-zero exit code and a
+new child is started; its namespace is lost, as with a restarted notebook kernel.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
+
+_READ_CHUNK = 65536
+#: Environment variables meant for the runner only, never for user code.
+_RUNNER_ONLY_ENV = ("PYTHONPATH", "BAI_ORIG_PYTHONPATH")
+
+# ``python3 -s -c`` this: import the child module from our package, then take the package's
+# parent back out of sys.path so that user imports are not affected by it.
+_BOOTSTRAP = (
+    "import sys, importlib\n"
+    "_p, _m, _fd = sys.argv[1:4]\n"
+    "sys.path.insert(0, _p)\n"
+    "try:\n"
+    "    _c = importlib.import_module(_m + '.child')\n"
+    "finally:\n"
+    "    sys.path.remove(_p)\n"
+    "_c.main(int(_fd))\n"
+)
+
+
+def _log(msg: str) -> None:
+    # The runner's own stderr ends up in the container log (`get_logs`).
+    sys.stderr.write(f"bai-kernel: {msg}\n")
+    sys.stderr.flush()
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _RUNNER_ONLY_ENV}
+    # The agent moves a PYTHONPATH the user asked for aside, so that it reaches user code only.
+    if orig := os.environ.get("BAI_ORIG_PYTHONPATH"):
+        env["PYTHONPATH"] = orig
+    return env
+
+
+class _Child:
+    """One user-code process and its three channels."""
+
+    def __init__(self) -> None:
+        import subprocess  # here, not at module level: keeps it off the runner's start-up path
+
+        parent_sock, child_sock = socket.socketpair()
+        package_dir = os.path.dirname(os.path.abspath(__file__))
+        package = __package__ or "bai_kernel"
+        # The package's parent directory on sys.path lets ``<package>.child`` be imported.
+        parent_dir = os.path.dirname(package_dir)
+        for _ in range(package.count(".")):
+            parent_dir = os.path.dirname(parent_dir)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-s", "-c", _BOOTSTRAP, parent_dir, package, str(child_sock.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(child_sock.fileno(),),
+                env=_child_env(),
+                # Own process group: an interrupt reaches the code's subprocesses too, as ^C would.
+                start_new_session=True,
+            )
+        finally:
+            child_sock.close()
+        self.ctrl = parent_sock
+        self.ctrl.setblocking(False)
+        self.ctrl_buf = bytearray()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out_fd, self.err_fd = self.proc.stdout.fileno(), self.proc.stderr.fileno()
+        self.pipes = {self.out_fd: "stdout", self.err_fd: "stderr"}
+        self.decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in self.pipes}
+        for fd in self.pipes:
+            os.set_blocking(fd, False)
+        self.runs = 0
+        #: The pipe Python-level output last switched to: when both pipes have data at once,
+        #: that one is read first (its data most likely came first).
+        self.current_fd = self.out_fd
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def reap(self) -> int:
+        """Wait for the exited child; returns a shell-style exit status."""
+        import subprocess
+
+        try:
+            rc = self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            rc = self.proc.wait()
+        return 128 - rc if rc < 0 else rc
+
+    def close(self) -> None:
+        self.ctrl.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class _Client:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = FrameDecoder()
+        self.outbuf = bytearray()
+
+
+class Runner:
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.sel = selectors.DefaultSelector()
+        self.client: _Client | None = None
+        self.child: _Child | None = None
+        self.queue: collections.deque[str] = collections.deque()
+        self.busy = False
+        #: seq of the child's pending input request, None when nothing waits for input.
+        self.input_seq: int | None = None
+        self.running = True
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def listen(self) -> None:
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.socket_path)
+        self.listener.listen(8)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+
+    def spawn_child(self) -> None:
+        child = _Child()
+        self.child = child
+        self.sel.register(child.ctrl, selectors.EVENT_READ, self._on_ctrl)
+        for fd in child.pipes:
+            self.sel.register(fd, selectors.EVENT_READ, self._on_pipe)
+
+    # --- agent connection -------------------------------------------------------------------
+
+    def _on_accept(self, _key: selectors.SelectorKey) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        if self.client is not None:
+            # A restarted agent takes over; the old connection would only receive stale output.
+            self._drop_client()
+        self.client = _Client(sock)
+        self.sel.register(sock, selectors.EVENT_READ, self._on_client)
+
+    def _drop_client(self) -> None:
+        if self.client is None:
+            return
+        self.sel.unregister(self.client.sock)
+        self.client.sock.close()
+        self.client = None
+
+    def _on_client(self, key: selectors.SelectorKey) -> None:
+        client = self.client
+        if client is None:
+            return
+        if key.events & selectors.EVENT_WRITE and client.outbuf:
+            self._flush_client()
+            if self.client is None:
+                return
+        try:
+            data = client.sock.recv(_READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client()
+            return
+        try:
+            messages = client.decoder.feed(data)
+        except (ProtocolError, ValueError) as exc:
+            _log(f"dropping agent connection: {exc}")
+            self._drop_client()
+            return
+        for message in messages:
+            self._handle_op(message)
+
+    def _send(self, record: dict[str, Any]) -> None:
+        client = self.client
+        if client is None:
+            return  # nobody listens; output of a run nobody waits for is not kept
+        was_empty = not client.outbuf
+        client.outbuf += encode_frame(record)
+        if was_empty:
+            self._flush_client()
+
+    def _flush_client(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        try:
+            sent = client.sock.send(client.outbuf)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._drop_client()
+            return
+        del client.outbuf[:sent]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbuf else 0)
+        self.sel.modify(client.sock, events, self._on_client)
+
+    def _handle_op(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "code":
+            self.queue.append(str(message.get("code", "")))
+            self._dispatch()
+        elif op == "input":
+            if self.input_seq is not None and self.child is not None:
+                self._ctrl_send({"op": "input", "seq": self.input_seq, "data": str(message.get("data", ""))})
+                self.input_seq = None
+        elif op == "interrupt":
+            if self.busy and self.child is not None:
+                self.input_seq = None
+                self.child.signal_group(signal.SIGINT)
+        elif op == "ping":
+            self._send({"type": "pong"})
+        elif op == "exit":
+            self.running = False
+
+    # --- child ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self.busy or not self.queue:
+            return
+        if self.child is None:
+            self.spawn_child()
+        assert self.child is not None
+        self.busy = True
+        self.child.runs += 1
+        self._ctrl_send({"op": "code", "code": self.queue.popleft()})
+
+    def _ctrl_send(self, message: dict[str, Any]) -> None:
+        assert self.child is not None
+        data = json.dumps(message).encode() + b"\n"
+        # Control messages are small and the child is either reading or about to; a blocking
+        # send keeps this simple (the socket buffer holds far more than one message).
+        self.child.ctrl.setblocking(True)
+        try:
+            self.child.ctrl.sendall(data)
+        except OSError:
+            pass  # the child is dead; _on_ctrl sees EOF and recovers
+        finally:
+            self.child.ctrl.setblocking(False)
+
+    def _on_pipe(self, key: selectors.SelectorKey) -> None:
+        child = self.child
+        if child is None or key.fd not in child.pipes:
+            return
+        self._read_pipe(child, key.fd, once=True)
+
+    def _read_pipe(self, child: _Child, fd: int, once: bool = False) -> None:
+        kind = child.pipes[fd]
+        while True:
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                # EOF: the child (and every process that shared the pipe) has closed it.
+                self.sel.unregister(fd)
+                tail = child.decoders[fd].decode(b"", final=True)
+                if tail:
+                    self._send({"type": kind, "data": tail})
+                return
+            text = child.decoders[fd].decode(data)
+            if text:
+                self._send({"type": kind, "data": text})
+            if once:
+                return
+
+    def _drain_pipes(self, child: _Child) -> None:
+        for fd in child.pipes:
+            if fd in self.sel.get_map():
+                self._read_pipe(child, fd)
+
+    def _on_ctrl(self, key: selectors.SelectorKey) -> None:
+        child = self.child
+        if child is None:
+            return
+        try:
+            data = child.ctrl.recv(_READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_child_exit(child)
+            return
+        child.ctrl_buf += data
+        # Whatever the child wrote before this message must be emitted before acting on it.
+        self._drain_pipes(child)
+        while (nl := child.ctrl_buf.find(b"\n")) >= 0:
+            line = bytes(child.ctrl_buf[:nl])
+            del child.ctrl_buf[: nl + 1]
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            self._handle_child_message(message)
+
+    def _handle_child_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "sync":
+            if self.child is not None:
+                self.child.current_fd = self.child.err_fd if message.get("fd") == 2 else self.child.out_fd
+            self._ctrl_send({"op": "synced", "seq": message.get("seq")})
+        elif op == "waiting-input":
+            self.input_seq = message.get("seq")
+            self._send({"type": "waiting-input", "data": {"is_password": bool(message.get("is_password"))}})
+        elif op == "finished":
+            self._finish(int(message.get("exitCode", 0)))
+
+    def _finish(self, exit_code: int) -> None:
+        self.busy = False
+        self.input_seq = None
+        self._send({"type": "finished", "data": {"exitCode": exit_code}})
+        self._dispatch()
+
+    def _on_child_exit(self, child: _Child) -> None:
+        self._drain_pipes(child)
+        self.sel.unregister(child.ctrl)
+        for fd in child.pipes:
+            if fd in self.sel.get_map():
+                self.sel.unregister(fd)
+        rc = child.reap()
+        child.close()
+        self.child = None
+        _log(f"user-code process exited with status {rc}")
+        if self.busy:
+            self._send({"type": "stderr", "data": f"\nThe kernel process exited (status {rc}); its variables are lost.\n"})
+            # The run did not finish normally, whatever status the process left with.
+            self._finish(rc if rc != 0 else 1)
+        # Start the next child right away so the next run does not pay for it, unless this one
+        # never ran anything (a child that dies at start-up would otherwise respawn forever).
+        if child.runs and self.child is None:
+            self.spawn_child()
+
+    # --- main loop --------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        while self.running:
+            ready = self.sel.select()
+            if len(ready) > 1 and self.child is not None:
+                # Control messages first (they drain the pipes themselves), then the pipe most
+                # recently written by Python code.
+                first = self.child.current_fd
+                ctrl = self.child.ctrl.fileno()
+                ready.sort(key=lambda item: 0 if item[0].fd == ctrl else 1 if item[0].fd == first else 2)
+            for key, _events in ready:
+                try:
+                    key.data(key)
+                except Exception as exc:  # a bug here must not take the kernel down
+                    _log(f"internal error: {exc!r}")
+                    import traceback
+
+                    traceback.print_exc()
+                if not self.running:
+                    break
+        # Let the agent see what is already queued for it, then leave.
+        if self.client is not None and self.client.outbuf:
+            self.client.sock.setblocking(True)
+            try:
+                self.client.sock.sendall(self.client.outbuf)
+            except OSError:
+                pass
+
+    def shutdown(self) -> None:
+        if self.child is not None:
+            self.child.signal_group(signal.SIGKILL)
+        try:
+            os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    socket_path = DEFAULT_SOCKET_PATH
+    if len(args) >= 2 and args[0] == "--socket":
+        socket_path = args[1]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGINT is for the user code, never for the runner itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runner = Runner(socket_path)
+    runner.listen()
+    try:
+        runner.spawn_child()
+        runner.serve()
+    except SystemExit:
+        pass
+    finally:
+        runner.shutdown()
+    return 0

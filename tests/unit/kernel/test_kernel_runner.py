@@ -1,0 +1,284 @@
+"""The kernel runner on the host's python3, driven through the agent's runner connection.
+
+The runner package is exposed as ``bai_kernel`` from a temp dir, exactly as the agent mounts it
+into containers, so these tests also check it imports only relatively and only the stdlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bai.kernel
+from bai.agent.kernel import MAX_RECORD, KernelRunner, _Run
+
+HOST_PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+RUNNER_DIR = Path(bai.kernel.__file__).parent
+
+
+async def _start_runner(tmp: Path, env: dict[str, str] | None = None) -> tuple[asyncio.subprocess.Process, KernelRunner]:
+    (tmp / "pkg").mkdir(exist_ok=True)
+    link = tmp / "pkg" / "bai_kernel"
+    if not link.exists():
+        link.symlink_to(RUNNER_DIR)
+    sock = tmp / "runner.sock"
+    proc = await asyncio.create_subprocess_exec(
+        HOST_PYTHON, "-s", "-m", "bai_kernel", "--socket", str(sock),
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp / "pkg"), **(env or {})},
+        cwd=tmp,
+    )
+    runner = KernelRunner("k-test", sock)
+    await runner.wait_ready(asyncio.get_running_loop().time() + 10)
+    return proc, runner
+
+
+@pytest.fixture
+async def runner() -> AsyncIterator[KernelRunner]:
+    # Short path: unix socket paths are limited to 108 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="bai-kr-", dir="/tmp"))
+    proc, conn = await _start_runner(tmp, {"PYTHONPATH_MARK": "1", "BAI_ORIG_PYTHONPATH": "/user/lib"})
+    try:
+        yield conn
+    finally:
+        await conn.request_exit()
+        await conn.close()
+        try:
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def run(conn: KernelRunner, code: str, flush_timeout: float = 10.0) -> dict[str, Any]:
+    return await conn.execute(None, "query", code, flush_timeout)
+
+
+async def test_print_round_trip(runner: KernelRunner) -> None:
+    result = await run(runner, "print(1)")
+    assert result["status"] == "finished"
+    assert result["console"] == [["stdout", "1\n"]]
+    assert result["exitCode"] == 0
+    assert result["options"] is None and result["files"] == []
+    assert len(result["runId"]) == 16 and int(result["runId"], 16) >= 0
+
+
+async def test_expression_display_without_newline(runner: KernelRunner) -> None:
+    result = await run(runner, "import sys; print(sys.version); x = 6*7; x")
+    [[kind, text]] = result["console"]
+    assert kind == "stdout"
+    assert text == f"{sys.version_info.major}.{sys.version_info.minor}" + text[4:] and text.endswith("\n42")
+    # None is not displayed; other values show their repr.
+    assert (await run(runner, "None"))["console"] == []
+    assert (await run(runner, "'a'"))["console"] == [["stdout", "'a'"]]
+
+
+async def test_namespace_persists(runner: KernelRunner) -> None:
+    await run(runner, "counter = 10\ndef bump():\n    global counter\n    counter += 1")
+    await run(runner, "bump()")
+    assert (await run(runner, "counter"))["console"] == [["stdout", "11"]]
+    assert (await run(runner, "__name__"))["console"] == [["stdout", "'__main__'"]]
+
+
+async def test_stdout_stderr_separate_and_ordered(runner: KernelRunner) -> None:
+    # Python-level writes keep their order across the two streams (exactly).
+    code = "import sys\nprint('a'); print('b')\nprint('c', file=sys.stderr)\nprint('d')\n_ = sys.stderr.write('e')"
+    for _ in range(5):
+        result = await run(runner, code)
+        assert result["console"] == [["stdout", "a\nb\n"], ["stderr", "c\n"], ["stdout", "d\n"], ["stderr", "e"]]
+
+
+async def test_subprocess_output_is_captured(runner: KernelRunner) -> None:
+    # fd 1/2 of subprocesses are the same pipes; their order across streams is best effort.
+    result = await run(runner, "import os\nrc = os.system('echo sub-out; echo sub-err >&2')")
+    assert sorted(result["console"]) == [["stderr", "sub-err\n"], ["stdout", "sub-out\n"]]
+    result = await run(runner, "import subprocess\nsubprocess.run(['echo', 'via-subprocess']).returncode")
+    assert result["console"] == [["stdout", "via-subprocess\n0"]]
+
+
+async def test_exception_exit_code_and_traceback(runner: KernelRunner) -> None:
+    result = await run(runner, "x = 1\n1/0")
+    assert result["exitCode"] == 1
+    [[kind, text]] = result["console"]
+    assert kind == "stderr"
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert 'File "<input>", line 2' in text and text.endswith("ZeroDivisionError: division by zero\n")
+    assert "child.py" not in text
+    syntax = await run(runner, "def f(:")
+    assert syntax["exitCode"] == 1 and "SyntaxError" in syntax["console"][0][1]
+    assert "ast.py" not in syntax["console"][0][1]
+    # The kernel lives on.
+    assert (await run(runner, "x"))["console"] == [["stdout", "1"]]
+
+
+async def test_sys_exit_ends_the_cell_only(runner: KernelRunner) -> None:
+    await run(runner, "keep = 5")
+    assert (await run(runner, "import sys; sys.exit(4)"))["exitCode"] == 4
+    assert (await run(runner, "keep"))["console"] == [["stdout", "5"]]
+
+
+async def test_input(runner: KernelRunner) -> None:
+    first = await run(runner, "name = input('Name? ')\nprint('hello', name)")
+    assert first["status"] == "waiting-input"
+    assert first["options"] == {"is_password": False}
+    assert first["exitCode"] is None
+    assert first["console"] == [["stdout", "Name? "]]
+    second = await runner.execute(first["runId"], "input", "bai", 10.0)
+    assert second["status"] == "finished" and second["exitCode"] == 0
+    assert second["console"] == [["stdout", "hello bai\n"]]
+
+
+async def test_getpass_is_password(runner: KernelRunner) -> None:
+    first = await run(runner, "import getpass; pw = getpass.getpass()")
+    assert first["status"] == "waiting-input" and first["options"] == {"is_password": True}
+    assert (await runner.execute(first["runId"], "input", "s3cret", 10.0))["exitCode"] == 0
+    assert (await run(runner, "pw"))["console"] == [["stdout", "'s3cret'"]]
+
+
+async def test_continued_then_finished(runner: KernelRunner) -> None:
+    # The child waits for a file, so the test controls when the run finishes (no timing guesses).
+    code = "import os, time\nprint('tick', flush=True)\nwhile not os.path.exists('go'): time.sleep(0.01)\nprint('done')"
+    first = await run(runner, code, flush_timeout=0.3)
+    assert first["status"] == "continued" and first["exitCode"] is None
+    assert first["console"] == [["stdout", "tick\n"]]
+    await asyncio.to_thread((runner.socket_path.parent / "go").touch)
+    second = await runner.execute(first["runId"], "continue", "", 10.0)
+    assert second["status"] == "finished"
+    assert second["console"] == [["stdout", "done\n"]]
+
+
+async def test_interrupt(runner: KernelRunner) -> None:
+    await run(runner, "survivor = 'yes'")
+    first = await run(runner, "import time\nprint('sleeping', flush=True)\ntime.sleep(60)", flush_timeout=0.3)
+    assert first["status"] == "continued"
+    await runner.interrupt()
+    second = await runner.execute(first["runId"], "continue", "", 10.0)
+    assert second["status"] == "finished" and second["exitCode"] == 1
+    assert "KeyboardInterrupt" in second["console"][-1][1]
+    assert (await run(runner, "survivor"))["console"] == [["stdout", "'yes'"]]
+
+
+async def test_interrupt_while_waiting_for_input(runner: KernelRunner) -> None:
+    first = await run(runner, "input()")
+    assert first["status"] == "waiting-input"
+    await runner.interrupt()
+    second = await runner.execute(first["runId"], "continue", "", 10.0)
+    assert second["status"] == "finished" and second["exitCode"] == 1
+    assert (await run(runner, "1 + 1"))["console"] == [["stdout", "2"]]
+
+
+async def test_child_crash_recovers(runner: KernelRunner) -> None:
+    await run(runner, "lost = 1")
+    crashed = await run(runner, "import os; print('bye', flush=True); os._exit(3)")
+    assert crashed["status"] == "finished" and crashed["exitCode"] == 3
+    assert crashed["console"][0] == ["stdout", "bye\n"]
+    killed = await run(runner, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert killed["exitCode"] == 128 + 9
+    after = await run(runner, "'lost' in globals(), 40 + 2")
+    assert after["console"] == [["stdout", "(False, 42)"]] and after["exitCode"] == 0
+
+
+async def test_queued_runs_are_fifo(runner: KernelRunner) -> None:
+    r1 = asyncio.create_task(run(runner, "import time; time.sleep(0.2); print('one')"))
+    await asyncio.sleep(0)  # let r1 send its code first
+    r2 = asyncio.create_task(run(runner, "print('two')"))
+    one, two = await asyncio.gather(r1, r2)
+    assert one["console"] == [["stdout", "one\n"]] and two["console"] == [["stdout", "two\n"]]
+
+
+async def test_clean_environment_for_user_code(runner: KernelRunner) -> None:
+    result = await run(runner, "import os, sys; os.environ.get('PYTHONPATH'), 'BAI_ORIG_PYTHONPATH' in os.environ, "
+                               "[m for m in sys.modules if m.startswith('bai')]")
+    # The runner's PYTHONPATH is gone; the user's own one (moved aside by the agent) is back.
+    assert result["console"] == [["stdout", "('/user/lib', False, ['bai_kernel'])"]] or \
+        result["console"] == [["stdout", "('/user/lib', False, ['bai_kernel', 'bai_kernel.child'])"]]
+
+
+async def test_unknown_run_and_bad_input_mode(runner: KernelRunner) -> None:
+    from bai.common.agent_rpc import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        await runner.execute("feedfeedfeedfeed", "continue", "", 0.1)
+    done = await run(runner, "1")
+    with pytest.raises(InvalidInput):
+        await runner.execute(done["runId"], "input", "x", 0.1)
+
+
+def test_records_merge_and_truncate() -> None:
+    run_ = _Run("r")
+    run_.add("stdout", "a")
+    run_.add("stdout", "b")
+    run_.add("stderr", "c")
+    run_.add("stdout", "x" * (MAX_RECORD + 10))
+    run_.add("stdout", "more")
+    result = run_.take()
+    assert result["console"][:2] == [["stdout", "ab"], ["stderr", "c"]]
+    assert len(result["console"][2][1]) == MAX_RECORD and len(result["console"]) == 3
+    assert result["status"] == "continued" and run_.console == []
+
+
+async def test_heavy_output_is_complete_and_capped(runner: KernelRunner) -> None:
+    lines = await run(runner, "for i in range(100000): print(i)", flush_timeout=60)
+    [[kind, text]] = lines["console"]
+    assert kind == "stdout" and text == "".join(f"{i}\n" for i in range(100000))
+    big = await run(runner, "import sys; sys.stdout.write('x' * (12 * 2**20)); print('tail', file=sys.stderr)",
+                    flush_timeout=60)
+    # The stdout record is cut at 10 MiB; what follows it is kept.
+    assert [k for k, _ in big["console"]] == ["stdout", "stderr"]
+    assert len(big["console"][0][1]) == MAX_RECORD and big["console"][-1] == ["stderr", "tail\n"]
+
+
+async def test_threads_switching_streams_do_not_deadlock(runner: KernelRunner) -> None:
+    # Threads alternate stdout and stderr (each switch is a sync exchange with the runner), also
+    # after the cell has finished, while the main thread waits for the next cell.
+    code = (
+        "import sys, threading, time\n"
+        "def chatter(n):\n"
+        "    for i in range(50):\n"
+        "        print('o', n, i); print('e', n, i, file=sys.stderr)\n"
+        "threads = [threading.Thread(target=chatter, args=(n,)) for n in range(4)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "late = threading.Thread(target=lambda: (time.sleep(0.05), chatter(9)))\n"
+        "late.start()\n"
+    )
+    result = await run(runner, code)
+    assert result["exitCode"] == 0
+    out = "".join(text for kind, text in result["console"] if kind == "stdout")
+    err = "".join(text for kind, text in result["console"] if kind == "stderr")
+    assert out.count("\n") == 200 and err.count("\n") == 200
+    # The late thread finishes while the kernel is idle; the kernel must still answer.
+    assert (await run(runner, "late.join(); 'alive'"))["console"][-1] == ["stdout", "'alive'"]
+
+
+async def test_forked_workers_do_not_disturb_the_channel(runner: KernelRunner) -> None:
+    code = (
+        "import multiprocessing as mp, sys\n"
+        "def work(i):\n"
+        "    print('w-out', i, flush=True); print('w-err', i, file=sys.stderr, flush=True)\n"
+        "    return i * i\n"
+        "with mp.get_context('fork').Pool(3) as pool:\n"
+        "    squares = pool.map(work, range(12))\n"
+        "print('parent', file=sys.stderr)\n"
+        "sum(squares)"
+    )
+    result = await run(runner, code, flush_timeout=60)
+    assert result["status"] == "finished" and result["exitCode"] == 0
+    out = "".join(text for kind, text in result["console"] if kind == "stdout")
+    err = "".join(text for kind, text in result["console"] if kind == "stderr")
+    assert out.count("w-out") == 12 and err.count("w-err") == 12
+    assert out.endswith("506") and err.endswith("parent\n")
+    # A raw fork that runs to the end of the cell in the fork must not report a second finish.
+    forked = await run(runner, "import os\npid = os.fork()\n'child' if pid == 0 else os.waitpid(pid, 0)[1]")
+    # The fork shows its own value, then exits; the parent (which waited for it) shows its own.
+    assert forked["console"] == [["stdout", "'child'0"]] and forked["exitCode"] == 0
+    assert (await run(runner, "1 + 1"))["console"] == [["stdout", "2"]]
