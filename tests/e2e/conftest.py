@@ -57,9 +57,15 @@ def bai(node_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[s
 
 
 def _python312() -> str:
-    found = shutil.which("python3.12") or next(iter(sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"))), None)
-    assert found, "the official client needs Python 3.12 (python3.12 on PATH or under pyenv)"
-    return found
+    """A real Python 3.12 (pyenv shims on PATH may point at another version, so each is tried)."""
+    candidates = sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"))
+    candidates += [p for p in (shutil.which("python3.12"), "/usr/bin/python3.12") if p]
+    for exe in candidates:
+        probe = subprocess.run([exe, "-c", "import sys, venv; print(sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0 and probe.stdout.strip() == "(3, 12)":
+            return exe
+    raise AssertionError("the official client needs Python 3.12 (python3.12 on PATH or under pyenv)")
 
 
 @pytest.fixture(scope="session")
