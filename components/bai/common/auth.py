@@ -42,7 +42,10 @@ def parse_api_version(value: str) -> tuple[int, str]:
 
 def parse_date(value: str) -> datetime:
     """Parse a request Date header as the original does (naive means UTC)."""
-    parsed = dateutil.parser.parse(value)
+    try:
+        parsed = datetime.fromisoformat(value)  # the SDK's format; ~50x faster than dateutil
+    except ValueError:
+        parsed = dateutil.parser.parse(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed

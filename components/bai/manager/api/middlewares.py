@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -13,7 +14,6 @@ from aiohttp import web
 
 from bai.common import auth
 from bai.manager import errors
-from bai.manager.store import keypairs as keypair_store
 
 from .keys import CTX, REQUESTER
 
@@ -105,12 +105,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         parsed = auth.parse_authorization(header)
     except ValueError as exc:
         raise errors.InvalidAuthParameters(str(exc)) from None
-    import hashlib
     if parsed.hash_name not in hashlib.algorithms_guaranteed:
         raise errors.InvalidAuthParameters("Unsupported signing hash algorithm")
     ctx = request.app[CTX]
-    async with ctx.db.connect() as conn:
-        req = await keypair_store.get_requester(conn, parsed.access_key)
+    req = await ctx.requesters.get(parsed.access_key)
     if req is None:
         raise errors.AuthorizationFailed("Access key not found")
     expected = auth.signature(

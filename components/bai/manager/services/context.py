@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bai.common.etcd import EtcdStore
 from bai.common.events import EventProducer
 from bai.manager.config import ManagerConfig
+from bai.manager.store import keypairs as keypair_store
+from bai.manager.store.keypairs import Requester
 
 from .agents import AgentPool
 
@@ -41,6 +44,36 @@ class SessionWaiters:
                 fut.set_result(status)
 
 
+class RequesterCache:
+    """Authenticated keypairs, kept for a few seconds so each signed request does not cost a
+    database round trip. A deactivated key or changed policy takes effect within ``ttl``."""
+
+    def __init__(self, db: AsyncEngine, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, Requester | None]] = {}
+
+    async def get(self, access_key: str) -> Requester | None:
+        now = time.monotonic()
+        hit = self._entries.get(access_key)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        async with self._db.connect() as conn:
+            found = await keypair_store.get_requester(conn, access_key)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        if found is not None:  # unknown keys are not cached: a new key works at once
+            self._entries[access_key] = (now, found)
+        return found
+
+    def invalidate(self, access_key: str | None = None) -> None:
+        if access_key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(access_key, None)
+
+
 @dataclass
 class ManagerContext:
     config: ManagerConfig
@@ -53,6 +86,10 @@ class ManagerContext:
     waiters: SessionWaiters = field(default_factory=SessionWaiters)
     schedule_requested: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
+    requesters: RequesterCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.requesters = RequesterCache(self.db)
 
     @property
     def manager_id(self) -> str:
