@@ -4,7 +4,7 @@
 # Redis, etcd and Docker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash installer/bootstrap.sh --quiet
+bash installer/bootstrap.sh
 VENV=/opt/bai/venv
 "$VENV/bin/ruff" check components installer roles tests bench
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,0 +1,134 @@
+"""Small checks and helpers that roles run *on the target* with the bai venv's python
+(``/opt/bai/venv/bin/python -m installer.probe ...``). Checks exit 0 (yes) or 1 (no).
+
+    db-at-head --config F        the database revision equals the migrations' head(s)
+    http-json URL                GET URL answers 2xx with a JSON body
+    tcp HOST:PORT                something accepts connections there
+    client-env JSON --endpoint E --out PATH
+                                 write the client env file from `fixture populate --json` output
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+
+
+def _migrations_dir() -> Path:
+    try:
+        from bai.manager.store.migrate import MIGRATIONS
+
+        return Path(MIGRATIONS)
+    except ImportError:
+        import bai.manager
+
+        for env in Path(bai.manager.__file__).parent.rglob("env.py"):
+            if (env.parent / "versions").is_dir():
+                return env.parent
+    raise SystemExit("no alembic migrations found in bai.manager")
+
+
+def db_at_head(config: str) -> bool:
+    import asyncpg
+    from alembic.script import ScriptDirectory
+
+    from bai.manager.config import load
+
+    cfg = load(config)
+    heads = set(ScriptDirectory(str(_migrations_dir())).get_heads())
+    host, _, port = cfg.db.addr.rpartition(":")
+
+    async def current() -> set[str]:
+        conn = await asyncpg.connect(host=host, port=int(port), user=cfg.db.user,
+                                     password=cfg.db.password, database=cfg.db.name, timeout=10)
+        try:
+            rows = await conn.fetch("SELECT version_num FROM alembic_version")
+        except asyncpg.UndefinedTableError:
+            return set()
+        finally:
+            await conn.close()
+        return {r["version_num"] for r in rows}
+
+    return bool(heads) and asyncio.run(current()) == heads
+
+
+def http_json(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            json.loads(resp.read())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def tcp(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def client_env(json_path: str, endpoint: str, out: str) -> None:
+    text = Path(json_path).read_text()
+    # tolerate log lines before the JSON document
+    start = text.find("{")
+    data = json.loads(text[start:]) if start >= 0 else {}
+    ak, sk = data.get("access_key"), data.get("secret_key")
+    if not ak or not sk:
+        raise SystemExit(f"fixture output has no access_key/secret_key: {text[:200]!r}")
+    endpoint = data.get("endpoint") or endpoint
+    body = (
+        "# Backend.AI client settings for this node, written by bai-install.\n"
+        f"# Use: . {out}\n"
+        f"export BACKEND_ENDPOINT={shlex.quote(endpoint)}\n"
+        f"export BACKEND_ACCESS_KEY={shlex.quote(ak)}\n"
+        f"export BACKEND_SECRET_KEY={shlex.quote(sk)}\n"
+        "export BACKEND_ENDPOINT_TYPE=api\n"
+    )
+    tmp = f"{out}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(body)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m installer.probe")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("db-at-head")
+    p.add_argument("--config", required=True)
+    p = sub.add_parser("http-json")
+    p.add_argument("url")
+    p = sub.add_parser("tcp")
+    p.add_argument("addr")
+    p = sub.add_parser("client-env")
+    p.add_argument("json_path")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "db-at-head":
+        try:
+            return 0 if db_at_head(args.config) else 1
+        except Exception as exc:  # any failure means "not known to be at head"
+            print(f"db-at-head: {exc}", file=sys.stderr)
+            return 1
+    if args.cmd == "http-json":
+        return 0 if http_json(args.url) else 1
+    if args.cmd == "tcp":
+        return 0 if tcp(args.addr) else 1
+    client_env(args.json_path, args.endpoint, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Our own pyinfra facts. They only read state, and every command exits 0 (a failing fact
+command would fail the host), reporting problems as data instead."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from pyinfra.api import FactBase
+
+
+class ServiceManager(FactBase[str]):
+    """``systemd`` when systemd is PID 1 and booted (``/run/systemd/system``), else ``supervisor``."""
+
+    def command(self) -> str:
+        return (
+            'if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && [ -d /run/systemd/system ]; '
+            "then echo systemd; else echo supervisor; fi"
+        )
+
+    def process(self, output: list[str]) -> str:
+        return "systemd" if output and output[0].strip() == "systemd" else "supervisor"
+
+    @staticmethod
+    def default() -> str:
+        return "supervisor"
+
+
+class Check(FactBase[bool]):
+    """True when a shell command succeeds (its output is discarded)."""
+
+    def command(self, cmd: str) -> str:
+        return f"( {cmd} ) >/dev/null 2>&1 && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "yes"
+
+    @staticmethod
+    def default() -> bool:
+        return False
+
+
+class FileText(FactBase[str | None]):
+    """A file's text, or None when it does not exist."""
+
+    def command(self, path: str) -> str:
+        p = shlex.quote(path)
+        return f"if [ -f {p} ]; then echo __present__; cat {p}; else echo __absent__; fi"
+
+    def process(self, output: list[str]) -> str | None:
+        if not output or output[0] != "__present__":
+            return None
+        return "\n".join(output[1:]) + ("\n" if len(output) > 1 else "")
+
+    @staticmethod
+    def default() -> str | None:
+        return None
+
+
+class MissingDebs(FactBase[list[str]]):
+    """The subset of ``packages`` not installed (dpkg status ``install ok installed``)."""
+
+    def command(self, packages: tuple[str, ...]) -> str:
+        names = " ".join(shlex.quote(p) for p in packages)
+        return (
+            f"for p in {names}; do "
+            "dpkg-query -W -f='${Status}\\n' \"$p\" 2>/dev/null | grep -q '^install ok installed$' "
+            '|| echo "$p"; done; true'
+        )
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+
+class SupervisordUp(FactBase[bool]):
+    """supervisord runs (pid file names a live process, and its socket exists); cheaper than
+    asking supervisorctl."""
+
+    def command(self) -> str:
+        return (
+            "if [ -S /var/run/supervisor.sock ] && [ -f /var/run/supervisord.pid ] && "
+            'kill -0 "$(cat /var/run/supervisord.pid)" 2>/dev/null; then echo yes; else echo no; fi'
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[-1].strip() == "yes"
+
+    @staticmethod
+    def default() -> bool:
+        return False
+
+
+class SupervisorState(FactBase[dict[str, Any]]):
+    """``{"up": bool, "programs": {name: STATE}}`` from supervisorctl; down when unreachable."""
+
+    CONF = "/etc/supervisor/supervisord.conf"
+
+    def command(self) -> str:
+        ctl = f"supervisorctl -c {self.CONF}"
+        return (
+            f"if command -v supervisorctl >/dev/null 2>&1 && {ctl} pid >/dev/null 2>&1; then "
+            f"echo __up__; {ctl} status 2>/dev/null; else echo __down__; fi; true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        up = bool(output) and output[0].strip() == "__up__"
+        programs: dict[str, str] = {}
+        for line in output[1:]:
+            parts = line.split()
+            if len(parts) >= 2:
+                programs[parts[0]] = parts[1]
+        return {"up": up, "programs": programs}
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"up": False, "programs": {}}
+
+
+class SystemdUnit(FactBase[dict[str, str]]):
+    """``{"active": ..., "enabled": ...}`` for one unit (``unknown`` when systemctl is absent)."""
+
+    def command(self, unit: str) -> str:
+        u = shlex.quote(unit)
+        return (
+            f"echo active=$(systemctl is-active {u} 2>/dev/null || true); "
+            f"echo enabled=$(systemctl is-enabled {u} 2>/dev/null || true)"
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        out = {"active": "unknown", "enabled": "unknown"}
+        for line in output:
+            key, _, value = line.partition("=")
+            if key in out:
+                out[key] = value.strip() or "unknown"
+        return out
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {"active": "unknown", "enabled": "unknown"}
+
+
+class KeyValueFile(FactBase[dict[str, str]]):
+    """``KEY=VALUE`` pairs of a shell env file (``export`` prefixes and quotes stripped)."""
+
+    def command(self, path: str) -> str:
+        return f"cat {shlex.quote(path)} 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for line in output:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            line = line.removeprefix("export ").strip()
+            key, sep, value = line.partition("=")
+            if sep:
+                out[key.strip()] = shlex.split(value)[0] if value.strip() else ""
+        return out
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}

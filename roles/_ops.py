@@ -1,0 +1,145 @@
+"""Our own pyinfra operations. Each one reads facts at execution time and yields commands only
+when the wanted state is not there yet, so a rerun on a converged host yields nothing (and is
+reported as "no change").
+
+Readiness waits poll with a deadline (check, sleep 0.2, until the deadline); nothing waits a
+fixed time.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Generator, Sequence
+
+from pyinfra import host
+from pyinfra.api import operation
+
+from ._facts import Check, MissingDebs, SupervisordUp, SupervisorState
+
+SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
+SUPERVISORCTL = f"supervisorctl -c {SUPERVISOR_CONF}"
+
+
+def poll(check: str, timeout: int, interval: float = 0.2) -> str:
+    """A shell command that succeeds as soon as ``check`` does, or fails after ``timeout`` s."""
+    inner = f"until {check}; do sleep {interval}; done"
+    return f"timeout {int(timeout)} sh -c {shlex.quote(inner)}"
+
+
+@operation()
+def packages(packages: Sequence[str], hold_services: bool = True) -> Generator[str, None, None]:
+    """Install Debian packages that are missing (``apt-get update`` first when the lists are
+    older than an hour or absent).
+
+    With ``hold_services`` a temporary ``policy-rc.d`` keeps maintainer scripts from starting
+    daemons: the roles start them themselves, with their final configuration, under systemd or
+    supervisor. An existing ``policy-rc.d`` is left alone.
+
+    Example: ``packages(name="Install redis", packages=["redis-server", "redis-tools"])``
+    """
+    missing = host.get_fact(MissingDebs, packages=tuple(packages))
+    if not missing:
+        host.noop(f"packages already installed: {' '.join(packages)}")
+        return
+    names = " ".join(shlex.quote(p) for p in missing)
+    update = (
+        "if [ -z \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null"
+        ' | head -n1)" ]; then apt-get update -q; fi'
+    )
+    install = (
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold " + names
+    )
+    if hold_services:
+        yield (
+            "set -e; policy=/usr/sbin/policy-rc.d; own=0; "
+            "if [ ! -e $policy ]; then printf '#!/bin/sh\\nexit 101\\n' > $policy; "
+            "chmod 755 $policy; own=1; fi; "
+            "trap 'if [ $own = 1 ]; then rm -f $policy; fi' EXIT; "
+            f"{update}; {install}"
+        )
+    else:
+        yield f"set -e; {update}; {install}"
+
+
+@operation()
+def ensure(check: str, commands: Sequence[str], noop_message: str = "already in place",
+           also_if: Callable[[], bool] | None = None) -> Generator[str, None, None]:
+    """Run ``commands`` only when the shell ``check`` fails (or, while executing, when
+    ``also_if()`` is true, e.g. an earlier op of this run changed): a guarded shell step.
+
+    Example: ``ensure(name="Create database", check="psql ... | grep -q 1", commands=[...])``
+    """
+    forced = also_if is not None and host.state.is_executing and also_if()
+    if not forced and host.get_fact(Check, cmd=check):
+        host.noop(noop_message)
+        return
+    yield from commands
+
+
+@operation()
+def wait_ready(service: str, check: str, timeout: int = 60, diagnose: str | None = None,
+               program: str | None = None) -> Generator[str, None, None]:
+    """Wait until ``check`` succeeds, polling with a deadline; on failure run ``diagnose`` (a
+    shell command printing the service's recent log).
+    With ``program`` (supervisor), give up early once supervisor marks it FATAL.
+    No change (no command) when the service already answers."""
+    if host.get_fact(Check, cmd=check):
+        host.noop(f"{service} is ready")
+        return
+    fatal = ""
+    if program:
+        # every ~2 s (supervisorctl is slow to start): stop waiting for a program that gave up
+        fatal = (f"if [ $((i % 10)) -eq 9 ] && {SUPERVISORCTL} status {shlex.quote(program)} "
+                 f"| grep -q FATAL; then echo '{service} failed to start (supervisor: FATAL)' >&2;"
+                 " break; fi; ")
+    tail = f"{{ {diagnose}; }} >&2 2>/dev/null; " if diagnose else ""
+    yield (
+        f"end=$(( $(date +%s) + {int(timeout)} )); i=0; ok=0; "
+        f"while [ $(date +%s) -lt $end ]; do if ( {check} ) >/dev/null 2>&1; then ok=1; break; fi; "
+        f"{fatal}i=$((i + 1)); sleep 0.2; done; "
+        f"if [ $ok = 0 ]; then echo '{service} not ready (deadline {timeout}s)' >&2; "
+        f"{tail}exit 1; fi"
+    )
+
+
+@operation()
+def supervisord_running(timeout: int = 30) -> Generator[str, None, None]:
+    """Start supervisord (Debian's config, which includes conf.d) unless it answers."""
+    if host.get_fact(SupervisordUp):
+        host.noop("supervisord is running")
+        return
+    yield (
+        f"mkdir -p /var/log/supervisor && supervisord -c {SUPERVISOR_CONF} && "
+        f"{poll(f'{SUPERVISORCTL} pid >/dev/null 2>&1', timeout, 0.1)}"
+    )
+
+
+@operation()
+def supervisor_update(program: str) -> Generator[str, None, None]:
+    """Make supervisord load a new or changed program file (restarts it when changed).
+    Meant to run with ``_if=<program file changed>``."""
+    yield f"{SUPERVISORCTL} reread >/dev/null && {SUPERVISORCTL} update {shlex.quote(program)}"
+
+
+@operation()
+def supervisor_running(program: str) -> Generator[str, None, None]:
+    """Start a supervisor program unless it is RUNNING (or STARTING)."""
+    state = host.get_fact(SupervisorState)["programs"].get(program)
+    if state in ("RUNNING", "STARTING"):
+        host.noop(f"{program} is {state.lower()}")
+        return
+    yield f"{SUPERVISORCTL} start {shlex.quote(program)}"
+
+
+@operation()
+def supervisor_restarted(program: str) -> Generator[str, None, None]:
+    """Restart a supervisor program. Meant to run with ``_if=<its config changed>``."""
+    yield f"{SUPERVISORCTL} restart {shlex.quote(program)}"
+
+
+@operation()
+def sysctl_apply(path: str) -> Generator[str, None, None]:
+    """Apply a sysctl.d file, best effort: in a container most keys are read-only, and a key
+    the kernel refuses must not fail the install. Meant to run with ``_if=<file changed>``."""
+    yield f"sysctl -q -e -p {shlex.quote(path)} >/dev/null 2>&1 || true"

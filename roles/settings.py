@@ -1,0 +1,131 @@
+"""Typed settings every role takes, built from inventory host data plus the generated secrets.
+
+Defaults are the all-in-one values of ``components/CONTRACTS.md``. An inventory overrides any
+field per host (``("db1", {"pg_listen": "10.0.0.5"})``); roles never read host data themselves.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+SECRETS_PATH = "/etc/backend.ai/secrets.toml"
+#: Keys kept in the secrets file; generated once, reused on every later run.
+SECRET_KEYS = ("db_password", "rpc_secret")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # where things live
+    venv: str = "/opt/bai/venv"
+    config_dir: str = "/etc/backend.ai"
+    state_dir: str = "/var/lib/bai"
+    log_dir: str = "/var/log/bai"
+
+    # PostgreSQL (Debian's cluster <pg_version>/main)
+    pg_version: int = 15
+    pg_listen: str = "127.0.0.1"
+    pg_port: int = 5432
+    db_host: str = "127.0.0.1"  # how the manager reaches the database
+    db_name: str = "backend"
+    db_user: str = "bai"
+    db_password: str = ""
+    pg_allow_cidrs: tuple[str, ...] = ()  # remote managers allowed to log in as db_user
+
+    # Redis
+    redis_listen: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_addr: str = "127.0.0.1:6379"  # what goes into etcd config/redis/addr
+    redis_maxmemory: str = "512mb"
+
+    # etcd
+    etcd_listen: str = "127.0.0.1"
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+    etcd_name: str = "default"
+    etcd_data_dir: str = "/var/lib/etcd/default"
+    etcd_addr: str = "127.0.0.1:2379"  # how manager/agents reach etcd
+    etcd_namespace: str = "local"
+
+    # manager / agent
+    manager_id: str = "i-local"
+    manager_addr: str = "127.0.0.1:8081"
+    agent_id: str = "i-local"
+    agent_rpc_addr: str = "127.0.0.1:6001"
+    scaling_group: str = "default"
+    container_port_range: tuple[int, int] = (30000, 31000)
+    container_bind_host: str = "127.0.0.1"
+    reserved_mem: str = "512m"
+    log_level: str = "INFO"
+    rpc_secret: str = ""
+
+    # kernel image
+    kernel_image: str = "bai.local/stable/python:3.11-debian12"
+    kernel_rootfs_cache: str = "/var/cache/bai/rootfs-python-bookworm"
+
+    # service readiness deadlines, seconds
+    ready_timeout: int = 60
+
+    @property
+    def manager_toml(self) -> str:
+        return f"{self.config_dir}/manager.toml"
+
+    @property
+    def agent_toml(self) -> str:
+        return f"{self.config_dir}/agent.toml"
+
+    @property
+    def client_env(self) -> str:
+        return f"{self.config_dir}/client.env"
+
+    @property
+    def secrets_path(self) -> str:
+        return f"{self.config_dir}/secrets.toml"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.manager_addr}"
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return f"http://{self.etcd_addr}"
+
+    def bin(self, name: str) -> str:
+        return f"{self.venv}/bin/{name}"
+
+
+def generate_secrets(existing: dict[str, str]) -> dict[str, str]:
+    """Return ``existing`` completed with fresh values for any missing secret."""
+    out = dict(existing)
+    for key in SECRET_KEYS:
+        if not out.get(key):
+            # url-safe alphabet: no quoting needed in SQL, TOML or shell
+            out[key] = _secrets.token_urlsafe(24)
+    return out
+
+
+def render_secrets(values: dict[str, str]) -> str:
+    lines = ["# Generated once by bai-install and reused on every run. Keep private (mode 600)."]
+    lines += [f'{key} = "{values[key]}"' for key in sorted(values)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_secrets(text: str) -> dict[str, str]:
+    """Parse the flat ``key = "value"`` file written by :func:`render_secrets`."""
+    import tomllib
+
+    try:
+        data: dict[str, Any] = tomllib.loads(text) if text.strip() else {}
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {k: str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def build(host_data: dict[str, Any], secrets: dict[str, str]) -> Settings:
+    fields = set(Settings.model_fields)
+    values = {k: v for k, v in host_data.items() if k in fields}
+    values.update({k: v for k, v in secrets.items() if k in SECRET_KEYS})
+    return Settings(**values)

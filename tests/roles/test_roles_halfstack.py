@@ -1,0 +1,83 @@
+"""The half-stack roles (postgresql, redis, etcd) applied twice through the engine on two fresh
+hosts built from the same image: one with systemd as PID 1 (Debian's units), one with ``sleep``
+as PID 1 (supervisor programs). See conftest.py for how the hosts are made and applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+KINDS = ["systemd", "supervisor"]
+PORTS = {"postgresql": 5432, "redis": 6379, "etcd": 2379, "etcd-peer": 2380}
+UNITS = ["postgresql@15-main.service", "redis-server.service", "etcd.service"]
+PROGRAMS = ["bai-postgresql", "bai-redis", "bai-etcd"]
+
+
+@pytest.fixture(params=KINDS)
+def h(request: pytest.FixtureRequest, halfstack_hosts: dict[str, Any]) -> Any:
+    return halfstack_hosts[request.param]
+
+
+def test_first_run_changes_each_role(h: Any) -> None:
+    for role in ("postgresql", "redis", "etcd"):
+        assert any(changed for label, changed in h.runs[0].items()
+                   if label.startswith(role + " |")), f"first run changed nothing in {role}"
+
+
+def test_second_run_changes_nothing(h: Any) -> None:
+    assert [label for label, changed in h.runs[1].items() if changed] == []
+
+
+def test_listening_on_loopback_only(h: Any) -> None:
+    listeners = h.listeners()
+    for service, port in PORTS.items():
+        addrs = {addr for addr, p in listeners if p == port}
+        assert addrs == {"127.0.0.1"}, f"{service} listens on {addrs or 'nothing'}"
+
+
+def test_services_answer(h: Any) -> None:
+    assert h.run("redis-cli -h 127.0.0.1 ping").stdout.strip() == "PONG"
+    etcdctl = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379"
+    r = h.run(f"{etcdctl} put /t/k v && {etcdctl} get /t/k --print-value-only")
+    assert r.stdout.split()[-1] == "v", r.stderr
+    # role bai logs in with the password kept in the secrets file, and owns database backend
+    r = h.run("PGPASSWORD=\"$(sed -n 's/^db_password = \"\\(.*\\)\"$/\\1/p' "
+              "/etc/backend.ai/secrets.toml)\" psql -X -tA -h 127.0.0.1 -U bai -d backend "
+              "-c 'SELECT current_user, pg_get_userbyid(datdba) FROM pg_database "
+              "WHERE datname = current_database()'")
+    assert r.stdout.strip() == "bai|bai", r.stderr
+    assert h.run("stat -c %a /etc/backend.ai/secrets.toml").stdout.strip() == "600"
+
+
+def test_config_change_restarts_only_that_service(h: Any) -> None:
+    restart = ("redis | Restart redis-server.service on changed config" if h.init == "systemd"
+               else "redis | Restart bai-redis on changed config")
+    assert [label for label, changed in h.runs[2].items() if changed] == [
+        "redis | Max memory", restart]
+    assert h.run("redis-cli -h 127.0.0.1 config get maxmemory").stdout.split()[-1] == "134217728"
+
+
+# -- the systemd path -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_units_running_and_enabled(halfstack_hosts: dict[str, Any], unit: str) -> None:
+    h = halfstack_hosts["systemd"]
+    assert h.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    assert h.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+
+
+def test_systemd_host_uses_no_supervisor(halfstack_hosts: dict[str, Any]) -> None:
+    h = halfstack_hosts["systemd"]
+    assert h.run("ls /etc/supervisor/conf.d/bai-*.conf").returncode != 0
+
+
+# -- the no-systemd path --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_supervisor_programs_running(halfstack_hosts: dict[str, Any], program: str) -> None:
+    h = halfstack_hosts["supervisor"]
+    assert h.run("cat /proc/1/comm").stdout.strip() == "sleep"
+    out = h.run(f"supervisorctl status {program}").stdout
+    assert out.split()[1] == "RUNNING", out
+    assert h.run(f"test -s /var/log/bai/{program.removeprefix('bai-')}.log").returncode == 0

@@ -1,0 +1,113 @@
+"""Pure pieces of the roles and the engine: settings, secrets, rendered files, fact parsing,
+the client env file. No hosts, no Docker."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+from installer import probe
+from roles import _facts, bai, base, etcd, postgresql, redis
+from roles import settings as settings_mod
+from roles._service import Service
+
+
+def test_secrets_generated_once_and_reused() -> None:
+    first = settings_mod.generate_secrets({})
+    assert set(first) == set(settings_mod.SECRET_KEYS) and all(first.values())
+    text = settings_mod.render_secrets(first)
+    again = settings_mod.generate_secrets(settings_mod.parse_secrets(text))
+    assert again == first
+    # a missing key is filled in, present ones are kept
+    partial = settings_mod.generate_secrets({"db_password": "keep"})
+    assert partial["db_password"] == "keep" and partial["rpc_secret"]
+
+
+def test_settings_from_host_data_ignore_connector_data() -> None:
+    s = settings_mod.build({"redis_maxmemory": "1gb", "ssh_user": "root"}, {"db_password": "pw"})
+    assert s.redis_maxmemory == "1gb" and s.db_password == "pw"
+    assert s.endpoint == "http://127.0.0.1:8081"
+
+
+def test_manager_and_agent_toml_match_the_contract() -> None:
+    s = settings_mod.build({}, {"db_password": "pw", "rpc_secret": "x"})
+    m = tomllib.loads(bai._toml(bai.manager_config(s)))
+    assert m["etcd"] == {"namespace": "local", "addr": "127.0.0.1:2379"}
+    assert m["db"] == {"addr": "127.0.0.1:5432", "name": "backend", "user": "bai",
+                       "password": "pw", "pool-size": 8}
+    assert m["manager"]["service-addr"] == "127.0.0.1:8081"
+    a = tomllib.loads(bai._toml(bai.agent_config(s)))
+    assert a["agent"]["rpc-listen-addr"] == "127.0.0.1:6001"
+    assert a["agent"]["ipc-base-path"] == "/var/lib/bai/ipc"
+    assert a["container"] == {"port-range": [30000, 31000], "bind-host": "127.0.0.1"}
+
+
+def test_manager_config_loads_with_the_managers_model() -> None:
+    from bai.manager.config import ManagerConfig
+
+    s = settings_mod.build({}, {"db_password": "pw", "rpc_secret": "x"})
+    cfg = ManagerConfig.model_validate(bai.manager_config(s))
+    assert cfg.db.password == "pw"
+
+
+def test_services_bind_loopback_by_default() -> None:
+    s = settings_mod.Settings()
+    assert "listen_addresses = '127.0.0.1'" in postgresql.conf_text(s)
+    text = etcd.defaults_text(s)
+    assert 'ETCD_LISTEN_CLIENT_URLS="http://127.0.0.1:2379"' in text
+    assert "0.0.0.0" not in text
+    assert "--listen-peer-urls http://127.0.0.1:2380" in etcd.service(s).command
+
+
+def test_supervisor_program_file() -> None:
+    svc = redis.service(settings_mod.Settings())
+    text = svc.program_text()
+    assert "[program:bai-redis]" in text
+    assert "user=redis" in text
+    assert "stdout_logfile=/var/log/bai/redis.log" in text
+    assert "--daemonize no" in svc.command
+
+
+def test_own_units_for_manager_and_agent() -> None:
+    s = settings_mod.Settings()
+    for svc in (bai.manager_service(s), bai.agent_service(s)):
+        assert isinstance(svc, Service) and svc.unit_text
+        assert f"ExecStart={svc.command}" in svc.unit_text
+        assert "--config /etc/backend.ai/" in svc.command
+
+
+def test_ephemeral_ports_do_not_overlap_container_ports() -> None:
+    text = base.sysctl_text(settings_mod.Settings())
+    line = next(x for x in text.splitlines() if x.startswith("net.ipv4.ip_local_port_range"))
+    lo = int(line.split("=")[1].split()[0])
+    assert lo > 31000
+
+
+def test_fact_parsers() -> None:
+    assert _facts.SupervisorState().process(
+        ["__up__", "bai-redis  RUNNING   pid 1, uptime 0:00:01", "bai-etcd  FATAL  Exited"]
+    ) == {"up": True, "programs": {"bai-redis": "RUNNING", "bai-etcd": "FATAL"}}
+    assert _facts.SupervisorState().process(["__down__"])["up"] is False
+    assert _facts.KeyValueFile().process(
+        ["# c", "export BACKEND_ACCESS_KEY=AKIA1", "export BACKEND_ENDPOINT='http://x:1'"]
+    ) == {"BACKEND_ACCESS_KEY": "AKIA1", "BACKEND_ENDPOINT": "http://x:1"}
+    assert _facts.FileText().process(["__absent__"]) is None
+    assert _facts.FileText().process(["__present__", "a = 1"]) == "a = 1\n"
+    assert _facts.ServiceManager().process(["systemd"]) == "systemd"
+    assert _facts.ServiceManager().process(["supervisor"]) == "supervisor"
+
+
+def test_client_env_file(tmp_path: Path) -> None:
+    src = tmp_path / "fixture.json"
+    src.write_text('log line\n{"access_key": "AKIATEST", "secret_key": "s3cr$t", '
+                   '"endpoint": "http://127.0.0.1:8081"}')
+    out = tmp_path / "client.env"
+    probe.client_env(str(src), "http://fallback", str(out))
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    r = subprocess.run(["bash", "-c", f". {out}; echo $BACKEND_ENDPOINT $BACKEND_ACCESS_KEY "
+                        "$BACKEND_SECRET_KEY $BACKEND_ENDPOINT_TYPE"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["http://127.0.0.1:8081", "AKIATEST", "s3cr$t", "api"]
