@@ -66,10 +66,10 @@ def main() -> None:
         created.append(time.perf_counter() - t0)
         assert status == 201 and body["status"] == "RUNNING", body
         api.call("DELETE", f"/session/{name}")
-        out: list[str] = []
-        cli.append(timed(lambda: out.append(sh(str(VENV_BIN / "backend.ai"), "run", "--rm", "-c", "print(1)",
-                                                 "python", env=full_env))))
-        assert out[0] == "1\n", out
+        t0 = time.perf_counter()
+        out = sh(str(VENV_BIN / "backend.ai"), "run", "--rm", "-c", "print(1)", "python", env=full_env)
+        cli.append(time.perf_counter() - t0)
+        assert out == "1\n", out
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     status, body = api.call("POST", "/session", {"name": name, "image": "python"})
