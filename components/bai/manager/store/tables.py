@@ -63,6 +63,10 @@ users = sa.Table(
     sa.Column("resource_policy", sa.String(256), nullable=False, server_default="default"),
     sa.Column("main_access_key", sa.String(20)),
     _created(),
+    # 0002: auth columns
+    sa.Column("status_info", sa.Unicode),
+    sa.Column("need_password_change", sa.Boolean),
+    sa.Column("password_changed_at", sa.DateTime(timezone=True), server_default=_now),
 )
 
 keypairs = sa.Table(
@@ -81,6 +85,9 @@ keypairs = sa.Table(
     ),
     sa.Column("last_used", sa.DateTime(timezone=True)),
     _created(),
+    # 0002: auth columns
+    sa.Column("ssh_public_key", sa.String(750)),
+    sa.Column("ssh_private_key", sa.String(2000)),
 )
 
 groups = sa.Table(

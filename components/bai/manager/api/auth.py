@@ -1,0 +1,173 @@
+"""The /auth endpoints: test, role, authorize, signup, signout, update-password,
+update-full-name and ssh-keypair (GET/PATCH/POST), with the original's shapes and errors.
+
+Not implemented: ``POST /auth/update-password-no-auth``. In the original it only does anything
+when ``max_password_age`` is configured (password expiry), which this manager does not have;
+the route is absent, so it answers 404 ``url-not-found``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Literal
+
+from aiohttp import web
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from bai.manager import errors
+from bai.manager.services import auth as svc
+from bai.manager.services.schemas import parse
+
+from .keys import CTX, requester
+from .middlewares import auth_required, read_params
+
+log = logging.getLogger(__name__)
+
+Text = Annotated[str, Field(min_length=1)]  # trafaret's t.String: no blank strings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _Open(BaseModel):  # the original passes extra keys on to hook plugins
+    model_config = ConfigDict(extra="ignore")
+
+
+class AuthorizeParams(_Open):
+    type: Literal["keypair", "jwt"]
+    domain: Text
+    username: Text
+    password: Text
+
+
+class SignupParams(_Open):
+    domain: Text
+    email: Annotated[str, Field(min_length=1, max_length=64)]
+    password: Text
+    username: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    full_name: Annotated[str, Field(max_length=64)] | None = None
+    description: Annotated[str, Field(max_length=500)] | None = None
+
+
+class SignoutParams(_Strict):
+    email: Text = Field(validation_alias=AliasChoices("email", "username"))
+    password: Text
+
+
+class UpdatePasswordParams(_Strict):
+    old_password: Text
+    new_password: Text
+    new_password2: Text
+
+
+class UpdateFullNameParams(_Strict):
+    email: Text
+    full_name: Annotated[str, Field(max_length=64)]
+
+
+class RoleParams(_Strict):
+    group: uuid.UUID | None = None
+
+
+class SSHKeypairParams(_Strict):
+    pubkey: Text
+    privkey: Text
+
+
+@auth_required()
+async def auth_test(request: web.Request) -> web.Response:
+    params = await read_params(request)
+    requester(request)
+    return web.json_response({"authorized": "yes", "echo": params.get("echo")})
+
+
+@auth_required()
+async def auth_role(request: web.Request) -> web.Response:
+    p: RoleParams = parse(RoleParams, await read_params(request))
+    return web.json_response(await svc.get_role(request.app[CTX], requester(request), p.group))
+
+
+async def authorize(request: web.Request) -> web.Response:
+    p: AuthorizeParams = parse(AuthorizeParams, await read_params(request))
+    if p.type != "keypair":
+        raise errors.InvalidAPIParameters("Unsupported authorization type")
+    log.info("AUTH.AUTHORIZE(d:%s, u:%s, passwd:****, type:%s)", p.domain, p.username, p.type)
+    got = await svc.authorize(request.app[CTX], p.domain, p.username, p.password)
+    return web.json_response({"data": {"access_key": got.access_key, "secret_key": got.secret_key,
+                                       "role": got.role, "status": got.status}})
+
+
+async def signup(request: web.Request) -> web.Response:
+    p: SignupParams = parse(SignupParams, await read_params(request))
+    log.info("AUTH.SIGNUP(d:%s, email:%s, passwd:****)", p.domain, p.email)
+    ak, sk = await svc.signup(request.app[CTX], svc.Signup(
+        domain=p.domain, email=p.email, password=p.password, username=p.username,
+        full_name=p.full_name, description=p.description,
+    ))
+    return web.json_response({"access_key": ak, "secret_key": sk}, status=201)
+
+
+@auth_required()
+async def signout(request: web.Request) -> web.Response:
+    p: SignoutParams = parse(SignoutParams, await read_params(request))
+    r = requester(request)
+    log.info("AUTH.SIGNOUT(d:%s, email:%s)", r.domain_name, p.email)
+    await svc.signout(request.app[CTX], r, p.email, p.password)
+    return web.json_response({})
+
+
+@auth_required()
+async def update_password(request: web.Request) -> web.Response:
+    p: UpdatePasswordParams = parse(UpdatePasswordParams, await read_params(request))
+    r = requester(request)
+    log.info("AUTH.UPDATE_PASSWORD(d:%s, email:%s)", r.domain_name, r.email)
+    try:
+        await svc.update_password(request.app[CTX], r, p.old_password, p.new_password, p.new_password2)
+    except svc.NewPasswordMismatch:
+        return web.json_response({"error_msg": "new password mismatch"}, status=400)
+    return web.json_response({})
+
+
+@auth_required()
+async def update_full_name(request: web.Request) -> web.Response:
+    p: UpdateFullNameParams = parse(UpdateFullNameParams, await read_params(request))
+    await svc.update_full_name(request.app[CTX], requester(request), p.full_name)
+    return web.json_response({})
+
+
+@auth_required()
+async def get_ssh_keypair(request: web.Request) -> web.Response:
+    pubkey = await svc.get_ssh_public_key(request.app[CTX], requester(request))
+    return web.json_response({"ssh_public_key": pubkey})
+
+
+@auth_required()
+async def generate_ssh_keypair(request: web.Request) -> web.Response:
+    pubkey, privkey = await svc.generate_ssh_keypair()
+    await svc.store_ssh_keypair(request.app[CTX], requester(request), pubkey, privkey)
+    return web.json_response({"ssh_public_key": pubkey, "ssh_private_key": privkey})
+
+
+@auth_required()
+async def upload_ssh_keypair(request: web.Request) -> web.Response:
+    p: SSHKeypairParams = parse(SSHKeypairParams, await read_params(request))
+    pubkey, privkey = svc.normalise_ssh_keypair(p.pubkey, p.privkey)
+    await svc.store_ssh_keypair(request.app[CTX], requester(request), pubkey, privkey)
+    return web.json_response({"ssh_public_key": pubkey, "ssh_private_key": privkey})
+
+
+def routes(app: web.Application) -> None:
+    for path in ("/auth", "/auth/test"):
+        app.router.add_get(path, auth_test)
+        app.router.add_post(path, auth_test)
+    app.router.add_get("/auth/role", auth_role)
+    app.router.add_post("/auth/authorize", authorize)
+    app.router.add_post("/auth/signup", signup)
+    app.router.add_post("/auth/signout", signout)
+    app.router.add_post("/auth/update-password", update_password)
+    app.router.add_post("/auth/update-full-name", update_full_name)
+    app.router.add_get("/auth/ssh-keypair", get_ssh_keypair)
+    app.router.add_patch("/auth/ssh-keypair", generate_ssh_keypair)
+    app.router.add_post("/auth/ssh-keypair", upload_ssh_keypair)

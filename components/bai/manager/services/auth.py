@@ -1,0 +1,231 @@
+"""Account logic behind the /auth endpoints: login, signup, signout, password and profile
+changes, roles and per-keypair SSH keys.
+
+Passwords are only ever handled as PBKDF2 hashes (``store.fixtures``); hashing and verifying
+run in a worker thread so the event loop keeps serving other requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib.util
+import logging
+import os
+import re
+import struct
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from bai.manager import errors
+from bai.manager.store import users as store
+from bai.manager.store.fixtures import generate_keypair, hash_password, verify_password
+from bai.manager.store.keypairs import Requester
+
+from .context import ManagerContext
+
+log = logging.getLogger(__name__)
+
+#: Verified against when no such user exists, so a miss costs as much time as a wrong password.
+_DUMMY_HASH = "pbkdf2_sha256$600000$" + "00" * 16 + "$" + "00" * 32
+CREDENTIAL_MISMATCH = "User credential mismatch."
+SSH_PUBKEY_MAX, SSH_PRIVKEY_MAX = 750, 2000  # the keypairs columns' sizes
+_SSH_KEY_TYPES = frozenset({
+    "ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+})
+_PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----")
+HAVE_CRYPTOGRAPHY = importlib.util.find_spec("cryptography") is not None
+
+
+class NewPasswordMismatch(Exception):
+    """``new_password`` and ``new_password2`` differ (answered with a non-problem 400)."""
+
+
+async def _verify(password: str, stored: str | None) -> bool:
+    return await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH) and stored is not None
+
+
+@dataclass(frozen=True)
+class Authorized:
+    access_key: str
+    secret_key: str
+    role: str
+    status: str
+
+
+async def authorize(ctx: ManagerContext, domain: str, username: str, password: str) -> Authorized:
+    """Check a user's password (``username`` is an email or a username) and hand out a keypair."""
+    async with ctx.db.connect() as conn:
+        candidates = await store.login_candidates(conn, domain, username)
+    user = None
+    for row in candidates:
+        if await _verify(password, row.password):
+            user = row
+            break
+    if not candidates:
+        await _verify(password, None)  # costs what a wrong password costs
+    if user is None:
+        raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
+    if user.status == "before-verification":
+        raise errors.AuthorizationFailed("This account needs email verification.")
+    if user.status != "active":
+        raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
+    async with ctx.db.connect() as conn:
+        keypair = await store.pick_keypair(conn, user.uuid)
+    if keypair is None:
+        raise errors.AuthorizationFailed("No API keypairs found.")
+    return Authorized(keypair.access_key, keypair.secret_key, user.role, user.status)
+
+
+@dataclass(frozen=True)
+class Signup:
+    domain: str
+    email: str
+    password: str
+    username: str | None = None
+    full_name: str | None = None
+    description: str | None = None
+
+
+async def signup(ctx: ManagerContext, req: Signup) -> tuple[str, str]:
+    """Create the user, its keypair and its default-project membership in one transaction."""
+    password_hash = await asyncio.to_thread(hash_password, req.password)
+    access_key, secret_key = generate_keypair()
+    new = store.NewUser(
+        domain=req.domain, email=req.email, username=req.username or req.email, password_hash=password_hash,
+        full_name=req.full_name or "", description=req.description or "",
+        access_key=access_key, secret_key=secret_key,
+    )
+    try:
+        async with ctx.db.begin() as conn:
+            if not await store.domain_is_active(conn, req.domain):
+                raise errors.InvalidAPIParameters(f"No such domain or it is inactive: {req.domain}")
+            if await store.identity_taken(conn, new.email, new.username):
+                raise errors.InvalidAPIParameters("The email or username already exists.")
+            await store.insert_signup(conn, new)
+    except IntegrityError:  # lost a race with a concurrent signup: the transaction is rolled back
+        raise errors.InvalidAPIParameters("The email or username already exists.") from None
+    return access_key, secret_key
+
+
+async def _caller(ctx: ManagerContext, r: Requester) -> Any:
+    async with ctx.db.connect() as conn:
+        user = await store.get_user(conn, r.user_uuid)
+    if user is None:
+        raise errors.AuthorizationFailed("Unauthorized access")
+    return user
+
+
+async def signout(ctx: ManagerContext, r: Requester, name: str, password: str) -> None:
+    """Deactivate the caller's account and every keypair of it; they stop working at once."""
+    user = await _caller(ctx, r)
+    if name not in (user.email, user.username):
+        raise errors.GenericForbidden("Not the account owner")
+    if not await _verify(password, user.password):
+        raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
+    async with ctx.db.begin() as conn:
+        access_keys = await store.deactivate_user(conn, user.uuid)
+    for ak in {*access_keys, r.access_key}:
+        ctx.requesters.invalidate(ak)
+
+
+async def update_password(ctx: ManagerContext, r: Requester, old: str, new: str, new2: str) -> None:
+    user = await _caller(ctx, r)
+    if not await _verify(old, user.password):
+        raise errors.AuthorizationFailed("Old password mismatch")
+    if new != new2:
+        raise NewPasswordMismatch()
+    password_hash = await asyncio.to_thread(hash_password, new)
+    async with ctx.db.begin() as conn:
+        await store.set_password(conn, user.uuid, password_hash)
+
+
+async def update_full_name(ctx: ManagerContext, r: Requester, full_name: str) -> None:
+    """Renames the caller (the original ignores the request's ``email``: only one's own name changes)."""
+    async with ctx.db.begin() as conn:
+        await store.set_full_name(conn, r.user_uuid, full_name)
+
+
+async def get_role(ctx: ManagerContext, r: Requester, group: uuid.UUID | None) -> dict[str, str | None]:
+    group_role = None
+    if group is not None:
+        async with ctx.db.connect() as conn:
+            if not await store.is_group_member(conn, r.user_uuid, group):
+                raise errors.GroupNotFound("No such project or you are not the member of it.")
+        group_role = "user"
+    return {
+        "global_role": "superadmin" if r.is_superadmin else "user",
+        "domain_role": "admin" if r.is_admin or r.role in ("admin", "superadmin") else "user",
+        "group_role": group_role,
+    }
+
+
+# --- SSH keypairs -------------------------------------------------------------------------------
+
+def normalise_ssh_keypair(pubkey: str, privkey: str) -> tuple[str, str]:
+    """One trailing newline each; InvalidAPIParameters for keys that cannot be SSH keys."""
+    pub, priv = f"{pubkey.rstrip()}\n", f"{privkey.rstrip()}\n"
+    parts = pub.split()
+    try:
+        blob = base64.b64decode(parts[1], validate=True) if len(parts) >= 2 else b""
+    except binascii.Error:
+        blob = b""
+    (n,) = struct.unpack(">I", blob[:4]) if len(blob) >= 4 else (0,)
+    if (pub.count("\n") != 1 or not parts or parts[0] not in _SSH_KEY_TYPES
+            or blob[4:4 + n] != parts[0].encode() or len(pub) > SSH_PUBKEY_MAX):
+        raise errors.InvalidAPIParameters("Malformed SSH public key")
+    lines = priv.strip().splitlines()
+    begin = _PEM_BEGIN.fullmatch(lines[0].strip()) if lines else None
+    if (begin is None or len(lines) < 3 or lines[-1].strip() != f"-----END {begin.group(1)}-----"
+            or len(priv) > SSH_PRIVKEY_MAX):
+        raise errors.InvalidAPIParameters("Malformed SSH private key")
+    return pub, priv
+
+
+def _rsa_with_cryptography() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    priv = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.TraditionalOpenSSL, ser.NoEncryption())
+    pub = key.public_key().public_bytes(ser.Encoding.OpenSSH, ser.PublicFormat.OpenSSH)
+    return f"{pub.decode().rstrip()}\n", f"{priv.decode().rstrip()}\n"
+
+
+async def rsa_with_ssh_keygen() -> tuple[str, str]:
+    with tempfile.TemporaryDirectory(prefix="bai-sshkey-") as tmp:
+        path = os.path.join(tmp, "id")
+        proc = await asyncio.create_subprocess_exec(
+            "ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "", "-C", "", "-f", path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.warning("ssh-keygen failed (%s): %s", proc.returncode, err.decode(errors="replace").strip())
+            raise errors.InternalServerError("SSH keypair generation failed")
+        pub, priv = await asyncio.to_thread(lambda: (Path(path + ".pub").read_text(), Path(path).read_text()))
+    return f"{pub.rstrip()}\n", f"{priv.rstrip()}\n"
+
+
+async def generate_ssh_keypair() -> tuple[str, str]:
+    """An RSA-2048 keypair (OpenSSH public key, PEM private key), as the original makes."""
+    if HAVE_CRYPTOGRAPHY:
+        return await asyncio.to_thread(_rsa_with_cryptography)
+    return await rsa_with_ssh_keygen()
+
+
+async def get_ssh_public_key(ctx: ManagerContext, r: Requester) -> str | None:
+    async with ctx.db.connect() as conn:
+        return await store.get_ssh_public_key(conn, r.access_key)
+
+
+async def store_ssh_keypair(ctx: ManagerContext, r: Requester, pubkey: str, privkey: str) -> None:
+    async with ctx.db.begin() as conn:
+        await store.set_ssh_keypair(conn, r.access_key, pubkey, privkey)
