@@ -6,4 +6,4 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 os.environ.setdefault("GRPC_POLL_STRATEGY", "poll")
 
-pytest_plugins = ["tests.fixtures.halfstack"]
+pytest_plugins = ["tests.fixtures.halfstack", "tests.fixtures.images"]

@@ -66,7 +66,7 @@ def build_app(config: ManagerConfig) -> web.Application:
                                  etcd=etcd, agents=agents, events=EventProducer(r_stream))
             sessions = SessionService(ctx)
             scheduler = Scheduler(ctx, sessions)
-            handler = LifecycleHandler(ctx, sessions, scheduler)
+            handler = LifecycleHandler(ctx, sessions)
             app[CTX] = ctx
             app[SESSIONS] = sessions
             app[SCHEDULER] = scheduler

@@ -12,7 +12,6 @@ import asyncio
 import json
 import secrets
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,19 +29,6 @@ from bai.common import etcd as etcd_mod
 from bai.common.agent_rpc import AgentClient
 from bai.common.events import REDIS_DB_STREAM, STREAM_KEY
 from tests.fixtures.halfstack import HalfStack
-
-KERNEL_IMAGE = "bai.local/stable/python:3.11-debian12"
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="session")
-def kernel_image() -> str:
-    probe = subprocess.run(["docker", "image", "inspect", KERNEL_IMAGE], capture_output=True)
-    if probe.returncode != 0:
-        # Idempotent and offline-capable (debootstrap from the configured mirror).
-        subprocess.run(["bash", str(REPO / "roles/files/build-kernel-image.sh"), KERNEL_IMAGE],
-                       check=True, timeout=1800)
-    return KERNEL_IMAGE
 
 
 @dataclass

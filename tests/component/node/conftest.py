@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,17 +28,6 @@ from bai.manager.server import build_app
 from bai.manager.store import fixtures, migrate
 from bai.manager.store import tables as t
 from tests.fixtures.halfstack import HalfStack, dedicated_redis
-
-KERNEL_IMAGE = "bai.local/stable/python:3.11-debian12"
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="session")
-def kernel_image() -> str:
-    if subprocess.run(["docker", "image", "inspect", KERNEL_IMAGE], capture_output=True).returncode != 0:
-        subprocess.run(["bash", str(REPO / "roles/files/build-kernel-image.sh"), KERNEL_IMAGE],
-                       check=True, timeout=1800)
-    return KERNEL_IMAGE
 
 
 @dataclass

@@ -145,18 +145,6 @@ async def _rate_limit(request: web.Request, access_key: str, limit: int | None) 
         raise errors.RateLimitExceeded()
 
 
-@web.middleware
-async def server_header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        resp = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers["Server"] = "BackendAI"
-        raise
-    if not resp.prepared:
-        resp.headers["Server"] = "BackendAI"
-    return resp
-
-
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = "BackendAI"
 

@@ -17,7 +17,6 @@ from bai.manager.store import images as image_store
 from bai.manager.store import sessions as store
 
 from .context import ManagerContext
-from .scheduler import Scheduler
 from .sessions import SessionService
 
 log = logging.getLogger(__name__)
@@ -27,10 +26,9 @@ SETTLED_EVENTS = {"session_started": "RUNNING", "session_cancelled": "CANCELLED"
 
 
 class LifecycleHandler:
-    def __init__(self, ctx: ManagerContext, sessions: SessionService, scheduler: Scheduler) -> None:
+    def __init__(self, ctx: ManagerContext, sessions: SessionService) -> None:
         self.ctx = ctx
         self.sessions = sessions
-        self.scheduler = scheduler
 
     async def handle(self, ev: Event) -> None:
         handler = getattr(self, f"on_{ev.name}", None)
@@ -83,13 +81,11 @@ class LifecycleHandler:
                 row = await store.get(conn, session_id)
             await self.ctx.events.broadcast("session_started", self.ctx.manager_id,
                                             **SessionService._event_args(row))
-        elif k.status not in ("SCHEDULED", "PREPARING", "PULLING"):
-            pass
 
     async def on_kernel_cancelled(self, ev: Event) -> None:
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "failed-to-create"
-        await self.scheduler.cancel(session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
+        await self.sessions.cancel(session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
 
     async def on_kernel_terminated(self, ev: Event) -> None:
         kernel_id = uuid.UUID(ev.args["kernel_id"])

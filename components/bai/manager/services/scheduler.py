@@ -196,23 +196,4 @@ class Scheduler:
                 str(session_id), [str(k.id) for k in kernels], configs, cluster_info)
         except (TimeoutError, AgentError, OSError) as exc:
             log.warning("create_kernels on %s failed: %r", addr, exc)
-            await self.cancel(session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})
-
-    async def cancel(self, session_id: uuid_t, reason: str, data: dict[str, Any] | None = None) -> None:
-        async with self.ctx.db.begin() as conn:
-            kernels = await store.kernels_of(conn, session_id)
-            for k in kernels:
-                await store.set_kernel_status(conn, k.id, KernelStatus.CANCELLED, info=reason,
-                                              only_from=["PENDING", "SCHEDULED", "PREPARING", "PULLING"])
-            changed = await store.set_session_status(
-                conn, session_id, SessionStatus.CANCELLED, info=reason, data=data,
-                only_from=["PENDING", "SCHEDULED", "PREPARING", "PULLING"])
-            for agent in {k.agent for k in kernels if k.agent}:
-                await agent_store.refresh_occupied(conn, agent)
-            row = await store.get(conn, session_id)
-        if changed and row is not None:
-            self.ctx.waiters.notify(session_id, "CANCELLED")
-            await self.ctx.events.broadcast("session_cancelled", self.ctx.manager_id,
-                                            **SessionService._event_args(row, reason=reason))
-            self.ctx.request_schedule()
-
+            await self.sessions.cancel(session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})

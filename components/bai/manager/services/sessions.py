@@ -289,13 +289,7 @@ class SessionService:
             kernels = await store.kernels_of(conn, row.id)
         status = SessionStatus(row.status)
         if status == SessionStatus.PENDING:
-            async with self.ctx.db.begin() as conn:
-                await store.set_session_status(conn, row.id, SessionStatus.CANCELLED, info="user-requested")
-                for k in kernels:
-                    await store.set_kernel_status(conn, k.id, KernelStatus.CANCELLED, info="user-requested")
-            self.ctx.waiters.notify(row.id, "CANCELLED")
-            await self.ctx.events.broadcast("session_cancelled", self.ctx.manager_id,
-                                            **self._event_args(row, reason="user-requested"))
+            await self.cancel(row.id, "user-requested")
             return {"stats": {"status": "cancelled"}}
         if status == SessionStatus.PULLING or (
             status in (SessionStatus.SCHEDULED, SessionStatus.PREPARING, SessionStatus.TERMINATING,
@@ -331,22 +325,36 @@ class SessionService:
 
     async def finish_termination(self, session_id: uuid.UUID, reason: str) -> None:
         """Mark every kernel TERMINATED, release their slots and close the session."""
+        live = [s.value for s in KernelStatus if s not in (KernelStatus.TERMINATED, KernelStatus.CANCELLED)]
+        await self.close(session_id, SessionStatus.TERMINATED, KernelStatus.TERMINATED, reason,
+                         kernels_from=live,
+                         sessions_from=["TERMINATING", "RUNNING", "ERROR", "PREPARING", "SCHEDULED",
+                                        "RUNNING_DEGRADED", "RESTARTING"])
+
+    async def cancel(self, session_id: uuid.UUID, reason: str, data: dict[str, Any] | None = None) -> None:
+        """A session that never started: CANCELLED, with its slots released."""
+        not_started = ["PENDING", "SCHEDULED", "PREPARING", "PULLING"]
+        await self.close(session_id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, reason, data=data,
+                         kernels_from=not_started, sessions_from=not_started)
+
+    async def close(
+        self, session_id: uuid.UUID, status: SessionStatus, kernel_status: KernelStatus, reason: str, *,
+        kernels_from: list[str], sessions_from: list[str], data: dict[str, Any] | None = None,
+    ) -> None:
+        """Move a session and its kernels to a final status in one transaction, release their
+        agents' slots, then wake waiters, tell listeners and let the scheduler use the room."""
         async with self.ctx.db.begin() as conn:
             kernels = await store.kernels_of(conn, session_id)
             for k in kernels:
-                await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATED, info=reason,
-                                              only_from=[s.value for s in KernelStatus
-                                                         if s not in (KernelStatus.TERMINATED,
-                                                                      KernelStatus.CANCELLED)])
-            changed = await store.set_session_status(conn, session_id, SessionStatus.TERMINATED, info=reason,
-                                                     only_from=["TERMINATING", "RUNNING", "ERROR", "PREPARING",
-                                                                "SCHEDULED", "RUNNING_DEGRADED", "RESTARTING"])
+                await store.set_kernel_status(conn, k.id, kernel_status, info=reason, only_from=kernels_from)
+            changed = await store.set_session_status(conn, session_id, status, info=reason, data=data,
+                                                     only_from=sessions_from)
             for agent in {k.agent for k in kernels if k.agent}:
                 await agent_store.refresh_occupied(conn, agent)
             row = await store.get(conn, session_id)
         if changed and row is not None:
-            self.ctx.waiters.notify(session_id, "TERMINATED")
-            await self.ctx.events.broadcast("session_terminated", self.ctx.manager_id,
+            self.ctx.waiters.notify(session_id, status.value)
+            await self.ctx.events.broadcast(f"session_{status.value.lower()}", self.ctx.manager_id,
                                             **self._event_args(row, reason=reason))
             self.ctx.request_schedule()
 
