@@ -37,6 +37,7 @@ class Node:
     access_key: str
     secret_key: str
     agent: AgentServer
+    redis_addr: str
 
     async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                    keys: tuple[str, str] | None = None, headers: dict[str, str] | None = None,
@@ -126,7 +127,7 @@ async def node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Node]:
                     images = await conn.scalar(sa.select(sa.func.count()).select_from(t.images))
                 return bool(alive) and bool(images)
             await _wait(ready, "agent registered with its images")
-            yield Node(client, engine, admin.access_key, admin.secret_key, agent)
+            yield Node(client, engine, admin.access_key, admin.secret_key, agent, redis_addr)
         finally:
             await client.close()
             await agent.stop()

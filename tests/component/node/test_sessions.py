@@ -235,3 +235,36 @@ async def test_execute_errors(node: Node) -> None:
     st, body = await node.call("POST", f"/session/{n}", {"mode": "continue", "code": "", "runId": None})
     assert st == 400
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+
+
+async def test_lifecycle_events_are_published_on_redis(node: Node) -> None:
+    import redis.asyncio as aioredis
+
+    from bai.common.events import BROADCAST_CHANNEL, REDIS_DB_STREAM, STREAM_KEY
+
+    host, _, port = node.redis_addr.rpartition(":")
+    redis = aioredis.Redis(host=host, port=int(port), db=REDIS_DB_STREAM)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(BROADCAST_CHANNEL)
+    n = name()
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python"})
+    sid = body["sessionId"]
+    assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+    seen: list[str] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    while "session_terminated" not in seen and loop.time() < end:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if msg:
+            payload = json.loads(msg["data"])
+            if payload["args"]["sessionId"] == sid:
+                assert payload["args"]["sessionName"] == n and payload["args"]["ownerAccessKey"] == node.access_key
+                seen.append(payload["name"])
+    assert seen == ["session_enqueued", "session_scheduled", "session_started", "session_terminating",
+                    "session_terminated"]
+    # the agent's kernel events went through the stream the managers consume
+    entries = await redis.xrange(STREAM_KEY)
+    kernel_events = [e[1][b"name"].decode() for e in entries if sid.encode() in e[1][b"args"]]
+    assert kernel_events == ["kernel_creating", "kernel_started", "kernel_terminated"]
+    await pubsub.aclose()
+    await redis.aclose()

@@ -94,7 +94,7 @@ class Scheduler:
                 log.exception("scheduling pass failed")
 
     async def schedule_once(self) -> int:
-        scheduled: list[uuid_t] = []
+        scheduled: list[Any] = []
         async with self.ctx.db.begin() as conn:
             if not await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(SCHEDULER_LOCK_ID))):
                 self.ctx.request_schedule()  # another manager is scheduling; look again later
@@ -111,9 +111,11 @@ class Scheduler:
                         for r in rows
                     ]
                 if await self._place(conn, sess, agents_by_group[group_key]):
-                    scheduled.append(sess.id)
-        for session_id in scheduled:
-            task = asyncio.create_task(self.prepare(session_id))
+                    scheduled.append(sess)
+        for sess in scheduled:
+            await self.ctx.events.broadcast("session_scheduled", self.ctx.manager_id,
+                                            **SessionService._event_args(sess))
+            task = asyncio.create_task(self.prepare(sess.id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(scheduled)
