@@ -38,6 +38,7 @@ class Node:
     secret_key: str
     agent: AgentServer
     redis_addr: str
+    last_headers: Any = None
 
     async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                    keys: tuple[str, str] | None = None, headers: dict[str, str] | None = None,
@@ -52,6 +53,7 @@ class Node:
             hdrs.update({"Date": signed.date, "Authorization": signed.authorization})
         hdrs.update(headers or {})
         resp = await self.client.request(method, path, data=data, headers=hdrs)
+        self.last_headers = resp.headers
         payload = await resp.read()
         try:
             return resp.status, json.loads(payload) if payload else None
@@ -62,7 +64,7 @@ class Node:
         async with self.db.connect() as conn:
             return int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
 
-    async def add_keypair(self, policy: dict[str, Any]) -> tuple[str, str]:
+    async def add_keypair(self, policy: dict[str, Any], rate_limit: int | None = None) -> tuple[str, str]:
         """A user with its own keypair under a resource policy made for the test."""
         import uuid
 
@@ -75,7 +77,8 @@ class Node:
                 uuid=user, email=f"{name}@example.com", username=name, domain_name="default", role="user",
                 main_access_key=ak))
             await conn.execute(sa.insert(t.keypairs).values(
-                access_key=ak, secret_key=sk, user_id=f"{name}@example.com", user=user, resource_policy=name))
+                access_key=ak, secret_key=sk, user_id=f"{name}@example.com", user=user, resource_policy=name,
+                rate_limit=rate_limit))
             gid = await conn.scalar(sa.select(t.groups.c.id).where(t.groups.c.name == "default"))
             await conn.execute(sa.insert(t.association_groups_users).values(user_id=user, group_id=gid))
         return ak, sk

@@ -268,3 +268,20 @@ async def test_lifecycle_events_are_published_on_redis(node: Node) -> None:
     assert kernel_events == ["kernel_creating", "kernel_started", "kernel_terminated"]
     await pubsub.aclose()
     await redis.aclose()
+
+
+async def test_rate_limit_headers_and_429(node: Node) -> None:
+    st, _ = await node.call("GET", "/")
+    assert node.last_headers["Server"] == "BackendAI"
+    assert (node.last_headers["X-RateLimit-Limit"], node.last_headers["X-RateLimit-Window"]) == ("1000", "900")
+    keys = await node.add_keypair({}, rate_limit=3)
+    remaining = []
+    for _ in range(3):
+        st, body = await node.call("GET", "/auth/test", keys=keys)
+        assert st == 200, body
+        remaining.append(node.last_headers["X-RateLimit-Remaining"])
+    assert remaining == ["2", "1", "0"] and node.last_headers["X-RateLimit-Limit"] == "3"
+    st, body = await node.call("GET", "/auth/test", keys=keys)
+    assert st == 429 and body["type"] == PROBS + "rate-limit-exceeded"
+    # other keypairs are not affected
+    assert (await node.call("GET", "/auth/test"))[0] == 200
