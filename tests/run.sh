@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash installer/bootstrap.sh
 VENV=/opt/bai/venv
 "$VENV/bin/ruff" check components installer roles tests bench
+"$VENV/bin/mypy" --no-error-summary components/bai
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

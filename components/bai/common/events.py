@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -71,7 +71,7 @@ class EventConsumer:
             self._group, self._consumer, {STREAM_KEY: ">"}, count=count, block=block_ms
         )
         events: list[Event] = []
-        for _stream, entries in reply or []:
+        for _stream, entries in cast(list[tuple[Any, list[tuple[Any, dict[Any, Any]]]]], reply or []):
             for entry_id, fields in entries:
                 def _s(v: Any) -> str:
                     return v.decode() if isinstance(v, bytes) else str(v)

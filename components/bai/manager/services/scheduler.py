@@ -161,6 +161,7 @@ class Scheduler:
                                                   only_from=["SCHEDULED"]):
                 return
             sess = await store.get(conn, session_id)
+            assert sess is not None  # the status update above just matched it
             kernels = await store.kernels_of(conn, session_id)
             for k in kernels:
                 await store.set_kernel_status(conn, k.id, KernelStatus.PREPARING, only_from=["SCHEDULED"])
@@ -168,7 +169,6 @@ class Scheduler:
             email = owner.scalar()
             image_labels = await conn.scalar(sa.select(t.images.c.labels).where(
                 t.images.c.name == sess.image, t.images.c.architecture == sess.architecture))
-        assert sess is not None
         hosts = ",".join(k.cluster_hostname for k in kernels)
         configs = []
         for k in kernels:

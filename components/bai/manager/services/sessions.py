@@ -101,8 +101,8 @@ class SessionService:
             if existing:
                 row = existing[0]
                 if req.reuse_if_exists and await self._same_image(conn, row.image, req.image, req.architecture):
-                    kernels = await store.kernels_of(conn, row.id)
-                    main = next((k for k in kernels if k.cluster_role == "main"), None)
+                    live_kernels = await store.kernels_of(conn, row.id)
+                    main = next((k for k in live_kernels if k.cluster_role == "main"), None)
                     return {
                         "sessionId": str(row.id), "sessionName": row.name, "status": row.status,
                         "service_ports": main.service_ports if main else [], "created": False,
@@ -127,7 +127,7 @@ class SessionService:
 
             session_id = uuid.uuid4()
             environ = dict(req.config.environ or {})
-            kernels = []
+            kernels: list[dict[str, Any]] = []
             for idx in range(req.cluster_size):
                 role, role_idx = ("main", 1) if idx == 0 else ("sub", idx)
                 kernels.append({

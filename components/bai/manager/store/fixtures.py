@@ -78,7 +78,7 @@ async def populate(conn: AsyncConnection, admin_password: str | None = None) -> 
     )).first()
     if row is not None and row.main_access_key:
         sk = await conn.scalar(sa.select(t.keypairs.c.secret_key).where(t.keypairs.c.access_key == row.main_access_key))
-        return AdminCredentials(ADMIN_EMAIL, row.main_access_key, sk, None)
+        return AdminCredentials(ADMIN_EMAIL, row.main_access_key, str(sk), None)
     password = admin_password or secrets.token_urlsafe(12)
     user_id = uuid.uuid4()
     ak, sk = generate_keypair()

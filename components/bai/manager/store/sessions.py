@@ -60,7 +60,7 @@ async def find_by_ref(
     return list((await conn.execute(q.limit(10))).all())
 
 
-async def get(conn: AsyncConnection, session_id: uuid.UUID) -> sa.Row[Any] | None:
+async def get(conn: AsyncConnection, session_id: uuid.UUID) -> Any:
     return (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == session_id))).first()
 
 
@@ -69,7 +69,7 @@ async def kernels_of(conn: AsyncConnection, session_id: uuid.UUID) -> list[sa.Ro
     return list((await conn.execute(q)).all())
 
 
-async def main_kernel_route(conn: AsyncConnection, ref: str, access_key: str) -> sa.Row[Any] | None:
+async def main_kernel_route(conn: AsyncConnection, ref: str, access_key: str) -> Any:
     """Hot path for execute: the live main kernel of a session, with its agent address, in one query."""
     try:
         sid: uuid.UUID | None = uuid.UUID(ref)
@@ -140,7 +140,7 @@ async def pending(conn: AsyncConnection, scaling_group: str | None = None) -> li
     return list((await conn.execute(q.order_by(t.sessions.c.created_at, t.sessions.c.id))).all())
 
 
-async def occupying_of_keypair(conn: AsyncConnection, access_key: str) -> list[sa.Row[Any]]:
+async def occupying_of_keypair(conn: AsyncConnection, access_key: str) -> list[Any]:
     q = sa.select(t.sessions.c.id, t.sessions.c.requested_slots, t.sessions.c.cluster_size).where(
         t.sessions.c.access_key == access_key,
         t.sessions.c.status.in_(["SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED"]),
@@ -151,7 +151,7 @@ async def occupying_of_keypair(conn: AsyncConnection, access_key: str) -> list[s
 async def list_sessions(
     conn: AsyncConnection, *, access_key: str | None, statuses: Sequence[str] | None,
     limit: int, offset: int,
-) -> tuple[list[sa.Row[Any]], int]:
+) -> tuple[list[Any], int]:
     conds: list[sa.ColumnElement[bool]] = []
     if access_key is not None:
         conds.append(t.sessions.c.access_key == access_key)
