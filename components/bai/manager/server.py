@@ -42,8 +42,6 @@ def build_app(config: ManagerConfig) -> web.Application:
         middlewares=[problem_middleware, auth_middleware],
         client_max_size=config.manager.max_request_size,
     )
-    app["bai.config"] = config
-    app["bai.max_wsmsg_size"] = config.manager.max_wsmsg_size
     app.on_response_prepare.append(on_prepare)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -70,7 +68,6 @@ def build_app(config: ManagerConfig) -> web.Application:
             app[CTX] = ctx
             app[SESSIONS] = sessions
             app[SCHEDULER] = scheduler
-            app["bai.etcd_get"] = etcd.get
             # Join the consumer group before serving so no event sent after start-up is missed.
             from bai.common.events import EventConsumer
             await EventConsumer(r_stream, ctx.manager_id).ensure_group()

@@ -12,7 +12,9 @@ from bai.manager.store.keypairs import Requester
 CTX = web.AppKey("ctx", ManagerContext)
 SESSIONS = web.AppKey("sessions", SessionService)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
-REQUESTER = "bai.requester"  # request[REQUESTER]: Requester
+REQUESTER = web.RequestKey("requester", Requester)
+API_VERSION = web.RequestKey("api_version", tuple[int, str])
+RATELIMIT = web.RequestKey("ratelimit", tuple[int, int])
 
 
 def requester(request: web.Request) -> Requester:

@@ -15,7 +15,7 @@ from aiohttp import web
 from bai.common import auth
 from bai.manager import errors
 
-from .keys import CTX, REQUESTER
+from .keys import API_VERSION, CTX, RATELIMIT, REQUESTER
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -70,7 +70,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _rate_headers(request: web.Request) -> dict[str, str]:
-    limit, remaining = request.get("bai.ratelimit", (1000, 1000))
+    limit, remaining = request.get(RATELIMIT, (1000, 1000))
     return {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Window": str(RATE_WINDOW)}
 
@@ -82,9 +82,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if version is not None:
         if version not in auth.ACCEPTED_VERSIONS:
             raise errors.GenericBadRequest("Unsupported API version.")
-        request["bai.api_version"] = auth.parse_api_version(version)
+        request[API_VERSION] = auth.parse_api_version(version)
     else:
-        request["bai.api_version"] = (5, "20191215")
+        request[API_VERSION] = (5, "20191215")
     level = _requested_auth(request)
     if level is None:
         return await handler(request)
@@ -138,9 +138,9 @@ async def _rate_limit(request: web.Request, access_key: str, limit: int | None) 
     pipe.zcard(key)
     count = int((await pipe.execute())[-1])
     if limit is None:
-        request["bai.ratelimit"] = (1000, 1000)
+        request[RATELIMIT] = (1000, 1000)
         return
-    request["bai.ratelimit"] = (limit, max(limit - count, 0))
+    request[RATELIMIT] = (limit, max(limit - count, 0))
     if count > limit:
         raise errors.RateLimitExceeded()
 

@@ -6,6 +6,8 @@ from aiohttp import web
 
 from bai.common.auth import API_VERSION
 
+from .keys import CTX
+
 #: What ``GET /`` reports as the manager release: the original's, since clients compare it.
 COMPAT_MANAGER_VERSION = "24.03.11"
 
@@ -15,7 +17,7 @@ async def hello(request: web.Request) -> web.Response:
 
 
 async def announcement(request: web.Request) -> web.Response:
-    ann = await request.app["bai.etcd_get"]("manager/announcement")
+    ann = await request.app[CTX].etcd.get("manager/announcement")
     return web.json_response({"enabled": bool(ann), "message": ann or ""})
 
 

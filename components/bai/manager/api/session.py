@@ -7,7 +7,7 @@ from aiohttp import web
 from bai.manager import errors
 from bai.manager.services import schemas
 
-from .keys import SESSIONS, requester
+from .keys import API_VERSION, SESSIONS, requester
 from .middlewares import auth_required, read_params
 
 REST_FLUSH_TIMEOUT = 2.0
@@ -39,7 +39,7 @@ async def destroy(request: web.Request) -> web.Response:
 async def execute(request: web.Request) -> web.Response:
     params = await read_params(request)
     svc = request.app[SESSIONS]
-    if request["bai.api_version"][0] < 2:
+    if request[API_VERSION][0] < 2:
         params = {"mode": "query", "runId": params.get("runId"), "code": params.get("code", "")}
     req = schemas.parse(schemas.ExecuteRequest, params)
     if req.mode in ("batch", "complete"):

@@ -11,7 +11,7 @@ from aiohttp import WSMsgType, web
 
 from bai.manager import errors
 
-from .keys import SESSIONS, requester
+from .keys import CTX, SESSIONS, requester
 from .middlewares import auth_required
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ STREAM_FLUSH_TIMEOUT = 0.2
 async def stream_execute(request: web.Request) -> web.StreamResponse:
     svc = request.app[SESSIONS]
     route = await svc.route(requester(request), request.match_info["ref"])  # 404 before upgrading
-    ws = web.WebSocketResponse(max_msg_size=request.app["bai.max_wsmsg_size"])
+    ws = web.WebSocketResponse(max_msg_size=request.app[CTX].config.manager.max_wsmsg_size)
     await ws.prepare(request)
     try:
         first = await ws.receive(timeout=300)
