@@ -2,9 +2,10 @@
 
 Each stream entry has the fields the original uses: ``name``, ``source`` and ``args`` (here a
 JSON object rather than a msgpack tuple; only bai components read this stream). Managers read
-it through the consumer group ``manager`` so each event is handled once, and every manager also
-gets a broadcast copy of session-level changes on the pub/sub channel ``bai.session-events``
-(used to wake requests waiting for a session to start and for SSE).
+it through the consumer group ``manager`` so each event is handled once; the manager that handled
+it publishes the resulting session- and kernel-level changes on the pub/sub channel
+``bai.session-events``, which every manager listens to (to wake requests waiting for a session to
+start, and to feed ``GET /events/session``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_RATELIMIT, REDIS_DB_STREAM, EventProducer
-from bai.manager.api import auth, gql, root, session, stream
+from bai.manager.api import auth, events, gql, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
@@ -98,6 +98,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     auth.routes(app)
     session.routes(app)
     stream.routes(app)
+    events.routes(app)
     gql.routes(app)
     return app
 

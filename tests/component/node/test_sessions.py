@@ -251,6 +251,7 @@ async def test_lifecycle_events_are_published_on_redis(node: Node) -> None:
     sid = body["sessionId"]
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
     seen: list[str] = []
+    kernel_args: list[dict] = []
     loop = asyncio.get_running_loop()
     end = loop.time() + 10
     while "session_terminated" not in seen and loop.time() < end:
@@ -260,8 +261,16 @@ async def test_lifecycle_events_are_published_on_redis(node: Node) -> None:
             if payload["args"]["sessionId"] == sid:
                 assert payload["args"]["sessionName"] == n and payload["args"]["ownerAccessKey"] == node.access_key
                 seen.append(payload["name"])
-    assert seen == ["session_enqueued", "session_scheduled", "session_started", "session_terminating",
-                    "session_terminated"]
+                if payload["name"].startswith("kernel_"):
+                    kernel_args.append(payload["args"])
+    assert [e for e in seen if e.startswith("session_")] == [
+        "session_enqueued", "session_scheduled", "session_started", "session_terminating", "session_terminated"]
+    # kernel-level changes go on the same channel, each before the session change it leads to
+    assert seen == ["session_enqueued", "session_scheduled", "kernel_started", "session_started",
+                    "session_terminating", "kernel_terminating", "kernel_terminated", "session_terminated"]
+    assert {a["kernelId"] for a in kernel_args} == {kernel_args[0]["kernelId"]}
+    assert [(a["clusterRole"], a["clusterIdx"]) for a in kernel_args] == [("main", 1)] * 3
+    assert [a["exitCode"] for a in kernel_args][:2] == [None, -1]
     # the agent's kernel events went through the stream the managers consume
     entries = await redis.xrange(STREAM_KEY)
     kernel_events = [e[1][b"name"].decode() for e in entries if sid.encode() in e[1][b"args"]]

@@ -75,14 +75,21 @@ class LifecycleHandler:
                 if started and sess is not None:
                     await conn.execute(store.t.sessions.update().where(store.t.sessions.c.id == session_id)
                                        .values(occupying_slots=sess.requested_slots))
-        if started:
-            self.ctx.waiters.notify(session_id, "RUNNING")
-            async with self.ctx.db.connect() as conn:
-                row = await store.get(conn, session_id)
-            await self.ctx.events.broadcast("session_started", self.ctx.manager_id,
-                                            **SessionService._event_args(row))
+        # kernel_started before session_started, as the original sends them; both before the
+        # creator is woken, so a client that acts on the answer never overtakes them.
+        try:
+            await self.sessions.broadcast_kernel("kernel_started", k, "")
+            if started:
+                async with self.ctx.db.connect() as conn:
+                    row = await store.get(conn, session_id)
+                await self.ctx.events.broadcast("session_started", self.ctx.manager_id,
+                                                **SessionService._event_args(row))
+        finally:
+            if started:
+                self.ctx.waiters.notify(session_id, "RUNNING")
 
     async def on_kernel_cancelled(self, ev: Event) -> None:
+        # cancel() announces kernel_cancelled for each kernel it moves, then session_cancelled
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "failed-to-create"
         await self.sessions.cancel(session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
@@ -96,16 +103,21 @@ class LifecycleHandler:
             sess = await store.get(conn, session_id)
             if sess is None or sess.status in ("TERMINATED", "CANCELLED"):
                 return
+            moved = None
             if sess.status == "TERMINATING":
                 expected = True
             else:
                 expected = False
-                await store.set_kernel_status(conn, kernel_id, KernelStatus.TERMINATED, info=reason,
-                                              status_data={"exit_code": exit_code})
+                if await store.set_kernel_status(conn, kernel_id, KernelStatus.TERMINATED, info=reason,
+                                                 status_data={"exit_code": exit_code}):
+                    moved = next((k for k in await store.kernels_of(conn, session_id) if k.id == kernel_id), None)
                 await store.set_session_status(conn, session_id, SessionStatus.TERMINATING, info=reason)
                 await conn.execute(store.t.sessions.update().where(store.t.sessions.c.id == session_id).values(
                     status_data={"kernel": {"id": str(kernel_id), "exit_code": exit_code, "reason": reason}},
                     result="FAILURE" if exit_code not in (0, None) else "SUCCESS"))
+        if moved is not None:
+            await self.sessions.broadcast_kernel("kernel_terminated", moved, reason,
+                                                 -1 if exit_code is None else exit_code)
         if not expected:
             log.info("kernel %s of session %s terminated by itself (%s, exit %s)",
                      kernel_id, session_id, reason, exit_code)
@@ -118,7 +130,9 @@ class LifecycleHandler:
                     await self.sessions._destroy_kernel(k, reason)
                 except Exception:
                     log.exception("destroying sibling kernel %s failed", k.id)
-        await self.sessions.finish_termination(session_id, reason)
+        # In the expected case (a destroy in progress) whoever closes the session announces this
+        # kernel's kernel_terminated, with the exit code the agent reported if it is us.
+        await self.sessions.finish_termination(session_id, reason, {kernel_id: exit_code})
 
 
 async def consume_events(ctx: ManagerContext, handler: LifecycleHandler) -> None:

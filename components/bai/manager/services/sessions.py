@@ -246,6 +246,18 @@ class SessionService:
         return {"sessionId": str(get("id")), "sessionName": get("name"), "ownerAccessKey": get("access_key"),
                 "reason": extra.pop("reason", None), "exitCode": extra.pop("exitCode", None), **extra}
 
+    @staticmethod
+    def _kernel_event_args(kernel: Any, reason: str | None, exit_code: int | None) -> dict[str, Any]:
+        """What a ``kernel_*`` broadcast carries: the SSE payload of the original, in its key order."""
+        return {"reason": reason, "sessionName": kernel.session_name, "ownerAccessKey": kernel.access_key,
+                "sessionId": str(kernel.session_id), "exitCode": exit_code, "kernelId": str(kernel.id),
+                "clusterRole": kernel.cluster_role, "clusterIdx": kernel.cluster_idx}
+
+    async def broadcast_kernel(self, name: str, kernel: Any, reason: str | None,
+                               exit_code: int | None = None) -> None:
+        await self.ctx.events.broadcast(name, self.ctx.manager_id,
+                                        **self._kernel_event_args(kernel, reason, exit_code))
+
     # ---------------------------------------------------------------- lookup
     async def get_one(self, conn: Any, ref: str, access_key: str | None, include_dead: bool = False) -> Any:
         rows = await store.find_by_ref(conn, ref, access_key, include_dead=include_dead)
@@ -295,14 +307,18 @@ class SessionService:
             status in (SessionStatus.SCHEDULED, SessionStatus.PREPARING, SessionStatus.TERMINATING,
                        SessionStatus.ERROR) and not forced):
             raise errors.GenericForbidden(f"Cannot destroy a session in {status.value} state without forced=true.")
+        terminating = []
         async with self.ctx.db.begin() as conn:
             await store.set_session_status(conn, row.id, SessionStatus.TERMINATING, info="user-requested")
             for k in kernels:
-                await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATING,
-                                              only_from=["SCHEDULED", "PREPARING", "PULLING", "RUNNING",
-                                                         "RESTARTING", "ERROR"])
+                if await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATING,
+                                                 only_from=["SCHEDULED", "PREPARING", "PULLING", "RUNNING",
+                                                            "RESTARTING", "ERROR"]):
+                    terminating.append(k)
         await self.ctx.events.broadcast("session_terminating", self.ctx.manager_id,
                                         **self._event_args(row, reason="user-requested"))
+        for k in terminating:  # the exit code is not known yet: -1, as the original sends
+            await self.broadcast_kernel("kernel_terminating", k, "user-requested", -1)
         stats: dict[str, Any] = {}
         results = await asyncio.gather(*[self._destroy_kernel(k, "user-requested") for k in kernels],
                                        return_exceptions=True)
@@ -323,11 +339,13 @@ class SessionService:
         except KernelNotFound:
             return {"status": "terminated"}
 
-    async def finish_termination(self, session_id: uuid.UUID, reason: str) -> None:
-        """Mark every kernel TERMINATED, release their slots and close the session."""
+    async def finish_termination(self, session_id: uuid.UUID, reason: str,
+                                 exit_codes: dict[uuid.UUID, int | None] | None = None) -> None:
+        """Mark every kernel TERMINATED, release their slots and close the session.
+        ``exit_codes`` holds what agents reported for some kernels (for the kernel_terminated event)."""
         live = [s.value for s in KernelStatus if s not in (KernelStatus.TERMINATED, KernelStatus.CANCELLED)]
         await self.close(session_id, SessionStatus.TERMINATED, KernelStatus.TERMINATED, reason,
-                         kernels_from=live,
+                         kernels_from=live, exit_codes=exit_codes,
                          sessions_from=["TERMINATING", "RUNNING", "ERROR", "PREPARING", "SCHEDULED",
                                         "RUNNING_DEGRADED", "RESTARTING"])
 
@@ -340,23 +358,38 @@ class SessionService:
     async def close(
         self, session_id: uuid.UUID, status: SessionStatus, kernel_status: KernelStatus, reason: str, *,
         kernels_from: list[str], sessions_from: list[str], data: dict[str, Any] | None = None,
+        exit_codes: dict[uuid.UUID, int | None] | None = None,
     ) -> None:
         """Move a session and its kernels to a final status in one transaction, release their
-        agents' slots, then wake waiters, tell listeners and let the scheduler use the room."""
+        agents' slots, then wake waiters, tell listeners and let the scheduler use the room.
+
+        Listeners get ``kernel_<status>`` for each kernel moved here, then ``session_<status>``:
+        whoever moves the rows announces them, so each kernel is announced once and before its
+        session, however agent events and API calls race."""
         async with self.ctx.db.begin() as conn:
             kernels = await store.kernels_of(conn, session_id)
-            for k in kernels:
-                await store.set_kernel_status(conn, k.id, kernel_status, info=reason, only_from=kernels_from)
+            moved = [k for k in kernels
+                     if await store.set_kernel_status(conn, k.id, kernel_status, info=reason,
+                                                      only_from=kernels_from)]
             changed = await store.set_session_status(conn, session_id, status, info=reason, data=data,
                                                      only_from=sessions_from)
             for agent in {k.agent for k in kernels if k.agent}:
                 await agent_store.refresh_occupied(conn, agent)
             row = await store.get(conn, session_id)
-        if changed and row is not None:
-            self.ctx.waiters.notify(session_id, status.value)
-            await self.ctx.events.broadcast(f"session_{status.value.lower()}", self.ctx.manager_id,
-                                            **self._event_args(row, reason=reason))
-            self.ctx.request_schedule()
+        try:
+            for k in moved:
+                exit_code: int | None = None
+                if kernel_status == KernelStatus.TERMINATED:
+                    code = (exit_codes or {}).get(k.id)
+                    exit_code = -1 if code is None else code  # -1: unknown, as in the original
+                await self.broadcast_kernel(f"kernel_{kernel_status.value.lower()}", k, reason, exit_code)
+            if changed and row is not None:
+                await self.ctx.events.broadcast(f"session_{status.value.lower()}", self.ctx.manager_id,
+                                                **self._event_args(row, reason=reason))
+        finally:  # wake waiters after the broadcasts, so clients that act on it never overtake them
+            if changed and row is not None:
+                self.ctx.waiters.notify(session_id, status.value)
+                self.ctx.request_schedule()
 
     # ---------------------------------------------------------------- execute
     async def route(self, requester: Requester, ref: str) -> Any:

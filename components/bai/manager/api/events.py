@@ -1,0 +1,318 @@
+"""/events/session: session and kernel lifecycle events as Server-Sent Events.
+
+Every manager broadcasts the lifecycle changes it makes on the Redis pub/sub channel
+``BROADCAST_CHANNEL``. One subscription per manager process (the :class:`EventHub`) fans each
+message out to a bounded queue per open stream; each stream's handler filters what its client
+may and wants to see and writes ``event: NAME`` / ``data: JSON`` records, with a ``: ping``
+comment every ``PING_INTERVAL`` seconds. A stream ends when its client goes away, when it falls
+``QUEUE_SIZE`` events behind, or when the manager shuts down (``on_shutdown`` ends them all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bai.common.events import BROADCAST_CHANNEL
+from bai.manager import errors
+from bai.manager.store import tables as t
+from bai.manager.store.keypairs import Requester
+
+from .keys import CTX, requester
+from .middlewares import auth_required
+
+log = logging.getLogger(__name__)
+
+#: Seconds between ``: ping`` keep-alive comments (tests shorten it).
+PING_INTERVAL = 15.0
+#: How often an idle stream checks whether its client is still connected.
+DISCONNECT_CHECK_INTERVAL = 1.0
+#: Events a stream may fall behind before it is closed (a client that stopped reading).
+QUEUE_SIZE = 1024
+#: Sessions whose visibility facts (domain, project, user) are kept in memory.
+SCOPE_CACHE_SIZE = 10_000
+
+#: What the original forwards to SSE clients (``session_preparing`` is internal there).
+SESSION_EVENTS = frozenset({
+    "session_enqueued", "session_scheduled", "session_started", "session_cancelled",
+    "session_terminating", "session_terminated", "session_success", "session_failure",
+})
+KERNEL_EVENTS = frozenset({
+    "kernel_preparing", "kernel_pulling", "kernel_creating", "kernel_started", "kernel_cancelled",
+    "kernel_terminating", "kernel_terminated",
+})
+SCOPES = ("*", "session", "kernel")
+SESSION_KEYS = ("reason", "sessionName", "ownerAccessKey", "sessionId", "exitCode")
+KERNEL_KEYS = ("kernelId", "clusterRole", "clusterIdx")
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+
+Payload = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionScope:
+    """What decides who may see a session's events; fixed for the session's life."""
+
+    domain_name: str
+    group_id: uuid.UUID | None
+    user_uuid: uuid.UUID | None
+
+
+class EventHub:
+    """The manager's one subscription to the broadcast channel, fanned out to open streams."""
+
+    def __init__(self, redis: aioredis.Redis, db: AsyncEngine) -> None:
+        self._redis = redis
+        self._db = db
+        self._streams: set[asyncio.Queue[Payload | None]] = set()
+        self._scopes: dict[uuid.UUID, SessionScope] = {}
+        self._closed = False
+        self.subscribed = asyncio.Event()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def attach(self) -> asyncio.Queue[Payload | None]:
+        if self._closed:
+            raise errors.ServiceUnavailable("The manager is shutting down.")
+        queue: asyncio.Queue[Payload | None] = asyncio.Queue(QUEUE_SIZE)
+        self._streams.add(queue)
+        return queue
+
+    def detach(self, queue: asyncio.Queue[Payload | None]) -> None:
+        self._streams.discard(queue)
+
+    def close(self) -> None:
+        """End every open stream (after what is already queued) and refuse new ones."""
+        self._closed = True
+        for queue in list(self._streams):
+            self._end(queue)
+
+    def _end(self, queue: asyncio.Queue[Payload | None]) -> None:
+        self._streams.discard(queue)
+        try:
+            queue.put_nowait(None)
+        except asyncio.QueueFull:
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(None)
+
+    def dispatch(self, payload: Payload) -> None:
+        for queue in list(self._streams):
+            try:
+                queue.put_nowait(payload)
+            except asyncio.QueueFull:
+                log.warning("closing an event stream that fell %d events behind", QUEUE_SIZE)
+                self._end(queue)
+
+    async def run(self) -> None:
+        """Relay the channel until cancelled, subscribing again after a lost connection."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(BROADCAST_CHANNEL)
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "subscribe":
+                        self.subscribed.set()
+                    elif msg.get("type") == "message":
+                        try:
+                            payload = json.loads(msg["data"])
+                        except (TypeError, ValueError):
+                            continue
+                        if isinstance(payload, dict) and isinstance(payload.get("args"), dict):
+                            self.dispatch(payload)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                log.warning("event broadcast subscription lost: %r", exc)
+            finally:
+                await pubsub.aclose()
+            await asyncio.sleep(1.0)
+
+    async def scope(self, session_id: uuid.UUID) -> SessionScope | None:
+        found = self._scopes.get(session_id)
+        if found is not None:
+            return found
+        async with self._db.connect() as conn:
+            row = (await conn.execute(
+                sa.select(t.sessions.c.domain_name, t.sessions.c.group_id, t.sessions.c.user_uuid)
+                .where(t.sessions.c.id == session_id))).first()
+        if row is None:
+            return None
+        if len(self._scopes) >= SCOPE_CACHE_SIZE:
+            self._scopes.clear()
+        found = self._scopes[session_id] = SessionScope(row.domain_name, row.group_id, row.user_uuid)
+        return found
+
+
+EVENT_HUB = web.AppKey("event_hub", EventHub)
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """The query of one stream, with the caller's visibility."""
+
+    who: Requester
+    session_name: str
+    access_key: str
+    session_id: uuid.UUID | None
+    group_ids: frozenset[uuid.UUID] | None
+    scope: str
+
+    def wants(self, name: str, args: Payload) -> bool:
+        if name not in SESSION_EVENTS and name not in KERNEL_EVENTS:
+            return False
+        if self.scope != "*" and not name.startswith(self.scope + "_"):
+            return False
+        if self.session_id is not None:
+            return str(args.get("sessionId")) == str(self.session_id)
+        if self.session_name != "*":
+            return args.get("sessionName") == self.session_name and args.get("ownerAccessKey") == self.access_key
+        return True
+
+    async def may_see(self, hub: EventHub, args: Payload) -> bool:
+        mine = args.get("ownerAccessKey") == self.who.access_key
+        if self.group_ids is None and (self.who.is_superadmin or mine):
+            return True
+        try:
+            scope = await hub.scope(uuid.UUID(str(args.get("sessionId"))))
+        except ValueError:
+            return False
+        if scope is None:
+            return False
+        if self.group_ids is not None and scope.group_id not in self.group_ids:
+            return False
+        if self.who.is_superadmin or mine:
+            return True
+        if scope.domain_name != self.who.domain_name:
+            return False
+        return self.who.role == "admin" or scope.user_uuid == self.who.user_uuid
+
+
+def _param(query: Any, *names: str, default: str | None = None) -> str | None:
+    for key in names:
+        if key in query:
+            value = query[key]
+            if not value:
+                raise errors.InvalidAPIParameters(f"{key}: must not be empty")
+            return str(value)
+    return default
+
+
+async def _group_ids(request: web.Request, who: Requester, name: str) -> frozenset[uuid.UUID]:
+    q = sa.select(t.groups.c.id).where(t.groups.c.name == name)
+    if not who.is_superadmin:
+        q = q.where(t.groups.c.domain_name == who.domain_name)
+    async with request.app[CTX].db.connect() as conn:
+        ids = frozenset((await conn.execute(q)).scalars())
+    if not ids:
+        raise errors.GroupNotFound()
+    return ids
+
+
+async def _parse(request: web.Request, who: Requester) -> SessionFilter:
+    query = request.query
+    session_name = _param(query, "name", "sessionName", default="*")
+    owner = _param(query, "ownerAccessKey")
+    raw_id = _param(query, "sessionId")
+    group = _param(query, "group", "groupName", default="*")
+    scope = query.get("scope", "*")
+    if scope not in SCOPES:
+        raise errors.InvalidAPIParameters(f"scope: must be one of {', '.join(SCOPES)}")
+    session_id = None
+    if raw_id is not None:
+        try:
+            session_id = uuid.UUID(raw_id)
+        except ValueError:
+            raise errors.InvalidAPIParameters("sessionId: not a valid UUID") from None
+    access_key = owner or who.access_key
+    if access_key != who.access_key and who.role not in ("admin", "superadmin"):
+        raise errors.GenericForbidden()
+    group_ids = None if group == "*" else await _group_ids(request, who, str(group))
+    return SessionFilter(who, str(session_name), access_key, session_id, group_ids, scope)
+
+
+def _record(name: str, args: Payload) -> bytes:
+    data = {key: args.get(key) for key in SESSION_KEYS}
+    if data["reason"] is None:
+        data["reason"] = ""
+    if name.startswith("kernel_"):
+        data.update({key: args[key] for key in KERNEL_KEYS if args.get(key) is not None})
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+@auth_required()
+async def push_session_events(request: web.Request) -> web.StreamResponse:
+    who = requester(request)
+    flt = await _parse(request, who)  # every 4xx before the stream starts
+    hub = request.app[EVENT_HUB]
+    queue = hub.attach()
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    try:
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + PING_INTERVAL
+        while not _gone(request):
+            wait = max(0.0, min(next_ping - loop.time(), DISCONNECT_CHECK_INTERVAL))
+            try:
+                async with asyncio.timeout(wait):
+                    item = await queue.get()
+            except TimeoutError:
+                if loop.time() >= next_ping:
+                    await resp.write(b": ping\n\n")
+                    next_ping = loop.time() + PING_INTERVAL
+                continue
+            if item is None:
+                break
+            name, args = str(item.get("name", "")), item["args"]
+            if flt.wants(name, args) and await flt.may_see(hub, args):
+                await resp.write(_record(name, args))
+    except ConnectionError:
+        pass  # the client went away while we wrote
+    finally:
+        hub.detach(queue)
+    return resp
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+    hub = app[EVENT_HUB] = EventHub(ctx.redis_stream, ctx.db)
+    task = asyncio.create_task(hub.run(), name="sse-events")
+    try:
+        async with asyncio.timeout(10):
+            await hub.subscribed.wait()
+    except TimeoutError:
+        log.warning("the SSE event hub is not subscribed yet; streams may miss early events")
+    try:
+        yield
+    finally:
+        hub.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _end_streams(app: web.Application) -> None:
+    if EVENT_HUB in app:
+        app[EVENT_HUB].close()
+
+
+def routes(app: web.Application) -> None:
+    """Mount /events; call after the resources context that sets ``app[CTX]`` is registered."""
+    app.cleanup_ctx.append(_hub_ctx)
+    app.on_shutdown.append(_end_streams)
+    app.router.add_get("/events/session", push_session_events)
