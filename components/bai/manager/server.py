@@ -22,6 +22,7 @@ from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
     LifecycleHandler,
     consume_events,
+    keep_in_sync_with_agents,
     relay_broadcasts,
     watch_lost_agents,
 )
@@ -76,6 +77,7 @@ def build_app(config: ManagerConfig) -> web.Application:
                 asyncio.create_task(relay_broadcasts(ctx), name="broadcasts"),
                 asyncio.create_task(scheduler.run(), name="scheduler"),
                 asyncio.create_task(watch_lost_agents(ctx), name="lost-agents"),
+                asyncio.create_task(keep_in_sync_with_agents(ctx, handler), name="agent-sync"),
             ]
             lease = await etcd.lease(30)
             await etcd.put(f"nodes/manager/{ctx.manager_id}", "up", lease=lease)
@@ -84,9 +86,12 @@ def build_app(config: ManagerConfig) -> web.Application:
             try:
                 yield
             finally:
+                ctx.stopping.set()
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                _done, stuck = await asyncio.wait(tasks, timeout=10)
+                for task in stuck:
+                    log.error("background task %s did not stop within 10 s", task.get_name())
                 try:
                     await etcd.delete(f"nodes/manager/{ctx.manager_id}")
                     await lease.revoke()

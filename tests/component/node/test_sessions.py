@@ -294,3 +294,40 @@ async def test_rate_limit_headers_and_429(node: Node) -> None:
     assert st == 429 and body["type"] == PROBS + "rate-limit-exceeded"
     # other keypairs are not affected
     assert (await node.call("GET", "/auth/test"))[0] == 200
+
+
+async def test_sync_closes_sessions_whose_kernel_the_agent_lost(node: Node) -> None:
+    """A RUNNING kernel its agent does not know (its container vanished while the agent was
+    away) is found by the periodic sync, and its session ends with the reason."""
+    import uuid
+
+    from bai.manager.api.keys import CTX, SESSIONS
+    from bai.manager.services.lifecycle import LifecycleHandler, sync_with_agents
+    from bai.manager.store import sessions as store
+
+    n = name()
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python"})
+    live_id = body["sessionId"]
+    async with node.db.begin() as conn:
+        row = (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == live_id))).one()
+        kernel = (await conn.execute(sa.select(t.kernels).where(t.kernels.c.session_id == live_id))).one()
+        ghost = uuid.uuid4()
+        session = {c: getattr(row, c) for c in ("domain_name", "group_id", "user_uuid", "access_key", "image",
+                                               "architecture", "scaling_group_name", "requested_slots")}
+        await store.insert_session(conn, {**session, "id": ghost, "name": name()}, [{
+            "id": uuid.uuid4(), "session_id": ghost, "domain_name": row.domain_name, "group_id": row.group_id,
+            "user_uuid": row.user_uuid, "access_key": row.access_key, "image": row.image,
+            "agent": kernel.agent, "agent_addr": kernel.agent_addr, "requested_slots": kernel.requested_slots}])
+        past = datetime.now(UTC) - timedelta(minutes=5)
+        await conn.execute(t.sessions.update().where(t.sessions.c.id == ghost).values(status="RUNNING"))
+        await conn.execute(t.kernels.update().where(t.kernels.c.session_id.in_([ghost, live_id]))
+                           .values(status="RUNNING", status_changed=past))
+    app = node.client.app
+    handler = LifecycleHandler(app[CTX], app[SESSIONS])
+    assert await sync_with_agents(app[CTX], handler) == 1
+    async with node.db.connect() as conn:
+        ghost_row = (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == ghost))).one()
+        live_status = await conn.scalar(sa.select(t.sessions.c.status).where(t.sessions.c.id == live_id))
+    assert (ghost_row.status, ghost_row.status_info) == ("TERMINATED", "container-not-found")
+    assert live_status == "RUNNING"  # the agent still has that one
+    assert (await node.call("DELETE", f"/session/{n}"))[0] == 200

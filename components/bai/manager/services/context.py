@@ -85,6 +85,8 @@ class ManagerContext:
     events: EventProducer
     waiters: SessionWaiters = field(default_factory=SessionWaiters)
     schedule_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set at shutdown, before background tasks are cancelled.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
     requesters: RequesterCache = field(init=False)
 

@@ -6,10 +6,12 @@ import asyncio
 import json
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from bai.common.agent_rpc import AgentError
 from bai.common.events import BROADCAST_CHANNEL, Event, EventConsumer
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager.store import agents as agent_store
@@ -138,10 +140,14 @@ class LifecycleHandler:
 async def consume_events(ctx: ManagerContext, handler: LifecycleHandler) -> None:
     consumer = EventConsumer(ctx.redis_stream, ctx.manager_id)
     await consumer.ensure_group()
-    while True:
+    # redis-py may turn a cancellation that lands in a blocking read into a ConnectionError,
+    # swallowing it; the stop flag (set before the cancel) ends the loop regardless.
+    while not ctx.stopping.is_set():
         try:
             events = await consumer.read(block_ms=1000)
         except (aioredis.ConnectionError, OSError) as exc:
+            if ctx.stopping.is_set():
+                return
             log.warning("event stream read failed: %r", exc)
             await asyncio.sleep(1)
             continue
@@ -184,3 +190,39 @@ async def watch_lost_agents(ctx: ManagerContext, interval: float = 2.0) -> None:
                             ctx.config.manager.heartbeat_timeout)
         except Exception:
             log.exception("lost-agent check failed")
+
+
+async def sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler, grace: float = 10.0) -> int:
+    """Close sessions whose RUNNING kernels their agent no longer has (a container removed while
+    the agent was down, an agent restarted with a wiped state, ...). Kernels younger than
+    ``grace`` seconds are left alone so a start in flight is never mistaken for a loss.
+    Returns how many kernels were found missing."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=grace)
+    async with ctx.db.connect() as conn:
+        by_agent = await store.settled_kernels_by_agent(conn, cutoff)
+    missing = 0
+    for agent_id, kernels in by_agent.items():
+        try:
+            known = {k["kernel_id"] for k in await ctx.agents.get(kernels[0].addr).list_kernels()}
+        except AgentError as exc:
+            log.warning("cannot list kernels of agent %s: %s", agent_id, exc)
+            continue
+        for k in kernels:
+            if str(k.id) in known:
+                continue
+            missing += 1
+            log.warning("kernel %s of session %s is gone from agent %s", k.id, k.session_id, agent_id)
+            await handler.on_kernel_terminated(Event("kernel_terminated", agent_id, {
+                "kernel_id": str(k.id), "session_id": str(k.session_id),
+                "reason": "container-not-found", "exit_code": None}))
+    return missing
+
+
+async def keep_in_sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler, interval: float = 30.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sync_with_agents(ctx, handler)
+        except Exception:
+            log.exception("agent sync failed")
+

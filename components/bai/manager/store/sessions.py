@@ -170,3 +170,17 @@ async def list_sessions(
         .where(*conds).order_by(t.sessions.c.created_at.desc()).limit(limit).offset(offset)
     )
     return list((await conn.execute(q)).all()), int(total or 0)
+
+
+async def settled_kernels_by_agent(conn: AsyncConnection, settled_before: datetime) -> dict[str, list[Any]]:
+    """RUNNING kernels on ALIVE agents whose status has not changed since ``settled_before``."""
+    q = (
+        sa.select(t.kernels.c.id, t.kernels.c.session_id, t.kernels.c.agent, t.agents.c.addr)
+        .select_from(t.kernels.join(t.agents, t.agents.c.id == t.kernels.c.agent))
+        .where(t.kernels.c.status == "RUNNING", t.agents.c.status == "ALIVE",
+               t.kernels.c.status_changed < settled_before)
+    )
+    out: dict[str, list[Any]] = {}
+    for row in (await conn.execute(q)).all():
+        out.setdefault(row.agent, []).append(row)
+    return out
