@@ -50,12 +50,12 @@ def wait_until(what: str, fn: Any, timeout: float, interval: float = 0.1) -> Any
 def docker_engine() -> Iterator[None]:
     """A Docker engine: the running one, or dockerd started here (and stopped at the end)."""
     if shutil.which("docker") is None:
-        pytest.skip("docker CLI not installed (install docker.io)")
+        pytest.fail("docker CLI not installed: run `bash installer/bootstrap.sh` first")
     if sh("docker", "info", check=False).returncode == 0:
         yield
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        pytest.skip("no Docker engine answers and dockerd cannot be started here")
+        pytest.fail("no Docker engine answers and dockerd cannot be started here (root needed)")
     log = open("/tmp/bai-test-dockerd.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     try:
