@@ -34,7 +34,7 @@ from bai.manager.store import gql_queries as gq
 from bai.manager.store.keypairs import Requester
 
 from .keys import CTX, requester
-from .middlewares import auth_required
+from .middlewares import auth_required, read_params
 
 log = logging.getLogger(__name__)
 
@@ -375,12 +375,7 @@ _ERROR_LOG = _ErrorLog(log, {})
 # ------------------------------------------------------------------ handlers
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise errors.InvalidAPIParameters("Malformed body") from None
-    if not isinstance(data, dict):
-        raise errors.InvalidAPIParameters("Malformed body")
+    data = await read_params(request)
     problems: dict[str, str] = {}
     query_text = data.get("query")
     if query_text is None:
