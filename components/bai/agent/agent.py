@@ -36,6 +36,7 @@ from bai.common.agent_rpc import (
     KernelNotFound,
 )
 from bai.common.events import EventProducer
+from bai.common.tasks import stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
 from .config import AgentConfig
@@ -120,9 +121,7 @@ class Agent:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await stop_tasks([self._watcher])
         for kernel in self.kernels.values():
             if kernel.runner is not None:
                 await kernel.runner.close()

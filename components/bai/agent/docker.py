@@ -23,6 +23,7 @@ import aiodocker
 from aiodocker.exceptions import DockerError
 
 from bai.common.agent_rpc import KernelCreationConfig
+from bai.common.tasks import raise_if_cancelling
 from bai.common.types import ResourceSlots, parse_binary_size, slots_to_json
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ class DockerKernels:
                         await on_die(kernel_id, str(event.get("id") or event.get("Actor", {}).get("ID")),
                                      int(raw_code) if raw_code is not None else None)
                     except Exception:
+                        raise_if_cancelling()
                         log.exception("handling the death of kernel %s", kernel_id)
             finally:
                 if not stream.done():
@@ -272,6 +274,7 @@ class DockerKernels:
                     if not stream.cancelled():
                         raise
                 except Exception as exc:
+                    raise_if_cancelling()
                     log.warning("docker event stream failed: %s", exc)
             # The stream ended (Docker restarted?): reconnect, replaying from the last event seen.
             since = min(since, time.time())

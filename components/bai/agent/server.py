@@ -35,6 +35,7 @@ from bai.common.agent_rpc import (
     Unauthorized,
 )
 from bai.common.events import REDIS_DB_STREAM, EventProducer
+from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from .agent import Agent
 from .config import AgentConfig
@@ -205,9 +206,7 @@ class AgentServer:
 
     async def stop(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+            await stop_tasks([self._heartbeat])
         await self._stack.aclose()
 
     async def _register(self) -> None:
@@ -238,6 +237,7 @@ class AgentServer:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                raise_if_cancelling()
                 log.exception("heartbeat failed")
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_RATELIMIT, REDIS_DB_STREAM, EventProducer
+from bai.common.tasks import stop_tasks
 from bai.manager.api import auth, events, gql, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
@@ -87,11 +88,7 @@ def build_app(config: ManagerConfig) -> web.Application:
                 yield
             finally:
                 ctx.stopping.set()
-                for task in tasks:
-                    task.cancel()
-                _done, stuck = await asyncio.wait(tasks, timeout=10)
-                for task in stuck:
-                    log.error("background task %s did not stop within 10 s", task.get_name())
+                await stop_tasks(tasks)
                 try:
                     await etcd.delete(f"nodes/manager/{ctx.manager_id}")
                     await lease.revoke()

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from bai.common.agent_rpc import AgentError
 from bai.common.events import BROADCAST_CHANNEL, Event, EventConsumer
+from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
@@ -148,6 +149,7 @@ async def consume_events(ctx: ManagerContext, handler: LifecycleHandler) -> None
         except (aioredis.ConnectionError, OSError) as exc:
             if ctx.stopping.is_set():
                 return
+            raise_if_cancelling()
             log.warning("event stream read failed: %r", exc)
             await asyncio.sleep(1)
             continue
@@ -189,6 +191,7 @@ async def watch_lost_agents(ctx: ManagerContext, interval: float = 2.0) -> None:
                 log.warning("agent %s is LOST (no heartbeat for %.0f s)", agent_id,
                             ctx.config.manager.heartbeat_timeout)
         except Exception:
+            raise_if_cancelling()
             log.exception("lost-agent check failed")
 
 
@@ -224,5 +227,6 @@ async def keep_in_sync_with_agents(ctx: ManagerContext, handler: LifecycleHandle
         try:
             await sync_with_agents(ctx, handler)
         except Exception:
+            raise_if_cancelling()
             log.exception("agent sync failed")
 

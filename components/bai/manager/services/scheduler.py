@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.agent_rpc import AgentError
+from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json, slots_to_json
 from bai.manager.store import agents as agent_store
 from bai.manager.store import keypairs as keypair_store
@@ -91,6 +92,7 @@ class Scheduler:
             try:
                 await self.schedule_once()
             except Exception:
+                raise_if_cancelling()
                 log.exception("scheduling pass failed")
 
     async def schedule_once(self) -> int:
