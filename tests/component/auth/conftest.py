@@ -25,7 +25,7 @@ from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import DBConfig, ManagerConfig
 from bai.manager.services.context import ManagerContext
-from bai.manager.store import fixtures, migrate
+from bai.manager.store import fixtures
 from bai.manager.store import tables as t
 from bai.manager.store.db import create_engine
 from tests.fixtures.halfstack import HalfStack
@@ -109,8 +109,7 @@ class AuthEnv:
 async def env(halfstack: HalfStack, request: pytest.FixtureRequest) -> AsyncIterator[AuthEnv]:
     module = request.module.__name__.rsplit(".", 1)[-1]
     name = f"t_auth_{re.sub(r'[^a-z0-9_]', '_', module.lower())}_{secrets.token_hex(3)}"
-    await asyncio.to_thread(halfstack.psql, f"create database {name}")
-    await asyncio.to_thread(migrate.upgrade, halfstack.pg_dsn(name))
+    await halfstack.migrated_database(name)
     engine = create_engine(DBConfig(addr=f"127.0.0.1:{halfstack.pg_port}", name=name, user="postgres"))
     rate_redis = aioredis.Redis(host="127.0.0.1", port=halfstack.redis_port, db=REDIS_DB_RATELIMIT)
     client: TestClient | None = None  # type: ignore[type-arg]

@@ -23,7 +23,7 @@ from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import DBConfig, ManagerConfig
 from bai.manager.services.context import ManagerContext
-from bai.manager.store import fixtures, migrate
+from bai.manager.store import fixtures
 from bai.manager.store.db import create_engine
 from tests.fixtures.halfstack import HalfStack
 
@@ -46,8 +46,7 @@ async def manager_db(halfstack: HalfStack, request: pytest.FixtureRequest) -> As
     """A fresh database for this test module: migrated to head and holding the initial fixtures."""
     module = request.module.__name__.rsplit(".", 1)[-1]
     name = f"t_{re.sub(r'[^a-z0-9_]', '_', module.lower())}_{secrets.token_hex(3)}"
-    await asyncio.to_thread(halfstack.psql, f"create database {name}")
-    await asyncio.to_thread(migrate.upgrade, halfstack.pg_dsn(name))
+    await halfstack.migrated_database(name)
     engine = create_engine(DBConfig(addr=f"127.0.0.1:{halfstack.pg_port}", name=name, user="postgres"))
     try:
         async with engine.begin() as conn:

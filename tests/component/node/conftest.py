@@ -25,7 +25,7 @@ from bai.common import etcd as etcd_mod
 from bai.common.auth import API_VERSION, sign_request
 from bai.manager.config import ManagerConfig
 from bai.manager.server import build_app
-from bai.manager.store import fixtures, migrate
+from bai.manager.store import fixtures
 from bai.manager.store import tables as t
 from tests.fixtures.halfstack import HalfStack, dedicated_redis
 
@@ -97,8 +97,7 @@ async def _wait(check: Any, what: str, deadline: float = 30.0) -> None:
 async def node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Node]:
     tag = secrets.token_hex(4)
     dbname, namespace, secret = f"node_{tag}", f"node-{tag}", secrets.token_urlsafe(24)
-    halfstack.psql(f"create database {dbname}")
-    await asyncio.to_thread(migrate.upgrade, halfstack.pg_dsn(dbname))
+    await halfstack.migrated_database(dbname)
     engine = create_async_engine(halfstack.pg_dsn(dbname))
     async with engine.begin() as conn:
         admin = await fixtures.populate(conn)
