@@ -6,22 +6,13 @@ import socket
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from bai.common.config import find_config, load_config
+from bai.common.config import EtcdConfig, Section, find_config, load_config
 from bai.common.types import parse_binary_size
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class EtcdConfig(_Section):
-    namespace: str = "local"
-    addr: str = "127.0.0.1:2379"
-
-
-class AgentSection(_Section):
+class AgentSection(Section):
     id: str = Field(default_factory=lambda: f"i-{socket.gethostname()}", min_length=1)
     rpc_listen_addr: str = Field("127.0.0.1:6001", alias="rpc-listen-addr")
     scaling_group: str = Field("default", alias="scaling-group")
@@ -31,14 +22,14 @@ class AgentSection(_Section):
     kernel_creation_concurrency: int = Field(4, alias="kernel-creation-concurrency", ge=1, le=32)
 
 
-class ContainerSection(_Section):
+class ContainerSection(Section):
     port_range: tuple[int, int] = Field((30000, 31000), alias="port-range")
     bind_host: str = Field("127.0.0.1", alias="bind-host")
     #: How long a new container may take until its kernel runner accepts connections.
     runner_start_timeout: float = Field(30.0, alias="runner-start-timeout", gt=0)
 
 
-class ResourceSection(_Section):
+class ResourceSection(Section):
     reserved_cpu: Decimal = Field(Decimal(0), alias="reserved-cpu", ge=0)
     reserved_mem: int = Field(512 * 2**20, alias="reserved-mem", ge=0)
 
@@ -48,15 +39,15 @@ class ResourceSection(_Section):
         return parse_binary_size(value)  # type: ignore[arg-type]
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: str = "INFO"
 
 
-class DebugConfig(_Section):
+class DebugConfig(Section):
     enabled: bool = False
 
 
-class AgentConfig(_Section):
+class AgentConfig(Section):
     etcd: EtcdConfig = Field(default_factory=lambda: EtcdConfig.model_validate({}))
     agent: AgentSection = Field(default_factory=lambda: AgentSection.model_validate({}))
     container: ContainerSection = Field(default_factory=lambda: ContainerSection.model_validate({}))

@@ -7,9 +7,22 @@ import tomllib
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Section(BaseModel):
+    """One TOML section: frozen, kebab-case aliases, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EtcdConfig(Section):
+    """``[etcd]``, the same in every daemon's file."""
+
+    namespace: str = "local"
+    addr: str = "127.0.0.1:2379"
 
 
 class ConfigError(Exception):

@@ -5,21 +5,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from bai.common.config import find_config, load_config
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+from bai.common.config import EtcdConfig, Section, find_config, load_config
 
 
-class EtcdConfig(_Section):
-    namespace: str = "local"
-    addr: str = "127.0.0.1:2379"
-
-
-class DBConfig(_Section):
+class DBConfig(Section):
     type: str = "postgresql"
     addr: str = "127.0.0.1:5432"
     name: str = Field("backend", min_length=2, max_length=64)
@@ -33,7 +24,7 @@ class DBConfig(_Section):
         return f"postgresql+asyncpg://{self.user}:{self.password}@{self.addr}/{self.name}"
 
 
-class ManagerSection(_Section):
+class ManagerSection(Section):
     id: str = Field(default_factory=lambda: f"i-{socket.gethostname()}")
     service_addr: str = Field("127.0.0.1:8081", alias="service-addr")
     heartbeat_timeout: float = Field(40.0, alias="heartbeat-timeout", gt=0)
@@ -43,15 +34,15 @@ class ManagerSection(_Section):
     default_create_wait: float = Field(0, alias="default-create-wait", ge=0)
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: str = "INFO"
 
 
-class DebugConfig(_Section):
+class DebugConfig(Section):
     enabled: bool = False
 
 
-class ManagerConfig(_Section):
+class ManagerConfig(Section):
     etcd: EtcdConfig = EtcdConfig()
     db: DBConfig = DBConfig()
     manager: ManagerSection = ManagerSection()
