@@ -108,6 +108,43 @@ def test_run_reuses_named_session(fake: FakeManager) -> None:
     assert ws_paths == {f"/stream/session/{fake.sessions['anchor-s1']['id']}/execute"}
 
 
+def test_run_without_image_uses_the_named_session(fake: FakeManager) -> None:
+    assert invoke(["session", "create", "-t", "anchor-s2", "python"]).exit_code == 0
+    fake.requests.clear()
+    r = invoke(["run", "-t", "anchor-s2", "-c", "print(1)"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "1\n"
+    assert "Reusing session anchor-s2" in r.stderr
+    # one info request instead of a create: nothing is created without an image
+    assert [(x.method, x.path_qs.split("/execute")[0]) for x in fake.requests] == [
+        ("GET", "/"), ("GET", "/session/anchor-s2"), ("GET", "/stream/session/anchor-s2")]
+    r = invoke(["--output", "json", "run", "-t", "anchor-s2", "-c", "print(1)"])
+    data = json.loads(r.stdout)
+    assert data["created"] is False and data["sessionName"] == "anchor-s2"
+    assert data["stdout"] == "1\n" and data["exitCode"] == 0
+
+
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_run_without_image_and_no_such_session(fake: FakeManager, json_mode: bool) -> None:
+    r = invoke([*(["--output", "json"] if json_mode else []), "run", "-t", "nosuch", "-c", "x"])
+    assert r.exit_code == 4 and r.stdout == ""
+    assert "No session named nosuch: give an IMAGE" in r.stderr
+    if json_mode:
+        assert json.loads(r.stderr)["error"].startswith("No session named nosuch")
+    assert not fake.recorded("POST") and not fake.recorded("GET", "/stream/")
+
+
+def test_run_without_image_or_name(fake: FakeManager, tmp_path: Path) -> None:
+    r = invoke(["run", "-c", "print(1)"])
+    assert r.exit_code == 4 and r.stdout == ""
+    assert "Give an IMAGE" in r.stderr and "-t NAME" in r.stderr
+    (tmp_path / "main.py").write_text("print(1)")
+    r = invoke(["run", "-t", "anchor-s3", "main.py"])
+    assert r.exit_code == 4 and "main.py is a file: give the IMAGE before it" in r.stderr
+    assert fake.requests == []
+    assert "May be left out with -t NAME" in invoke(["run", "--help"]).stdout
+
+
 def test_run_options_reach_the_body(fake: FakeManager, tmp_path: Path) -> None:
     script = tmp_path / "boot.sh"
     script.write_text("echo boot\n")

@@ -31,11 +31,12 @@ from .params import build_create_kwargs, start_options
 if TYPE_CHECKING:
     from ..config import APIConfig
     from ..request import APISession
+    from ..session import SessionCreated
 
 
 def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Command:
     @click.command(name=name)
-    @click.argument("image", type=str)
+    @click.argument("image", type=str, required=False)
     @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
     @click.option("-c", "--code", metavar="CODE", help="The code snippet as a single string")
     @click.option(
@@ -52,8 +53,8 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
     )
     @start_options
     def run(
-        image: str, files: tuple[str, ...], code: str | None, rm: bool, stats: bool, quiet: bool,
-        **opts: Any,
+        image: str | None, files: tuple[str, ...], code: str | None, rm: bool, stats: bool,
+        quiet: bool, **opts: Any,
     ) -> None:
         """
         Run the given code snippet or file in a session.
@@ -62,11 +63,21 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
 
         \b
         IMAGE: The name (and version/platform tags appended after a colon) of session
-               runtime or programming language.
-        FILES: A code file to run (its content is executed like -c).
+               runtime or programming language. May be left out with -t NAME when
+               the session NAME exists: the code then runs in it.
+        FILES: A code file to run (its content is executed like -c); needs IMAGE.
         """
         cli_ctx = get_cli_context()
         json_mode = cli_ctx.json_mode
+        if image is None and opts.get("name") is None:
+            fail("Give an IMAGE to start a session (e.g. backend.ai run -c CODE python), "
+                 "or -t NAME to run in an existing session.",
+                 ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+        if image is not None and not files and code is None and Path(image).is_file():
+            # `run -t NAME main.py`: the file was taken for the IMAGE
+            fail(f"{image} is a file: give the IMAGE before it "
+                 f"(backend.ai run [-t NAME] IMAGE {image}).",
+                 ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
         if files and code:
             fail("You can run only either source files or command-line code snippet.",
                  ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
@@ -209,9 +220,29 @@ async def _destroy_quietly(api: APISession, name: str, verbose: bool) -> Any:
     return ret
 
 
+async def _existing(api: APISession, name: str, json_mode: bool) -> SessionCreated:
+    """The live session ``name`` (for ``run -t NAME`` without an IMAGE), shaped like a reused
+    session of ``create``; a clear error when there is none."""
+    from ..exceptions import BackendAPIError
+    from ..session import SessionCreated, get_info
+
+    try:
+        info = await get_info(api, name)
+    except BackendAPIError as e:
+        if e.status != 404:
+            raise
+        fail(f"No session named {name}: give an IMAGE to start one "
+             f"(backend.ai run -t {name} -c CODE python).",
+             ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+    return SessionCreated(session_id=None, name=name, status=str(info.get("status", "")),
+                          created=False, service_ports=[],
+                          domain=str(info.get("domainName") or api.config.domain),
+                          group=api.config.group, raw=info)
+
+
 async def _run(
     cfg: APIConfig,
-    image: str,
+    image: str | None,
     code: str,
     create_kwargs: dict[str, Any],
     *,
@@ -226,8 +257,11 @@ async def _run(
     verbose = not quiet
     name = create_kwargs["name"]
     async with APISession(cfg) as api:
-        with spinner(f"Starting the session {name}...", enabled=verbose):
-            created = await sess.create(api, image, **create_kwargs)
+        if image is None:
+            created = await _existing(api, name, json_mode)
+        else:
+            with spinner(f"Starting the session {name}...", enabled=verbose):
+                created = await sess.create(api, image, **create_kwargs)
         status = created.status
         if status != "RUNNING":
             if status == "PENDING":
