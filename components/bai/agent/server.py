@@ -177,7 +177,9 @@ class AgentServer:
         if not secret:
             raise RuntimeError("etcd has no config/agent/rpc-secret; run `bai-manager fixture populate` first")
         host, port = etcd_mod.parse_addr(redis_addr, 6379)
-        redis = aioredis.Redis(host=host, port=port, db=REDIS_DB_STREAM)
+        # the installer sets requirepass and publishes the password here (None: no password)
+        redis_password = await self._etcd.get("config/redis/password") or None
+        redis = aioredis.Redis(host=host, port=port, db=REDIS_DB_STREAM, password=redis_password)
         self._stack.push_async_callback(redis.aclose)
         events = EventProducer(redis)
         docker = aiodocker.Docker()
