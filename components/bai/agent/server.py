@@ -34,7 +34,7 @@ from bai.common.agent_rpc import (
     PingRequest,
     Unauthorized,
 )
-from bai.common.events import REDIS_DB_STREAM, EventProducer
+from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from .agent import Agent
@@ -181,7 +181,8 @@ class AgentServer:
         redis_password = await self._etcd.get("config/redis/password") or None
         redis = aioredis.Redis(host=host, port=port, db=REDIS_DB_STREAM, password=redis_password)
         self._stack.push_async_callback(redis.aclose)
-        events = EventProducer(redis)
+        # Signed with a key only etcd readers can derive: managers drop events they cannot verify.
+        events = EventProducer(redis, signing_key=event_signing_key(secret))
         docker = aiodocker.Docker()
         self._stack.push_async_callback(docker.close)
 

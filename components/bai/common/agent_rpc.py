@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
@@ -208,18 +209,45 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
 # --- client -----------------------------------------------------------------------------------
 
 
+#: Seconds each RPC may take by default (``execute`` adds its flush timeout). Destroying waits
+#: for the container to stop and be removed, so it gets longer; a lost agent still fails fast
+#: because connecting has a limit of its own (``connect_timeout``).
+DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
+    "ping": 5.0,
+    "create_kernels": 30.0,
+    "destroy_kernel": 60.0,
+    "execute": 30.0,
+    "interrupt_kernel": 10.0,
+    "get_logs": 30.0,
+    "list_kernels": 10.0,
+}
+
+
 class AgentClient:
     """Calls one agent. Pass the manager's shared ``aiohttp.ClientSession`` as ``session`` so all
-    agents share one keep-alive pool; without it the client owns a session of its own."""
+    agents share one keep-alive pool; without it the client owns a session of its own.
+
+    Every call has a deadline: ``timeouts[method]`` (default :data:`DEFAULT_METHOD_TIMEOUTS`,
+    ``timeout`` for methods not listed), connecting at most ``connect_timeout``.
+    ``on_unreachable(base_url)`` is called when the agent cannot be reached at all, so the
+    caller can reconcile with it once it is back."""
 
     def __init__(self, addr: str, secret: str, *, session: aiohttp.ClientSession | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, timeouts: dict[str, float] | None = None,
+                 connect_timeout: float = 5.0,
+                 on_unreachable: Callable[[str], None] | None = None) -> None:
         base = addr if "://" in addr else f"http://{addr}"
         self.base_url = base.rstrip("/")
         self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         self._owns_session = session is None
         self._session = session
         self._timeout = timeout
+        self._timeouts = {**DEFAULT_METHOD_TIMEOUTS, **(timeouts or {})}
+        self._connect_timeout = connect_timeout
+        self._on_unreachable = on_unreachable
+
+    def timeout_for(self, method: str) -> float:
+        return self._timeouts.get(method, self._timeout)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -239,7 +267,8 @@ class AgentClient:
 
     async def call(self, method: str, body: dict[str, Any], *, request_timeout: float | None = None) -> dict[str, Any]:
         url = f"{self.base_url}/rpc/{method}"
-        limit = aiohttp.ClientTimeout(total=request_timeout if request_timeout is not None else self._timeout)
+        total = request_timeout if request_timeout is not None else self.timeout_for(method)
+        limit = aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
         try:
             async with self._get_session().post(
                 url, data=json.dumps(body).encode(), headers=self._headers, timeout=limit,
@@ -247,8 +276,11 @@ class AgentClient:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError as exc:
-            raise AgentTimeout(f"{method} on {self.base_url} timed out") from exc
+            raise AgentTimeout(f"{method} on {self.base_url} timed out after {total:g} s") from exc
         except aiohttp.ClientError as exc:
+            if self._on_unreachable is not None and isinstance(
+                    exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+                self._on_unreachable(self.base_url)
             raise AgentFailure(f"cannot reach the agent at {self.base_url}: {exc}",
                                title="Agent unreachable", status=503) from exc
         try:
@@ -284,7 +316,7 @@ class AgentClient:
         return await self.call("execute", {
             "session_id": session_id, "kernel_id": kernel_id, "run_id": run_id, "mode": mode,
             "code": code, "opts": opts or {}, "flush_timeout": flush_timeout,
-        }, request_timeout=flush_timeout + self._timeout)
+        }, request_timeout=flush_timeout + self.timeout_for("execute"))
 
     async def interrupt_kernel(self, kernel_id: str) -> None:
         await self.call("interrupt_kernel", {"kernel_id": kernel_id})

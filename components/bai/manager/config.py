@@ -30,8 +30,29 @@ class ManagerSection(Section):
     heartbeat_timeout: float = Field(40.0, alias="heartbeat-timeout", gt=0)
     max_request_size: int = Field(16 * 2**20, alias="max-request-size", gt=0)
     max_wsmsg_size: int = Field(16 * 2**20, alias="max-wsmsg-size", gt=0)
-    #: How long a blocking session create waits when the client passes maxWaitSeconds=0.
-    default_create_wait: float = Field(0, alias="default-create-wait", ge=0)
+    #: How long a blocking session create waits when the client passes maxWaitSeconds=0 before
+    #: answering status TIMEOUT (the session keeps starting); 0 waits without limit.
+    default_create_wait: float = Field(120.0, alias="default-create-wait", ge=0)
+    #: A session in SCHEDULED/PREPARING/PULLING or TERMINATING for longer than this is failed
+    #: (CANCELLED, or TERMINATED after one more destroy attempt) and its slots are freed.
+    stuck_session_timeout: float = Field(300.0, alias="stuck-session-timeout", gt=0)
+    #: How often the stuck-session sweep runs.
+    sweep_interval: float = Field(30.0, alias="sweep-interval", gt=0)
+    #: How often every agent's kernels are reconciled with the database (also done at once when
+    #: an agent comes back or answers again after an RPC could not reach it).
+    agent_sync_interval: float = Field(30.0, alias="agent-sync-interval", gt=0)
+    #: Base deadline of an agent RPC (destroy gets twice this; ping/list 5/10 s at most).
+    agent_rpc_timeout: float = Field(30.0, alias="agent-rpc-timeout", gt=0)
+    agent_rpc_connect_timeout: float = Field(5.0, alias="agent-rpc-connect-timeout", gt=0)
+    #: Socket timeout of Redis commands (blocking stream reads wait 1 s, well under it).
+    redis_timeout: float = Field(10.0, alias="redis-timeout", gt=1)
+    #: Deadline of each etcd call made after start-up (lease refreshes, registration).
+    etcd_timeout: float = Field(10.0, alias="etcd-timeout", gt=0)
+    #: Entries another manager received but left unacknowledged this long are re-claimed.
+    event_claim_min_idle: float = Field(60.0, alias="event-claim-min-idle", gt=0)
+    #: Attempts at an event whose handler meets a transient error (database or Redis down)
+    #: before it is set aside on the ``events.dead`` stream.
+    event_retries: int = Field(6, alias="event-retries", ge=1)
 
 
 class LoggingConfig(Section):

@@ -1,23 +1,27 @@
-"""Reactions to agent events: heartbeats, kernel start/cancel/termination, lost agents."""
+"""Reactions to agent events (heartbeats, kernel start/cancel/termination, lost agents), and the
+loops that keep the manager's view true: event consumption, reconciliation with each agent, and
+the sweep of sessions stuck half-way."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from bai.common.agent_rpc import AgentError
+from bai.common.agent_rpc import AgentError, KernelNotFound
 from bai.common.events import BROADCAST_CHANNEL, Event, EventConsumer
-from bai.common.tasks import raise_if_cancelling
+from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
 from bai.manager.store import sessions as store
+from bai.manager.store.db import retry_transient
 
 from .context import ManagerContext
 from .sessions import SessionService
@@ -32,6 +36,7 @@ class LifecycleHandler:
     def __init__(self, ctx: ManagerContext, sessions: SessionService) -> None:
         self.ctx = ctx
         self.sessions = sessions
+        self._reconciling: dict[str, asyncio.Task[None]] = {}
 
     async def handle(self, ev: Event) -> None:
         handler = getattr(self, f"on_{ev.name}", None)
@@ -39,7 +44,13 @@ class LifecycleHandler:
             await handler(ev)
 
     async def on_agent_heartbeat(self, ev: Event) -> None:
+        # Only verified events reach here (see EventConsumer), so the address is the agent's own.
         info = ev.args
+        if ev.ts and time.time() - ev.ts > self.ctx.config.manager.heartbeat_timeout:
+            return  # a backlog of old heartbeats says nothing about the agent now
+        if not isinstance(info.get("addr"), str) or not info["addr"]:
+            log.warning("heartbeat of agent %s has no address; ignored", ev.source)
+            return
         async with self.ctx.db.begin() as conn:
             revived = await agent_store.upsert_heartbeat(conn, ev.source, info)
             await image_store.upsert_local_images(conn, info.get("architecture") or "x86_64",
@@ -47,6 +58,27 @@ class LifecycleHandler:
         if revived:
             log.info("agent %s is alive at %s", ev.source, info.get("addr"))
             self.ctx.request_schedule()
+        if revived or self.ctx.agents.needs_reconciliation(info["addr"]):
+            # It was away: what we asked of it meanwhile (a destroy) may not have happened, and it
+            # may have re-adopted containers. Reconcile now rather than at the next periodic sync.
+            self.reconcile_soon(ev.source, info["addr"])
+
+    def reconcile_soon(self, agent_id: str, addr: str) -> None:
+        if agent_id in self._reconciling:
+            return
+        task = asyncio.create_task(self._reconcile(agent_id, addr), name=f"reconcile-{agent_id}")
+        self._reconciling[agent_id] = task
+        task.add_done_callback(lambda _t: self._reconciling.pop(agent_id, None))
+
+    async def _reconcile(self, agent_id: str, addr: str) -> None:
+        try:
+            await reconcile_agent(self.ctx, self, agent_id, addr)
+        except Exception:
+            raise_if_cancelling()
+            log.exception("reconciliation with agent %s failed", agent_id)
+
+    async def stop(self) -> None:
+        await stop_tasks(list(self._reconciling.values()))
 
     async def on_agent_terminated(self, ev: Event) -> None:
         async with self.ctx.db.begin() as conn:
@@ -138,15 +170,29 @@ class LifecycleHandler:
         await self.sessions.finish_termination(session_id, reason, {kernel_id: exit_code})
 
 
-async def consume_events(ctx: ManagerContext, handler: LifecycleHandler) -> None:
-    consumer = EventConsumer(ctx.redis_stream, ctx.manager_id)
-    await consumer.ensure_group()
+async def consume_events(ctx: ManagerContext, handler: LifecycleHandler,
+                         consumer: EventConsumer | None = None) -> None:
+    """Handle the agents' events until the manager stops, whatever happens to Redis, PostgreSQL
+    or an entry: reading errors are waited out, a lost group is recreated (by the consumer),
+    transient handler errors are retried, and an event that still fails is set aside on the
+    dead-letter stream, never dropped silently nor left to block the others."""
+    cfg = ctx.config.manager
+    consumer = consumer or EventConsumer(
+        ctx.redis_stream, ctx.manager_id, verify_key=ctx.events.signing_key,
+        claim_min_idle_ms=int(cfg.event_claim_min_idle * 1000))
+    loop = asyncio.get_running_loop()
+    next_claim = loop.time()
     # redis-py may turn a cancellation that lands in a blocking read into a ConnectionError,
     # swallowing it; the stop flag (set before the cancel) ends the loop regardless.
     while not ctx.stopping.is_set():
         try:
-            events = await consumer.read(block_ms=1000)
-        except (aioredis.ConnectionError, OSError) as exc:
+            events: list[Event] = []
+            if loop.time() >= next_claim:
+                events = await consumer.claim_stale()
+                next_claim = loop.time() + (0 if events else cfg.event_claim_min_idle / 2)
+            if not events:
+                events = await consumer.read(block_ms=1000)
+        except Exception as exc:
             if ctx.stopping.is_set():
                 return
             raise_if_cancelling()
@@ -154,31 +200,58 @@ async def consume_events(ctx: ManagerContext, handler: LifecycleHandler) -> None
             await asyncio.sleep(1)
             continue
         for ev in events:
-            try:
-                await handler.handle(ev)
-            except Exception:
-                log.exception("handling %s from %s failed", ev.name, ev.source)
-            await consumer.ack(ev)
+            await _handle_one(ctx, handler, consumer, ev)
+
+
+async def _handle_one(ctx: ManagerContext, handler: LifecycleHandler, consumer: EventConsumer, ev: Event) -> None:
+    try:
+        await retry_transient(lambda: handler.handle(ev), attempts=ctx.config.manager.event_retries,
+                              what=f"handling {ev.name} from {ev.source}")
+    except Exception as exc:
+        raise_if_cancelling()
+        log.exception("handling %s (%s) from %s failed; set aside on the dead-letter stream",
+                      ev.name, ev.id, ev.source)
+        try:
+            await consumer.dead_letter_event(ev, repr(exc))
+        except Exception:
+            raise_if_cancelling()
+            log.warning("cannot dead-letter event %s; it stays pending and will be re-claimed", ev.id)
+        return
+    try:
+        await consumer.ack(ev)
+    except Exception:
+        raise_if_cancelling()
+        # Handlers are idempotent (guarded status moves): handling it again on re-claim is fine.
+        log.warning("cannot acknowledge event %s; it stays pending and will be re-claimed", ev.id)
 
 
 async def relay_broadcasts(ctx: ManagerContext) -> None:
-    """Wake local waiters for session changes handled by any manager."""
-    pubsub = ctx.redis_stream.pubsub()
-    await pubsub.subscribe(BROADCAST_CHANNEL)
-    try:
-        async for msg in pubsub.listen():
-            if msg.get("type") != "message":
-                continue
-            try:
-                payload: dict[str, Any] = json.loads(msg["data"])
-            except (TypeError, ValueError):
-                continue
-            status = SETTLED_EVENTS.get(payload.get("name", ""))
-            sid = payload.get("args", {}).get("sessionId")
-            if status and sid:
-                ctx.waiters.notify(uuid.UUID(sid), status)
-    finally:
-        await pubsub.aclose()
+    """Wake local waiters for session changes handled by any manager; subscribe again after a
+    lost connection."""
+    while not ctx.stopping.is_set():
+        pubsub = ctx.redis_stream.pubsub()
+        try:
+            await pubsub.subscribe(BROADCAST_CHANNEL)
+            async for msg in pubsub.listen():
+                if msg.get("type") != "message":
+                    continue
+                try:
+                    payload: dict[str, Any] = json.loads(msg["data"])
+                    status = SETTLED_EVENTS.get(payload.get("name", ""))
+                    sid = payload.get("args", {}).get("sessionId")
+                    if status and sid:
+                        ctx.waiters.notify(uuid.UUID(sid), status)
+                except (TypeError, ValueError, AttributeError):
+                    continue
+        except Exception as exc:
+            if ctx.stopping.is_set():
+                return
+            raise_if_cancelling()
+            log.warning("broadcast subscription lost: %r", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+        await asyncio.sleep(1)
 
 
 async def watch_lost_agents(ctx: ManagerContext, interval: float = 2.0) -> None:
@@ -195,38 +268,128 @@ async def watch_lost_agents(ctx: ManagerContext, interval: float = 2.0) -> None:
             log.exception("lost-agent check failed")
 
 
-async def sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler, grace: float = 10.0) -> int:
-    """Close sessions whose RUNNING kernels their agent no longer has (a container removed while
-    the agent was down, an agent restarted with a wiped state, ...). Kernels younger than
-    ``grace`` seconds are left alone so a start in flight is never mistaken for a loss.
-    Returns how many kernels were found missing."""
+@dataclass
+class Reconciliation:
+    """What one reconciliation with an agent found and did."""
+
+    orphans_destroyed: list[str] = field(default_factory=list)
+    sessions_closed: list[uuid.UUID] = field(default_factory=list)
+
+
+async def reconcile_agent(ctx: ManagerContext, handler: LifecycleHandler, agent_id: str, addr: str,
+                          grace: float = 10.0) -> Reconciliation:
+    """Make an agent and the database agree, both ways:
+
+    - a container whose kernel the database has as TERMINATED/CANCELLED (destroyed while the
+      agent was down, then re-adopted) is destroyed on the agent, which frees its slots there;
+    - a RUNNING kernel the agent does not have (its container vanished) ends its session with
+      ``container-not-found``.
+
+    Kernels whose status changed less than ``grace`` seconds ago are left alone, so a start or a
+    destroy in flight is never mistaken for a loss. Raises AgentError if the agent is unreachable."""
+    found = Reconciliation()
+    reported = await ctx.agents.get(addr).list_kernels()
+    ctx.agents.reconciled(addr)
+    on_agent = {str(k.get("kernel_id")): k for k in reported}
     cutoff = datetime.now(UTC) - timedelta(seconds=grace)
     async with ctx.db.connect() as conn:
-        by_agent = await store.settled_kernels_by_agent(conn, cutoff)
-    missing = 0
-    for agent_id, kernels in by_agent.items():
-        try:
-            known = {k["kernel_id"] for k in await ctx.agents.get(kernels[0].addr).list_kernels()}
-        except AgentError as exc:
-            log.warning("cannot list kernels of agent %s: %s", agent_id, exc)
+        dead = await store.dead_kernels_among(conn, list(on_agent))
+        expected = await store.settled_kernels_of_agent(conn, agent_id, cutoff)
+    for kernel_id, session_id in dead:
+        if on_agent[kernel_id].get("status") == "TERMINATING":
             continue
-        for k in kernels:
-            if str(k.id) in known:
-                continue
-            missing += 1
-            log.warning("kernel %s of session %s is gone from agent %s", k.id, k.session_id, agent_id)
-            await handler.on_kernel_terminated(Event("kernel_terminated", agent_id, {
-                "kernel_id": str(k.id), "session_id": str(k.session_id),
-                "reason": "container-not-found", "exit_code": None}))
+        log.warning("agent %s still runs kernel %s of session %s, which has ended: destroying it",
+                    agent_id, kernel_id, session_id)
+        try:
+            await ctx.agents.get(addr).destroy_kernel(kernel_id, str(session_id), "already-terminated")
+        except KernelNotFound:
+            pass
+        found.orphans_destroyed.append(kernel_id)
+    for k in expected:
+        if str(k.id) in on_agent:
+            continue
+        log.warning("kernel %s of session %s is gone from agent %s", k.id, k.session_id, agent_id)
+        await handler.on_kernel_terminated(Event("kernel_terminated", agent_id, {
+            "kernel_id": str(k.id), "session_id": str(k.session_id),
+            "reason": "container-not-found", "exit_code": None}))
+        found.sessions_closed.append(k.session_id)
+    async with ctx.db.begin() as conn:
+        await agent_store.refresh_occupied(conn, agent_id)
+    if found.orphans_destroyed or found.sessions_closed:
+        ctx.request_schedule()
+    return found
+
+
+async def sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler, grace: float = 10.0) -> int:
+    """Reconcile every ALIVE agent (see :func:`reconcile_agent`). Returns how many RUNNING
+    kernels were found missing from their agents."""
+    async with ctx.db.connect() as conn:
+        agents = await agent_store.alive_addrs(conn)
+    missing = 0
+    for agent_id, addr in agents:
+        try:
+            missing += len((await reconcile_agent(ctx, handler, agent_id, addr, grace)).sessions_closed)
+        except AgentError as exc:
+            log.warning("cannot reconcile with agent %s: %s", agent_id, exc)
     return missing
 
 
-async def keep_in_sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler, interval: float = 30.0) -> None:
+async def keep_in_sync_with_agents(ctx: ManagerContext, handler: LifecycleHandler,
+                                   interval: float | None = None) -> None:
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(interval or ctx.config.manager.agent_sync_interval)
         try:
             await sync_with_agents(ctx, handler)
         except Exception:
             raise_if_cancelling()
             log.exception("agent sync failed")
 
+
+#: Statuses a session passes through on its way up (or down); none should last long.
+CREATING = ["SCHEDULED", "PREPARING", "PULLING"]
+LIVE_KERNEL_STATUSES = [s.value for s in KernelStatus if s not in (KernelStatus.TERMINATED, KernelStatus.CANCELLED)]
+
+
+async def sweep_stuck_sessions(ctx: ManagerContext, sessions: SessionService,
+                               older_than: float | None = None) -> list[uuid.UUID]:
+    """Fail sessions stuck in a transitional status for longer than ``older_than`` seconds (default
+    ``stuck-session-timeout``) and free their slots: one still being created is CANCELLED (then
+    whatever the agent has of it is destroyed); one TERMINATING gets one more destroy on its
+    agent and is closed whatever the answer (reconciliation removes a leftover container later).
+    Returns the sessions it failed."""
+    limit = older_than if older_than is not None else ctx.config.manager.stuck_session_timeout
+    cutoff = datetime.now(UTC) - timedelta(seconds=limit)
+    async with ctx.db.connect() as conn:
+        stuck = await store.stuck_sessions(conn, [*CREATING, "TERMINATING"], cutoff)
+    failed: list[uuid.UUID] = []
+    for row in stuck:
+        log.warning("session %s has been %s for over %.0f s: failing it", row.id, row.status, limit)
+        async with ctx.db.connect() as conn:
+            kernels = [k for k in await store.kernels_of(conn, row.id) if k.status in LIVE_KERNEL_STATUSES]
+        if row.status == "TERMINATING":
+            await _destroy_all(sessions, kernels)
+            await sessions.finish_termination(row.id, "hang-timeout")
+        else:
+            await sessions.close(row.id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, "hang-timeout",
+                                 kernels_from=LIVE_KERNEL_STATUSES, sessions_from=CREATING)
+            await _destroy_all(sessions, kernels)
+        failed.append(row.id)
+    return failed
+
+
+async def _destroy_all(sessions: SessionService, kernels: list[Any]) -> None:
+    results = await asyncio.gather(*[sessions._destroy_kernel(k, "hang-timeout") for k in kernels],
+                                   return_exceptions=True)
+    for k, res in zip(kernels, results, strict=True):
+        if isinstance(res, BaseException):
+            log.warning("destroying kernel %s of a stuck session failed: %r", k.id, res)
+
+
+async def sweep_stuck_sessions_forever(ctx: ManagerContext, sessions: SessionService) -> None:
+    while True:
+        await asyncio.sleep(ctx.config.manager.sweep_interval)
+        try:
+            await sweep_stuck_sessions(ctx, sessions)
+        except Exception:
+            raise_if_cancelling()
+            log.exception("stuck-session sweep failed")

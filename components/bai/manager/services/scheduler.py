@@ -117,7 +117,7 @@ class Scheduler:
         for sess in scheduled:
             await self.ctx.events.broadcast("session_scheduled", self.ctx.manager_id,
                                             **SessionService._event_args(sess))
-            task = asyncio.create_task(self.prepare(sess.id))
+            task = asyncio.create_task(self._prepare_or_log(sess.id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(scheduled)
@@ -156,6 +156,14 @@ class Scheduler:
     async def _note(self, conn: AsyncConnection, sess: Any, info: str) -> None:
         if sess.status_info != info:
             await conn.execute(t.sessions.update().where(t.sessions.c.id == sess.id).values(status_info=info))
+
+    async def _prepare_or_log(self, session_id: uuid_t) -> None:
+        try:
+            await self.prepare(session_id)
+        except Exception:
+            raise_if_cancelling()
+            # e.g. the database went away half-way: the stuck-session sweep fails it later.
+            log.exception("preparing session %s failed", session_id)
 
     async def prepare(self, session_id: uuid_t) -> None:
         async with self.ctx.db.begin() as conn:

@@ -88,3 +88,10 @@ async def known_slot_types(conn: AsyncConnection) -> set[str]:
         names.update(slots)
     return names
 
+
+
+async def alive_addrs(conn: AsyncConnection) -> list[tuple[str, str]]:
+    """``(id, RPC address)`` of every ALIVE agent."""
+    rows = await conn.execute(sa.select(t.agents.c.id, t.agents.c.addr).where(t.agents.c.status == "ALIVE")
+                              .order_by(t.agents.c.id))
+    return [(r.id, r.addr) for r in rows]

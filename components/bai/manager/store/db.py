@@ -1,10 +1,25 @@
-"""Engine creation; every query module takes an AsyncConnection from here."""
+"""Engine creation; every query module takes an AsyncConnection from here.
+
+Connections are pinged before use, so a PostgreSQL restart costs no request more than the
+reconnect; :func:`is_transient` tells the errors of a database (or Redis) that is away for a
+moment from real failures, and :func:`retry_transient` retries an operation over such a gap.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.exceptions as redis_exc
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bai.manager.config import DBConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def create_engine(cfg: DBConfig) -> AsyncEngine:
@@ -12,7 +27,10 @@ def create_engine(cfg: DBConfig) -> AsyncEngine:
         cfg.dsn,
         pool_size=cfg.pool_size,
         max_overflow=cfg.max_overflow,
-        pool_pre_ping=False,
+        # A connection the server dropped (restart, failover) is replaced before it is used.
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        connect_args={"timeout": 10, "command_timeout": 60},
         json_serializer=_dumps,
     )
 
@@ -21,3 +39,42 @@ def _dumps(value: object) -> str:
     import json
 
     return json.dumps(value, default=str)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that mean "the database or Redis is unreachable right now"."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        orig = exc.orig
+        if orig is not None and is_transient(orig):
+            return True
+        # asyncpg's own classes, wrapped by SQLAlchemy: 08xxx connection exceptions, 57Pxx shutdown
+        sqlstate = str(getattr(orig, "sqlstate", "") or getattr(getattr(orig, "__cause__", None), "sqlstate", "") or "")
+        return sqlstate.startswith(("08", "57P"))
+    if isinstance(exc, (redis_exc.ConnectionError, redis_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted while connections hang
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and is_transient(cause)
+
+
+async def retry_transient(op: Callable[[], Awaitable[T]], *, attempts: int, what: str,
+                          first_delay: float = 0.25, max_delay: float = 3.0) -> T:
+    """Run ``op``; on a transient error try again (exponential back-off), ``attempts`` times in
+    all, then let the last error through."""
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return await op()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            log.warning("%s: transient error (attempt %d/%d, retrying in %.2f s): %r",
+                        what, attempt, attempts, delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")

@@ -184,3 +184,39 @@ async def settled_kernels_by_agent(conn: AsyncConnection, settled_before: dateti
     for row in (await conn.execute(q)).all():
         out.setdefault(row.agent, []).append(row)
     return out
+
+
+async def settled_kernels_of_agent(conn: AsyncConnection, agent_id: str, settled_before: datetime) -> list[Any]:
+    """RUNNING kernels placed on ``agent_id`` whose status has not changed since ``settled_before``."""
+    q = sa.select(t.kernels.c.id, t.kernels.c.session_id).where(
+        t.kernels.c.agent == agent_id, t.kernels.c.status == "RUNNING",
+        t.kernels.c.status_changed < settled_before)
+    return list((await conn.execute(q)).all())
+
+
+async def dead_kernels_among(conn: AsyncConnection, kernel_ids: Sequence[str]) -> list[tuple[str, uuid.UUID]]:
+    """``(kernel id, session id)`` of those of ``kernel_ids`` (strings, any format) whose kernel
+    is TERMINATED or CANCELLED; ids that are not UUIDs or not in the database are left out."""
+    ids = []
+    for raw in kernel_ids:
+        try:
+            ids.append(uuid.UUID(raw))
+        except ValueError:
+            continue
+    if not ids:
+        return []
+    q = sa.select(t.kernels.c.id, t.kernels.c.session_id).where(
+        t.kernels.c.id.in_(ids), t.kernels.c.status.in_([KernelStatus.TERMINATED.value, KernelStatus.CANCELLED.value]))
+    return [(str(r.id), r.session_id) for r in (await conn.execute(q)).all()]
+
+
+async def stuck_sessions(conn: AsyncConnection, statuses: Sequence[str], entered_before: datetime) -> list[Any]:
+    """Sessions in one of ``statuses`` that entered it before ``entered_before`` (per their
+    status history; a session with no recorded time for its status counts from its creation)."""
+    entered = sa.func.coalesce(
+        sa.cast(t.sessions.c.status_history.op("->>")(t.sessions.c.status), sa.DateTime(timezone=True)),
+        t.sessions.c.created_at)
+    q = sa.select(t.sessions.c.id, t.sessions.c.status).where(
+        t.sessions.c.status.in_(list(statuses)), entered < entered_before).order_by(t.sessions.c.created_at)
+    return list((await conn.execute(q)).all())
+
