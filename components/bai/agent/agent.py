@@ -4,6 +4,11 @@ Kernel states here are the agent's own view: ``PREPARING`` (creation task runnin
 (runner connected) and ``TERMINATING`` (being stopped and removed; ignored by the death watch).
 Every way out of a kernel's life goes through :meth:`Agent._cleanup`, which removes the
 container, its IPC directory and its slots, then emits the final event.
+
+Each kernel's IPC directory (``<ipc-base-path>/<kernel id>``) is created by the agent, owned by
+root and mounted read-only into the container; the agent listens on ``agent.sock`` in it and the
+runner connects (see :mod:`.kernel`). When the OOM killer strikes in a container the agent
+emits ``kernel_oom``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from bai.common.agent_rpc import (
     CreateKernelsRequest,
     DestroyKernelRequest,
     ExecuteRequest,
+    GetLogsRequest,
     InvalidInput,
     KernelCreationConfig,
     KernelNotFound,
@@ -44,6 +50,7 @@ from .docker import (
     LABEL_KERNEL_ID,
     LABEL_SESSION_ID,
     LABEL_SLOTS,
+    Confinement,
     DockerKernels,
     ImageNotFound,
     container_config,
@@ -51,7 +58,7 @@ from .docker import (
     exit_code_from_status,
     host_ulimits,
 )
-from .kernel import KernelRunner, RunnerUnavailable
+from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
 from .resources import InsufficientResources, SlotAllocator, detect_capacity
 
 log = logging.getLogger(__name__)
@@ -97,6 +104,9 @@ class Agent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._ulimits = host_ulimits()
+        c = config.container
+        self.confinement = Confinement(uid=c.kernel_uid, gid=c.kernel_gid, pids_limit=c.pids_limit,
+                                       log_max_size=c.log_max_size, log_max_files=c.log_max_files)
         self.addr = ""  # set by the server once it listens
 
     # --- start / stop -----------------------------------------------------------------------
@@ -107,7 +117,8 @@ class Agent:
         # compiling them (same CPython minor version inside and out; harmless if read-only).
         await asyncio.to_thread(compileall.compile_dir, str(RUNNER_DIR), quiet=2)
         since = time.time() - 1
-        self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since))
+        self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since,
+                                                                     self._on_container_oom))
         await self._adopt_containers()
 
     async def stop(self) -> None:
@@ -153,14 +164,23 @@ class Agent:
                 self._spawn(self._cleanup(kernel, "self-terminated", exit_code_from_status(info.get("Status", ""))),
                             f"cleanup-{kernel_id}")
                 continue
-            runner = KernelRunner(kernel_id, kernel.ipc_dir / "runner.sock")
+            runner = self._new_runner(kernel)
             try:
-                await runner.connect()
-            except RunnerUnavailable as exc:
-                # Still starting, or wedged: execute retries the connection on demand.
-                log.warning("kernel %s: runner not reachable on adoption: %s", kernel_id, exc)
+                # Only in the directory that is mounted into the container: it is root-owned and
+                # read-only there, so the socket we bind is the only thing in it we touch.
+                if not kernel.ipc_dir.is_dir() or kernel.ipc_dir.is_symlink():
+                    raise FileNotFoundError(f"{kernel.ipc_dir} is gone")
+                await runner.listen()
+            except OSError as exc:
+                # Execute then fails with "runner unreachable"; destroy still works.
+                log.error("kernel %s: cannot listen for its runner again: %s", kernel_id, exc)
             kernel.runner = runner
             log.info("re-adopted kernel %s (container %s)", kernel_id, info["Id"][:12])
+
+    def _new_runner(self, kernel: Kernel) -> KernelRunner:
+        return KernelRunner(kernel.kernel_id, kernel.ipc_dir / SOCKET_NAME,
+                            owner=(self.confinement.uid, self.confinement.gid),
+                            output_limit=self.config.container.output_buffer_size)
 
     # --- heartbeat --------------------------------------------------------------------------
 
@@ -203,13 +223,18 @@ class Agent:
                 labels = {**config.image.labels}
                 if "ai.backend.runtime-path" not in labels:
                     labels = {**await self.docker.image_labels(config.image.canonical), **labels}
-                if len(os.fsencode(kernel.ipc_dir / "runner.sock")) > _MAX_UNIX_PATH:
+                if len(os.fsencode(kernel.ipc_dir / SOCKET_NAME)) > _MAX_UNIX_PATH:
                     raise ValueError(f"ipc-base-path is too long for a unix socket path: {self.ipc_base}")
                 shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
                 kernel.ipc_dir.mkdir(parents=True)
+                kernel.ipc_dir.chmod(0o755)  # the container's user needs to traverse it, not write
+                runner = self._new_runner(kernel)
+                kernel.runner = runner
+                await runner.listen()
                 body = container_config(
                     kernel_id=kid, session_id=sid, owner=self.id, config=config, slots=kernel.slots,
                     image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
+                    confinement=self.confinement,
                 )
                 # Not cancellable half-way: Docker finishes a create whose caller went away, and
                 # we must learn the container's ID to remove it.
@@ -220,9 +245,7 @@ class Agent:
                     with contextlib.suppress(Exception):
                         kernel.container_id = await starting
                     raise
-                runner = KernelRunner(kid, kernel.ipc_dir / "runner.sock")
                 await self._wait_runner(kernel, runner)
-                kernel.runner = runner
                 kernel.status = "RUNNING"
             log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
                      kernel.container_id[:12])
@@ -350,6 +373,13 @@ class Agent:
         kernel.status = "TERMINATING"
         self._spawn(self._cleanup(kernel, "self-terminated", exit_code), f"cleanup-{kernel_id}")
 
+    async def _on_container_oom(self, kernel_id: str) -> None:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None or kernel.status == "TERMINATING":
+            return
+        log.warning("kernel %s: the OOM killer struck in its container", kernel_id)
+        await self.events.produce("kernel_oom", self.id, kernel_id=kernel_id, session_id=kernel.session_id)
+
     # --- RPC: execution and queries ---------------------------------------------------------
 
     def _running(self, kernel_id: str) -> Kernel:
@@ -376,11 +406,12 @@ class Agent:
         except RunnerUnavailable as exc:
             raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
 
-    async def get_logs(self, kernel_id: str) -> str:
-        kernel = self.kernels.get(kernel_id)
+    async def get_logs(self, req: GetLogsRequest) -> dict[str, Any]:
+        kernel = self.kernels.get(req.kernel_id)
         if kernel is None or kernel.container_id is None:
-            raise KernelNotFound(f"kernel {kernel_id} is not on this agent")
-        return await self.docker.logs(kernel.container_id)
+            raise KernelNotFound(f"kernel {req.kernel_id} is not on this agent")
+        logs, truncated = await self.docker.logs(kernel.container_id, req.tail_lines, req.max_bytes)
+        return {"logs": logs, "truncated": truncated}
 
     def list_kernels(self) -> list[dict[str, Any]]:
         return [

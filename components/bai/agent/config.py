@@ -22,11 +22,30 @@ class AgentSection(Section):
     kernel_creation_concurrency: int = Field(4, alias="kernel-creation-concurrency", ge=1, le=32)
 
 
+#: The ``work`` user baked into the kernel image (roles/files/build-kernel-image.sh).
+KERNEL_UID = KERNEL_GID = 1000
+
+
 class ContainerSection(Section):
     port_range: tuple[int, int] = Field((30000, 31000), alias="port-range")
     bind_host: str = Field("127.0.0.1", alias="bind-host")
-    #: How long a new container may take until its kernel runner accepts connections.
+    #: How long a new container may take until its kernel runner connects.
     runner_start_timeout: float = Field(30.0, alias="runner-start-timeout", gt=0)
+    #: Who runs everything in a kernel container (never root: 0 is refused).
+    kernel_uid: int = Field(KERNEL_UID, alias="kernel-uid", ge=1)
+    kernel_gid: int = Field(KERNEL_GID, alias="kernel-gid", ge=1)
+    #: Processes (and threads) a container may have at once: a fork bomb stops there.
+    pids_limit: int = Field(4096, alias="pids-limit", ge=16)
+    #: json-file log rotation of each container: at most ``log-max-files`` of ``log-max-size``.
+    log_max_size: int = Field(10 * 2**20, alias="log-max-size", ge=2**16)
+    log_max_files: int = Field(3, alias="log-max-files", ge=1, le=100)
+    #: Unread console output one run may hold on the agent; beyond it the oldest is dropped.
+    output_buffer_size: int = Field(4 * 2**20, alias="output-buffer-size", ge=2**12)
+
+    @field_validator("log_max_size", "output_buffer_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        return parse_binary_size(value)  # type: ignore[arg-type]
 
 
 class ResourceSection(Section):

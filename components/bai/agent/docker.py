@@ -3,6 +3,12 @@
 Every container this agent creates carries ``ai.backend.owner=<agent id>`` so that listing,
 re-adoption after a restart and the event watch only ever see our own containers (other
 software may share the Docker engine).
+
+Confinement (:func:`container_config`): everything in a kernel container runs as the
+configured non-root uid/gid, with ``no-new-privileges``, no capabilities at all, Docker's
+default seccomp profile (never ``unconfined``), a pids limit, rotated json-file logs, memory
+(without extra swap) and CPU limits. Host paths are bind-mounted read-only only: the runner
+package and the kernel's IPC directory (where the AGENT owns the socket).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 import resource
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,18 @@ DEFAULT_RUNTIME_PATH = "/usr/bin/python3"
 DEFAULT_SHMEM = 64 * 2**20
 
 DieCallback = Callable[[str, str, int | None], Awaitable[None]]
+OomCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The per-agent container limits (``[container]`` of agent.toml)."""
+
+    uid: int
+    gid: int
+    pids_limit: int = 4096
+    log_max_size: int = 10 * 2**20
+    log_max_files: int = 3
 
 
 class ImageNotFound(Exception):
@@ -79,6 +98,7 @@ def container_config(
     runner_dir: Path,
     ipc_dir: Path,
     ulimits: list[dict[str, int | str]],
+    confinement: Confinement,
 ) -> dict[str, Any]:
     """The create-container body for one kernel (a pure function, so it is testable without Docker)."""
     runtime_path = image_labels.get(LABEL_RUNTIME_PATH) or DEFAULT_RUNTIME_PATH
@@ -108,8 +128,16 @@ def container_config(
         "Init": True,
         "ShmSize": shmem,
         "Ulimits": ulimits,
-        "CapAdd": ["IPC_LOCK", "SYS_NICE"],
-        "Binds": [f"{runner_dir}:{RUNNER_MOUNT}:ro", f"{ipc_dir}:{IPC_MOUNT}:rw"],
+        # No capabilities (the original adds IPC_LOCK and SYS_NICE: root-only powers a non-root
+        # user could not use anyway) and no way to gain any (setuid binaries, file caps).
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges:true"],
+        "PidsLimit": confinement.pids_limit,
+        "LogConfig": {"Type": "json-file", "Config": {
+            "max-size": str(confinement.log_max_size), "max-file": str(confinement.log_max_files)}},
+        # Read-only, both: the container can write no host path (the work directory will be
+        # the one writable mount).
+        "Binds": [f"{runner_dir}:{RUNNER_MOUNT}:ro", f"{ipc_dir}:{IPC_MOUNT}:ro"],
     }
     if cpu > 0:
         host_config["NanoCpus"] = int(cpu * 10**9)
@@ -120,6 +148,7 @@ def container_config(
     return {
         "Image": config.image.canonical,
         "Cmd": [runtime_path, "-s", "-m", "bai_kernel"],
+        "User": f"{confinement.uid}:{confinement.gid}",
         "Env": [f"{k}={v}" for k, v in environ.items()],
         "WorkingDir": WORK_DIR,
         "Hostname": config.cluster_hostname,
@@ -237,15 +266,28 @@ class DockerKernels:
             raise
         return bool(info.get("State", {}).get("Running"))
 
-    async def logs(self, container_id: str) -> str:
-        lines = await self.docker.containers.container(container_id).log(stdout=True, stderr=True)
-        return "".join(lines)
+    async def logs(self, container_id: str, tail_lines: int, max_bytes: int) -> tuple[str, bool]:
+        """The last ``tail_lines`` lines of the container's log, cut to their last ``max_bytes``
+        bytes; and whether anything was left out by the byte cut. Docker splits log lines at
+        16 KiB, so even one endless line costs at most ``tail_lines * 16 KiB`` here."""
+        lines = await self.docker.containers.container(container_id).log(
+            stdout=True, stderr=True, tail=str(tail_lines), timeout=30.0)
+        kept: list[str] = []
+        size = 0
+        for line in reversed(lines):
+            size += len(line.encode("utf-8", "surrogatepass"))
+            if size > max_bytes:
+                return "".join(reversed(kept)), True
+            kept.append(line)
+        return "".join(reversed(kept)), False
 
-    async def watch_deaths(self, on_die: DieCallback, since: float) -> None:
+    async def watch_deaths(self, on_die: DieCallback, since: float, on_oom: OomCallback | None = None) -> None:
         """Call ``on_die(kernel_id, container_id, exit_code)`` for each of our containers that
-        stops, forever. ``since`` replays earlier events, so nothing is lost between a listing
-        and the moment the stream is up (or while it reconnects); callbacks must be idempotent."""
-        filters = json.dumps({"type": ["container"], "event": ["die"], "label": [f"{LABEL_OWNER}={self.owner}"]})
+        stops, and ``on_oom(kernel_id)`` when the OOM killer strikes in one, forever. ``since``
+        replays earlier events, so nothing is lost between a listing and the moment the stream
+        is up (or while it reconnects); callbacks must be idempotent."""
+        filters = json.dumps({"type": ["container"], "event": ["die", "oom"],
+                              "label": [f"{LABEL_OWNER}={self.owner}"]})
         subscriber = self.docker.events.subscribe(create_task=False)
         while True:
             stream = asyncio.create_task(self.docker.events.run(filters=filters, since=str(int(since))))
@@ -260,6 +302,10 @@ class DockerKernels:
                         continue
                     raw_code = attrs.get("exitCode")
                     try:
+                        if event.get("Action") == "oom":
+                            if on_oom is not None:
+                                await on_oom(kernel_id)
+                            continue
                         await on_die(kernel_id, str(event.get("id") or event.get("Actor", {}).get("ID")),
                                      int(raw_code) if raw_code is not None else None)
                     except Exception:

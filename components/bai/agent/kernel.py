@@ -1,10 +1,19 @@
-"""The agent's connection to one kernel runner, and query-mode run bookkeeping.
+"""The agent's end of one kernel runner connection, and query-mode run bookkeeping.
 
-Protocol: :mod:`bai.kernel.protocol` (length-prefixed JSON frames over the unix socket in the
-kernel's IPC directory). The runner executes code FIFO and ends every run with exactly one
-``finished`` record, so runs here are a FIFO as well: records always belong to the oldest
-unfinished run. Each ``execute`` call returns what its run produced since the previous call, as
-soon as the run finishes or waits for input, or after ``flush_timeout`` with ``continued``.
+Protocol: :mod:`bai.kernel.protocol` (length-prefixed JSON frames over a unix socket). The agent
+LISTENS, on ``<ipc dir>/agent.sock``: the IPC directory is the agent's own, root-owned, and
+mounted read-only into the container, where the runner connects (and reconnects after a drop
+or an agent restart). So the container writes no host path and the agent opens none it planted.
+
+Everything read from the container is bounded: frames by :data:`MAX_RECORD_FRAME` (a longer
+header drops the connection before anything is allocated), each run's unread output by
+``output_limit`` bytes (the oldest output goes first and a marker entry says how much), and the
+finished-but-uncollected runs by :data:`_MAX_UNCOLLECTED`.
+
+The runner executes code FIFO and ends every run with exactly one ``finished`` record, so runs
+here are a FIFO as well: records always belong to the oldest unfinished run. Each ``execute``
+call returns what its run produced since the previous call, as soon as the run finishes or waits
+for input, or after ``flush_timeout`` with ``continued``.
 """
 
 from __future__ import annotations
@@ -12,28 +21,57 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
+import os
 import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bai.common.agent_rpc import InvalidInput
-from bai.kernel.protocol import HEADER_SIZE, decode_body, decode_header, encode_frame
+from bai.kernel.protocol import (
+    HEADER_SIZE,
+    MAX_RECORD_FRAME,
+    ProtocolError,
+    decode_body,
+    decode_header,
+    encode_frame,
+)
 
 log = logging.getLogger(__name__)
 
-#: Each console record is cut at 10 MiB, as the original agent does.
-MAX_RECORD = 10 * 2**20
+#: Unread output a run may hold, by default (``[container] output-buffer-size``).
+DEFAULT_OUTPUT_LIMIT = 4 * 2**20
 #: Exit code reported for runs whose kernel went away (the manager uses the same for vanished kernels).
 EXIT_CODE_KERNEL_GONE = 130
 #: Finished runs nobody collected are kept this many at most (a client may never come back).
 _MAX_UNCOLLECTED = 64
 _CONSOLE_TYPES = frozenset({"stdout", "stderr", "media", "html", "log", "completion"})
+#: How long a call waits for a runner that is (re)connecting: its back-off is at most 0.25 s.
+RECONNECT_WAIT = 5.0
+#: How long a write to the runner may block (a runner that stops reading is dropped).
+SEND_TIMEOUT = 10.0
+#: Minimum gap between two accepted connections of one kernel: code in the container could
+#: otherwise make the agent accept (and drop) connections in a tight loop.
+_ACCEPT_GAP = 0.05
+SOCKET_NAME = "agent.sock"
 
 
 class RunnerUnavailable(Exception):
     pass
+
+
+def _text_size(text: str) -> int:
+    # isascii() is O(1) on CPython strings; only non-ASCII text is encoded to be measured.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _data_size(data: Any) -> int:
+    if isinstance(data, str):
+        return _text_size(data)
+    return len(json.dumps(data, default=str))
 
 
 class _Entry:
@@ -44,16 +82,36 @@ class _Entry:
 
     def __init__(self, kind: str, data: Any = None) -> None:
         self.kind = kind
-        self.chunks: list[str] = []
-        self.size = 0
+        self.chunks: collections.deque[str] = collections.deque()
+        self.size = 0 if data is None else _data_size(data)
         self.data = data
 
-    def append(self, text: str) -> None:
-        room = MAX_RECORD - self.size
-        if room > 0:
-            piece = text[:room]
-            self.chunks.append(piece)
-            self.size += len(piece)
+    def append(self, text: str) -> int:
+        size = _text_size(text)
+        self.chunks.append(text)
+        self.size += size
+        return size
+
+    def drop_front(self, nbytes: int) -> int:
+        """Drop at least ``nbytes`` bytes of the oldest text (fewer only if there is less);
+        returns how many were dropped."""
+        dropped = 0
+        while self.chunks and dropped < nbytes:
+            chunk = self.chunks[0]
+            size = _text_size(chunk)
+            if size <= nbytes - dropped:
+                self.chunks.popleft()
+                dropped += size
+                continue
+            cut = nbytes - dropped
+            if chunk.isascii():
+                rest = chunk[cut:]
+            else:
+                rest = chunk.encode("utf-8", "surrogatepass")[cut:].decode("utf-8", "ignore")
+            self.chunks[0] = rest
+            dropped += size - _text_size(rest)
+        self.size -= dropped
+        return dropped
 
     def to_json(self) -> list[Any]:
         return [self.kind, "".join(self.chunks) if self.data is None else self.data]
@@ -62,7 +120,12 @@ class _Entry:
 @dataclass
 class _Run:
     run_id: str
-    console: list[_Entry] = field(default_factory=list)
+    #: Unread output kept at most, in bytes; the oldest goes first.
+    limit: int = DEFAULT_OUTPUT_LIMIT
+    console: collections.deque[_Entry] = field(default_factory=collections.deque)
+    size: int = 0
+    #: Bytes dropped since the last read, reported by a marker entry in front of the console.
+    dropped: int = 0
     #: ("finished", exit code) or ("waiting-input", options) until an execute call reports it.
     terminal: tuple[str, Any] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,14 +135,35 @@ class _Run:
         if kind in ("stdout", "stderr") and isinstance(data, str):
             if not self.console or self.console[-1].kind != kind or self.console[-1].data is not None:
                 self.console.append(_Entry(kind))
-            self.console[-1].append(data)
+            self.size += self.console[-1].append(data)
         else:
-            self.console.append(_Entry(kind, data))
+            entry = _Entry(kind, data)
+            self.console.append(entry)
+            self.size += entry.size
+        if self.size > self.limit:
+            self._drop_oldest(self.size - self.limit)
+
+    def _drop_oldest(self, excess: int) -> None:
+        while excess > 0 and self.console:
+            first = self.console[0]
+            if first.data is not None or first.size <= excess:
+                self.console.popleft()
+                dropped = first.size
+            else:
+                dropped = first.drop_front(excess)
+            self.size -= dropped
+            self.dropped += dropped
+            excess -= dropped
 
     def take(self) -> dict[str, Any]:
-        console, self.console = self.console, []
+        console, self.console, self.size = self.console, collections.deque(), 0
         terminal, self.terminal = self.terminal, None
         self.wakeup.clear()
+        entries = [e.to_json() for e in console]
+        if self.dropped:
+            entries.insert(0, ["stderr", f"[bai: {self.dropped} bytes of earlier output were dropped; "
+                                         f"a run keeps at most {self.limit} bytes of unread output]\n"])
+            self.dropped = 0
         status, exit_code, options = "continued", None, None
         if terminal is not None:
             status = terminal[0]
@@ -87,19 +171,29 @@ class _Run:
                 exit_code = terminal[1]
             else:
                 options = terminal[1]
-        return {"runId": self.run_id, "status": status, "console": [e.to_json() for e in console],
+        return {"runId": self.run_id, "status": status, "console": entries,
                 "exitCode": exit_code, "options": options, "files": []}
 
 
 class KernelRunner:
-    """One connection to a kernel runner. Create with :meth:`connect` or :meth:`wait_ready`."""
+    """The agent's listening socket for one kernel and the runner's current connection.
 
-    def __init__(self, kernel_id: str, socket_path: Path) -> None:
+    :meth:`listen` first, then the container may start; :meth:`wait_ready` waits for the
+    runner's first connection. A new connection replaces the old one (the runner reconnects
+    only after losing its connection)."""
+
+    def __init__(self, kernel_id: str, socket_path: Path, *, owner: tuple[int, int] | None = None,
+                 output_limit: int = DEFAULT_OUTPUT_LIMIT) -> None:
         self.kernel_id = kernel_id
         self.socket_path = socket_path
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        #: uid/gid the socket is handed to: the container's user must be able to connect.
+        self.owner = owner
+        self.output_limit = output_limit
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
         #: Unfinished runs in the order the runner will execute them.
         self._pending: collections.deque[_Run] = collections.deque()
         #: Every run an execute call may still ask about, by run ID.
@@ -110,38 +204,42 @@ class KernelRunner:
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
-    async def connect(self) -> None:
+    async def listen(self) -> None:
+        """Bind ``socket_path`` (replacing a socket a previous agent left there) and accept."""
+        with contextlib.suppress(FileNotFoundError):
+            # Our own directory, which the container cannot write: whatever is here is ours.
+            os.unlink(self.socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
-        except OSError as exc:
-            raise RunnerUnavailable(f"kernel runner socket {self.socket_path}: {exc}") from exc
-        self._reader, self._writer = reader, writer
-        self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"runner-{self.kernel_id}")
+            sock.bind(str(self.socket_path))
+            if self.owner is not None:
+                os.chown(self.socket_path, *self.owner)
+            os.chmod(self.socket_path, 0o600)
+            sock.listen(4)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._listener = sock
+        self._accept_task = asyncio.create_task(self._accept_loop(sock), name=f"runner-accept-{self.kernel_id}")
 
-    async def wait_ready(self, deadline: float, abort: asyncio.Future[Any] | None = None) -> None:
-        """Connect as soon as the runner listens (polling with back-off) or raise at ``deadline``
-        (a ``loop.time()`` value) or as soon as ``abort`` is done (the container died)."""
+    async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        delay = 0.002
         while True:
-            if abort is not None and abort.done():
-                raise RunnerUnavailable(f"the container stopped before its runner came up: {abort.result()}")
-            try:
-                await self.connect()
-                return
-            except RunnerUnavailable:
-                if loop.time() >= deadline:
-                    raise
-            # A refused connect on a missing socket is one cheap syscall, so poll often: the runner
-            # usually comes up 50-150 ms after the container starts.
-            wait = min(delay, max(deadline - loop.time(), 0))
-            if abort is not None:
-                await asyncio.wait([abort], timeout=wait)
-            else:
-                await asyncio.sleep(wait)
-            delay = min(delay * 1.5, 0.01)
+            conn, _ = await loop.sock_accept(listener)
+            await self._drop_connection()
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read_loop(reader, writer),
+                                                    name=f"runner-{self.kernel_id}")
+            self._connected.set()
+            log.debug("kernel %s: runner connected", self.kernel_id)
+            await asyncio.sleep(_ACCEPT_GAP)
 
-    async def close(self) -> None:
+    async def _drop_connection(self) -> None:
+        """Close the current connection; the runs sent over it fail (the runner will not report
+        them on another connection)."""
+        self._connected.clear()
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,29 +250,82 @@ class KernelRunner:
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
             self._writer = None
+
+    async def wait_ready(self, deadline: float, abort: asyncio.Future[Any] | None = None) -> None:
+        """Return once the runner has connected, or raise at ``deadline`` (a ``loop.time()``
+        value) or as soon as ``abort`` is done (the container died)."""
+        loop = asyncio.get_running_loop()
+        if self._accept_task is None:
+            raise RunnerUnavailable(f"kernel {self.kernel_id}: not listening")
+        waiter = asyncio.ensure_future(self._connected.wait())
+        try:
+            wanted: list[asyncio.Future[Any]] = [waiter] + ([abort] if abort is not None else [])
+            await asyncio.wait(wanted, timeout=max(deadline - loop.time(), 0),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._connected.is_set():
+            return
+        if abort is not None and abort.done():
+            raise RunnerUnavailable(f"the container stopped before its runner came up: {abort.result()}")
+        raise RunnerUnavailable(f"kernel {self.kernel_id}: the runner did not connect in time")
+
+    async def close(self) -> None:
+        """Stop listening, drop the connection and remove the socket."""
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+        await self._drop_connection()
         self._fail_pending()
 
     async def _send(self, message: dict[str, Any]) -> None:
         if not self.connected:
-            # The runner may have dropped us (e.g. a second agent connected); try once more.
-            await self.connect()
-        assert self._writer is not None
-        self._writer.write(encode_frame(message))
-        await self._writer.drain()
+            # The runner reconnects within its back-off (e.g. right after an agent restart).
+            if self._accept_task is None:
+                raise RunnerUnavailable(f"kernel {self.kernel_id}: not listening")
+            try:
+                async with asyncio.timeout(RECONNECT_WAIT):
+                    await self._connected.wait()
+            except TimeoutError:
+                raise RunnerUnavailable(f"kernel {self.kernel_id}: the runner is not connected") from None
+        writer = self._writer
+        assert writer is not None
+        writer.write(encode_frame(message))
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await writer.drain()
+        except TimeoutError:
+            log.warning("kernel %s: the runner stopped reading; dropping its connection", self.kernel_id)
+            writer.close()
+            raise RunnerUnavailable(f"kernel {self.kernel_id}: the runner does not read") from None
+        except (OSError, ConnectionError) as exc:
+            raise RunnerUnavailable(f"kernel {self.kernel_id}: {exc}") from exc
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 header = await reader.readexactly(HEADER_SIZE)
-                body = await reader.readexactly(decode_header(header))
+                # Checked before the body is read: a hostile length allocates nothing.
+                body = await reader.readexactly(decode_header(header, MAX_RECORD_FRAME))
                 self._on_record(decode_body(body))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.debug("kernel %s: runner connection closed", self.kernel_id)
+        except (ProtocolError, ValueError) as exc:
+            log.warning("kernel %s: dropping the runner connection: %s", self.kernel_id, exc)
         except Exception:
             log.exception("kernel %s: bad data from the runner", self.kernel_id)
         finally:
-            if self._writer is not None:
-                self._writer.close()
+            writer.close()
+            if self._writer is writer:
+                self._writer = None
+                self._connected.clear()
             self._fail_pending()
 
     def _on_record(self, record: dict[str, Any]) -> None:
@@ -186,14 +337,17 @@ class KernelRunner:
         if not self._pending:
             return  # output of a run from before we connected: nobody can ask for it
         run = self._pending[0]
+        data = record.get("data")
         if kind in _CONSOLE_TYPES:
-            run.add(kind, record.get("data", ""))
+            run.add(kind, "" if data is None else data)
         elif kind == "waiting-input":
-            run.terminal = ("waiting-input", record.get("data") or {"is_password": False})
+            # Only what the protocol defines is passed on.
+            is_password = bool(data.get("is_password")) if isinstance(data, dict) else False
+            run.terminal = ("waiting-input", {"is_password": is_password})
             run.wakeup.set()
         elif kind == "finished":
-            exit_code = (record.get("data") or {}).get("exitCode")
-            self._finish(run, exit_code)
+            exit_code = data.get("exitCode") if isinstance(data, dict) else None
+            self._finish(run, exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else 1)
 
     def _finish(self, run: _Run, exit_code: int | None) -> None:
         if run in self._pending:
@@ -220,7 +374,7 @@ class KernelRunner:
             run_id = run_id or secrets.token_hex(8)
             if run_id in self._runs:
                 raise InvalidInput(f"run {run_id} already exists")
-            run = _Run(run_id)
+            run = _Run(run_id, self.output_limit)
             self._runs[run_id] = run
             self._pending.append(run)
             try:

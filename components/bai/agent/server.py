@@ -29,6 +29,7 @@ from bai.common.agent_rpc import (
     CreateKernelsRequest,
     DestroyKernelRequest,
     ExecuteRequest,
+    GetLogsRequest,
     InvalidInput,
     KernelRequest,
     PingRequest,
@@ -71,8 +72,8 @@ async def _interrupt_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
     return {}
 
 
-async def _get_logs(agent: Agent, req: KernelRequest) -> dict[str, Any]:
-    return {"logs": await agent.get_logs(req.kernel_id)}
+async def _get_logs(agent: Agent, req: GetLogsRequest) -> dict[str, Any]:
+    return await agent.get_logs(req)
 
 
 async def _list_kernels(agent: Agent, req: BaseModel) -> dict[str, Any]:

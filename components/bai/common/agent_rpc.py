@@ -190,6 +190,19 @@ class KernelRequest(_Request):
     kernel_id: str = Field(pattern=KERNEL_ID_PATTERN)
 
 
+#: ``get_logs`` tail limits: the default and the hard maximum, in lines and in bytes.
+LOG_TAIL_LINES, LOG_TAIL_LINES_MAX = 1000, 10000
+LOG_TAIL_BYTES, LOG_TAIL_BYTES_MAX = 2**20, 8 * 2**20
+
+
+class GetLogsRequest(KernelRequest):
+    """The last ``tail_lines`` lines of the kernel's container log, cut to ``max_bytes``
+    (``{"logs": str, "truncated": bool}``; ``truncated``: the byte cut left lines out)."""
+
+    tail_lines: int = Field(LOG_TAIL_LINES, ge=1, le=LOG_TAIL_LINES_MAX)
+    max_bytes: int = Field(LOG_TAIL_BYTES, ge=1, le=LOG_TAIL_BYTES_MAX)
+
+
 class ListKernelsRequest(_Request):
     pass
 
@@ -201,7 +214,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "destroy_kernel": DestroyKernelRequest,
     "execute": ExecuteRequest,
     "interrupt_kernel": KernelRequest,
-    "get_logs": KernelRequest,
+    "get_logs": GetLogsRequest,
     "list_kernels": ListKernelsRequest,
 }
 
@@ -321,8 +334,12 @@ class AgentClient:
     async def interrupt_kernel(self, kernel_id: str) -> None:
         await self.call("interrupt_kernel", {"kernel_id": kernel_id})
 
-    async def get_logs(self, kernel_id: str) -> str:
-        return str((await self.call("get_logs", {"kernel_id": kernel_id}))["logs"])
+    async def get_logs(self, kernel_id: str, tail_lines: int = LOG_TAIL_LINES,
+                       max_bytes: int = LOG_TAIL_BYTES) -> str:
+        """The tail of a kernel's log (see :class:`GetLogsRequest`)."""
+        reply = await self.call("get_logs", {"kernel_id": kernel_id, "tail_lines": tail_lines,
+                                             "max_bytes": max_bytes})
+        return str(reply["logs"])
 
     async def list_kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]

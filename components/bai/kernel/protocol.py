@@ -1,9 +1,16 @@
 """Wire format between the agent and the kernel runner (stdlib only).
 
-The runner listens on a unix stream socket (``/opt/bai/ipc/runner.sock`` inside the container).
+The AGENT listens on a unix stream socket in a host directory that it owns and that is
+bind-mounted read-only into the container (``/opt/bai/ipc/agent.sock``); the runner connects to
+it, and reconnects (with back-off) whenever the connection drops, e.g. while the agent restarts.
+The container can thus write no host path, and the agent never opens a path the container could
+have planted (connect(2) works through a read-only mount; bind(2) would not).
+
 Both directions carry *frames*: a 4-byte unsigned big-endian length ``N`` followed by ``N`` bytes
-of UTF-8 JSON, always an object. A frame longer than :data:`MAX_FRAME` is a protocol error and
-the receiver drops the connection.
+of UTF-8 JSON, always an object. A frame longer than the receiver's limit is a protocol error
+and the receiver drops the connection without reading (or allocating) the body: the runner
+accepts up to :data:`MAX_FRAME` (code may be large), the agent only :data:`MAX_RECORD_FRAME`
+(the runner sends output in chunks of at most 64 KiB, so anything bigger is hostile).
 
 Agent -> runner (``op``):
 
@@ -21,8 +28,8 @@ Runner -> agent (``type``), the same record types as the original's query mode:
 * ``{"type": "finished", "data": {"exitCode": int}}`` -- the run is over.
 * ``{"type": "pong"}``.
 
-Only the most recent agent connection receives records; an older one is closed when a new one
-arrives (an agent that restarted reconnects and takes over).
+The runner holds one connection at a time; records produced while it is disconnected are
+dropped (the agent fails the runs it was waiting for when it loses the connection).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ import json
 import struct
 from typing import Any
 
-#: Where the runner listens inside the container.
-DEFAULT_SOCKET_PATH = "/opt/bai/ipc/runner.sock"
-#: 64 MiB: far above the agent's 10 MiB per-record cut, small enough to refuse garbage lengths.
+#: Where the agent listens, as seen inside the container.
+DEFAULT_SOCKET_PATH = "/opt/bai/ipc/agent.sock"
+#: Agent -> runner: 64 MiB, the size of the largest RPC body, small enough to refuse garbage.
 MAX_FRAME = 64 * 2**20
+#: Runner -> agent: a 64 KiB output chunk is at most ~400 KiB of JSON (escapes), so 1 MiB.
+MAX_RECORD_FRAME = 2**20
 
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
@@ -49,10 +58,10 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def decode_header(header: bytes) -> int:
+def decode_header(header: bytes, limit: int = MAX_FRAME) -> int:
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise ProtocolError(f"frame too large: {length} bytes")
+    if length > limit:
+        raise ProtocolError(f"frame too large: {length} bytes (limit {limit})")
     return length
 
 

@@ -1,19 +1,23 @@
-"""The kernel runner: serves the agent on a unix socket and drives the user-code child process.
+"""The kernel runner: talks to the agent over a unix socket and drives the user-code child process.
 
 Runs inside the kernel container on the image's own python3 (stdlib only)::
 
     PYTHONPATH=/opt/bai/kernel python3 -s -m bai_kernel [--socket PATH]
 
 The agent protocol (length-prefixed JSON frames) is described in :mod:`.protocol`; the
-runner <-> child protocol in :mod:`.child`. One ``selectors`` loop multiplexes the listening
-socket, the agent connection, the child's control socket and its stdout/stderr pipes. It is
+runner <-> child protocol in :mod:`.child`. The runner CONNECTS to the agent's socket (the
+agent owns it, in a directory mounted read-only here) and reconnects with back-off whenever the
+connection drops, so a restarted agent gets its kernels back. One ``selectors`` loop multiplexes
+the agent connection, the child's control socket and its stdout/stderr pipes. It is
 deliberately not asyncio: importing asyncio costs tens of milliseconds, and the runner's
 start-up time is most of a kernel's create-to-started time.
 
 The child is a fresh interpreter started without the runner's ``PYTHONPATH``, so user code sees
 a clean environment. Code is queued FIFO and handed to the child one run at a time. When the
 child dies (crash, ``os._exit``, OOM kill) the current run ends with a non-zero exit code and a
-new child is started; its namespace is lost, as with a restarted notebook kernel.
+new child is started; its namespace is lost, as with a restarted notebook kernel. The child
+makes itself the OOM killer's first choice, so a memory hog takes itself down, not the runner; a
+kill by the OOM killer is told apart (the cgroup's ``oom_kill`` counter) and explained to the user.
 """
 
 from __future__ import annotations
@@ -26,11 +30,18 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
 
 _READ_CHUNK = 65536
+#: Reconnection back-off: the first retry is immediate, then doubling up to this many seconds.
+_RECONNECT_MAX_DELAY = 0.25
+#: cgroup v2, then v1: where the container's OOM-kill counter and memory limit are.
+_OOM_COUNTERS = (("/sys/fs/cgroup/memory.events", "oom_kill"),
+                 ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"))
+_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 #: Environment variables meant for the runner only, never for user code.
 _RUNNER_ONLY_ENV = ("PYTHONPATH", "BAI_ORIG_PYTHONPATH")
 
@@ -39,6 +50,11 @@ _RUNNER_ONLY_ENV = ("PYTHONPATH", "BAI_ORIG_PYTHONPATH")
 _BOOTSTRAP = (
     "import sys, importlib\n"
     "_p, _m, _fd = sys.argv[1:4]\n"
+    # User code is the OOM killer's first victim, never the runner (raising needs no privilege).
+    "try:\n"
+    "    with open('/proc/self/oom_score_adj', 'w') as _f: _f.write('1000')\n"
+    "except OSError:\n"
+    "    pass\n"
     "sys.path.insert(0, _p)\n"
     "try:\n"
     "    _c = importlib.import_module(_m + '.child')\n"
@@ -52,6 +68,32 @@ def _log(msg: str) -> None:
     # The runner's own stderr ends up in the container log (`get_logs`).
     sys.stderr.write(f"bai-kernel: {msg}\n")
     sys.stderr.flush()
+
+
+def _oom_kills() -> int:
+    """How many processes the container's memory cgroup has OOM-killed so far (0 if unknown)."""
+    for path, key in _OOM_COUNTERS:
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def _memory_limit() -> str:
+    for path in _MEMORY_LIMITS:
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 2**60:
+            return f"{int(raw) / 2**20:.0f} MiB"
+    return "unknown"
 
 
 def _child_env() -> dict[str, str]:
@@ -139,24 +181,47 @@ class Runner:
         self.sel = selectors.DefaultSelector()
         self.client: _Client | None = None
         self.child: _Child | None = None
-        self.queue: collections.deque[str] = collections.deque()
+        #: Queued code with the generation of the connection it came over.
+        self.queue: collections.deque[tuple[int, str]] = collections.deque()
         self.busy = False
+        #: Connections are numbered; a run's records go out only on the connection that sent it
+        #: (the agent fails the runs of a lost connection, so a later one must not see them).
+        self.conn_gen = 0
+        self.run_gen = 0
         #: seq of the child's pending input request, None when nothing waits for input.
         self.input_seq: int | None = None
         self.running = True
+        #: When to try connecting to the agent next (monotonic) and the current back-off.
+        self.next_connect = 0.0
+        self.connect_delay = 0.0
+        self.connected_at = 0.0
+        self.oom_kills = _oom_kills()
 
-    # --- set-up -----------------------------------------------------------------------------
+    # --- agent connection -------------------------------------------------------------------
 
-    def listen(self) -> None:
+    def connect(self) -> bool:
+        """One non-blocking connection attempt; on failure the next one is scheduled."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.socket_path)
-        self.listener.listen(8)
-        self.listener.setblocking(False)
-        self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+            sock.connect(self.socket_path)
+        except OSError:
+            # Not listening (yet, or any more), socket missing, or its backlog full (EAGAIN).
+            sock.close()
+            now = time.monotonic()
+            self.next_connect = now + self.connect_delay
+            self.connect_delay = min(max(self.connect_delay * 2, 0.01), _RECONNECT_MAX_DELAY)
+            return False
+        self.client = _Client(sock)
+        self.connected_at = time.monotonic()
+        self.sel.register(sock, selectors.EVENT_READ, self._on_client)
+        self.conn_gen += 1
+        self.queue.clear()  # sent over an older connection: the agent has failed them
+        if self.busy and self.input_seq is not None and self.child is not None:
+            # Nobody can answer the old run's input() any more; free the FIFO.
+            self.input_seq = None
+            self.child.signal_group(signal.SIGINT)
+        return True
 
     def spawn_child(self) -> None:
         child = _Child()
@@ -165,26 +230,18 @@ class Runner:
         for fd in child.pipes:
             self.sel.register(fd, selectors.EVENT_READ, self._on_pipe)
 
-    # --- agent connection -------------------------------------------------------------------
-
-    def _on_accept(self, _key: selectors.SelectorKey) -> None:
-        try:
-            sock, _ = self.listener.accept()
-        except BlockingIOError:
-            return
-        sock.setblocking(False)
-        if self.client is not None:
-            # A restarted agent takes over; the old connection would only receive stale output.
-            self._drop_client()
-        self.client = _Client(sock)
-        self.sel.register(sock, selectors.EVENT_READ, self._on_client)
-
     def _drop_client(self) -> None:
         if self.client is None:
             return
         self.sel.unregister(self.client.sock)
         self.client.sock.close()
         self.client = None
+        now = time.monotonic()
+        # Reconnect at once after a connection that lived a while (agent restarted); keep
+        # backing off when connections keep dying young (an agent that refuses us).
+        if now - self.connected_at > 1.0:
+            self.connect_delay = 0.0
+        self.next_connect = now + self.connect_delay
 
     def _on_client(self, key: selectors.SelectorKey) -> None:
         client = self.client
@@ -212,10 +269,14 @@ class Runner:
         for message in messages:
             self._handle_op(message)
 
+    @property
+    def stale_run(self) -> bool:
+        return self.busy and self.run_gen != self.conn_gen
+
     def _send(self, record: dict[str, Any]) -> None:
         client = self.client
-        if client is None:
-            return  # nobody listens; output of a run nobody waits for is not kept
+        if client is None or (self.stale_run and record.get("type") != "pong"):
+            return  # nobody listens, or the run's connection is gone: its output is not kept
         was_empty = not client.outbuf
         client.outbuf += encode_frame(record)
         if was_empty:
@@ -239,7 +300,7 @@ class Runner:
     def _handle_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "code":
-            self.queue.append(str(message.get("code", "")))
+            self.queue.append((self.conn_gen, str(message.get("code", ""))))
             self._dispatch()
         elif op == "input":
             if self.input_seq is not None and self.child is not None:
@@ -264,7 +325,8 @@ class Runner:
         assert self.child is not None
         self.busy = True
         self.child.runs += 1
-        self._ctrl_send({"op": "code", "code": self.queue.popleft()})
+        self.run_gen, code = self.queue.popleft()
+        self._ctrl_send({"op": "code", "code": code})
 
     def _ctrl_send(self, message: dict[str, Any]) -> None:
         assert self.child is not None
@@ -344,15 +406,18 @@ class Runner:
                 self.child.current_fd = self.child.err_fd if message.get("fd") == 2 else self.child.out_fd
             self._ctrl_send({"op": "synced", "seq": message.get("seq")})
         elif op == "waiting-input":
+            if self.stale_run and self.child is not None:
+                self.child.signal_group(signal.SIGINT)  # nobody could ever answer it
+                return
             self.input_seq = message.get("seq")
             self._send({"type": "waiting-input", "data": {"is_password": bool(message.get("is_password"))}})
         elif op == "finished":
             self._finish(int(message.get("exitCode", 0)))
 
     def _finish(self, exit_code: int) -> None:
+        self._send({"type": "finished", "data": {"exitCode": exit_code}})
         self.busy = False
         self.input_seq = None
-        self._send({"type": "finished", "data": {"exitCode": exit_code}})
         self._dispatch()
 
     def _on_child_exit(self, child: _Child) -> None:
@@ -364,9 +429,17 @@ class Runner:
         rc = child.reap()
         child.close()
         self.child = None
-        _log(f"user-code process exited with status {rc}")
+        oom_kills = _oom_kills()
+        oom_killed = rc == 128 + signal.SIGKILL and oom_kills > self.oom_kills
+        self.oom_kills = oom_kills
+        _log(f"user-code process exited with status {rc}" + (" (OOM-killed)" if oom_killed else ""))
         if self.busy:
-            self._send({"type": "stderr", "data": f"\nThe kernel process exited (status {rc}); its variables are lost.\n"})
+            if oom_killed:
+                why = (f"\nThe kernel process was killed for exceeding the memory limit ({_memory_limit()}); "
+                       "its variables are lost.\n")
+            else:
+                why = f"\nThe kernel process exited (status {rc}); its variables are lost.\n"
+            self._send({"type": "stderr", "data": why})
             # The run did not finish normally, whatever status the process left with.
             self._finish(rc if rc != 0 else 1)
         # Start the next child right away so the next run does not pay for it, unless this one
@@ -378,7 +451,13 @@ class Runner:
 
     def serve(self) -> None:
         while self.running:
-            ready = self.sel.select()
+            timeout = None
+            if self.client is None:
+                timeout = self.next_connect - time.monotonic()
+                if timeout <= 0:
+                    self.connect()
+                    continue
+            ready = self.sel.select(timeout)
             if len(ready) > 1 and self.child is not None:
                 # Control messages first (they drain the pipes themselves), then the pipe most
                 # recently written by Python code.
@@ -406,10 +485,6 @@ class Runner:
     def shutdown(self) -> None:
         if self.child is not None:
             self.child.signal_group(signal.SIGKILL)
-        try:
-            os.unlink(self.socket_path)
-        except OSError:
-            pass
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -425,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT is for the user code, never for the runner itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runner = Runner(socket_path)
-    runner.listen()
+    # Connect before starting the child: the agent counts the kernel as started on our
+    # connection, and the child's start-up then overlaps with the agent's bookkeeping.
+    runner.connect()
     try:
         runner.spawn_child()
         runner.serve()

@@ -121,7 +121,7 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
     assert isinstance(await rpc.get_logs(kernel_id), str)
 
     ipc_dir = Path(agent.config.agent.ipc_base_path) / kernel_id
-    assert (ipc_dir / "runner.sock").exists()
+    assert (ipc_dir / "agent.sock").is_socket()
     stats = await rpc.destroy_kernel(kernel_id, session_id)
     assert stats["status"] == "terminated"
     terminated = await events.wait("kernel_terminated", source=agent_id, kernel_id=kernel_id)

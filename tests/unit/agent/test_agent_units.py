@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bai.agent.config import AgentConfig
-from bai.agent.docker import container_config, exit_code_from_status, host_ulimits
+from bai.agent.docker import Confinement, container_config, exit_code_from_status, host_ulimits
 from bai.agent.resources import InsufficientResources, SlotAllocator
-from bai.common.agent_rpc import ExecuteRequest, KernelCreationConfig
+from bai.common.agent_rpc import ExecuteRequest, GetLogsRequest, KernelCreationConfig
 
 
 def _body(**overrides: object) -> dict:
@@ -29,6 +29,7 @@ def _body(**overrides: object) -> dict:
         image_labels={"ai.backend.runtime-path": "/opt/py/bin/python3",
                       "ai.backend.envs.corecount": "OMP_NUM_THREADS,NPROC"},
         runner_dir=Path("/src/bai/kernel"), ipc_dir=Path("/var/lib/bai/ipc/k1"), ulimits=host_ulimits(),
+        confinement=Confinement(uid=1000, gid=1000, pids_limit=4096, log_max_size=10 * 2**20, log_max_files=3),
     )
 
 
@@ -39,7 +40,7 @@ def test_container_body() -> None:
     assert host["Memory"] == host["MemorySwap"] == 512 * 2**20
     assert host["ShmSize"] == 128 * 2**20
     assert host["Init"] is True
-    assert host["Binds"] == ["/src/bai/kernel:/opt/bai/kernel/bai_kernel:ro", "/var/lib/bai/ipc/k1:/opt/bai/ipc:rw"]
+    assert host["Binds"] == ["/src/bai/kernel:/opt/bai/kernel/bai_kernel:ro", "/var/lib/bai/ipc/k1:/opt/bai/ipc:ro"]
     assert body["Cmd"] == ["/opt/py/bin/python3", "-s", "-m", "bai_kernel"]
     assert body["Hostname"] == "sub3" and body["WorkingDir"] == "/home/work"
     assert body["Labels"]["ai.backend.kernel-id"] == "k1" and body["Labels"]["ai.backend.owner"] == "i-a"
@@ -49,6 +50,19 @@ def test_container_body() -> None:
     assert env["FOO"] == "bar" and env["BACKENDAI_KERNEL_ID"] == "k1" and env["BACKENDAI_CLUSTER_HOST"] == "sub3"
     assert env["OMP_NUM_THREADS"] == env["NPROC"] == "1"
     assert _body(resource_opts={})["HostConfig"]["ShmSize"] == 64 * 2**20
+
+
+def test_container_is_confined() -> None:
+    body = _body()
+    host = body["HostConfig"]
+    assert body["User"] == "1000:1000"
+    assert host["CapDrop"] == ["ALL"] and "CapAdd" not in host
+    assert host["SecurityOpt"] == ["no-new-privileges:true"]  # and so Docker's default seccomp profile
+    assert host["PidsLimit"] == 4096
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": str(10 * 2**20), "max-file": "3"}}
+    # No host path is writable from the container: every bind mount is read-only.
+    assert host["Binds"] and all(bind.endswith(":ro") for bind in host["Binds"])
+    assert not {"Mounts", "Privileged", "Devices", "PidMode", "NetworkMode", "IpcMode"} & host.keys()
 
 
 def test_ulimits_never_exceed_host_hard_limits() -> None:
@@ -87,6 +101,28 @@ def test_agent_toml_kebab_case_and_sizes() -> None:
     assert cfg.agent.ipc_base_path == Path("/var/lib/bai/ipc")
     with pytest.raises(ValueError):
         AgentConfig.model_validate({"agent": {"no-such-key": 1}})
+
+
+def test_container_section_defaults_and_limits() -> None:
+    c = AgentConfig.model_validate({}).container
+    assert (c.kernel_uid, c.kernel_gid, c.pids_limit) == (1000, 1000, 4096)
+    assert (c.log_max_size, c.log_max_files, c.output_buffer_size) == (10 * 2**20, 3, 4 * 2**20)
+    c = AgentConfig.model_validate({"container": {"kernel-uid": 2000, "kernel-gid": 2001, "pids-limit": 256,
+                                                  "log-max-size": "1m", "log-max-files": 2,
+                                                  "output-buffer-size": "64k"}}).container
+    assert (c.kernel_uid, c.kernel_gid, c.pids_limit, c.log_max_size, c.output_buffer_size) == \
+        (2000, 2001, 256, 2**20, 2**16)
+    for bad in ({"kernel-uid": 0}, {"kernel-gid": 0}, {"pids-limit": 0}, {"log-max-files": 0}):
+        with pytest.raises(ValueError):  # root in the container, or no limit at all, is refused
+            AgentConfig.model_validate({"container": bad})
+
+
+def test_get_logs_tail_is_bounded() -> None:
+    req = GetLogsRequest.model_validate({"kernel_id": "k"})
+    assert (req.tail_lines, req.max_bytes) == (1000, 2**20)
+    for bad in ({"tail_lines": 0}, {"tail_lines": 10**6}, {"max_bytes": 2**30}):
+        with pytest.raises(ValueError):
+            GetLogsRequest.model_validate({"kernel_id": "k", **bad})
 
 
 def test_execute_request_rules() -> None:

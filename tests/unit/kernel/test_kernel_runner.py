@@ -7,6 +7,7 @@ into containers, so these tests also check it imports only relatively and only t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -18,24 +19,27 @@ from typing import Any
 import pytest
 
 import bai.kernel
-from bai.agent.kernel import MAX_RECORD, KernelRunner, _Run
+from bai.agent.kernel import KernelRunner, _Run
 
 HOST_PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 RUNNER_DIR = Path(bai.kernel.__file__).parent
 
 
-async def _start_runner(tmp: Path, env: dict[str, str] | None = None) -> tuple[asyncio.subprocess.Process, KernelRunner]:
+async def _start_runner(tmp: Path, env: dict[str, str] | None = None,
+                        output_limit: int = 4 * 2**20) -> tuple[asyncio.subprocess.Process, KernelRunner]:
     (tmp / "pkg").mkdir(exist_ok=True)
     link = tmp / "pkg" / "bai_kernel"
     if not link.exists():
         link.symlink_to(RUNNER_DIR)
-    sock = tmp / "runner.sock"
+    sock = tmp / "agent.sock"
+    # The agent listens first, as it does before it starts a container; the runner connects.
+    runner = KernelRunner("k-test", sock, output_limit=output_limit)
+    await runner.listen()
     proc = await asyncio.create_subprocess_exec(
         HOST_PYTHON, "-s", "-m", "bai_kernel", "--socket", str(sock),
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(tmp / "pkg"), **(env or {})},
         cwd=tmp,
     )
-    runner = KernelRunner("k-test", sock)
     await runner.wait_ready(asyncio.get_running_loop().time() + 10)
     return proc, runner
 
@@ -213,28 +217,99 @@ async def test_unknown_run_and_bad_input_mode(runner: KernelRunner) -> None:
         await runner.execute(done["runId"], "input", "x", 0.1)
 
 
-def test_records_merge_and_truncate() -> None:
-    run_ = _Run("r")
+def test_records_merge_and_oldest_output_is_dropped_with_a_marker() -> None:
+    run_ = _Run("r", limit=100)
     run_.add("stdout", "a")
     run_.add("stdout", "b")
     run_.add("stderr", "c")
-    run_.add("stdout", "x" * (MAX_RECORD + 10))
-    run_.add("stdout", "more")
     result = run_.take()
-    assert result["console"][:2] == [["stdout", "ab"], ["stderr", "c"]]
-    assert len(result["console"][2][1]) == MAX_RECORD and len(result["console"]) == 3
-    assert result["status"] == "continued" and run_.console == []
+    assert result["console"] == [["stdout", "ab"], ["stderr", "c"]]
+    assert result["status"] == "continued" and not run_.console and run_.size == 0
+    # 250 bytes through a 100-byte buffer: the newest 100 are kept, a marker says 150 went.
+    run_.add("stdout", "x" * 120)
+    run_.add("stderr", "e" * 30)
+    run_.add("stdout", "0123456789" * 10)
+    result = run_.take()
+    marker, *rest = result["console"]
+    assert rest == [["stdout", "0123456789" * 10]]
+    assert marker[0] == "stderr" and "150 bytes of earlier output were dropped" in marker[1]
+    assert "at most 100 bytes" in marker[1]
+    # Partial cuts count bytes, not characters, and never split a character.
+    run_.add("stdout", "é" * 60)  # 120 bytes
+    [marker, [kind, text]] = run_.take()["console"]
+    assert kind == "stdout" and text == "é" * 50 and "20 bytes" in marker[1]
+    # The marker is reported once; the next read is clean.
+    run_.add("stdout", "ok")
+    assert run_.take()["console"] == [["stdout", "ok"]]
+    # A non-text entry larger than the whole buffer goes as a whole.
+    run_.add("media", {"type": "text/plain", "data": "z" * 200})
+    run_.add("stdout", "after")
+    [marker, last] = run_.take()["console"]
+    assert last == ["stdout", "after"] and "dropped" in marker[1]
 
 
-async def test_heavy_output_is_complete_and_capped(runner: KernelRunner) -> None:
-    lines = await run(runner, "for i in range(100000): print(i)", flush_timeout=60)
-    [[kind, text]] = lines["console"]
-    assert kind == "stdout" and text == "".join(f"{i}\n" for i in range(100000))
-    big = await run(runner, "import sys; sys.stdout.write('x' * (12 * 2**20)); print('tail', file=sys.stderr)",
-                    flush_timeout=60)
-    # The stdout record is cut at 10 MiB; what follows it is kept.
-    assert [k for k, _ in big["console"]] == ["stdout", "stderr"]
-    assert len(big["console"][0][1]) == MAX_RECORD and big["console"][-1] == ["stderr", "tail\n"]
+async def test_heavy_output_is_complete_up_to_the_cap() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="bai-kr-", dir="/tmp"))
+    proc, runner = await _start_runner(tmp, output_limit=2**20)
+    try:
+        lines = await run(runner, "for i in range(100000): print(i)", flush_timeout=60)
+        [[kind, text]] = lines["console"]  # 589 KiB: under the cap, all of it
+        assert kind == "stdout" and text == "".join(f"{i}\n" for i in range(100000))
+        big = await run(runner, "import sys; sys.stdout.write('x' * (3 * 2**20) + 'END'); "
+                                "print('tail', file=sys.stderr)", flush_timeout=60)
+        marker, out, err = big["console"]
+        # The oldest output went; the newest is all there, the buffer never held more than 1 MiB.
+        assert marker[0] == "stderr" and f"{3 * 2**20 + 3 + 5 - 2**20} bytes" in marker[1]
+        assert out[0] == "stdout" and out[1].endswith("xEND") and len(out[1]) == 2**20 - 5
+        assert err == ["stderr", "tail\n"]
+        assert (await run(runner, "'still fine'"))["console"] == [["stdout", "'still fine'"]]
+    finally:
+        await runner.request_exit()
+        await runner.close()
+        async with asyncio.timeout(5):
+            await proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def test_runner_reconnects_and_keeps_its_state(runner: KernelRunner) -> None:
+    """What an agent restart looks like to the runner: the socket goes away, a new one comes."""
+    await run(runner, "kept = 42")
+    path = runner.socket_path
+    await runner.close()
+    again = KernelRunner("k-test", path)
+    await again.listen()
+    try:
+        await again.wait_ready(asyncio.get_running_loop().time() + 5)
+        assert (await run(again, "kept"))["console"] == [["stdout", "42"]]
+    finally:
+        await again.request_exit()
+        await again.close()
+
+
+async def test_a_huge_frame_header_drops_the_connection(caplog: pytest.LogCaptureFixture) -> None:
+    """A header announcing 4 GiB: nothing is allocated, the connection is dropped and logged,
+    and the runs waiting on it fail instead of hanging."""
+    tmp = Path(tempfile.mkdtemp(prefix="bai-kr-", dir="/tmp"))
+    conn = KernelRunner("k-hostile", tmp / "agent.sock")
+    await conn.listen()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(tmp / "agent.sock"))
+        await conn.wait_ready(asyncio.get_running_loop().time() + 5)
+        pending = asyncio.create_task(conn.execute(None, "query", "1", 30))
+        sent = await reader.readexactly(int.from_bytes(await reader.readexactly(4), "big"))
+        assert json.loads(sent) == {"op": "code", "code": "1"}
+        writer.write((2**32 - 1).to_bytes(4, "big") + b"{")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            result = await pending
+            assert await reader.read() == b""  # the agent hung up
+        assert result["status"] == "finished" and result["exitCode"] == 130
+        assert "frame too large: 4294967295 bytes" in caplog.text
+        assert not conn.connected
+        writer.close()
+    finally:
+        await conn.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def test_threads_switching_streams_do_not_deadlock(runner: KernelRunner) -> None:

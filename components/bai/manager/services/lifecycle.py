@@ -123,6 +123,17 @@ class LifecycleHandler:
             if started:
                 self.ctx.waiters.notify(session_id, "RUNNING")
 
+    async def on_kernel_oom(self, ev: Event) -> None:
+        """The OOM killer struck in a kernel's container: say so in the kernel's and the
+        session's status info (the session stays RUNNING while its runner lives; if the runner
+        died too, kernel_terminated follows and closes the session as usual)."""
+        kernel_id = uuid.UUID(ev.args["kernel_id"])
+        session_id = uuid.UUID(ev.args["session_id"])
+        async with self.ctx.db.begin() as conn:
+            noted = await store.note_kernel_condition(conn, session_id, kernel_id, "oom-killed")
+        if noted:
+            log.warning("kernel %s of session %s: user code was OOM-killed", kernel_id, session_id)
+
     async def on_kernel_cancelled(self, ev: Event) -> None:
         # cancel() announces kernel_cancelled for each kernel it moves, then session_cancelled
         session_id = uuid.UUID(ev.args["session_id"])

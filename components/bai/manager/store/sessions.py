@@ -220,3 +220,17 @@ async def stuck_sessions(conn: AsyncConnection, statuses: Sequence[str], entered
         t.sessions.c.status.in_(list(statuses)), entered < entered_before).order_by(t.sessions.c.created_at)
     return list((await conn.execute(q)).all())
 
+
+async def note_kernel_condition(conn: AsyncConnection, session_id: uuid.UUID, kernel_id: uuid.UUID,
+                                info: str) -> bool:
+    """Set ``status_info`` of a live kernel and of its live session without moving either (e.g.
+    ``oom-killed``: the runner survives the kill of user code). True if the kernel row changed."""
+    settled = ("TERMINATING", "TERMINATED", "CANCELLED", "ERROR")
+    changed = await conn.execute(t.kernels.update().where(
+        t.kernels.c.id == kernel_id, t.kernels.c.session_id == session_id, t.kernels.c.status.not_in(settled),
+    ).values(status_info=info))
+    if not changed.rowcount:
+        return False
+    await conn.execute(t.sessions.update().where(
+        t.sessions.c.id == session_id, t.sessions.c.status.not_in(settled)).values(status_info=info))
+    return True
