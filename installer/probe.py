@@ -4,8 +4,9 @@
     db-at-head --config F        the database revision equals the migrations' head(s)
     http-json URL                GET URL answers 2xx with a JSON body
     tcp HOST:PORT                something accepts connections there
-    client-env JSON --endpoint E --out PATH
+    client-env JSON --endpoint E --out PATH [--bin-dir DIR]
                                  write the client env file from `fixture populate --json` output
+                                 (with --bin-dir, sourcing it also puts DIR on PATH)
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def tcp(addr: str) -> bool:
         return False
 
 
-def client_env(json_path: str, endpoint: str, out: str) -> None:
+def client_env(json_path: str, endpoint: str, out: str, bin_dir: str | None = None) -> None:
     text = Path(json_path).read_text()
     # tolerate log lines before the JSON document
     start = text.find("{")
@@ -94,6 +95,10 @@ def client_env(json_path: str, endpoint: str, out: str) -> None:
         f"export BACKEND_SECRET_KEY={shlex.quote(sk)}\n"
         "export BACKEND_ENDPOINT_TYPE=api\n"
     )
+    if bin_dir:
+        from roles.settings import path_line
+
+        body += f"# the bai commands (backend.ai, ...)\n{path_line(bin_dir)}\n"
     tmp = f"{out}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("json_path")
     p.add_argument("--endpoint", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--bin-dir", default=None)
     args = parser.parse_args(argv)
     if args.cmd == "db-at-head":
         try:
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if http_json(args.url) else 1
     if args.cmd == "tcp":
         return 0 if tcp(args.addr) else 1
-    client_env(args.json_path, args.endpoint, args.out)
+    client_env(args.json_path, args.endpoint, args.out, args.bin_dir)
     return 0
 
 

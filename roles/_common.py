@@ -8,7 +8,7 @@ from io import StringIO
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
-from .settings import Settings, render_secrets
+from .settings import SECRET_KEYS, Settings, render_secrets
 
 
 def secrets_file(settings: Settings) -> OperationMeta:
@@ -17,8 +17,7 @@ def secrets_file(settings: Settings) -> OperationMeta:
     files.directory(name="Config directory", path=settings.config_dir, mode="755")
     return files.put(
         name="Write secrets file",
-        src=StringIO(render_secrets({"db_password": settings.db_password,
-                                     "rpc_secret": settings.rpc_secret})),
+        src=StringIO(render_secrets({key: getattr(settings, key) for key in SECRET_KEYS})),
         dest=settings.secrets_path,
         mode="600",
         user="root",

@@ -9,7 +9,8 @@ Every step is guarded, so a rerun on a converged node changes nothing:
   migration changed the database;
 * each etcd key is written only when etcdctl reads a different value;
 * services restart only when their config or their code changed (a stamp of the installed
-  package's source is kept next to the config).
+  package's source is kept next to the config), or, for the agent, the Redis settings it reads
+  from etcd (a digest is kept the same way).
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def code_stamp() -> str:
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest() + "\n"
+
+
+def redis_stamp(settings: Settings) -> str:
+    """A digest (not the password itself) of the Redis settings the daemons read from etcd."""
+    import hashlib
+
+    text = f"{settings.redis_addr}\n{settings.redis_password}"
+    return hashlib.sha256(text.encode()).hexdigest() + "\n"
 
 
 def _stamp(settings: Settings, name: str) -> Any:
@@ -154,23 +163,34 @@ def _precheck(settings: Settings, program: str) -> None:
 
 
 def etcd_key_ops(settings: Settings) -> list[Any]:
-    """Write the etcd keys of CONTRACTS.md through the manager CLI, each only when etcd holds
-    another value."""
+    """Write the etcd keys of CONTRACTS.md, each only when etcd holds another value. Plain values
+    go through the manager CLI; secrets are piped from the secrets file into ``etcdctl put`` (it
+    reads the value from stdin), so they never appear on a command line."""
+    etcdctl = (f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s")
     cli = f"{settings.bin('bai-manager')} etcd put"
-    keys = [
+    plain = [
         ("config/redis/addr", shlex.quote(settings.redis_addr)),
-        ("config/agent/rpc-secret", secret_expr(settings, "rpc_secret")),
         ("config/docker/image/auto_pull", "none"),
     ]
+    secret = [
+        ("config/redis/password", "redis_password"),
+        ("config/agent/rpc-secret", "rpc_secret"),
+    ]
+    keys = [(key, value, f"{cli} {key} {value} --config {settings.manager_toml}")
+            for key, value in plain]
+    for key, name in secret:
+        full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+        value = secret_expr(settings, name)
+        keys.append((key, value,
+                     f"v={value}; test -n \"$v\"; printf %s \"$v\" | {etcdctl} put {full} >/dev/null"))
     ops = []
-    for key, value in keys:
+    for key, value, command in sorted(keys):
         full = f"/sorna/{settings.etcd_namespace}/{key}"
-        read = (f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s "
-                f"get {shlex.quote(full)} --print-value-only")
+        read = f"{etcdctl} get {shlex.quote(full)} --print-value-only"
         ops.append(_ops.ensure(
             name=f"etcd key {key}",
             check=f'v="$({read})"; [ -n "$v" ] && [ "$v" = {value} ]',
-            commands=[f"{cli} {key} {value} --config {settings.manager_toml}"],
+            commands=[command],
             noop_message=f"{key} is current",
         ))
     return ops
@@ -196,13 +216,16 @@ def manager(settings: Settings) -> None:
     env = shlex.quote(settings.client_env)
     _ops.ensure(
         name="Populate fixtures and write the client env file",
+        # (an env file from before the PATH line existed is rewritten: populate is idempotent and
+        # answers the same admin keypair)
         check=(f"grep -q '^export BACKEND_ACCESS_KEY=.' {env} && "
-               f"grep -q '^export BACKEND_SECRET_KEY=.' {env}"),
+               f"grep -q '^export BACKEND_SECRET_KEY=.' {env} && "
+               f"grep -qxF {shlex.quote(settings.path_line)} {env}"),
         commands=[
             "umask 077; out=$(mktemp); trap 'rm -f \"$out\"' EXIT; "
             f"{cli} fixture populate --config {settings.manager_toml} --json > \"$out\" && "
             f"{py} -m installer.probe client-env \"$out\" --endpoint {shlex.quote(settings.endpoint)} "
-            f"--out {env}"
+            f"--out {env} --bin-dir {shlex.quote(settings.bin_dir)}"
         ],
         noop_message="fixtures populated, client env present",
         also_if=migrate.did_change,
@@ -221,4 +244,10 @@ def agent(settings: Settings) -> None:
     conf = files.put(name="Write agent.toml", src=StringIO(_toml(agent_config(settings))),
                      dest=settings.agent_toml, mode="600", user="root", group="root")
     code = _stamp(settings, "agent")
-    ensure_service(agent_service(settings), configs=[conf, code], timeout=settings.ready_timeout)
+    # The agent reads the Redis address and password from etcd at start: a new password
+    # (e.g. the first run that sets one) must restart it, as it restarts the manager.
+    redis = files.put(name="Record the Redis settings the agent uses",
+                      src=StringIO(redis_stamp(settings)),
+                      dest=f"{settings.state_dir}/agent.redis", mode="600")
+    ensure_service(agent_service(settings), configs=[conf, code, redis],
+                   timeout=settings.ready_timeout)

@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict
 
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
 #: Keys kept in the secrets file; generated once, reused on every later run.
-SECRET_KEYS = ("db_password", "rpc_secret")
+SECRET_KEYS = ("db_password", "rpc_secret", "redis_password")
+#: The venv's commands a user types; linked into ``Settings.bin_dir``.
+COMMANDS = ("backend.ai", "bai-install", "bai-manager", "bai-agent")
 
 
 class Settings(BaseModel):
@@ -21,6 +23,9 @@ class Settings(BaseModel):
 
     # where things live
     venv: str = "/opt/bai/venv"
+    # holds only links to our commands (COMMANDS), put on PATH by /etc/profile.d/bai.sh and by
+    # the client env file (the whole venv/bin would shadow python, pip, ...)
+    bin_dir: str = "/opt/bai/bin"
     config_dir: str = "/etc/backend.ai"
     state_dir: str = "/var/lib/bai"
     log_dir: str = "/var/log/bai"
@@ -40,6 +45,7 @@ class Settings(BaseModel):
     redis_port: int = 6379
     redis_addr: str = "127.0.0.1:6379"  # what goes into etcd config/redis/addr
     redis_maxmemory: str = "512mb"
+    redis_password: str = ""  # generated (secrets file); requirepass, etcd config/redis/password
 
     # etcd
     etcd_listen: str = "127.0.0.1"
@@ -86,6 +92,10 @@ class Settings(BaseModel):
         return f"{self.config_dir}/secrets.toml"
 
     @property
+    def path_line(self) -> str:
+        return path_line(self.bin_dir)
+
+    @property
     def endpoint(self) -> str:
         return f"http://{self.manager_addr}"
 
@@ -95,6 +105,11 @@ class Settings(BaseModel):
 
     def bin(self, name: str) -> str:
         return f"{self.venv}/bin/{name}"
+
+
+def path_line(bin_dir: str) -> str:
+    """A shell line that puts ``bin_dir`` first on PATH, once (sourcing it twice is a no-op)."""
+    return f'case ":$PATH:" in *":{bin_dir}:"*) ;; *) PATH="{bin_dir}:$PATH"; export PATH ;; esac'
 
 
 def generate_secrets(existing: dict[str, str]) -> dict[str, str]:

@@ -36,8 +36,15 @@ def test_listening_on_loopback_only(h: Any) -> None:
         assert addrs == {"127.0.0.1"}, f"{service} listens on {addrs or 'nothing'}"
 
 
+REDIS_AUTH = ("REDISCLI_AUTH=\"$(sed -n 's/^redis_password = \"\\(.*\\)\"$/\\1/p' "
+              "/etc/backend.ai/secrets.toml)\" ")
+
+
 def test_services_answer(h: Any) -> None:
-    assert h.run("redis-cli -h 127.0.0.1 ping").stdout.strip() == "PONG"
+    # Redis wants the password of the secrets file: without it, NOAUTH
+    assert h.run("redis-cli -h 127.0.0.1 ping").stdout.strip().startswith("NOAUTH")
+    assert h.run(f"{REDIS_AUTH}redis-cli --no-auth-warning -h 127.0.0.1 ping").stdout.strip() == "PONG"
+    assert h.run("stat -c '%a %U:%G' /etc/redis/bai-auth.conf").stdout.strip() == "640 root:redis"
     etcdctl = "ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:2379"
     r = h.run(f"{etcdctl} put /t/k v && {etcdctl} get /t/k --print-value-only")
     assert r.stdout.split()[-1] == "v", r.stderr
@@ -55,7 +62,8 @@ def test_config_change_restarts_only_that_service(h: Any) -> None:
                else "redis | Restart bai-redis on changed config")
     assert [label for label, changed in h.runs[2].items() if changed] == [
         "redis | Max memory", restart]
-    assert h.run("redis-cli -h 127.0.0.1 config get maxmemory").stdout.split()[-1] == "134217728"
+    r = h.run(f"{REDIS_AUTH}redis-cli --no-auth-warning -h 127.0.0.1 config get maxmemory")
+    assert r.stdout.split()[-1] == "134217728", r.stdout + r.stderr
 
 
 # -- the systemd path -----------------------------------------------------------------------------

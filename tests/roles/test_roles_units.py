@@ -111,3 +111,76 @@ def test_client_env_file(tmp_path: Path) -> None:
                         "$BACKEND_SECRET_KEY $BACKEND_ENDPOINT_TYPE"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.split() == ["http://127.0.0.1:8081", "AKIATEST", "s3cr$t", "api"]
+
+
+def _sh(script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """bash with an empty environment (PATH from the test only), as a fresh shell has."""
+    return subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c", script],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_client_env_puts_the_commands_on_path_once(tmp_path: Path) -> None:
+    src = tmp_path / "fixture.json"
+    src.write_text('{"access_key": "AKIATEST", "secret_key": "s", "endpoint": "http://x:1"}')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "backend.ai").write_text("#!/bin/sh\necho bai-cli\n")
+    (bin_dir / "backend.ai").chmod(0o755)
+    out = tmp_path / "client.env"
+    probe.client_env(str(src), "http://fallback", str(out), str(bin_dir))
+    r = _sh(f". {out}; . {out}; backend.ai; echo $PATH", PATH="/usr/bin:/bin")
+    assert r.stdout.split() == ["bai-cli", f"{bin_dir}:/usr/bin:/bin"], r.stderr
+    assert settings_mod.path_line(str(bin_dir)) in out.read_text().splitlines()
+
+
+def test_profile_snippet_puts_bin_dir_first_once() -> None:
+    s = settings_mod.Settings()
+    text = base.profile_text(s)
+    r = _sh(f"{text}\n{text}\necho $PATH", PATH="/usr/local/bin:/usr/bin")
+    assert r.stdout.strip() == "/opt/bai/bin:/usr/local/bin:/usr/bin"
+
+
+def test_command_links_converge(tmp_path: Path) -> None:
+    def venv(name: str) -> Path:
+        b = tmp_path / name / "bin"
+        b.mkdir(parents=True)
+        for cmd in settings_mod.COMMANDS:
+            (b / cmd).write_text("#!/bin/sh\n")
+        return tmp_path / name
+
+    bin_dir = tmp_path / "links"
+    s = settings_mod.Settings(venv=str(venv("venv1")), bin_dir=str(bin_dir))
+    check, commands = base.command_links(s)
+
+    def ok() -> bool:
+        return _sh(check, PATH="/usr/bin:/bin").returncode == 0
+
+    def apply(s: settings_mod.Settings) -> None:
+        r = _sh(base.command_links(s)[1][0], PATH="/usr/bin:/bin")
+        assert r.returncode == 0, r.stderr
+
+    assert not ok()
+    apply(s)
+    assert ok()
+    assert {p.name: os.readlink(p) for p in bin_dir.iterdir()} == {
+        cmd: f"{s.venv}/bin/{cmd}" for cmd in settings_mod.COMMANDS}
+    # a stale link of ours goes, a file that is not a link stays untouched
+    (bin_dir / "bai-old").symlink_to(f"{s.venv}/bin/bai-old")
+    (bin_dir / "notes").write_text("mine")
+    assert not ok()
+    apply(s)
+    assert ok() and not (bin_dir / "bai-old").is_symlink() and (bin_dir / "notes").read_text() == "mine"
+    # another venv: every link follows it
+    s2 = settings_mod.Settings(venv=str(venv("venv2")), bin_dir=str(bin_dir))
+    assert _sh(base.command_links(s2)[0], PATH="/usr/bin:/bin").returncode != 0
+    apply(s2)
+    assert os.readlink(bin_dir / "backend.ai") == f"{s2.venv}/bin/backend.ai"
+
+
+def test_redis_password_stays_off_command_lines() -> None:
+    s = settings_mod.build({}, {"redis_password": "pw-xyz", "db_password": "d", "rpc_secret": "r"})
+    assert redis.auth_text(s).splitlines()[-1] == "requirepass pw-xyz"
+    ready = redis.service(s).ready
+    assert "REDISCLI_AUTH=" in ready and "pw-xyz" not in ready
+    assert "pw-xyz" not in bai.redis_stamp(s)
+    assert bai.redis_stamp(s) != bai.redis_stamp(s.model_copy(update={"redis_password": "other"}))
