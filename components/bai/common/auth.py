@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,20 @@ ACCEPTED_VERSIONS: frozenset[str] = frozenset(
     }
 )
 CLOCK_SKEW_SECONDS = 15 * 60
+#: Hashes a request may be signed with: the original allows ``hashlib.algorithms_guaranteed``, but
+#: the SHAKE functions need a digest length that HMAC cannot give them, so they cannot sign.
+SUPPORTED_HASHES: frozenset[str] = frozenset(
+    name for name in hashlib.algorithms_guaranteed if not name.startswith("shake_")
+)
+#: Longest header values worth parsing; anything longer is malformed, not a credential.
+MAX_AUTHORIZATION_LENGTH = 1024
+MAX_DATE_LENGTH = 64
+# An access key is printable ASCII (no blank, ``,`` or ``:``, which delimit it); a signature is
+# hex. Checked before any lookup, so odd bytes never reach the database or compare_digest.
+_ACCESS_KEY = re.compile(r"[!-+\--9;-~]{1,64}")
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{1,256}")
+#: Headers are decoded with ``surrogateescape``: encoding back the same way signs the bytes sent.
+_ENCODING = ("utf-8", "surrogateescape")
 
 
 def parse_api_version(value: str) -> tuple[int, str]:
@@ -41,13 +56,23 @@ def parse_api_version(value: str) -> tuple[int, str]:
 
 
 def parse_date(value: str) -> datetime:
-    """Parse a request Date header as the original does (naive means UTC)."""
+    """Parse a request Date header as the original does (naive means UTC); ValueError if it is
+    not a date (including overlong values and dates out of datetime's range)."""
+    if len(value) > MAX_DATE_LENGTH:
+        raise ValueError("Date header too long")
     try:
         parsed = datetime.fromisoformat(value)  # the SDK's format; ~50x faster than dateutil
     except ValueError:
-        parsed = dateutil.parser.parse(value)
+        try:
+            parsed = dateutil.parser.parse(value)
+        except (OverflowError, TypeError) as exc:  # dateutil's other ways of saying "not a date"
+            raise ValueError(str(exc)) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    try:
+        parsed.astimezone(UTC)  # an offset that leaves datetime's range cannot be compared
+    except OverflowError as exc:
+        raise ValueError(str(exc)) from None
     return parsed
 
 
@@ -66,7 +91,7 @@ def string_to_sign(
             f"{version_label}:{api_version}",
             body_hash,
         ]
-    ).encode("utf-8")
+    ).encode(*_ENCODING)
 
 
 def signature(
@@ -76,7 +101,7 @@ def signature(
     """Hex HMAC signature of a request, exactly as the original computes it."""
     date = parse_date(date_str)
     k1 = hmac.new(secret_key.encode(), date.strftime("%Y%m%d").encode(), hash_name).digest()
-    sign_key = hmac.new(k1, host.encode(), hash_name).digest()
+    sign_key = hmac.new(k1, host.encode(*_ENCODING), hash_name).digest()
     msg = string_to_sign(method, path, date_str, host, content_type, api_version, hash_name, version_label)
     return hmac.new(sign_key, msg, hash_name).hexdigest()
 
@@ -107,7 +132,10 @@ class AuthorizationHeader:
 
 
 def parse_authorization(value: str) -> AuthorizationHeader:
-    """Parse ``BackendAI signMethod=HMAC-SHA256, credential=AK:SIG``; raises ValueError."""
+    """Parse ``BackendAI signMethod=HMAC-SHA256, credential=AK:SIG``; raises ValueError for
+    anything else, including unsupported hashes and credentials that are not ASCII key and hex."""
+    if len(value) > MAX_AUTHORIZATION_LENGTH:
+        raise ValueError("Malformed authorization header")
     scheme, _, rest = value.strip().partition(" ")
     if scheme not in ("BackendAI", "Sorna"):
         raise ValueError("Invalid authorization type name")
@@ -125,4 +153,8 @@ def parse_authorization(value: str) -> AuthorizationHeader:
     mac, _, hash_name = method.partition("-")
     if not sep or not access_key or not sig or mac.lower() != "hmac" or not hash_name:
         raise ValueError("Missing or malformed authorization parameters")
+    if not _ACCESS_KEY.fullmatch(access_key) or not _SIGNATURE.fullmatch(sig):
+        raise ValueError("Missing or malformed authorization parameters")
+    if hash_name.lower() not in SUPPORTED_HASHES:
+        raise ValueError("Unsupported signing hash algorithm")
     return AuthorizationHeader(scheme, hash_name.lower(), access_key, sig)

@@ -55,6 +55,35 @@ class ManagerSection(Section):
     event_retries: int = Field(6, alias="event-retries", ge=1)
 
 
+class AuthConfig(Section):
+    """``[auth]``: anonymous sign-up and the throttling of password checks."""
+
+    #: ``POST /auth/signup`` creates accounts only when the operator turns it on (403 otherwise).
+    signup_enabled: bool = Field(False, alias="signup-enabled")
+    #: Keypair resource policy of signed-up users; it must exist and limit at least cpu and mem.
+    signup_resource_policy: str = Field("signup-default", alias="signup-resource-policy", min_length=1)
+    #: Failed logins (and sign-ups) allowed per client address and per user name in one window;
+    #: past it, 429 with Retry-After and no password check at all.
+    max_failed_attempts: int = Field(10, alias="max-failed-attempts", ge=1)
+    #: The window of ``max-failed-attempts``, in seconds.
+    failed_attempts_window: int = Field(60, alias="failed-attempts-window", ge=1)
+    #: Password hashes (600k-round PBKDF2) computed at once; more requests wait their turn.
+    max_concurrent_hashing: int = Field(2, alias="max-concurrent-hashing", ge=1)
+    #: Requests waiting for a hashing slot beyond which further ones are refused with 429.
+    max_hashing_queue: int = Field(32, alias="max-hashing-queue", ge=0)
+    #: Peers (e.g. the webserver) whose ``X-Forwarded-For`` names the client address.
+    trusted_proxies: frozenset[str] = Field(frozenset(), alias="trusted-proxies")
+
+
+class GraphQLConfig(Section):
+    """``[graphql]``: limits checked before a query is validated or run."""
+
+    max_document_size: int = Field(32 * 1024, alias="max-document-size", ge=64)  # bytes of the query
+    max_depth: int = Field(16, alias="max-depth", ge=1)  # nested selections; introspection needs 13
+    max_fields: int = Field(1000, alias="max-fields", ge=1)  # fields selected, fragments expanded
+    max_aliases: int = Field(30, alias="max-aliases", ge=0)  # aliased fields, fragments expanded
+
+
 class LoggingConfig(Section):
     level: str = "INFO"
 
@@ -67,6 +96,8 @@ class ManagerConfig(Section):
     etcd: EtcdConfig = EtcdConfig()
     db: DBConfig = DBConfig()
     manager: ManagerSection = ManagerSection()
+    auth: AuthConfig = AuthConfig()
+    graphql: GraphQLConfig = GraphQLConfig()
     logging: LoggingConfig = LoggingConfig()
     debug: DebugConfig = DebugConfig()
 

@@ -16,11 +16,14 @@ class ApiError(Exception):
     error_type: ClassVar[str] = PROBS + "general-error"
     title: ClassVar[str] = "General Backend API Error."
 
-    def __init__(self, msg: str | None = None, data: Any = None, *, title: str | None = None) -> None:
+    def __init__(self, msg: str | None = None, data: Any = None, *, title: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(msg or self.title)
         self.msg = msg
         self.data = data
         self._title = title
+        #: Extra response headers (e.g. ``Retry-After``).
+        self.headers: dict[str, str] = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"type": self.error_type, "title": self._title or self.title}
@@ -35,7 +38,7 @@ class ApiError(Exception):
             status=self.status,
             body=json.dumps(self.body()).encode(),
             content_type="application/problem+json",
-            headers=headers,
+            headers={**self.headers, **(headers or {})},
         )
 
 
@@ -117,6 +120,29 @@ class QuotaExceeded(ApiError):
 
 class RateLimitExceeded(ApiError):
     status, error_type, title = 429, PROBS + "rate-limit-exceeded", "You have reached your API query rate limit."
+
+
+class TooManyRequests(ApiError):
+    """Refused for now; ``Retry-After`` (seconds) says when to come back."""
+
+    status, error_type, title = 429, PROBS + "too-many-requests", "Too many requests."
+
+    def __init__(self, retry_after: int, msg: str | None = None) -> None:
+        super().__init__(msg, {"retry_after": retry_after}, headers={"Retry-After": str(retry_after)})
+
+
+class TooManyFailedAttempts(TooManyRequests):
+    """Login or sign-up throttled (the original webserver's answer to repeated failed logins)."""
+
+    title = "Too many failed login attempts."
+
+
+class SignupDisabled(GenericForbidden):
+    title = "Sign-up is disabled on this server."
+
+
+class ServerMisconfigured(ApiError):
+    status, error_type, title = 500, PROBS + "server-misconfigured", "Service misconfigured."
 
 
 class InternalServerError(ApiError):

@@ -1,5 +1,8 @@
 """Fixtures for the /auth endpoints: a fresh migrated database per test module on the half-stack's
-PostgreSQL, and an app with the real middlewares, a real ManagerContext and only the /auth routes."""
+PostgreSQL, and an app with the real middlewares, a real ManagerContext and only the /auth routes.
+
+A test module may set ``AUTH_CONFIG`` (an ``AuthConfig``); by default sign-up is enabled and the
+failed-attempt throttle is set high enough not to interfere with tests of other behaviour."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from bai.common.events import REDIS_DB_RATELIMIT
 from bai.manager.api import auth
 from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
-from bai.manager.config import DBConfig, ManagerConfig
+from bai.manager.config import AuthConfig, DBConfig, ManagerConfig
 from bai.manager.services.context import ManagerContext
 from bai.manager.store import fixtures
 from bai.manager.store import tables as t
@@ -32,6 +35,7 @@ from tests.fixtures.halfstack import HalfStack
 
 PROBS = "https://api.backend.ai/probs/"
 ADMIN_PASSWORD = "admin-pass-" + secrets.token_hex(4)
+DEFAULT_AUTH_CONFIG = AuthConfig(signup_enabled=True, max_failed_attempts=10_000)
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,21 @@ class AuthClient:
         self.ctx = ctx
         self.host = f"127.0.0.1:{client.port}"
 
-    async def call(self, method: str, path: str, body: Any = None, creds: Creds | None = None) -> Reply:
+    async def call(self, method: str, path: str, body: Any = None, creds: Creds | None = None,
+                   headers: dict[str, str] | None = None) -> Reply:
+        reply, _ = await self.call_with_headers(method, path, body, creds, headers)
+        return reply
+
+    async def call_with_headers(self, method: str, path: str, body: Any = None, creds: Creds | None = None,
+                                extra: dict[str, str] | None = None) -> tuple[Reply, dict[str, str]]:
         ctype = "text/plain" if body is None else "application/json"
-        headers = {"Host": self.host, "Content-Type": ctype, "X-BackendAI-Version": API_VERSION}
+        headers = {"Host": self.host, "Content-Type": ctype, "X-BackendAI-Version": API_VERSION, **(extra or {})}
         if creds is not None:
             signed = sign_request(creds.access_key, creds.secret_key, method, path, self.host, ctype)
             headers.update({"Date": signed.date, "Authorization": signed.authorization})
         data = None if body is None else json.dumps(body).encode()
         async with self.client.request(method, path, data=data, headers=headers) as resp:
-            return Reply(resp.status, resp.content_type, await resp.json(content_type=None))
+            return Reply(resp.status, resp.content_type, await resp.json(content_type=None)), dict(resp.headers)
 
 
 @dataclass
@@ -99,8 +109,12 @@ class AuthEnv:
         """A fresh user through the API: (email, password, its keypair)."""
         email = f"u{secrets.token_hex(4)}@example.com"
         password = "pw-" + secrets.token_hex(6)
+        # A fresh client address each time, for modules that trust the test client as a proxy
+        # (and so throttle sign-ups per X-Forwarded-For); ignored elsewhere.
+        address = f"192.0.2.{secrets.randbelow(250) + 1}"
         reply = await self.api.call("POST", "/auth/signup",
-                                    {"domain": "default", "email": email, "password": password, **extra})
+                                    {"domain": "default", "email": email, "password": password, **extra},
+                                    headers={"X-Forwarded-For": address})
         assert reply.status == 201, reply.body
         return email, password, Creds(reply.body["access_key"], reply.body["secret_key"])
 
@@ -118,8 +132,9 @@ async def env(halfstack: HalfStack, request: pytest.FixtureRequest) -> AsyncIter
             admin = await fixtures.populate(conn, admin_password=ADMIN_PASSWORD)
         app = web.Application(middlewares=[problem_middleware, auth_middleware])
         app.on_response_prepare.append(on_prepare)
+        auth_config = getattr(request.module, "AUTH_CONFIG", DEFAULT_AUTH_CONFIG)
         ctx = ManagerContext(
-            config=ManagerConfig(), db=engine, redis_stream=rate_redis, redis_ratelimit=rate_redis,
+            config=ManagerConfig(auth=auth_config), db=engine, redis_stream=rate_redis, redis_ratelimit=rate_redis,
             etcd=None, agents=None, events=None,  # type: ignore[arg-type]  # unused by /auth
         )
         app[CTX] = ctx

@@ -129,7 +129,7 @@ async def test_signup_creates_user_keypair_and_membership(env: AuthEnv) -> None:
     assert password not in user.password and fixtures.verify_password(password, user.password)
     [kp] = await env.keypairs_of(email)
     assert (kp.access_key, kp.secret_key, kp.rate_limit, kp.resource_policy, kp.is_active, kp.is_admin) == (
-        creds.access_key, creds.secret_key, 1000, "default", True, False)
+        creds.access_key, creds.secret_key, 1000, fixtures.SIGNUP_POLICY, True, False)
     async with env.engine.connect() as conn:
         group = await conn.scalar(
             sa.select(t.groups.c.name).join(t.association_groups_users,

@@ -20,7 +20,7 @@ from bai.manager.services import auth as svc
 from bai.manager.services.schemas import parse
 
 from .keys import CTX, requester
-from .middlewares import auth_required, read_params
+from .middlewares import auth_required, client_address, read_params
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ async def authorize(request: web.Request) -> web.Response:
     if p.type != "keypair":
         raise errors.InvalidAPIParameters("Unsupported authorization type")
     log.info("AUTH.AUTHORIZE(d:%s, u:%s, passwd:****, type:%s)", p.domain, p.username, p.type)
-    got = await svc.authorize(request.app[CTX], p.domain, p.username, p.password)
+    ctx = request.app[CTX]
+    got = await svc.authorize(ctx, p.domain, p.username, p.password,
+                              client_address(request, ctx.config.auth.trusted_proxies))
     return web.json_response({"data": {"access_key": got.access_key, "secret_key": got.secret_key,
                                        "role": got.role, "status": got.status}})
 
@@ -102,10 +104,11 @@ async def authorize(request: web.Request) -> web.Response:
 async def signup(request: web.Request) -> web.Response:
     p: SignupParams = parse(SignupParams, await read_params(request))
     log.info("AUTH.SIGNUP(d:%s, email:%s, passwd:****)", p.domain, p.email)
-    ak, sk = await svc.signup(request.app[CTX], svc.Signup(
+    ctx = request.app[CTX]
+    ak, sk = await svc.signup(ctx, svc.Signup(
         domain=p.domain, email=p.email, password=p.password, username=p.username,
         full_name=p.full_name, description=p.description,
-    ))
+    ), client_address(request, ctx.config.auth.trusted_proxies))
     return web.json_response({"access_key": ak, "secret_key": sk}, status=201)
 
 

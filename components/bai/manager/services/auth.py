@@ -2,7 +2,9 @@
 changes, roles and per-keypair SSH keys.
 
 Passwords are only ever handled as PBKDF2 hashes (``store.fixtures``); hashing and verifying
-run in a worker thread so the event loop keeps serving other requests meanwhile.
+run in a worker thread so the event loop keeps serving other requests meanwhile, a few at a time
+(``throttle.HashingGate``). Logins and sign-ups are throttled per client address and per user
+name before any hashing (``throttle.AttemptThrottle``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from bai.manager import errors
+from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import users as store
 from bai.manager.store.fixtures import generate_keypair, hash_password, verify_password
 from bai.manager.store.keypairs import Requester
 
 from .context import ManagerContext
+from .throttle import guard_of
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,17 @@ class NewPasswordMismatch(Exception):
     """``new_password`` and ``new_password2`` differ (answered with a non-problem 400)."""
 
 
-async def _verify(password: str, stored: str | None) -> bool:
-    return await asyncio.to_thread(verify_password, password, stored or _DUMMY_HASH) and stored is not None
+#: Slots a signed-up user's keypair policy must limit (a policy without them is unlimited there).
+REQUIRED_SIGNUP_SLOTS = ("cpu", "mem")
+
+
+async def _verify(ctx: ManagerContext, password: str, stored: str | None) -> bool:
+    ok = await guard_of(ctx).gate.run(verify_password, password, stored or _DUMMY_HASH)
+    return ok and stored is not None
+
+
+async def _hash(ctx: ManagerContext, password: str) -> str:
+    return await guard_of(ctx).gate.run(hash_password, password)
 
 
 @dataclass(frozen=True)
@@ -60,19 +73,25 @@ class Authorized:
     status: str
 
 
-async def authorize(ctx: ManagerContext, domain: str, username: str, password: str) -> Authorized:
-    """Check a user's password (``username`` is an email or a username) and hand out a keypair."""
+async def authorize(ctx: ManagerContext, domain: str, username: str, password: str,
+                    client: str = "unknown") -> Authorized:
+    """Check a user's password (``username`` is an email or a username) and hand out a keypair.
+
+    Every attempt counts against ``client`` (its address) and ``username`` until the password
+    proves right; past the limit the request is refused before any password is hashed."""
+    attempt = await guard_of(ctx).throttle.reserve("login", client, username)
     async with ctx.db.connect() as conn:
         candidates = await store.login_candidates(conn, domain, username)
     user = None
     for row in candidates:
-        if await _verify(password, row.password):
+        if await _verify(ctx, password, row.password):
             user = row
             break
     if not candidates:
-        await _verify(password, None)  # costs what a wrong password costs
+        await _verify(ctx, password, None)  # costs what a wrong password costs
     if user is None:
         raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
+    await attempt.forgive()  # the right password is not a failed attempt, whatever follows
     if user.status == "before-verification":
         raise errors.AuthorizationFailed("This account needs email verification.")
     if user.status != "active":
@@ -94,14 +113,34 @@ class Signup:
     description: str | None = None
 
 
-async def signup(ctx: ManagerContext, req: Signup) -> tuple[str, str]:
-    """Create the user, its keypair and its default-project membership in one transaction."""
-    password_hash = await asyncio.to_thread(hash_password, req.password)
+async def _signup_policy(ctx: ManagerContext) -> str:
+    """The configured policy of signed-up keypairs, if it exists and limits every required slot."""
+    name = ctx.config.auth.signup_resource_policy
+    async with ctx.db.connect() as conn:
+        policy = await keypair_store.get_policy(conn, name)
+    unlimited = [s for s in REQUIRED_SIGNUP_SLOTS if policy is None or s not in policy.total_resource_slots]
+    if unlimited:
+        log.error("sign-up refused: keypair resource policy %r %s", name,
+                  "does not exist" if policy is None else f"has no limit for {', '.join(unlimited)}")
+        raise errors.ServerMisconfigured("Sign-up is not available: its resource policy is not set up.")
+    return name
+
+
+async def signup(ctx: ManagerContext, req: Signup, client: str = "unknown") -> tuple[str, str]:
+    """Create the user, its keypair and its default-project membership in one transaction.
+
+    Only when the operator enabled sign-up; every attempt counts against ``client`` (its address)
+    and the email in the throttle, and signed-up keypairs get the configured, capped policy."""
+    if not ctx.config.auth.signup_enabled:
+        raise errors.SignupDisabled("Sign-up is disabled; ask the administrator for an account.")
+    await guard_of(ctx).throttle.reserve("signup", client, req.email)
+    policy = await _signup_policy(ctx)
+    password_hash = await _hash(ctx, req.password)
     access_key, secret_key = generate_keypair()
     new = store.NewUser(
         domain=req.domain, email=req.email, username=req.username or req.email, password_hash=password_hash,
         full_name=req.full_name or "", description=req.description or "",
-        access_key=access_key, secret_key=secret_key,
+        access_key=access_key, secret_key=secret_key, keypair_policy=policy,
     )
     try:
         async with ctx.db.begin() as conn:
@@ -128,7 +167,7 @@ async def signout(ctx: ManagerContext, r: Requester, name: str, password: str) -
     user = await _caller(ctx, r)
     if name not in (user.email, user.username):
         raise errors.GenericForbidden("Not the account owner")
-    if not await _verify(password, user.password):
+    if not await _verify(ctx, password, user.password):
         raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
     async with ctx.db.begin() as conn:
         access_keys = await store.deactivate_user(conn, user.uuid)
@@ -138,11 +177,11 @@ async def signout(ctx: ManagerContext, r: Requester, name: str, password: str) -
 
 async def update_password(ctx: ManagerContext, r: Requester, old: str, new: str, new2: str) -> None:
     user = await _caller(ctx, r)
-    if not await _verify(old, user.password):
+    if not await _verify(ctx, old, user.password):
         raise errors.AuthorizationFailed("Old password mismatch")
     if new != new2:
         raise NewPasswordMismatch()
-    password_hash = await asyncio.to_thread(hash_password, new)
+    password_hash = await _hash(ctx, new)
     async with ctx.db.begin() as conn:
         await store.set_password(conn, user.uuid, password_hash)
 

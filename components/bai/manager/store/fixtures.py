@@ -17,6 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import tables as t
 
 ADMIN_EMAIL = "admin@lablup.com"
+#: The keypair resource policy of signed-up users (also created by migration 0003): real slot
+#: limits, never the unlimited ``default``.
+SIGNUP_POLICY = "signup-default"
+SIGNUP_POLICY_LIMITS = {"total_resource_slots": {"cpu": "2", "mem": str(4 * 2**30)},
+                        "max_concurrent_sessions": 2, "max_containers_per_session": 1,
+                        "default_for_unspecified": "LIMITED", "idle_timeout": 3600}
 DEFAULT_IMAGE_ALIASES = {"python": "bai.local/stable/python:3.11-debian12"}
 
 
@@ -59,6 +65,10 @@ async def populate(conn: AsyncConnection, admin_password: str | None = None) -> 
         insert(t.keypair_resource_policies)
         .values(name="default", total_resource_slots={}, max_concurrent_sessions=30,
                 max_containers_per_session=1, idle_timeout=3600)
+        .on_conflict_do_nothing()
+    )
+    await conn.execute(
+        insert(t.keypair_resource_policies).values(name=SIGNUP_POLICY, **SIGNUP_POLICY_LIMITS)
         .on_conflict_do_nothing()
     )
     await conn.execute(

@@ -74,6 +74,18 @@ async def get_requester(conn: AsyncConnection, access_key: str) -> Requester | N
     )
 
 
+async def get_policy(conn: AsyncConnection, name: str) -> KeypairPolicy | None:
+    p = t.keypair_resource_policies
+    row = (await conn.execute(
+        sa.select(p.c.name, p.c.total_resource_slots, p.c.max_concurrent_sessions, p.c.max_containers_per_session)
+        .where(p.c.name == name)
+    )).first()
+    if row is None:
+        return None
+    return KeypairPolicy(row.name, slots_from_json(row.total_resource_slots),
+                         row.max_concurrent_sessions, row.max_containers_per_session)
+
+
 async def resolve_group(conn: AsyncConnection, domain: str, group: str, user_uuid: uuid.UUID) -> uuid.UUID | None:
     """The project the user belongs to, by name (or id) within the domain."""
     cond = t.groups.c.name == group

@@ -201,7 +201,13 @@ sessions = sa.Table(
     _created(),
     sa.Column("terminated_at", sa.DateTime(timezone=True)),
     sa.Column("starts_at", sa.DateTime(timezone=True)),
+    # 0003: one live session per name and owner, enforced here so concurrent creates cannot race.
+    sa.Index("uq_sessions_access_key_name_live", "access_key", "name", unique=True,
+             postgresql_where=sa.text("status NOT IN ('TERMINATED', 'CANCELLED')")),
 )
+
+#: The unique index a duplicate live session name violates (see ``sessions`` above).
+UNIQUE_LIVE_SESSION_NAME = "uq_sessions_access_key_name_live"
 
 kernels = sa.Table(
     "kernels", metadata,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import tables as t
 
 SIGNUP_RATE_LIMIT = 1000
-DEFAULT_POLICY = "default"
+DEFAULT_POLICY = "default"  # the user resource policy (the keypair policy is configured)
 DEFAULT_GROUP = "default"
 
 _user_cols = (t.users.c.uuid, t.users.c.email, t.users.c.username, t.users.c.password,
@@ -64,6 +64,7 @@ class NewUser:
     description: str
     access_key: str
     secret_key: str
+    keypair_policy: str
 
 
 async def insert_signup(conn: AsyncConnection, new: NewUser) -> uuid.UUID:
@@ -76,7 +77,7 @@ async def insert_signup(conn: AsyncConnection, new: NewUser) -> uuid.UUID:
     ))
     await conn.execute(sa.insert(t.keypairs).values(
         access_key=new.access_key, secret_key=new.secret_key, user_id=new.email, user=user_uuid,
-        is_active=True, is_admin=False, rate_limit=SIGNUP_RATE_LIMIT, resource_policy=DEFAULT_POLICY,
+        is_active=True, is_admin=False, rate_limit=SIGNUP_RATE_LIMIT, resource_policy=new.keypair_policy,
     ))
     await conn.execute(
         sa.update(t.users).where(t.users.c.uuid == user_uuid).values(main_access_key=new.access_key)
