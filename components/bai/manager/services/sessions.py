@@ -99,15 +99,7 @@ class SessionService:
         async with self.ctx.db.connect() as conn:
             existing = await store.find_by_ref(conn, req.name, owner.access_key)
             if existing:
-                row = existing[0]
-                if req.reuse_if_exists and await self._same_image(conn, row.image, req.image, req.architecture):
-                    live_kernels = await store.kernels_of(conn, row.id)
-                    main = next((k for k in live_kernels if k.cluster_role == "main"), None)
-                    return {
-                        "sessionId": str(row.id), "sessionName": row.name, "status": row.status,
-                        "service_ports": main.service_ports if main else [], "created": False,
-                    }
-                raise errors.SessionAlreadyExists(data={"existingSessionId": str(row.id)})
+                return await self._existing_session(conn, existing[0], req)
 
             group_id = await keypair_store.resolve_group(conn, req.domain, req.group, owner.user_uuid)
             if group_id is None or req.domain != owner.domain_name:
@@ -151,8 +143,17 @@ class SessionService:
             }
         waiter = None if req.enqueue_only else self.ctx.waiters.add(session_id)
         try:
-            async with self.ctx.db.begin() as conn:
-                await store.insert_session(conn, session, kernels)
+            try:
+                async with self.ctx.db.begin() as conn:
+                    await store.insert_session(conn, session, kernels)
+            except store.DuplicateSessionName:
+                # A concurrent create of this name committed first (the unique index decides):
+                # answer as if its session had been there when this request looked.
+                async with self.ctx.db.connect() as conn:
+                    existing = await store.find_by_ref(conn, req.name, owner.access_key)
+                    if not existing:  # and it is already gone again
+                        raise errors.SessionAlreadyExists("A session of this name was just created.") from None
+                    return await self._existing_session(conn, existing[0], req)
             await self.ctx.events.broadcast("session_enqueued", self.ctx.manager_id, **self._event_args(session))
             self.ctx.request_schedule()
             if waiter is None:
@@ -169,6 +170,18 @@ class SessionService:
                 service_ports = service_ports_for_client(main.service_ports)
         return {"sessionId": str(session_id), "sessionName": req.name, "status": status,
                 "servicePorts": service_ports, "created": True}
+
+    async def _existing_session(self, conn: Any, row: Any, req: CreateSession) -> dict[str, Any]:
+        """The answer to a create whose name a live session of the owner already has: that
+        session (reuseIfExists, same image), or 400 session-already-exists."""
+        if req.reuse_if_exists and await self._same_image(conn, row.image, req.image, req.architecture):
+            live_kernels = await store.kernels_of(conn, row.id)
+            main = next((k for k in live_kernels if k.cluster_role == "main"), None)
+            return {
+                "sessionId": str(row.id), "sessionName": row.name, "status": row.status,
+                "service_ports": main.service_ports if main else [], "created": False,
+            }
+        raise errors.SessionAlreadyExists(data={"existingSessionId": str(row.id)})
 
     async def _same_image(self, conn: Any, current: str | None, ref: str, arch: str) -> bool:
         if current == ref:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.types import KernelStatus, SessionStatus
@@ -23,10 +24,20 @@ def _history(status: str, now: datetime) -> sa.ColumnElement[Any]:
     )
 
 
+class DuplicateSessionName(Exception):
+    """The owner already has a live session of this name (the unique index said so); the
+    transaction is aborted."""
+
+
 async def insert_session(conn: AsyncConnection, session: dict[str, Any], kernels: Sequence[dict[str, Any]]) -> None:
     now = datetime.now(UTC)
     session = {**session, "status": "PENDING", "status_history": {"PENDING": now.isoformat()}}
-    await conn.execute(sa.insert(t.sessions).values(**session))
+    try:
+        await conn.execute(sa.insert(t.sessions).values(**session))
+    except IntegrityError as exc:
+        if t.UNIQUE_LIVE_SESSION_NAME in str(exc.orig):
+            raise DuplicateSessionName(session.get("name")) from exc
+        raise
     await conn.execute(sa.insert(t.kernels), [
         {**k, "status": "PENDING", "status_changed": now, "status_history": {"PENDING": now.isoformat()}}
         for k in kernels
