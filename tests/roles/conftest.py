@@ -120,11 +120,28 @@ def _start(name: str, image: str, systemd: bool, started: list[str]) -> Node:
     return Node(name, "sleep")
 
 
+def _without_redis_password(h: Node) -> None:
+    """Make ``h`` look like a node installed before the installer set a Redis password, with
+    data in Redis that a migration must keep."""
+    restart = ("systemctl restart redis-server" if h.init == "systemd"
+               else "supervisorctl restart bai-redis >/dev/null")
+    r = h.run(
+        "set -e; sed -i '/^redis_password = /d' /etc/backend.ai/secrets.toml; "
+        "sed -i '/^include \\/etc\\/redis\\/bai-auth.conf$/d' /etc/redis/redis.conf; "
+        f"rm /etc/redis/bai-auth.conf; {restart}; "
+        "timeout 30 sh -c 'until [ \"$(redis-cli ping)\" = PONG ]; do sleep 0.1; done'; "
+        "redis-cli -n 3 set bai-kept yes >/dev/null; redis-cli -n 3 xadd bai-events '*' k v >/dev/null"
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.fixture(scope="session")
 def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
     """Both test hosts with postgresql, redis and etcd applied twice, in parallel, through the
     engine; ``host.runs`` holds {op label: changed} of each run. A third run applies the redis
-    role alone with another ``redis_maxmemory``, to see a config change restart the service."""
+    role alone with another ``redis_maxmemory``, to see a config change restart the service.
+    Then each host is put back to a node installed before the Redis password existed (no
+    password anywhere, a key and a stream entry in Redis), and a fourth run must migrate it."""
     from installer.engine import Phase, run
     from roles.etcd import etcd
     from roles.postgresql import postgresql
@@ -141,7 +158,11 @@ def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
                                               for h in hosts.values()}
         for targets, roles in ((plain, [postgresql, redis, etcd]),
                                (plain, [postgresql, redis, etcd]),
+                               (changed, [redis]),
                                (changed, [redis])):
+            if len(hosts["systemd"].runs) == 3:
+                for h in hosts.values():
+                    _without_redis_password(h)
             t0 = time.monotonic()
             result = run(targets, [Phase("halfstack", {t: roles for t in targets})])
             print(f"half-stack run {len(hosts['systemd'].runs) + 1}: "

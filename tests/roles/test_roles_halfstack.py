@@ -66,6 +66,18 @@ def test_config_change_restarts_only_that_service(h: Any) -> None:
     assert r.stdout.split()[-1] == "134217728", r.stdout + r.stderr
 
 
+def test_rerun_sets_a_redis_password_on_an_older_node_and_keeps_its_data(h: Any) -> None:
+    restart = ("redis | Restart redis-server.service on changed config" if h.init == "systemd"
+               else "redis | Restart bai-redis on changed config")
+    assert [label for label, changed in h.runs[3].items() if changed] == [
+        "redis | Write secrets file", "redis | Write the password file (requirepass)",
+        "redis | Include the password file", restart]
+    assert h.run("redis-cli -n 3 get bai-kept").stdout.strip().startswith("NOAUTH")
+    r = h.run(f"{REDIS_AUTH}redis-cli --no-auth-warning -n 3 get bai-kept; "
+              f"{REDIS_AUTH}redis-cli --no-auth-warning -n 3 xlen bai-events")
+    assert r.stdout.split() == ["yes", "1"], r.stdout + r.stderr
+
+
 # -- the systemd path -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -1,0 +1,60 @@
+"""The installed node's Redis wants the password the installer generated, listens on loopback
+only, and every daemon uses the password (a session still runs end to end: its events reach the
+manager through Redis)."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import AuthenticationError, ResponseError
+
+SECRETS = Path("/etc/backend.ai/secrets.toml")
+ETCD = "http://127.0.0.1:2379"
+PORT = 6379
+
+
+def _password() -> str:
+    value = tomllib.loads(SECRETS.read_text()).get("redis_password")
+    assert value, f"{SECRETS} has no redis_password: rerun `bash installer/bootstrap.sh`"
+    return str(value)
+
+
+def _client(password: str | None) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=PORT, password=password, socket_timeout=5,
+                       socket_connect_timeout=5)
+
+
+def test_unauthenticated_connection_gets_noauth() -> None:
+    with _client(None) as r, pytest.raises(AuthenticationError, match="(?i)authentication required"):
+        r.ping()
+    with _client(None) as r, pytest.raises(AuthenticationError):
+        r.xadd("events", {"forged": "heartbeat"})
+    with _client("not-the-password") as r, pytest.raises((AuthenticationError, ResponseError)):
+        r.ping()
+
+
+def test_password_from_the_secrets_file_is_the_one_in_etcd() -> None:
+    password = _password()
+    with _client(password) as r:
+        assert r.ping() is True
+    out = subprocess.run(["etcdctl", f"--endpoints={ETCD}", "--dial-timeout=3s", "get",
+                          "/sorna/local/config/redis/password", "--print-value-only"],
+                         env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"}, capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == password, out.stderr
+
+
+def test_redis_listens_on_loopback_only() -> None:
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{PORT}"], capture_output=True, text=True,
+                         timeout=30).stdout
+    addrs = {line.split()[3].rpartition(":")[0].strip("[]") for line in out.splitlines()}
+    assert addrs == {"127.0.0.1"}, out
+
+
+def test_daemons_work_with_the_password(bai) -> None:
+    # create -> RUNNING needs the agent's kernel events, which travel over Redis
+    assert bai("run", "--rm", "-c", "print(6*7)", "python").stdout == "42\n"
