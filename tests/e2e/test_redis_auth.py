@@ -13,6 +13,8 @@ import pytest
 import redis
 from redis.exceptions import AuthenticationError, ResponseError
 
+from .conftest import wait_until
+
 SECRETS = Path("/etc/backend.ai/secrets.toml")
 ETCD = "http://127.0.0.1:2379"
 PORT = 6379
@@ -66,3 +68,22 @@ def test_redis_listens_on_loopback_only() -> None:
 def test_daemons_work_with_the_password(bai) -> None:
     # create -> RUNNING needs the agent's kernel events, which travel over Redis
     assert bai("run", "--rm", "-c", "print(6*7)", "python").stdout == "42\n"
+
+
+def test_agent_heartbeats_reach_the_protected_stream() -> None:
+    """The agent writes its heartbeats (every 5 s) into the password-protected events stream."""
+    from bai.common.events import REDIS_DB_STREAM, STREAM_KEY
+
+    with redis.Redis(host="127.0.0.1", port=PORT, db=REDIS_DB_STREAM, password=_password(),
+                     socket_timeout=5) as r:
+        start_ms = int(r.time()[0] * 1000)
+
+        def fresh_heartbeat() -> bool:
+            for entry_id, fields in r.xrevrange(STREAM_KEY, count=50):
+                if int(entry_id.split(b"-")[0]) < start_ms:
+                    return False
+                if fields.get(b"name") == b"agent_heartbeat":
+                    return True
+            return False
+
+        wait_until(fresh_heartbeat, "an agent heartbeat newer than the test", deadline=20)
