@@ -201,9 +201,15 @@ async def test_postgres_restarted(cluster: Cluster, keeper: str) -> None:
 
     async def api_fails() -> bool:
         return not await api_answers()
-    # Keep it down until the manager has felt it (a database-backed request failed), then restart.
+    # Keep it down until the manager has felt it (a database-backed request failed, and the
+    # event loop is retrying a heartbeat it could not record), then restart.
     await until(api_fails, "the manager noticing the database is gone", 10)
     outage_status = statuses[-1]
+    log_before = cluster.manager.log.read_text(errors="replace").count("transient error")
+
+    async def retrying() -> bool:
+        return cluster.manager.log.read_text(errors="replace").count("transient error") > log_before
+    await until(retrying, "the event consumer retrying over the outage", 10)
     await asyncio.to_thread(cluster.pg.start, 30)
     pg_up = time.monotonic() - down
     back = datetime.now(UTC)

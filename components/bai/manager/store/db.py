@@ -1,7 +1,7 @@
 """Engine creation; every query module takes an AsyncConnection from here.
 
-Connections are pinged before use, so a PostgreSQL restart costs no request more than the
-reconnect; :func:`is_transient` tells the errors of a database (or Redis) that is away for a
+Connections that sat idle are pinged before use, so a PostgreSQL restart costs no request more
+than the reconnect; :func:`is_transient` tells the errors of a database (or Redis) that is away for a
 moment from real failures, and :func:`retry_transient` retries an operation over such a gap.
 """
 
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.exceptions as redis_exc
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -22,17 +24,46 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: A pooled connection idle for longer than this is pinged before use (see ``_ping_if_idle``).
+PING_IF_IDLE_FOR = 1.0
+
+
 def create_engine(cfg: DBConfig) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         cfg.dsn,
         pool_size=cfg.pool_size,
         max_overflow=cfg.max_overflow,
-        # A connection the server dropped (restart, failover) is replaced before it is used.
-        pool_pre_ping=True,
         pool_recycle=3600,
         connect_args={"timeout": 10, "command_timeout": 60},
         json_serializer=_dumps,
     )
+    _ping_if_idle(engine)
+    return engine
+
+
+def _ping_if_idle(engine: AsyncEngine) -> None:
+    """Pre-ping, but only connections that sat idle: a connection the server dropped (restart,
+    failover) is replaced before it is used, while a busy pool (the execute hot path returns and
+    takes connections back within milliseconds) pays no extra round trip. A connection that
+    breaks while busy invalidates the pool (SQLAlchemy's disconnect handling), and callers that
+    matter retry (:func:`retry_transient`)."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IF_IDLE_FOR:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa_exc.DisconnectionError(f"pooled connection is dead: {exc!r}") from exc
 
 
 def _dumps(value: object) -> str:
