@@ -79,8 +79,8 @@ class GraphQLConfig(Section):
     """``[graphql]``: limits checked before a query is validated or run."""
 
     max_document_size: int = Field(32 * 1024, alias="max-document-size", ge=64)  # bytes of the query
-    max_depth: int = Field(16, alias="max-depth", ge=1)  # nested selections; introspection needs 13
-    max_fields: int = Field(1000, alias="max-fields", ge=1)  # fields selected, fragments expanded
+    max_depth: int = Field(20, alias="max-depth", ge=1)  # nested selections; full introspection needs 15
+    max_fields: int = Field(500, alias="max-fields", ge=1)  # fields selected, fragments expanded; introspection: 229
     max_aliases: int = Field(30, alias="max-aliases", ge=0)  # aliased fields, fragments expanded
 
 

@@ -33,6 +33,7 @@ from bai.manager import errors
 from bai.manager.store import gql_queries as gq
 from bai.manager.store.keypairs import Requester
 
+from . import gql_limits
 from .keys import CTX, requester
 from .middlewares import auth_required, read_params
 
@@ -394,10 +395,18 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
 
 
 async def _execute(request: web.Request) -> dict[str, Any]:
+    limits = request.app[CTX].config.graphql
+    if (request.content_length or 0) > gql_limits.max_body_size(limits):
+        raise GraphQLAPIError(f"The request body is larger than {gql_limits.max_body_size(limits)} bytes.")
     body = await _read_body(request)
+    try:  # parsed, measured and validated in a worker thread (gql_limits)
+        prepared = await gql_limits.prepare_off_loop(SCHEMA, body["query"], limits)
+    except gql_limits.QueryTooComplex as exc:
+        raise GraphQLAPIError(str(exc), data=[{"message": str(exc)}]) from None
     ctx = GQLContext(requester(request), request.app[CTX].db)
     _, result = await graphql(SCHEMA, body, context_value=ctx, introspection=True, debug=False,
-                              logger=_ERROR_LOG, error_formatter=_format_error)
+                              logger=_ERROR_LOG, error_formatter=_format_error,
+                              **gql_limits.ariadne_hooks(prepared))
     return result
 
 
