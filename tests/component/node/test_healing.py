@@ -185,3 +185,25 @@ async def test_container_of_a_session_ended_while_its_agent_was_unreachable_is_r
 
 async def _cpu_is(node: Node, value: str) -> bool:
     return await occupied_cpu(node) == value
+
+
+async def test_a_blocking_create_answers_timeout_by_default(node: Node) -> None:
+    """maxWaitSeconds=0 no longer means "forever": after ``default-create-wait`` the original's
+    TIMEOUT answer comes back, and the session stays queued for the client to follow."""
+    ctx = node.client.app[CTX]
+    original = ctx.config
+    ctx.config = original.model_copy(update={
+        "manager": original.manager.model_copy(update={"default_create_wait": 1.0})})
+    try:
+        n = name()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        st, body = await node.call("POST", "/session", {  # more CPUs than the agent has: stays PENDING
+            "name": n, "image": "python", "config": {"resources": {"cpu": "64"}}})
+        took = loop.time() - began
+        assert st == 201 and body["status"] == "TIMEOUT", body
+        assert 1.0 <= took < 5.0
+        assert (await session_row(node, body["sessionId"])).status == "PENDING"
+        assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+    finally:
+        ctx.config = original
