@@ -16,7 +16,7 @@ import aiodocker
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
-from bai.common.events import DEAD_LETTER_KEY, REDIS_DB_STREAM, STREAM_KEY
+from bai.common.events import DEAD_LETTER_KEY, REDIS_DB_STREAM, STREAM_KEY, EventProducer
 from bai.manager.api.keys import CTX, SESSIONS
 from bai.manager.services.lifecycle import sweep_stuck_sessions
 from bai.manager.store import tables as t
@@ -77,12 +77,17 @@ async def test_forged_and_malformed_entries_are_dropped_and_the_flow_goes_on(nod
                                       "ts": "1", "sig": "ab" * 32})
         await redis.xadd(STREAM_KEY, {"name": "kernel_started", "source": agent_id, "args": "{oops"})
         await redis.xadd(STREAM_KEY, {"no": "fields"})
+        # authentic, but its handler fails (no kernel_id): set aside too, not retried forever
+        signed = EventProducer(redis, signing_key=node.client.app[CTX].events.signing_key)
+        await signed.produce("kernel_started", agent_id, session_id="not-even-a-uuid")
         sent = datetime.now(UTC)
         # the real heartbeats behind them are still handled ...
         await until(lambda: heartbeat_after(node, sent), "a heartbeat after the bad entries")
         dead = await until(lambda: redis.xrange(DEAD_LETTER_KEY), "entries on the dead-letter stream")
-        await until(lambda: _count(redis, 4), "the four bad entries set aside")
-        assert {d[1][b"error"] for d in await redis.xrange(DEAD_LETTER_KEY)} >= {b"unsigned", b"invalid signature"}
+        await until(lambda: _count(redis, 5), "the five bad entries set aside")
+        errors = [d[1][b"error"].decode() for d in await redis.xrange(DEAD_LETTER_KEY)]
+        assert {"unsigned", "invalid signature"} <= set(errors)
+        assert "KeyError('kernel_id')" in errors
         assert dead
         # ... and the forged address never reached the agents table
         row = await agent_row(node)
