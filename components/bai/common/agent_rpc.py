@@ -242,8 +242,8 @@ class AgentClient:
 
     Every call has a deadline: ``timeouts[method]`` (default :data:`DEFAULT_METHOD_TIMEOUTS`,
     ``timeout`` for methods not listed), connecting at most ``connect_timeout``.
-    ``on_unreachable(base_url)`` is called when the agent cannot be reached at all, so the
-    caller can reconcile with it once it is back."""
+    ``on_unreachable(base_url)`` is called when the agent cannot be reached or does not answer
+    in time, so the caller can reconcile with it once it is back."""
 
     def __init__(self, addr: str, secret: str, *, session: aiohttp.ClientSession | None = None,
                  timeout: float = 30.0, timeouts: dict[str, float] | None = None,
@@ -289,6 +289,8 @@ class AgentClient:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError as exc:
+            if self._on_unreachable is not None:  # whatever we asked may or may not have happened
+                self._on_unreachable(self.base_url)
             raise AgentTimeout(f"{method} on {self.base_url} timed out after {total:g} s") from exc
         except aiohttp.ClientError as exc:
             if self._on_unreachable is not None and isinstance(

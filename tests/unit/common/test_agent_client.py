@@ -22,11 +22,14 @@ async def test_each_method_has_its_own_deadline() -> None:
     app = web.Application()
     app.router.add_post("/rpc/{method}", _slow)
     async with TestServer(app, host="127.0.0.1") as server:
-        async with AgentClient(str(server.make_url("")), "s", timeouts={"list_kernels": 0.3}) as client:
+        seen: list[str] = []
+        async with AgentClient(str(server.make_url("")), "s", timeouts={"list_kernels": 0.3},
+                               on_unreachable=seen.append) as client:
             began = time.monotonic()
             with pytest.raises(AgentTimeout, match="list_kernels .* after 0.3 s"):
                 await client.list_kernels()
             assert time.monotonic() - began < 2
+            assert seen == [client.base_url]  # a destroy that timed out may not have happened
             assert client.timeout_for("destroy_kernel") == DEFAULT_METHOD_TIMEOUTS["destroy_kernel"]
             assert client.timeout_for("destroy_kernel") > client.timeout_for("ping")
 
