@@ -39,3 +39,39 @@ def test_api_versions() -> None:
     assert "v8.20240315" in auth.ACCEPTED_VERSIONS and "v3.20170615" not in auth.ACCEPTED_VERSIONS
     with pytest.raises(ValueError):
         auth.parse_api_version("8.2024")
+
+
+@pytest.mark.parametrize("header", [
+    "BackendAI signMethod=HMAC-SHA256, credential=AKIAé:abcdef",                 # non-ASCII key
+    "BackendAI signMethod=HMAC-SHA256, credential=AKIA\x00KEY:abcdef",           # control character
+    "BackendAI signMethod=HMAC-SHA256, credential=AKIAIOSFODNN7EXAMPLE:not-hex",
+    "BackendAI signMethod=HMAC-SHA256, credential=AKIAIOSFODNN7EXAMPLE:" + "ab" * 200,
+    "BackendAI signMethod=HMAC-SHAKE_128, credential=AK:abcdef",                 # no fixed digest size
+    "BackendAI signMethod=HMAC-NOPE, credential=AK:abcdef",
+    "BackendAI signMethod=HMAC-SHA256, credential=AK:ab, " + "x=y, " * 300,     # overlong
+])
+def test_unusable_credentials_rejected(header: str) -> None:
+    with pytest.raises(ValueError):
+        auth.parse_authorization(header)
+
+
+def test_supported_hashes_all_sign() -> None:
+    for name in sorted(auth.SUPPORTED_HASHES):
+        h = auth.sign_request("AKIAIOSFODNN7EXAMPLE", "secret", "GET", "/", "h:1", "text/plain", hash_name=name)
+        assert auth.parse_authorization(h.authorization).hash_name == name
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65, "not a date", "2026-13-45", "0001-01-01T00:00:00+23:59",
+                                   "99999999999999999999", "9999-12-31T23:59:59-23:59"])
+def test_bad_dates_are_value_errors(value: str) -> None:
+    with pytest.raises(ValueError):
+        auth.parse_date(value)
+
+
+def test_undecodable_header_bytes_are_signed_as_sent() -> None:
+    # aiohttp hands bytes that are not UTF-8 over as surrogate escapes; signing must not fail on
+    # them and must sign the original bytes.
+    host = b"127.0.0.1\xff".decode("utf-8", "surrogateescape")
+    sig = auth.signature("secret", "GET", "/", "2026-11-26T17:37:51+00:00", host, "text/plain", auth.API_VERSION)
+    assert sig != auth.signature("secret", "GET", "/", "2026-11-26T17:37:51+00:00", "127.0.0.1", "text/plain",
+                                 auth.API_VERSION)
