@@ -87,9 +87,11 @@ def parse_addr(addr: str, default_port: int) -> tuple[str, int]:
 
 
 @asynccontextmanager
-async def connect(addr: str, namespace: str) -> AsyncIterator[EtcdStore]:
+async def connect(addr: str, namespace: str, call_deadline: int = 10) -> AsyncIterator[EtcdStore]:
+    """``call_deadline`` (seconds) bounds every etcd call (gRPC deadline): a hung etcd must fail a
+    request, not hold it forever. We use no watches, whose streams such a deadline would cut."""
     host, port = parse_addr(addr, 2379)
-    client = aetcd.Client(host=host, port=port)
+    client = aetcd.Client(host=host, port=port, timeout=call_deadline)
     try:
         yield EtcdStore(client, namespace)
     finally:
