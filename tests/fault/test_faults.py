@@ -205,6 +205,7 @@ async def test_postgres_restarted(cluster: Cluster, keeper: str) -> None:
     # event loop is retrying a heartbeat it could not record), then restart.
     await until(api_fails, "the manager noticing the database is gone", 10)
     outage_status = statuses[-1]
+    assert outage_status == 503  # problem+json "service-unavailable", not a 500 with a traceback
     log_before = cluster.manager.log.read_text(errors="replace").count("transient error")
 
     async def retrying() -> bool:

@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 
 from bai.common import auth
 from bai.manager import errors
+from bai.manager.store.db import is_transient
 
 from .keys import API_VERSION, CTX, RATELIMIT, REQUESTER
 
@@ -64,7 +65,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         resp = err.response()
         resp.set_status(exc.status)
         return resp
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            # PostgreSQL or Redis is away for a moment (restart, failover): not a bug, and the
+            # client should retry, so no traceback and a 503 that says so.
+            log.warning("%s %s -> 503: a backing service is unreachable: %r", request.method, request.path, exc)
+            return errors.ServiceUnavailable(
+                "The database or Redis is unreachable at the moment; retry shortly.",
+                headers={"Retry-After": "1"}).response()
         log.exception("unhandled error in %s %s", request.method, request.path)
         return errors.InternalServerError().response()
     if not resp.prepared:
