@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -110,6 +112,12 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
     assert ulimits["nofile"]["Hard"] <= rlimits.getrlimit(rlimits.RLIMIT_NOFILE)[1]
     assert ulimits["memlock"]["Hard"] <= rlimits.getrlimit(rlimits.RLIMIT_MEMLOCK)[1]
     assert any(b.endswith(":/opt/bai/kernel/bai_kernel:ro") for b in host["Binds"])
+    # Confined: non-root, no capabilities, no privilege gain, pids and log limits, read-only mounts.
+    assert spec["Config"]["User"] == "1000:1000"
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+    assert host["SecurityOpt"] == ["no-new-privileges:true"] and host["PidsLimit"] == 4096
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": str(10 * 2**20), "max-file": "3"}}
+    assert all(b.endswith(":ro") for b in host["Binds"])
     labels = spec["Config"]["Labels"]
     assert labels["ai.backend.kernel-id"] == kernel_id
     assert labels["ai.backend.session-id"] == session_id
@@ -121,7 +129,10 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
     assert isinstance(await rpc.get_logs(kernel_id), str)
 
     ipc_dir = Path(agent.config.agent.ipc_base_path) / kernel_id
-    assert (ipc_dir / "agent.sock").is_socket()
+    # The agent's own socket in its own (root-owned) directory, connectable by the kernel user only.
+    sock = (ipc_dir / "agent.sock").lstat()
+    assert stat.S_ISSOCK(sock.st_mode) and (sock.st_uid, sock.st_gid, stat.S_IMODE(sock.st_mode)) == (1000, 1000, 0o600)
+    assert ipc_dir.lstat().st_uid == 0 and stat.S_IMODE(ipc_dir.lstat().st_mode) == 0o755
     stats = await rpc.destroy_kernel(kernel_id, session_id)
     assert stats["status"] == "terminated"
     terminated = await events.wait("kernel_terminated", source=agent_id, kernel_id=kernel_id)
@@ -133,6 +144,26 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
         await rpc.execute(session_id, kernel_id, None, "query", "1")
     with pytest.raises(KernelNotFound):
         await rpc.destroy_kernel(kernel_id, session_id)
+
+
+async def test_get_logs_is_a_bounded_tail(agent: AgentServer, rpc: AgentClient, events: EventLog,
+                                         kernel_image: str) -> None:
+    started = await create_kernel(rpc, events, agent.config.agent.id, kernel_config(kernel_image))
+    kernel_id = started["kernel_id"]
+    try:
+        # Each crash of user code leaves one line in the container log (the runner's stderr).
+        for code in range(3, 7):
+            assert (await rpc.execute(None, kernel_id, None, "query", f"import os; os._exit({code})"))["exitCode"] == code
+        lines = [f"bai-kernel: user-code process exited with status {code}\n" for code in range(3, 7)]
+        assert (await rpc.get_logs(kernel_id)).endswith("".join(lines))
+        assert await rpc.get_logs(kernel_id, tail_lines=2) == "".join(lines[-2:])
+        # The byte cap keeps the newest whole lines that fit and says it cut.
+        reply = await rpc.call("get_logs", {"kernel_id": kernel_id, "tail_lines": 10, "max_bytes": len(lines[-1]) + 5})
+        assert reply == {"logs": lines[-1], "truncated": True}
+        with pytest.raises(InvalidInput):
+            await rpc.call("get_logs", {"kernel_id": kernel_id, "tail_lines": 10**6})
+    finally:
+        await rpc.destroy_kernel(kernel_id)
 
 
 async def test_continue_and_input_through_rpc(agent: AgentServer, rpc: AgentClient, events: EventLog,
@@ -315,3 +346,52 @@ async def test_performance(agent: AgentServer, rpc: AgentClient, events: EventLo
           f"ratio {create_ms / raw_ms:.2f}")
     assert median_ms < 25
     assert create_ms < raw_ms * 3
+
+
+async def test_agent_killed_hard_readopts_kernels(agent_env: AgentEnv, events: EventLog, kernel_image: str) -> None:
+    """kill -9 of the agent process: the runner loses its connection, retries, and connects to
+    the next agent's socket; the kernel keeps its state and no kernel is lost or duplicated."""
+    agent_id = f"i-kill-{uuid.uuid4().hex[:8]}"
+    agent_env.agent_ids.append(agent_id)
+    toml = agent_env.root / f"{agent_id}.toml"
+    toml.write_text(
+        f'[etcd]\nnamespace = "{agent_env.namespace}"\naddr = "{agent_env.halfstack.etcd_addr}"\n'
+        f'[agent]\nid = "{agent_id}"\nrpc-listen-addr = "127.0.0.1:0"\n'
+        f'ipc-base-path = "{agent_env.root / "ipc"}"\nheartbeat-interval = 1.0\n'
+        '[resource]\nreserved-cpu = 0\nreserved-mem = "0"\n')
+
+    async def start_agent() -> tuple[asyncio.subprocess.Process, str]:
+        seen = len(events.find("agent_heartbeat", source=agent_id))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from bai.agent.cli import main; main()", "start", "--config", str(toml))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        while len(beats := events.find("agent_heartbeat", source=agent_id)) <= seen:
+            assert proc.returncode is None and loop.time() < end, "the agent did not come up"
+            await events._poll(200)
+        return proc, beats[-1]["args"]["addr"]
+
+    first, addr = await start_agent()
+    try:
+        async with AgentClient(addr, agent_env.secret) as rpc:
+            started = await create_kernel(rpc, events, agent_id, kernel_config(kernel_image))
+            kernel_id = started["kernel_id"]
+            await rpc.execute(None, kernel_id, None, "query", "state = 'kept'")
+    finally:
+        first.kill()
+        await first.wait()
+    began = time.perf_counter()
+    second, addr = await start_agent()
+    try:
+        async with AgentClient(addr, agent_env.secret) as rpc:
+            result = await rpc.execute(None, kernel_id, None, "query", "state")
+            readopted = time.perf_counter() - began
+            assert result["console"] == [["stdout", "'kept'"]]
+            assert [k["kernel_id"] for k in await rpc.list_kernels()] == [kernel_id]
+            print(f"\nagent kill -9: kernel usable again {readopted * 1000:.0f} ms after the new agent was started")
+            await rpc.destroy_kernel(kernel_id)
+    finally:
+        second.terminate()
+        async with asyncio.timeout(30):
+            await second.wait()
+    assert not events.find("kernel_terminated", source=agent_id, kernel_id=kernel_id, reason="self-terminated")
