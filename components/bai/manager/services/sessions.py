@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bai.common.agent_rpc import AgentError, KernelNotFound
+from bai.common.agent_rpc import LOG_TAIL_BYTES, LOG_TAIL_LINES, AgentError, KernelNotFound
 from bai.common.types import (
     SESSION_NAME_RE,
     KernelStatus,
@@ -431,9 +431,12 @@ class SessionService:
             raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.to_json()}) from exc
 
     async def logs(self, requester: Requester, ref: str) -> str:
+        """The tail of the main kernel's log: at most LOG_TAIL_LINES lines and LOG_TAIL_BYTES
+        bytes (the agent never reads a whole log into memory, nor do we)."""
         route = await self.route(requester, ref)
         try:
-            return await self.ctx.agents.get(route.agent_addr).get_logs(str(route.kernel_id))
+            return await self.ctx.agents.get(route.agent_addr).get_logs(
+                str(route.kernel_id), tail_lines=LOG_TAIL_LINES, max_bytes=LOG_TAIL_BYTES)
         except AgentError as exc:
             raise errors.InternalServerError(exc.msg) from exc
 
