@@ -48,7 +48,7 @@ class AgentEnv:
             "agent": {
                 "id": agent_id,
                 "rpc-listen-addr": "127.0.0.1:0",
-                # Short: unix socket paths (ipc dir + /runner.sock) must stay under 108 bytes.
+                # Short: unix socket paths (ipc dir + /agent.sock) must stay under 108 bytes.
                 "ipc-base-path": str(self.root / "ipc"),
                 "heartbeat-interval": 1.0,
                 **agent_section,
