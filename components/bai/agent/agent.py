@@ -116,6 +116,8 @@ class Agent:
         # Precompiled bytecode next to the runner sources spares every new container from
         # compiling them (same CPython minor version inside and out; harmless if read-only).
         await asyncio.to_thread(compileall.compile_dir, str(RUNNER_DIR), quiet=2)
+        if not await self.docker.has_seccomp():
+            log.warning("the Docker engine applies no seccomp profile: kernels run without a syscall filter")
         since = time.time() - 1
         self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since,
                                                                      self._on_container_oom))

@@ -210,6 +210,11 @@ class DockerKernels:
         self._image_labels = cache
         return out
 
+    async def has_seccomp(self) -> bool:
+        """Whether the engine applies a seccomp profile (its default one, as we ask for no other)."""
+        info = await self.docker.system.info()
+        return any("seccomp" in str(opt) for opt in info.get("SecurityOptions") or [])
+
     # --- containers -------------------------------------------------------------------------
 
     async def create_and_start(self, name: str, config: dict[str, Any]) -> str:

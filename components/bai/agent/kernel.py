@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,14 +227,18 @@ class KernelRunner:
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(listener)
-            await self._drop_connection()
-            reader, writer = await asyncio.open_unix_connection(sock=conn)
-            self._writer = writer
-            self._reader_task = asyncio.create_task(self._read_loop(reader, writer),
-                                                    name=f"runner-{self.kernel_id}")
-            self._connected.set()
-            log.debug("kernel %s: runner connected", self.kernel_id)
+            try:
+                conn, _ = await loop.sock_accept(listener)
+                await self._drop_connection()
+                reader, writer = await asyncio.open_unix_connection(sock=conn)
+            except OSError as exc:  # e.g. out of file descriptors: keep listening
+                log.warning("kernel %s: accepting the runner's connection failed: %s", self.kernel_id, exc)
+            else:
+                self._writer = writer
+                self._reader_task = asyncio.create_task(self._read_loop(reader, writer),
+                                                        name=f"runner-{self.kernel_id}")
+                self._connected.set()
+                log.debug("kernel %s: runner connected", self.kernel_id)
             await asyncio.sleep(_ACCEPT_GAP)
 
     async def _drop_connection(self) -> None:
@@ -285,7 +290,10 @@ class KernelRunner:
         await self._drop_connection()
         self._fail_pending()
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: dict[str, Any], before_write: Callable[[], None] | None = None) -> None:
+        """Send one frame, waiting a little for a runner that is reconnecting. ``before_write``
+        runs right before the write, with no await in between: a run becomes pending only
+        once it is certain to go out on the connection whose loss would fail it."""
         if not self.connected:
             # The runner reconnects within its back-off (e.g. right after an agent restart).
             if self._accept_task is None:
@@ -297,6 +305,8 @@ class KernelRunner:
                 raise RunnerUnavailable(f"kernel {self.kernel_id}: the runner is not connected") from None
         writer = self._writer
         assert writer is not None
+        if before_write is not None:
+            before_write()
         writer.write(encode_frame(message))
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
@@ -376,9 +386,8 @@ class KernelRunner:
                 raise InvalidInput(f"run {run_id} already exists")
             run = _Run(run_id, self.output_limit)
             self._runs[run_id] = run
-            self._pending.append(run)
             try:
-                await self._send({"op": "code", "code": code})
+                await self._send({"op": "code", "code": code}, before_write=lambda: self._pending.append(run))
             except (OSError, RunnerUnavailable):
                 self._finish(run, EXIT_CODE_KERNEL_GONE)
         else:

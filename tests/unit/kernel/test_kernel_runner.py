@@ -286,6 +286,35 @@ async def test_runner_reconnects_and_keeps_its_state(runner: KernelRunner) -> No
         await again.close()
 
 
+async def test_runs_of_a_lost_connection_never_leak_into_the_next(runner: KernelRunner) -> None:
+    """The agent fails the runs of a connection it lost; the runner finishes them quietly, and
+    frees its FIFO from one that waits for input nobody can give any more."""
+    slow = await run(runner, "import time; time.sleep(0.5); print('late')", flush_timeout=0.05)
+    assert slow["status"] == "continued"
+    path = runner.socket_path
+    await runner.close()
+    assert (await runner.execute(slow["runId"], "continue", "", 1))["exitCode"] == 130
+    again = KernelRunner("k-test", path)
+    await again.listen()
+    try:
+        await again.wait_ready(asyncio.get_running_loop().time() + 5)
+        assert (await run(again, "print('new')"))["console"] == [["stdout", "new\n"]]
+        waiting = await run(again, "answer = input('? ')", flush_timeout=5)
+        assert waiting["status"] == "waiting-input"
+        await again.close()
+        third = KernelRunner("k-test", path)
+        await third.listen()
+        try:
+            await third.wait_ready(asyncio.get_running_loop().time() + 5)
+            after = await run(third, "'free'")
+            assert after["console"] == [["stdout", "'free'"]] and after["exitCode"] == 0
+        finally:
+            await third.request_exit()
+            await third.close()
+    finally:
+        await again.close()
+
+
 async def test_a_huge_frame_header_drops_the_connection(caplog: pytest.LogCaptureFixture) -> None:
     """A header announcing 4 GiB: nothing is allocated, the connection is dropped and logged,
     and the runs waiting on it fail instead of hanging."""
