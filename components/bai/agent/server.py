@@ -16,7 +16,6 @@ from typing import Any
 
 import aetcd
 import aiodocker
-import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -36,6 +35,7 @@ from bai.common.agent_rpc import (
     Unauthorized,
 )
 from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
+from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from .agent import Agent
@@ -177,10 +177,9 @@ class AgentServer:
         secret = await self._etcd.get("config/agent/rpc-secret")
         if not secret:
             raise RuntimeError("etcd has no config/agent/rpc-secret; run `bai-manager fixture populate` first")
-        host, port = etcd_mod.parse_addr(redis_addr, 6379)
         # the installer sets requirepass and publishes the password here (None: no password)
         redis_password = await self._etcd.get("config/redis/password") or None
-        redis = aioredis.Redis(host=host, port=port, db=REDIS_DB_STREAM, password=redis_password)
+        redis = open_redis(redis_addr, REDIS_DB_STREAM, redis_password)
         self._stack.push_async_callback(redis.aclose)
         # Signed with a key only etcd readers can derive: managers drop events they cannot verify.
         events = EventProducer(redis, signing_key=event_signing_key(secret))
