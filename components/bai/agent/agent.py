@@ -113,6 +113,10 @@ class Agent:
 
     async def start(self) -> None:
         self.ipc_base.mkdir(parents=True, exist_ok=True)
+        # Each kernel's socket belongs to the kernel uid, which may also be a real user on this
+        # host: only root may pass through the base (containers reach their own directory
+        # through the bind mount, which needs no traversal of its parents).
+        self.ipc_base.chmod(0o700)
         # Precompiled bytecode next to the runner sources spares every new container from
         # compiling them (same CPython minor version inside and out; harmless if read-only).
         await asyncio.to_thread(compileall.compile_dir, str(RUNNER_DIR), quiet=2)

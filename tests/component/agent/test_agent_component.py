@@ -6,6 +6,7 @@ import asyncio
 import json
 import stat
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -133,6 +134,14 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
     sock = (ipc_dir / "agent.sock").lstat()
     assert stat.S_ISSOCK(sock.st_mode) and (sock.st_uid, sock.st_gid, stat.S_IMODE(sock.st_mode)) == (1000, 1000, 0o600)
     assert ipc_dir.lstat().st_uid == 0 and stat.S_IMODE(ipc_dir.lstat().st_mode) == 0o755
+    # A host account that happens to have the kernel uid cannot reach the socket: the base is root's.
+    assert stat.S_IMODE(ipc_dir.parent.lstat().st_mode) == 0o700
+    as_kernel_uid = await asyncio.to_thread(
+        subprocess.run,
+        ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "/usr/bin/python3", "-c",
+         f"import socket; socket.socket(socket.AF_UNIX).connect({str(ipc_dir / 'agent.sock')!r})"],
+        capture_output=True, text=True, timeout=30)
+    assert as_kernel_uid.returncode != 0 and "PermissionError" in as_kernel_uid.stderr
     stats = await rpc.destroy_kernel(kernel_id, session_id)
     assert stats["status"] == "terminated"
     terminated = await events.wait("kernel_terminated", source=agent_id, kernel_id=kernel_id)
