@@ -66,3 +66,15 @@ def test_enqueue_only_then_destroy(api) -> None:
     status, body = api.call("DELETE", f"/session/{name}")
     assert status == 200 and "stats" in body
     assert containers_of(created["sessionId"]) == []
+
+
+def test_session_logs_shows_the_container_log(bai, cleanup_sessions) -> None:
+    name = unique_name()
+    cleanup_sessions.append(name)
+    bai("session", "create", "-t", name, "python")
+    # PID 1's stdout is the container's log stream (the kernel runs as one uid, so it may write there).
+    bai("run", "-t", name, "-c", "open('/proc/1/fd/1', 'w').write('hello-from-the-log\\n')")
+    assert "hello-from-the-log" in bai("session", "logs", name).stdout
+    assert "hello-from-the-log" in bai("--output", "json", "session", "logs", name).stdout
+    missing = bai("session", "logs", f"{name}-none", check=False)
+    assert missing.returncode != 0 and "No such session" in missing.stderr

@@ -225,6 +225,16 @@ async def get_info(api: APISession, ref: str, *, owner_access_key: str | None = 
     return data
 
 
+async def get_logs(api: APISession, ref: str, *, owner_access_key: str | None = None) -> str:
+    """``GET /session/{ref}/logs``: the newest lines of the main kernel's console log (the
+    manager bounds them; see the README's "Security and limits")."""
+    data = await api.request_json("GET", f"/session/{ref}/logs", params=_params(owner_access_key))
+    logs = data.get("result", {}).get("logs") if isinstance(data, dict) else None
+    if not isinstance(logs, str):
+        raise BackendClientError("The API server returned a malformed session logs answer")
+    return logs
+
+
 async def destroy(
     api: APISession,
     ref: str,

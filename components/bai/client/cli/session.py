@@ -291,6 +291,34 @@ def make_info_cmd(name: str = "info", help_text: str | None = None) -> click.Com
     return _alias_doc(info, help_text)
 
 
+def make_logs_cmd(name: str = "logs", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="NAME")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+                  help="Specify the owner of the target session explicitly.")
+    def logs(session_ref: str, owner: str | None) -> None:
+        """
+        Show the container log of a compute session's main kernel (its newest lines).
+        """
+        cli_ctx = get_cli_context()
+        cfg = _config_or_exit()
+
+        async def _go() -> str:
+            from ..request import APISession
+            from ..session import get_logs
+
+            async with APISession(cfg) as api:
+                return await get_logs(api, session_ref, owner_access_key=owner)
+
+        text = run_async(_go, json_mode=cli_ctx.json_mode)
+        if cli_ctx.json_mode:
+            print_json({"logs": text})
+            return
+        click.echo(text, nl=not text.endswith("\n"))
+
+    return _alias_doc(logs, help_text)
+
+
 def _info_value(v: Any) -> Any:
     if isinstance(v, (dict, list)):
         return json.dumps(v, ensure_ascii=False) if v else "-"
@@ -412,6 +440,7 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
         "create": make_create_cmd,
         "list": make_list_cmd,
         "info": make_info_cmd,
+        "logs": make_logs_cmd,
         "destroy": make_destroy_cmd,
     }
     for cname, factory in factories.items():
@@ -424,6 +453,7 @@ __all__ = (
     "make_create_cmd",
     "make_list_cmd",
     "make_info_cmd",
+    "make_logs_cmd",
     "make_destroy_cmd",
     "format_stats",
 )
