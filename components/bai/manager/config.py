@@ -30,6 +30,10 @@ class ManagerSection(Section):
     heartbeat_timeout: float = Field(40.0, alias="heartbeat-timeout", gt=0)
     max_request_size: int = Field(16 * 2**20, alias="max-request-size", gt=0)
     max_wsmsg_size: int = Field(16 * 2**20, alias="max-wsmsg-size", gt=0)
+    #: Seconds between websocket pings; a client that has not answered within half of it is dropped.
+    ws_heartbeat: float = Field(20.0, alias="ws-heartbeat", gt=0)
+    #: A streaming client (websocket or SSE) that takes no data for this long is dropped.
+    stream_send_timeout: float = Field(30.0, alias="stream-send-timeout", gt=0)
     #: How long a blocking session create waits when the client passes maxWaitSeconds=0 before
     #: answering status TIMEOUT (the session keeps starting); 0 waits without limit.
     default_create_wait: float = Field(120.0, alias="default-create-wait", ge=0)

@@ -21,7 +21,7 @@ from bai.common.events import (
     event_signing_key,
 )
 from bai.common.tasks import raise_if_cancelling, stop_tasks
-from bai.manager.api import auth, events, gql, root, session, stream
+from bai.manager.api import auth, events, gql, openapi, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
@@ -122,6 +122,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     stream.routes(app)
     events.routes(app)
     gql.routes(app)
+    openapi.routes(app)
     return app
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -19,6 +19,8 @@ from bai.manager import errors
 from bai.manager.services import auth as svc
 from bai.manager.services.schemas import parse
 
+from . import replies as r
+from . import routing
 from .keys import CTX, requester
 from .middlewares import auth_required, client_address, read_params
 
@@ -71,6 +73,10 @@ class RoleParams(_Strict):
     group: uuid.UUID | None = None
 
 
+class AuthTestParams(_Open):
+    echo: Any = None
+
+
 class SSHKeypairParams(_Strict):
     pubkey: Text
     privkey: Text
@@ -78,9 +84,9 @@ class SSHKeypairParams(_Strict):
 
 @auth_required()
 async def auth_test(request: web.Request) -> web.Response:
-    params = await read_params(request)
+    p = await routing.params(request, AuthTestParams)
     requester(request)
-    return web.json_response({"authorized": "yes", "echo": params.get("echo")})
+    return web.json_response({"authorized": "yes", "echo": p.echo})
 
 
 @auth_required()
@@ -162,15 +168,37 @@ async def upload_ssh_keypair(request: web.Request) -> web.Response:
 
 
 def routes(app: web.Application) -> None:
-    for path in ("/auth", "/auth/test"):
-        app.router.add_get(path, auth_test)
-        app.router.add_post(path, auth_test)
-    app.router.add_get("/auth/role", auth_role)
-    app.router.add_post("/auth/authorize", authorize)
-    app.router.add_post("/auth/signup", signup)
-    app.router.add_post("/auth/signout", signout)
-    app.router.add_post("/auth/update-password", update_password)
-    app.router.add_post("/auth/update-full-name", update_full_name)
-    app.router.add_get("/auth/ssh-keypair", get_ssh_keypair)
-    app.router.add_patch("/auth/ssh-keypair", generate_ssh_keypair)
-    app.router.add_post("/auth/ssh-keypair", upload_ssh_keypair)
+    # Contracts for the OpenAPI document (routing.add); the models are the ones the handlers parse with.
+    add, A = routing.add, routing.Answer
+    ok = (A(200, "Done.", r.Empty),)
+    for path, suffix in (("/auth", "_legacy"), ("/auth/test", "")):
+        add(app, "GET", path, auth_test, operation_id=f"auth_test{suffix}", tag="auth", query=AuthTestParams,
+            summary="Check a signed request; echoes `echo`.", answers=(A(200, "Authorized.", r.AuthTest),))
+        add(app, "POST", path, auth_test, operation_id=f"auth_test_post{suffix}", tag="auth", body=AuthTestParams,
+            summary="Check a signed request; echoes `echo`.", answers=(A(200, "Authorized.", r.AuthTest),))
+    add(app, "GET", "/auth/role", auth_role, operation_id="auth_role", tag="auth", query=RoleParams,
+        summary="The caller's global, domain and project roles.", answers=(A(200, "The roles.", r.Role),),
+        problems=(errors.GroupNotFound,))
+    add(app, "POST", "/auth/authorize", authorize, operation_id="authorize", tag="auth", body=AuthorizeParams,
+        summary="Log in with a password: the user's keypair.", answers=(A(200, "The keypair.", r.Authorized),),
+        problems=(errors.AuthorizationFailed, errors.TooManyRequests))
+    add(app, "POST", "/auth/signup", signup, operation_id="signup", tag="auth", body=SignupParams,
+        summary="Create an account (when the operator enables sign-up).",
+        answers=(A(201, "The new keypair.", r.Credentials),),
+        problems=(errors.SignupDisabled, errors.TooManyRequests, errors.ServerMisconfigured))
+    add(app, "POST", "/auth/signout", signout, operation_id="signout", tag="auth", body=SignoutParams,
+        summary="Deactivate the caller's own account.", answers=ok,
+        problems=(errors.AuthorizationFailed, errors.GenericForbidden))
+    add(app, "POST", "/auth/update-password", update_password, operation_id="update_password", tag="auth",
+        body=UpdatePasswordParams, summary="Change the caller's password.",
+        answers=(*ok, A(400, "The two new passwords differ.", r.PasswordMismatch)),
+        problems=(errors.AuthorizationFailed,))
+    add(app, "POST", "/auth/update-full-name", update_full_name, operation_id="update_full_name", tag="auth",
+        body=UpdateFullNameParams, summary="Change the caller's full name.", answers=ok)
+    add(app, "GET", "/auth/ssh-keypair", get_ssh_keypair, operation_id="get_ssh_keypair", tag="auth",
+        summary="The caller's SSH public key.", answers=(A(200, "The public key.", r.SSHPublicKey),))
+    add(app, "PATCH", "/auth/ssh-keypair", generate_ssh_keypair, operation_id="generate_ssh_keypair", tag="auth",
+        summary="Generate and store a new SSH keypair.", answers=(A(200, "The keypair.", r.SSHKeypair),))
+    add(app, "POST", "/auth/ssh-keypair", upload_ssh_keypair, operation_id="upload_ssh_keypair", tag="auth",
+        body=SSHKeypairParams, summary="Store the given SSH keypair.",
+        answers=(A(200, "The keypair.", r.SSHKeypair),))

@@ -5,7 +5,9 @@ Every manager broadcasts the lifecycle changes it makes on the Redis pub/sub cha
 message out to a bounded queue per open stream; each stream's handler filters what its client
 may and wants to see and writes ``event: NAME`` / ``data: JSON`` records, with a ``: ping``
 comment every ``PING_INTERVAL`` seconds. A stream ends when its client goes away, when it falls
-``QUEUE_SIZE`` events behind, or when the manager shuts down (``on_shutdown`` ends them all).
+``QUEUE_SIZE`` events behind, when its client takes no data for ``stream-send-timeout`` seconds,
+or when the manager shuts down (``on_shutdown`` ends them all). So a slow consumer costs at most
+``QUEUE_SIZE`` events of memory and is then disconnected.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from aiohttp import web
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai.common.events import BROADCAST_CHANNEL
@@ -28,8 +31,10 @@ from bai.manager import errors
 from bai.manager.store import tables as t
 from bai.manager.store.keypairs import Requester
 
+from . import routing
 from .keys import CTX, requester
 from .middlewares import auth_required
+from .routing import Answer
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +204,20 @@ class SessionFilter:
         return self.who.role == "admin" or scope.user_uuid == self.who.user_uuid
 
 
-def _param(query: Any, *names: str, default: str | None = None) -> str | None:
-    for key in names:
-        if key in query:
-            value = query[key]
-            if not value:
-                raise errors.InvalidAPIParameters(f"{key}: must not be empty")
-            return str(value)
-    return default
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class EventsQuery(BaseModel):
+    """The query string of ``GET /events/session``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: NonEmpty = Field("*", validation_alias=AliasChoices("name", "sessionName"),
+                           description="A session name, or * for all.")
+    ownerAccessKey: NonEmpty | None = Field(None, description="Whose session `name` is (admins).")
+    sessionId: uuid.UUID | None = None
+    group: NonEmpty = Field("*", validation_alias=AliasChoices("group", "groupName"),
+                            description="A project name, or * for all.")
+    scope: Literal["*", "session", "kernel"] = "*"
 
 
 async def _group_ids(request: web.Request, who: Requester, name: str) -> frozenset[uuid.UUID]:
@@ -221,25 +232,12 @@ async def _group_ids(request: web.Request, who: Requester, name: str) -> frozens
 
 
 async def _parse(request: web.Request, who: Requester) -> SessionFilter:
-    query = request.query
-    session_name = _param(query, "name", "sessionName", default="*")
-    owner = _param(query, "ownerAccessKey")
-    raw_id = _param(query, "sessionId")
-    group = _param(query, "group", "groupName", default="*")
-    scope = query.get("scope", "*")
-    if scope not in SCOPES:
-        raise errors.InvalidAPIParameters(f"scope: must be one of {', '.join(SCOPES)}")
-    session_id = None
-    if raw_id is not None:
-        try:
-            session_id = uuid.UUID(raw_id)
-        except ValueError:
-            raise errors.InvalidAPIParameters("sessionId: not a valid UUID") from None
-    access_key = owner or who.access_key
+    q = routing.query(request, EventsQuery)
+    access_key = q.ownerAccessKey or who.access_key
     if access_key != who.access_key and who.role not in ("admin", "superadmin"):
         raise errors.GenericForbidden()
-    group_ids = None if group == "*" else await _group_ids(request, who, str(group))
-    return SessionFilter(who, str(session_name), access_key, session_id, group_ids, scope)
+    group_ids = None if q.group == "*" else await _group_ids(request, who, q.group)
+    return SessionFilter(who, q.name, access_key, q.sessionId, group_ids, q.scope)
 
 
 def _record(name: str, args: Payload) -> bytes:
@@ -263,6 +261,7 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[EVENT_HUB]
     queue = hub.attach()
     resp = web.StreamResponse(headers=SSE_HEADERS)
+    send_timeout = request.app[CTX].config.manager.stream_send_timeout
     try:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
@@ -274,16 +273,20 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
                     item = await queue.get()
             except TimeoutError:
                 if loop.time() >= next_ping:
-                    await resp.write(b": ping\n\n")
+                    async with asyncio.timeout(send_timeout):
+                        await resp.write(b": ping\n\n")
                     next_ping = loop.time() + PING_INTERVAL
                 continue
             if item is None:
                 break
             name, args = str(item.get("name", "")), item["args"]
             if flt.wants(name, args) and await flt.may_see(hub, args):
-                await resp.write(_record(name, args))
+                async with asyncio.timeout(send_timeout):
+                    await resp.write(_record(name, args))
     except ConnectionError:
         pass  # the client went away while we wrote
+    except TimeoutError:
+        log.info("closing an event stream whose client took no data for %.0f s", send_timeout)
     finally:
         hub.detach(queue)
     return resp
@@ -315,4 +318,10 @@ def routes(app: web.Application) -> None:
     """Mount /events; call after the resources context that sets ``app[CTX]`` is registered."""
     app.cleanup_ctx.append(_hub_ctx)
     app.on_shutdown.append(_end_streams)
-    app.router.add_get("/events/session", push_session_events)
+    routing.add(
+        app, "GET", "/events/session", push_session_events, operation_id="session_events", tag="events",
+        summary="Session and kernel lifecycle events as Server-Sent Events.", query=EventsQuery,
+        description=("`event: NAME` / `data: JSON` records and `: ping` comments, until the client leaves, "
+                     "falls too far behind or stops reading, or the manager shuts down."),
+        answers=(Answer(200, "The event stream.", media_type="text/event-stream"),),
+        problems=(errors.GenericForbidden, errors.GroupNotFound, errors.ServiceUnavailable))

@@ -26,6 +26,7 @@ from ariadne import (
 )
 from ariadne.utils import unwrap_graphql_error
 from graphql import GraphQLError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai.common.types import SessionStatus
@@ -33,9 +34,10 @@ from bai.manager import errors
 from bai.manager.store import gql_queries as gq
 from bai.manager.store.keypairs import Requester
 
-from . import gql_limits
+from . import gql_limits, routing
 from .keys import CTX, requester
-from .middlewares import auth_required, read_params
+from .middlewares import auth_required
+from .replies import GraphQLData, GraphQLReply
 
 log = logging.getLogger(__name__)
 
@@ -375,23 +377,18 @@ _ERROR_LOG = _ErrorLog(log, {})
 
 # ------------------------------------------------------------------ handlers
 
+class GraphQLRequest(BaseModel):
+    """The body of both GraphQL endpoints."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    query: str = Field(min_length=1, pattern=r"\S", description="The GraphQL document.")
+    variables: dict[str, Any] | None = None
+    operation_name: str | None = Field(None, validation_alias=AliasChoices("operation_name", "operationName"))
+
+
 async def _read_body(request: web.Request) -> dict[str, Any]:
-    data = await read_params(request)
-    problems: dict[str, str] = {}
-    query_text = data.get("query")
-    if query_text is None:
-        problems["query"] = "is required"
-    elif not isinstance(query_text, str) or not query_text.strip():
-        problems["query"] = "must be a non-empty string"
-    variables = data.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        problems["variables"] = "must be an object or null"
-    operation = data.get("operation_name", data.get("operationName"))
-    if operation is not None and not isinstance(operation, str):
-        problems["operation_name"] = "must be a string or null"
-    if problems:
-        raise errors.InvalidAPIParameters("Input validation error", data=problems)
-    return {"query": query_text, "variables": variables, "operationName": operation}
+    body = await routing.params(request, GraphQLRequest)
+    return {"query": body.query, "variables": body.variables, "operationName": body.operation_name}
 
 
 async def _execute(request: web.Request) -> dict[str, Any]:
@@ -428,5 +425,10 @@ async def handle_gql_legacy(request: web.Request) -> web.Response:
 
 
 def routes(app: web.Application) -> None:
-    app.router.add_post("/admin/gql", handle_gql)
-    app.router.add_post("/admin/graphql", handle_gql_legacy)
+    routing.add(app, "POST", "/admin/gql", handle_gql, operation_id="gql", tag="admin", body=GraphQLRequest,
+                summary="Run a GraphQL query (errors are reported in the 200 answer).",
+                answers=(routing.Answer(200, "`data`, and `errors` when there are any.", GraphQLReply),),
+                problems=(GraphQLAPIError,))
+    routing.add(app, "POST", "/admin/graphql", handle_gql_legacy, operation_id="gql_legacy", tag="admin",
+                body=GraphQLRequest, summary="Run a GraphQL query (legacy: errors answer 400 graphql-error).",
+                answers=(routing.Answer(200, "The `data` object.", GraphQLData),), problems=(GraphQLAPIError,))

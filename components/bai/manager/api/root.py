@@ -6,7 +6,10 @@ from aiohttp import web
 
 from bai.common.auth import API_VERSION
 
+from . import routing
 from .keys import CTX
+from .replies import Announcement, Hello
+from .routing import Answer
 
 #: What ``GET /`` reports as the manager release: the original's, since clients compare it.
 COMPAT_MANAGER_VERSION = "24.03.11"
@@ -22,5 +25,8 @@ async def announcement(request: web.Request) -> web.Response:
 
 
 def routes(app: web.Application) -> None:
-    app.router.add_get("/", hello)
-    app.router.add_get("/manager/announcement", announcement)
+    routing.add(app, "GET", "/", hello, operation_id="hello", tag="meta", summary="API version handshake.",
+                answers=(Answer(200, "The API and manager versions.", Hello),))
+    routing.add(app, "GET", "/manager/announcement", announcement, operation_id="get_announcement", tag="meta",
+                summary="The operator's announcement, if any.",
+                answers=(Answer(200, "The announcement.", Announcement),))

@@ -7,29 +7,32 @@ from aiohttp import web
 from bai.manager import errors
 from bai.manager.services import schemas
 
-from .keys import API_VERSION, SESSIONS, requester
-from .middlewares import auth_required, read_params
+from . import routing
+from .keys import SESSIONS, requester
+from .middlewares import auth_required
+from .replies import Executed, Logs, SessionCreated, SessionDestroyed, SessionInfo
+from .routing import Answer, Link
 
 REST_FLUSH_TIMEOUT = 2.0
 
 
 @auth_required()
 async def create(request: web.Request) -> web.Response:
-    req = schemas.parse(schemas.CreateSession, await read_params(request))
+    req = await routing.params(request, schemas.CreateSession)
     result = await request.app[SESSIONS].create(requester(request), req)
     return web.json_response(result, status=201)
 
 
 @auth_required()
 async def info(request: web.Request) -> web.Response:
-    ref = request.match_info["ref"]
-    result = await request.app[SESSIONS].info(requester(request), ref, request.query.get("owner_access_key"))
+    q = routing.query(request, schemas.SessionQuery)
+    result = await request.app[SESSIONS].info(requester(request), request.match_info["ref"], q.owner_access_key)
     return web.json_response(result)
 
 
 @auth_required()
 async def destroy(request: web.Request) -> web.Response:
-    q = schemas.DestroyQuery.model_validate(dict(request.query))
+    q = routing.query(request, schemas.DestroyQuery)
     result = await request.app[SESSIONS].destroy(
         requester(request), request.match_info["ref"], forced=q.forced, owner_access_key=q.owner_access_key)
     return web.json_response(result)
@@ -37,11 +40,8 @@ async def destroy(request: web.Request) -> web.Response:
 
 @auth_required()
 async def execute(request: web.Request) -> web.Response:
-    params = await read_params(request)
+    req = await routing.params(request, schemas.ExecuteRequest)
     svc = request.app[SESSIONS]
-    if request[API_VERSION][0] < 2:
-        params = {"mode": "query", "runId": params.get("runId"), "code": params.get("code", "")}
-    req = schemas.parse(schemas.ExecuteRequest, params)
     if req.mode in ("batch", "complete"):
         raise errors.InvalidAPIParameters(f"The {req.mode!r} mode is not supported by this manager yet.")
     if req.mode in ("continue", "input") and not req.run_id:
@@ -58,10 +58,37 @@ async def logs(request: web.Request) -> web.Response:
     return web.json_response({"result": {"logs": text}})
 
 
+_BY_NAME = {"ref": "$response.body#/sessionName"}
+_SESSION_LINKS = {
+    "info": Link("get_session", _BY_NAME, "The session just created, by name."),
+    "execute": Link("execute", _BY_NAME),
+    "logs": Link("get_logs", _BY_NAME),
+    "destroy": Link("destroy_session", _BY_NAME),
+}
+_REF = (errors.SessionNotFound, errors.TooManySessionsMatched, errors.InsufficientPrivilege)
+
+
 def routes(app: web.Application) -> None:
-    app.router.add_post("/session", create)
-    app.router.add_post("/session/_/create", create)
-    app.router.add_get("/session/{ref}", info)
-    app.router.add_delete("/session/{ref}", destroy)
-    app.router.add_post("/session/{ref}", execute)
-    app.router.add_get("/session/{ref}/logs", logs)
+    created = (Answer(201, "The session (created, or reused when reuseIfExists).", SessionCreated),)
+    create_problems = (errors.ImageNotFound, errors.ScalingGroupNotFound, errors.SessionAlreadyExists,
+                       errors.QuotaExceeded, errors.InsufficientPrivilege)
+    routing.add(app, "POST", "/session", create, operation_id="create_session", tag="session",
+                summary="Create a session (or reuse a live one of the same name).", body=schemas.CreateSession,
+                answers=created, problems=create_problems, links=_SESSION_LINKS)
+    routing.add(app, "POST", "/session/_/create", create, operation_id="create_session_legacy", tag="session",
+                summary="Create a session (the original's older path).", body=schemas.CreateSession,
+                answers=created, problems=create_problems)
+    routing.add(app, "GET", "/session/{ref}", info, operation_id="get_session", tag="session",
+                summary="A session's information, by name or id.", query=schemas.SessionQuery,
+                answers=(Answer(200, "The session.", SessionInfo),), problems=_REF)
+    routing.add(app, "DELETE", "/session/{ref}", destroy, operation_id="destroy_session", tag="session",
+                summary="Destroy a session (cancel it when still pending).", query=schemas.DestroyQuery,
+                answers=(Answer(200, "The last statistics of the session.", SessionDestroyed),),
+                problems=(*_REF, errors.GenericForbidden))
+    routing.add(app, "POST", "/session/{ref}", execute, operation_id="execute", tag="session",
+                summary="Run code in the session (query mode; continue/input for a run in progress).",
+                body=schemas.ExecuteRequest, answers=(Answer(200, "What the run produced so far.", Executed),),
+                problems=_REF)
+    routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
+                summary="The container logs of the session's main kernel.",
+                answers=(Answer(200, "The logs.", Logs),), problems=_REF)

@@ -1,15 +1,30 @@
 """Request bodies of the session API, validated with pydantic.
 
 Aliases follow the original (camelCase and snake_case both accepted); unknown keys are
-rejected, as the original's trafaret schemas do."""
+rejected, as the original's trafaret schemas do. Booleans and integers in JSON bodies are strict
+(``0`` is not ``false``), so the OpenAPI document generated from these models is exact."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.json_schema import JsonDict
 
 from bai.manager.errors import InvalidAPIParameters
+
+Scalar = StrictStr | StrictInt | StrictFloat  # a slot amount: "1", 1, 0.5 (not a boolean)
 
 
 class _Strict(BaseModel):
@@ -22,28 +37,39 @@ class CreationConfig(_Strict):
     mount_options: dict[str, Any] | None = Field(None, validation_alias=AliasChoices("mount_options", "mountOptions"))
     environ: dict[str, str] | None = None
     scaling_group: str | None = Field(None, validation_alias=AliasChoices("scaling_group", "scalingGroup"))
-    resources: dict[str, str | int | float] | None = None
-    resource_opts: dict[str, str | int | float] | None = Field(
+    resources: dict[str, Scalar] | None = None
+    resource_opts: dict[str, Scalar] | None = Field(
         None, validation_alias=AliasChoices("resource_opts", "resourceOpts"))
-    preopen_ports: list[int] | None = Field(None, validation_alias=AliasChoices("preopen_ports", "preopenPorts"))
+    preopen_ports: list[StrictInt] | None = Field(None, validation_alias=AliasChoices("preopen_ports", "preopenPorts"))
     agent_list: list[str] | None = Field(None, validation_alias=AliasChoices("agent_list", "agentList"))
 
 
+#: SESSION_NAME_RE (checked by the service) as a JSON-schema pattern, for the API document.
+SESSION_NAME_SCHEMA: JsonDict = {"pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{2,62}[A-Za-z0-9_]$", "minLength": 4, "maxLength": 64}
+
+
 class CreateSession(_Strict):
-    name: str = Field(validation_alias=AliasChoices("name", "session_name", "clientSessionToken"))
-    image: str = Field(validation_alias=AliasChoices("image", "lang"))
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "my-session", "image": "python", "enqueueOnly": False, "maxWaitSeconds": 30,
+         "config": {"resources": {"cpu": "1", "mem": "256m"}}},
+    ]})
+    name: str = Field(validation_alias=AliasChoices("name", "session_name", "clientSessionToken"),
+                      json_schema_extra=SESSION_NAME_SCHEMA)
+    image: str = Field(validation_alias=AliasChoices("image", "lang"), examples=["python"])
     architecture: str = Field("x86_64", validation_alias=AliasChoices("architecture", "arch"))
-    type: str = Field("interactive", validation_alias=AliasChoices("type", "sessionType"))
+    type: str = Field("interactive", validation_alias=AliasChoices("type", "sessionType"),
+                      json_schema_extra={"enum": ["interactive", "batch", "inference"]})
     group: str = Field("default", validation_alias=AliasChoices("group", "groupName", "group_name"))
     domain: str = Field("default", validation_alias=AliasChoices("domain", "domainName", "domain_name"))
-    cluster_size: int = Field(1, ge=1, validation_alias=AliasChoices("cluster_size", "clusterSize"))
-    cluster_mode: str = Field("single-node", validation_alias=AliasChoices("cluster_mode", "clusterMode"))
+    cluster_size: StrictInt = Field(1, ge=1, validation_alias=AliasChoices("cluster_size", "clusterSize"))
+    cluster_mode: Literal["single-node", "multi-node"] = Field(
+        "single-node", validation_alias=AliasChoices("cluster_mode", "clusterMode"))
     config: CreationConfig = CreationConfig()
     tag: str | None = None
-    enqueue_only: bool = Field(False, validation_alias=AliasChoices("enqueueOnly", "enqueue_only"))
-    max_wait_seconds: int = Field(0, ge=0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"))
+    enqueue_only: StrictBool = Field(False, validation_alias=AliasChoices("enqueueOnly", "enqueue_only"))
+    max_wait_seconds: StrictInt = Field(0, ge=0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"))
     starts_at: str | None = Field(None, validation_alias=AliasChoices("starts_at", "startsAt"))
-    reuse_if_exists: bool = Field(True, validation_alias=AliasChoices("reuseIfExists", "reuse_if_exists"))
+    reuse_if_exists: StrictBool = Field(True, validation_alias=AliasChoices("reuseIfExists", "reuse_if_exists"))
     startup_command: str | None = Field(None, validation_alias=AliasChoices("startupCommand", "startup_command"))
     bootstrap_script: str | None = Field(None, validation_alias=AliasChoices("bootstrap_script", "bootstrapScript"))
     dependencies: list[str] | None = None
@@ -57,39 +83,32 @@ class CreateSession(_Strict):
             raise ValueError("must be one of interactive, batch, inference")
         return v.lower()
 
-    @field_validator("cluster_mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        if v not in ("single-node", "multi-node"):
-            raise ValueError("must be single-node or multi-node")
-        return v
-
 
 class ExecuteRequest(_Strict):
-    mode: str
+    model_config = ConfigDict(json_schema_extra={"examples": [{"mode": "query", "runId": None, "code": "print(1)"}]})
+    mode: Literal["query", "batch", "continue", "input", "complete"]
     run_id: str | None = Field(validation_alias=AliasChoices("runId", "run_id"))
     code: str = ""
     options: dict[str, Any] | None = None
 
-    @field_validator("mode")
-    @classmethod
-    def _mode(cls, v: str) -> str:
-        if v not in ("query", "batch", "continue", "input", "complete"):
-            raise ValueError("must be one of query, batch, continue, input, complete")
-        return v
 
-
-class DestroyQuery(BaseModel):
+class SessionQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    owner_access_key: str | None = Field(None, description="Act on another keypair's session (admins).")
+
+
+class DestroyQuery(SessionQuery):
     forced: bool = False
     recursive: bool = False
-    owner_access_key: str | None = None
 
 
 def parse(model: type[_Strict] | type[BaseModel], raw: Any) -> Any:
     """Validate ``raw`` into ``model``; raise the original's 400 with a per-field ``data`` map."""
     if not isinstance(raw, dict):
         raise InvalidAPIParameters("Malformed body")
+    where = nul_at(raw)
+    if where is not None:  # PostgreSQL cannot store it; refused here rather than failing there
+        raise InvalidAPIParameters("Input validation error", {where or "body": "must not contain NUL characters"})
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -103,3 +122,23 @@ def parse(model: type[_Strict] | type[BaseModel], raw: Any) -> Any:
             else:
                 data[loc] = err["msg"]
         raise InvalidAPIParameters("Input validation error", data) from None
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) in ``value`` that holds a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return sub
+            found = nul_at(item, sub)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for idx, item in enumerate(value):
+            found = nul_at(item, f"{path}.{idx}" if path else str(idx))
+            if found is not None:
+                return found
+    return None

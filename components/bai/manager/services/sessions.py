@@ -64,6 +64,16 @@ def service_ports_for_client(stored: list[dict[str, Any]]) -> list[dict[str, Any
     return out
 
 
+#: Attempts at closing a session's rows when PostgreSQL picks that transaction to break a deadlock.
+CLOSE_ATTEMPTS = 3
+
+
+def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return state == "40P01"
+
+
 class SessionService:
     def __init__(self, ctx: ManagerContext) -> None:
         self.ctx = ctx
@@ -273,6 +283,8 @@ class SessionService:
 
     # ---------------------------------------------------------------- lookup
     async def get_one(self, conn: Any, ref: str, access_key: str | None, include_dead: bool = False) -> Any:
+        if "\x00" in ref:  # no session has it, and PostgreSQL refuses to compare with it
+            raise errors.SessionNotFound(f"Session (id={ref!r}) does not exist.")
         rows = await store.find_by_ref(conn, ref, access_key, include_dead=include_dead)
         if not rows:
             raise errors.SessionNotFound(f"Session (id={ref}) does not exist.")
@@ -379,16 +391,28 @@ class SessionService:
         Listeners get ``kernel_<status>`` for each kernel moved here, then ``session_<status>``:
         whoever moves the rows announces them, so each kernel is announced once and before its
         session, however agent events and API calls race."""
-        async with self.ctx.db.begin() as conn:
-            kernels = await store.kernels_of(conn, session_id)
-            moved = [k for k in kernels
-                     if await store.set_kernel_status(conn, k.id, kernel_status, info=reason,
-                                                      only_from=kernels_from)]
-            changed = await store.set_session_status(conn, session_id, status, info=reason, data=data,
-                                                     only_from=sessions_from)
-            for agent in {k.agent for k in kernels if k.agent}:
-                await agent_store.refresh_occupied(conn, agent)
-            row = await store.get(conn, session_id)
+        for attempt in range(1, CLOSE_ATTEMPTS + 1):
+            try:
+                async with self.ctx.db.begin() as conn:
+                    # The session row first, as the scheduler's prepare step takes it; PostgreSQL
+                    # breaks a cycle with a path that locks in another order by failing one side,
+                    # and this side then simply runs again.
+                    await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id)
+                                       .with_for_update())
+                    kernels = await store.kernels_of(conn, session_id)
+                    moved = [k for k in kernels
+                             if await store.set_kernel_status(conn, k.id, kernel_status, info=reason,
+                                                              only_from=kernels_from)]
+                    changed = await store.set_session_status(conn, session_id, status, info=reason, data=data,
+                                                             only_from=sessions_from)
+                    for agent in {k.agent for k in kernels if k.agent}:
+                        await agent_store.refresh_occupied(conn, agent)
+                    row = await store.get(conn, session_id)
+                break
+            except sa.exc.DBAPIError as exc:
+                if attempt == CLOSE_ATTEMPTS or not _is_deadlock(exc):
+                    raise
+                log.info("closing session %s met a deadlock; running it again", session_id)
         try:
             for k in moved:
                 exit_code: int | None = None
@@ -406,6 +430,8 @@ class SessionService:
 
     # ---------------------------------------------------------------- execute
     async def route(self, requester: Requester, ref: str) -> Any:
+        if "\x00" in ref:  # as in get_one
+            raise errors.SessionNotFound(f"Session (id={ref!r}) does not exist.")
         async with self.ctx.db.connect() as conn:
             route = await store.main_kernel_route(conn, ref, requester.access_key)
             if route is None:
