@@ -144,15 +144,21 @@ async def _serve(halfstack: HalfStack, overrides: dict[str, Any], started: concu
 
 
 @pytest.fixture(scope="module")
-def live_node(halfstack: HalfStack, kernel_image: str) -> Iterator[LiveNode]:
+def node_overrides() -> dict[str, Any]:
+    """``[manager]`` settings of the module's node (a module may override this fixture)."""
+    # A blocking create must not hang a fuzzed request: answer TIMEOUT after a few seconds.
+    return {"default-create-wait": 10}
+
+
+@pytest.fixture(scope="module")
+def live_node(halfstack: HalfStack, kernel_image: str, node_overrides: dict[str, Any]) -> Iterator[LiveNode]:
     """A node served from its own thread and event loop for the whole test module."""
     started: concurrent.futures.Future[LiveNode] = concurrent.futures.Future()
     stop = threading.Event()
 
     def main() -> None:
         try:
-            # A blocking create must not hang a fuzzed request: answer TIMEOUT after a few seconds.
-            asyncio.run(_serve(halfstack, {"default-create-wait": 10}, started, stop))
+            asyncio.run(_serve(halfstack, node_overrides, started, stop))
         except BaseException as exc:
             if not started.done():
                 started.set_exception(exc)

@@ -84,10 +84,17 @@ class EventHub:
         self._scopes: dict[uuid.UUID, SessionScope] = {}
         self._closed = False
         self.subscribed = asyncio.Event()
+        #: Stream handlers still running (a cut-off stream's handler ends once its write gives up).
+        self.serving = 0
 
     @property
     def open_streams(self) -> int:
         return len(self._streams)
+
+    @property
+    def backlog(self) -> int:
+        """Events waiting in the fullest stream queue (at most ``QUEUE_SIZE``)."""
+        return max((queue.qsize() for queue in self._streams), default=0)
 
     def attach(self) -> asyncio.Queue[Payload | None]:
         if self._closed:
@@ -262,6 +269,7 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
     queue = hub.attach()
     resp = web.StreamResponse(headers=SSE_HEADERS)
     send_timeout = request.app[CTX].config.manager.stream_send_timeout
+    hub.serving += 1
     try:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
@@ -288,6 +296,7 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
     except TimeoutError:
         log.info("closing an event stream whose client took no data for %.0f s", send_timeout)
     finally:
+        hub.serving -= 1
         hub.detach(queue)
     return resp
 
