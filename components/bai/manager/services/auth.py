@@ -214,7 +214,7 @@ def normalise_ssh_keypair(pubkey: str, privkey: str) -> tuple[str, str]:
     parts = pub.split()
     try:
         blob = base64.b64decode(parts[1], validate=True) if len(parts) >= 2 else b""
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII characters
         blob = b""
     (n,) = struct.unpack(">I", blob[:4]) if len(blob) >= 4 else (0,)
     if (pub.count("\n") != 1 or not parts or parts[0] not in _SSH_KEY_TYPES
