@@ -164,3 +164,18 @@ async def test_sse_slow_consumer_is_cut_off_with_bounded_memory(
                      "the slow consumer was cut off and its handler ended", 10.0)
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(("frame", "problem"), [
+    ('{"mode": "batch", "code": "1"}', "mode: Input should be 'query'"),
+    ("not json", "frame: Invalid JSON"),
+    ('{"code": 5}', "code: Input should be a valid string"),
+])
+async def test_invalid_first_frame_is_an_error_frame(live_node: LiveNode, http: aiohttp.ClientSession,
+                                                     session_name: str, frame: str, problem: str) -> None:
+    path = _ws_path(session_name)
+    async with http.ws_connect(f"{live_node.url}{path}", headers=_headers(live_node, "GET", path)) as ws:
+        await ws.send_str(frame)
+        replies = [json.loads(m.data) async for m in ws]
+    assert len(replies) == 1 and replies[0]["status"] == "error", replies
+    assert replies[0]["msg"].startswith("invalid request: ") and problem in replies[0]["msg"], replies

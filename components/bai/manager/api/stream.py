@@ -10,12 +10,12 @@ the whole time, so the agent is no longer polled once the client has gone, even 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bai.manager import errors
 
@@ -34,6 +34,15 @@ FIRST_FRAME_TIMEOUT = 300.0
 INBOX_SIZE = 16
 #: Bytes aiohttp buffers for a slow reader before a send waits for it to drain.
 WRITER_LIMIT = 64 * 1024
+
+
+class StreamRequest(BaseModel):
+    """The first frame: what to run (the websocket runs query mode only)."""
+
+    model_config = ConfigDict(extra="ignore")
+    code: str = ""
+    mode: Literal["query"] = "query"
+    options: dict[str, Any] | None = None
 
 
 class ClientGone(Exception):
@@ -133,15 +142,12 @@ async def stream_execute(request: web.Request) -> web.StreamResponse:
 
     try:
         try:
-            params: dict[str, Any] = json.loads(await client.next_text(FIRST_FRAME_TIMEOUT))
-            code = str(params.get("code", ""))
-            mode = params.get("mode", "query")
-            if mode != "query":
-                raise ValueError(f"unsupported mode {mode!r}")
-        except (ValueError, TypeError, AttributeError) as exc:
-            await client.send({"status": "error", "msg": f"invalid request: {exc}"})
+            req = StreamRequest.model_validate_json(await client.next_text(FIRST_FRAME_TIMEOUT))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors())
+            await client.send({"status": "error", "msg": f"invalid request: {problems}"})
             return ws
-        result = await call("query", None, code, params.get("options"))
+        result = await call("query", None, req.code, req.options)
         run_id: str | None = None
         while True:
             run_id = result.get("runId") or run_id
