@@ -80,9 +80,11 @@ def is_transient(exc: BaseException) -> bool:
         orig = exc.orig
         if orig is not None and is_transient(orig):
             return True
-        # asyncpg's own classes, wrapped by SQLAlchemy: 08xxx connection exceptions, 57Pxx shutdown
+        # asyncpg's own classes, wrapped by SQLAlchemy: 08xxx connection exceptions, 57Pxx shutdown,
+        # and a transaction PostgreSQL aborted to break a deadlock or a serialization conflict
+        # (40P01, 40001): all succeed when simply tried again.
         sqlstate = str(getattr(orig, "sqlstate", "") or getattr(getattr(orig, "__cause__", None), "sqlstate", "") or "")
-        return sqlstate.startswith(("08", "57P"))
+        return sqlstate.startswith(("08", "57P", "40P01", "40001"))
     if isinstance(exc, (redis_exc.ConnectionError, redis_exc.TimeoutError)):
         return True
     if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted while connections hang
