@@ -16,7 +16,8 @@ from bai.manager.api.gql_limits import QueryTooComplex, Shape, measure, prepare,
 from bai.manager.config import GraphQLConfig
 
 LIMITS = GraphQLConfig()
-WIRE = Path("/work/shared/reference/wire")
+#: The wire captures of the official client, in ../shared/ beside the repository (CI lays it there too).
+WIRE = Path(__file__).resolve().parents[4] / "shared" / "reference" / "wire"
 
 
 def test_measure_expands_fragments_once_each() -> None:
