@@ -10,32 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
-import secrets
-import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import aiodocker
 import pytest
 import requests
 import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bai.agent.config import AgentConfig
-from bai.agent.server import AgentServer
-from bai.common import etcd as etcd_mod
 from bai.common.auth import API_VERSION, sign_request
-from bai.manager.config import ManagerConfig
 from bai.manager.server import build_app
-from bai.manager.store import fixtures
 from bai.manager.store import tables as t
-from tests.fixtures.halfstack import HalfStack, dedicated_redis
+from tests.fixtures.halfstack import HalfStack
+from tests.fixtures.node_parts import node_parts
 
 T = TypeVar("T")
 
@@ -85,62 +76,22 @@ class LiveNode:
 
 async def _serve(halfstack: HalfStack, overrides: dict[str, Any], started: concurrent.futures.Future[LiveNode],
                  stop: threading.Event) -> None:
-    tag = secrets.token_hex(4)
-    dbname, namespace, secret = f"api_{tag}", f"api-{tag}", secrets.token_urlsafe(24)
-    await halfstack.migrated_database(dbname)
-    engine = create_async_engine(halfstack.pg_dsn(dbname))
-    async with engine.begin() as conn:
-        admin = await fixtures.populate(conn)
-    ipc = Path(tempfile.mkdtemp(prefix="bai-api-", dir="/tmp"))
-    agent_id = f"i-api-{tag}"
-    with dedicated_redis() as redis_addr:
-        async with etcd_mod.connect(halfstack.etcd_addr, namespace) as etcd:
-            await etcd.put("config/redis/addr", redis_addr)
-            await etcd.put("config/agent/rpc-secret", secret)
-        agent = AgentServer(AgentConfig.model_validate({
-            "etcd": {"namespace": namespace, "addr": halfstack.etcd_addr},
-            "agent": {"id": agent_id, "rpc-listen-addr": "127.0.0.1:0", "ipc-base-path": str(ipc),
-                      "heartbeat-interval": 1.0},
-            "resource": {"reserved-cpu": 0, "reserved-mem": "0"},
-        }))
-        cfg = ManagerConfig.model_validate({
-            "etcd": {"namespace": namespace, "addr": halfstack.etcd_addr},
-            "db": {"addr": f"127.0.0.1:{halfstack.pg_port}", "name": dbname, "user": "postgres"},
-            "manager": {"id": f"i-mgr-{tag}", "service-addr": "127.0.0.1:0", "heartbeat-timeout": 10,
-                        **overrides},
-        })
-        app = build_app(cfg)
+    async with node_parts(halfstack, "api", overrides) as parts:
+        app = build_app(parts.manager_config)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        await agent.start()
+        await parts.agent.start()
         try:
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 60
-            while True:
-                async with engine.connect() as conn:
-                    alive = await conn.scalar(sa.select(sa.func.count()).select_from(t.agents)
-                                              .where(t.agents.c.status == "ALIVE"))
-                    images = await conn.scalar(sa.select(sa.func.count()).select_from(t.images))
-                if alive and images:
-                    break
-                if loop.time() > end:
-                    raise TimeoutError("the agent did not register with its images")
-                await asyncio.sleep(0.05)
+            await parts.wait_agent_registered()
             host, port = runner.addresses[0][:2]
-            started.set_result(LiveNode(f"http://{host}:{port}", admin.access_key, admin.secret_key, app,
-                                        engine, loop))
+            started.set_result(LiveNode(f"http://{host}:{port}", parts.access_key, parts.secret_key, app,
+                                        parts.db, asyncio.get_running_loop()))
             await asyncio.to_thread(stop.wait)
         finally:
             await runner.cleanup()
-            await agent.stop()
-            async with aiodocker.Docker() as docker:
-                for c in await docker.containers.list(
-                        all=True, filters=json.dumps({"label": [f"ai.backend.owner={agent_id}"]})):
-                    await c.delete(force=True)
-            await engine.dispose()
-            await asyncio.to_thread(halfstack.psql, f"drop database if exists {dbname} with (force)")
+            await parts.agent.stop()
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,24 @@ kernel image. Tests talk to the manager over HTTP with signed requests, as clien
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiodocker
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bai.agent.config import AgentConfig
 from bai.agent.server import AgentServer
-from bai.common import etcd as etcd_mod
 from bai.common.auth import API_VERSION, sign_request
-from bai.manager.config import ManagerConfig
 from bai.manager.server import build_app
 from bai.manager.store import fixtures
 from bai.manager.store import tables as t
-from tests.fixtures.halfstack import HalfStack, dedicated_redis
+from tests.fixtures.halfstack import HalfStack
+from tests.fixtures.node_parts import node_parts
 
 
 @dataclass
@@ -84,57 +78,15 @@ class Node:
         return ak, sk
 
 
-async def _wait(check: Any, what: str, deadline: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not await check():
-        if loop.time() > end:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 async def node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Node]:
-    tag = secrets.token_hex(4)
-    dbname, namespace, secret = f"node_{tag}", f"node-{tag}", secrets.token_urlsafe(24)
-    await halfstack.migrated_database(dbname)
-    engine = create_async_engine(halfstack.pg_dsn(dbname))
-    async with engine.begin() as conn:
-        admin = await fixtures.populate(conn)
-    ipc = Path(tempfile.mkdtemp(prefix="bai-n-", dir="/tmp"))
-    with dedicated_redis() as redis_addr:
-        async with etcd_mod.connect(halfstack.etcd_addr, namespace) as etcd:
-            await etcd.put("config/redis/addr", redis_addr)
-            await etcd.put("config/agent/rpc-secret", secret)
-        agent_id = f"i-node-{tag}"
-        agent = AgentServer(AgentConfig.model_validate({
-            "etcd": {"namespace": namespace, "addr": halfstack.etcd_addr},
-            "agent": {"id": agent_id, "rpc-listen-addr": "127.0.0.1:0", "ipc-base-path": str(ipc),
-                      "heartbeat-interval": 1.0},
-            "resource": {"reserved-cpu": 0, "reserved-mem": "0"},
-        }))
-        cfg = ManagerConfig.model_validate({
-            "etcd": {"namespace": namespace, "addr": halfstack.etcd_addr},
-            "db": {"addr": f"127.0.0.1:{halfstack.pg_port}", "name": dbname, "user": "postgres"},
-            "manager": {"id": f"i-mgr-{tag}", "service-addr": "127.0.0.1:0", "heartbeat-timeout": 10},
-        })
-        client = TestClient(TestServer(build_app(cfg), host="127.0.0.1"))
+    async with node_parts(halfstack, "node") as parts:
+        client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
         await client.start_server()
-        await agent.start()
+        await parts.agent.start()
         try:
-            async def ready() -> bool:
-                async with engine.connect() as conn:
-                    alive = await conn.scalar(sa.select(sa.func.count()).select_from(t.agents)
-                                              .where(t.agents.c.status == "ALIVE"))
-                    images = await conn.scalar(sa.select(sa.func.count()).select_from(t.images))
-                return bool(alive) and bool(images)
-            await _wait(ready, "agent registered with its images")
-            yield Node(client, engine, admin.access_key, admin.secret_key, agent, redis_addr)
+            await parts.wait_agent_registered()
+            yield Node(client, parts.db, parts.access_key, parts.secret_key, parts.agent, parts.redis_addr)
         finally:
             await client.close()
-            await agent.stop()
-            async with aiodocker.Docker() as docker:
-                for c in await docker.containers.list(
-                        all=True, filters=json.dumps({"label": [f"ai.backend.owner={agent_id}"]})):
-                    await c.delete(force=True)
-            await engine.dispose()
+            await parts.agent.stop()
