@@ -69,14 +69,16 @@ def agent_config(settings: Settings) -> dict[str, Any]:
 
 def code_stamp() -> str:
     """A digest of the platform's source as installed here: an upgrade that changes code changes
-    the stamp, and the services restart; a rerun with the same code restarts nothing."""
+    the stamp, and the services restart; a rerun with the same code restarts nothing. The
+    checkout's location counts too: daemons started from another clone (a CI run's, since
+    deleted) import their code and bind-mount the kernel runner from there."""
     import hashlib
     from pathlib import Path
 
     import bai
 
     root = Path(bai.__file__).parent
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(str(root.resolve()).encode() + b"\0")
     for path in sorted(root.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

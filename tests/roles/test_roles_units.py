@@ -184,3 +184,21 @@ def test_redis_password_stays_off_command_lines() -> None:
     assert "REDISCLI_AUTH=" in ready and "pw-xyz" not in ready
     assert "pw-xyz" not in bai.redis_stamp(s)
     assert bai.redis_stamp(s) != bai.redis_stamp(s.model_copy(update={"redis_password": "other"}))
+
+
+def test_code_stamp_changes_with_the_checkout_location(tmp_path: Path) -> None:
+    """Daemons started from another clone (a CI run's, deleted afterwards) must be restarted by
+    a run from this one, even when the code is byte for byte the same."""
+    import shutil
+
+    here = bai.code_stamp()
+    assert bai.code_stamp() == here  # stable for one checkout
+    clone = tmp_path / "components"
+    shutil.copytree(Path(bai.__file__).resolve().parents[1] / "components" / "bai", clone / "bai",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    elsewhere = subprocess.run(
+        ["/opt/bai/venv/bin/python", "-c", "import bai, roles.bai as r; print(bai.__file__); print(r.code_stamp(), end='')"],
+        env={**os.environ, "PYTHONPATH": f"{clone}:{Path(bai.__file__).resolve().parents[1]}"},
+        capture_output=True, text=True, check=True, timeout=60)
+    origin, stamp = elsewhere.stdout.split("\n", 1)
+    assert origin.startswith(str(clone)) and stamp != here
