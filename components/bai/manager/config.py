@@ -86,6 +86,7 @@ class GraphQLConfig(Section):
     max_depth: int = Field(20, alias="max-depth", ge=1)  # nested selections; full introspection needs 15
     max_fields: int = Field(500, alias="max-fields", ge=1)  # fields selected, fragments expanded; introspection: 229
     max_aliases: int = Field(30, alias="max-aliases", ge=0)  # aliased fields, fragments expanded
+    max_page_size: int = Field(100, alias="max-page-size", ge=1)  # most items a *_list query's limit may ask for
 
 
 class LoggingConfig(Section):

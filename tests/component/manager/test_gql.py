@@ -16,6 +16,7 @@ from bai.common.types import KernelStatus, SessionStatus
 from bai.manager.api import gql
 from bai.manager.store import agents as agent_store
 from bai.manager.store import fixtures
+from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import sessions as session_store
 from bai.manager.store import tables as t
 
@@ -509,7 +510,7 @@ async def test_unexpected_failures_do_not_leak_details(world: World, monkeypatch
     async def broken(conn: Any, access_key: str) -> int:
         raise RuntimeError("connection to 10.0.0.7 refused; password=hunter2")
 
-    monkeypatch.setattr(gql.gq, "concurrency_used", broken)
+    monkeypatch.setattr(keypair_store, "concurrency_used", broken)
     body = await gql_call(world, world.admin, "{ keypair { access_key concurrency_used } }")
     assert body["data"] == {"keypair": {"access_key": world.admin.access_key, "concurrency_used": None}}
     [err] = body["errors"]

@@ -12,7 +12,7 @@ import pytest
 from graphql import get_introspection_query, parse
 
 from bai.manager.api import gql
-from bai.manager.api.gql_limits import QueryTooComplex, Shape, measure, prepare, prescan
+from bai.manager.api.gql.limits import QueryTooComplex, Shape, measure, prepare, prescan
 from bai.manager.config import GraphQLConfig
 
 LIMITS = GraphQLConfig()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.types import ResourceSlots, slots_from_json, slots_to_json
 
+from . import filters as qf
 from . import tables as t
 
 OCCUPYING_KERNEL_STATUSES = ("SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "TERMINATING")
@@ -95,3 +97,50 @@ async def alive_addrs(conn: AsyncConnection) -> list[tuple[str, str]]:
     rows = await conn.execute(sa.select(t.agents.c.id, t.agents.c.addr).where(t.agents.c.status == "ALIVE")
                               .order_by(t.agents.c.id))
     return [(r.id, r.addr) for r in rows]
+
+
+# ------------------------------------------------------------------ GraphQL reads
+
+AGENT_STATUSES = frozenset({"ALIVE", "LOST", "RESTARTING", "TERMINATED"})
+_a = t.agents.c
+
+#: What an agent_list ``filter`` / ``order`` may name.
+AGENT_FIELDS: dict[str, qf.Field] = {
+    "id": qf.Field(_a.id, "str"),
+    "status": qf.enum(_a.status, AGENT_STATUSES),
+    "status_changed": qf.Field(_a.status_changed, "datetime"),
+    "region": qf.Field(_a.region, "str"),
+    "scaling_group": qf.Field(_a.scaling_group, "str"),
+    "schedulable": qf.Field(_a.schedulable, "bool"),
+    "addr": qf.Field(_a.addr, "str"),
+    "architecture": qf.Field(_a.architecture, "str"),
+    "version": qf.Field(_a.version, "str"),
+    "first_contact": qf.Field(_a.first_contact, "datetime"),
+    "lost_at": qf.Field(_a.lost_at, "datetime"),
+}
+
+_container_count = (
+    sa.select(sa.func.count()).select_from(t.kernels)
+    .where(t.kernels.c.agent == _a.id, t.kernels.c.status.in_(OCCUPYING_KERNEL_STATUSES))
+    .scalar_subquery()
+)
+
+
+async def agent_page(
+    conn: AsyncConnection, *, limit: int, offset: int, scaling_group: str | None = None,
+    statuses: Sequence[str] | None = None, filter_: str | None = None, order: str | None = None,
+) -> tuple[list[sa.Row[Any]], int]:
+    """One page of agents (with their count of resource-holding kernels) and the total count. A
+    bad ``filter_`` or ``order`` raises QueryError before any SQL runs."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if scaling_group is not None:
+        conds.append(_a.scaling_group == scaling_group)
+    if statuses is not None:
+        conds.append(_a.status.in_(list(statuses)))
+    if filter_ is not None:
+        conds.append(qf.where(filter_, AGENT_FIELDS))
+    ordering = [*qf.order_by(order, AGENT_FIELDS), _a.id] if order else [_a.id]
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(t.agents).where(*conds))
+    q = (sa.select(t.agents, _container_count.label("container_count"))
+         .where(*conds).order_by(*ordering).limit(limit).offset(offset))
+    return list((await conn.execute(q)).all()), int(total or 0)

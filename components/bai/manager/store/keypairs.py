@@ -100,3 +100,28 @@ async def resolve_group(conn: AsyncConnection, domain: str, group: str, user_uui
                t.association_groups_users.c.user_id == user_uuid)
     )
     return await conn.scalar(q)
+
+
+# ------------------------------------------------------------------ GraphQL reads
+
+async def keypair_with_user(conn: AsyncConnection, access_key: str, domain_name: str | None) -> sa.Row[Any] | None:
+    """The keypair with its user's email, full name and domain (None outside ``domain_name``)."""
+    q = (
+        sa.select(t.keypairs, t.users.c.email.label("user_email"), t.users.c.full_name.label("full_name"),
+                  t.users.c.domain_name.label("domain_name"))
+        .select_from(t.keypairs.join(t.users, t.users.c.uuid == t.keypairs.c.user))
+        .where(t.keypairs.c.access_key == access_key)
+    )
+    if domain_name is not None:
+        q = q.where(t.users.c.domain_name == domain_name)
+    return (await conn.execute(q)).first()
+
+
+async def concurrency_used(conn: AsyncConnection, access_key: str) -> int:
+    """Sessions of the keypair that hold (or are about to hold) agent resources."""
+    q = sa.select(sa.func.count()).select_from(t.sessions).where(
+        t.sessions.c.access_key == access_key,
+        t.sessions.c.status.in_(["SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING",
+                                 "RUNNING_DEGRADED", "TERMINATING"]),
+    )
+    return int(await conn.scalar(q) or 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bai.common.types import KernelStatus, SessionStatus
+from bai.common.types import KernelStatus, SessionStatus, SessionTypes
 
+from . import filters as qf
 from . import tables as t
 
 DEAD = (SessionStatus.TERMINATED.value, SessionStatus.CANCELLED.value)
@@ -245,3 +247,122 @@ async def note_kernel_condition(conn: AsyncConnection, session_id: uuid.UUID, ke
     await conn.execute(t.sessions.update().where(
         t.sessions.c.id == session_id, t.sessions.c.status.not_in(settled)).values(status_info=info))
     return True
+
+
+# ------------------------------------------------------------------ GraphQL reads
+
+SESSION_RESULTS = frozenset({"UNDEFINED", "SUCCESS", "FAILURE"})
+_s = t.sessions.c
+
+#: What a compute_session_list ``filter`` / ``order`` may name.
+SESSION_FIELDS: dict[str, qf.Field] = {
+    "id": qf.Field(_s.id, "uuid"),
+    "session_id": qf.Field(_s.id, "uuid"),
+    "type": qf.enum(_s.session_type, (st.value for st in SessionTypes), str.lower),
+    "name": qf.Field(_s.name, "str"),
+    "image": qf.Field(_s.image, "str"),
+    "architecture": qf.Field(_s.architecture, "str"),
+    "tag": qf.Field(_s.tag, "str"),
+    "domain_name": qf.Field(_s.domain_name, "str"),
+    "group_id": qf.Field(_s.group_id, "uuid"),
+    "group_name": qf.Field(t.groups.c.name, "str"),
+    "user_email": qf.Field(t.users.c.email, "str"),
+    "user_id": qf.Field(_s.user_uuid, "uuid"),
+    "full_name": qf.Field(t.users.c.full_name, "str"),
+    "access_key": qf.Field(_s.access_key, "str"),
+    "scaling_group": qf.Field(_s.scaling_group_name, "str"),
+    "cluster_mode": qf.enum(_s.cluster_mode, ("single-node", "multi-node"),
+                           lambda v: v.lower().replace("_", "-")),
+    "cluster_size": qf.Field(_s.cluster_size, "int"),
+    "status": qf.enum(_s.status, SessionStatus),
+    "status_info": qf.Field(_s.status_info, "str"),
+    "result": qf.enum(_s.result, SESSION_RESULTS),
+    "created_at": qf.Field(_s.created_at, "datetime"),
+    "terminated_at": qf.Field(_s.terminated_at, "datetime"),
+    "starts_at": qf.Field(_s.starts_at, "datetime"),
+    "scheduled_at": qf.Field(qf.history_time(_s.status_history, "SCHEDULED"), "datetime"),
+    "startup_command": qf.Field(_s.startup_command, "str"),
+    "num_queries": qf.Field(_s.num_queries, "int"),
+}
+
+
+@dataclass(frozen=True)
+class SessionScope:
+    """What the caller may see, after role scoping: None means unrestricted."""
+
+    domain_name: str | None = None
+    group_id: uuid.UUID | None = None
+    access_key: str | None = None
+
+
+_main = t.kernels.alias("main_kernel")
+_listing_from = (
+    t.sessions.join(t.groups, t.groups.c.id == _s.group_id)
+    .join(t.users, t.users.c.uuid == _s.user_uuid)
+    .outerjoin(_main, sa.and_(_main.c.session_id == _s.id, _main.c.cluster_role == "main"))
+    .outerjoin(t.keypairs, t.keypairs.c.access_key == _s.access_key)
+    .outerjoin(t.keypair_resource_policies,
+               t.keypair_resource_policies.c.name == t.keypairs.c.resource_policy)
+)
+_listing_select = sa.select(
+    t.sessions,
+    t.groups.c.name.label("group_name"),
+    t.users.c.email.label("user_email"),
+    t.users.c.full_name.label("full_name"),
+    _main.c.id.label("main_kernel_id"),
+    _main.c.registry.label("main_registry"),
+    _main.c.architecture.label("main_architecture"),
+    _main.c.service_ports.label("main_service_ports"),
+    t.keypair_resource_policies.c.max_session_lifetime,
+).select_from(_listing_from)
+
+#: The original's default: most recently created or terminated first.
+DEFAULT_LISTING_ORDER = (sa.func.greatest(_s.created_at, _s.terminated_at).desc(), _s.id)
+
+
+def _listing_conds(scope: SessionScope, statuses: Sequence[str] | None,
+                   filter_: str | None) -> list[sa.ColumnElement[bool]]:
+    conds: list[sa.ColumnElement[bool]] = []
+    if scope.domain_name is not None:
+        conds.append(_s.domain_name == scope.domain_name)
+    if scope.group_id is not None:
+        conds.append(_s.group_id == scope.group_id)
+    if scope.access_key is not None:
+        conds.append(_s.access_key == scope.access_key)
+    if statuses is not None:
+        conds.append(_s.status.in_(list(statuses)))
+    if filter_ is not None:
+        conds.append(qf.where(filter_, SESSION_FIELDS))
+    return conds
+
+
+async def session_page(
+    conn: AsyncConnection, scope: SessionScope, *, limit: int, offset: int,
+    statuses: Sequence[str] | None = None, filter_: str | None = None, order: str | None = None,
+) -> tuple[list[sa.Row[Any]], int]:
+    """One page of sessions (with group, user, main kernel and policy columns) and the total
+    count. A bad ``filter_`` or ``order`` raises QueryError before any SQL runs."""
+    conds = _listing_conds(scope, statuses, filter_)
+    ordering = [*qf.order_by(order, SESSION_FIELDS), _s.id] if order else list(DEFAULT_LISTING_ORDER)
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(_listing_from).where(*conds))
+    q = _listing_select.where(*conds).order_by(*ordering).limit(limit).offset(offset)
+    return list((await conn.execute(q)).all()), int(total or 0)
+
+
+async def session_in_scope(conn: AsyncConnection, session_id: uuid.UUID, scope: SessionScope) -> sa.Row[Any] | None:
+    """The session with session_page's columns, or None when absent or outside ``scope``."""
+    q = _listing_select.where(_s.id == session_id, *_listing_conds(scope, None, None))
+    return (await conn.execute(q.limit(1))).first()
+
+
+async def kernels_by_session(conn: AsyncConnection, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[sa.Row[Any]]]:
+    """Every kernel of the given sessions in one query, grouped by session, main kernel first."""
+    out: dict[uuid.UUID, list[sa.Row[Any]]] = {sid: [] for sid in session_ids}
+    if not session_ids:
+        return out
+    k = t.kernels.c
+    q = (sa.select(t.kernels).where(k.session_id.in_(list(session_ids)))
+         .order_by(k.session_id, (k.cluster_role != "main"), k.cluster_idx, k.local_rank))
+    for row in await conn.execute(q):
+        out.setdefault(row.session_id, []).append(row)
+    return out

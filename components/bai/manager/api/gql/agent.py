@@ -1,0 +1,76 @@
+"""Agent: SDL, resolvers and row -> object mapping (superadmins only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ariadne import QueryType
+
+from bai.manager import errors
+from bai.manager.services import gql_queries as svc
+from bai.manager.store.agents import AGENT_STATUSES
+
+from .context import context_of
+
+QUERIES = '''
+  "Agents (superadmin only)."
+  agent_list(
+    limit: Int!
+    offset: Int!
+    filter: String
+    order: String
+    scaling_group: String
+    status: String
+  ): AgentList
+'''
+
+SDL = '''
+type Agent implements Item {
+  id: ID
+  status: String
+  status_changed: DateTime
+  region: String
+  scaling_group: String
+  schedulable: Boolean
+  available_slots: JSONString
+  occupied_slots: JSONString
+  addr: String
+  architecture: String
+  first_contact: DateTime
+  lost_at: DateTime
+  version: String
+  compute_plugins: JSONString
+  live_stat: JSONString
+  cpu_cur_pct: Float
+  mem_cur_bytes: Float
+  container_count: Int
+}
+
+type AgentList implements PaginatedList {
+  items: [Agent]!
+  total_count: Int!
+}
+'''
+
+query = QueryType()
+BINDABLES = (query,)
+
+
+def agent_obj(row: Any) -> dict[str, Any]:
+    """A row of store.agents.agent_page as an Agent (live statistics are not collected yet)."""
+    return {**row._mapping, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None}
+
+
+@query.field("agent_list")
+async def resolve_agent_list(
+    _: Any, info: Any, limit: int, offset: int, filter: str | None = None, order: str | None = None,
+    scaling_group: str | None = None, status: str | None = None,
+) -> dict[str, Any]:
+    ctx = context_of(info)
+    if not ctx.requester.is_superadmin:
+        raise errors.GenericForbidden("Only superadmins may list agents.")
+    svc.check_page(limit, offset, ctx.max_page_size)
+    page = await svc.agent_page(
+        ctx.manager.db, limit=limit, offset=offset, scaling_group=scaling_group,
+        statuses=svc.statuses(status, AGENT_STATUSES, "agent"), filter_=filter, order=order)
+    return {"items": [agent_obj(r) for r in page.rows], "total_count": page.total_count}

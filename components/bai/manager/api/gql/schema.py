@@ -1,0 +1,24 @@
+"""The executable schema, assembled from the object-type modules.
+
+Names follow the original's (Backend.AI 24.03): snake_case fields, ``*_list(limit, offset,
+filter, order, ...)`` -> ``{items, total_count}``. Only read queries exist so far. To add an
+object type: a module with ``QUERIES`` (its fields of ``Query``), ``SDL`` (its types) and
+``BINDABLES`` (its ariadne resolvers), listed in TYPE_MODULES."""
+
+from __future__ import annotations
+
+from ariadne import make_executable_schema
+
+from . import agent, compute_session, keypair, scalars
+
+TYPE_MODULES = (compute_session, keypair, agent)
+
+SDL = "\n".join([
+    scalars.SDL,
+    "type Query {" + "".join(m.QUERIES for m in TYPE_MODULES) + "}",
+    *(m.SDL for m in TYPE_MODULES),
+])
+
+SCHEMA = make_executable_schema(
+    SDL, *scalars.BINDABLES, *(b for m in TYPE_MODULES for b in m.BINDABLES),
+)
