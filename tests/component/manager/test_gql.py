@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager.api import gql
+from bai.manager.api.keys import CTX
+from bai.manager.config import ManagerConfig
 from bai.manager.store import agents as agent_store
 from bai.manager.store import fixtures
 from bai.manager.store import keypairs as keypair_store
@@ -517,3 +519,39 @@ async def test_unexpected_failures_do_not_leak_details(world: World, monkeypatch
     assert err["message"] == "Internal server error."
     assert err["path"] == ["keypair", "concurrency_used"]
     assert "hunter2" in caplog.text  # the operator still gets the real cause in the log
+
+
+@pytest.mark.parametrize("path", ["/admin/gql", "/admin/graphql"])
+async def test_page_size_is_capped(world: World, path: str) -> None:
+    q = "query($limit: Int!) { %s(limit: $limit, offset: 0) { total_count } }"
+    for field in ("compute_session_list", "agent_list"):
+        reply = await world.client.post(path, {"query": q % field, "variables": {"limit": 100}}, world.admin)
+        assert reply.status == 200 and "errors" not in reply.body, reply.body
+        reply = await world.client.post(path, {"query": q % field, "variables": {"limit": 101}}, world.admin)
+        message = "limit must not exceed 100 (max-page-size)"
+        if path == "/admin/gql":
+            assert reply.status == 200
+            assert reply.body["data"] == {field: None}
+            assert [e["message"] for e in reply.body["errors"]] == [message]
+            assert reply.body["errors"][0]["path"] == [field]
+        else:  # the legacy endpoint: 400 graphql-error with the error list as data
+            assert reply.status == 400 and reply.body["type"] == PROBS + "graphql-error"
+            assert [e["message"] for e in reply.body["data"]] == [message]
+
+
+async def test_page_size_cap_is_configurable(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = world.client.client.app[CTX]
+    monkeypatch.setattr(manager, "config", ManagerConfig.model_validate({"graphql": {"max-page-size": 2}}))
+    body = await gql_call(world, world.admin, SESSION_LIST_Q, list_vars(status=None, limit=2))
+    assert "errors" not in body and len(body["data"]["compute_session_list"]["items"]) == 2
+    body = await gql_call(world, world.admin, SESSION_LIST_Q, list_vars(status=None, limit=3))
+    assert body["data"] == {"compute_session_list": None}
+    assert body["errors"][0]["message"] == "limit must not exceed 2 (max-page-size)"
+
+
+@pytest.mark.parametrize("filter_", ["!" * 5000 + 'name == "x"', "(" * 5000, "[" * 3000, 'name in [' + "[" * 3000])
+async def test_hostile_filters_are_refused_not_recursed(world: World, filter_: str) -> None:
+    body = await gql_call(world, world.admin, SESSION_LIST_Q, list_vars(filter=filter_))
+    assert body["data"] == {"compute_session_list": None}
+    [err] = body["errors"]
+    assert err["message"].startswith("Invalid filter: "), err
