@@ -98,4 +98,4 @@ async def agent_page(db: AsyncEngine, *, limit: int, offset: int, scaling_group:
         rows, total = await agent_store.agent_page(
             conn, limit=limit, offset=offset, scaling_group=scaling_group, statuses=statuses,
             filter_=filter_, order=order)
-    return Page(rows, total)
+    return Page([dict(r._mapping) for r in rows], total)  # every column becomes an Agent field

@@ -56,9 +56,10 @@ query = QueryType()
 BINDABLES = (query,)
 
 
-def agent_obj(row: Any) -> dict[str, Any]:
-    """A row of store.agents.agent_page as an Agent (live statistics are not collected yet)."""
-    return {**row._mapping, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None}
+def agent_obj(row: dict[str, Any]) -> dict[str, Any]:
+    """An agent's columns (services.gql_queries.agent_page) as an Agent (live statistics are not
+    collected yet)."""
+    return {**row, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None}
 
 
 @query.field("agent_list")
