@@ -1,18 +1,26 @@
-"""The manager's aiohttp application: resources as ordered cleanup contexts, then routes."""
+"""The manager's aiohttp application: resources as an ordered list of small start-up contexts,
+then routes.
+
+Each context opens one resource, sets its app keys, yields while the manager serves, and closes
+it; aiohttp enters them in list order and leaves them in reverse, so a resource may use what the
+ones before it set. Adding a resource is one function here and one line in ``START_UP``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai.common import etcd as etcd_mod
+from bai.common.agent_pool import AgentPool
 from bai.common.events import (
     REDIS_DB_RATELIMIT,
     REDIS_DB_STREAM,
@@ -20,13 +28,13 @@ from bai.common.events import (
     EventProducer,
     event_signing_key,
 )
+from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.manager.api import auth, events, gql, openapi, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
 from bai.manager.errors import ServiceUnavailable
-from bai.manager.services.agents import AgentPool
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
     LifecycleHandler,
@@ -43,13 +51,146 @@ from bai.manager.store.db import create_engine
 log = logging.getLogger(__name__)
 
 
-def _redis(addr: str, db: int, password: str | None, timeout: float = 10.0) -> aioredis.Redis:
-    host, port = etcd_mod.parse_addr(addr, 6379)
-    # Every command has a deadline (pub/sub listening is exempt: redis-py waits on it without
-    # one); keep-alive and health checks notice a Redis that went away while idle.
-    return aioredis.Redis(host=host, port=port, db=db, password=password or None, decode_responses=False,
-                          socket_timeout=timeout, socket_connect_timeout=min(timeout, 5.0),
-                          socket_keepalive=True, health_check_interval=15)
+@dataclass(frozen=True)
+class SharedSettings:
+    """What the manager reads from etcd at start-up (the installer writes it)."""
+
+    redis_addr: str
+    redis_password: str | None
+    rpc_secret: str
+
+
+@dataclass(frozen=True)
+class RedisClients:
+    stream: aioredis.Redis
+    ratelimit: aioredis.Redis
+
+
+# What the start-up contexts hand to each other (the api's keys are in api/keys.py).
+CONFIG = web.AppKey("config", ManagerConfig)
+ETCD = web.AppKey("etcd", etcd_mod.EtcdStore)
+SETTINGS = web.AppKey("settings", SharedSettings)
+DB = web.AppKey("db", AsyncEngine)
+REDIS = web.AppKey("redis", RedisClients)
+AGENTS = web.AppKey("agents", AgentPool)
+LIFECYCLE = web.AppKey("lifecycle", LifecycleHandler)
+
+StartUpContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+async def etcd_ctx(app: web.Application) -> AsyncIterator[None]:
+    """etcd, and the shared settings read from it (every read under a deadline)."""
+    config = app[CONFIG]
+    async with etcd_mod.connect(config.etcd.addr, config.etcd.namespace) as etcd:
+        async with asyncio.timeout(config.manager.etcd_timeout * 3):
+            redis_addr = await etcd.get("config/redis/addr")
+            if not redis_addr:
+                raise ServiceUnavailable("etcd has no config/redis/addr; run the installer or `bai-manager etcd put`")
+            redis_password = await etcd.get("config/redis/password")
+            rpc_secret = await etcd.get("config/agent/rpc-secret") or ""
+        if not rpc_secret:
+            log.error("etcd has no config/agent/rpc-secret: no agent event can be verified")
+        app[ETCD] = etcd
+        app[SETTINGS] = SharedSettings(redis_addr, redis_password, rpc_secret)
+        yield
+
+
+async def db_ctx(app: web.Application) -> AsyncIterator[None]:
+    engine = app[DB] = create_engine(app[CONFIG].db)
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, timeout = app[SETTINGS], app[CONFIG].manager.redis_timeout
+    clients = app[REDIS] = RedisClients(
+        stream=open_redis(settings.redis_addr, REDIS_DB_STREAM, settings.redis_password, timeout),
+        ratelimit=open_redis(settings.redis_addr, REDIS_DB_RATELIMIT, settings.redis_password, timeout))
+    try:
+        yield
+    finally:
+        await clients.ratelimit.aclose()
+        await clients.stream.aclose()
+
+
+async def agent_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    mcfg = app[CONFIG].manager
+    agents = app[AGENTS] = AgentPool(app[SETTINGS].rpc_secret, timeout=mcfg.agent_rpc_timeout,
+                                     connect_timeout=mcfg.agent_rpc_connect_timeout)
+    try:
+        yield
+    finally:
+        await agents.close()
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The services the api and the background tasks use: sessions, the scheduler, the
+    lifecycle handler, over one ManagerContext."""
+    redis = app[REDIS]
+    # Agents sign their events with a key derived from the RPC secret, which Redis writers do
+    # not have; only events verified with it are handled.
+    producer = EventProducer(redis.stream, signing_key=event_signing_key(app[SETTINGS].rpc_secret))
+    ctx = app[CTX] = ManagerContext(config=app[CONFIG], db=app[DB], redis_stream=redis.stream,
+                                    redis_ratelimit=redis.ratelimit, etcd=app[ETCD], agents=app[AGENTS],
+                                    events=producer)
+    app[SESSIONS] = SessionService(ctx)
+    app[SCHEDULER] = Scheduler(ctx)
+    handler = app[LIFECYCLE] = LifecycleHandler(ctx)
+    try:
+        yield
+    finally:
+        await handler.stop()
+
+
+async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Event consumption, broadcast relay, scheduling, lost agents, agent sync, stuck sessions."""
+    ctx, handler = app[CTX], app[LIFECYCLE]
+    # Join the consumer group before serving so no event sent after start-up is missed.
+    consumer = EventConsumer(ctx.redis_stream, ctx.manager_id, verify_key=ctx.events.signing_key,
+                             claim_min_idle_ms=int(ctx.config.manager.event_claim_min_idle * 1000))
+    await consumer.ensure_group()
+    tasks = [
+        asyncio.create_task(consume_events(ctx, handler, consumer), name="events"),
+        asyncio.create_task(relay_broadcasts(ctx), name="broadcasts"),
+        asyncio.create_task(app[SCHEDULER].run(), name="scheduler"),
+        asyncio.create_task(watch_lost_agents(ctx), name="lost-agents"),
+        asyncio.create_task(keep_in_sync_with_agents(ctx, handler), name="agent-sync"),
+        asyncio.create_task(sweep_stuck_sessions_forever(ctx), name="stuck-sweep"),
+    ]
+    ctx.request_schedule()
+    try:
+        yield
+    finally:
+        ctx.stopping.set()  # before the cancel: loops whose reads swallow a cancellation end on it
+        await stop_tasks(tasks)
+
+
+async def registration_ctx(app: web.Application) -> AsyncIterator[None]:
+    """``nodes/manager/<id>`` in etcd under a lease kept alive while the manager serves."""
+    ctx = app[CTX]
+    registration = EtcdRegistration(app[ETCD], f"nodes/manager/{ctx.manager_id}", ctx.config.manager.etcd_timeout)
+    await registration.register()
+    keep = asyncio.create_task(registration.keep(), name="etcd-lease")
+    try:
+        yield
+    finally:
+        ctx.stopping.set()
+        await stop_tasks([keep])
+        await registration.unregister()
+
+
+#: Entered in this order, left in the reverse one.
+START_UP: tuple[StartUpContext, ...] = (
+    etcd_ctx,
+    db_ctx,
+    redis_ctx,
+    agent_pool_ctx,
+    services_ctx,
+    background_tasks_ctx,
+    registration_ctx,
+)
 
 
 def build_app(config: ManagerConfig) -> web.Application:
@@ -58,64 +199,8 @@ def build_app(config: ManagerConfig) -> web.Application:
         client_max_size=config.manager.max_request_size,
     )
     app.on_response_prepare.append(on_prepare)
-
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            mcfg = config.manager
-            etcd = await stack.enter_async_context(etcd_mod.connect(config.etcd.addr, config.etcd.namespace))
-            async with asyncio.timeout(mcfg.etcd_timeout * 3):
-                redis_addr = await etcd.get("config/redis/addr")
-                if not redis_addr:
-                    raise ServiceUnavailable("etcd has no config/redis/addr; run the installer or `bai-manager etcd put`")
-                redis_password = await etcd.get("config/redis/password")
-                rpc_secret = await etcd.get("config/agent/rpc-secret") or ""
-            if not rpc_secret:
-                log.error("etcd has no config/agent/rpc-secret: no agent event can be verified")
-            engine = create_engine(config.db)
-            stack.push_async_callback(engine.dispose)
-            r_stream = _redis(redis_addr, REDIS_DB_STREAM, redis_password, mcfg.redis_timeout)
-            r_rate = _redis(redis_addr, REDIS_DB_RATELIMIT, redis_password, mcfg.redis_timeout)
-            stack.push_async_callback(r_stream.aclose)
-            stack.push_async_callback(r_rate.aclose)
-            agents = AgentPool(rpc_secret, timeout=mcfg.agent_rpc_timeout,
-                               connect_timeout=mcfg.agent_rpc_connect_timeout)
-            stack.push_async_callback(agents.close)
-            # Agents sign their events with a key derived from the RPC secret, which Redis
-            # writers do not have; only events verified with it are handled.
-            producer = EventProducer(r_stream, signing_key=event_signing_key(rpc_secret))
-            ctx = ManagerContext(config=config, db=engine, redis_stream=r_stream, redis_ratelimit=r_rate,
-                                 etcd=etcd, agents=agents, events=producer)
-            sessions = SessionService(ctx)
-            scheduler = Scheduler(ctx, sessions)
-            handler = LifecycleHandler(ctx, sessions)
-            app[CTX] = ctx
-            app[SESSIONS] = sessions
-            app[SCHEDULER] = scheduler
-            # Join the consumer group before serving so no event sent after start-up is missed.
-            consumer = EventConsumer(r_stream, ctx.manager_id, verify_key=producer.signing_key,
-                                     claim_min_idle_ms=int(mcfg.event_claim_min_idle * 1000))
-            await consumer.ensure_group()
-            tasks = [
-                asyncio.create_task(consume_events(ctx, handler, consumer), name="events"),
-                asyncio.create_task(relay_broadcasts(ctx), name="broadcasts"),
-                asyncio.create_task(scheduler.run(), name="scheduler"),
-                asyncio.create_task(watch_lost_agents(ctx), name="lost-agents"),
-                asyncio.create_task(keep_in_sync_with_agents(ctx, handler), name="agent-sync"),
-                asyncio.create_task(sweep_stuck_sessions_forever(ctx, sessions), name="stuck-sweep"),
-            ]
-            registration = EtcdRegistration(etcd, f"nodes/manager/{ctx.manager_id}", mcfg.etcd_timeout)
-            await registration.register()
-            tasks.append(asyncio.create_task(registration.keep(), name="etcd-lease"))
-            ctx.request_schedule()
-            try:
-                yield
-            finally:
-                ctx.stopping.set()
-                await stop_tasks(tasks)
-                await handler.stop()
-                await registration.unregister()
-
-    app.cleanup_ctx.append(resources)
+    app[CONFIG] = config
+    app.cleanup_ctx.extend(START_UP)
     root.routes(app)
     auth.routes(app)
     session.routes(app)

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from bai.common.events import DEAD_LETTER_KEY, REDIS_DB_STREAM, STREAM_KEY, EventProducer
-from bai.manager.api.keys import CTX, SESSIONS
+from bai.manager.api.keys import CTX
 from bai.manager.services.lifecycle import sweep_stuck_sessions
 from bai.manager.store import tables as t
 
@@ -136,7 +136,7 @@ async def occupied_cpu(node: Node) -> str:
 
 async def test_sweep_fails_sessions_stuck_half_way_and_frees_their_slots(node: Node) -> None:
     app = node.client.app
-    ctx, sessions = app[CTX], app[SESSIONS]
+    ctx = app[CTX]
     idle_cpu = await occupied_cpu(node)
     # one stuck while starting (its container did start: the sweep must not leave it behind) and
     # one whose destroy never finished (two sessions: this machine has room for two at a time)
@@ -148,8 +148,8 @@ async def test_sweep_fails_sessions_stuck_half_way_and_frees_their_slots(node: N
         ids[n] = body["sessionId"]
     await _backdate(node, ids[starting], "PREPARING")
     await _backdate(node, ids[stopping], "TERMINATING")
-    assert await sweep_stuck_sessions(ctx, sessions, older_than=3600) == []  # not stuck for that long
-    failed = await sweep_stuck_sessions(ctx, sessions)
+    assert await sweep_stuck_sessions(ctx, older_than=3600) == []  # not stuck for that long
+    failed = await sweep_stuck_sessions(ctx)
     assert set(map(str, failed)) == {ids[starting], ids[stopping]}
     row = await session_row(node, ids[starting])
     assert (row.status, row.status_info) == ("CANCELLED", "hang-timeout")
@@ -158,7 +158,7 @@ async def test_sweep_fails_sessions_stuck_half_way_and_frees_their_slots(node: N
     for n in (starting, stopping):
         await until(lambda n=n: _no_containers(ids[n]), f"containers of {n} removed")
     assert await occupied_cpu(node) == idle_cpu
-    assert await sweep_stuck_sessions(ctx, sessions) == []
+    assert await sweep_stuck_sessions(ctx) == []
 
 
 async def _no_containers(session_id: str) -> bool:

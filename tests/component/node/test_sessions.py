@@ -301,7 +301,7 @@ async def test_sync_closes_sessions_whose_kernel_the_agent_lost(node: Node) -> N
     away) is found by the periodic sync, and its session ends with the reason."""
     import uuid
 
-    from bai.manager.api.keys import CTX, SESSIONS
+    from bai.manager.api.keys import CTX
     from bai.manager.services.lifecycle import LifecycleHandler, sync_with_agents
     from bai.manager.store import sessions as store
 
@@ -323,7 +323,7 @@ async def test_sync_closes_sessions_whose_kernel_the_agent_lost(node: Node) -> N
         await conn.execute(t.kernels.update().where(t.kernels.c.session_id.in_([ghost, live_id]))
                            .values(status="RUNNING", status_changed=past))
     app = node.client.app
-    handler = LifecycleHandler(app[CTX], app[SESSIONS])
+    handler = LifecycleHandler(app[CTX])
     assert await sync_with_agents(app[CTX], handler) == 1
     async with node.db.connect() as conn:
         ghost_row = (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == ghost))).one()

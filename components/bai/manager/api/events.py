@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import redis.asyncio as aioredis
-import sqlalchemy as sa
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bai.common.events import BROADCAST_CHANNEL
 from bai.manager import errors
-from bai.manager.store import tables as t
+from bai.manager.services.sessions.visibility import SessionScope, SessionScopes, project_ids
 from bai.manager.store.keypairs import Requester
 
 from . import routing
@@ -44,8 +42,6 @@ PING_INTERVAL = 15.0
 DISCONNECT_CHECK_INTERVAL = 1.0
 #: Events a stream may fall behind before it is closed (a client that stopped reading).
 QUEUE_SIZE = 1024
-#: Sessions whose visibility facts (domain, project, user) are kept in memory.
-SCOPE_CACHE_SIZE = 10_000
 
 #: What the original forwards to SSE clients (``session_preparing`` is internal there).
 SESSION_EVENTS = frozenset({
@@ -65,23 +61,13 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 Payload = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class SessionScope:
-    """What decides who may see a session's events; fixed for the session's life."""
-
-    domain_name: str
-    group_id: uuid.UUID | None
-    user_uuid: uuid.UUID | None
-
-
 class EventHub:
     """The manager's one subscription to the broadcast channel, fanned out to open streams."""
 
-    def __init__(self, redis: aioredis.Redis, db: AsyncEngine) -> None:
+    def __init__(self, redis: aioredis.Redis, scopes: SessionScopes) -> None:
         self._redis = redis
-        self._db = db
+        self._scopes = scopes
         self._streams: set[asyncio.Queue[Payload | None]] = set()
-        self._scopes: dict[uuid.UUID, SessionScope] = {}
         self._closed = False
         self.subscribed = asyncio.Event()
         #: Stream handlers still running (a cut-off stream's handler ends once its write gives up).
@@ -152,19 +138,7 @@ class EventHub:
             await asyncio.sleep(1.0)
 
     async def scope(self, session_id: uuid.UUID) -> SessionScope | None:
-        found = self._scopes.get(session_id)
-        if found is not None:
-            return found
-        async with self._db.connect() as conn:
-            row = (await conn.execute(
-                sa.select(t.sessions.c.domain_name, t.sessions.c.group_id, t.sessions.c.user_uuid)
-                .where(t.sessions.c.id == session_id))).first()
-        if row is None:
-            return None
-        if len(self._scopes) >= SCOPE_CACHE_SIZE:
-            self._scopes.clear()
-        found = self._scopes[session_id] = SessionScope(row.domain_name, row.group_id, row.user_uuid)
-        return found
+        return await self._scopes.get(session_id)
 
 
 EVENT_HUB = web.AppKey("event_hub", EventHub)
@@ -227,23 +201,12 @@ class EventsQuery(BaseModel):
     scope: Literal["*", "session", "kernel"] = "*"
 
 
-async def _group_ids(request: web.Request, who: Requester, name: str) -> frozenset[uuid.UUID]:
-    q = sa.select(t.groups.c.id).where(t.groups.c.name == name)
-    if not who.is_superadmin:
-        q = q.where(t.groups.c.domain_name == who.domain_name)
-    async with request.app[CTX].db.connect() as conn:
-        ids = frozenset((await conn.execute(q)).scalars())
-    if not ids:
-        raise errors.GroupNotFound()
-    return ids
-
-
 async def _parse(request: web.Request, who: Requester) -> SessionFilter:
     q = routing.query(request, EventsQuery)
     access_key = q.ownerAccessKey or who.access_key
     if access_key != who.access_key and who.role not in ("admin", "superadmin"):
         raise errors.GenericForbidden()
-    group_ids = None if q.group == "*" else await _group_ids(request, who, q.group)
+    group_ids = None if q.group == "*" else await project_ids(request.app[CTX], who, q.group)
     return SessionFilter(who, q.name, access_key, q.sessionId, group_ids, q.scope)
 
 
@@ -303,7 +266,7 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
-    hub = app[EVENT_HUB] = EventHub(ctx.redis_stream, ctx.db)
+    hub = app[EVENT_HUB] = EventHub(ctx.redis_stream, SessionScopes(ctx))
     task = asyncio.create_task(hub.run(), name="sse-events")
     try:
         async with asyncio.timeout(10):

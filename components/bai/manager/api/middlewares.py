@@ -18,7 +18,7 @@ from redis.commands.core import AsyncScript
 
 from bai.common import auth
 from bai.manager import errors
-from bai.manager.store.db import is_transient
+from bai.manager.services.outages import is_transient
 
 from .keys import API_VERSION, CTX, RATELIMIT, REQUESTER
 

@@ -11,13 +11,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bai.common.agent_pool import AgentPool
 from bai.common.etcd import EtcdStore
 from bai.common.events import EventProducer
 from bai.manager.config import ManagerConfig
 from bai.manager.store import keypairs as keypair_store
 from bai.manager.store.keypairs import Requester
-
-from .agents import AgentPool
 
 
 class SessionWaiters:

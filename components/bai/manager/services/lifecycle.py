@@ -24,7 +24,8 @@ from bai.manager.store import sessions as store
 from bai.manager.store.db import retry_transient
 
 from .context import ManagerContext
-from .sessions import SessionService
+from .sessions import termination
+from .sessions.payloads import broadcast_kernel, broadcast_session
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,8 @@ SETTLED_EVENTS = {"session_started": "RUNNING", "session_cancelled": "CANCELLED"
 
 
 class LifecycleHandler:
-    def __init__(self, ctx: ManagerContext, sessions: SessionService) -> None:
+    def __init__(self, ctx: ManagerContext) -> None:
         self.ctx = ctx
-        self.sessions = sessions
         self._reconciling: dict[str, asyncio.Task[None]] = {}
 
     async def handle(self, ev: Event) -> None:
@@ -113,12 +113,11 @@ class LifecycleHandler:
         # kernel_started before session_started, as the original sends them; both before the
         # creator is woken, so a client that acts on the answer never overtakes them.
         try:
-            await self.sessions.broadcast_kernel("kernel_started", k, "")
+            await broadcast_kernel(self.ctx, "kernel_started", k, "")
             if started:
                 async with self.ctx.db.connect() as conn:
                     row = await store.get(conn, session_id)
-                await self.ctx.events.broadcast("session_started", self.ctx.manager_id,
-                                                **SessionService._event_args(row))
+                await broadcast_session(self.ctx, "session_started", row)
         finally:
             if started:
                 self.ctx.waiters.notify(session_id, "RUNNING")
@@ -138,7 +137,7 @@ class LifecycleHandler:
         # cancel() announces kernel_cancelled for each kernel it moves, then session_cancelled
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "failed-to-create"
-        await self.sessions.cancel(session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
+        await termination.cancel(self.ctx, session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
 
     async def on_kernel_terminated(self, ev: Event) -> None:
         kernel_id = uuid.UUID(ev.args["kernel_id"])
@@ -162,8 +161,8 @@ class LifecycleHandler:
                     status_data={"kernel": {"id": str(kernel_id), "exit_code": exit_code, "reason": reason}},
                     result="FAILURE" if exit_code not in (0, None) else "SUCCESS"))
         if moved is not None:
-            await self.sessions.broadcast_kernel("kernel_terminated", moved, reason,
-                                                 -1 if exit_code is None else exit_code)
+            await broadcast_kernel(self.ctx, "kernel_terminated", moved, reason,
+                                   -1 if exit_code is None else exit_code)
         if not expected:
             log.info("kernel %s of session %s terminated by itself (%s, exit %s)",
                      kernel_id, session_id, reason, exit_code)
@@ -173,12 +172,12 @@ class LifecycleHandler:
                             if k.id != kernel_id and k.status not in ("TERMINATED", "CANCELLED")]
             for k in siblings:
                 try:
-                    await self.sessions._destroy_kernel(k, reason)
+                    await termination.destroy_kernel(self.ctx, k, reason)
                 except Exception:
                     log.exception("destroying sibling kernel %s failed", k.id)
         # In the expected case (a destroy in progress) whoever closes the session announces this
         # kernel's kernel_terminated, with the exit code the agent reported if it is us.
-        await self.sessions.finish_termination(session_id, reason, {kernel_id: exit_code})
+        await termination.finish_termination(self.ctx, session_id, reason, {kernel_id: exit_code})
 
 
 async def consume_events(ctx: ManagerContext, handler: LifecycleHandler,
@@ -361,8 +360,7 @@ CREATING = ["SCHEDULED", "PREPARING", "PULLING"]
 LIVE_KERNEL_STATUSES = [s.value for s in KernelStatus if s not in (KernelStatus.TERMINATED, KernelStatus.CANCELLED)]
 
 
-async def sweep_stuck_sessions(ctx: ManagerContext, sessions: SessionService,
-                               older_than: float | None = None) -> list[uuid.UUID]:
+async def sweep_stuck_sessions(ctx: ManagerContext, older_than: float | None = None) -> list[uuid.UUID]:
     """Fail sessions stuck in a transitional status for longer than ``older_than`` seconds (default
     ``stuck-session-timeout``) and free their slots: one still being created is CANCELLED (then
     whatever the agent has of it is destroyed); one TERMINATING gets one more destroy on its
@@ -378,29 +376,29 @@ async def sweep_stuck_sessions(ctx: ManagerContext, sessions: SessionService,
         async with ctx.db.connect() as conn:
             kernels = [k for k in await store.kernels_of(conn, row.id) if k.status in LIVE_KERNEL_STATUSES]
         if row.status == "TERMINATING":
-            await _destroy_all(sessions, kernels)
-            await sessions.finish_termination(row.id, "hang-timeout")
+            await _destroy_all(ctx, kernels)
+            await termination.finish_termination(ctx, row.id, "hang-timeout")
         else:
-            await sessions.close(row.id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, "hang-timeout",
-                                 kernels_from=LIVE_KERNEL_STATUSES, sessions_from=CREATING)
-            await _destroy_all(sessions, kernels)
+            await termination.close(ctx, row.id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, "hang-timeout",
+                                    kernels_from=LIVE_KERNEL_STATUSES, sessions_from=CREATING)
+            await _destroy_all(ctx, kernels)
         failed.append(row.id)
     return failed
 
 
-async def _destroy_all(sessions: SessionService, kernels: list[Any]) -> None:
-    results = await asyncio.gather(*[sessions._destroy_kernel(k, "hang-timeout") for k in kernels],
+async def _destroy_all(ctx: ManagerContext, kernels: list[Any]) -> None:
+    results = await asyncio.gather(*[termination.destroy_kernel(ctx, k, "hang-timeout") for k in kernels],
                                    return_exceptions=True)
     for k, res in zip(kernels, results, strict=True):
         if isinstance(res, BaseException):
             log.warning("destroying kernel %s of a stuck session failed: %r", k.id, res)
 
 
-async def sweep_stuck_sessions_forever(ctx: ManagerContext, sessions: SessionService) -> None:
+async def sweep_stuck_sessions_forever(ctx: ManagerContext) -> None:
     while True:
         await asyncio.sleep(ctx.config.manager.sweep_interval)
         try:
-            await sweep_stuck_sessions(ctx, sessions)
+            await sweep_stuck_sessions(ctx)
         except Exception:
             raise_if_cancelling()
             log.exception("stuck-session sweep failed")

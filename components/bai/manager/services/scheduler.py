@@ -26,7 +26,8 @@ from bai.manager.store import sessions as store
 from bai.manager.store import tables as t
 
 from .context import ManagerContext
-from .sessions import SessionService, occupancy
+from .sessions import termination
+from .sessions.payloads import broadcast_session
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,18 @@ class ConcentratedSelector:
         return min(fitting, key=key)
 
 
+def occupancy(rows: list[Any]) -> ResourceSlots:
+    """The slots the given sessions request, summed."""
+    total: ResourceSlots = {}
+    for r in rows:
+        for k, v in slots_from_json(r.requested_slots).items():
+            total[k] = total.get(k, Decimal(0)) + v
+    return total
+
+
 class Scheduler:
-    def __init__(self, ctx: ManagerContext, sessions: SessionService,
-                 selector: AgentSelector | None = None) -> None:
+    def __init__(self, ctx: ManagerContext, selector: AgentSelector | None = None) -> None:
         self.ctx = ctx
-        self.sessions = sessions
         self.selector = selector or ConcentratedSelector()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -115,8 +123,7 @@ class Scheduler:
                 if await self._place(conn, sess, agents_by_group[group_key]):
                     scheduled.append(sess)
         for sess in scheduled:
-            await self.ctx.events.broadcast("session_scheduled", self.ctx.manager_id,
-                                            **SessionService._event_args(sess))
+            await broadcast_session(self.ctx, "session_scheduled", sess)
             task = asyncio.create_task(self._prepare_or_log(sess.id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -208,4 +215,4 @@ class Scheduler:
                 str(session_id), [str(k.id) for k in kernels], configs, cluster_info)
         except (TimeoutError, AgentError, OSError) as exc:
             log.warning("create_kernels on %s failed: %r", addr, exc)
-            await self.sessions.cancel(session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})
+            await termination.cancel(self.ctx, session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})

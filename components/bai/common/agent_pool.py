@@ -1,4 +1,6 @@
-"""One keep-alive HTTP pool for RPCs to every agent, and a note of agents found unreachable."""
+"""One keep-alive HTTP pool for RPCs to every agent, and a note of agents found unreachable.
+
+Beside the RPC client it pools (HTTP stays out of the manager's services and store layers)."""
 
 from __future__ import annotations
 
