@@ -1,6 +1,7 @@
 """The manager stays layered one way, api -> services -> store: read from the source (ast, nothing
-is imported), no layer imports one above it, api/ never imports sqlalchemy (SQL lives in store/)
-and neither services/ nor store/ imports aiohttp (HTTP is api/'s business)."""
+is imported), no layer imports one above it, SQL lives in store/ (api/ never imports sqlalchemy,
+and only store/ sees the table definitions) and neither services/ nor store/ imports aiohttp
+(HTTP is api/'s business)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import bai.manager
 RANK = {"store": 0, "services": 1, "api": 2}
 #: Third-party packages a layer must not import.
 FORBIDDEN = {"api": ("sqlalchemy",), "services": ("aiohttp",), "store": ("aiohttp",)}
+#: Modules only their own layer may import.
+PRIVATE = {"store.tables": "store"}
 
 
 def _module_name(root: Path, path: Path, package: str) -> str:
@@ -63,8 +66,11 @@ def layering_violations(root: Path, package: str) -> list[str]:
         for line, imported in _imports(tree, module, path.name == "__init__.py"):
             target = _layer(imported, package)
             top = imported.split(".")[0]
+            private = imported.removeprefix(package + ".")
             if target is not None and RANK[target] > RANK[layer]:
                 why = f"{layer}/ imports {target}/ (upward)"
+            elif PRIVATE.get(private, layer) != layer:
+                why = f"{private} imported outside {PRIVATE[private]}/ (SQL only in store/)"
             elif top in FORBIDDEN[layer]:
                 why = f"{top} imported in {layer}/"
             else:
@@ -88,17 +94,21 @@ def test_the_walk_finds_each_kind_of_violation(tmp_path: Path) -> None:
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "server.py").write_text("import aiohttp\nimport sqlalchemy\nfrom mgr.api import keys\n")  # no layer
-    (pkg / "api" / "ok.py").write_text("from mgr.services import inner\nfrom ..store import tables\n")
+    (pkg / "api" / "ok.py").write_text("from mgr.services import inner\nfrom ..store import keypairs\n")
     (pkg / "api" / "sql.py").write_text("def f():\n    from sqlalchemy.ext.asyncio import AsyncEngine\n")
     (pkg / "services" / "up.py").write_text("from ..api import ok\n")
     (pkg / "services" / "inner" / "deep.py").write_text("from ...api.ok import x\nimport aiohttp.web\n")
     (pkg / "services" / "inner" / "fine.py").write_text("from .. import up\nfrom ...store import db\n")
     (pkg / "store" / "sideways.py").write_text("from . import tables\nfrom mgr import services\n")
     (pkg / "store" / "web.py").write_text("from aiohttp import web\n")
+    (pkg / "store" / "tables.py").write_text("")
+    (pkg / "store" / "query.py").write_text("from . import tables\n")  # fine: store/ itself
+    (pkg / "services" / "sql.py").write_text("from mgr.store import tables as t\n")
     assert layering_violations(pkg, "mgr") == [
         "mgr/api/sql.py:2: sqlalchemy imported in api/: sqlalchemy.ext.asyncio",
         "mgr/services/inner/deep.py:1: services/ imports api/ (upward): mgr.api.ok",
         "mgr/services/inner/deep.py:2: aiohttp imported in services/: aiohttp.web",
+        "mgr/services/sql.py:1: store.tables imported outside store/ (SQL only in store/): mgr.store.tables",
         "mgr/services/up.py:1: services/ imports api/ (upward): mgr.api",
         "mgr/store/sideways.py:2: store/ imports services/ (upward): mgr.services",
         "mgr/store/web.py:1: aiohttp imported in store/: aiohttp",

@@ -108,8 +108,7 @@ class LifecycleHandler:
                     conn, session_id, SessionStatus.RUNNING, only_from=["SCHEDULED", "PREPARING", "PULLING"],
                     info="")
                 if started and sess is not None:
-                    await conn.execute(store.t.sessions.update().where(store.t.sessions.c.id == session_id)
-                                       .values(occupying_slots=sess.requested_slots))
+                    await store.set_occupying_slots(conn, session_id, sess.requested_slots)
         # kernel_started before session_started, as the original sends them; both before the
         # creator is woken, so a client that acts on the answer never overtakes them.
         try:
@@ -157,9 +156,7 @@ class LifecycleHandler:
                                                  status_data={"exit_code": exit_code}):
                     moved = next((k for k in await store.kernels_of(conn, session_id) if k.id == kernel_id), None)
                 await store.set_session_status(conn, session_id, SessionStatus.TERMINATING, info=reason)
-                await conn.execute(store.t.sessions.update().where(store.t.sessions.c.id == session_id).values(
-                    status_data={"kernel": {"id": str(kernel_id), "exit_code": exit_code, "reason": reason}},
-                    result="FAILURE" if exit_code not in (0, None) else "SUCCESS"))
+                await store.note_kernel_exit(conn, session_id, kernel_id, exit_code, reason)
         if moved is not None:
             await broadcast_kernel(self.ctx, "kernel_terminated", moved, reason,
                                    -1 if exit_code is None else exit_code)

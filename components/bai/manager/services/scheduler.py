@@ -14,16 +14,17 @@ from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID as uuid_t
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.agent_rpc import AgentError
 from bai.common.tasks import raise_if_cancelling
-from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json, slots_to_json
+from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json
 from bai.manager.store import agents as agent_store
+from bai.manager.store import images as image_store
 from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import sessions as store
-from bai.manager.store import tables as t
+from bai.manager.store import users as user_store
+from bai.manager.store.db import try_advisory_xact_lock
 
 from .context import ManagerContext
 from .sessions import termination
@@ -106,7 +107,7 @@ class Scheduler:
     async def schedule_once(self) -> int:
         scheduled: list[Any] = []
         async with self.ctx.db.begin() as conn:
-            if not await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(SCHEDULER_LOCK_ID))):
+            if not await try_advisory_xact_lock(conn, SCHEDULER_LOCK_ID):
                 self.ctx.request_schedule()  # another manager is scheduling; look again later
                 return 0
             pending = await store.pending(conn)
@@ -156,13 +157,12 @@ class Scheduler:
             await store.set_kernel_status(conn, k.id, KernelStatus.SCHEDULED, only_from=["PENDING"],
                                           agent=agent.id, agent_addr=agent.addr)
         await store.set_session_status(conn, sess.id, SessionStatus.SCHEDULED, only_from=["PENDING"], info="")
-        await conn.execute(t.agents.update().where(t.agents.c.id == agent.id)
-                           .values(occupied_slots=slots_to_json(agent.occupied)))
+        await agent_store.set_occupied_slots(conn, agent.id, agent.occupied)
         return True
 
     async def _note(self, conn: AsyncConnection, sess: Any, info: str) -> None:
         if sess.status_info != info:
-            await conn.execute(t.sessions.update().where(t.sessions.c.id == sess.id).values(status_info=info))
+            await store.set_status_info(conn, sess.id, info)
 
     async def _prepare_or_log(self, session_id: uuid_t) -> None:
         try:
@@ -182,10 +182,8 @@ class Scheduler:
             kernels = await store.kernels_of(conn, session_id)
             for k in kernels:
                 await store.set_kernel_status(conn, k.id, KernelStatus.PREPARING, only_from=["SCHEDULED"])
-            owner = await conn.execute(sa.select(t.users.c.email).where(t.users.c.uuid == sess.user_uuid))
-            email = owner.scalar()
-            image_labels = await conn.scalar(sa.select(t.images.c.labels).where(
-                t.images.c.name == sess.image, t.images.c.architecture == sess.architecture))
+            email = await user_store.email_of(conn, sess.user_uuid)
+            image_labels = await image_store.labels_of(conn, sess.image, sess.architecture)
         hosts = ",".join(k.cluster_hostname for k in kernels)
         configs = []
         for k in kernels:

@@ -68,8 +68,11 @@ async def occupied_slots(conn: AsyncConnection, agent_id: str) -> ResourceSlots:
 
 
 async def refresh_occupied(conn: AsyncConnection, agent_id: str) -> None:
-    occ = await occupied_slots(conn, agent_id)
-    await conn.execute(t.agents.update().where(t.agents.c.id == agent_id).values(occupied_slots=slots_to_json(occ)))
+    await set_occupied_slots(conn, agent_id, await occupied_slots(conn, agent_id))
+
+
+async def set_occupied_slots(conn: AsyncConnection, agent_id: str, slots: ResourceSlots) -> None:
+    await conn.execute(t.agents.update().where(t.agents.c.id == agent_id).values(occupied_slots=slots_to_json(slots)))
 
 
 async def alive_in_group(conn: AsyncConnection, scaling_group: str, architecture: str,

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.exceptions as redis_exc
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bai.manager.config import DBConfig
 
@@ -93,6 +94,20 @@ def is_transient(exc: BaseException) -> bool:
         return True
     cause = exc.__cause__
     return cause is not None and cause is not exc and is_transient(cause)
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """True for a transaction PostgreSQL aborted to break a deadlock (SQLSTATE 40P01)."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
+    return state == "40P01"
+
+
+async def try_advisory_xact_lock(conn: AsyncConnection, lock_id: int) -> bool:
+    """Take PostgreSQL advisory lock ``lock_id`` until the transaction ends; False if another holds it."""
+    return bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(lock_id))))
 
 
 async def retry_transient(op: Callable[[], Awaitable[T]], *, attempts: int, what: str,

@@ -46,6 +46,12 @@ async def upsert_local_images(conn: AsyncConnection, architecture: str, items: l
         ))
 
 
+async def labels_of(conn: AsyncConnection, name: str, architecture: str) -> dict[str, str] | None:
+    labels: dict[str, str] | None = await conn.scalar(sa.select(t.images.c.labels).where(
+        t.images.c.name == name, t.images.c.architecture == architecture))
+    return labels
+
+
 async def resolve(conn: AsyncConnection, ref: str, architecture: str) -> ImageRow | None:
     """By canonical name, or through an alias."""
     alias_target = await conn.scalar(sa.select(t.image_aliases.c.image).where(t.image_aliases.c.alias == ref))

@@ -249,6 +249,32 @@ async def note_kernel_condition(conn: AsyncConnection, session_id: uuid.UUID, ke
     return True
 
 
+async def lock_session(conn: AsyncConnection, session_id: uuid.UUID) -> None:
+    """Lock the session's row until the transaction ends (closing takes it before its kernels)."""
+    await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id).with_for_update())
+
+
+async def set_status_info(conn: AsyncConnection, session_id: uuid.UUID, info: str) -> None:
+    await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id).values(status_info=info))
+
+
+async def set_occupying_slots(conn: AsyncConnection, session_id: uuid.UUID, slots: Any) -> None:
+    await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id).values(occupying_slots=slots))
+
+
+async def note_kernel_exit(conn: AsyncConnection, session_id: uuid.UUID, kernel_id: uuid.UUID,
+                           exit_code: int | None, reason: str) -> None:
+    """Record on the session which kernel ended it, how, and the result that follows."""
+    await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id).values(
+        status_data={"kernel": {"id": str(kernel_id), "exit_code": exit_code, "reason": reason}},
+        result="FAILURE" if exit_code not in (0, None) else "SUCCESS"))
+
+
+async def count_query(conn: AsyncConnection, session_id: uuid.UUID) -> None:
+    await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id)
+                       .values(num_queries=t.sessions.c.num_queries + 1))
+
+
 # ------------------------------------------------------------------ GraphQL reads
 
 SESSION_RESULTS = frozenset({"UNDEFINED", "SUCCESS", "FAILURE"})

@@ -33,6 +33,11 @@ async def get_user(conn: AsyncConnection, user_uuid: uuid.UUID) -> Any:
     return (await conn.execute(sa.select(*_user_cols).where(t.users.c.uuid == user_uuid))).first()
 
 
+async def email_of(conn: AsyncConnection, user_uuid: uuid.UUID) -> str | None:
+    email: str | None = await conn.scalar(sa.select(t.users.c.email).where(t.users.c.uuid == user_uuid))
+    return email
+
+
 async def pick_keypair(conn: AsyncConnection, user_uuid: uuid.UUID) -> Any:
     """An active keypair of the user, admin keypairs first (then the oldest)."""
     q = (

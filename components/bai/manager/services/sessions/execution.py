@@ -9,7 +9,6 @@ from typing import Any
 from bai.common.agent_rpc import LOG_TAIL_BYTES, LOG_TAIL_LINES, AgentError, KernelNotFound
 from bai.manager import errors
 from bai.manager.store import sessions as store
-from bai.manager.store import tables as t
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
@@ -62,5 +61,4 @@ async def logs(ctx: ManagerContext, requester: Requester, ref: str) -> str:
 
 async def count_query(ctx: ManagerContext, session_id: uuid.UUID) -> None:
     async with ctx.db.begin() as conn:
-        await conn.execute(t.sessions.update().where(t.sessions.c.id == session_id)
-                           .values(num_queries=t.sessions.c.num_queries + 1))
+        await store.count_query(conn, session_id)

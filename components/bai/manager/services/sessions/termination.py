@@ -9,14 +9,12 @@ import logging
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
-
 from bai.common.agent_rpc import KernelNotFound
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager import errors
 from bai.manager.store import agents as agent_store
 from bai.manager.store import sessions as store
-from bai.manager.store import tables as t
+from bai.manager.store.db import is_deadlock
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
@@ -118,8 +116,7 @@ async def close(
                 # The session row first, as the scheduler's prepare step takes it; PostgreSQL
                 # breaks a cycle with a path that locks in another order by failing one side,
                 # and this side then simply runs again.
-                await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id)
-                                   .with_for_update())
+                await store.lock_session(conn, session_id)
                 kernels = await store.kernels_of(conn, session_id)
                 moved = [k for k in kernels
                          if await store.set_kernel_status(conn, k.id, kernel_status, info=reason,
@@ -130,8 +127,8 @@ async def close(
                     await agent_store.refresh_occupied(conn, agent)
                 row = await store.get(conn, session_id)
             break
-        except sa.exc.DBAPIError as exc:
-            if attempt == CLOSE_ATTEMPTS or not _is_deadlock(exc):
+        except Exception as exc:
+            if attempt == CLOSE_ATTEMPTS or not is_deadlock(exc):
                 raise
             log.info("closing session %s met a deadlock; running it again", session_id)
     try:
@@ -147,9 +144,3 @@ async def close(
         if changed and row is not None:
             ctx.waiters.notify(session_id, status.value)
             ctx.request_schedule()
-
-
-def _is_deadlock(exc: sa.exc.DBAPIError) -> bool:
-    orig = exc.orig
-    state = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "__cause__", None), "sqlstate", None)
-    return state == "40P01"
