@@ -26,7 +26,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from bai.common.events import BROADCAST_CHANNEL
 from bai.manager import errors
-from bai.manager.services.sessions.visibility import SessionScope, SessionScopes, project_ids
+from bai.manager.services.sessions.visibility import OwnersCache, may_see, project_ids
 from bai.manager.store.keypairs import Requester
 
 from . import routing
@@ -64,9 +64,10 @@ Payload = dict[str, Any]
 class EventHub:
     """The manager's one subscription to the broadcast channel, fanned out to open streams."""
 
-    def __init__(self, redis: aioredis.Redis, scopes: SessionScopes) -> None:
+    def __init__(self, redis: aioredis.Redis, owners: OwnersCache) -> None:
         self._redis = redis
-        self._scopes = scopes
+        #: Whose each session is, for deciding which stream may see its events.
+        self.owners = owners
         self._streams: set[asyncio.Queue[Payload | None]] = set()
         self._closed = False
         self.subscribed = asyncio.Event()
@@ -137,10 +138,6 @@ class EventHub:
                 await pubsub.aclose()
             await asyncio.sleep(1.0)
 
-    async def scope(self, session_id: uuid.UUID) -> SessionScope | None:
-        return await self._scopes.get(session_id)
-
-
 EVENT_HUB = web.AppKey("event_hub", EventHub)
 
 
@@ -167,22 +164,7 @@ class SessionFilter:
         return True
 
     async def may_see(self, hub: EventHub, args: Payload) -> bool:
-        mine = args.get("ownerAccessKey") == self.who.access_key
-        if self.group_ids is None and (self.who.is_superadmin or mine):
-            return True
-        try:
-            scope = await hub.scope(uuid.UUID(str(args.get("sessionId"))))
-        except ValueError:
-            return False
-        if scope is None:
-            return False
-        if self.group_ids is not None and scope.group_id not in self.group_ids:
-            return False
-        if self.who.is_superadmin or mine:
-            return True
-        if scope.domain_name != self.who.domain_name:
-            return False
-        return self.who.role == "admin" or scope.user_uuid == self.who.user_uuid
+        return await may_see(hub.owners, self.who, self.group_ids, args.get("sessionId"), args.get("ownerAccessKey"))
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -266,7 +248,7 @@ async def push_session_events(request: web.Request) -> web.StreamResponse:
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
-    hub = app[EVENT_HUB] = EventHub(ctx.redis_stream, SessionScopes(ctx))
+    hub = app[EVENT_HUB] = EventHub(ctx.redis_stream, OwnersCache(ctx))
     task = asyncio.create_task(hub.run(), name="sse-events")
     try:
         async with asyncio.timeout(10):
