@@ -5,7 +5,7 @@ modules shape them into GraphQL objects."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bai.manager import errors
 from bai.manager.querylang import QueryError, parse_statuses
 from bai.manager.store import agents as agent_store
+from bai.manager.store import domains as domain_store
+from bai.manager.store import groups as group_store
 from bai.manager.store import keypairs as keypair_store
+from bai.manager.store import policies as policy_store
+from bai.manager.store import scaling_groups as sgroup_store
 from bai.manager.store import sessions as session_store
+from bai.manager.store import users as user_store
 from bai.manager.store.keypairs import Requester
 from bai.manager.store.sessions import SessionScope
 
@@ -99,3 +104,109 @@ async def agent_page(db: AsyncEngine, *, limit: int, offset: int, scaling_group:
             conn, limit=limit, offset=offset, scaling_group=scaling_group, statuses=statuses,
             filter_=filter_, order=order)
     return Page([dict(r._mapping) for r in rows], total)  # every column becomes an Agent field
+
+
+
+# ------------------------------------------------------------------ accounts and policies
+
+#: Roles that read every domain's accounts (a monitor reads everything and writes nothing).
+_READ_ALL = frozenset({"superadmin", "monitor"})
+
+
+def reads_all(req: Requester) -> bool:
+    return req.role in _READ_ALL
+
+
+def require_admin(req: Requester) -> None:
+    """The original's ``privileged_query(UserRole.ADMIN)``."""
+    if req.role not in _READ_ALL and req.role != "admin":
+        raise errors.GenericForbidden("admin privilege required")
+
+
+def require_superadmin(req: Requester) -> None:
+    """The original's ``privileged_query(UserRole.SUPERADMIN)`` (monitors read too)."""
+    if req.role not in _READ_ALL:
+        raise errors.GenericForbidden("superadmin privilege required")
+
+
+def admin_domain(req: Requester, domain_name: str | None) -> str | None:
+    """The domain an admin-only list is confined to: any for superadmins and monitors, their
+    own for domain admins (naming another is forbidden)."""
+    require_admin(req)
+    if reads_all(req):
+        return domain_name
+    if domain_name is not None and domain_name != req.domain_name:
+        raise errors.InsufficientPrivilege()
+    return req.domain_name
+
+
+def owner_scope(req: Requester, domain_name: str | None, key: Any, own: Any,
+                *, autofill: bool) -> tuple[str | None, Any]:
+    """The original's ``scoped_query`` over users (``key`` an email or a user UUID, ``own`` the
+    caller's): users reach only themselves, domain admins their domain, superadmins and monitors
+    everything. ``autofill`` defaults ``key`` to the caller's own."""
+    if reads_all(req):
+        pass
+    elif req.role == "admin":
+        if domain_name is not None and domain_name != req.domain_name:
+            raise errors.GenericForbidden()
+        domain_name = req.domain_name
+    else:
+        if (domain_name is not None and domain_name != req.domain_name) or (key is not None and key != own):
+            raise errors.GenericForbidden()
+        domain_name, key = req.domain_name, own
+    if autofill and key is None:
+        key = own
+    return domain_name, key
+
+
+async def _read(db: AsyncEngine, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    async with db.connect() as conn:
+        return await fn(conn, *args, **kwargs)
+
+
+async def domain(db: AsyncEngine, name: str) -> Any | None:
+    return await _read(db, domain_store.domain, name)
+
+
+async def domains(db: AsyncEngine, *, is_active: bool | None) -> list[Any]:
+    rows: list[Any] = await _read(db, domain_store.domains, is_active=is_active)
+    return rows
+
+
+async def groups(db: AsyncEngine, **conds: Any) -> list[Any]:
+    """store.groups.groups: ``group_id``, ``name``, ``domain_name``, ``is_active``, ``member``."""
+    rows: list[Any] = await _read(db, group_store.groups, **conds)
+    return rows
+
+
+async def groups_of_users(db: AsyncEngine, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    found: dict[uuid.UUID, list[Any]] = await _read(db, group_store.groups_of_users, user_ids)
+    return found
+
+
+async def user_page(db: AsyncEngine, **conds: Any) -> Page:
+    """store.users.user_page (filters, order and paging as keywords)."""
+    rows, total = await _read(db, user_store.user_page, **conds)
+    return Page(rows, total)
+
+
+async def keypair_page(db: AsyncEngine, **conds: Any) -> Page:
+    """store.keypairs.keypair_page (filters, order and paging as keywords)."""
+    rows, total = await _read(db, keypair_store.keypair_page, **conds)
+    return Page(rows, total)
+
+
+async def project_names(db: AsyncEngine, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    found: dict[uuid.UUID, list[str]] = await _read(db, keypair_store.group_names_of_users, user_ids)
+    return found
+
+
+async def keypair_policies(db: AsyncEngine, **conds: Any) -> list[Any]:
+    rows: list[Any] = await _read(db, policy_store.keypair_policies, **conds)
+    return rows
+
+
+async def scaling_groups(db: AsyncEngine, **conds: Any) -> list[Any]:
+    rows: list[Any] = await _read(db, sgroup_store.scaling_groups, **conds)
+    return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.types import ResourceSlots, slots_from_json
 
+from . import filters as qf
 from . import tables as t
 
 
@@ -125,3 +127,64 @@ async def concurrency_used(conn: AsyncConnection, access_key: str) -> int:
                                  "RUNNING_DEGRADED", "TERMINATING"]),
     )
     return int(await conn.scalar(q) or 0)
+
+
+_k = t.keypairs
+
+#: What ``keypair_list(filter, order)`` may name.
+KEYPAIR_FIELDS: dict[str, qf.Field] = {
+    "user_id": qf.Field(_k.c.user_id, "str"),
+    "email": qf.Field(t.users.c.email, "str"),
+    "full_name": qf.Field(t.users.c.full_name, "str"),
+    "access_key": qf.Field(_k.c.access_key, "str"),
+    "is_active": qf.Field(_k.c.is_active, "bool"),
+    "is_admin": qf.Field(_k.c.is_admin, "bool"),
+    "resource_policy": qf.Field(_k.c.resource_policy, "str"),
+    "created_at": qf.Field(_k.c.created_at, "datetime"),
+    "last_used": qf.Field(_k.c.last_used, "datetime"),
+    "rate_limit": qf.Field(_k.c.rate_limit, "int"),
+    "num_queries": qf.Field(_k.c.num_queries, "int"),
+}
+
+
+async def keypair_page(
+    conn: AsyncConnection, *, domain_name: str | None = None, email: str | None = None,
+    is_active: bool | None = None, filter_: str | None = None, order: str | None = None,
+    limit: int | None = None, offset: int = 0,
+) -> tuple[list[sa.Row[Any]], int]:
+    """Keypairs (rows shaped as keypair_with_user's) matching every given condition, one page and
+    the total count. A bad ``filter_`` or ``order`` raises QueryError before any SQL runs."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if domain_name is not None:
+        conds.append(t.users.c.domain_name == domain_name)
+    if email is not None:
+        conds.append(t.users.c.email == email)
+    if is_active is not None:
+        conds.append(_k.c.is_active.is_(is_active))
+    if filter_ is not None:
+        conds.append(qf.where(filter_, KEYPAIR_FIELDS))
+    ordering = [*qf.order_by(order, KEYPAIR_FIELDS), _k.c.access_key] if order else [_k.c.created_at, _k.c.access_key]
+    joined = _k.join(t.users, t.users.c.uuid == _k.c.user)
+    q = (sa.select(_k, t.users.c.email.label("user_email"), t.users.c.full_name.label("full_name"),
+                   t.users.c.domain_name.label("domain_name"))
+         .select_from(joined).where(*conds).order_by(*ordering).offset(offset))
+    if limit is not None:
+        q = q.limit(limit)
+    rows = list((await conn.execute(q)).all())
+    if limit is None and offset == 0:
+        return rows, len(rows)
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(joined).where(*conds))
+    return rows, int(total or 0)
+
+
+async def group_names_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
+    """Each user's project names (a keypair's ``projects``), for a whole page in one query."""
+    out: dict[uuid.UUID, list[str]] = {u: [] for u in user_ids}
+    if not user_ids:
+        return out
+    a = t.association_groups_users
+    q = (sa.select(a.c.user_id, t.groups.c.name).select_from(a.join(t.groups, t.groups.c.id == a.c.group_id))
+         .where(a.c.user_id.in_(list(user_ids))).order_by(t.groups.c.name))
+    for row in await conn.execute(q):
+        out[row.user_id].append(row.name)
+    return out

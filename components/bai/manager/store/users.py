@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import filters as qf
 from . import tables as t
 
 SIGNUP_RATE_LIMIT = 1000
@@ -132,3 +134,64 @@ async def set_ssh_keypair(conn: AsyncConnection, access_key: str, pubkey: str, p
     await conn.execute(sa.update(t.keypairs).where(t.keypairs.c.access_key == access_key).values(
         ssh_public_key=pubkey, ssh_private_key=privkey,
     ))
+
+
+# ------------------------------------------------------------------ GraphQL reads
+
+USER_STATUSES = frozenset({"active", "inactive", "deleted", "before-verification"})
+USER_ROLES = frozenset({"superadmin", "admin", "user", "monitor"})
+_u = t.users
+
+#: What ``user_list(filter, order)`` may name.
+USER_FIELDS: dict[str, qf.Field] = {
+    "uuid": qf.Field(_u.c.uuid, "uuid"),
+    "username": qf.Field(_u.c.username, "str"),
+    "email": qf.Field(_u.c.email, "str"),
+    "need_password_change": qf.Field(_u.c.need_password_change, "bool"),
+    "full_name": qf.Field(_u.c.full_name, "str"),
+    "description": qf.Field(_u.c.description, "str"),
+    "is_active": qf.Field(_u.c.status == "active", "bool"),
+    "status": qf.enum(_u.c.status, USER_STATUSES, str.lower),
+    "status_info": qf.Field(_u.c.status_info, "str"),
+    "created_at": qf.Field(_u.c.created_at, "datetime"),
+    "domain_name": qf.Field(_u.c.domain_name, "str"),
+    "role": qf.enum(_u.c.role, USER_ROLES, str.lower),
+    "resource_policy": qf.Field(_u.c.resource_policy, "str"),
+    "main_access_key": qf.Field(_u.c.main_access_key, "str"),
+}
+
+
+async def user_page(
+    conn: AsyncConnection, *, domain_name: str | None = None, group_id: uuid.UUID | None = None,
+    email: str | None = None, user_uuid: uuid.UUID | None = None, is_active: bool | None = None,
+    statuses: Sequence[str] | None = None, filter_: str | None = None, order: str | None = None,
+    limit: int | None = None, offset: int = 0,
+) -> tuple[list[sa.Row[Any]], int]:
+    """Users matching every given condition (password hashes left out), one page and the total
+    count. A bad ``filter_`` or ``order`` raises QueryError before any SQL runs."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if domain_name is not None:
+        conds.append(_u.c.domain_name == domain_name)
+    if group_id is not None:
+        conds.append(_u.c.uuid.in_(sa.select(t.association_groups_users.c.user_id)
+                                   .where(t.association_groups_users.c.group_id == group_id)))
+    if email is not None:
+        conds.append(_u.c.email == email)
+    if user_uuid is not None:
+        conds.append(_u.c.uuid == user_uuid)
+    if is_active is not None:
+        conds.append((_u.c.status == "active") if is_active else (_u.c.status != "active"))
+    if statuses is not None:
+        conds.append(_u.c.status.in_(list(statuses)))
+    if filter_ is not None:
+        conds.append(qf.where(filter_, USER_FIELDS))
+    ordering = [*qf.order_by(order, USER_FIELDS), _u.c.uuid] if order else [_u.c.created_at, _u.c.uuid]
+    cols = [c for c in _u.c if c.name != "password"]
+    q = sa.select(*cols).where(*conds).order_by(*ordering).offset(offset)
+    if limit is not None:
+        q = q.limit(limit)
+    rows = list((await conn.execute(q)).all())
+    if limit is None and offset == 0:
+        return rows, len(rows)
+    total = await conn.scalar(sa.select(sa.func.count()).select_from(_u).where(*conds))
+    return rows, int(total or 0)

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from ariadne import make_executable_schema
 
-from . import agent, compute_session, keypair, scalars
+from . import (
+    agent,
+    compute_session,
+    domain,
+    group,
+    keypair,
+    keypair_resource_policy,
+    scalars,
+    scaling_group,
+    user,
+)
 
-TYPE_MODULES = (compute_session, keypair, agent)
+TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group)
 
 SDL = "\n".join([
     scalars.SDL,
