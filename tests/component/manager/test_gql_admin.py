@@ -91,6 +91,10 @@ async def world(manager_db: ManagerDB, make_client: Any) -> World:
             name="small", max_concurrent_sessions=2, total_resource_slots={"cpu": "2"}))
         await conn.execute(sa.insert(t.keypair_resource_policies).values(name="unused"))
         await conn.execute(sa.insert(t.scaling_groups).values(name="gpu", is_public=False, description="GPUs"))
+        await conn.execute(sa.insert(t.resource_presets).values([
+            {"name": "cpu01-small", "resource_slots": {"cpu": "1", "mem": "1073741824"}, "shared_memory": None},
+            {"name": "cpu02-medium", "resource_slots": {"cpu": "4", "mem": "8589934592"}, "shared_memory": 2**30},
+        ]))
         user1 = await _add_user(conn, "user1@example.com", "default", "user", default_group)
         user2 = await _add_user(conn, "user2@example.com", "default", "user", default_group)
         await conn.execute(sa.insert(t.association_groups_users).values(user_id=user2.uuid, group_id=lab_group))
@@ -345,3 +349,16 @@ async def test_scaling_groups(world: World) -> None:
     for creds in (world.user1.creds, world.other_admin.creds):
         assert "superadmin" in refused(await call(world, creds, SGROUPS_Q, {"is_active": None}), "scaling_groups")
         refused(await call(world, creds, SGROUP_Q, {"name": "default"}), "scaling_group")
+
+
+async def test_resource_presets(world: World) -> None:
+    q = "{ resource_presets { name resource_slots shared_memory } }"
+    expected = [{"name": "cpu01-small", "resource_slots": '{"cpu": "1", "mem": "1073741824"}', "shared_memory": None},
+                {"name": "cpu02-medium", "resource_slots": '{"cpu": "4", "mem": "8589934592"}',
+                 "shared_memory": 1073741824}]
+    for creds in (world.admin, world.user1.creds):  # presets are public, as GET /resource/presets
+        assert (await call(world, creds, q))["data"]["resource_presets"] == expected
+    body = await call(world, world.user1.creds, '{ resource_preset(name: "cpu02-medium") { name shared_memory } }')
+    assert body["data"]["resource_preset"] == {"name": "cpu02-medium", "shared_memory": 1073741824}
+    body = await call(world, world.admin, '{ resource_preset(name: "nope") { name } }')
+    assert body == {"data": {"resource_preset": None}}

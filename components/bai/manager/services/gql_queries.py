@@ -18,6 +18,7 @@ from bai.manager.store import domains as domain_store
 from bai.manager.store import groups as group_store
 from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import policies as policy_store
+from bai.manager.store import presets as preset_store
 from bai.manager.store import scaling_groups as sgroup_store
 from bai.manager.store import sessions as session_store
 from bai.manager.store import users as user_store
@@ -209,4 +210,9 @@ async def keypair_policies(db: AsyncEngine, **conds: Any) -> list[Any]:
 
 async def scaling_groups(db: AsyncEngine, **conds: Any) -> list[Any]:
     rows: list[Any] = await _read(db, sgroup_store.scaling_groups, **conds)
+    return rows
+
+
+async def resource_presets(db: AsyncEngine, *, name: str | None = None) -> list[Any]:
+    rows: list[Any] = await _read(db, preset_store.resource_presets, name=name)
     return rows

@@ -130,6 +130,14 @@ sgroups_for_domains = sa.Table(
     sa.PrimaryKeyConstraint("scaling_group", "domain", name="pk_sgroups_for_domains"),
 )
 
+# 0004: resource presets (GET /resource/presets, GraphQL resource_preset(s))
+resource_presets = sa.Table(
+    "resource_presets", metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("resource_slots", JSONB, nullable=False, server_default="{}"),
+    sa.Column("shared_memory", sa.BigInteger),
+)
+
 agents = sa.Table(
     "agents", metadata,
     sa.Column("id", sa.String(64), primary_key=True),

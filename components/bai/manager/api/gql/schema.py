@@ -16,12 +16,14 @@ from . import (
     group,
     keypair,
     keypair_resource_policy,
+    resource_preset,
     scalars,
     scaling_group,
     user,
 )
 
-TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group)
+TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
+                resource_preset)
 
 SDL = "\n".join([
     scalars.SDL,
