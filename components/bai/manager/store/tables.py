@@ -130,7 +130,7 @@ sgroups_for_domains = sa.Table(
     sa.PrimaryKeyConstraint("scaling_group", "domain", name="pk_sgroups_for_domains"),
 )
 
-# 0004: resource presets (GET /resource/presets, GraphQL resource_preset(s))
+# 0004: resource presets (GraphQL resource_preset(s))
 resource_presets = sa.Table(
     "resource_presets", metadata,
     sa.Column("name", sa.String(256), primary_key=True),
