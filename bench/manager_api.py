@@ -13,7 +13,8 @@ Targets: >= 2,000 signed GETs/s; 1,000-session list p50 < 100 ms; idle RSS < 100
 The load comes from a second process (multiprocessing, spawn) over loopback. Nothing touches the
 admin keypair or the node's scheduler: a dedicated bench user and keypair (rate limit 10^7, so the
 limit is checked on every request without refusing any) own 1,000 TERMINATED sessions inserted
-directly into the database; all of them are deleted at the end, whatever happens. Every phase has
+directly into the database (then ANALYZEd, as autovacuum would soon do); all of them are deleted
+at the end, whatever happens. Every phase has
 a fixed duration, so the run stops by itself (about a minute).
 
 Usage: /opt/bai/venv/bin/python bench/manager_api.py [--seconds S] [--clients N] [--json]
@@ -178,7 +179,11 @@ async def _run_clients(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client_process(job: dict[str, Any], out: Any) -> None:
-    out.send(asyncio.run(_run_clients(job)))
+    try:
+        out.send(asyncio.run(_run_clients(job)))
+    except BaseException as exc:  # say why in the parent rather than a bare EOFError
+        import traceback
+        out.send({"fatal": "".join(traceback.format_exception(exc))})
     out.close()
 
 
@@ -192,7 +197,10 @@ def load(job: dict[str, Any]) -> dict[str, Any]:
     try:
         if not recv.poll(job["seconds"] + 60):
             raise TimeoutError(f"load generator did not finish: {job['kind']}")
-        return recv.recv()  # type: ignore[no-any-return]
+        result: dict[str, Any] = recv.recv()
+        if "fatal" in result:
+            raise RuntimeError(f"load generator failed ({job['kind']}):\n{result['fatal']}")
+        return result
     finally:
         proc.join(5)
         if proc.is_alive():
@@ -275,6 +283,11 @@ class Fixtures:
                                 "status_changed": created + timedelta(seconds=1), **common})
             await conn.execute(sa.insert(t.sessions), sessions)
             await conn.execute(sa.insert(t.kernels), kernels)
+        async with engine.begin() as conn:
+            # The planner statistics autovacuum would gather within a minute of such an insert:
+            # measure the steady state, not the plan of tables it still believes are empty.
+            await conn.execute(sa.text("ANALYZE sessions"))
+            await conn.execute(sa.text("ANALYZE kernels"))
         await engine.dispose()
 
     async def remove(self) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -178,9 +179,31 @@ def prepare(schema: GraphQLSchema, query: str, limits: GraphQLConfig) -> Prepare
     return Prepared(document, None, errors)
 
 
+#: Valid documents already prepared, by (schema, limits, text): clients send the same few
+#: queries again and again (the official client's are fixed texts with variables), and parsing
+#: plus validation is most of a small query's cost (~2 ms). The result is a pure function of the
+#: key and graphql-core never changes a document it executes. Only documents that parsed and
+#: validated without error are kept, the most recently used ``PREPARED_CACHE_SIZE`` of them.
+_prepared: OrderedDict[tuple[GraphQLSchema, GraphQLConfig, str], Prepared] = OrderedDict()
+PREPARED_CACHE_SIZE = 256
+#: Longer documents are prepared every time (keeps the cache's size small whatever is sent).
+PREPARED_CACHE_MAX_LENGTH = 8192
+
+
 async def prepare_off_loop(schema: GraphQLSchema, query: str, limits: GraphQLConfig) -> Prepared:
     check_size(query, limits)  # cheap, and keeps oversized documents out of the pool's queue
-    return await asyncio.get_running_loop().run_in_executor(_POOL, prepare, schema, query, limits)
+    key = (schema, limits, query)
+    hit = _prepared.get(key)
+    if hit is not None:
+        _prepared.move_to_end(key)
+        return hit
+    prepared = await asyncio.get_running_loop().run_in_executor(_POOL, prepare, schema, query, limits)
+    if (len(query) <= PREPARED_CACHE_MAX_LENGTH and prepared.syntax_error is None
+            and not prepared.validation_errors):
+        _prepared[key] = prepared
+        if len(_prepared) > PREPARED_CACHE_SIZE:
+            _prepared.popitem(last=False)
+    return prepared
 
 
 def ariadne_hooks(prepared: Prepared) -> dict[str, Any]:
