@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -256,52 +253,7 @@ class EtcdRegistration:
             log.debug("could not deregister from etcd", exc_info=True)
 
 
-class ProcessMemory:
-    """Keeps the manager process small: glibc limited to two malloc arenas (one per thread
-    otherwise, each keeping what its thread freed), the objects alive after start-up frozen out
-    of the garbage collector's scans, and freed heap handed back to the system after start-up
-    and then every ``TRIM_EVERY`` seconds. Only for the manager's own process (``run``), never
-    for an app built inside another program (tests)."""
-
-    TRIM_EVERY = 60.0
-    _M_ARENA_MAX = -8  # mallopt parameter, glibc's malloc.h
-
-    def __init__(self) -> None:
-        name = ctypes.util.find_library("c")
-        self._libc = ctypes.CDLL(name) if name else None
-        self._trim = getattr(self._libc, "malloc_trim", None)  # glibc only
-
-    def limit_arenas(self) -> None:
-        if self._trim is not None:
-            self._libc.mallopt(self._M_ARENA_MAX, 2)  # type: ignore[union-attr]
-
-    def settle(self) -> None:
-        gc.collect()
-        gc.freeze()
-        self.trim()
-
-    def trim(self) -> None:
-        if self._trim is not None:
-            self._trim(0)
-
-    async def trim_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.TRIM_EVERY)
-            self.trim()
-
-
 def run(config: ManagerConfig) -> None:
     host, port = config.service_host_port
-    memory = ProcessMemory()
-    memory.limit_arenas()  # before any thread starts
-    app = build_app(config)
-
-    async def settle(app: web.Application) -> AsyncIterator[None]:
-        memory.settle()
-        trimmer = asyncio.create_task(memory.trim_forever(), name="malloc-trim")
-        yield
-        await stop_tasks([trimmer])
-
-    app.cleanup_ctx.append(settle)  # last: after every resource is up
-    web.run_app(app, host=host, port=port, access_log=None, print=None,
+    web.run_app(build_app(config), host=host, port=port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=5.0)
