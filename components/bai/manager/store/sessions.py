@@ -369,6 +369,15 @@ async def session_page(
     """One page of sessions (with group, user, main kernel and policy columns) and the total
     count. A bad ``filter_`` or ``order`` raises QueryError before any SQL runs."""
     conds = _listing_conds(scope, statuses, filter_)
+    if filter_ is None and order is None:
+        # The common listing (`ps`): every condition and the order are on sessions alone, so count
+        # and pick the page there and join the other tables for that page's rows only. (The inner
+        # joins are on required foreign keys: they neither drop nor repeat a session.)
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions).where(*conds))
+        page = (sa.select(_s.id).where(*conds).order_by(*DEFAULT_LISTING_ORDER)
+                .limit(limit).offset(offset).scalar_subquery())
+        q = _listing_select.where(_s.id.in_(page)).order_by(*DEFAULT_LISTING_ORDER)
+        return list((await conn.execute(q)).all()), int(total or 0)
     ordering = [*qf.order_by(order, SESSION_FIELDS), _s.id] if order else list(DEFAULT_LISTING_ORDER)
     total = await conn.scalar(sa.select(sa.func.count()).select_from(_listing_from).where(*conds))
     q = _listing_select.where(*conds).order_by(*ordering).limit(limit).offset(offset)
