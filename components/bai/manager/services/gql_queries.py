@@ -36,23 +36,10 @@ class Page:
 
 def scope(req: Requester, domain_name: str | None, access_key: str | None,
           *, autofill: bool) -> tuple[str | None, str | None]:
-    """The original's ``scoped_query``: superadmins see everything, domain admins their domain,
-    users their own access key. ``autofill`` defaults ``access_key`` to the caller's."""
-    if req.is_superadmin:
-        pass
-    elif req.role == "admin":
-        if domain_name is not None and domain_name != req.domain_name:
-            raise errors.GenericForbidden()
-        domain_name = req.domain_name
-    else:
-        if domain_name is not None and domain_name != req.domain_name:
-            raise errors.GenericForbidden()
-        if access_key is not None and access_key != req.access_key:
-            raise errors.GenericForbidden()
-        domain_name, access_key = req.domain_name, req.access_key
-    if autofill and access_key is None:
-        access_key = req.access_key
-    return domain_name, access_key
+    """The original's ``scoped_query`` over access keys: superadmins see everything, domain
+    admins their domain, users their own access key. ``autofill`` defaults ``access_key`` to the
+    caller's."""
+    return _scoped(req, domain_name, access_key, req.access_key, autofill=autofill, sees_all=req.is_superadmin)
 
 
 def check_page(limit: int, offset: int, max_page_size: int) -> None:
@@ -146,7 +133,14 @@ def owner_scope(req: Requester, domain_name: str | None, key: Any, own: Any,
     """The original's ``scoped_query`` over users (``key`` an email or a user UUID, ``own`` the
     caller's): users reach only themselves, domain admins their domain, superadmins and monitors
     everything. ``autofill`` defaults ``key`` to the caller's own."""
-    if reads_all(req):
+    return _scoped(req, domain_name, key, own, autofill=autofill, sees_all=reads_all(req))
+
+
+def _scoped(req: Requester, domain_name: str | None, key: Any, own: Any,
+            *, autofill: bool, sees_all: bool) -> tuple[str | None, Any]:
+    """One scoping rule for both: whoever ``sees_all`` is unrestricted; a domain admin is held
+    to their domain; anyone else to their domain and their own ``key``."""
+    if sees_all:
         pass
     elif req.role == "admin":
         if domain_name is not None and domain_name != req.domain_name:
