@@ -93,12 +93,12 @@ async def test_migration_0002_downgrades_and_upgrades(halfstack: HalfStack) -> N
         cfg = migrate.alembic_config(halfstack.pg_dsn(name))
         cols = ("select string_agg(column_name, ',' order by column_name) from information_schema.columns "
                 "where table_name in ('users','keypairs') and column_name ~ '^(ssh_|status_info|need_pass|password_ch)'")
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.upgrade, cfg, "heads")
         got = (await asyncio.to_thread(halfstack.psql, cols, name)).strip()
         assert got == "need_password_change,password_changed_at,ssh_private_key,ssh_public_key,status_info"
         await asyncio.to_thread(command.downgrade, cfg, "0001")
         assert (await asyncio.to_thread(halfstack.psql, cols, name)).strip() == ""
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        await asyncio.to_thread(command.upgrade, cfg, "heads")
         assert re.fullmatch(r"[a-z_,]+", (await asyncio.to_thread(halfstack.psql, cols, name)).strip())
     finally:
         await asyncio.to_thread(halfstack.psql, f"drop database if exists {name} with (force)")

@@ -17,7 +17,9 @@ def alembic_config(dsn: str) -> Config:
     return cfg
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
+def upgrade(dsn: str, revision: str = "heads") -> None:
+    # "heads": revisions written side by side (one per feature, each revising the same parent)
+    # all apply; a merge revision joins them later.
     command.upgrade(alembic_config(dsn), revision)
 
 

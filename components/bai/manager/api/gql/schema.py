@@ -1,9 +1,10 @@
 """The executable schema, assembled from the object-type modules.
 
 Names follow the original's (Backend.AI 24.03): snake_case fields, ``*_list(limit, offset,
-filter, order, ...)`` -> ``{items, total_count}``. Only read queries exist so far. To add an
-object type: a module with ``QUERIES`` (its fields of ``Query``), ``SDL`` (its types) and
-``BINDABLES`` (its ariadne resolvers), listed in TYPE_MODULES."""
+filter, order, ...)`` -> ``{items, total_count}``; mutations ``verb_object(key, props: XxxInput!)``
+-> ``{ok, msg, <object>}``. To add an object type: a module with ``QUERIES`` (its fields of
+``Query``), optionally ``MUTATIONS`` (its fields of ``Mutation``), ``SDL`` (its types and inputs)
+and ``BINDABLES`` (its ariadne resolvers, e.g. a ``MutationType()``), listed in TYPE_MODULES."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ from . import (
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
                 resource_preset)
 
+_MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
+
 SDL = "\n".join([
     scalars.SDL,
     "type Query {" + "".join(m.QUERIES for m in TYPE_MODULES) + "}",
+    "type Mutation {" + _MUTATIONS + "}" if _MUTATIONS.strip() else "",
     *(m.SDL for m in TYPE_MODULES),
 ])
 
