@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aetcd
 import aiodocker
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -161,7 +160,7 @@ class AgentServer:
         self._stack = contextlib.AsyncExitStack()
         self._heartbeat: asyncio.Task[None] | None = None
         self._etcd: etcd_mod.EtcdStore | None = None
-        self._lease: aetcd.Lease | None = None
+        self._lease: etcd_mod.Lease | None = None
 
     async def start(self) -> None:
         try:
@@ -233,8 +232,7 @@ class AgentServer:
             try:
                 await self.agent.heartbeat()
                 assert self._lease is not None
-                reply = await self._lease.refresh()
-                if getattr(reply, "TTL", 1) <= 0:
+                if await self._lease.refresh() <= 0:
                     # etcd forgot the lease (restarted, or we were paused too long): register again.
                     await self._register()
             except asyncio.CancelledError:

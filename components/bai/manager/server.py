@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -221,7 +220,7 @@ class EtcdRegistration:
         self._etcd = etcd
         self._key = key
         self._timeout = timeout
-        self._lease: Any = None
+        self._lease: etcd_mod.Lease | None = None
 
     async def register(self) -> None:
         async with asyncio.timeout(self._timeout):
@@ -233,8 +232,8 @@ class EtcdRegistration:
             await asyncio.sleep(10)
             try:
                 async with asyncio.timeout(self._timeout):
-                    reply = await self._lease.refresh()
-                if getattr(reply, "TTL", 1) <= 0:
+                    ttl = await self._lease.refresh() if self._lease is not None else 0
+                if ttl <= 0:
                     log.warning("etcd forgot our lease: registering again")
                     await self.register()
             except Exception:
