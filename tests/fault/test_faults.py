@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
+from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_STREAM, STREAM_KEY
 from bai.manager.store import tables as t
 
@@ -184,6 +186,41 @@ async def test_redis_restarted_empty(cluster: Cluster, keeper: str) -> None:
     lost = await lost_since(cluster, before)
     record("redis-restarted-empty", heartbeats_back_s=heartbeats, new_session_running_s=scheduled,
            sessions_lost=lost)
+    assert lost == 0
+
+
+async def test_etcd_kill9(cluster: Cluster, keeper: str) -> None:
+    """etcd crashes: running sessions keep executing, what needs etcd answers 503 (not 500)
+    while it is away, and once it is back the manager and agent registrations are there and new
+    sessions start."""
+    before = await running(cluster)
+    conf = tomllib.loads((cluster.root / "manager.toml").read_text())
+    cluster.etcd.kill()
+    down = time.monotonic()
+    st, body = await cluster.call("GET", "/manager/announcement", deadline=20)
+    assert st == 503 and body["type"].endswith("/service-unavailable"), (st, body)
+    outage_answer = time.monotonic() - down
+    assert await cluster.run(KEEPER, "print(4)") == "4\n"  # execution does not go through etcd
+    await asyncio.to_thread(cluster.etcd.start, 20)
+    etcd_up = time.monotonic() - down
+
+    async def serving() -> bool:
+        return (await cluster.call("GET", "/manager/announcement", deadline=5))[0] == 200
+    await until(serving, "the announcement served from etcd again", 30, interval=0.1)
+    api_back = time.monotonic() - down
+
+    async def registered() -> bool:
+        async with etcd_mod.connect(conf["etcd"]["addr"], conf["etcd"]["namespace"], call_deadline=3) as store:
+            nodes = await store.get_prefix("nodes/")
+        return f"manager/{conf['manager']['id']}" in nodes and f"agents/{cluster.agent_id}" in nodes
+    await until(registered, "manager and agent registered in etcd", 30, interval=0.2)
+    registrations = time.monotonic() - down
+    await cluster.create("after-etcd")
+    scheduled = time.monotonic() - down
+    assert (await cluster.call("DELETE", "/session/after-etcd"))[0] == 200
+    lost = await lost_since(cluster, before)
+    record("etcd-kill9", outage_answer_s=outage_answer, etcd_back_s=etcd_up, api_back_s=api_back,
+           registrations_s=registrations, new_session_running_s=scheduled, sessions_lost=lost)
     assert lost == 0
 
 

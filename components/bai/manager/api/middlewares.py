@@ -67,11 +67,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return resp
     except Exception as exc:
         if is_transient(exc):
-            # PostgreSQL or Redis is away for a moment (restart, failover): not a bug, and the
+            # PostgreSQL, Redis or etcd is away for a moment (restart, failover): not a bug, and the
             # client should retry, so no traceback and a 503 that says so.
             log.warning("%s %s -> 503: a backing service is unreachable: %r", request.method, request.path, exc)
             return errors.ServiceUnavailable(
-                "The database or Redis is unreachable at the moment; retry shortly.",
+                "A backing service (database, Redis or etcd) is unreachable at the moment; retry shortly.",
                 headers={"Retry-After": "1"}).response()
         log.exception("unhandled error in %s %s", request.method, request.path)
         return errors.InternalServerError().response()

@@ -1,4 +1,4 @@
-"""Whether an error means a backing service (PostgreSQL, Redis) is unreachable right now, so the
+"""Whether an error means a backing service (PostgreSQL, Redis, etcd) is unreachable right now, so the
 api can answer 503 without knowing the drivers' exception classes."""
 
 from __future__ import annotations
