@@ -16,6 +16,7 @@ from .common import CLIContext, LazyGroup
 
 #: name -> (module, factory, short help). The factory takes the help text and returns a command.
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "admin": ("bai.client.cli.admin", "make_admin_group", "Administrative command set"),
     "config": ("bai.client.cli.config_cmd", "make_config_cmd", "Shows the current configuration."),
     "run": (
         "bai.client.cli.run",
