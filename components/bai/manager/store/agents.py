@@ -147,3 +147,26 @@ async def agent_page(
     q = (sa.select(t.agents, _container_count.label("container_count"))
          .where(*conds).order_by(*ordering).limit(limit).offset(offset))
     return list((await conn.execute(q)).all()), int(total or 0)
+
+
+# ------------------------------------------------------------------ superadmin writes and capacity
+
+async def modify_agent(conn: AsyncConnection, agent_id: str, values: dict[str, Any]) -> bool:
+    """Whether the agent exists (it is changed when ``values`` has anything)."""
+    if not values:
+        return bool(await conn.scalar(sa.select(sa.func.count()).select_from(t.agents).where(_a.id == agent_id)))
+    return (await conn.execute(t.agents.update().where(_a.id == agent_id).values(**values))).rowcount > 0
+
+
+async def free_capacity(conn: AsyncConnection, scaling_groups: Sequence[str]) -> dict[str, list[ResourceSlots]]:
+    """Per resource group, the free slots (available - occupied) of each ALIVE, schedulable agent."""
+    rows = await conn.execute(
+        sa.select(_a.scaling_group, _a.available_slots, _a.occupied_slots)
+        .where(_a.status == "ALIVE", _a.schedulable.is_(True), _a.scaling_group.in_(list(scaling_groups)))
+        .order_by(_a.id))
+    free: dict[str, list[ResourceSlots]] = {name: [] for name in scaling_groups}
+    for row in rows:
+        available, occupied = slots_from_json(row.available_slots), slots_from_json(row.occupied_slots)
+        free[row.scaling_group].append(
+            {k: v - occupied.get(k, Decimal(0)) for k, v in available.items()})
+    return free

@@ -47,6 +47,30 @@ keypair_resource_policies = sa.Table(
     sa.Column("max_concurrent_sessions", sa.Integer, nullable=False, server_default="30"),
     sa.Column("max_containers_per_session", sa.Integer, nullable=False, server_default="1"),
     sa.Column("idle_timeout", sa.BigInteger, nullable=False, server_default="3600"),
+    # 0006: the rest of the original's columns
+    sa.Column("max_concurrent_sftp_sessions", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("allowed_vfolder_hosts", JSONB, nullable=False, server_default="{}"),
+    sa.Column("max_pending_session_count", sa.Integer),
+    sa.Column("max_pending_session_resource_slots", JSONB),
+)
+
+# 0006: user and project resource policies (users.resource_policy, groups.resource_policy)
+user_resource_policies = sa.Table(
+    "user_resource_policies", metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    _created(),
+    sa.Column("max_vfolder_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_quota_scope_size", sa.BigInteger, nullable=False, server_default="-1"),
+    sa.Column("max_session_count_per_model_session", sa.Integer, nullable=False, server_default="10"),
+    sa.Column("max_customized_image_count", sa.Integer, nullable=False, server_default="3"),
+)
+
+project_resource_policies = sa.Table(
+    "project_resource_policies", metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    _created(),
+    sa.Column("max_vfolder_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_quota_scope_size", sa.BigInteger, nullable=False, server_default="-1"),
 )
 
 users = sa.Table(
@@ -60,7 +84,9 @@ users = sa.Table(
     sa.Column("status", sa.String(32), nullable=False, server_default="active"),
     sa.Column("domain_name", sa.String(64), sa.ForeignKey("domains.name"), nullable=False, index=True),
     sa.Column("role", sa.String(32), nullable=False, server_default="user"),
-    sa.Column("resource_policy", sa.String(256), nullable=False, server_default="default"),
+    sa.Column("resource_policy", sa.String(256),
+              sa.ForeignKey("user_resource_policies.name", onupdate="CASCADE"),  # 0006
+              nullable=False, server_default="default"),
     sa.Column("main_access_key", sa.String(20)),
     _created(),
     # 0002: auth columns
@@ -100,6 +126,10 @@ groups = sa.Table(
     sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
     _created(),
     sa.UniqueConstraint("name", "domain_name", name="uq_groups_name_domain_name"),
+    # 0006
+    sa.Column("resource_policy", sa.String(256),
+              sa.ForeignKey("project_resource_policies.name", onupdate="CASCADE"),
+              nullable=False, server_default="default"),
 )
 
 association_groups_users = sa.Table(
@@ -121,6 +151,9 @@ scaling_groups = sa.Table(
     sa.Column("scheduler_opts", JSONB, nullable=False, server_default="{}"),
     sa.Column("wsproxy_addr", sa.String(1024)),
     sa.Column("use_host_network", sa.Boolean, nullable=False, server_default=sa.false()),
+    # 0006
+    sa.Column("wsproxy_api_token", sa.String(128)),
+    sa.Column("driver_opts", JSONB, nullable=False, server_default="{}"),
 )
 
 sgroups_for_domains = sa.Table(
@@ -128,6 +161,26 @@ sgroups_for_domains = sa.Table(
     sa.Column("scaling_group", sa.String(64), sa.ForeignKey("scaling_groups.name", ondelete="CASCADE"), nullable=False),
     sa.Column("domain", sa.String(64), sa.ForeignKey("domains.name", ondelete="CASCADE"), nullable=False),
     sa.PrimaryKeyConstraint("scaling_group", "domain", name="pk_sgroups_for_domains"),
+)
+
+# 0006: the resource groups a project / an access key may use, besides its domain's
+sgroups_for_groups = sa.Table(
+    "sgroups_for_groups", metadata,
+    sa.Column("scaling_group", sa.String(64),
+              sa.ForeignKey("scaling_groups.name", onupdate="CASCADE", ondelete="CASCADE"), nullable=False),
+    sa.Column("group", UUID(as_uuid=True), sa.ForeignKey("groups.id", onupdate="CASCADE", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.PrimaryKeyConstraint("scaling_group", "group", name="pk_sgroups_for_groups"),
+)
+
+sgroups_for_keypairs = sa.Table(
+    "sgroups_for_keypairs", metadata,
+    sa.Column("scaling_group", sa.String(64),
+              sa.ForeignKey("scaling_groups.name", onupdate="CASCADE", ondelete="CASCADE"), nullable=False),
+    sa.Column("access_key", sa.String(20),
+              sa.ForeignKey("keypairs.access_key", onupdate="CASCADE", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.PrimaryKeyConstraint("scaling_group", "access_key", name="pk_sgroups_for_keypairs"),
 )
 
 # 0004: resource presets (GraphQL resource_preset(s))

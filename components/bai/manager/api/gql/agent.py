@@ -1,13 +1,15 @@
-"""Agent: SDL, resolvers and row -> object mapping (superadmins only)."""
+"""Agent: SDL, resolvers and row -> object mapping (superadmins only); ``modify_agent`` marks an
+agent (un)schedulable or moves it to another resource group (services.scaling_groups)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ariadne import QueryType
+from ariadne import MutationType, QueryType
 
 from bai.manager import errors
 from bai.manager.services import gql_queries as svc
+from bai.manager.services import scaling_groups as sgroups
 from bai.manager.store.agents import AGENT_STATUSES
 
 from .context import context_of
@@ -22,6 +24,11 @@ QUERIES = '''
     scaling_group: String
     status: String
   ): AgentList
+'''
+
+MUTATIONS = '''
+  "Marks an agent schedulable or not, or moves it to another scaling group (superadmin only)."
+  modify_agent(id: String!, props: ModifyAgentInput!): ModifyAgent
 '''
 
 SDL = '''
@@ -50,10 +57,23 @@ type AgentList implements PaginatedList {
   items: [Agent]!
   total_count: Int!
 }
+
+input ModifyAgentInput {
+  "false: the scheduler places no new session on the agent (running ones stay)."
+  schedulable: Boolean
+  "Until the agent's next heartbeat, which re-declares the group of its agent.toml."
+  scaling_group: String
+}
+
+type ModifyAgent {
+  ok: Boolean
+  msg: String
+}
 '''
 
 query = QueryType()
-BINDABLES = (query,)
+mutation = MutationType()
+BINDABLES = (query, mutation)
 
 
 def agent_obj(row: dict[str, Any]) -> dict[str, Any]:
@@ -75,3 +95,10 @@ async def resolve_agent_list(
         ctx.manager.db, limit=limit, offset=offset, scaling_group=scaling_group,
         statuses=svc.statuses(status, AGENT_STATUSES, "agent"), filter_=filter, order=order)
     return {"items": [agent_obj(r) for r in page.rows], "total_count": page.total_count}
+
+
+@mutation.field("modify_agent")
+async def resolve_modify_agent(_: Any, info: Any, id: str, props: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+    ctx = context_of(info)
+    out = await sgroups.modify_agent(ctx.manager, ctx.requester, id, props)
+    return {"ok": out.ok, "msg": out.msg}

@@ -1,13 +1,16 @@
-"""ScalingGroup (resource group): SDL, resolvers and row -> object mapping (superadmins read
-all of them, domain admins those of their domain)."""
+"""ScalingGroup (resource group): SDL, resolvers and row -> object mapping. Superadmins and
+monitors read all of them (the app-proxy token only superadmins), domain admins those of their
+domain; creating, changing, deleting and associating them is for superadmins
+(services.scaling_groups)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ariadne import QueryType
+from ariadne import MutationType, QueryType
 
 from bai.manager.services import gql_queries as svc
+from bai.manager.services import scaling_groups as sgroups
 
 from .context import context_of
 
@@ -20,7 +23,41 @@ QUERIES = '''
 
   "The scaling groups associated with a domain (admins; a domain admin only their own)."
   scaling_groups_for_domain(domain: String!, is_active: Boolean): [ScalingGroup]
+
+  "The scaling groups associated with a project, by its UUID (superadmin only)."
+  scaling_groups_for_user_group(user_group: String!, is_active: Boolean): [ScalingGroup]
+
+  "The scaling groups associated with a keypair (superadmin only)."
+  scaling_groups_for_keypair(access_key: String!, is_active: Boolean): [ScalingGroup]
 '''
+
+MUTATIONS = '''
+  "A new scaling group (superadmin only); ok=false when the name is taken."
+  create_scaling_group(name: String!, props: CreateScalingGroupInput!): CreateScalingGroup
+  "Changes the given fields of a scaling group (superadmin only)."
+  modify_scaling_group(name: String!, props: ModifyScalingGroupInput!): ModifyScalingGroup
+  "Deletes a scaling group no agent or session refers to (superadmin only)."
+  delete_scaling_group(name: String!): DeleteScalingGroup
+  "Lets the domain's sessions use the scaling group (superadmin only)."
+  associate_scaling_group_with_domain(scaling_group: String!, domain: String!): AssociateScalingGroupWithDomain
+  disassociate_scaling_group_with_domain(scaling_group: String!, domain: String!):
+    DisassociateScalingGroupWithDomain
+  "Lets the project's sessions use the scaling group (superadmin only)."
+  associate_scaling_group_with_user_group(scaling_group: String!, user_group: UUID!):
+    AssociateScalingGroupWithUserGroup
+  disassociate_scaling_group_with_user_group(scaling_group: String!, user_group: UUID!):
+    DisassociateScalingGroupWithUserGroup
+  "Lets the keypair's sessions use the scaling group (superadmin only)."
+  associate_scaling_group_with_keypair(scaling_group: String!, access_key: String!):
+    AssociateScalingGroupWithKeyPair
+  disassociate_scaling_group_with_keypair(scaling_group: String!, access_key: String!):
+    DisassociateScalingGroupWithKeyPair
+'''
+
+_PAYLOADS = ("ModifyScalingGroup", "DeleteScalingGroup", "AssociateScalingGroupWithDomain",
+             "DisassociateScalingGroupWithDomain", "AssociateScalingGroupWithUserGroup",
+             "DisassociateScalingGroupWithUserGroup", "AssociateScalingGroupWithKeyPair",
+             "DisassociateScalingGroupWithKeyPair")
 
 SDL = '''
 type ScalingGroup {
@@ -37,19 +74,60 @@ type ScalingGroup {
   scheduler_opts: JSONString
   use_host_network: Boolean
 }
-'''
+
+input CreateScalingGroupInput {
+  description: String = ""
+  is_active: Boolean = true
+  is_public: Boolean = true
+  wsproxy_addr: String = null
+  wsproxy_api_token: String = null
+  "static (the only driver this manager has)"
+  driver: String!
+  driver_opts: JSONString = "{}"
+  "fifo (the only scheduler this manager has)"
+  scheduler: String!
+  scheduler_opts: JSONString = "{}"
+  use_host_network: Boolean = false
+}
+
+input ModifyScalingGroupInput {
+  description: String
+  is_active: Boolean
+  is_public: Boolean
+  wsproxy_addr: String
+  wsproxy_api_token: String
+  driver: String
+  driver_opts: JSONString
+  scheduler: String
+  scheduler_opts: JSONString
+  use_host_network: Boolean
+}
+
+type CreateScalingGroup {
+  ok: Boolean
+  msg: String
+  scaling_group: ScalingGroup
+}
+''' + "".join(f"\ntype {p} {{\n  ok: Boolean\n  msg: String\n}}\n" for p in _PAYLOADS)
 
 query = QueryType()
-BINDABLES = (query,)
+mutation = MutationType()
+BINDABLES = (query, mutation)
 
 
-def scaling_group_obj(row: Any) -> dict[str, Any]:
+def scaling_group_obj(row: Any, *, with_token: bool = False) -> dict[str, Any]:
     return {
         "name": row.name, "description": row.description, "is_active": row.is_active,
         "is_public": row.is_public, "created_at": row.created_at, "wsproxy_addr": row.wsproxy_addr,
-        "wsproxy_api_token": None, "driver": row.driver, "driver_opts": {}, "scheduler": row.scheduler,
+        "wsproxy_api_token": row.wsproxy_api_token if with_token else None, "driver": row.driver,
+        "driver_opts": row.driver_opts or {}, "scheduler": row.scheduler,
         "scheduler_opts": row.scheduler_opts or {}, "use_host_network": row.use_host_network,
     }
+
+
+def _objs(rows: list[Any], info: Any) -> list[dict[str, Any]]:
+    with_token = context_of(info).requester.is_superadmin
+    return [scaling_group_obj(r, with_token=with_token) for r in rows]
 
 
 @query.field("scaling_group")
@@ -59,7 +137,7 @@ async def resolve_scaling_group(_: Any, info: Any, name: str | None = None) -> d
     if name is None:
         return None
     rows = await svc.scaling_groups(ctx.manager.db, name=name)
-    return scaling_group_obj(rows[0]) if rows else None
+    return _objs(rows, info)[0] if rows else None
 
 
 @query.field("scaling_groups")
@@ -67,7 +145,7 @@ async def resolve_scaling_groups(_: Any, info: Any, name: str | None = None,
                                  is_active: bool | None = None) -> list[dict[str, Any]]:
     ctx = context_of(info)
     svc.require_superadmin(ctx.requester)
-    return [scaling_group_obj(r) for r in await svc.scaling_groups(ctx.manager.db, name=name, is_active=is_active)]
+    return _objs(await svc.scaling_groups(ctx.manager.db, name=name, is_active=is_active), info)
 
 
 @query.field("scaling_groups_for_domain")
@@ -75,5 +153,65 @@ async def resolve_scaling_groups_for_domain(_: Any, info: Any, domain: str,
                                             is_active: bool | None = None) -> list[dict[str, Any]]:
     ctx = context_of(info)
     domain_name = svc.admin_domain(ctx.requester, domain)
-    rows = await svc.scaling_groups(ctx.manager.db, domain_name=domain_name, is_active=is_active)
-    return [scaling_group_obj(r) for r in rows]
+    return _objs(await svc.scaling_groups(ctx.manager.db, domain_name=domain_name, is_active=is_active), info)
+
+
+@query.field("scaling_groups_for_user_group")
+async def resolve_scaling_groups_for_user_group(_: Any, info: Any, user_group: str,
+                                                is_active: bool | None = None) -> list[dict[str, Any]]:
+    ctx = context_of(info)
+    svc.require_superadmin(ctx.requester)
+    group_id = sgroups.group_id(user_group)
+    if group_id is None:
+        return []
+    return _objs(await svc.scaling_groups(ctx.manager.db, group_id=group_id, is_active=is_active), info)
+
+
+@query.field("scaling_groups_for_keypair")
+async def resolve_scaling_groups_for_keypair(_: Any, info: Any, access_key: str,
+                                             is_active: bool | None = None) -> list[dict[str, Any]]:
+    ctx = context_of(info)
+    svc.require_superadmin(ctx.requester)
+    return _objs(await svc.scaling_groups(ctx.manager.db, access_key=access_key, is_active=is_active), info)
+
+
+@mutation.field("create_scaling_group")
+async def resolve_create(_: Any, info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await sgroups.create(ctx.manager, ctx.requester, name, props)
+    return {"ok": out.ok, "msg": out.msg,
+            "scaling_group": scaling_group_obj(out.row, with_token=True) if out.row is not None else None}
+
+
+@mutation.field("modify_scaling_group")
+async def resolve_modify(_: Any, info: Any, name: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await sgroups.modify(ctx.manager, ctx.requester, name, props)
+    return {"ok": out.ok, "msg": out.msg}
+
+
+@mutation.field("delete_scaling_group")
+async def resolve_delete(_: Any, info: Any, name: str) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await sgroups.delete(ctx.manager, ctx.requester, name)
+    return {"ok": out.ok, "msg": out.msg}
+
+
+def _bind_association(kind: str, suffix: str, arg: str) -> None:
+    async def associate(_: Any, info: Any, scaling_group: str, **key: Any) -> dict[str, Any]:
+        ctx = context_of(info)
+        out = await sgroups.associate(ctx.manager, ctx.requester, kind, scaling_group, key[arg])
+        return {"ok": out.ok, "msg": out.msg}
+
+    async def disassociate(_: Any, info: Any, scaling_group: str, **key: Any) -> dict[str, Any]:
+        ctx = context_of(info)
+        out = await sgroups.disassociate(ctx.manager, ctx.requester, kind, scaling_group, key[arg])
+        return {"ok": out.ok, "msg": out.msg}
+
+    mutation.set_field(f"associate_scaling_group_with_{suffix}", associate)
+    mutation.set_field(f"disassociate_scaling_group_with_{suffix}", disassociate)
+
+
+_bind_association("domain", "domain", "domain")
+_bind_association("group", "user_group", "user_group")
+_bind_association("keypair", "keypair", "access_key")

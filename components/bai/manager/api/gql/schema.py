@@ -21,10 +21,11 @@ from . import (
     scalars,
     scaling_group,
     user,
+    user_project_policy,
 )
 
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
-                resource_preset)
+                resource_preset, user_project_policy)
 
 _MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
 

@@ -1,0 +1,177 @@
+"""Resource groups (scaling groups) and agents: the superadmin's writes, one transaction each,
+checked before anything is written. Reads of resource groups are in gql_queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from bai.common.types import SessionTypes
+from bai.manager.store import agents as agent_store
+from bai.manager.store import scaling_groups as store
+from bai.manager.store.keypairs import Requester
+
+from . import admin_inputs as check
+from .admin_inputs import SUCCESS, Outcome
+from .context import ManagerContext
+from .privileges import require_superadmin_write
+
+#: What this manager implements (the original also names lifo, drf and mof schedulers and other
+#: provisioning drivers; accepting them would promise a behaviour that does not exist here).
+DRIVERS = ("static",)
+SCHEDULERS = ("fifo",)
+SELECTION_STRATEGIES = ("dispersed", "concentrated", "legacy")
+_SESSION_TYPES = frozenset(t.value for t in SessionTypes) - {"system"}
+
+#: Association kind -> (its word in messages, the other side's word).
+_KINDS = {"domain": "domain", "group": "project (user group)", "keypair": "keypair"}
+
+
+def _scheduler_opts(value: Any) -> dict[str, Any]:
+    """The original's ScalingGroupOpts keys are checked; others are kept for hook plugins."""
+    opts = check.json_object(value, "scheduler_opts")
+    if "allowed_session_types" in opts:
+        types = opts["allowed_session_types"]
+        if not isinstance(types, list) or not types or not set(types) <= _SESSION_TYPES:
+            raise check.bad("scheduler_opts.allowed_session_types",
+                            f"must be a non-empty list of {', '.join(sorted(_SESSION_TYPES))}")
+    if "pending_timeout" in opts:
+        timeout = opts["pending_timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise check.bad("scheduler_opts.pending_timeout", "must be a non-negative number of seconds")
+    if "agent_selection_strategy" in opts:
+        check.one_of(opts["agent_selection_strategy"], "scheduler_opts.agent_selection_strategy",
+                     SELECTION_STRATEGIES)
+    if "config" in opts:
+        check.json_object(opts["config"], "scheduler_opts.config")
+    return opts
+
+
+def _values(props: Mapping[str, Any]) -> dict[str, Any]:
+    check.not_null(props, ("is_active", "is_public", "driver", "driver_opts", "scheduler", "scheduler_opts",
+                           "use_host_network"))
+    values: dict[str, Any] = {}
+    if "description" in props:
+        values["description"] = check.text(props["description"], "description", 512)
+    for flag in ("is_active", "is_public", "use_host_network"):
+        if flag in props:
+            if not isinstance(props[flag], bool):
+                raise check.bad(flag, "must be a boolean")
+            values[flag] = props[flag]
+    if "wsproxy_addr" in props:
+        values["wsproxy_addr"] = check.text(props["wsproxy_addr"], "wsproxy_addr", 1024)
+    if "wsproxy_api_token" in props:
+        values["wsproxy_api_token"] = check.text(props["wsproxy_api_token"], "wsproxy_api_token", 128)
+    if "driver" in props:
+        values["driver"] = check.one_of(props["driver"], "driver", DRIVERS)
+    if "driver_opts" in props:
+        values["driver_opts"] = check.json_object(props["driver_opts"], "driver_opts")
+    if "scheduler" in props:
+        values["scheduler"] = check.one_of(props["scheduler"], "scheduler", SCHEDULERS)
+    if "scheduler_opts" in props:
+        values["scheduler_opts"] = _scheduler_opts(props["scheduler_opts"])
+    return values
+
+
+async def create(ctx: ManagerContext, req: Requester, name: str, props: Mapping[str, Any]) -> Outcome:
+    require_superadmin_write(req)
+    check.name(name, max_length=64)
+    for field in ("driver", "scheduler"):
+        if props.get(field) is None:
+            raise check.bad(field, "is required")
+    values = _values(props)
+    async with ctx.db.begin() as conn:
+        row = await store.create_scaling_group(conn, name, values)
+    if row is None:
+        return Outcome(False, f"A scaling group named {name!r} already exists.")
+    return Outcome(True, SUCCESS, row)
+
+
+async def modify(ctx: ManagerContext, req: Requester, name: str, props: Mapping[str, Any]) -> Outcome:
+    require_superadmin_write(req)
+    values = _values(props)
+    async with ctx.db.begin() as conn:
+        found = await store.modify_scaling_group(conn, name, values)
+    if not found:
+        return Outcome(False, f"No such scaling group: {name!r}.")
+    if values.get("is_active"):
+        ctx.request_schedule()  # sessions waiting for this group may fit now
+    return Outcome(True, SUCCESS)
+
+
+async def delete(ctx: ManagerContext, req: Requester, name: str) -> Outcome:
+    require_superadmin_write(req)
+    async with ctx.db.begin() as conn:
+        if not await store.exists(conn, name):
+            return Outcome(False, f"No such scaling group: {name!r}.")
+        agents, sessions = await store.users_of(conn, name)
+        if agents or sessions:
+            return Outcome(False, f"The scaling group {name!r} is used by {agents} agent(s) and {sessions} "
+                                  "session(s) (finished ones included); it cannot be deleted.")
+        await store.delete_scaling_group(conn, name)
+    return Outcome(True, SUCCESS)
+
+
+async def associate(ctx: ManagerContext, req: Requester, kind: str, scaling_group: str, key: Any) -> Outcome:
+    """Lets the domain / project / keypair ``key`` use the resource group."""
+    require_superadmin_write(req)
+    async with ctx.db.begin() as conn:
+        missing = await _missing(conn, kind, scaling_group, key)
+        if missing:
+            return Outcome(False, missing)
+        if not await store.associate(conn, kind, scaling_group, key):
+            return Outcome(False, f"The scaling group {scaling_group!r} is already associated with the "
+                                  f"{_KINDS[kind]} {str(key)!r}.")
+    return Outcome(True, SUCCESS)
+
+
+async def disassociate(ctx: ManagerContext, req: Requester, kind: str, scaling_group: str, key: Any) -> Outcome:
+    require_superadmin_write(req)
+    async with ctx.db.begin() as conn:
+        if not await store.disassociate(conn, kind, scaling_group, key):
+            return Outcome(False, f"The scaling group {scaling_group!r} is not associated with the "
+                                  f"{_KINDS[kind]} {str(key)!r}.")
+    return Outcome(True, SUCCESS)
+
+
+async def _missing(conn: Any, kind: str, scaling_group: str, key: Any) -> str | None:
+    if not await store.exists(conn, scaling_group):
+        return f"No such scaling group: {scaling_group!r}."
+    if not await store.other_side_exists(conn, kind, key):
+        return f"No such {_KINDS[kind]}: {str(key)!r}."
+    return None
+
+
+def group_id(value: str) -> uuid.UUID | None:
+    """``scaling_groups_for_user_group(user_group: String!)`` takes the project's UUID as text."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ agents
+
+async def modify_agent(ctx: ManagerContext, req: Requester, agent_id: str, props: Mapping[str, Any]) -> Outcome:
+    """``schedulable`` (false: the scheduler places no new session there) and ``scaling_group``.
+    The agent re-declares its group with every heartbeat (``[agent] scaling-group`` in its
+    agent.toml), as with the original, so a group set here lasts until the next heartbeat unless
+    the agent's configuration says the same."""
+    require_superadmin_write(req)
+    check.not_null(props, ("schedulable", "scaling_group"))
+    values: dict[str, Any] = {}
+    if "schedulable" in props:
+        if not isinstance(props["schedulable"], bool):
+            raise check.bad("schedulable", "must be a boolean")
+        values["schedulable"] = props["schedulable"]
+    async with ctx.db.begin() as conn:
+        if "scaling_group" in props:
+            if not await store.exists(conn, props["scaling_group"]):
+                return Outcome(False, f"No such scaling group: {props['scaling_group']!r}.")
+            values["scaling_group"] = props["scaling_group"]
+        if not await agent_store.modify_agent(conn, agent_id, values):
+            return Outcome(False, f"No such agent: {agent_id!r}.")
+    if values.get("schedulable") or "scaling_group" in values:
+        ctx.request_schedule()  # pending sessions may fit there now
+    return Outcome(True, SUCCESS)
