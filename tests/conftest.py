@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.halfstack", "tests.fixtures.images"]
+pytest_plugins = ["tests.fixtures.halfstack", "tests.fixtures.images", "tests.fixtures.registry"]

@@ -53,8 +53,10 @@ class LifecycleHandler:
             return
         async with self.ctx.db.begin() as conn:
             revived = await agent_store.upsert_heartbeat(conn, ev.source, info)
-            await image_store.upsert_local_images(conn, info.get("architecture") or "x86_64",
-                                                  info.get("images") or [])
+            arch, images = info.get("architecture") or "x86_64", info.get("images") or []
+            await image_store.upsert_local_images(conn, arch, images)
+            await image_store.note_installed(conn, ev.source, arch,
+                                             [str(i["canonical"]) for i in images if i.get("canonical")])
         if revived:
             log.info("agent %s is alive at %s", ev.source, info.get("addr"))
             self.ctx.request_schedule()
@@ -120,6 +122,30 @@ class LifecycleHandler:
         finally:
             if started:
                 self.ctx.waiters.notify(session_id, "RUNNING")
+
+    async def on_kernel_pulling(self, ev: Event) -> None:
+        """The agent is pulling the kernel's image: the kernel and its session go PULLING, with
+        status_info ``pulling`` (then ``pulling N%`` from kernel_pull_progress)."""
+        kernel_id = uuid.UUID(ev.args["kernel_id"])
+        session_id = uuid.UUID(ev.args["session_id"])
+        async with self.ctx.db.begin() as conn:
+            if not await store.set_kernel_status(conn, kernel_id, KernelStatus.PULLING, only_from=["PREPARING"],
+                                                 info="pulling"):
+                return
+            await store.set_session_status(conn, session_id, SessionStatus.PULLING, only_from=["PREPARING"],
+                                           info="pulling")
+            k = next((k for k in await store.kernels_of(conn, session_id) if k.id == kernel_id), None)
+        if k is not None:
+            await broadcast_kernel(self.ctx, "kernel_pulling", k, "")
+
+    async def on_kernel_pull_progress(self, ev: Event) -> None:
+        """``pulling N%`` (bytes done of the layers' total) in the kernel's and session's status_info."""
+        kernel_id = uuid.UUID(ev.args["kernel_id"])
+        session_id = uuid.UUID(ev.args["session_id"])
+        done, total = int(ev.args.get("current_progress") or 0), int(ev.args.get("total_progress") or 0)
+        info = f"pulling {min(100, done * 100 // total)}%" if total > 0 else "pulling"
+        async with self.ctx.db.begin() as conn:
+            await store.note_kernel_condition(conn, session_id, kernel_id, info)
 
     async def on_kernel_oom(self, ev: Event) -> None:
         """The OOM killer struck in a kernel's container: say so in the kernel's and the

@@ -27,6 +27,7 @@ from bai.manager.store import users as user_store
 from bai.manager.store.db import try_advisory_xact_lock
 
 from .context import ManagerContext
+from .images import registry_for_agent
 from .sessions import termination
 from .sessions.payloads import broadcast_session
 
@@ -184,6 +185,8 @@ class Scheduler:
                 await store.set_kernel_status(conn, k.id, KernelStatus.PREPARING, only_from=["SCHEDULED"])
             email = await user_store.email_of(conn, sess.user_uuid)
             image_labels = await image_store.labels_of(conn, sess.image, sess.architecture)
+        # where the agent pulls the image from if it lacks it (None for local images: no lookup)
+        registry = await registry_for_agent(self.ctx, kernels[0].registry or "")
         hosts = ",".join(k.cluster_hostname for k in kernels)
         configs = []
         for k in kernels:
@@ -198,7 +201,7 @@ class Scheduler:
                 "BACKENDAI_CLUSTER_IDX": str(k.cluster_idx), "BACKENDAI_CLUSTER_LOCAL_RANK": str(k.local_rank),
             }
             configs.append({
-                "image": {"canonical": k.image, "labels": image_labels or {}},
+                "image": {"canonical": k.image, "labels": image_labels or {}, "registry": registry},
                 "session_type": k.session_type, "cluster_role": k.cluster_role, "cluster_idx": k.cluster_idx,
                 "local_rank": k.local_rank, "cluster_hostname": k.cluster_hostname,
                 "resource_slots": k.requested_slots, "resource_opts": k.resource_opts, "environ": environ,

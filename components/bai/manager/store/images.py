@@ -1,16 +1,25 @@
-"""Image registry: images learned from agent heartbeats and their aliases."""
+"""Images and their aliases: learned from agent heartbeats (local images) and from registry
+scans, read by the GraphQL ``image`` / ``images`` queries and by session creation."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
+
+#: Images built on the node (the kernel image role) live under this registry name; there is
+#: nothing to pull them from, and every domain may use them.
+LOCAL_REGISTRY = "bai.local"
+
+_i = t.images
+_a = t.image_aliases
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,21 @@ class ImageRow:
     architecture: str
     registry: str
     labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ScannedRow:
+    """What a registry scan learned of one image (one architecture of one tag)."""
+
+    name: str  # canonical: <registry>/<repository>:<tag>
+    architecture: str
+    registry: str
+    tag: str
+    config_digest: str
+    labels: dict[str, str]
+    size_bytes: int
+    accelerators: str | None
+    resources: dict[str, Any]
 
 
 def split_registry(canonical: str) -> tuple[str, str | None]:
@@ -46,6 +70,20 @@ async def upsert_local_images(conn: AsyncConnection, architecture: str, items: l
         ))
 
 
+async def note_installed(conn: AsyncConnection, agent_id: str, architecture: str, names: Sequence[str]) -> None:
+    """Record that ``agent_id`` has exactly ``names`` (of its architecture) now. Both statements
+    match no row (and write nothing) while an agent's image list stays the same, which is every
+    heartbeat but the first after a pull or removal."""
+    agents = _i.c.installed_agents
+    has_agent = agents.has_key(agent_id)  # jsonb `?`: a string element of the array
+    await conn.execute(sa.update(_i).where(
+        _i.c.architecture == architecture, _i.c.name.in_(list(names)), ~has_agent,
+    ).values(installed_agents=agents.op("||", return_type=JSONB)(sa.func.jsonb_build_array(sa.cast(agent_id, sa.Text)))))
+    await conn.execute(sa.update(_i).where(
+        _i.c.architecture == architecture, _i.c.name.not_in(list(names)), has_agent,
+    ).values(installed_agents=agents.op("-", return_type=JSONB)(sa.cast(agent_id, sa.Text))))
+
+
 async def labels_of(conn: AsyncConnection, name: str, architecture: str) -> dict[str, str] | None:
     labels: dict[str, str] | None = await conn.scalar(sa.select(t.images.c.labels).where(
         t.images.c.name == name, t.images.c.architecture == architecture))
@@ -61,3 +99,100 @@ async def resolve(conn: AsyncConnection, ref: str, architecture: str) -> ImageRo
         .where(t.images.c.name == name, t.images.c.architecture == architecture)
     )).first()
     return None if row is None else ImageRow(row.name, row.architecture, row.registry, dict(row.labels))
+
+
+# ------------------------------------------------------------------ GraphQL reads
+
+def _with_aliases() -> sa.Select[Any]:
+    aliases = (sa.select(sa.func.coalesce(sa.func.array_agg(_a.c.alias),
+                                          sa.text("'{}'::varchar[]")))
+               .where(_a.c.image == _i.c.name).scalar_subquery())
+    return sa.select(_i, aliases.label("aliases"))
+
+
+async def image_rows(conn: AsyncConnection, *, registries: Iterable[str] | None = None) -> list[sa.Row[Any]]:
+    """Every image (of ``registries`` only, when given) with its aliases, by name then architecture."""
+    q = _with_aliases().order_by(_i.c.name, _i.c.architecture)
+    if registries is not None:
+        q = q.where(_i.c.registry.in_(list(registries)))
+    return list((await conn.execute(q)).all())
+
+
+async def find(conn: AsyncConnection, reference: str, architecture: str) -> sa.Row[Any] | None:
+    """One image by canonical name or alias, with its aliases."""
+    target = await conn.scalar(sa.select(_a.c.image).where(_a.c.alias == reference))
+    q = _with_aliases().where(_i.c.name == (target or reference), _i.c.architecture == architecture)
+    return (await conn.execute(q)).first()
+
+
+async def by_id(conn: AsyncConnection, image_id: uuid.UUID) -> sa.Row[Any] | None:
+    return (await conn.execute(_with_aliases().where(_i.c.id == image_id))).first()
+
+
+async def alive_agent_ids(conn: AsyncConnection) -> set[str]:
+    """Agents whose images count as installed (a LOST agent's do not)."""
+    return set((await conn.scalars(sa.select(t.agents.c.id).where(t.agents.c.status == "ALIVE"))).all())
+
+
+async def allowed_registries(conn: AsyncConnection, domain_name: str) -> list[str]:
+    """The registries a domain's sessions may use besides the local one."""
+    found = await conn.scalar(sa.select(t.domains.c.allowed_docker_registries)
+                              .where(t.domains.c.name == domain_name))
+    return [str(r) for r in found or []]
+
+
+# ------------------------------------------------------------------ registry scans and admin writes
+
+async def upsert_scanned(conn: AsyncConnection, rows: Sequence[ScannedRow]) -> tuple[int, int]:
+    """Insert or refresh scanned images (they become registry images: ``is_local`` false).
+    Returns (added, updated)."""
+    added = updated = 0
+    for row in rows:
+        values = {"config_digest": row.config_digest, "labels": row.labels, "size_bytes": row.size_bytes,
+                  "accelerators": row.accelerators, "resources": row.resources, "registry": row.registry,
+                  "tag": row.tag, "is_local": False}
+        stmt = insert(_i).values(id=uuid.uuid4(), name=row.name, architecture=row.architecture, **values)
+        inserted = await conn.scalar(stmt.on_conflict_do_update(
+            constraint="uq_images_name_architecture", set_=values,
+        ).returning(sa.literal_column("xmax = 0")))
+        if inserted:
+            added += 1
+        else:
+            updated += 1
+    return added, updated
+
+
+async def remove_missing(conn: AsyncConnection, registry: str, keep: Iterable[tuple[str, str]]) -> list[str]:
+    """Delete the scanned (non-local) images of ``registry`` that are not in ``keep`` ((name,
+    architecture) pairs), and the aliases left without a target; the names removed."""
+    q = sa.delete(_i).where(_i.c.registry == registry, _i.c.is_local.is_(False))
+    kept = list(keep)
+    if kept:
+        q = q.where(sa.tuple_(_i.c.name, _i.c.architecture).not_in(kept))
+    gone = sorted(set((await conn.scalars(q.returning(_i.c.name))).all()))
+    await _drop_orphan_aliases(conn, gone)
+    return gone
+
+
+async def _drop_orphan_aliases(conn: AsyncConnection, names: Sequence[str]) -> None:
+    if names:
+        remaining = sa.select(_i.c.name).where(_i.c.name.in_(list(names)))
+        await conn.execute(sa.delete(_a).where(_a.c.image.in_(list(names)), _a.c.image.not_in(remaining)))
+
+
+async def add_alias(conn: AsyncConnection, alias: str, image_name: str) -> bool:
+    """False when the alias exists already (it is left as it is)."""
+    stmt = insert(_a).values(alias=alias, image=image_name).on_conflict_do_nothing(index_elements=[_a.c.alias])
+    return bool((await conn.execute(stmt)).rowcount)
+
+
+async def remove_alias(conn: AsyncConnection, alias: str) -> bool:
+    return bool((await conn.execute(sa.delete(_a).where(_a.c.alias == alias))).rowcount)
+
+
+async def forget(conn: AsyncConnection, name: str, architecture: str) -> bool:
+    """Delete one image row (the registry and agents keep their copies); its aliases go with the
+    image's last architecture."""
+    res = await conn.execute(sa.delete(_i).where(_i.c.name == name, _i.c.architecture == architecture))
+    await _drop_orphan_aliases(conn, [name])
+    return bool(res.rowcount)

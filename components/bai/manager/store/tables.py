@@ -222,6 +222,11 @@ images = sa.Table(
     sa.Column("resources", JSONB, nullable=False, server_default="{}"),
     sa.Column("is_local", sa.Boolean, nullable=False, server_default=sa.false()),
     _created(),
+    # 0007: what registry scans and heartbeats report (installed_agents: agent ids, see the migration)
+    sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("accelerators", sa.String(128)),
+    sa.Column("installed_agents", JSONB, nullable=False, server_default="[]"),
+    sa.Index("ix_images_registry", "registry"),
     sa.UniqueConstraint("name", "architecture", name="uq_images_name_architecture"),
 )
 

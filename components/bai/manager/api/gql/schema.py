@@ -13,8 +13,10 @@ from ariadne import make_executable_schema
 from . import (
     agent,
     compute_session,
+    container_registry,
     domain,
     group,
+    image,
     keypair,
     keypair_resource_policy,
     resource_preset,
@@ -25,7 +27,7 @@ from . import (
 )
 
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
-                resource_preset, user_project_policy)
+                resource_preset, user_project_policy, image, container_registry)
 
 _MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
 

@@ -19,6 +19,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
+from ..images import check_registry_allowed
 from ..schemas import CreateSession
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
@@ -55,6 +56,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         image = await image_store.resolve(conn, req.image, req.architecture)
         if image is None:
             raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
+        await check_registry_allowed(conn, image.registry, req.domain)
         sgroup = req.config.scaling_group or "default"
         if not await access_store.domain_may_use_sgroup(conn, sgroup, req.domain):
             raise errors.ScalingGroupNotFound(f"The resource group {sgroup!r} is not available to this domain.")

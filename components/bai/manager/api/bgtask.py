@@ -1,0 +1,118 @@
+"""GET /events/background-task: a background task's progress as Server-Sent Events, as the
+original sends them (what ``backend.ai admin image rescan`` follows).
+
+Records are ``event: bgtask_updated`` (``{"task_id", "message", "current_progress",
+"total_progress"}``, with ``retry: 5``), then one of ``bgtask_done`` / ``bgtask_failed`` /
+``bgtask_cancelled`` (``{"task_id", "message"}``) and ``server_close`` (``{}``); a task that has
+already ended answers its final record and ``server_close`` at once. Only the keypair that
+started the task, and superadmins, may follow it; for anyone else it does not exist (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from bai.manager import errors
+from bai.manager.services import bgtasks
+
+from . import routing
+from .keys import CTX, requester
+from .middlewares import auth_required
+from .routing import Answer
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+#: Seconds between re-reads of the task's state while nothing is published (a missed message,
+#: or a manager that died with the task, must not leave the stream hanging) and ping comments.
+POLL_INTERVAL = 5.0
+
+
+class BackgroundTaskQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    task_id: uuid.UUID = Field(validation_alias=AliasChoices("task_id", "taskId"),
+                               description="The id a mutation such as rescan_images answered.")
+
+
+def _record(state: bgtasks.TaskState) -> bytes:
+    data = json.dumps({"task_id": str(state.task_id), "message": state.message,
+                       "current_progress": state.current_progress, "total_progress": state.total_progress})
+    if state.finished:
+        return f"event: {state.event}\ndata: {data}\n\nevent: server_close\ndata: {{}}\n\n".encode()
+    return f"event: bgtask_updated\ndata: {data}\nretry: 5\n\n".encode()
+
+
+def _state_of(payload: dict[str, Any], owner: str) -> bgtasks.TaskState:
+    status = {"bgtask_done": "done", "bgtask_failed": "failed", "bgtask_cancelled": "cancelled"}
+    return bgtasks.TaskState(uuid.UUID(payload["task_id"]), status.get(payload.get("event", ""), "started"),
+                             str(payload.get("message") or ""), int(payload.get("current_progress") or 0),
+                             int(payload.get("total_progress") or 0), owner)
+
+
+@auth_required()
+async def push_background_task_events(request: web.Request) -> web.StreamResponse:
+    who = requester(request)
+    q = routing.query(request, BackgroundTaskQuery)
+    ctx = request.app[CTX]
+    redis = ctx.redis_stream
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(bgtasks.CHANNEL)  # before reading the state: no update falls between
+    try:
+        state = await bgtasks.read_state(redis, q.task_id)
+        if state is None or (state.owner != who.access_key and who.role != "superadmin"):
+            raise errors.ObjectNotFound("No such background task.")
+        resp = web.StreamResponse(headers=SSE_HEADERS)
+        await resp.prepare(request)
+        send_timeout = ctx.config.manager.stream_send_timeout
+        try:
+            async with asyncio.timeout(send_timeout):
+                await resp.write(_record(state))
+            while not state.finished:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_INTERVAL)
+                if message is None:
+                    fresh = await bgtasks.read_state(redis, q.task_id)
+                    if fresh is None:  # expired under us
+                        fresh = bgtasks.TaskState(q.task_id, "failed", "the task's state expired", 0, 0, "")
+                    if fresh == state:
+                        async with asyncio.timeout(send_timeout):
+                            await resp.write(b": ping\n\n")
+                        continue
+                    state = fresh
+                else:
+                    payload = json.loads(message["data"])
+                    if payload.get("task_id") != str(q.task_id):
+                        continue
+                    state = _state_of(payload, state.owner)
+                async with asyncio.timeout(send_timeout):
+                    await resp.write(_record(state))
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or stopped reading
+        return resp
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+
+
+async def _stop_tasks(app: web.Application) -> None:
+    if CTX in app:
+        await bgtasks.close(app[CTX])
+
+
+def routes(app: web.Application) -> None:
+    app.on_shutdown.append(_stop_tasks)
+    routing.add(
+        app, "GET", "/events/background-task", push_background_task_events, operation_id="background_task_events",
+        tag="events", summary="A background task's progress as Server-Sent Events.", query=BackgroundTaskQuery,
+        description="`bgtask_updated` records, then `bgtask_done`/`bgtask_failed`/`bgtask_cancelled` and "
+                    "`server_close`.",
+        answers=(Answer(200, "The event stream.", media_type="text/event-stream"),),
+        problems=(errors.ObjectNotFound,))
