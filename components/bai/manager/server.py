@@ -29,7 +29,7 @@ from bai.common.events import (
 )
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
-from bai.manager.api import auth, bgtask, events, gql, openapi, root, session, stream
+from bai.manager.api import auth, bgtask, events, gql, openapi, resource, root, session, stream
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
@@ -207,6 +207,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     events.routes(app)
     bgtask.routes(app)
     gql.routes(app)
+    resource.routes(app)
     openapi.routes(app)
     return app
 
