@@ -88,6 +88,7 @@ class World:
     s_pending: uuid.UUID  # user2, PENDING
     s_other: uuid.UUID  # other_admin, RUNNING, domain "other"
     client: ApiClient
+    monitor: Owner  # a monitor of the "default" domain: reads everything, writes nothing
 
 
 async def _add_user(conn: Any, email: str, domain: str, role: str, group_id: uuid.UUID) -> Owner:
@@ -151,6 +152,7 @@ async def world(manager_db: ManagerDB, make_client: Any) -> World:
         user2 = await _add_user(conn, "user2@example.com", "default", "user", default_group)
         other_admin = await _add_user(conn, "boss@other.example.com", "other", "admin", other_group)
         other_user = await _add_user(conn, "peer@other.example.com", "other", "user", other_group)
+        monitor = await _add_user(conn, "eye@example.com", "default", "monitor", default_group)
         await agent_store.upsert_heartbeat(conn, AGENT, {
             "addr": "tcp://127.0.0.1:6001", "region": "local", "scaling_group": "default",
             "resource_slots": {"cpu": "4", "mem": "8589934592"}, "architecture": "x86_64", "version": "test"})
@@ -161,7 +163,7 @@ async def world(manager_db: ManagerDB, make_client: Any) -> World:
     s_pending = await _add_session(db, user2, "u2-pending", SessionStatus.PENDING)
     s_other = await _add_session(db, other_admin, "other-running", SessionStatus.RUNNING)
     client = await make_client(gql.routes)
-    return World(db.admin, user1, user2, other_admin, other_user, s_run, s_done, s_pending, s_other, client)
+    return World(db.admin, user1, user2, other_admin, other_user, s_run, s_done, s_pending, s_other, client, monitor)
 
 
 async def gql_call(w: World, creds: Creds, query: str, variables: dict[str, Any] | None = None,
@@ -265,6 +267,10 @@ async def test_session_list_scoping(world: World) -> None:
     assert await names(world.admin) == ["other-running", "u1-finished", "u1-running", "u2-pending"]
     assert await names(world.admin, access_key=world.user1.creds.access_key) == ["u1-finished", "u1-running"]
     assert await names(world.other_admin.creds) == ["other-running"]
+    # a monitor reads every domain's sessions (and writes nothing: no mutation lets it)
+    assert await names(world.monitor.creds) == ["other-running", "u1-finished", "u1-running", "u2-pending"]
+    body = await gql_call(world, world.monitor.creds, SESSION_INFO_Q, {"id": str(world.s_other)})
+    assert body["data"]["compute_session"]["name"] == "other-running"
     # a user asking for someone else's sessions is refused, not silently given their own
     denied = await names(world.user2.creds, access_key=world.user1.creds.access_key)
     assert denied["data"] == {"compute_session_list": None}

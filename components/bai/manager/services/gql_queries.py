@@ -36,10 +36,10 @@ class Page:
 
 def scope(req: Requester, domain_name: str | None, access_key: str | None,
           *, autofill: bool) -> tuple[str | None, str | None]:
-    """The original's ``scoped_query`` over access keys: superadmins see everything, domain
-    admins their domain, users their own access key. ``autofill`` defaults ``access_key`` to the
-    caller's."""
-    return _scoped(req, domain_name, access_key, req.access_key, autofill=autofill, sees_all=req.is_superadmin)
+    """The original's ``scoped_query`` over access keys: superadmins (and monitors, who read
+    everything) see everything, domain admins their domain, users their own access key.
+    ``autofill`` defaults ``access_key`` to the caller's."""
+    return _scoped(req, domain_name, access_key, req.access_key, autofill=autofill, sees_all=reads_all(req))
 
 
 def check_page(limit: int, offset: int, max_page_size: int) -> None:
