@@ -53,6 +53,7 @@ from .docker import (
     Confinement,
     DockerKernels,
     ImageNotFound,
+    ImagePullFailed,
     container_config,
     container_name,
     exit_code_from_status,
@@ -64,6 +65,8 @@ from .resources import InsufficientResources, SlotAllocator, detect_capacity
 log = logging.getLogger(__name__)
 
 RUNNER_DIR = Path(bai.kernel.__file__).resolve().parent
+#: Seconds between two kernel_pull_progress events of one pull.
+PULL_REPORT_INTERVAL = 0.5
 #: sun_path holds 108 bytes including the terminating NUL.
 _MAX_UNIX_PATH = 107
 
@@ -221,6 +224,7 @@ class Agent:
         kid, sid = kernel.kernel_id, kernel.session_id
         began = time.perf_counter()
         try:
+            await self._ensure_image(kernel, config)
             async with self._creation_slots:
                 await self.events.produce("kernel_creating", self.id, kernel_id=kid, session_id=sid)
                 slots = normalize_slots(dict(config.resource_slots), {**INTRINSIC_SLOTS, **{
@@ -275,11 +279,43 @@ class Agent:
             else:
                 log.exception("kernel %s: creation failed", kid)
             await asyncio.shield(self._discard_failed(kernel))
+            reason = "image-pull-failed" if isinstance(exc, ImagePullFailed) else "failed-to-create"
             await self.events.produce("kernel_cancelled", self.id, kernel_id=kid, session_id=sid,
-                                      reason="failed-to-create", error=_describe(exc))
+                                      reason=reason, error=_describe(exc))
             kernel.gone.set_result(None)
         finally:
             kernel.creation = None
+
+    async def _ensure_image(self, kernel: Kernel, config: KernelCreationConfig) -> None:
+        """Pull the kernel's image when it is not here, telling the manager (kernel_pulling, then
+        kernel_pull_progress at most every PULL_REPORT_INTERVAL seconds). Credentials come with
+        the request (``image.registry``: ``{"name", "url", "username", "password"}``)."""
+        canonical = config.image.canonical
+        if await self.docker.has_image(canonical):
+            return
+        if canonical.startswith("bai.local/"):
+            raise ImageNotFound(f"image {canonical} is not on this agent (local images are built, not pulled)")
+        kid, sid = kernel.kernel_id, kernel.session_id
+        registry = (config.image.model_extra or {}).get("registry") or {}
+        auth = None
+        if isinstance(registry, dict) and registry.get("username"):
+            auth = {"username": str(registry["username"]), "password": str(registry.get("password") or "")}
+        log.info("kernel %s: pulling %s", kid, canonical)
+        await self.events.produce("kernel_pulling", self.id, kernel_id=kid, session_id=sid, image=canonical)
+        loop = asyncio.get_running_loop()
+        last = (0.0, -1)  # (when, percent) of the last report
+
+        async def report(done: int, total: int) -> None:
+            nonlocal last
+            percent = done * 100 // total if total else 0
+            if percent != last[1] and (loop.time() - last[0] >= PULL_REPORT_INTERVAL or done == total):
+                last = (loop.time(), percent)
+                await self.events.produce("kernel_pull_progress", self.id, kernel_id=kid, session_id=sid,
+                                          current_progress=done, total_progress=total)
+
+        began = time.perf_counter()
+        await self.docker.pull(canonical, auth, report)
+        log.info("kernel %s: pulled %s in %.1f s", kid, canonical, time.perf_counter() - began)
 
     async def _wait_runner(self, kernel: Kernel, runner: KernelRunner) -> None:
         loop = asyncio.get_running_loop()
@@ -428,8 +464,8 @@ class Agent:
 
 
 #: Creation failures that are about the request or the environment, not bugs: no traceback.
-_EXPECTED_CREATION_ERRORS = (AgentError, DockerError, ImageNotFound, InsufficientResources, RunnerUnavailable,
-                             ValueError, KeyError)
+_EXPECTED_CREATION_ERRORS = (AgentError, DockerError, ImageNotFound, ImagePullFailed, InsufficientResources,
+                             RunnerUnavailable, ValueError, KeyError)
 
 
 def _describe(exc: BaseException) -> str:

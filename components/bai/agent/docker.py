@@ -70,6 +70,16 @@ class ImageNotFound(Exception):
     pass
 
 
+class ImagePullFailed(Exception):
+    """Docker could not pull an image (unknown image, registry down, refused credentials)."""
+
+
+#: The longest a pull may take (the manager's stuck-session sweep usually ends it sooner).
+PULL_TIMEOUT = 3600.0
+#: (bytes downloaded, bytes to download) over the layers Docker reported so far.
+PullProgress = Callable[[int, int], Awaitable[None]]
+
+
 def host_ulimits() -> list[dict[str, int | str]]:
     """The original asks for nofile=1048576 and unlimited memlock; a container cannot start with
     limits above the host's hard limits, so each is capped there."""
@@ -193,6 +203,46 @@ class DockerKernels:
         labels = dict((info.get("Config") or {}).get("Labels") or {})
         self._image_labels[canonical] = labels
         return labels
+
+    async def has_image(self, canonical: str) -> bool:
+        """Whether the image is here: free for the images the last heartbeat listed (the labels
+        cache), one inspect otherwise."""
+        if canonical in self._image_labels:
+            return True
+        try:
+            await self.image_labels(canonical)
+        except ImageNotFound:
+            return False
+        return True
+
+    async def pull(self, canonical: str, auth: dict[str, str] | None, on_progress: PullProgress) -> None:
+        """Pull ``canonical`` from its registry, reporting the bytes downloaded of all layers
+        (layers that already exist here count as nothing to download)."""
+        layers: dict[str, tuple[int, int]] = {}
+        try:
+            async with asyncio.timeout(PULL_TIMEOUT):
+                async for item in self.docker.images.pull(canonical, auth=auth, stream=True, timeout=None):
+                    if item.get("error"):
+                        raise ImagePullFailed(f"cannot pull {canonical}: {item['error']}")
+                    layer, status = item.get("id"), item.get("status") or ""
+                    detail = item.get("progressDetail") or {}
+                    if not layer:
+                        continue
+                    if status == "Downloading" and detail.get("total"):
+                        layers[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+                    elif status in ("Download complete", "Pull complete") and layer in layers:
+                        layers[layer] = (layers[layer][1], layers[layer][1])
+                    else:
+                        continue
+                    await on_progress(sum(c for c, _ in layers.values()), sum(t for _, t in layers.values()))
+        except DockerError as exc:
+            raise ImagePullFailed(f"cannot pull {canonical}: {exc.message}") from exc
+        except TimeoutError:
+            raise ImagePullFailed(f"cannot pull {canonical}: not done within {PULL_TIMEOUT:.0f} s") from None
+        # The pull answered without an error; make sure the image is really here now.
+        self._image_labels.pop(canonical, None)
+        if not await self.has_image(canonical):
+            raise ImagePullFailed(f"cannot pull {canonical}: Docker reported no error but has no such image")
 
     async def list_kernel_images(self) -> list[dict[str, Any]]:
         """Local images carrying ``ai.backend.kernelspec``, for the heartbeat; refreshes the cache."""
