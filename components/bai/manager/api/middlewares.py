@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 
 from bai.common import auth
 from bai.manager import errors
+from bai.manager.services.auth import client_ip_allowed
 from bai.manager.services.outages import is_transient
 
 from .keys import API_VERSION, CTX, RATELIMIT, REQUESTER
@@ -127,6 +128,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     )
     if not hmac.compare_digest(expected, parsed.signature):
         raise errors.AuthorizationFailed("Signature mismatch")
+    if req.allowed_client_ip:  # the user's client-address allow list (the original's check and words)
+        address = client_address(request, ctx.config.auth.trusted_proxies)
+        if not client_ip_allowed(req.allowed_client_ip, address):
+            raise errors.AuthorizationFailed(f"'{address}' is not allowed IP address")
     if level == "admin" and not (req.is_admin or req.role in ("admin", "superadmin")):
         raise errors.AuthorizationFailed("Unauthorized access")
     if level == "superadmin" and not req.is_superadmin:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import importlib.util
+import ipaddress
 import logging
 import os
 import re
@@ -20,18 +22,22 @@ import struct
 import tempfile
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from bai.common.tasks import raise_if_cancelling
 from bai.manager import errors
 from bai.manager.store import keypairs as keypair_store
+from bai.manager.store import rotations as rotation_store
 from bai.manager.store import users as store
 from bai.manager.store.fixtures import generate_keypair, hash_password, verify_password
 from bai.manager.store.keypairs import Requester
 
 from .context import ManagerContext
+from .privileges import require_grantable_role, writable_domain
 from .throttle import guard_of
 
 log = logging.getLogger(__name__)
@@ -65,12 +71,45 @@ async def _hash(ctx: ManagerContext, password: str) -> str:
     return await guard_of(ctx).gate.run(hash_password, password)
 
 
+async def hash_new_password(ctx: ManagerContext, password: str) -> str:
+    """A password as it is stored (and verified at login), hashed off the event loop, a few at a time."""
+    return await _hash(ctx, password)
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks(allowed: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for entry in allowed:
+        try:
+            out.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:  # stored before validation existed: it allows nothing
+            log.warning("ignoring a malformed allowed_client_ip entry %r", entry)
+    return tuple(out)
+
+
+def client_ip_allowed(allowed: tuple[str, ...] | None, address: str) -> bool:
+    """Whether a user's ``allowed_client_ip`` list (addresses / CIDRs; None or empty: any
+    address) admits a request from ``address``. An address that is not an IP (a unix socket
+    peer) is admitted only by an empty list."""
+    if not allowed:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in _networks(allowed))
+
+
 @dataclass(frozen=True)
 class Authorized:
     access_key: str
     secret_key: str
     role: str
     status: str
+    user_uuid: uuid.UUID | None = None
+    email: str | None = None
 
 
 async def authorize(ctx: ManagerContext, domain: str, username: str, password: str,
@@ -97,10 +136,10 @@ async def authorize(ctx: ManagerContext, domain: str, username: str, password: s
     if user.status != "active":
         raise errors.AuthorizationFailed(CREDENTIAL_MISMATCH)
     async with ctx.db.connect() as conn:
-        keypair = await store.pick_keypair(conn, user.uuid)
+        keypair = await rotation_store.login_keypair(conn, user.uuid)
     if keypair is None:
         raise errors.AuthorizationFailed("No API keypairs found.")
-    return Authorized(keypair.access_key, keypair.secret_key, user.role, user.status)
+    return Authorized(keypair.access_key, keypair.secret_key, user.role, user.status, user.uuid, user.email)
 
 
 @dataclass(frozen=True)
@@ -175,12 +214,24 @@ async def signout(ctx: ManagerContext, r: Requester, name: str, password: str) -
         ctx.requesters.invalidate(ak)
 
 
+def check_new_password(ctx: ManagerContext, old: str, new: str) -> None:
+    """The password policy of a changed password: long enough, and not the old one again."""
+    minimum = ctx.config.auth.password_min_length
+    if len(new) < minimum:
+        raise errors.InvalidAPIParameters(f"The new password is too short: at least {minimum} characters.")
+    if new == old:
+        raise errors.InvalidAPIParameters("The new password must differ from the old one.")
+
+
 async def update_password(ctx: ManagerContext, r: Requester, old: str, new: str, new2: str) -> None:
+    """Check the old password (401), then the two new ones (the original's 400 on a mismatch)
+    and the policy (400); only then store the new hash, which also clears need_password_change."""
     user = await _caller(ctx, r)
     if not await _verify(ctx, old, user.password):
         raise errors.AuthorizationFailed("Old password mismatch")
     if new != new2:
         raise NewPasswordMismatch()
+    check_new_password(ctx, old, new)
     password_hash = await _hash(ctx, new)
     async with ctx.db.begin() as conn:
         await store.set_password(conn, user.uuid, password_hash)
@@ -204,6 +255,89 @@ async def get_role(ctx: ManagerContext, r: Requester, group: uuid.UUID | None) -
         "domain_role": "admin" if r.is_admin or r.role in ("admin", "superadmin") else "user",
         "group_role": group_role,
     }
+
+
+# --- keypair rotation ----------------------------------------------------------------------------
+
+#: How often keypairs whose grace period ended are deactivated.
+RETIRE_INTERVAL = 30.0
+
+
+@dataclass(frozen=True)
+class Rotation:
+    access_key: str
+    #: None when the caller is neither the keypair's owner nor a superadmin (a domain admin
+    #: rotating a user's key does not get to read it; the owner does, by password login).
+    secret_key: str | None
+    previous_access_key: str
+    previous_expires_at: datetime
+
+
+def _may_rotate(r: Requester, target: Any) -> None:
+    """One's own keypairs; a superadmin any; a domain admin those of their domain's accounts
+    that do not outrank them (never a superadmin's or a monitor's)."""
+    if target.user_uuid == r.user_uuid or r.is_superadmin:
+        return
+    writable_domain(r, target.domain_name)
+    require_grantable_role(r, target.role)
+
+
+async def rotate_keypair(ctx: ManagerContext, r: Requester, access_key: str | None) -> Rotation:
+    """Replace a keypair by a new one of the same user with the same rights. The old one keeps
+    working for ``[auth] rotation-grace`` (24 h by default), so running clients switch without
+    downtime; then it is deactivated. The new one becomes the user's main keypair when the old
+    one was, and is what a password login returns from now on.
+
+    The grace is the operator's, not the caller's: whoever holds a key may rotate it, and a
+    stolen key must not be able to lock its owner out at once. A leaked key is deactivated by an
+    admin (``modify_keypair``) instead, which takes effect immediately."""
+    wanted = access_key or r.access_key
+    grace = ctx.config.auth.rotation_grace
+    new_ak, new_sk = generate_keypair()
+    async with ctx.db.begin() as conn:
+        target = await rotation_store.lock_keypair(conn, wanted)
+        if target is None:
+            if r.role not in ("superadmin", "admin"):  # users learn nothing about others' keys
+                raise errors.GenericForbidden("Not your keypair.")
+            raise errors.ObjectNotFound("No such keypair.")
+        _may_rotate(r, target)
+        if not target.is_active:
+            raise errors.InvalidAPIParameters("The keypair is inactive.")
+        if target.rotated:
+            raise errors.InvalidAPIParameters("The keypair was rotated already; rotate its successor.")
+        expires_at = datetime.now(UTC) + timedelta(seconds=grace)
+        await rotation_store.insert_successor(conn, wanted, new_ak, new_sk)
+        await rotation_store.record_rotation(conn, wanted, new_ak, rotated_by=r.access_key,
+                                             expires_at=expires_at, retire_now=grace == 0)
+        if target.main_access_key in (None, wanted):
+            await rotation_store.set_main_key(conn, target.user_uuid, new_ak)
+    if grace == 0:
+        ctx.requesters.invalidate(wanted)
+    shown = new_sk if target.user_uuid == r.user_uuid or r.is_superadmin else None
+    log.info("keypair %s rotated to %s by %s (old one valid until %s)", wanted, new_ak, r.access_key,
+             expires_at.isoformat())
+    return Rotation(new_ak, shown, wanted, expires_at)
+
+
+async def retire_rotated_keypairs(ctx: ManagerContext) -> list[str]:
+    """Deactivate the rotated keypairs whose grace period is over; their access keys."""
+    async with ctx.db.begin() as conn:
+        retired = await rotation_store.retire_expired(conn)
+    for ak in retired:
+        ctx.requesters.invalidate(ak)
+    if retired:
+        log.info("rotated keypairs retired at the end of their grace period: %s", ", ".join(retired))
+    return retired
+
+
+async def retire_rotated_keypairs_forever(ctx: ManagerContext) -> None:
+    while True:
+        try:
+            await retire_rotated_keypairs(ctx)
+        except Exception:
+            raise_if_cancelling()
+            log.warning("retiring rotated keypairs failed; retrying", exc_info=True)
+        await asyncio.sleep(RETIRE_INTERVAL)
 
 
 # --- SSH keypairs -------------------------------------------------------------------------------

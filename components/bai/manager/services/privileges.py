@@ -40,3 +40,21 @@ def require_grantable_role(req: Requester, role: str) -> None:
         raise errors.InvalidAPIParameters(f"unknown role {role!r} (one of {', '.join(ROLE_RANK)})")
     if req.role != "superadmin" and (role == "monitor" or ROLE_RANK[role] > ROLE_RANK[req.role]):
         raise errors.GenericForbidden(f"a {req.role} cannot grant the role {role!r}")
+
+
+def require_manageable_account(req: Requester, role: str, domain_name: str) -> None:
+    """Writes that touch an existing account (its profile, keypairs, memberships): a superadmin
+    touches anyone; a domain admin only users and admins of their own domain (never a superadmin,
+    nor a monitor, whose password would open every domain to them)."""
+    if req.role == "superadmin":
+        return
+    writable_domain(req, domain_name)
+    if role not in ("user", "admin"):
+        raise errors.GenericForbidden(f"a domain admin cannot manage a {role} account")
+
+
+def require_admin_write(req: Requester) -> None:
+    """Account writes (users, keypairs, projects) need a superadmin or a domain admin; checked
+    first, so a user or a monitor is refused before their input is even looked at."""
+    if req.role not in ("superadmin", "admin"):
+        raise errors.GenericForbidden("admin privilege required")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
@@ -45,3 +46,47 @@ async def groups_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UUID]) 
     for row in await conn.execute(q):
         out[row.user_id].append(row)
     return out
+
+
+# ------------------------------------------------------------------ GraphQL writes
+
+async def group_for_write(conn: AsyncConnection, group_id: uuid.UUID) -> sa.Row[Any] | None:
+    """The project, its row held until the transaction ends."""
+    return (await conn.execute(sa.select(_g).where(_g.c.id == group_id).with_for_update())).first()
+
+
+async def insert_group(conn: AsyncConnection, values: dict[str, Any]) -> uuid.UUID:
+    group_id = uuid.uuid4()
+    await conn.execute(sa.insert(_g).values(id=group_id, **values))
+    return group_id
+
+
+async def update_group(conn: AsyncConnection, group_id: uuid.UUID, values: dict[str, Any]) -> None:
+    await conn.execute(sa.update(_g).where(_g.c.id == group_id).values(**values, modified_at=sa.func.now()))
+
+
+async def add_members(conn: AsyncConnection, group_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> None:
+    """Members already in the project stay as they are."""
+    if user_ids:
+        await conn.execute(pg_insert(_members).values([{"user_id": u, "group_id": group_id} for u in user_ids])
+                           .on_conflict_do_nothing())
+
+
+async def remove_members(conn: AsyncConnection, group_id: uuid.UUID, user_ids: Sequence[uuid.UUID]) -> None:
+    await conn.execute(sa.delete(_members).where(_members.c.group_id == group_id,
+                                                 _members.c.user_id.in_(list(user_ids))))
+
+
+async def member_count(conn: AsyncConnection, group_id: uuid.UUID) -> int:
+    q = sa.select(sa.func.count()).select_from(_members).where(_members.c.group_id == group_id)
+    return int(await conn.scalar(q) or 0)
+
+
+async def session_count(conn: AsyncConnection, group_id: uuid.UUID) -> int:
+    q = sa.select(sa.func.count()).select_from(t.sessions).where(t.sessions.c.group_id == group_id)
+    return int(await conn.scalar(q) or 0)
+
+
+async def delete_group(conn: AsyncConnection, group_id: uuid.UUID) -> None:
+    """Hard delete; memberships and resource-group associations cascade."""
+    await conn.execute(sa.delete(_g).where(_g.c.id == group_id))

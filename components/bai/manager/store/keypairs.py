@@ -38,6 +38,8 @@ class Requester:
     domain_name: str
     policy: KeypairPolicy
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The user's client-address allow list (addresses / CIDRs); None or empty: any address.
+    allowed_client_ip: tuple[str, ...] | None = None
 
     @property
     def is_superadmin(self) -> bool:
@@ -47,7 +49,7 @@ class Requester:
 _requester_q = (
     sa.select(
         t.keypairs.c.access_key, t.keypairs.c.secret_key, t.keypairs.c.is_admin, t.keypairs.c.rate_limit,
-        t.users.c.uuid, t.users.c.email, t.users.c.role, t.users.c.domain_name,
+        t.users.c.uuid, t.users.c.email, t.users.c.role, t.users.c.domain_name, t.users.c.allowed_client_ip,
         t.keypair_resource_policies.c.name.label("policy_name"),
         t.keypair_resource_policies.c.total_resource_slots,
         t.keypair_resource_policies.c.max_concurrent_sessions,
@@ -73,6 +75,7 @@ async def get_requester(conn: AsyncConnection, access_key: str) -> Requester | N
             row.policy_name, slots_from_json(row.total_resource_slots),
             row.max_concurrent_sessions, row.max_containers_per_session,
         ),
+        allowed_client_ip=tuple(row.allowed_client_ip) if row.allowed_client_ip else None,
     )
 
 
@@ -188,3 +191,55 @@ async def group_names_of_users(conn: AsyncConnection, user_ids: Sequence[uuid.UU
     for row in await conn.execute(q):
         out[row.user_id].append(row.name)
     return out
+
+
+# ------------------------------------------------------------------ GraphQL writes
+
+@dataclass(frozen=True)
+class KeypairOwner:
+    """A keypair and the user it belongs to, as a write checks them."""
+
+    access_key: str
+    user_uuid: uuid.UUID
+    email: str
+    domain_name: str
+    role: str
+    is_main: bool  # the user's main access key
+
+
+async def keypair_owner(conn: AsyncConnection, access_key: str, *, lock: bool = False) -> KeypairOwner | None:
+    q = (sa.select(_k.c.access_key, t.users.c.uuid, t.users.c.email, t.users.c.domain_name, t.users.c.role,
+                   (t.users.c.main_access_key == _k.c.access_key).label("is_main"))
+         .select_from(_k.join(t.users, t.users.c.uuid == _k.c.user)).where(_k.c.access_key == access_key))
+    if lock:
+        q = q.with_for_update(of=_k)
+    row = (await conn.execute(q)).first()
+    return None if row is None else KeypairOwner(row.access_key, row.uuid, row.email, row.domain_name, row.role,
+                                                 bool(row.is_main))
+
+
+async def policy_exists(conn: AsyncConnection, name: str) -> bool:
+    p = t.keypair_resource_policies
+    return await conn.scalar(sa.select(p.c.name).where(p.c.name == name)) is not None
+
+
+async def insert_keypair(conn: AsyncConnection, *, access_key: str, secret_key: str, user_uuid: uuid.UUID,
+                         email: str, is_active: bool, is_admin: bool, rate_limit: int, resource_policy: str) -> None:
+    await conn.execute(sa.insert(_k).values(
+        access_key=access_key, secret_key=secret_key, user_id=email, user=user_uuid, is_active=is_active,
+        is_admin=is_admin, rate_limit=rate_limit, resource_policy=resource_policy))
+
+
+async def set_main_access_key(conn: AsyncConnection, user_uuid: uuid.UUID, access_key: str) -> None:
+    await conn.execute(sa.update(t.users).where(t.users.c.uuid == user_uuid).values(main_access_key=access_key))
+
+
+async def update_keypair(conn: AsyncConnection, access_key: str, values: dict[str, Any]) -> None:
+    await conn.execute(sa.update(_k).where(_k.c.access_key == access_key).values(**values, modified_at=sa.func.now()))
+
+
+async def delete_keypair(conn: AsyncConnection, access_key: str) -> None:
+    """The keypair goes; its finished sessions stay, no longer naming it (the column allows it)."""
+    for table in (t.kernels, t.sessions):
+        await conn.execute(sa.update(table).where(table.c.access_key == access_key).values(access_key=None))
+    await conn.execute(sa.delete(_k).where(_k.c.access_key == access_key))

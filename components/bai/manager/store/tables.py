@@ -8,7 +8,7 @@ name -> decimal string. Statuses are stored as their enum names.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = sa.MetaData(
     naming_convention={
@@ -35,6 +35,10 @@ domains = sa.Table(
     _created(),
     sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
     sa.Column("allowed_docker_registries", JSONB, nullable=False, server_default="[]"),
+    # 0005: account columns
+    sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
+    sa.Column("integration_id", sa.String(512)),
+    sa.Column("allowed_vfolder_hosts", JSONB, nullable=False, server_default="{}"),
 )
 
 keypair_resource_policies = sa.Table(
@@ -93,6 +97,15 @@ users = sa.Table(
     sa.Column("status_info", sa.Unicode),
     sa.Column("need_password_change", sa.Boolean),
     sa.Column("password_changed_at", sa.DateTime(timezone=True), server_default=_now),
+    # 0005: account columns (allowed_client_ip: normalised addresses/CIDRs; NULL or empty = any)
+    sa.Column("allowed_client_ip", ARRAY(sa.String(64))),
+    sa.Column("sudo_session_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("totp_activated", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("totp_activated_at", sa.DateTime(timezone=True)),
+    sa.Column("container_uid", sa.Integer),
+    sa.Column("container_main_gid", sa.Integer),
+    sa.Column("container_gids", ARRAY(sa.Integer)),
+    sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
 )
 
 keypairs = sa.Table(
@@ -114,6 +127,8 @@ keypairs = sa.Table(
     # 0002: auth columns
     sa.Column("ssh_public_key", sa.String(750)),
     sa.Column("ssh_private_key", sa.String(2000)),
+    # 0005: account columns
+    sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
 )
 
 groups = sa.Table(
@@ -126,6 +141,10 @@ groups = sa.Table(
     sa.Column("total_resource_slots", JSONB, nullable=False, server_default="{}"),
     _created(),
     sa.UniqueConstraint("name", "domain_name", name="uq_groups_name_domain_name"),
+    # 0005: account columns
+    sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
+    sa.Column("integration_id", sa.String(512)),
+    sa.Column("allowed_vfolder_hosts", JSONB, nullable=False, server_default="{}"),
     # 0006
     sa.Column("resource_policy", sa.String(256),
               sa.ForeignKey("project_resource_policies.name", onupdate="CASCADE"),
@@ -312,4 +331,37 @@ kernels = sa.Table(
     sa.Column("last_stat", JSONB),
     _created(),
     sa.Column("terminated_at", sa.DateTime(timezone=True)),
+)
+
+# 0008: the audit log (beyond the original): one row per GraphQL mutation field, admin REST call
+# and failed authentication; ``args`` has its secrets redacted before it gets here.
+audit_logs = sa.Table(
+    "audit_logs", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=_now, nullable=False, index=True),
+    sa.Column("access_key", sa.String(20), index=True),
+    sa.Column("user_id", UUID(as_uuid=True), index=True),
+    sa.Column("email", sa.String(64)),
+    sa.Column("role", sa.String(32)),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("kind", sa.String(16), nullable=False),  # graphql | rest
+    sa.Column("operation", sa.String(256), nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("args", JSONB, nullable=False, server_default="{}"),
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok | failed | denied
+    sa.Column("message", sa.Text),
+    sa.Column("duration_ms", sa.Float),
+)
+
+# 0008: keypairs replaced by POST /auth/rotate-keypair; the old one works until ``expires_at``.
+keypair_rotations = sa.Table(
+    "keypair_rotations", metadata,
+    sa.Column("old_access_key", sa.String(20), sa.ForeignKey("keypairs.access_key", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("new_access_key", sa.String(20), sa.ForeignKey("keypairs.access_key", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("rotated_by", sa.String(20)),
+    sa.Column("rotated_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("retired_at", sa.DateTime(timezone=True)),
 )

@@ -195,3 +195,138 @@ async def user_page(
         return rows, len(rows)
     total = await conn.scalar(sa.select(sa.func.count()).select_from(_u).where(*conds))
     return rows, int(total or 0)
+
+
+# ------------------------------------------------------------------ GraphQL writes
+
+#: Sessions in these statuses are over: they hold nothing and do not keep their owner alive.
+DEAD_SESSION_STATUSES = ("TERMINATED", "CANCELLED")
+
+
+@dataclass(frozen=True)
+class Account:
+    """The columns a write checks before touching a user."""
+
+    uuid: uuid.UUID
+    email: str
+    domain_name: str
+    role: str
+    status: str
+    main_access_key: str | None
+
+
+async def account_by_email(conn: AsyncConnection, email: str, *, lock: bool = False) -> Account | None:
+    """The user with this email; ``lock`` holds its row until the transaction ends."""
+    q = sa.select(_u.c.uuid, _u.c.email, _u.c.domain_name, _u.c.role, _u.c.status,
+                  _u.c.main_access_key).where(_u.c.email == email)
+    if lock:
+        q = q.with_for_update()
+    row = (await conn.execute(q)).first()
+    return None if row is None else Account(row.uuid, row.email, row.domain_name, row.role, row.status,
+                                            row.main_access_key)
+
+
+async def accounts_by_uuid(conn: AsyncConnection, uuids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Account]:
+    q = sa.select(_u.c.uuid, _u.c.email, _u.c.domain_name, _u.c.role, _u.c.status,
+                  _u.c.main_access_key).where(_u.c.uuid.in_(list(uuids)))
+    return {r.uuid: Account(r.uuid, r.email, r.domain_name, r.role, r.status, r.main_access_key)
+            for r in await conn.execute(q)}
+
+
+async def identity_in_use(conn: AsyncConnection, email: str | None, username: str | None,
+                          *, besides: uuid.UUID | None = None) -> str | None:
+    """``"email"`` or ``"username"`` when another user already has it, else None."""
+    for column, value in (("email", email), ("username", username)):
+        if value is None:
+            continue
+        q = sa.select(_u.c.uuid).where(_u.c[column] == value)
+        if besides is not None:
+            q = q.where(_u.c.uuid != besides)
+        if await conn.scalar(q.limit(1)) is not None:
+            return column
+    return None
+
+
+async def insert_user(conn: AsyncConnection, values: dict[str, Any]) -> uuid.UUID:
+    """A new user row (``values`` = column -> value, password already hashed)."""
+    user_uuid = uuid.uuid4()
+    await conn.execute(sa.insert(_u).values(uuid=user_uuid, **values))
+    return user_uuid
+
+
+async def update_user(conn: AsyncConnection, user_uuid: uuid.UUID, values: dict[str, Any]) -> None:
+    """Set ``values`` (column -> value) and ``modified_at``; a totp flag change stamps its time."""
+    values = dict(values)
+    if "totp_activated" in values:
+        values["totp_activated_at"] = sa.func.now() if values["totp_activated"] else None
+    if "password" in values:
+        values["password_changed_at"] = sa.func.now()
+    await conn.execute(sa.update(_u).where(_u.c.uuid == user_uuid).values(**values, modified_at=sa.func.now()))
+
+
+async def project_ids_in_domain(conn: AsyncConnection, domain: str, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``ids`` are projects of ``domain``."""
+    if not ids:
+        return set()
+    q = sa.select(t.groups.c.id).where(t.groups.c.domain_name == domain, t.groups.c.id.in_(list(ids)))
+    return set((await conn.execute(q)).scalars().all())
+
+
+async def set_memberships(conn: AsyncConnection, user_uuid: uuid.UUID, group_ids: Sequence[uuid.UUID]) -> None:
+    """The user belongs to exactly ``group_ids`` afterwards."""
+    a = t.association_groups_users
+    await conn.execute(sa.delete(a).where(a.c.user_id == user_uuid))
+    if group_ids:
+        await conn.execute(sa.insert(a).values([{"user_id": user_uuid, "group_id": g} for g in group_ids]))
+
+
+async def set_keypairs_admin(conn: AsyncConnection, user_uuid: uuid.UUID, is_admin: bool) -> list[str]:
+    """Follow a role change: the user's keypairs carry admin rights exactly when its role does."""
+    res = await conn.execute(
+        sa.update(t.keypairs).where(t.keypairs.c.user == user_uuid)
+        .values(is_admin=is_admin, modified_at=sa.func.now()).returning(t.keypairs.c.access_key))
+    return list(res.scalars().all())
+
+
+async def mark_deleted(conn: AsyncConnection, user_uuid: uuid.UUID) -> list[str]:
+    """Soft delete: status ``deleted`` and every keypair of the user inactive; their access keys."""
+    await conn.execute(sa.update(_u).where(_u.c.uuid == user_uuid).values(
+        status="deleted", status_info="admin-requested", modified_at=sa.func.now()))
+    res = await conn.execute(
+        sa.update(t.keypairs).where(t.keypairs.c.user == user_uuid)
+        .values(is_active=False, modified_at=sa.func.now()).returning(t.keypairs.c.access_key))
+    return list(res.scalars().all())
+
+
+async def live_session_count(conn: AsyncConnection, *, user_uuid: uuid.UUID | None = None,
+                             group_id: uuid.UUID | None = None, domain_name: str | None = None,
+                             access_key: str | None = None) -> int:
+    """Sessions not yet TERMINATED/CANCELLED of a user, project, domain or access key."""
+    s = t.sessions
+    q = sa.select(sa.func.count()).select_from(s).where(s.c.status.not_in(DEAD_SESSION_STATUSES))
+    for column, value in (("user_uuid", user_uuid), ("group_id", group_id), ("domain_name", domain_name),
+                          ("access_key", access_key)):
+        if value is not None:
+            q = q.where(s.c[column] == value)
+    return int(await conn.scalar(q) or 0)
+
+
+async def delete_dead_sessions(conn: AsyncConnection, *, user_uuid: uuid.UUID | None = None,
+                               group_id: uuid.UUID | None = None) -> int:
+    """Remove the finished sessions (and with them their kernels) of a user or project being
+    purged, as the original does: their rows refer to what is about to go."""
+    s = t.sessions
+    cond = s.c.user_uuid == user_uuid if user_uuid is not None else s.c.group_id == group_id
+    res = await conn.execute(sa.delete(s).where(cond, s.c.status.in_(DEAD_SESSION_STATUSES)))
+    return int(res.rowcount or 0)
+
+
+async def purge_user(conn: AsyncConnection, user_uuid: uuid.UUID) -> list[str]:
+    """Hard delete: the user's finished sessions, keypairs, memberships and the user; returns the
+    access keys that went. The caller has made sure no live session is left."""
+    await delete_dead_sessions(conn, user_uuid=user_uuid)
+    res = await conn.execute(
+        sa.delete(t.keypairs).where(t.keypairs.c.user == user_uuid).returning(t.keypairs.c.access_key))
+    keys = list(res.scalars().all())
+    await conn.execute(sa.delete(_u).where(_u.c.uuid == user_uuid))  # memberships cascade
+    return keys

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ariadne import ObjectType, QueryType
+from ariadne import MutationType, ObjectType, QueryType
 
 from bai.manager.services import gql_queries as svc
+from bai.manager.services.accounts import keypairs as accounts
 from bai.manager.store.keypairs import Requester
 
 from .batch import PageBatch
@@ -34,7 +35,53 @@ QUERIES = '''
   ): KeyPairList
 '''
 
+MUTATIONS = '''
+  "A new keypair for the user with this email (admins; the payload carries its secret key)."
+  create_keypair(user_id: String!, props: KeyPairInput!): CreateKeyPair
+
+  "Activate/deactivate a keypair, change its rate limit, policy or admin flag (admins)."
+  modify_keypair(access_key: String!, props: ModifyKeyPairInput!): ModifyKeyPair
+
+  "Delete a keypair that is not its user's main one and has no live session (admins)."
+  delete_keypair(access_key: String!): DeleteKeyPair
+'''
+
 SDL = '''
+input KeyPairInput {
+  is_active: Boolean = true
+  is_admin: Boolean = false
+  resource_policy: String = "default"
+  "Deprecated in the original and ignored."
+  concurrency_limit: Int
+  rate_limit: Int = 10000
+}
+
+"Fields left out or null stay as they are."
+input ModifyKeyPairInput {
+  is_active: Boolean
+  is_admin: Boolean
+  resource_policy: String
+  "Deprecated in the original and ignored."
+  concurrency_limit: Int
+  rate_limit: Int
+}
+
+type CreateKeyPair {
+  ok: Boolean
+  msg: String
+  keypair: KeyPair
+}
+
+type ModifyKeyPair {
+  ok: Boolean
+  msg: String
+}
+
+type DeleteKeyPair {
+  ok: Boolean
+  msg: String
+}
+
 type UserInfo {
   email: String
   full_name: String
@@ -68,17 +115,21 @@ type KeyPairList implements PaginatedList {
 '''
 
 query = QueryType()
+mutation = MutationType()
 keypair = ObjectType("KeyPair")
-BINDABLES = (query, keypair)
+BINDABLES = (query, mutation, keypair)
 
 
-def keypair_obj(row: Any, req: Requester, projects: PageBatch[Any] | None = None) -> dict[str, Any]:
-    """A row of store.keypairs.keypair_with_user as a KeyPair, as ``req`` may see it."""
+def keypair_obj(row: Any, req: Requester, projects: PageBatch[Any] | None = None,
+                *, issued: bool = False) -> dict[str, Any]:
+    """A row of store.keypairs.keypair_with_user as a KeyPair, as ``req`` may see it (``issued``:
+    ``req`` has just created it, and hands its secret out)."""
     own = row.user == req.user_uuid  # every keypair of the caller's own user
     return {
-        "_projects": projects, "ssh_public_key": row.ssh_public_key, "modified_at": row.created_at,
+        "_projects": projects, "ssh_public_key": row.ssh_public_key, "modified_at": row.modified_at,
         "id": row.access_key, "user_id": row.user_id or row.user_email, "full_name": row.full_name,
-        "access_key": row.access_key, "secret_key": row.secret_key if own or req.is_superadmin else None,
+        "access_key": row.access_key,
+        "secret_key": row.secret_key if own or issued or req.is_superadmin else None,
         "is_active": row.is_active, "is_admin": row.is_admin, "resource_policy": row.resource_policy,
         "created_at": row.created_at, "last_used": row.last_used, "rate_limit": row.rate_limit,
         "num_queries": row.num_queries, "user": row.user,
@@ -143,3 +194,25 @@ async def resolve_projects(obj: dict[str, Any], info: Any) -> list[str]:
         return names.get(obj["user"], [])
     found: list[str] = await batch.get(obj["user"])
     return found
+
+
+@mutation.field("create_keypair")
+async def resolve_create_keypair(_: Any, info: Any, user_id: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await accounts.create_keypair(ctx.manager, ctx.requester, user_id, props)
+    return {"ok": out.ok, "msg": out.msg,
+            "keypair": None if out.row is None else keypair_obj(out.row, ctx.requester, issued=True)}
+
+
+@mutation.field("modify_keypair")
+async def resolve_modify_keypair(_: Any, info: Any, access_key: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await accounts.modify_keypair(ctx.manager, ctx.requester, access_key, props)
+    return {"ok": out.ok, "msg": out.msg}
+
+
+@mutation.field("delete_keypair")
+async def resolve_delete_keypair(_: Any, info: Any, access_key: str) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await accounts.delete_keypair(ctx.manager, ctx.requester, access_key)
+    return {"ok": out.ok, "msg": out.msg}

@@ -6,10 +6,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ariadne import ObjectType, QueryType
+from ariadne import MutationType, ObjectType, QueryType
 
 from bai.manager.querylang import QueryError
 from bai.manager.services import gql_queries as svc
+from bai.manager.services.accounts import users as accounts
+from bai.manager.services.accounts.outcome import Outcome
 from bai.manager.store.users import USER_STATUSES
 
 from .batch import PageBatch
@@ -38,7 +40,89 @@ QUERIES = '''
   ): UserList
 '''
 
+MUTATIONS = '''
+  "A new user (admins; a domain admin in their domain, no role above admin) and its main keypair."
+  create_user(email: String!, props: UserInput!): CreateUser
+
+  "Change a user (admins; nobody changes their own role, status, domain or policy)."
+  modify_user(email: String!, props: ModifyUserInput!): ModifyUser
+
+  "Soft delete: status `deleted`, the user's keypairs deactivated."
+  delete_user(email: String!): DeleteUser
+
+  "Hard delete of the user, its keypairs, memberships and finished sessions (refused while a session is live)."
+  purge_user(email: String!, props: PurgeUserInput!): PurgeUser
+'''
+
 SDL = '''
+input UserInput {
+  "Defaults to the email."
+  username: String
+  password: String!
+  need_password_change: Boolean = false
+  full_name: String = ""
+  description: String = ""
+  is_active: Boolean
+  status: String
+  domain_name: String! = "default"
+  role: String = "user"
+  group_ids: [String]
+  "IPv4/IPv6 addresses or CIDR networks the user may call from; null or empty: anywhere."
+  allowed_client_ip: [String]
+  totp_activated: Boolean = false
+  resource_policy: String = "default"
+  sudo_session_enabled: Boolean = false
+}
+
+"Fields left out or null stay as they are."
+input ModifyUserInput {
+  username: String
+  password: String
+  need_password_change: Boolean
+  full_name: String
+  description: String
+  is_active: Boolean
+  status: String
+  domain_name: String
+  role: String
+  "The user's projects become exactly these."
+  group_ids: [String]
+  "An empty list allows every address again."
+  allowed_client_ip: [String]
+  totp_activated: Boolean
+  resource_policy: String
+  sudo_session_enabled: Boolean
+  "One of the user's own keypairs."
+  main_access_key: String
+}
+
+input PurgeUserInput {
+  "Accepted for the original's clients; there are no virtual folders here."
+  purge_shared_vfolders: Boolean = false
+}
+
+type CreateUser {
+  ok: Boolean
+  msg: String
+  user: User
+}
+
+type ModifyUser {
+  ok: Boolean
+  msg: String
+  user: User
+}
+
+type DeleteUser {
+  ok: Boolean
+  msg: String
+}
+
+type PurgeUser {
+  ok: Boolean
+  msg: String
+}
+
 type UserGroup {
   id: UUID
   name: String
@@ -78,8 +162,9 @@ type UserList implements PaginatedList {
 '''
 
 query = QueryType()
+mutation = MutationType()
 user_type = ObjectType("User")
-BINDABLES = (query, user_type)
+BINDABLES = (query, mutation, user_type)
 
 
 def _groups_batch(ctx: GQLContext, rows: list[Any]) -> PageBatch[uuid.UUID]:
@@ -94,12 +179,12 @@ def user_obj(row: Any, groups: PageBatch[uuid.UUID]) -> dict[str, Any]:
         "id": row.uuid, "uuid": row.uuid, "username": row.username, "email": row.email,
         "need_password_change": bool(row.need_password_change), "full_name": row.full_name,
         "description": row.description, "is_active": row.status == "active", "status": row.status,
-        "status_info": row.status_info, "created_at": row.created_at, "modified_at": row.created_at,
+        "status_info": row.status_info, "created_at": row.created_at, "modified_at": row.modified_at,
         "domain_name": row.domain_name, "role": row.role, "resource_policy": row.resource_policy,
-        # Client-IP allow lists, TOTP, sudo sessions and container UIDs are not supported yet.
-        "allowed_client_ip": None, "totp_activated": False, "totp_activated_at": None,
-        "sudo_session_enabled": False, "main_access_key": row.main_access_key,
-        "container_uid": None, "container_main_gid": None, "container_gids": None,
+        "allowed_client_ip": row.allowed_client_ip, "totp_activated": row.totp_activated,
+        "totp_activated_at": row.totp_activated_at, "sudo_session_enabled": row.sudo_session_enabled,
+        "main_access_key": row.main_access_key, "container_uid": row.container_uid,
+        "container_main_gid": row.container_main_gid, "container_gids": row.container_gids,
         "_groups": groups,
     }
 
@@ -171,3 +256,31 @@ async def resolve_user_list(
 @user_type.field("groups")
 async def resolve_groups(obj: dict[str, Any], info: Any) -> list[dict[str, Any]]:
     return [{"id": g.id, "name": g.name} for g in await obj["_groups"].get(obj["uuid"])]
+
+
+def _payload(ctx: GQLContext, out: Outcome) -> dict[str, Any]:
+    return {"ok": out.ok, "msg": out.msg, "user": None if out.row is None else _objs(ctx, [out.row])[0]}
+
+
+@mutation.field("create_user")
+async def resolve_create_user(_: Any, info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    return _payload(ctx, await accounts.create_user(ctx.manager, ctx.requester, email, props))
+
+
+@mutation.field("modify_user")
+async def resolve_modify_user(_: Any, info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    return _payload(ctx, await accounts.modify_user(ctx.manager, ctx.requester, email, props))
+
+
+@mutation.field("delete_user")
+async def resolve_delete_user(_: Any, info: Any, email: str) -> dict[str, Any]:
+    ctx = context_of(info)
+    return _payload(ctx, await accounts.delete_user(ctx.manager, ctx.requester, email))
+
+
+@mutation.field("purge_user")
+async def resolve_purge_user(_: Any, info: Any, email: str, props: dict[str, Any]) -> dict[str, Any]:
+    ctx = context_of(info)
+    return _payload(ctx, await accounts.purge_user(ctx.manager, ctx.requester, email))
