@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from bai.common.config import EtcdConfig, Section, find_config, load_config
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: a number of seconds, or a string like ``"90d"``, ``"24h"``, ``"30m"``, ``"45s"``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        try:
+            return float(text[:-1]) * unit if unit else float(text)
+        except ValueError:
+            raise ValueError(f"not a duration: {value!r} (seconds, or a number with s, m, h or d)") from None
+    return value
+
+
+#: Seconds, written as a number or with a unit (``"24h"``).
+Duration = Annotated[float, BeforeValidator(_seconds), Field(allow_inf_nan=False)]
 
 
 class DBConfig(Section):
@@ -77,6 +96,23 @@ class AuthConfig(Section):
     max_hashing_queue: int = Field(32, alias="max-hashing-queue", ge=0)
     #: Peers (e.g. the webserver) whose ``X-Forwarded-For`` names the client address.
     trusted_proxies: frozenset[str] = Field(frozenset(), alias="trusted-proxies")
+    #: How long a keypair replaced by ``POST /auth/rotate-keypair`` keeps working next to its
+    #: successor before it is deactivated (0: at once).
+    rotation_grace: Duration = Field(86400.0, alias="rotation-grace", ge=0)
+    #: Shortest new password ``POST /auth/update-password`` accepts.
+    password_min_length: int = Field(8, alias="password-min-length", ge=1)
+
+
+class AuditConfig(Section):
+    """``[audit]``: the audit log of mutations, admin calls and failed authentication."""
+
+    #: Entries older than this are purged.
+    retention: Duration = Field(90 * 86400.0, ge=60)
+    #: How often the purge runs.
+    purge_interval: Duration = Field(3600.0, alias="purge-interval", gt=0)
+    #: Entries waiting for the database at most; past it the oldest waiting entry is dropped
+    #: (counted, logged, and the count written to the log as an ``audit.dropped`` entry).
+    queue_size: int = Field(2000, alias="queue-size", ge=1)
 
 
 class GraphQLConfig(Section):
@@ -103,6 +139,7 @@ class ManagerConfig(Section):
     manager: ManagerSection = ManagerSection()
     auth: AuthConfig = AuthConfig()
     graphql: GraphQLConfig = GraphQLConfig()
+    audit: AuditConfig = AuditConfig()
     logging: LoggingConfig = LoggingConfig()
     debug: DebugConfig = DebugConfig()
 

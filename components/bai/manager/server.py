@@ -30,10 +30,13 @@ from bai.common.events import (
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.manager.api import auth, bgtask, events, gql, openapi, resource, root, session, stream
+from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
 from bai.manager.errors import ServiceUnavailable
+from bai.manager.services import audit
+from bai.manager.services.auth import retire_rotated_keypairs_forever
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
     LifecycleHandler,
@@ -143,6 +146,12 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await handler.stop()
 
 
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The audit log's queue and writer: up before requests are served, drained after."""
+    async with audit.running(app[CTX]):
+        yield
+
+
 async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     """Event consumption, broadcast relay, scheduling, lost agents, agent sync, stuck sessions."""
     ctx, handler = app[CTX], app[LIFECYCLE]
@@ -157,6 +166,8 @@ async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(watch_lost_agents(ctx), name="lost-agents"),
         asyncio.create_task(keep_in_sync_with_agents(ctx, handler), name="agent-sync"),
         asyncio.create_task(sweep_stuck_sessions_forever(ctx), name="stuck-sweep"),
+        asyncio.create_task(audit.purge_expired_forever(ctx), name="audit-purge"),
+        asyncio.create_task(retire_rotated_keypairs_forever(ctx), name="keypair-retire"),
     ]
     ctx.request_schedule()
     try:
@@ -187,6 +198,7 @@ START_UP: tuple[StartUpContext, ...] = (
     redis_ctx,
     agent_pool_ctx,
     services_ctx,
+    audit_ctx,
     background_tasks_ctx,
     registration_ctx,
 )
@@ -194,7 +206,7 @@ START_UP: tuple[StartUpContext, ...] = (
 
 def build_app(config: ManagerConfig) -> web.Application:
     app = web.Application(
-        middlewares=[problem_middleware, auth_middleware],
+        middlewares=[problem_middleware, audit_middleware, auth_middleware],
         client_max_size=config.manager.max_request_size,
     )
     app.on_response_prepare.append(on_prepare)

@@ -1,5 +1,6 @@
 """The /auth endpoints: test, role, authorize, signup, signout, update-password,
-update-full-name and ssh-keypair (GET/PATCH/POST), with the original's shapes and errors.
+update-full-name and ssh-keypair (GET/PATCH/POST), with the original's shapes and errors; and
+rotate-keypair (beyond the original: a successor keypair, the old one valid for a grace period).
 
 Not implemented: ``POST /auth/update-password-no-auth``. In the original it only does anything
 when ``max_password_age`` is configured (password expiry), which this manager does not have;
@@ -17,10 +18,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from bai.manager import errors
 from bai.manager.services import auth as svc
+from bai.manager.services.audit import Actor
 from bai.manager.services.schemas import parse
 
 from . import replies as r
 from . import routing
+from .audit import ACTOR
 from .keys import CTX, requester
 from .middlewares import auth_required, client_address, read_params
 
@@ -82,6 +85,19 @@ class SSHKeypairParams(_Strict):
     privkey: Text
 
 
+class RotateKeypairParams(_Strict):
+    access_key: Annotated[str, Field(min_length=1, max_length=20)] | None = Field(
+        None, description="The keypair to rotate (the caller's own when omitted; admins may name another).")
+
+
+class Rotated(BaseModel):
+    access_key: str = Field(description="The new keypair's access key.")
+    secret_key: str | None = Field(
+        description="Its secret key; null unless the caller owns the keypair or is a superadmin.")
+    previous_access_key: str
+    previous_expires_at: str = Field(description="When the rotated keypair stops working (ISO 8601).")
+
+
 @auth_required()
 async def auth_test(request: web.Request) -> web.Response:
     p = await routing.params(request, AuthTestParams)
@@ -103,6 +119,7 @@ async def authorize(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     got = await svc.authorize(ctx, p.domain, p.username, p.password,
                               client_address(request, ctx.config.auth.trusted_proxies))
+    request[ACTOR] = Actor(got.access_key, got.user_uuid, got.email, got.role)  # who logged in, for the audit
     return web.json_response({"data": {"access_key": got.access_key, "secret_key": got.secret_key,
                                        "role": got.role, "status": got.status}})
 
@@ -167,6 +184,15 @@ async def upload_ssh_keypair(request: web.Request) -> web.Response:
     return web.json_response({"ssh_public_key": pubkey, "ssh_private_key": privkey})
 
 
+@auth_required()
+async def rotate_keypair(request: web.Request) -> web.Response:
+    p = await routing.params(request, RotateKeypairParams)
+    got = await svc.rotate_keypair(request.app[CTX], requester(request), p.access_key)
+    return web.json_response(Rotated(
+        access_key=got.access_key, secret_key=got.secret_key, previous_access_key=got.previous_access_key,
+        previous_expires_at=got.previous_expires_at.isoformat()).model_dump(), status=201)
+
+
 def routes(app: web.Application) -> None:
     # Contracts for the OpenAPI document (routing.add); the models are the ones the handlers parse with.
     add, A = routing.add, routing.Answer
@@ -192,7 +218,11 @@ def routes(app: web.Application) -> None:
     add(app, "POST", "/auth/update-password", update_password, operation_id="update_password", tag="auth",
         body=UpdatePasswordParams, summary="Change the caller's password.",
         answers=(*ok, A(400, "The two new passwords differ.", r.PasswordMismatch)),
-        problems=(errors.AuthorizationFailed,))
+        problems=(errors.AuthorizationFailed, errors.InvalidAPIParameters))
+    add(app, "POST", "/auth/rotate-keypair", rotate_keypair, operation_id="rotate_keypair", tag="auth",
+        body=RotateKeypairParams, summary="Replace a keypair by a new one; the old one works for a grace period.",
+        answers=(A(201, "The new keypair.", Rotated),),
+        problems=(errors.GenericForbidden, errors.ObjectNotFound, errors.InvalidAPIParameters))
     add(app, "POST", "/auth/update-full-name", update_full_name, operation_id="update_full_name", tag="auth",
         body=UpdateFullNameParams, summary="Change the caller's full name.", answers=ok)
     add(app, "GET", "/auth/ssh-keypair", get_ssh_keypair, operation_id="get_ssh_keypair", tag="auth",

@@ -1,23 +1,36 @@
 """POST /admin/gql (always 200 with {"data", "errors"?}) and the legacy POST /admin/graphql (data
-only; errors become 400 graphql-error): the body, the limits, error formatting and routing."""
+only; errors become 400 graphql-error): the body, the limits, error formatting, the audit of
+mutations and routing.
+
+Every mutation is audited here, whoever writes its resolver: when the prepared document's
+operation is a mutation, a GraphQL middleware wraps each top-level field's resolver and records
+one entry per field (its arguments, secrets redacted; ``ok`` from its payload, ``denied`` for a
+privilege failure, ``failed`` otherwise). Queries run without the middleware and cost nothing.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from ariadne import graphql
 from ariadne.utils import unwrap_graphql_error
-from graphql import GraphQLError
+from graphql import DocumentNode, GraphQLError, GraphQLResolveInfo, OperationDefinitionNode, OperationType
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from bai.manager import errors
 from bai.manager.querylang import QueryError
+from bai.manager.services import audit
+from bai.manager.services.audit import Actor, AuditEntry
 
 from .. import routing
+from ..audit import audits_itself
 from ..keys import CTX, requester
-from ..middlewares import auth_required
+from ..middlewares import auth_required, client_address
 from ..replies import GraphQLData, GraphQLReply
 from . import limits
 from .context import GQLContext
@@ -80,6 +93,58 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
     return {"query": body.query, "variables": body.variables, "operationName": body.operation_name}
 
 
+# ------------------------------------------------------------------ audit of mutations
+
+def is_mutation(document: DocumentNode | None, operation_name: str | None) -> bool:
+    """Whether executing ``document`` runs a mutation (graphql-core's choice of operation)."""
+    if document is None:
+        return False
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        ops = [o for o in ops if o.name is not None and o.name.value == operation_name]
+    return len(ops) == 1 and ops[0].operation == OperationType.MUTATION
+
+
+def _payload_outcome(result: Any) -> tuple[str, str | None]:
+    """A mutation payload's ``{ok, msg}`` (a mapping or an object) as an outcome and message."""
+    get: Callable[[str], Any] = (result.get if isinstance(result, Mapping)
+                                 else lambda name: getattr(result, name, None))
+    msg = get("msg")
+    if get("ok") is False:
+        return audit.FAILED, str(msg) if msg is not None else None
+    return audit.OK, str(msg) if msg else None
+
+
+def mutation_auditor(record: Callable[[AuditEntry], None], actor: Actor, client_ip: str) -> Callable[..., Any]:
+    """A graphql-core middleware recording each top-level mutation field it resolves."""
+
+    async def audited(next_: Callable[..., Any], obj: Any, info: GraphQLResolveInfo, kwargs: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+
+        def entry(outcome: str, message: str | None) -> AuditEntry:
+            return AuditEntry(
+                kind="graphql", operation=info.field_name, outcome=outcome, actor=actor, client_ip=client_ip,
+                target=audit.describe_target(kwargs), args=kwargs, message=message,
+                duration_ms=(time.perf_counter() - started) * 1000)
+
+        try:
+            result = next_(obj, info, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            record(entry(audit.outcome_of_error(exc), audit.message_of_error(exc)))
+            raise
+        record(entry(*_payload_outcome(result)))
+        return result
+
+    def middleware(next_: Callable[..., Any], obj: Any, info: GraphQLResolveInfo, **kwargs: Any) -> Any:
+        if info.path.prev is not None or info.parent_type is not info.schema.mutation_type:
+            return next_(obj, info, **kwargs)  # nested fields pass straight through
+        return audited(next_, obj, info, kwargs)
+
+    return middleware
+
+
 async def _execute(request: web.Request) -> dict[str, Any]:
     manager = request.app[CTX]
     config = manager.config.graphql
@@ -91,12 +156,19 @@ async def _execute(request: web.Request) -> dict[str, Any]:
     except limits.QueryTooComplex as exc:
         raise GraphQLAPIError(str(exc), data=[{"message": str(exc)}]) from None
     ctx = GQLContext(requester(request), manager)
+    middleware = None
+    if is_mutation(prepared.document, body["operationName"]):
+        log_ = audit.audit_of(manager)
+        if log_ is not None:
+            middleware = [mutation_auditor(log_.record, Actor.of(ctx.requester),
+                                           client_address(request, manager.config.auth.trusted_proxies))]
     _, result = await graphql(SCHEMA, body, context_value=ctx, introspection=True, debug=False,
-                              logger=_ERROR_LOG, error_formatter=_format_error,
+                              logger=_ERROR_LOG, error_formatter=_format_error, middleware=middleware,
                               **limits.ariadne_hooks(prepared))
     return result
 
 
+@audits_itself
 @auth_required()
 async def handle_gql(request: web.Request) -> web.Response:
     result = await _execute(request)
@@ -106,6 +178,7 @@ async def handle_gql(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
+@audits_itself
 @auth_required()
 async def handle_gql_legacy(request: web.Request) -> web.Response:
     result = await _execute(request)

@@ -12,6 +12,7 @@ from ariadne import make_executable_schema
 
 from . import (
     agent,
+    audit_log,
     compute_session,
     container_registry,
     domain,
@@ -27,7 +28,7 @@ from . import (
 )
 
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
-                resource_preset, user_project_policy, image, container_registry)
+                resource_preset, audit_log, user_project_policy, image, container_registry)
 
 _MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
 
