@@ -104,11 +104,11 @@ class RunResult:
 # -- roles per group ----------------------------------------------------------------------------
 
 def group_roles() -> dict[str, list[RoleFn]]:
-    from roles import bai, base, docker, etcd, kernel_image, postgresql, redis
+    from roles import bai, base, docker, etcd, kernel_image, postgresql, redis, registry
 
     return {
         "halfstack": [base.base, postgresql.postgresql, redis.redis, etcd.etcd],
-        "manager": [base.base, bai.manager],
+        "manager": [base.base, bai.manager, registry.registry],
         "agents": [base.base, docker.docker, kernel_image.kernel_image, bai.agent],
     }
 
@@ -121,13 +121,20 @@ def phases_for(inv: inventory_mod.Inventory) -> list[Phase]:
         roles: dict[str, list[RoleFn]] = {}
         for host in inv.groups.get(group, []):
             applied = done.setdefault(host, set())
-            wanted = [r for r in by_group[group] if role_name(r) not in applied]
+            wanted = [r for r in by_group[group] if role_name(r) not in applied
+                      and _enabled(r, inv.data.get(host, {}))]
             applied.update(role_name(r) for r in wanted)
             if wanted:
                 roles[host] = wanted
         if roles:
             phases.append(Phase(group, roles))
     return phases
+
+
+def _enabled(role: RoleFn, data: dict[str, Any]) -> bool:
+    """Optional roles (an ``optional_flag`` attribute) run only where the host data sets it."""
+    flag = getattr(role, "optional_flag", None)
+    return flag is None or bool(data.get(flag))
 
 
 def role_name(role: RoleFn) -> str:

@@ -72,6 +72,12 @@ class Settings(BaseModel):
     kernel_image: str = "bai.local/stable/python:3.11-debian12"
     kernel_rootfs_cache: str = "/var/cache/bai/rootfs-python-bookworm"
 
+    # optional local container registry (roles/registry.py; off unless registry_enabled)
+    registry_enabled: bool = False
+    registry_listen: str = "127.0.0.1"
+    registry_port: int = 5000
+    registry_data_dir: str = "/var/lib/docker-registry"
+
     # service readiness deadlines, seconds
     ready_timeout: int = 60
 
