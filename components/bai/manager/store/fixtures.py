@@ -71,9 +71,11 @@ async def populate(conn: AsyncConnection, admin_password: str | None = None) -> 
         insert(t.keypair_resource_policies).values(name=SIGNUP_POLICY, **SIGNUP_POLICY_LIMITS)
         .on_conflict_do_nothing()
     )
-    # users.resource_policy and groups.resource_policy refer to these (also created by migration 0006)
-    await conn.execute(insert(t.user_resource_policies).values(name="default").on_conflict_do_nothing())
-    await conn.execute(insert(t.project_resource_policies).values(name="default").on_conflict_do_nothing())
+    # users.resource_policy and groups.resource_policy refer to these (migration 0006 creates them
+    # with their 'default' rows; a database of an older revision has neither)
+    if await conn.run_sync(lambda sync: sa.inspect(sync).has_table("user_resource_policies")):
+        await conn.execute(insert(t.user_resource_policies).values(name="default").on_conflict_do_nothing())
+        await conn.execute(insert(t.project_resource_policies).values(name="default").on_conflict_do_nothing())
     await conn.execute(
         insert(t.scaling_groups).values(name="default", description="The default resource group").on_conflict_do_nothing()
     )
