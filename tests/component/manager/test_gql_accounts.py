@@ -6,6 +6,7 @@ refused with the database left exactly as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -233,6 +234,10 @@ async def test_create_user_conflicts_and_bad_input(world: World) -> None:
     body = await unchanged_after(w, w.admin, CREATE_USER, {"email": "x@example.com", "input": cli_user_input(
         "default", "pw", group_ids=[str(w.other_group)])}, "create_user")
     assert body["data"]["create_user"]["ok"] is False and str(w.other_group) in body["data"]["create_user"]["msg"]
+    body = await unchanged_after(w, w.admin, CREATE_USER, {"email": "x@example.com", "input": cli_user_input(
+        "default", "pw", resource_policy="no-such-policy")}, "create_user")
+    assert body["data"]["create_user"]["ok"] is False
+    assert "(resource_policy)=(no-such-policy) is not present" in body["data"]["create_user"]["msg"]
     for email, over, words in (
         ("x@example.com", {"allowed_client_ip": ["10.0.0.300"]}, "not an IP address"),
         ("x@example.com", {"allowed_client_ip": ["example.com"]}, "not an IP address"),
@@ -247,6 +252,14 @@ async def test_create_user_conflicts_and_bad_input(world: World) -> None:
         body = await unchanged_after(w, w.admin, CREATE_USER, {"email": email, "input": {
             **cli_user_input("default", "pw"), **over}}, "create_user")
         assert words in refused(body, "create_user"), (over, body)
+
+
+async def test_concurrent_creates_of_one_email_make_one_user(world: World) -> None:
+    w = world
+    variables = {"email": "race@example.com", "input": cli_user_input("default", "pw")}
+    bodies = await asyncio.gather(*(call(w, w.admin, CREATE_USER, variables) for _ in range(4)))
+    assert sorted(b["data"]["create_user"]["ok"] for b in bodies) == [False, False, False, True], bodies
+    assert len(await keypairs_of(w, "race@example.com")) == 1
 
 
 async def test_modify_user(world: World) -> None:
