@@ -29,13 +29,13 @@ from bai.common.events import (
 )
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
-from bai.manager.api import auth, bgtask, events, gql, openapi, resource, root, session, stream
+from bai.manager.api import auth, bgtask, events, gql, manager, openapi, resource, root, session, stream
 from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
 from bai.manager.errors import ServiceUnavailable
-from bai.manager.services import audit
+from bai.manager.services import audit, manager_admin
 from bai.manager.services.auth import retire_rotated_keypairs_forever
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
@@ -159,6 +159,7 @@ async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     consumer = EventConsumer(ctx.redis_stream, ctx.manager_id, verify_key=ctx.events.signing_key,
                              claim_min_idle_ms=int(ctx.config.manager.event_claim_min_idle * 1000))
     await consumer.ensure_group()
+    await manager_admin.load_status(ctx)  # frozen or not, before the first request
     tasks = [
         asyncio.create_task(consume_events(ctx, handler, consumer), name="events"),
         asyncio.create_task(relay_broadcasts(ctx), name="broadcasts"),
@@ -167,6 +168,7 @@ async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(keep_in_sync_with_agents(ctx, handler), name="agent-sync"),
         asyncio.create_task(sweep_stuck_sessions_forever(ctx), name="stuck-sweep"),
         asyncio.create_task(audit.purge_expired_forever(ctx), name="audit-purge"),
+        asyncio.create_task(manager_admin.refresh_status_forever(ctx), name="manager-status"),
         asyncio.create_task(retire_rotated_keypairs_forever(ctx), name="keypair-retire"),
     ]
     ctx.request_schedule()
@@ -220,6 +222,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     bgtask.routes(app)
     gql.routes(app)
     resource.routes(app)
+    manager.routes(app)
     openapi.routes(app)
     return app
 

@@ -86,6 +86,8 @@ class ManagerContext:
     schedule_requested: asyncio.Event = field(default_factory=asyncio.Event)
     #: Set at shutdown, before background tasks are cancelled.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The cluster is frozen for maintenance (etcd ``manager/status``; services.manager_admin).
+    frozen: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     requesters: RequesterCache = field(init=False)
 

@@ -170,3 +170,11 @@ async def free_capacity(conn: AsyncConnection, scaling_groups: Sequence[str]) ->
         free[row.scaling_group].append(
             {k: v - occupied.get(k, Decimal(0)) for k, v in available.items()})
     return free
+
+
+async def existing_ids(conn: AsyncConnection, agent_ids: Sequence[str]) -> set[str]:
+    return set((await conn.scalars(sa.select(_a.id).where(_a.id.in_(list(agent_ids))))).all())
+
+
+async def set_schedulable(conn: AsyncConnection, agent_ids: Sequence[str], schedulable: bool) -> None:
+    await conn.execute(t.agents.update().where(_a.id.in_(list(agent_ids))).values(schedulable=schedulable))

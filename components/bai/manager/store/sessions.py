@@ -401,3 +401,16 @@ async def kernels_by_session(conn: AsyncConnection, session_ids: Sequence[uuid.U
     for row in await conn.execute(q):
         out.setdefault(row.session_id, []).append(row)
     return out
+
+
+async def count_active(conn: AsyncConnection) -> int:
+    """Sessions not yet TERMINATED or CANCELLED, in every domain."""
+    return int(await conn.scalar(
+        sa.select(sa.func.count()).select_from(t.sessions).where(t.sessions.c.status.not_in(DEAD))) or 0)
+
+
+async def active_sessions(conn: AsyncConnection) -> list[Any]:
+    """``id, name, access_key`` of every session not yet TERMINATED or CANCELLED."""
+    return list((await conn.execute(
+        sa.select(t.sessions.c.id, t.sessions.c.name, t.sessions.c.access_key)
+        .where(t.sessions.c.status.not_in(DEAD)).order_by(t.sessions.c.created_at))).all())

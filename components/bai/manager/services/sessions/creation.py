@@ -20,6 +20,7 @@ from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
 from ..images import check_registry_allowed
+from ..manager_admin import ensure_not_frozen
 from ..schemas import CreateSession
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
@@ -33,6 +34,7 @@ DEFAULT_SHMEM = 64 * 2**20
 
 async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) -> dict[str, Any]:
     """``POST /session``: the new session (or the live one of that name, when reusable)."""
+    ensure_not_frozen(ctx)
     owner = await resolve_owner(ctx, requester, req.owner_access_key)
     if not SESSION_NAME_RE.match(req.name) or req.name == "from-template":
         raise errors.InvalidAPIParameters(
