@@ -498,3 +498,49 @@ async def test_modify_agent(world: World) -> None:
     await ok(world, MODIFY_AGENT_Q, {"id": AGENT, "p": {"scaling_group": "default"}}, "modify_agent")
     async with world.db.engine.connect() as conn:
         assert [r.id for r in await agent_store.alive_in_group(conn, "default", "x86_64")] == [AGENT]
+
+
+async def test_plural_and_all_associations(world: World) -> None:
+    for name in ("pl-a", "pl-b"):
+        await ok(world, SG_CREATE_Q, {"name": name, "input": {"driver": "static", "scheduler": "fifo"}},
+                 "create_scaling_group")
+    plural = ("mutation($s: [String]!, $k: {type}) { {verb}_scaling_groups_with_{suffix}(scaling_groups: $s, "
+              "{arg}: $k) { ok msg } }")
+    cases = (("domain", "String!", "domain", "default", t.sgroups_for_domains),
+             ("user_group", "UUID!", "user_group", str(world.group), t.sgroups_for_groups),
+             ("keypair", "String!", "access_key", world.user.creds.access_key, t.sgroups_for_keypairs))
+    for suffix, type_, arg, key, table in cases:
+        def q(verb: str, suffix: str = suffix, type_: str = type_, arg: str = arg) -> str:
+            return (plural.replace("{type}", type_).replace("{verb}", verb).replace("{suffix}", suffix)
+                    .replace("{arg}", arg))
+        field = f"associate_scaling_groups_with_{suffix}"
+        before = await rows(world, table)
+        # one unknown group: none of them is associated
+        assert "No such scaling group(s): pl-zzz" in await not_ok(
+            world, q("associate"), {"s": ["pl-a", "pl-zzz"], "k": key}, field)
+        assert await rows(world, table) == before
+        await refused_to_all_but_superadmin(world, q("associate"), {"s": ["pl-a", "pl-b"], "k": key}, field, table)
+        await ok(world, q("associate"), {"s": ["pl-a", "pl-b"], "k": key}, field)
+        after = await rows(world, table)
+        assert len(after) == len(before) + 2
+        assert "Already associated" in await not_ok(world, q("associate"), {"s": ["pl-b"], "k": key}, field)
+        field = f"disassociate_scaling_groups_with_{suffix}"
+        assert "Not associated" in await not_ok(world, q("disassociate"), {"s": ["pl-a", "pl-zzz"], "k": key},
+                                                field)
+        assert await rows(world, table) == after
+        await ok(world, q("disassociate"), {"s": ["pl-b"], "k": key}, field)
+        assert len(await rows(world, table)) == len(before) + 1
+    # disassociate all: every group of the domain / project goes (the keypair form does not exist)
+    await ok(world, "mutation($d: String!) { disassociate_all_scaling_groups_with_domain(domain: $d) { ok msg } }",
+             {"d": "default"}, "disassociate_all_scaling_groups_with_domain")
+    assert [r for r in await rows(world, t.sgroups_for_domains) if r["domain"] == "default"] == []
+    q_all = "mutation($g: UUID!) { disassociate_all_scaling_groups_with_group(user_group: $g) { ok msg } }"
+    await refused_to_all_but_superadmin(world, q_all, {"g": str(world.group)},
+                                        "disassociate_all_scaling_groups_with_group", t.sgroups_for_groups)
+    await ok(world, q_all, {"g": str(world.group)}, "disassociate_all_scaling_groups_with_group")
+    assert [r for r in await rows(world, t.sgroups_for_groups) if r["group"] == world.group] == []
+    assert "No such project" in await not_ok(world, q_all, {"g": str(uuid.uuid4())},
+                                             "disassociate_all_scaling_groups_with_group")
+    # put back what the rest of the module expects
+    await ok(world, SG_DOMAIN_Q.replace("{verb}", "associate"), {"scaling_group": "default", "domain": "default"},
+             "associate_scaling_group_with_domain")

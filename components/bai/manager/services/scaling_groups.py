@@ -135,6 +135,52 @@ async def disassociate(ctx: ManagerContext, req: Requester, kind: str, scaling_g
     return Outcome(True, SUCCESS)
 
 
+async def associate_many(ctx: ManagerContext, req: Requester, kind: str, scaling_groups: list[str],
+                         key: Any) -> Outcome:
+    """The plural form (the original's 24.03.9 ``associate_scaling_groups_with_*``): all of them
+    or, when one is unknown or associated already, none."""
+    require_superadmin_write(req)
+    names = sorted(set(scaling_groups))
+    async with ctx.db.begin() as conn:
+        unknown = set(names) - await store.existing(conn, names)
+        if unknown:
+            return Outcome(False, f"No such scaling group(s): {', '.join(sorted(unknown))}.")
+        if not await store.other_side_exists(conn, kind, key):
+            return Outcome(False, f"No such {_KINDS[kind]}: {str(key)!r}.")
+        already = await store.associated(conn, kind, names, key)
+        if already:
+            return Outcome(False, f"Already associated with the {_KINDS[kind]} {str(key)!r}: "
+                                  f"{', '.join(sorted(already))}; nothing was changed.")
+        for name in names:
+            await store.associate(conn, kind, name, key)
+    return Outcome(True, SUCCESS)
+
+
+async def disassociate_many(ctx: ManagerContext, req: Requester, kind: str, scaling_groups: list[str],
+                            key: Any) -> Outcome:
+    """All of them or, when one is not associated, none."""
+    require_superadmin_write(req)
+    names = sorted(set(scaling_groups))
+    async with ctx.db.begin() as conn:
+        missing = set(names) - await store.associated(conn, kind, names, key)
+        if missing:
+            return Outcome(False, f"Not associated with the {_KINDS[kind]} {str(key)!r}: "
+                                  f"{', '.join(sorted(missing))}; nothing was changed.")
+        for name in names:
+            await store.disassociate(conn, kind, name, key)
+    return Outcome(True, SUCCESS)
+
+
+async def disassociate_all(ctx: ManagerContext, req: Requester, kind: str, key: Any) -> Outcome:
+    """Every resource group of the domain / project (none may be associated: still a success)."""
+    require_superadmin_write(req)
+    async with ctx.db.begin() as conn:
+        if not await store.other_side_exists(conn, kind, key):
+            return Outcome(False, f"No such {_KINDS[kind]}: {str(key)!r}.")
+        await store.disassociate_all(conn, kind, key)
+    return Outcome(True, SUCCESS)
+
+
 async def _missing(conn: Any, kind: str, scaling_group: str, key: Any) -> str | None:
     if not await store.exists(conn, scaling_group):
         return f"No such scaling group: {scaling_group!r}."

@@ -113,3 +113,21 @@ async def disassociate(conn: AsyncConnection, kind: str, scaling_group: str, key
     result = await conn.execute(sa.delete(assoc).where(assoc.c.scaling_group == scaling_group,
                                                        assoc.c[column] == key))
     return result.rowcount > 0
+
+
+async def existing(conn: AsyncConnection, names: list[str]) -> set[str]:
+    """Which of ``names`` are scaling groups."""
+    return set((await conn.execute(sa.select(_s.c.name).where(_s.c.name.in_(names)))).scalars())
+
+
+async def associated(conn: AsyncConnection, kind: str, names: list[str], key: Any) -> set[str]:
+    """Which of the groups ``names`` are associated with the domain / project / keypair ``key``."""
+    assoc, column, _, _ = ASSOCIATIONS[kind]
+    q = sa.select(assoc.c.scaling_group).where(assoc.c.scaling_group.in_(names), assoc.c[column] == key)
+    return set((await conn.execute(q)).scalars())
+
+
+async def disassociate_all(conn: AsyncConnection, kind: str, key: Any) -> int:
+    """Removes every resource group of the domain / project; how many there were."""
+    assoc, column, _, _ = ASSOCIATIONS[kind]
+    return (await conn.execute(sa.delete(assoc).where(assoc.c[column] == key))).rowcount

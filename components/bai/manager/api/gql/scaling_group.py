@@ -52,12 +52,32 @@ MUTATIONS = '''
     AssociateScalingGroupWithKeyPair
   disassociate_scaling_group_with_keypair(scaling_group: String!, access_key: String!):
     DisassociateScalingGroupWithKeyPair
+  "The plural forms: all of the scaling groups, or (one unknown, or (dis)associated already) none."
+  associate_scaling_groups_with_domain(scaling_groups: [String]!, domain: String!):
+    AssociateScalingGroupsWithDomain
+  disassociate_scaling_groups_with_domain(scaling_groups: [String]!, domain: String!):
+    DisassociateScalingGroupsWithDomain
+  associate_scaling_groups_with_user_group(scaling_groups: [String]!, user_group: UUID!):
+    AssociateScalingGroupsWithUserGroup
+  disassociate_scaling_groups_with_user_group(scaling_groups: [String]!, user_group: UUID!):
+    DisassociateScalingGroupsWithUserGroup
+  associate_scaling_groups_with_keypair(scaling_groups: [String]!, access_key: String!):
+    AssociateScalingGroupsWithKeyPair
+  disassociate_scaling_groups_with_keypair(scaling_groups: [String]!, access_key: String!):
+    DisassociateScalingGroupsWithKeyPair
+  "Removes every scaling group of the domain / project (superadmin only)."
+  disassociate_all_scaling_groups_with_domain(domain: String!): DisassociateAllScalingGroupsWithDomain
+  disassociate_all_scaling_groups_with_group(user_group: UUID!): DisassociateAllScalingGroupsWithGroup
 '''
 
 _PAYLOADS = ("ModifyScalingGroup", "DeleteScalingGroup", "AssociateScalingGroupWithDomain",
              "DisassociateScalingGroupWithDomain", "AssociateScalingGroupWithUserGroup",
              "DisassociateScalingGroupWithUserGroup", "AssociateScalingGroupWithKeyPair",
-             "DisassociateScalingGroupWithKeyPair")
+             "DisassociateScalingGroupWithKeyPair", "AssociateScalingGroupsWithDomain",
+             "DisassociateScalingGroupsWithDomain", "AssociateScalingGroupsWithUserGroup",
+             "DisassociateScalingGroupsWithUserGroup", "AssociateScalingGroupsWithKeyPair",
+             "DisassociateScalingGroupsWithKeyPair", "DisassociateAllScalingGroupsWithDomain",
+             "DisassociateAllScalingGroupsWithGroup")
 
 SDL = '''
 type ScalingGroup {
@@ -208,10 +228,40 @@ def _bind_association(kind: str, suffix: str, arg: str) -> None:
         out = await sgroups.disassociate(ctx.manager, ctx.requester, kind, scaling_group, key[arg])
         return {"ok": out.ok, "msg": out.msg}
 
+    async def associate_many(_: Any, info: Any, scaling_groups: list[str | None], **key: Any) -> dict[str, Any]:
+        ctx = context_of(info)
+        out = await sgroups.associate_many(ctx.manager, ctx.requester, kind, _names(scaling_groups), key[arg])
+        return {"ok": out.ok, "msg": out.msg}
+
+    async def disassociate_many(_: Any, info: Any, scaling_groups: list[str | None], **key: Any) -> dict[str, Any]:
+        ctx = context_of(info)
+        out = await sgroups.disassociate_many(ctx.manager, ctx.requester, kind, _names(scaling_groups), key[arg])
+        return {"ok": out.ok, "msg": out.msg}
+
     mutation.set_field(f"associate_scaling_group_with_{suffix}", associate)
     mutation.set_field(f"disassociate_scaling_group_with_{suffix}", disassociate)
+    mutation.set_field(f"associate_scaling_groups_with_{suffix}", associate_many)
+    mutation.set_field(f"disassociate_scaling_groups_with_{suffix}", disassociate_many)
+
+
+def _names(scaling_groups: list[str | None]) -> list[str]:
+    return [n for n in scaling_groups if n is not None]
 
 
 _bind_association("domain", "domain", "domain")
 _bind_association("group", "user_group", "user_group")
 _bind_association("keypair", "keypair", "access_key")
+
+
+@mutation.field("disassociate_all_scaling_groups_with_domain")
+async def resolve_disassociate_all_with_domain(_: Any, info: Any, domain: str) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await sgroups.disassociate_all(ctx.manager, ctx.requester, "domain", domain)
+    return {"ok": out.ok, "msg": out.msg}
+
+
+@mutation.field("disassociate_all_scaling_groups_with_group")
+async def resolve_disassociate_all_with_group(_: Any, info: Any, user_group: Any) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await sgroups.disassociate_all(ctx.manager, ctx.requester, "group", user_group)
+    return {"ok": out.ok, "msg": out.msg}
