@@ -35,6 +35,8 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 #: Seconds between re-reads of the task's state while nothing is published (a missed message,
 #: or a manager that died with the task, must not leave the stream hanging) and ping comments.
 POLL_INTERVAL = 5.0
+#: Seconds between two progress records of one stream (see _follow).
+UPDATE_INTERVAL = 0.25
 
 
 class BackgroundTaskQuery(BaseModel):
@@ -72,34 +74,63 @@ async def push_background_task_events(request: web.Request) -> web.StreamRespons
             raise errors.ObjectNotFound("No such background task.")
         resp = web.StreamResponse(headers=SSE_HEADERS)
         await resp.prepare(request)
-        send_timeout = ctx.config.manager.stream_send_timeout
         try:
-            async with asyncio.timeout(send_timeout):
-                await resp.write(_record(state))
-            while not state.finished:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_INTERVAL)
-                if message is None:
-                    fresh = await bgtasks.read_state(redis, q.task_id)
-                    if fresh is None:  # expired under us
-                        fresh = bgtasks.TaskState(q.task_id, "failed", "the task's state expired", 0, 0, "")
-                    if fresh == state:
-                        async with asyncio.timeout(send_timeout):
-                            await resp.write(b": ping\n\n")
-                        continue
-                    state = fresh
-                else:
-                    payload = json.loads(message["data"])
-                    if payload.get("task_id") != str(q.task_id):
-                        continue
-                    state = _state_of(payload, state.owner)
-                async with asyncio.timeout(send_timeout):
-                    await resp.write(_record(state))
+            await _follow(resp, pubsub, redis, state, ctx.config.manager.stream_send_timeout)
         except (ConnectionError, TimeoutError):
             pass  # the client went away or stopped reading
         return resp
     finally:
         with contextlib.suppress(Exception):
             await pubsub.aclose()
+
+
+async def _follow(resp: web.StreamResponse, pubsub: Any, redis: Any, state: bgtasks.TaskState,
+                  send_timeout: float) -> None:
+    """Write the task's records until it ends. Progress is coalesced: the newest update at most
+    every UPDATE_INTERVAL, the first one UPDATE_INTERVAL after the stream opened (a client that
+    sets up its progress display after the headers, as the official CLI does, is ready by then);
+    the final record goes at once."""
+    loop = asyncio.get_running_loop()
+
+    async def write(data: bytes) -> None:
+        async with asyncio.timeout(send_timeout):
+            await resp.write(data)
+
+    if state.finished:
+        await write(_record(state))
+        return
+    pending: bgtasks.TaskState | None = state
+    next_update = loop.time() + UPDATE_INTERVAL
+    last_write = loop.time()
+    while True:
+        wait = max(0.0, next_update - loop.time()) if pending is not None else POLL_INTERVAL
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+        if message is not None:
+            payload = json.loads(message["data"])
+            if payload.get("task_id") != str(state.task_id):
+                continue
+            state = _state_of(payload, state.owner)
+            if state.finished:
+                await write(_record(state))
+                return
+            pending = state
+        elif pending is None:
+            # Nothing published for a while: re-read the state (a missed message, or the manager
+            # running the task died), and keep the connection alive.
+            fresh = await bgtasks.read_state(redis, state.task_id)
+            if fresh is None:
+                fresh = bgtasks.TaskState(state.task_id, "failed", "the task's state expired", 0, 0, "")
+            if fresh.finished:
+                await write(_record(fresh))
+                return
+            if fresh != state:
+                state = pending = fresh
+            elif loop.time() - last_write >= POLL_INTERVAL:
+                await write(b": ping\n\n")
+                last_write = loop.time()
+        if pending is not None and loop.time() >= next_update:
+            await write(_record(pending))
+            pending, last_write, next_update = None, loop.time(), loop.time() + UPDATE_INTERVAL
 
 
 async def _stop_tasks(app: web.Application) -> None:
