@@ -14,8 +14,8 @@ from bai.manager.services import policies
 from .context import context_of
 
 QUERIES = '''
-  "A resource preset by name."
-  resource_preset(name: String!): ResourcePreset
+  "A resource preset by name (none without one, as the original)."
+  resource_preset(name: String): ResourcePreset
 
   "Every resource preset."
   resource_presets: [ResourcePreset]
@@ -78,7 +78,9 @@ def preset_obj(row: Any) -> dict[str, Any]:
 
 
 @query.field("resource_preset")
-async def resolve_resource_preset(_: Any, info: Any, name: str) -> dict[str, Any] | None:
+async def resolve_resource_preset(_: Any, info: Any, name: str | None = None) -> dict[str, Any] | None:
+    if name is None:
+        return None
     rows = await svc.resource_presets(context_of(info).manager.db, name=name)
     return preset_obj(rows[0]) if rows else None
 
