@@ -60,6 +60,7 @@ class RegistryLimits:
     max_repositories: int = 10_000
     max_tags: int = 10_000  # per repository
     concurrency: int = 4  # manifests fetched at once
+    page_size: int = 100  # entries asked for per listing page (``n``)
 
 
 @dataclass
@@ -93,12 +94,12 @@ class RegistryClient:
         await self._get_json("v2/", scope="")
 
     async def repositories(self) -> list[str]:
-        return await self._paged("v2/_catalog?n=100", "repositories", "registry:catalog:*",
+        return await self._paged(f"v2/_catalog?n={self.limits.page_size}", "repositories", "registry:catalog:*",
                                  self.limits.max_repositories)
 
     async def tags(self, repository: str) -> list[str]:
-        return await self._paged(f"v2/{repository}/tags/list?n=100", "tags", _pull_scope(repository),
-                                 self.limits.max_tags)
+        return await self._paged(f"v2/{repository}/tags/list?n={self.limits.page_size}", "tags",
+                                 _pull_scope(repository), self.limits.max_tags)
 
     async def images(self, repository: str, tag: str) -> list[ScannedImage]:
         """Every platform of ``repository:tag`` (one for a plain manifest)."""
