@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.registry import Registry
 
-from .conftest import VENV_BIN, Api, json_out
+from .conftest import VENV_BIN, Api, json_out, wait_until
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -62,7 +62,7 @@ GROUPS = {
     "keypair-resource-policy": ["list", "info", "add", "update", "delete"],
     "resource-preset": ["list", "add", "update", "delete"],
     "scaling-group": ["list", "info", "add", "update", "delete", "associate-scaling-group",
-                      "dissociate-scaling-group"],
+                      "dissociate-scaling-group", "associate-group", "dissociate-group"],
     "agent": ["list", "info"],
     "image": ["list", "rescan", "alias", "dealias", "forget"],
     "session": ["list", "info"],
@@ -482,6 +482,18 @@ def test_scaling_group_lifecycle(bai: Run, api: Api) -> None:
         assert "associated" in out["detail_msg"] and name in of_default_domain()
         _mutation(bai("--output", "json", "admin", "scaling-group", "dissociate-scaling-group", name, "default"))
         assert name not in of_default_domain()
+        gid = next(g["id"] for g in gql(api, '{ groups(domain_name: "default") { id name } }')["groups"]
+                   if g["name"] == "default")
+
+        def of_default_project() -> set[str]:
+            found = gql(api, "query($g: String!) { scaling_groups_for_user_group(user_group: $g) { name } }",
+                        {"g": gid})
+            return {s["name"] for s in found["scaling_groups_for_user_group"]}
+
+        _mutation(bai("--output", "json", "admin", "scaling-group", "associate-group", name, gid))
+        assert name in of_default_project()
+        _mutation(bai("--output", "json", "admin", "scaling-group", "dissociate-group", name, gid))
+        assert name not in of_default_project()
         _mutation(bai("--output", "json", "admin", "scaling-group", "delete", name))
         assert "No matching scaling group" in failed(bai("admin", "scaling-group", "info", name, check=False))
     finally:
@@ -528,3 +540,31 @@ def test_image_list_rescan_alias_dealias_forget(bai: Run, api: Api, docker_regis
         bai("admin", "image", "forget", reference, check=False)
         gql(api, "mutation($h: String!) { delete_container_registry(hostname: $h) { ok } }", {"h": host})
     assert reference not in listed()
+
+
+def test_audit_log_shows_what_the_cli_did(bai: Run, node_env: dict[str, str], new_user: dict[str, str]) -> None:
+    email = new_user["email"]
+    _mutation(bai("--output", "json", "admin", "user", "add", "default", email, new_user["password"]))
+    bai("admin", "user", "update", email, "-n", "Audited")
+    wanted = f'target == "email={email}"'
+
+    def entries() -> list[dict[str, Any]]:
+        return items(bai("--output", "json", "admin", "audit-log", "list", "--filter", wanted))
+
+    # the log is written by a background writer: poll for both entries
+    found = wait_until(lambda: (lambda e: e if len(e) >= 2 else None)(entries()), "the audit log entries", 30)
+    assert [e["operation"] for e in found[:2]] == ["modify_user", "create_user"]  # newest first
+    created = found[1]
+    assert (created["email"], created["role"], created["kind"], created["outcome"]) == \
+        (ADMIN_EMAIL, "superadmin", "graphql", "ok")
+    assert created["access_key"] == node_env["BACKEND_ACCESS_KEY"] and created["client_ip"]
+    assert new_user["password"] not in json.dumps(created)  # secrets never reach the log
+    oldest_first = items(bai("--output", "json", "admin", "audit-log", "list", "--filter", wanted,
+                             "--order", "+created_at"))
+    assert [e["id"] for e in oldest_first] == [e["id"] for e in reversed(found)]
+    header, rows = console_table(bai("admin", "audit-log", "list", "--filter", wanted))
+    assert "Operation" in " ".join(header) and len(rows) == len(found) and "modify_user" in rows[0]
+
+    kp = _mutation(bai("--output", "json", "admin", "keypair", "add", email, "default"))
+    line = failed(_as(node_env, kp["access_key"], kp["secret_key"])("admin", "audit-log", "list", check=False))
+    assert line.startswith("\u2717 audit-log list failed:") and ADMIN_EMAIL not in line

@@ -249,7 +249,8 @@ def print_mutation(payload: Mapping[str, Any], *, item_key: str | None = None,
     rows = [["ok", _plain(payload.get("ok"))], ["msg", _plain(payload.get("msg"))]]
     rows += [[k, _plain(v)] for k, v in (extra or {}).items()]
     if isinstance(obj, dict):
-        rows += [[k, field_map[k].console(v) if k in field_map else _plain(v)] for k, v in obj.items()]
+        rows += [[k, field_map[k].console(v) if k in field_map else _plain(v)] for k, v in obj.items()
+                 if (extra or {}).get(k, object()) != v]  # a fact already shown above is not repeated
     click.echo(table(["Field", "Value"], rows))
 
 
@@ -448,7 +449,8 @@ def confirm(yes: bool, prompt: str = "Are you sure?") -> None:
         return
     try:
         ok = click.confirm(prompt, default=True, err=True)
-    except click.Abort:
+    except click.Abort:  # no answer (end of input)
+        click.echo("", err=True)
         ok = False
     if not ok:
         fail("Cancelled.")

@@ -180,7 +180,7 @@ def make_group(name: str = "scaling-group", help_text: str | None = None) -> cli
     @click.argument("group_id", metavar="GROUP_ID")
     def dissociate_group(sgroup: str, group_id: str) -> None:
         """Dissociate a group (project, by ID) from a scaling group."""
-        _associate("disassociate_scaling_group_with_user_group", "user_group", "String", sgroup, group_id,
+        _associate("disassociate_scaling_group_with_user_group", "user_group", "UUID", sgroup, group_id,
                    "scaling-group dissociate-group",
                    f"Scaling group {sgroup} is dissociated from group {group_id}.")
 
