@@ -440,11 +440,13 @@ async def test_agent_list_as_the_cli_asks(world: World) -> None:
     assert counts == {AGENT: 3, "i-lost-agent": 0}  # two kernels of u1-running, one of other-running
 
 
-async def test_agent_list_is_superadmin_only(world: World) -> None:
+async def test_agent_list_is_superadmin_and_monitor_only(world: World) -> None:
     for creds in (world.user1.creds, world.other_admin.creds):
         body = await gql_call(world, creds, AGENT_LIST_Q, {"limit": 20, "offset": 0})
         assert body["data"] == {"agent_list": None}
         assert "superadmin" in body["errors"][0]["message"]
+    body = await gql_call(world, world.monitor.creds, AGENT_LIST_Q, {"limit": 20, "offset": 0})
+    assert body["data"]["agent_list"]["total_count"] == 2
 
 
 # ------------------------------------------------------------------ transport

@@ -88,8 +88,8 @@ async def resolve_agent_list(
     scaling_group: str | None = None, status: str | None = None,
 ) -> dict[str, Any]:
     ctx = context_of(info)
-    if not ctx.requester.is_superadmin:
-        raise errors.GenericForbidden("Only superadmins may list agents.")
+    if not svc.reads_all(ctx.requester):  # superadmins, and monitors (who read everything)
+        raise errors.GenericForbidden("Only superadmins and monitors may list agents.")
     svc.check_page(limit, offset, ctx.max_page_size)
     page = await svc.agent_page(
         ctx.manager.db, limit=limit, offset=offset, scaling_group=scaling_group,
