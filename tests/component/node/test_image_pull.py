@@ -229,3 +229,42 @@ async def test_registry_down_fails_the_session_clearly(node: Node, pullable: str
     assert info == "image-pull-failed"
     assert data["error"]["repr"].startswith(f"cannot pull {image}: "), data
     assert "connection refused" in data["error"]["repr"], data
+
+
+async def test_pull_with_the_registry_credentials(node: Node, docker_registry: Registry) -> None:
+    """The manager hands the agent the registry's credentials from etcd; wrong ones fail the pull."""
+    host = docker_registry.auth_hostname
+    image = f"{host}/{REPOSITORY}:{docker_registry.tag}"
+    created = await gql(node, "mutation($h: String!, $p: CreateContainerRegistryInput!) { create_container_registry("
+                              "hostname: $h, props: $p) { ok msg } }",
+                        {"h": host, "p": {"url": f"http://{host}", "type": "docker", "username": docker_registry.username,
+                                          "password": docker_registry.password}})
+    assert created["create_container_registry"]["ok"], created
+    out = (await gql(node, "mutation($r: String) { rescan_images(registry: $r) { ok msg } }", {"r": host}))
+    assert out["rescan_images"]["ok"], out
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 60
+    while (await gql(node, "query($r: String) { image(reference: $r) { tag } }", {"r": image}))["image"] is None:
+        assert loop.time() < end, "the rescan never found the image"
+        await asyncio.sleep(0.1)
+    await allow(node, host)
+
+    await remove_local(image)
+    name = f"a-{secrets.token_hex(4)}"
+    st, body = await node.call("POST", "/session", {"name": name, "image": image,
+                                                    "config": {"resources": {"cpu": "1", "mem": "320m"}}})
+    assert st == 201 and body["status"] == "RUNNING", body
+    assert (await node.call("DELETE", f"/session/{name}"))[0] == 200
+
+    await gql(node, "mutation($h: String!) { modify_container_registry(hostname: $h, props: {password: \"wrong\"}) "
+                    "{ ok } }", {"h": host})
+    await remove_local(image)
+    name = f"a-{secrets.token_hex(4)}"
+    st, body = await node.call("POST", "/session", {"name": name, "image": image,
+                                                    "config": {"resources": {"cpu": "1", "mem": "320m"}}})
+    assert st == 201 and body["status"] == "CANCELLED", body
+    async with node.db.connect() as conn:
+        row = (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == body["sessionId"]))).one()
+    assert row.status_info == "image-pull-failed"
+    assert row.status_data["error"]["repr"].startswith(f"cannot pull {image}: "), row.status_data
+    assert await containers(body["sessionId"]) == []
