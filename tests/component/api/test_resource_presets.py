@@ -172,3 +172,45 @@ def test_check_presets_bad_input(live_node: LiveNode, tight: HmacAuth) -> None:
                           headers={"Content-Type": "application/json"})
     assert reply.status_code == 400
     assert requests.post(f"{live_node.url}/resource/check-presets", json={}, timeout=TIMEOUT).status_code == 401
+
+
+def test_sessions_may_use_resource_groups_of_their_domain_project_or_keypair(
+        live_node: LiveNode, tight: HmacAuth) -> None:
+    """Session creation follows the associations: a resource group associated with nothing the
+    caller has is refused (nothing enqueued); associated with the caller's keypair, or with its
+    project, it is accepted; an inactive one is refused again."""
+    _gql(live_node, "mutation($n: String!, $p: CreateScalingGroupInput!) { create_scaling_group(name: $n, "
+                    "props: $p) { ok } }", {"n": "gpu-pool", "p": {"driver": "static", "scheduler": "fifo",
+                                                                   "is_active": True}})
+
+    def enqueue(name: str) -> requests.Response:
+        return requests.post(f"{live_node.url}/session", json={
+            "name": name, "image": "python", "enqueueOnly": True,
+            "config": {"scaling_group": "gpu-pool", "resources": {"cpu": "1", "mem": "256m"}}},
+            auth=tight, timeout=60)
+
+    refused = enqueue("sg-refused")
+    assert refused.status_code == 404 and "gpu-pool" in refused.json()["msg"], refused.text
+    assert "sg-refused" not in live_node.live_sessions()
+
+    assoc = ("mutation($s: String!, $k: String!) { associate_scaling_group_with_keypair(scaling_group: $s, "
+             "access_key: $k) { ok msg } }")
+    assert _gql(live_node, assoc, {"s": "gpu-pool", "k": tight.access_key})[
+        "associate_scaling_group_with_keypair"]["ok"] is True
+    by_key = enqueue("sg-by-key")
+    assert by_key.status_code == 201 and by_key.json()["status"] == "PENDING", by_key.text
+    assert requests.delete(f"{live_node.url}/session/sg-by-key", auth=tight, timeout=60).status_code == 200
+    _gql(live_node, "mutation($s: String!, $k: String!) { disassociate_scaling_group_with_keypair("
+                    "scaling_group: $s, access_key: $k) { ok } }", {"s": "gpu-pool", "k": tight.access_key})
+
+    project = _gql(live_node, '{ groups(domain_name: "default") { id name } }', {})["groups"]
+    default_project = next(g["id"] for g in project if g["name"] == "default")
+    _gql(live_node, "mutation($s: String!, $g: UUID!) { associate_scaling_group_with_user_group("
+                    "scaling_group: $s, user_group: $g) { ok } }", {"s": "gpu-pool", "g": default_project})
+    by_project = enqueue("sg-by-project")
+    assert by_project.status_code == 201, by_project.text
+    assert requests.delete(f"{live_node.url}/session/sg-by-project", auth=tight, timeout=60).status_code == 200
+
+    _gql(live_node, "mutation($n: String!, $p: ModifyScalingGroupInput!) { modify_scaling_group(name: $n, "
+                    "props: $p) { ok } }", {"n": "gpu-pool", "p": {"is_active": False}})
+    assert enqueue("sg-inactive").status_code == 404

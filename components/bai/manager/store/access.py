@@ -25,11 +25,3 @@ async def group_ids_named(conn: AsyncConnection, name: str, domain_name: str | N
     if domain_name is not None:
         q = q.where(t.groups.c.domain_name == domain_name)
     return frozenset((await conn.execute(q)).scalars())
-
-
-async def domain_may_use_sgroup(conn: AsyncConnection, sgroup: str, domain_name: str) -> bool:
-    """Whether sessions of ``domain_name`` may run in the resource group ``sgroup``."""
-    count = await conn.scalar(
-        sa.select(sa.func.count()).select_from(t.sgroups_for_domains).where(
-            t.sgroups_for_domains.c.scaling_group == sgroup, t.sgroups_for_domains.c.domain == domain_name))
-    return bool(count)

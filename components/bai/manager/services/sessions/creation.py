@@ -11,10 +11,10 @@ from typing import Any
 
 from bai.common.types import SESSION_NAME_RE, ResourceSlots, parse_binary_size, slots_to_json
 from bai.manager import errors
-from bai.manager.store import access as access_store
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
 from bai.manager.store import keypairs as keypair_store
+from bai.manager.store import scaling_groups as sgroup_store
 from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
@@ -59,9 +59,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         if image is None:
             raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
         await check_registry_allowed(conn, image.registry, req.domain)
-        sgroup = req.config.scaling_group or "default"
-        if not await access_store.domain_may_use_sgroup(conn, sgroup, req.domain):
-            raise errors.ScalingGroupNotFound(f"The resource group {sgroup!r} is not available to this domain.")
+        sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
@@ -119,6 +117,21 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
             service_ports = service_ports_for_client(main.service_ports)
     return {"sessionId": str(session_id), "sessionName": req.name, "status": status,
             "servicePorts": service_ports, "created": True}
+
+
+async def _pick_scaling_group(conn: Any, wanted: str | None, domain: str, group_id: Any, access_key: str) -> str:
+    """The resource group the session runs in: the one asked for, if the domain, the project or
+    the keypair is associated with it (and it is active); else "default" when allowed, else the
+    first allowed one (the original's choice)."""
+    allowed = [r.name for r in await sgroup_store.allowed_scaling_groups(conn, domain, group_id, access_key)]
+    if wanted is not None:
+        if wanted not in allowed:
+            raise errors.ScalingGroupNotFound(
+                f"The resource group {wanted!r} is not available to this domain, project or keypair.")
+        return wanted
+    if not allowed:
+        raise errors.ScalingGroupNotFound("No resource group is available to this domain, project or keypair.")
+    return "default" if "default" in allowed else allowed[0]
 
 
 async def _existing_session(conn: Any, row: Any, req: CreateSession) -> dict[str, Any]:
