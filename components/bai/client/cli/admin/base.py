@@ -285,7 +285,8 @@ def describe(exc: BaseException) -> str:
             msgs = [str(e.get("message")) if isinstance(e, dict) else str(e) for e in exc.data.get("data") or []]
             return "GraphQL error: " + ("; ".join(msgs) or exc.title)
         detail = exc.msg or ""
-        return f"{exc.title} (HTTP {exc.status})" + (f": {detail}" if detail and detail != exc.title else "")
+        title = exc.title.rstrip(".")
+        return f"{title} (HTTP {exc.status})" + (f": {detail}" if detail and detail.rstrip(".") != title else "")
     return str(exc)
 
 
