@@ -246,19 +246,17 @@ class Agent:
                     image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
                     confinement=self.confinement,
                 )
-                # Not cancellable half-way: Docker finishes a create whose caller went away, and
-                # we must learn the container's ID to remove it.
-                starting = asyncio.ensure_future(self.docker.create_and_start(container_name(kid), body))
                 try:
-                    kernel.container_id = await asyncio.shield(starting)
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        kernel.container_id = await starting
-                    raise
+                    await self._start_container(kernel, body)
+                except ImageNotFound:
+                    # Removed since the last heartbeat listed it: pull it again (once).
+                    self.docker.forget_image(config.image.canonical)
+                    await self._ensure_image(kernel, config)
+                    await self._start_container(kernel, body)
                 await self._wait_runner(kernel, runner)
                 kernel.status = "RUNNING"
             log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
-                     kernel.container_id[:12])
+                     (kernel.container_id or "")[:12])
             await self.events.produce("kernel_started", self.id, kernel_id=kid, session_id=sid, creation_info={
                 "id": kid,
                 "container_id": kernel.container_id,
@@ -285,6 +283,17 @@ class Agent:
             kernel.gone.set_result(None)
         finally:
             kernel.creation = None
+
+    async def _start_container(self, kernel: Kernel, body: dict[str, Any]) -> None:
+        # Not cancellable half-way: Docker finishes a create whose caller went away, and we must
+        # learn the container's ID to remove it.
+        starting = asyncio.ensure_future(self.docker.create_and_start(container_name(kernel.kernel_id), body))
+        try:
+            kernel.container_id = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                kernel.container_id = await starting
+            raise
 
     async def _ensure_image(self, kernel: Kernel, config: KernelCreationConfig) -> None:
         """Pull the kernel's image when it is not here, telling the manager (kernel_pulling, then

@@ -204,6 +204,10 @@ class DockerKernels:
         self._image_labels[canonical] = labels
         return labels
 
+    def forget_image(self, canonical: str) -> None:
+        """Drop what the cache knows of an image Docker turned out not to have."""
+        self._image_labels.pop(canonical, None)
+
     async def has_image(self, canonical: str) -> bool:
         """Whether the image is here: free for the images the last heartbeat listed (the labels
         cache), one inspect otherwise."""
@@ -240,7 +244,7 @@ class DockerKernels:
         except TimeoutError:
             raise ImagePullFailed(f"cannot pull {canonical}: not done within {PULL_TIMEOUT:.0f} s") from None
         # The pull answered without an error; make sure the image is really here now.
-        self._image_labels.pop(canonical, None)
+        self.forget_image(canonical)
         if not await self.has_image(canonical):
             raise ImagePullFailed(f"cannot pull {canonical}: Docker reported no error but has no such image")
 
@@ -268,7 +272,12 @@ class DockerKernels:
     # --- containers -------------------------------------------------------------------------
 
     async def create_and_start(self, name: str, config: dict[str, Any]) -> str:
-        container = await self.docker.containers.create(config, name=name)
+        try:
+            container = await self.docker.containers.create(config, name=name)
+        except DockerError as exc:
+            if exc.status == 404:  # the only thing a create can miss
+                raise ImageNotFound(f"image {config.get('Image')} is not on this agent: {exc.message}") from exc
+            raise
         try:
             await container.start()
         except BaseException:
