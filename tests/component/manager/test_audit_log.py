@@ -35,6 +35,7 @@ from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import AuditConfig, AuthConfig, DBConfig, ManagerConfig
+from bai.manager.server import build_app
 from bai.manager.services import audit
 from bai.manager.services.context import ManagerContext, RequesterCache
 from bai.manager.store import audit as audit_store
@@ -42,6 +43,7 @@ from bai.manager.store import fixtures, migrate
 from bai.manager.store import tables as t
 from bai.manager.store.db import create_engine
 from tests.fixtures.halfstack import PG_BIN, HalfStack, free_port, wait_for
+from tests.fixtures.node_parts import node_parts
 
 from .conftest import Creds, ManagerDB
 from .test_gql import Owner, _add_user
@@ -413,3 +415,35 @@ async def test_a_full_queue_drops_the_oldest_and_says_so(manager_db: ManagerDB) 
             .order_by(t.audit_logs.c.id))).all()
     assert [r.operation for r in rows] == [f"{tag}-2", f"{tag}-3", f"{tag}-4", "audit.dropped"]
     assert rows[-1].args == {"count": 2} and "queue-size (3)" in rows[-1].message
+
+
+# ------------------------------------------------------------------ the manager as it runs
+
+async def test_the_manager_audits_from_start_up_and_drains_at_shutdown(halfstack: HalfStack) -> None:
+    """build_app with its start-up list: the audit middleware and writer, the purge and the
+    keypair retirement run while it serves, and an entry made just before shutdown is written."""
+    tasks = {"audit-writer", "audit-purge", "keypair-retire"}
+    async with node_parts(halfstack, "audit") as parts:
+        before = asyncio.all_tasks()
+        client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
+        await client.start_server()
+        try:
+            started = [t for t in asyncio.all_tasks() - before if t.get_name() in tasks]
+            assert {t.get_name() for t in started} == tasks
+            api = Client(client)
+            creds = Creds(parts.access_key, parts.secret_key)
+            body = await api.gql(creds, "mutation($n: String!, $p: DomainInput!) {"
+                                        " create_domain(name: $n, props: $p) { ok } }",
+                                 {"n": "audited", "p": {}})
+            assert body["data"]["create_domain"]["ok"] is True, body
+            got = await api.call("POST", "/auth/authorize", {"type": "keypair", "domain": "default",
+                                                             "username": fixtures.ADMIN_EMAIL, "password": "no"})
+            assert got.status == 401
+        finally:
+            await client.close()  # the last entry may still be queued: shutdown drains it
+        assert all(t.done() for t in started)
+        async with parts.db.connect() as conn:
+            rows = (await conn.execute(sa.select(t.audit_logs).order_by(t.audit_logs.c.id))).all()
+        assert [(r.operation, r.outcome) for r in rows] == [("create_domain", "ok"),
+                                                            ("POST /auth/authorize", "denied")]
+        assert rows[0].access_key == parts.access_key and rows[1].access_key is None
