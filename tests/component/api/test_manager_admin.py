@@ -115,6 +115,13 @@ def test_freeze_refuses_new_sessions_and_keeps_running_ones(live_node: LiveNode,
     gql = _call(live_node, "POST", "/admin/gql", {"query": "{ compute_session_list(limit: 5, offset: 0) { total_count } }"},
                 live_node.auth)
     assert gql.status_code == 200 and "errors" not in gql.json(), gql.text
+    # ... but mutations wait: nothing is written
+    mutation = ('mutation { create_resource_preset(name: "frozen-preset", '
+                'props: {resource_slots: "{\\"cpu\\": \\"1\\"}"}) { ok } }')
+    refused_gql = _call(live_node, "POST", "/admin/gql", {"query": mutation}, live_node.auth)
+    assert refused_gql.status_code == 503 and refused_gql.json()["type"] == PROBS + "server-frozen", refused_gql.text
+    presets = _call(live_node, "POST", "/admin/gql", {"query": "{ resource_presets { name } }"}, live_node.auth)
+    assert "frozen-preset" not in [p["name"] for p in presets.json()["data"]["resource_presets"]]
 
     assert _call(live_node, "PUT", "/manager/status", {"status": "running"}, live_node.auth).status_code == 204
     assert _create(live_node, "after-thaw").status_code == 201

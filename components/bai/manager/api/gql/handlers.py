@@ -24,7 +24,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from bai.manager import errors
 from bai.manager.querylang import QueryError
-from bai.manager.services import audit
+from bai.manager.services import audit, manager_admin
 from bai.manager.services.audit import Actor, AuditEntry
 
 from .. import routing
@@ -158,6 +158,7 @@ async def _execute(request: web.Request) -> dict[str, Any]:
     ctx = GQLContext(requester(request), manager)
     middleware = None
     if is_mutation(prepared.document, body["operationName"]):
+        manager_admin.ensure_not_frozen(manager)  # 503 server-frozen: no writes during maintenance
         log_ = audit.audit_of(manager)
         if log_ is not None:
             middleware = [mutation_auditor(log_.record, Actor.of(ctx.requester),
