@@ -18,7 +18,8 @@ from bai.manager.server import AGENTS, DB, ETCD, LIFECYCLE, REDIS, SETTINGS, STA
 from tests.fixtures.halfstack import HalfStack
 from tests.fixtures.node_parts import node_parts
 
-BACKGROUND = {"events", "broadcasts", "scheduler", "lost-agents", "agent-sync", "stuck-sweep", "etcd-lease"}
+BACKGROUND = {"events", "broadcasts", "scheduler", "lost-agents", "agent-sync", "stuck-sweep", "etcd-lease",
+              "audit-writer", "audit-purge", "keypair-retire", "manager-status"}
 
 
 def _background_tasks() -> set[str]:
