@@ -116,6 +116,17 @@ class RegistryClient:
             return found
         return [await self._image(repository, tag, manifest, scope)]
 
+    async def delete_tag(self, repository: str, tag: str) -> str:
+        """Delete the manifest ``repository:tag`` points to (the registry must allow deletes;
+        every tag of that manifest goes with it); its digest."""
+        scope = f"repository:{repository}:pull,delete"
+        _, headers = await self._request(f"v2/{repository}/manifests/{tag}", scope, accept=_ACCEPT)
+        digest = headers.get("Docker-Content-Digest")
+        if not digest:
+            raise RegistryError(f"{repository}:{tag}: the registry names no manifest digest")
+        await self._request(f"v2/{repository}/manifests/{digest}", scope, method="DELETE")
+        return str(digest)
+
     async def _image(self, repository: str, tag: str, manifest: dict[str, Any], scope: str) -> ScannedImage:
         config_ref = manifest.get("config") or {}
         digest = config_ref.get("digest")
@@ -152,7 +163,8 @@ class RegistryClient:
         body, _ = await self._request(path, scope)
         return _json(body, path) if body.strip() else {}
 
-    async def _request(self, path: str, scope: str, accept: str | None = None) -> tuple[bytes, Any]:
+    async def _request(self, path: str, scope: str, accept: str | None = None,
+                       method: str = "GET") -> tuple[bytes, Any]:
         assert self._session is not None, "use RegistryClient as an async context manager"
         url = urljoin(self.url, path)
         for attempt in (1, 2):
@@ -162,7 +174,7 @@ class RegistryClient:
                 headers["Authorization"] = f"Bearer {token}"
             elif self.username:
                 headers["Authorization"] = _basic(self.username, self.password or "")
-            status, body, reply_headers = await self._fetch(url, headers)
+            status, body, reply_headers = await self._fetch(url, headers, method)
             if status == 401 and attempt == 1:
                 challenge = reply_headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer "):
@@ -174,14 +186,16 @@ class RegistryClient:
                                 if self.username else f"{url}: the registry needs credentials (HTTP 401)")
         if status == 404:
             raise RegistryError(f"{url}: not found (HTTP 404)")
+        if status == 405 and method == "DELETE":
+            raise RegistryError(f"{url}: the registry does not allow deleting (HTTP 405)")
         if status >= 400:
             raise RegistryError(f"{url}: HTTP {status} {body[:200].decode(errors='replace')}")
         return body, reply_headers
 
-    async def _fetch(self, url: str, headers: dict[str, str]) -> tuple[int, bytes, Any]:
+    async def _fetch(self, url: str, headers: dict[str, str], method: str = "GET") -> tuple[int, bytes, Any]:
         assert self._session is not None
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=True) as resp:
+            async with self._session.request(method, url, headers=headers, allow_redirects=True) as resp:
                 body = await resp.content.read(self.limits.max_reply_bytes + 1)
                 if len(body) > self.limits.max_reply_bytes:
                     raise RegistryError(f"{url}: the answer is larger than {self.limits.max_reply_bytes} bytes")

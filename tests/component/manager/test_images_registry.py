@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -349,3 +350,32 @@ async def test_registry_down_is_a_clear_error_and_keeps_the_images(env: Env, tmp
     out, _ = await rescan(env, "unknown.example.com")
     assert out == {"ok": False, "msg": "no registry 'unknown.example.com' is configured", "task_id": None}
     assert await env.image_rows() == before
+
+
+async def test_untag_image_from_registry(env: Env, tmp_path: Any) -> None:
+    # a registry of its own (a copy of the test registry's storage): deleting there spares the others
+    storage = tmp_path / "storage"
+    await asyncio.to_thread(shutil.copytree, env.registry.storage, storage)
+    proc, port = start_registry(tmp_path, storage)
+    host = f"127.0.0.1:{port}"
+    image = f"{host}/{REPOSITORY}:{env.registry.tag}"
+    try:
+        await add_registry(env, host, f"http://{host}")
+        await rescan(env, host)
+        image_id = (await env.ok("query($r: String) { image(reference: $r) { id } }", {"r": image}))["image"]["id"]
+        q = "mutation($id: String!) { untag_image_from_registry(id: $id) { ok msg } }"
+        for who in (env.domain_admin.creds, env.user.creds):
+            body = await env.gql(who, q, {"id": image_id})
+            assert body["data"] == {"untag_image_from_registry": None} and body["errors"]
+        assert (await env.ok(q, {"id": image_id}))["untag_image_from_registry"] == {"ok": True, "msg": ""}
+        assert (await env.ok(CLIENT_GET_Q, {"reference": image, "architecture": "x86_64"}))["image"] is None
+        again = (await env.ok(q, {"id": image_id}))["untag_image_from_registry"]
+        assert again["ok"] is False and "no registry image" in again["msg"]
+        # gone from the registry: a rescan finds nothing there
+        _, events = await rescan(env, host)
+        assert events[-2][1]["message"] == f"{host}: 0 added, 0 updated, 0 removed"
+        # the shared test registry still has its image
+        listed = (await env.ok(CLIENT_LIST_Q, {"is_operation": False}))["images"]
+        assert any(i["registry"] == env.registry.hostname for i in listed)
+    finally:
+        stop(proc)

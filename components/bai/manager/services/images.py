@@ -234,6 +234,30 @@ async def forget_image_by_id(ctx: ManagerContext, req: Requester, image_id: str)
     return Outcome(True, "")
 
 
+async def untag_image_from_registry(ctx: ManagerContext, req: Requester, image_id: str) -> Outcome:
+    """Delete the image's manifest from its registry (so every tag of it there) and forget it."""
+    require_superadmin_write(req)
+    try:
+        ident = uuid.UUID(image_id)
+    except ValueError:
+        return Outcome(False, f"not an image id: {image_id!r}")
+    async with ctx.db.connect() as conn:
+        row = await image_store.by_id(conn, ident)
+    if row is None or row.is_local:
+        return Outcome(False, f"no registry image with id {image_id}")
+    settings = await registry_store.registry(ctx.etcd, row.registry)
+    if settings is None:
+        return Outcome(False, f"the registry {row.registry!r} is not configured")
+    try:
+        async with _client(settings) as client:
+            await client.delete_tag(repository_of(row.name, row.registry), row.tag or "latest")
+    except RegistryError as exc:
+        return Outcome(False, str(exc))
+    async with ctx.db.begin() as conn:
+        await image_store.forget(conn, row.name, row.architecture)
+    return Outcome(True, "")
+
+
 # ------------------------------------------------------------------ registries
 
 @dataclass(frozen=True)

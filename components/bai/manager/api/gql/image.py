@@ -1,6 +1,7 @@
 """Image: SDL, resolvers and object mapping of the original's image queries and mutations
 (``image``, ``images``; ``rescan_images``, ``alias_image``, ``dealias_image``, ``forget_image``,
-``forget_image_by_id``). Who sees and may change what is decided in services/images.py."""
+``forget_image_by_id``, ``untag_image_from_registry``). Who sees and may change what is decided
+in services/images.py."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ MUTATIONS = '''
 
   "Forget an image by its id (superadmin)."
   forget_image_by_id(image_id: String!): ForgetImageById
+
+  "Delete an image's manifest from its registry (its tags there go with it) and forget it (superadmin)."
+  untag_image_from_registry(id: String!): UntagImageFromRegistry
 '''
 
 SDL = '''
@@ -96,6 +100,11 @@ type ForgetImage {
 }
 
 type ForgetImageById {
+  ok: Boolean
+  msg: String
+}
+
+type UntagImageFromRegistry {
   ok: Boolean
   msg: String
 }
@@ -170,4 +179,11 @@ async def resolve_forget(_: Any, info: Any, reference: str, architecture: str = 
 async def resolve_forget_by_id(_: Any, info: Any, image_id: str) -> dict[str, Any]:
     ctx = context_of(info)
     out = await svc.forget_image_by_id(ctx.manager, ctx.requester, image_id)
+    return {"ok": out.ok, "msg": out.msg}
+
+
+@mutation.field("untag_image_from_registry")
+async def resolve_untag(_: Any, info: Any, id: str) -> dict[str, Any]:
+    ctx = context_of(info)
+    out = await svc.untag_image_from_registry(ctx.manager, ctx.requester, id)
     return {"ok": out.ok, "msg": out.msg}
