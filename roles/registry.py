@@ -65,15 +65,15 @@ def etcd_entries(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _register_ops(settings: Settings) -> list[Any]:
+    """Each key written (with etcdctl, which needs only etcd) when etcd holds another value."""
     etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s"
-    cli = f"{settings.bin('bai-manager')} etcd put"
     ops = []
     for key, value in etcd_entries(settings):
         full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
         ops.append(_ops.ensure(
             name=f"etcd key {key}",
             check=f'[ "$({etcdctl} get {full} --print-value-only)" = {shlex.quote(value)} ]',
-            commands=[f"{cli} {shlex.quote(key)} {shlex.quote(value)} --config {settings.manager_toml}"],
+            commands=[f"{etcdctl} put {full} {shlex.quote(value)} >/dev/null"],
             noop_message=f"{key} is current",
         ))
     return ops
@@ -81,7 +81,7 @@ def _register_ops(settings: Settings) -> list[Any]:
 
 @deploy("registry")
 def registry(settings: Settings) -> None:
-    _ops.packages(name="Install docker-registry", packages=["docker-registry", "curl"])
+    _ops.packages(name="Install docker-registry", packages=["docker-registry", "curl", "etcd-client"])
     files.directory(name="Registry storage", path=settings.registry_data_dir, user="docker-registry",
                     group="docker-registry", mode="750")
     conf = files.put(name=f"Write {CONFIG}", src=StringIO(config_text(settings)), dest=CONFIG, mode="644")
