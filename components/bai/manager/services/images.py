@@ -3,7 +3,7 @@ registry rescan (a background task), aliases and forgetting.
 
 Reads: superadmins and monitors see every image; admins and users those of the local registry
 and of their domain's ``allowed_docker_registries`` (as the original's ``filter_allowed``), and
-only admins learn which agents hold an image. Writes are superadmin-only
+only admins (and monitors) learn which agents hold an image. Writes are superadmin-only
 (privileges.require_superadmin_write) and each runs in one transaction.
 """
 
@@ -31,8 +31,6 @@ from .context import ManagerContext
 from .privileges import require_superadmin_write
 
 log = logging.getLogger(__name__)
-
-__all__ = ["ImageInfo", "Outcome", "RegistrySettings", "RegistryError"]
 
 LOCAL_REGISTRY = image_store.LOCAL_REGISTRY
 PASSWORD_PLACEHOLDER = "*****"
@@ -446,7 +444,10 @@ async def scan_registry(ctx: ManagerContext, settings: RegistrySettings, progres
                     images = []
             for image in images:
                 found = scanned_row(host, image)
-                (skipped.append(found) if isinstance(found, str) else rows.append(found))
+                if isinstance(found, str):
+                    skipped.append(found)
+                else:
+                    rows.append(found)
             await progress.update(increment=1, message=f"{host}/{repo}:{tag}")
 
         await asyncio.gather(*(read(repo, tag) for repo, tag in refs))
