@@ -65,3 +65,11 @@ def test_parameter_types() -> None:
     assert base.CommaList().convert("a, b,,c", None, None) == ["a", "b", "c"]
     assert base.CommaList().convert("", None, None) == []
     assert base.set_if_given({"a": 1}, b=None, c=0) == {"a": 1, "c": 0}
+
+
+def test_image_sizes_as_the_official_client() -> None:
+    # humanize.naturalsize(n, binary=True, gnu=True), which the official client prints
+    assert [base.gnu_size(n) for n in (0, 1023, 1536, 346214400, None)] == ["0B", "1023B", "1.5K", "330.2M", None]
+    assert base.image_size("size_bytes").console(2**30) == "1.0G"
+    text = base.slots_text("total_resource_slots")
+    assert text.to_json('{"cpu": "1"}') == '{"cpu": "1"}' and text.console('{"cpu": "1"}') == "cpu:1"

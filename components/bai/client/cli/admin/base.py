@@ -155,6 +155,35 @@ def nested(ref: str, title: str = "") -> Field:
     return Field(ref, title, console=_console_nested, to_json=_loads)
 
 
+def slots_text(ref: str, title: str = "") -> Field:
+    """A resource-slot JSONString the official client's JSON output leaves as text."""
+    return Field(ref, title, console=_console_slots)
+
+
+def nested_text(ref: str, title: str = "") -> Field:
+    """A JSONString the official client's JSON output leaves as text (shown as a tree here)."""
+    return Field(ref, title, console=_console_nested)
+
+
+def gnu_size(num: Any) -> Any:
+    """``humanize.naturalsize(n, binary=True, gnu=True)`` as the official client prints image
+    sizes, in both forms: ``0B``, ``1.5K``, ``330.2M``."""
+    if num is None:
+        return None
+    n = float(num)
+    if abs(n) < 1024:
+        return f"{int(n)}B"
+    for unit in "KMGTPEZY":
+        n /= 1024
+        if abs(n) < 1024 or unit == "Y":
+            break
+    return f"{n:.1f}{unit}"
+
+
+def image_size(ref: str, title: str = "") -> Field:
+    return Field(ref, title, console=lambda v: _plain(gnu_size(v)), to_json=gnu_size)
+
+
 def size(ref: str, title: str = "") -> Field:
     """A byte count: ``64.0 MiB`` / the number."""
     return Field(ref, title, console=lambda v: "(null)" if v is None else binary_size(v))

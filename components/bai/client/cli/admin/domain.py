@@ -12,7 +12,7 @@ from .base import (
     JSONText,
     call,
     confirm,
-    nested,
+    nested_text,
     plain,
     print_item,
     print_list,
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: the official ``admin domain list`` / ``info`` columns
 DOMAIN_FIELDS = [
     plain("name"), plain("description"), plain("is_active"), plain("created_at"),
-    slots("total_resource_slots"), nested("allowed_vfolder_hosts"), plain("allowed_docker_registries"),
+    slots("total_resource_slots"), nested_text("allowed_vfolder_hosts"), plain("allowed_docker_registries"),
     plain("integration_id"),
 ]
 _VFOLDER_HELP = ("Allowed virtual folder hosts and permissions for them, as JSON "

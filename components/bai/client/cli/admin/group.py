@@ -15,7 +15,7 @@ from .base import (
     call,
     confirm,
     is_uuid,
-    nested,
+    nested_text,
     plain,
     print_item,
     print_list,
@@ -35,7 +35,7 @@ LIST_FIELDS = [plain("id"), plain("name"), plain("is_active"), plain("created_at
 #: the official ``admin group info`` columns
 DETAIL_FIELDS = [
     plain("id"), plain("name"), plain("description"), plain("is_active"), plain("created_at"),
-    plain("domain_name"), slots("total_resource_slots"), nested("allowed_vfolder_hosts"),
+    plain("domain_name"), slots("total_resource_slots"), nested_text("allowed_vfolder_hosts"),
     plain("integration_id"),
 ]
 _CREATED_FIELDS = [plain("id"), plain("domain_name"), plain("name")]

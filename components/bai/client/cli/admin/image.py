@@ -11,12 +11,12 @@ import click
 from ..common import get_cli_context, print_done, print_info, print_json
 from .base import (
     call,
+    image_size,
     plain,
     print_list,
     print_mutation,
     refs,
     run_mutation,
-    size,
 )
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: the official ``admin image list`` columns
 LIST_FIELDS = [plain("name"), plain("registry"), plain("architecture"), plain("tag"), plain("digest"),
-               size("size_bytes"), plain("aliases")]
+               image_size("size_bytes"), plain("aliases")]
 _FINAL_EVENTS = ("bgtask_done", "bgtask_failed", "bgtask_cancelled")
 
 

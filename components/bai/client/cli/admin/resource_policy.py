@@ -10,7 +10,7 @@ from .base import (
     JSONText,
     call,
     confirm,
-    nested,
+    nested_text,
     plain,
     print_item,
     print_list,
@@ -18,7 +18,7 @@ from .base import (
     refs,
     run_mutation,
     set_if_given,
-    slots,
+    slots_text,
     yes_option,
 )
 
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 #: the official ``admin keypair-resource-policy list`` / ``info`` columns
 POLICY_FIELDS = [
-    plain("name"), plain("created_at"), slots("total_resource_slots"), plain("max_concurrent_sessions"),
-    plain("idle_timeout"), plain("max_containers_per_session"), nested("allowed_vfolder_hosts"),
+    plain("name"), plain("created_at"), slots_text("total_resource_slots"), plain("max_concurrent_sessions"),
+    plain("idle_timeout"), plain("max_containers_per_session"), nested_text("allowed_vfolder_hosts"),
     plain("max_session_lifetime"), plain("max_pending_session_count"),
-    slots("max_pending_session_resource_slots"), plain("max_concurrent_sftp_sessions"),
+    slots_text("max_pending_session_resource_slots"), plain("max_concurrent_sftp_sessions"),
 ]
 _UNSPECIFIED = click.Choice(["LIMITED", "UNLIMITED"], case_sensitive=False)
 _VFOLDER_HELP = ("Allowed virtual folder hosts and permissions for them, as JSON "

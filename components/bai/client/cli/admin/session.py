@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .base import Field, call, fail, json_row, nested, plain, print_item, slots
+from .base import Field, call, fail, json_row, nested, nested_text, plain, print_item, slots
 
 if TYPE_CHECKING:
     from ...request import APISession
@@ -20,7 +20,7 @@ CONTAINER_FIELDS = [
     plain("cluster_hostname"), plain("session_id", "Session ID"), plain("image"), plain("registry"),
     plain("status"), plain("status_info"), nested("status_data"), plain("status_changed"), plain("agent"),
     plain("container_id"), nested("resource_opts"), slots("occupied_slots"),
-    plain("preopen_ports", "Preopen Ports"), nested("live_stat"), nested("last_stat"),
+    plain("preopen_ports", "Preopen Ports"), nested_text("live_stat"), nested_text("last_stat"),
 ]
 
 
@@ -56,7 +56,7 @@ _DEPENDENCIES = Field("dependencies { name id }", console=_dependencies_console,
 INFO_FIELDS = [
     plain("name"), plain("id", "Session ID", "session_id"), plain("main_kernel_id", "Main Kernel ID"),
     plain("image"), plain("tag"), plain("created_at"), plain("terminated_at"), plain("status"),
-    plain("status_info"), nested("status_data"), slots("occupying_slots"), nested("idle_checks"),
+    plain("status_info"), nested("status_data"), slots("occupying_slots"), nested_text("idle_checks"),
     _CONTAINERS, _DEPENDENCIES,
 ]
 
