@@ -449,6 +449,21 @@ async def test_agent_list_is_superadmin_and_monitor_only(world: World) -> None:
     assert body["data"]["agent_list"]["total_count"] == 2
 
 
+async def test_agent_detail_as_the_official_info_asks(world: World) -> None:
+    q = ("query($agent_id: String!) { agent(agent_id: $agent_id) { id status region architecture first_contact "
+         "cpu_cur_pct available_slots occupied_slots hardware_metadata live_stat local_config } }")
+    body = await gql_call(world, world.admin, q, {"agent_id": AGENT})
+    agent = body["data"]["agent"]
+    assert agent["id"] == AGENT and agent["status"] == "ALIVE" and agent["region"] == "local"
+    assert json.loads(agent["available_slots"]) == {"cpu": "4", "mem": "8589934592"}
+    assert json.loads(agent["local_config"])["agent"]["id"] == AGENT
+    assert isinstance(json.loads(agent["hardware_metadata"]), dict)
+    assert (await gql_call(world, world.admin, q, {"agent_id": "i-nobody"}))["data"] == {"agent": None}
+    for creds in (world.user1.creds, world.other_admin.creds):
+        refused = await gql_call(world, creds, q, {"agent_id": AGENT})
+        assert refused["data"] == {"agent": None} and "superadmins" in refused["errors"][0]["message"]
+
+
 # ------------------------------------------------------------------ transport
 
 async def test_legacy_endpoint(world: World) -> None:

@@ -94,6 +94,11 @@ async def agent_page(db: AsyncEngine, *, limit: int, offset: int, scaling_group:
     return Page([dict(r._mapping) for r in rows], total)  # every column becomes an Agent field
 
 
+async def agent(db: AsyncEngine, agent_id: str) -> dict[str, Any] | None:
+    async with db.connect() as conn:
+        row = await agent_store.agent_row(conn, agent_id)
+    return None if row is None else dict(row._mapping)
+
 
 # ------------------------------------------------------------------ accounts and policies
 

@@ -178,3 +178,9 @@ async def existing_ids(conn: AsyncConnection, agent_ids: Sequence[str]) -> set[s
 
 async def set_schedulable(conn: AsyncConnection, agent_ids: Sequence[str], schedulable: bool) -> None:
     await conn.execute(t.agents.update().where(_a.id.in_(list(agent_ids))).values(schedulable=schedulable))
+
+
+async def agent_row(conn: AsyncConnection, agent_id: str) -> sa.Row[Any] | None:
+    """One agent as ``agent_page`` gives it (with its count of resource-holding kernels)."""
+    q = sa.select(t.agents, _container_count.label("container_count")).where(_a.id == agent_id)
+    return (await conn.execute(q)).first()

@@ -12,10 +12,13 @@ from bai.manager.services import gql_queries as svc
 from bai.manager.services import scaling_groups as sgroups
 from bai.manager.store.agents import AGENT_STATUSES
 
-from .context import context_of
+from .context import GQLContext, context_of
 
 QUERIES = '''
-  "Agents (superadmin only)."
+  "One agent (superadmins and monitors)."
+  agent(agent_id: String!): Agent
+
+  "Agents (superadmins and monitors)."
   agent_list(
     limit: Int!
     offset: Int!
@@ -51,6 +54,10 @@ type Agent implements Item {
   cpu_cur_pct: Float
   mem_cur_bytes: Float
   container_count: Int
+  "Per compute plugin: its status and what it reports about its devices."
+  hardware_metadata: JSONString
+  "What the agent announced about itself: id, region, resource group, address, architecture, version."
+  local_config: JSONString
 }
 
 type AgentList implements PaginatedList {
@@ -79,7 +86,30 @@ BINDABLES = (query, mutation)
 def agent_obj(row: dict[str, Any]) -> dict[str, Any]:
     """An agent's columns (services.gql_queries.agent_page) as an Agent (live statistics are not
     collected yet)."""
-    return {**row, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None}
+    alive = row.get("status") == "ALIVE"
+    plugins = row.get("compute_plugins") or {}
+    return {
+        **row, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None,
+        "hardware_metadata": {
+            name: {"status": "healthy" if alive else "unavailable", "status_info": None,
+                   "metadata": info if isinstance(info, dict) else {}}
+            for name, info in plugins.items()},
+        "local_config": {"agent": {k: row.get(k) for k in (
+            "id", "region", "scaling_group", "addr", "architecture", "version")}},
+    }
+
+
+def _require_reader(ctx: GQLContext) -> None:
+    if not svc.reads_all(ctx.requester):  # superadmins, and monitors (who read everything)
+        raise errors.GenericForbidden("Only superadmins and monitors may list agents.")
+
+
+@query.field("agent")
+async def resolve_agent(_: Any, info: Any, agent_id: str) -> dict[str, Any] | None:
+    ctx = context_of(info)
+    _require_reader(ctx)
+    row = await svc.agent(ctx.manager.db, agent_id)
+    return None if row is None else agent_obj(row)
 
 
 @query.field("agent_list")
@@ -88,8 +118,7 @@ async def resolve_agent_list(
     scaling_group: str | None = None, status: str | None = None,
 ) -> dict[str, Any]:
     ctx = context_of(info)
-    if not svc.reads_all(ctx.requester):  # superadmins, and monitors (who read everything)
-        raise errors.GenericForbidden("Only superadmins and monitors may list agents.")
+    _require_reader(ctx)
     svc.check_page(limit, offset, ctx.max_page_size)
     page = await svc.agent_page(
         ctx.manager.db, limit=limit, offset=offset, scaling_group=scaling_group,
