@@ -6,6 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash installer/bootstrap.sh
 VENV=/opt/bai/venv
+# Test-only tools, unpacked from Debian's packages into a cache rather than installed (their
+# packages would start services): docker-registry for the registry and image-pull tests.
+TOOLS=/var/cache/bai/test-tools
+if ! command -v docker-registry >/dev/null && [ ! -x "$TOOLS/usr/bin/docker-registry" ]; then
+  dl=$(mktemp -d)
+  (cd "$dl" && apt-get download -q docker-registry 2>/dev/null && mkdir -p "$TOOLS" \
+     && dpkg-deb -x docker-registry_*.deb "$TOOLS")
+  rm -rf "$dl"
+fi
 "$VENV/bin/ruff" check components installer roles tests bench
 "$VENV/bin/mypy" --no-error-summary components/bai
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

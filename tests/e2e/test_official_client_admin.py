@@ -170,3 +170,22 @@ def test_sessions_and_admin_rest_as_both(as_admin: Run, plain_user: tuple[Run, s
     finally:
         subprocess.run([str(official_client), "session", "destroy", name], env=node_env, capture_output=True,
                        timeout=120)
+
+
+def test_official_freeze_and_unfreeze(official_client: Path, node_env: dict[str, str]) -> None:
+    def official(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(official_client), *args], env=node_env, capture_output=True, text=True,
+                              timeout=120)
+
+    frozen = official("admin", "manager", "freeze")
+    assert frozen.returncode == 0 and "frozen" in frozen.stdout, frozen.stdout + frozen.stderr
+    try:
+        assert "frozen" in official("admin", "manager", "status").stdout
+        name = unique_name("frz")
+        refused = official("session", "create", "-t", name, "python")
+        assert "server-frozen" in refused.stdout + refused.stderr or "frozen" in (refused.stdout + refused.stderr)
+        assert Api(node_env).call("GET", f"/session/{name}")[0] == 404  # nothing was enqueued
+    finally:
+        thawed = official("admin", "manager", "unfreeze")
+        assert thawed.returncode == 0, thawed.stdout + thawed.stderr
+    assert "running" in official("admin", "manager", "status").stdout
