@@ -268,3 +268,35 @@ async def test_pull_with_the_registry_credentials(node: Node, docker_registry: R
     assert row.status_info == "image-pull-failed"
     assert row.status_data["error"]["repr"].startswith(f"cannot pull {image}: "), row.status_data
     assert await containers(body["sessionId"]) == []
+
+
+async def test_a_projects_own_registry_is_allowed_for_its_sessions(node: Node, pullable: str,
+                                                                   slow_registry: str) -> None:
+    """``container_registry`` of a project (GraphQL modify_group) allows its sessions that
+    registry's images even when the domain does not; unset, they are refused again."""
+    await allow(node)  # the domain allows no registry
+    projects = (await gql(node, '{ groups(domain_name: "default") { id name container_registry } }'))["groups"]
+    gid = next(g["id"] for g in projects if g["name"] == "default")
+    modify = ("mutation($g: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $g, props: $p) "
+              "{ ok msg group { container_registry } } }")
+
+    async def set_registry(value: Any) -> Any:
+        return (await gql(node, modify, {"g": gid, "p": {"container_registry": json.dumps(value)}}))["modify_group"]
+
+    bad = await node.call("POST", "/admin/gql", {"query": modify, "variables": {
+        "g": gid, "p": {"container_registry": json.dumps({"registry": 5})}}})
+    assert "errors" in bad[1] and "container_registry" in bad[1]["errors"][0]["message"], bad
+    out = await set_registry({"registry": slow_registry, "project": "bai-test"})
+    assert out["ok"] and json.loads(out["group"]["container_registry"]) == {"registry": slow_registry,
+                                                                          "project": "bai-test"}, out
+    try:
+        name = f"pr-{secrets.token_hex(4)}"
+        st, body = await node.call("POST", "/session", {"name": name, "image": pullable,
+                                                        "config": {"resources": {"cpu": "1", "mem": "320m"}}})
+        assert st == 201 and body["status"] == "RUNNING", body
+        assert (await node.call("DELETE", f"/session/{name}"))[0] == 200
+    finally:
+        out = await set_registry({})
+        assert out["ok"] and json.loads(out["group"]["container_registry"]) == {}, out
+    st, body = await node.call("POST", "/session", {"name": f"pr-{secrets.token_hex(4)}", "image": pullable})
+    assert st == 403 and "container_registry" in body["msg"], body

@@ -176,14 +176,15 @@ async def _one(ctx: ManagerContext, req: Requester,
     return _info(row, alive, _sees_agents(req))
 
 
-async def check_registry_allowed(conn: Any, registry: str, domain_name: str) -> None:
-    """Session creation: the image's registry must be the local one or allowed for the domain."""
+async def check_registry_allowed(conn: Any, registry: str, domain_name: str, group_id: Any = None) -> None:
+    """Session creation: the image's registry must be the local one, allowed for the domain, or
+    the project's own registry."""
     if registry == LOCAL_REGISTRY:
         return
-    if registry not in await image_store.allowed_registries(conn, domain_name):
+    if registry not in await image_store.allowed_registries(conn, domain_name, group_id):
         raise errors.GenericForbidden(
             f"Images from the registry {registry!r} are not allowed in the domain {domain_name!r} "
-            "(see the domain's allowed_docker_registries).")
+            "(see the domain's allowed_docker_registries and the project's container_registry).")
 
 
 # ------------------------------------------------------------------ image writes

@@ -134,11 +134,18 @@ async def alive_agent_ids(conn: AsyncConnection) -> set[str]:
     return set((await conn.scalars(sa.select(t.agents.c.id).where(t.agents.c.status == "ALIVE"))).all())
 
 
-async def allowed_registries(conn: AsyncConnection, domain_name: str) -> list[str]:
-    """The registries a domain's sessions may use besides the local one."""
+async def allowed_registries(conn: AsyncConnection, domain_name: str, group_id: uuid.UUID | None = None) -> list[str]:
+    """The registries a domain's sessions (in the project ``group_id``, when given) may use
+    besides the local one: the domain's ``allowed_docker_registries`` and the project's own
+    ``container_registry``."""
     found = await conn.scalar(sa.select(t.domains.c.allowed_docker_registries)
                               .where(t.domains.c.name == domain_name))
-    return [str(r) for r in found or []]
+    allowed = [str(r) for r in found or []]
+    if group_id is not None:
+        own = await conn.scalar(sa.select(t.groups.c.container_registry).where(t.groups.c.id == group_id))
+        if isinstance(own, dict) and own.get("registry"):
+            allowed.append(str(own["registry"]))
+    return allowed
 
 
 # ------------------------------------------------------------------ registry scans and admin writes

@@ -149,6 +149,9 @@ groups = sa.Table(
     sa.Column("resource_policy", sa.String(256),
               sa.ForeignKey("project_resource_policies.name", onupdate="CASCADE"),
               nullable=False, server_default="default"),
+    # 0010: the project's own registry ({"registry": host, "project": name}); its images are
+    # allowed for the project's sessions on top of the domain's allowed_docker_registries
+    sa.Column("container_registry", JSONB),
 )
 
 association_groups_users = sa.Table(
@@ -364,4 +367,58 @@ keypair_rotations = sa.Table(
     sa.Column("rotated_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
     sa.Column("retired_at", sa.DateTime(timezone=True)),
+)
+
+# ------------------------------------------------------------------ 0011: virtual folders
+# The original's vfolder tables (24.03): a folder lives on a storage host ("<proxy>:<volume>")
+# inside a quota scope ("user:<uuid>" / "project:<uuid>"); users reach a folder they do not own
+# through vfolder_permissions (accepted invitations, project overrides).
+
+vfolders = sa.Table(
+    "vfolders", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("host", sa.String(128), nullable=False, index=True),
+    sa.Column("quota_scope_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, index=True),
+    sa.Column("usage_mode", sa.String(16), nullable=False, server_default="general"),
+    sa.Column("permission", sa.String(2), nullable=False, server_default="wd"),  # the owner's: ro/rw/wd
+    sa.Column("max_files", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_size", sa.Integer, nullable=False, server_default="0"),  # obsolete since v7: always 0
+    sa.Column("num_files", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cur_size", sa.BigInteger, nullable=False, server_default="0"),
+    _created(),
+    sa.Column("last_used", sa.DateTime(timezone=True)),
+    sa.Column("creator", sa.String(128)),  # the creating user's email
+    sa.Column("unmanaged_path", sa.String(512)),
+    sa.Column("ownership_type", sa.String(8), nullable=False, server_default="user"),  # user | group
+    sa.Column("user", UUID(as_uuid=True), sa.ForeignKey("users.uuid", ondelete="CASCADE"), index=True),
+    sa.Column("group", UUID(as_uuid=True), sa.ForeignKey("groups.id", ondelete="CASCADE"), index=True),
+    sa.Column("cloneable", sa.Boolean, nullable=False, server_default=sa.false()),
+    # ready, performing, cloning, mounted, error, delete-pending (trash), delete-ongoing,
+    # delete-complete, delete-error
+    sa.Column("status", sa.String(16), nullable=False, server_default="ready", index=True),
+    sa.Column("status_changed", sa.DateTime(timezone=True), server_default=_now),
+    sa.Column("status_history", JSONB, nullable=False, server_default="{}"),
+    sa.CheckConstraint('("user" IS NULL) <> ("group" IS NULL)', name="ownership_one_of_user_group"),
+)
+
+vfolder_permissions = sa.Table(
+    "vfolder_permissions", metadata,
+    sa.Column("vfolder", UUID(as_uuid=True), sa.ForeignKey("vfolders.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user", UUID(as_uuid=True), sa.ForeignKey("users.uuid", ondelete="CASCADE"), nullable=False),
+    sa.Column("permission", sa.String(2), nullable=False, server_default="rw"),
+    sa.PrimaryKeyConstraint("vfolder", "user", name="pk_vfolder_permissions"),
+)
+
+vfolder_invitations = sa.Table(
+    "vfolder_invitations", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("permission", sa.String(2), nullable=False, server_default="rw"),
+    sa.Column("inviter", sa.String(256), nullable=False),  # emails, as the original stores them
+    sa.Column("invitee", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(10), nullable=False, server_default="pending"),  # pending/canceled/accepted/rejected
+    _created(),
+    sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
+    sa.Column("vfolder", UUID(as_uuid=True), sa.ForeignKey("vfolders.id", ondelete="CASCADE"), nullable=False,
+              index=True),
 )

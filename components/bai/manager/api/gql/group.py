@@ -52,6 +52,8 @@ input GroupInput {
   allowed_vfolder_hosts: JSONString
   integration_id: String
   resource_policy: String = "default"
+  "The project's own registry as JSON with the keys registry (a host) and project: its images are allowed here."
+  container_registry: JSONString
 }
 
 "Fields left out or null stay as they are."
@@ -67,6 +69,8 @@ input ModifyGroupInput {
   allowed_vfolder_hosts: JSONString
   integration_id: String
   resource_policy: String
+  "{} unsets it."
+  container_registry: JSONString
 }
 
 type CreateGroup {
@@ -125,7 +129,7 @@ def group_obj(row: Any) -> dict[str, Any]:
         "total_resource_slots": row.total_resource_slots or {},
         "allowed_vfolder_hosts": row.allowed_vfolder_hosts or {}, "integration_id": row.integration_id,
         "resource_policy": row._mapping.get("resource_policy", "default"), "type": "GENERAL",
-        "container_registry": {},
+        "container_registry": row._mapping.get("container_registry") or {},
     }
 
 

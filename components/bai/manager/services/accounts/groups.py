@@ -33,7 +33,9 @@ def _name(value: Any) -> str:
 
 def _columns(props: Mapping[str, Any]) -> dict[str, Any]:
     values = inputs.given(props, "description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
-                          "integration_id", "resource_policy")
+                          "integration_id", "resource_policy", "container_registry")
+    if "container_registry" in values:
+        values["container_registry"] = _container_registry(values["container_registry"])
     if "description" in values:
         values["description"] = inputs.text(values["description"], "description", 512)
     if "is_active" in values and not isinstance(values["is_active"], bool):
@@ -47,6 +49,18 @@ def _columns(props: Mapping[str, Any]) -> dict[str, Any]:
     if "resource_policy" in values:
         values["resource_policy"] = inputs.text(values["resource_policy"], "resource_policy", 256, allow_empty=False)
     return values
+
+
+def _container_registry(value: Any) -> dict[str, str] | None:
+    """``{"registry": host, "project": name}`` (the original's shape), or empty to unset."""
+    found = inputs.json_object(value, "container_registry")
+    if not found:
+        return None
+    if set(found) - {"registry", "project"} or not isinstance(found.get("registry"), str) \
+            or not isinstance(found.get("project", ""), str):
+        raise errors.InvalidAPIParameters('container_registry must be {"registry": HOST, "project": NAME}')
+    return {"registry": inputs.text(found["registry"], "container_registry.registry", 256, allow_empty=False),
+            "project": inputs.text(found.get("project", ""), "container_registry.project", 256)}
 
 
 async def _row(conn: AsyncConnection, group_id: uuid.UUID) -> Any:

@@ -58,7 +58,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         image = await image_store.resolve(conn, req.image, req.architecture)
         if image is None:
             raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
-        await check_registry_allowed(conn, image.registry, req.domain)
+        await check_registry_allowed(conn, image.registry, req.domain, group_id)
         sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
