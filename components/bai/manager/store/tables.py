@@ -289,6 +289,8 @@ sessions = sa.Table(
     _created(),
     sa.Column("terminated_at", sa.DateTime(timezone=True)),
     sa.Column("starts_at", sa.DateTime(timezone=True)),
+    # 0012: the folders it mounts, resolved at creation (services/vfolders/mounts.py)
+    sa.Column("vfolder_mounts", JSONB, nullable=False, server_default="[]"),
     # 0003: one live session per name and owner, enforced here so concurrent creates cannot race.
     sa.Index("uq_sessions_access_key_name_live", "access_key", "name", unique=True,
              postgresql_where=sa.text("status NOT IN ('TERMINATED', 'CANCELLED')")),
