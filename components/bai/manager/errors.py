@@ -167,3 +167,53 @@ class ServiceUnavailable(ApiError):
 
 class InstanceNotAvailable(ApiError):
     status, error_type, title = 503, PROBS + "instance-not-available", "There is no available instance."
+
+
+# ------------------------------------------------------------------ virtual folders (the original's types)
+
+class VFolderNotFound(ObjectNotFound):
+    error_type, title = PROBS + "vfolder-not-found", "No such virtual folder."
+
+
+class TooManyVFoldersFound(ApiError, LookupError):
+    status, error_type, title = 404, PROBS + "too-many-vfolders", "There are two or more matching vfolders."
+
+
+class VFolderAlreadyExists(ApiError):
+    status, error_type, title = 400, PROBS + "vfolder-already-exists", "The virtual folder already exists with the same name."
+
+
+class VFolderCreationFailed(ApiError):
+    status, error_type, title = 400, PROBS + "vfolder-creation-failed", "Virtual folder creation has failed."
+
+
+class VFolderOperationFailed(ApiError):
+    status, error_type, title = 400, PROBS + "vfolder-operation-failed", "Virtual folder operation has failed."
+
+
+class VFolderPermissionError(ApiError, PermissionError):
+    """The caller reaches the folder but lacks the permission (ro/rw/wd) or ownership the call needs."""
+
+    status, error_type, title = 403, PROBS + "vfolder-permission-error", "The virtual folder does not permit the specified permission."
+
+
+class VFolderHostNotAllowed(GenericForbidden):
+    """A volume-host permission (create-vfolder, upload-file, ...) is not granted to the caller."""
+
+    title = "The operation is not allowed on this storage host."
+
+
+class VFolderFileNotFound(ObjectNotFound):
+    title = "No such file or directory in the virtual folder."
+
+
+class VFolderFileConflict(ApiError):
+    status, error_type, title = 409, PROBS + "vfolder-operation-failed", "The target already exists in the virtual folder."
+
+
+class StorageProxyUnavailable(ServiceUnavailable):
+    title = "The storage proxy is unavailable."
+
+
+class StorageProxyFailed(ApiError):
+    status, error_type, title = 502, PROBS + "storage-proxy-error", "The storage proxy failed to complete the operation."
