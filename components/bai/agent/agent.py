@@ -54,6 +54,7 @@ from .docker import (
     DockerKernels,
     ImageNotFound,
     ImagePullFailed,
+    check_mount_sources,
     container_config,
     container_name,
     exit_code_from_status,
@@ -238,6 +239,7 @@ class Agent:
                 shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
                 kernel.ipc_dir.mkdir(parents=True)
                 kernel.ipc_dir.chmod(0o755)  # the container's user needs to traverse it, not write
+                check_mount_sources(config)
                 runner = self._new_runner(kernel)
                 kernel.runner = runner
                 await runner.listen()
@@ -262,7 +264,8 @@ class Agent:
                 "container_id": kernel.container_id,
                 "service_ports": [],
                 "kernel_host": self.config.container.bind_host,
-                "resource_spec": {"slots": slots_to_json(kernel.slots), "mounts": [], "scratch_disk_size": 0},
+                "resource_spec": {"slots": slots_to_json(kernel.slots), "scratch_disk_size": 0, "mounts": [
+                    [m.host_path, m.kernel_path, m.permission] for m in config.mounts]},
                 "attached_devices": {},
                 "scaling_group": self.config.agent.scaling_group,
                 "agent_addr": self.addr,

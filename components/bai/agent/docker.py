@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import re
 import resource
 import time
@@ -93,6 +94,15 @@ def host_ulimits() -> list[dict[str, int | str]]:
     return out
 
 
+def check_mount_sources(config: KernelCreationConfig) -> None:
+    """Every folder to bind must be an existing real directory: Docker would create a missing
+    bind source as root, and a symlink could point the bind anywhere on the host."""
+    for mount in config.mounts:
+        path = Path(mount.host_path)
+        if path.is_symlink() or not path.is_dir() or os.path.realpath(path) != str(path):
+            raise ValueError(f"mount source is not a real directory: {mount.host_path}")
+
+
 def container_name(kernel_id: str) -> str:
     return f"kernel.{kernel_id}"
 
@@ -145,9 +155,11 @@ def container_config(
         "PidsLimit": confinement.pids_limit,
         "LogConfig": {"Type": "json-file", "Config": {
             "max-size": str(confinement.log_max_size), "max-file": str(confinement.log_max_files)}},
-        # Read-only, both: the container can write no host path (the work directory will be
-        # the one writable mount).
-        "Binds": [f"{runner_dir}:{RUNNER_MOUNT}:ro", f"{ipc_dir}:{IPC_MOUNT}:ro"],
+        # Read-only, both: the container can write no host path but the virtual folders it
+        # mounts read-write (ro folders are bound read-only: writes fail with EROFS).
+        "Binds": [f"{runner_dir}:{RUNNER_MOUNT}:ro", f"{ipc_dir}:{IPC_MOUNT}:ro",
+                  *(f"{m.host_path}:{m.kernel_path}:{'ro' if m.permission == 'ro' else 'rw'}"
+                    for m in config.mounts)],
     }
     if cpu > 0:
         host_config["NanoCpus"] = int(cpu * 10**9)

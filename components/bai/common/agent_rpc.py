@@ -107,6 +107,50 @@ class ImageRef(BaseModel):
     labels: dict[str, str] = {}
 
 
+#: Container paths a folder mount may not cover: the runner, its IPC directory and the system.
+RESERVED_KERNEL_PATHS = ("/opt/bai", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run",
+                         "/sbin", "/sys", "/usr", "/var", "/tmp")
+
+
+def _clean_absolute(path: str, what: str) -> str:
+    # Refused rather than normalised: the manager sends clean paths, anything else is an attack
+    # (a colon would also split Docker's "src:dst:mode" bind syntax).
+    if (not path.startswith("/") or any(seg in ("", ".", "..") for seg in path[1:].split("/"))
+            or any(c in path for c in ":\x00\n")):
+        raise ValueError(f"{what} must be a clean absolute path: {path!r}")
+    return path
+
+
+class VFolderMountSpec(BaseModel):
+    """A virtual folder bound into the kernel: ``host_path`` (the storage proxy's path of the
+    folder or of its subpath) at ``kernel_path``; ``ro`` binds read-only."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    host_path: str = Field(min_length=2, max_length=4096)
+    kernel_path: str = Field(min_length=2, max_length=4096)
+    permission: Literal["ro", "rw", "wd"] = "ro"
+
+    @field_validator("host_path")
+    @classmethod
+    def _host_path(cls, value: str) -> str:
+        return _clean_absolute(value, "host_path")
+
+    @field_validator("kernel_path")
+    @classmethod
+    def _kernel_path(cls, value: str) -> str:
+        return check_kernel_path(value)
+
+
+def check_kernel_path(value: str) -> str:
+    """A container path a folder may be mounted at (the manager checks with this too, so what
+    it accepts the agent accepts): clean, absolute, and covering no system path."""
+    _clean_absolute(value, "kernel_path")
+    if value == "/" or any(value == r or value.startswith(r + "/") or r.startswith(value + "/")
+                           for r in RESERVED_KERNEL_PATHS):
+        raise ValueError(f"kernel_path may not cover a system path: {value!r}")
+    return value
+
+
 class KernelCreationConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     image: ImageRef
@@ -121,6 +165,7 @@ class KernelCreationConfig(BaseModel):
     bootstrap_script: str | None = None
     startup_command: str | None = None
     owner: dict[str, Any] = {}
+    mounts: list[VFolderMountSpec] = []
 
     @field_validator("resource_slots", mode="before")
     @classmethod

@@ -207,6 +207,9 @@ class Scheduler:
                 "resource_slots": k.requested_slots, "resource_opts": k.resource_opts, "environ": environ,
                 "bootstrap_script": sess.bootstrap_script, "startup_command": sess.startup_command,
                 "owner": {"access_key": sess.access_key, "user_uuid": str(sess.user_uuid), "user_email": email},
+                # resolved and checked when the session was created (services/vfolders/mounts.py)
+                "mounts": [{"host_path": m["host_path"], "kernel_path": m["kernel_path"],
+                            "permission": m["mount_perm"]} for m in sess.vfolder_mounts or ()],
             })
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}

@@ -80,6 +80,9 @@ type ComputeSession implements Item {
   occupying_slots: JSONString
   occupied_slots: JSONString
   requested_slots: JSONString
+  # mounted virtual folders: their names, and their ids
+  mounts: [String]
+  vfolder_mounts: [String]
   # statistics
   num_queries: BigInt
   # owned containers (kernels)
@@ -195,6 +198,8 @@ def session_obj(row: Any, batch: KernelBatch, now: datetime) -> dict[str, Any]:
         "scaling_group": row.scaling_group_name, "service_ports": row.main_service_ports or [],
         "occupying_slots": row.occupying_slots, "occupied_slots": row.occupying_slots,
         "requested_slots": row.requested_slots, "num_queries": row.num_queries,
+        "mounts": [m["name"] for m in row.vfolder_mounts or ()],
+        "vfolder_mounts": [m["vfid"].rpartition("/")[2] for m in row.vfolder_mounts or ()],
         "_kernels": batch,
     }
 

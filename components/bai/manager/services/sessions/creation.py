@@ -22,6 +22,8 @@ from ..context import ManagerContext
 from ..images import check_registry_allowed
 from ..manager_admin import ensure_not_frozen
 from ..schemas import CreateSession
+from ..vfolders.mounts import MountRequest
+from ..vfolders.mounts import prepare as prepare_mounts
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
 
@@ -63,6 +65,8 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
+        vfolder_mounts = await prepare_mounts(ctx, conn, owner, group_id, MountRequest(
+            req.config.mounts or [], req.config.mount_map or {}, req.config.mount_options or {}))
 
         session_id = uuid.uuid4()
         environ = dict(req.config.environ or {})
@@ -87,6 +91,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
             "tag": req.tag, "scaling_group_name": sgroup, "requested_slots": slots_to_json(total),
             "environ": environ, "bootstrap_script": req.bootstrap_script,
             "startup_command": req.startup_command, "callback_url": req.callback_url,
+            "vfolder_mounts": vfolder_mounts,
         }
     waiter = None if req.enqueue_only else ctx.waiters.add(session_id)
     try:

@@ -67,6 +67,7 @@ async def describe(ctx: ManagerContext, requester: Requester, ref: str,
         "terminationTime": str(row.terminated_at) if row.terminated_at else None,
         "numQueriesExecuted": row.num_queries, "lastStat": main.last_stat,
         "idleChecks": {},
+        "mounts": [m["name"] for m in row.vfolder_mounts or ()],
     }
 
 
