@@ -202,7 +202,7 @@ def status(inventory_path: str | None, as_json: bool) -> None:
     else:
         for row in rows:
             mark = "[green]ready[/green]" if row["ready"] else "[red]not ready[/red]"
-            out.print(f"{row['host']:<12} {row['service']:<11} {row['manager']:<10} "
+            out.print(f"{row['host']:<12} {row['service']:<14} {row['manager']:<10} "
                       f"{row['state']:<18} {mark}")
     raise SystemExit(0 if all(r["ready"] for r in rows) else 3)
 

@@ -4,9 +4,9 @@
 executes them. Both report through an ``on_event`` callback (one event when an operation starts
 and one when it ends, with changed/failed and timing), which the CLI prints and a TUI can show.
 
-Hosts run in *phases* by group: half-stack first, then the manager, then the agents, so that a
-later group can rely on what an earlier one started. A host in several groups (all-in-one) gets
-the ``base`` role once.
+Hosts run in *phases* by group: half-stack first, then the manager, the agents, then the storage
+proxies, so that a later group can rely on what an earlier one started. A host in several groups
+(all-in-one) gets the ``base`` role once.
 """
 
 from __future__ import annotations
@@ -104,11 +104,12 @@ class RunResult:
 # -- roles per group ----------------------------------------------------------------------------
 
 def group_roles() -> dict[str, list[RoleFn]]:
-    from roles import bai, base, docker, etcd, kernel_image, postgresql, redis, registry
+    from roles import bai, base, docker, etcd, kernel_image, postgresql, redis, registry, storage_proxy
 
     return {
         "halfstack": [base.base, postgresql.postgresql, redis.redis, etcd.etcd],
         "manager": [base.base, bai.manager, registry.registry],
+        "storage": [base.base, storage_proxy.storage_proxy],
         "agents": [base.base, docker.docker, kernel_image.kernel_image, bai.agent],
     }
 
@@ -319,11 +320,12 @@ def apply_roles(target: str, roles: Sequence[RoleFn], on_event: EventHandler | N
 
 
 def _services(group: str, s: Settings) -> list[Any]:
-    from roles import bai, docker, etcd, postgresql, redis
+    from roles import bai, docker, etcd, postgresql, redis, storage_proxy
 
     return {
         "halfstack": [postgresql.service(s), redis.service(s), etcd.service(s)],
         "manager": [bai.manager_service(s)],
+        "storage": [storage_proxy.service(s)],
         "agents": [docker.service(s), bai.agent_service(s)],
     }[group]
 

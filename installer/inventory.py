@@ -1,5 +1,5 @@
-"""Inventories: Python files that define the groups ``halfstack``, ``manager`` and ``agents`` as
-lists of hosts (pyinfra style: ``"@local"``, ``"10.0.0.5"`` or ``("10.0.0.5", {data})``).
+"""Inventories: Python files that define the groups ``halfstack``, ``manager``, ``agents`` and
+``storage`` as lists of hosts (pyinfra style: ``"@local"``, ``"10.0.0.5"`` or ``("10.0.0.5", {data})``).
 
 Every inventory uses the same group names, so roles never branch on all-in-one vs multi-node.
 """
@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GROUPS = ("halfstack", "manager", "agents")
+#: In phase order. Storage proxies come last: they need only etcd, and one that fails to start
+#: does not hold the agents back (sessions without folders still run).
+GROUPS = ("halfstack", "manager", "agents", "storage")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO / "inventories" / "local.py"
 

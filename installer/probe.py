@@ -2,7 +2,7 @@
 (``/opt/bai/venv/bin/python -m installer.probe ...``). Checks exit 0 (yes) or 1 (no).
 
     db-at-head --config F        the database revision equals the migrations' head(s)
-    http-json URL                GET URL answers 2xx with a JSON body
+    http-json URL [--expect K=V] GET URL answers 2xx with a JSON body (whose K is V)
     tcp HOST:PORT                something accepts connections there
     client-env JSON --endpoint E --out PATH [--bin-dir DIR]
                                  write the client env file from `fixture populate --json` output
@@ -60,13 +60,15 @@ def db_at_head(config: str) -> bool:
     return bool(heads) and asyncio.run(current()) == heads
 
 
-def http_json(url: str) -> bool:
+def http_json(url: str, expect: dict[str, str] | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
-            json.loads(resp.read())
-        return True
+            body = json.loads(resp.read())
     except (OSError, ValueError):
         return False
+    if not expect:
+        return True
+    return isinstance(body, dict) and all(str(body.get(k)) == v for k, v in expect.items())
 
 
 def tcp(addr: str) -> bool:
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     p = sub.add_parser("http-json")
     p.add_argument("url")
+    p.add_argument("--expect", action="append", default=[], metavar="KEY=VALUE",
+                   help="a top-level field the answer must have (repeatable)")
     p = sub.add_parser("tcp")
     p.add_argument("addr")
     p = sub.add_parser("client-env")
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"db-at-head: {exc}", file=sys.stderr)
             return 1
     if args.cmd == "http-json":
-        return 0 if http_json(args.url) else 1
+        expect = {k: v for k, _, v in (item.partition("=") for item in args.expect)}
+        return 0 if http_json(args.url, expect) else 1
     if args.cmd == "tcp":
         return 0 if tcp(args.addr) else 1
     client_env(args.json_path, args.endpoint, args.out, args.bin_dir)

@@ -4,4 +4,4 @@ Host data (a dict next to the host) overrides any field of ``roles.settings.Sett
 ``halfstack = manager = agents = [("@local", {"redis_maxmemory": "1gb"})]``.
 """
 
-halfstack = manager = agents = ["@local"]
+halfstack = manager = agents = storage = ["@local"]

@@ -13,12 +13,19 @@ data = {
     "redis_addr": f"{DB}:6379",
     "etcd_addr": f"{DB}:2379",
     "ssh_user": "root",
+    # the proxy's volume: the same directory (e.g. one NFS export) on the storage host and on
+    # every agent, which bind-mounts folders from it into sessions
+    "storage_volume_path": "/mnt/vfroot/local",
 }
 
 halfstack = [("db1", {"ssh_hostname": DB, "pg_listen": DB, "redis_listen": DB, "etcd_listen": DB,
                       "pg_allow_cidrs": ["10.0.0.10/32"]})]
 manager = [("mgr1", {"ssh_hostname": "10.0.0.10", "manager_id": "i-mgr1",
                      "manager_addr": "10.0.0.10:8081"})]
+# The storage proxy: clients upload and download at storage_client_addr (or storage_client_url
+# when they reach it by another name), the manager calls storage_manager_addr.
+storage = [("st1", {"ssh_hostname": "10.0.0.30", "storage_node_id": "i-st1",
+                    "storage_client_addr": "10.0.0.30:6021", "storage_manager_addr": "10.0.0.30:6022"})]
 agents = [
     ("gpu1", {"ssh_hostname": "10.0.0.21", "agent_id": "i-gpu1",
               "agent_rpc_addr": "10.0.0.21:6001", "container_bind_host": "10.0.0.21"}),

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
 #: Keys kept in the secrets file; generated once, reused on every later run.
-SECRET_KEYS = ("db_password", "rpc_secret", "redis_password")
+SECRET_KEYS = ("db_password", "rpc_secret", "redis_password", "storage_secret",
+               "storage_manager_secret")
 #: The venv's commands a user types; linked into ``Settings.bin_dir``.
 COMMANDS = ("backend.ai", "bai-install", "bai-manager", "bai-agent")
 
@@ -78,6 +79,23 @@ class Settings(BaseModel):
     registry_port: int = 5000
     registry_data_dir: str = "/var/lib/docker-registry"
 
+    # storage proxy (roles/storage_proxy.py): one proxy named storage_proxy_name serving one
+    # volume; folders are addressed as "<proxy>:<volume>" (local:volume1)
+    storage_node_id: str = "i-storage-local"
+    storage_proxy_name: str = "local"
+    storage_client_addr: str = "127.0.0.1:6021"  # client-facing API (tus upload, download)
+    storage_manager_addr: str = "127.0.0.1:6022"  # manager-facing API
+    storage_client_url: str = ""  # what clients are sent to; "" = http://<storage_client_addr>
+    storage_volume_name: str = "volume1"
+    storage_volume_backend: str = "vfs"
+    storage_volume_path: str = "/var/lib/bai/vfroot/local"  # the same path on every agent
+    storage_session_expire: int = 86400  # seconds a client upload/download token lives
+    storage_max_upload_size: int = 107374182400
+    storage_scandir_limit: int = 1000
+    storage_exposed_volume_info: str = "percentage"
+    storage_secret: str = ""  # generated: HS256 key of the client-facing tokens
+    storage_manager_secret: str = ""  # generated: X-BackendAI-Storage-Auth-Token
+
     # service readiness deadlines, seconds
     ready_timeout: int = 60
 
@@ -96,6 +114,18 @@ class Settings(BaseModel):
     @property
     def secrets_path(self) -> str:
         return f"{self.config_dir}/secrets.toml"
+
+    @property
+    def storage_proxy_toml(self) -> str:
+        return f"{self.config_dir}/storage-proxy.toml"
+
+    @property
+    def storage_client_endpoint(self) -> str:
+        return self.storage_client_url or f"http://{self.storage_client_addr}"
+
+    @property
+    def storage_manager_endpoint(self) -> str:
+        return f"http://{self.storage_manager_addr}"
 
     @property
     def path_line(self) -> str:

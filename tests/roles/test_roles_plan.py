@@ -15,7 +15,7 @@ from installer import inventory as inventory_mod
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "docker", "kernel_image",
-         "bai-agent"]
+         "bai-agent", "storage-proxy"]
 
 
 def _names(phase: engine.Phase) -> dict[str, list[str]]:
@@ -29,6 +29,7 @@ def test_local_inventory_phases() -> None:
         ("halfstack", {"@local": ["base", "postgresql", "redis", "etcd"]}),
         ("manager", {"@local": ["bai-manager"]}),
         ("agents", {"@local": ["docker", "kernel_image", "bai-agent"]}),
+        ("storage", {"@local": ["storage-proxy"]}),
     ]
 
 
@@ -38,6 +39,7 @@ def test_multi_node_inventory_same_groups() -> None:
     phases = {p.name: _names(p) for p in engine.phases_for(inv)}
     assert phases["halfstack"] == {"db1": ["base", "postgresql", "redis", "etcd"]}
     assert phases["manager"] == {"mgr1": ["base", "bai-manager"]}
+    assert phases["storage"] == {"st1": ["base", "storage-proxy"]}
     assert phases["agents"]["gpu1"] == ["base", "docker", "kernel_image", "bai-agent"]
     # shared data reaches every host, a host's own data wins
     assert inv.data["gpu2"]["etcd_addr"] == "10.0.0.5:2379"
@@ -98,4 +100,4 @@ def test_plan_names_each_roles_operations(local_plan: dict) -> None:
 def test_plan_has_a_readiness_wait_per_service(local_plan: dict) -> None:
     waits = {op["name"] for op in local_plan["plan"] if op["name"].startswith("Wait for ")}
     assert {"Wait for postgresql", "Wait for redis", "Wait for etcd", "Wait for manager",
-            "Wait for agent"} <= waits
+            "Wait for agent", "Wait for storage-proxy"} <= waits

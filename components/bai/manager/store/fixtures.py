@@ -24,6 +24,12 @@ SIGNUP_POLICY_LIMITS = {"total_resource_slots": {"cpu": "2", "mem": str(4 * 2**3
                         "max_concurrent_sessions": 2, "max_containers_per_session": 1,
                         "default_for_unspecified": "LIMITED", "idle_timeout": 3600}
 DEFAULT_IMAGE_ALIASES = {"python": "bai.local/stable/python:3.11-debian12"}
+#: The all-in-one storage proxy's volume (roles/storage_proxy.py) and every volume-host
+#: permission on it, granted to the default domain and the ``default`` keypair policy.
+DEFAULT_VFOLDER_HOST = "local:volume1"
+DEFAULT_VFOLDER_HOST_PERMISSIONS = ["create-vfolder", "modify-vfolder", "delete-vfolder", "mount-in-session",
+                                    "upload-file", "download-file", "invite-others",
+                                    "set-user-specific-permission"]
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -49,6 +55,23 @@ def generate_keypair() -> tuple[str, str]:
     ak = "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
     sk = secrets.token_urlsafe(30)[:40]
     return ak, sk
+
+
+def _has_column(sync: sa.Connection, table: str, column: str) -> bool:
+    return any(c["name"] == column for c in sa.inspect(sync).get_columns(table))
+
+
+async def _grant_default_vfolder_host(conn: AsyncConnection) -> None:
+    """Only where nothing is granted yet (``{}``): an operator's later setting survives a rerun.
+    (Tables of a revision before 0005/0006 have no such column and are left alone.)"""
+    grant = {DEFAULT_VFOLDER_HOST: DEFAULT_VFOLDER_HOST_PERMISSIONS}
+    empty = sa.func.jsonb_build_object()
+    for table in (t.domains, t.keypair_resource_policies):
+        if not await conn.run_sync(_has_column, table.name, "allowed_vfolder_hosts"):
+            continue
+        await conn.execute(sa.update(table)
+                           .where(table.c.name == "default", table.c.allowed_vfolder_hosts == empty)
+                           .values(allowed_vfolder_hosts=grant))
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ async def populate(conn: AsyncConnection, admin_password: str | None = None) -> 
         group_id = uuid.uuid4()
         await conn.execute(sa.insert(t.groups).values(id=group_id, name="default", domain_name="default",
                                                       description="The default project"))
+    await _grant_default_vfolder_host(conn)
     for alias, image in DEFAULT_IMAGE_ALIASES.items():
         await conn.execute(insert(t.image_aliases).values(alias=alias, image=image).on_conflict_do_nothing())
 

@@ -1,0 +1,166 @@
+"""The storage proxy (``bai-storage-proxy``): its config, its volume directory, its service, and
+the etcd keys through which the manager finds it (``volumes/...``, the original's layout).
+
+* ``/etc/backend.ai/storage-proxy.toml`` (mode 600: it holds both secrets) from the settings;
+  the two secrets (``storage_secret`` signs the client-facing JWTs, ``storage_manager_secret`` is
+  the ``X-BackendAI-Storage-Auth-Token`` the manager sends) are generated once and kept in the
+  secrets file like the others.
+* The volume directory (``/var/lib/bai/vfroot/local``) is root-owned 0755: only the proxy (root)
+  creates quota-scope and folder directories in it, and it makes each folder owned by the
+  kernel's uid/gid 1000, so a session writes into the folders it mounts and nowhere else.
+* The proxy restarts only when its config or the installed code changed (a code stamp next to
+  the other daemons' stamps), and the role waits until ``GET /status`` on the manager-facing
+  port answers ``{"status": "ok"}``.
+* etcd keys are written with etcdctl (the proxy's host needs only etcd, as on a storage-only
+  node), each only when etcd holds another value; the manager secret is piped from the proxy's
+  own config into ``etcdctl put`` so it never appears on a command line.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from typing import Any
+
+import tomli_w
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from . import _ops
+from ._service import Service, ensure_service
+from .bai import code_stamp, unit_text
+from .settings import Settings
+
+#: The kernel's uid/gid inside sessions ("work"); the proxy makes folders owned by it.
+KERNEL_UID = 1000
+
+
+def host_name(settings: Settings) -> str:
+    """The volume host as the manager and clients name it: ``<proxy>:<volume>``."""
+    return f"{settings.storage_proxy_name}:{settings.storage_volume_name}"
+
+
+def config(settings: Settings) -> dict[str, Any]:
+    """storage-proxy.toml, exactly the keys the proxy reads."""
+    return {
+        "etcd": {"namespace": settings.etcd_namespace, "addr": settings.etcd_addr},
+        "storage-proxy": {
+            "node-id": settings.storage_node_id,
+            "secret": settings.storage_secret,
+            "session-expire": settings.storage_session_expire,
+            "max-upload-size": settings.storage_max_upload_size,
+            "scandir-limit": settings.storage_scandir_limit,
+        },
+        "api": {
+            "client": {"service-addr": settings.storage_client_addr},
+            "manager": {
+                "service-addr": settings.storage_manager_addr,
+                "secret": settings.storage_manager_secret,
+            },
+        },
+        "volume": {
+            settings.storage_volume_name: {
+                "backend": settings.storage_volume_backend,
+                "path": settings.storage_volume_path,
+            },
+        },
+        "logging": {"level": settings.log_level},
+    }
+
+
+def config_text(settings: Settings) -> str:
+    return "# managed by bai-install; changes are overwritten\n" + tomli_w.dumps(config(settings))
+
+
+def service(settings: Settings) -> Service:
+    cmd = f"{settings.bin('bai-storage-proxy')} start --config {settings.storage_proxy_toml}"
+    status = shlex.quote(f"{settings.storage_manager_endpoint}/status")
+    return Service(
+        name="storage-proxy",
+        unit="bai-storage-proxy.service",
+        command=cmd,
+        ready=f"{settings.bin('python')} -m installer.probe http-json {status} --expect status=ok",
+        unit_text=unit_text("bai storage proxy (virtual folders)", cmd,
+                            f"{settings.log_dir}/storage-proxy.log", "etcd.service"),
+        log_dir=settings.log_dir,
+        stopwaitsecs=30,
+    )
+
+
+def etcd_entries(settings: Settings) -> list[tuple[str, str]]:
+    """(key, value) of the plain keys; ``_types`` keys enable an ownership type by being there
+    (value empty, as the original's sample)."""
+    proxy = f"volumes/proxies/{settings.storage_proxy_name}"
+    return [
+        ("volumes/_types/group", ""),
+        ("volumes/_types/user", ""),
+        ("volumes/default_host", host_name(settings)),
+        ("volumes/exposed_volume_info", settings.storage_exposed_volume_info),
+        (f"{proxy}/client_api", settings.storage_client_endpoint),
+        (f"{proxy}/manager_api", settings.storage_manager_endpoint),
+        (f"{proxy}/ssl_verify", "false"),
+    ]
+
+
+def secret_key(settings: Settings) -> str:
+    return f"volumes/proxies/{settings.storage_proxy_name}/secret"
+
+
+def _manager_secret_expr(settings: Settings) -> str:
+    """A shell expression expanding to ``[api.manager].secret`` read from the proxy's config on
+    the host (empty while the file is absent)."""
+    code = ('import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))'
+            '["api"]["manager"]["secret"], end="")')
+    return (f'"$({settings.bin("python")} -c {shlex.quote(code)} '
+            f'{shlex.quote(settings.storage_proxy_toml)} 2>/dev/null)"')
+
+
+def etcd_steps(settings: Settings) -> list[tuple[str, str, str]]:
+    """(key, check, command) per etcd key: ``check`` (shell) succeeds when etcd holds the wanted
+    value, ``command`` writes it."""
+    etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s"
+    steps = []
+    for key, value in etcd_entries(settings):
+        full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+        # --keys-only tells a key holding "" from a missing key
+        present = f'[ "$({etcdctl} get {full} --keys-only)" = {full} ]'
+        steps.append((
+            key,
+            f'{present} && [ "$({etcdctl} get {full} --print-value-only)" = {shlex.quote(value)} ]',
+            f"{etcdctl} put {full} -- {shlex.quote(value)} >/dev/null",
+        ))
+    key = secret_key(settings)
+    full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+    value = _manager_secret_expr(settings)
+    steps.append((
+        key,
+        f'v="$({etcdctl} get {full} --print-value-only)"; [ -n "$v" ] && [ "$v" = {value} ]',
+        f'v={value}; test -n "$v" && printf %s "$v" | {etcdctl} put {full} >/dev/null',
+    ))
+    return steps
+
+
+@deploy("storage-proxy")
+def storage_proxy(settings: Settings) -> None:
+    _ops.packages(name="Install etcd client", packages=["etcd-client"])
+    program = settings.bin("bai-storage-proxy")
+    _ops.ensure(
+        name="Check bai-storage-proxy is installed",
+        check=f"test -x {program}",
+        commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
+        noop_message=f"{program} present",
+    )
+    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
+        files.directory(name=f"Directory {path}", path=path, mode="755")
+    # (missing parents are made 0755; existing ones, e.g. an NFS mount point, are left alone)
+    files.directory(name=f"Volume {settings.storage_volume_name} at {settings.storage_volume_path}",
+                    path=settings.storage_volume_path, user="root", group="root", mode="755")
+    conf = files.put(name=f"Write {settings.storage_proxy_toml}", src=StringIO(config_text(settings)),
+                     dest=settings.storage_proxy_toml, mode="600", user="root", group="root")
+    code = files.put(name="Record the storage proxy's code version", src=StringIO(code_stamp()),
+                     dest=f"{settings.state_dir}/storage-proxy.code", mode="644")
+    ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
+    # (advertised to the manager once the proxy answers)
+    for key, check, command in etcd_steps(settings):
+        _ops.ensure(name=f"etcd key {key}", check=check, commands=[command],
+                    noop_message=f"{key} is current")
