@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import tomllib
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from installer import inventory as inventory_mod
 from roles import settings as settings_mod
 from roles import storage_proxy
 from roles.settings import Settings
-from tests.fixtures.halfstack import HalfStack
+from tests.fixtures.halfstack import HalfStack, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {"storage_secret": "s" * 32, "storage_manager_secret": "m" * 32}
@@ -175,6 +177,40 @@ def test_etcd_keys_written_once_and_read_as_the_manager_reads_them(halfstack: Ha
     r = subprocess.run(["etcdctl", f"--endpoints={s.etcd_endpoint}", "del", "--prefix", f"/sorna/{namespace}/"],
                        capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
     assert r.returncode == 0, r.stderr
+
+
+def test_the_program_serves_with_the_config_the_role_writes(halfstack: HalfStack, tmp_path: Path) -> None:
+    """bai-storage-proxy started as the service starts it, on the file the role renders: the
+    role's own readiness command passes, and the volume is the proxy's."""
+    volume = tmp_path / "vfroot" / "local"
+    volume.mkdir(parents=True)
+    s = settings_mod.build({"etcd_addr": halfstack.etcd_addr, "etcd_namespace": f"t-{uuid.uuid4().hex[:8]}",
+                            "config_dir": str(tmp_path), "storage_volume_path": str(volume),
+                            "storage_client_addr": f"127.0.0.1:{free_port()}",
+                            "storage_manager_addr": f"127.0.0.1:{free_port()}"},
+                           settings_mod.generate_secrets({}))
+    Path(s.storage_proxy_toml).write_text(storage_proxy.config_text(s))
+    svc = storage_proxy.service(s)
+    program, _, args = svc.command.partition(" ")
+    assert program == s.bin("bai-storage-proxy") and args == f"start --config {s.storage_proxy_toml}"
+    log = (tmp_path / "proxy.log").open("wb")
+    # (the venv's console script when installed; the same entry point otherwise)
+    proc = subprocess.Popen([sys.executable, "-c", "from bai.storage.cli import main; main()", *args.split()],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        wait_for(lambda: _bash(f"cd {REPO} && {svc.ready}").returncode == 0, "storage proxy", 60, proc)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{s.storage_manager_endpoint}/volumes", timeout=10).close()
+        assert refused.value.code == 403
+        request = urllib.request.Request(f"{s.storage_manager_endpoint}/volumes",
+                                         headers={"X-BackendAI-Storage-Auth-Token": s.storage_manager_secret})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            volumes = json.loads(resp.read())["volumes"]
+        assert [(v["name"], v["backend"], v["path"]) for v in volumes] == [("volume1", "vfs", str(volume))]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="module")
