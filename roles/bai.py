@@ -85,6 +85,16 @@ def code_stamp() -> str:
     return digest.hexdigest() + "\n"
 
 
+def fixtures_stamp() -> str:
+    """A digest of the initial fixtures' source (without the admin's secrets: none are in it)."""
+    import hashlib
+    from pathlib import Path
+
+    from bai.manager.store import fixtures
+
+    return hashlib.sha256(Path(fixtures.__file__).read_bytes()).hexdigest()
+
+
 def redis_stamp(settings: Settings) -> str:
     """A digest (not the password itself) of the Redis settings the daemons read from etcd."""
     import hashlib
@@ -216,18 +226,24 @@ def manager(settings: Settings) -> None:
         noop_message="database at head",
     )
     env = shlex.quote(settings.client_env)
+    # populate also reruns once after the fixtures themselves changed (e.g. a new default grant
+    # for existing rows): the stamp is written only after it succeeded
+    fixtures = shlex.quote(f"{settings.state_dir}/fixtures.version")
+    version = shlex.quote(fixtures_stamp())
     _ops.ensure(
         name="Populate fixtures and write the client env file",
         # (an env file from before the PATH line existed is rewritten: populate is idempotent and
         # answers the same admin keypair)
         check=(f"grep -q '^export BACKEND_ACCESS_KEY=.' {env} && "
                f"grep -q '^export BACKEND_SECRET_KEY=.' {env} && "
-               f"grep -qxF {shlex.quote(settings.path_line)} {env}"),
+               f"grep -qxF {shlex.quote(settings.path_line)} {env} && "
+               f"grep -qxF {version} {fixtures}"),
         commands=[
             "umask 077; out=$(mktemp); trap 'rm -f \"$out\"' EXIT; "
             f"{cli} fixture populate --config {settings.manager_toml} --json > \"$out\" && "
             f"{py} -m installer.probe client-env \"$out\" --endpoint {shlex.quote(settings.endpoint)} "
-            f"--out {env} --bin-dir {shlex.quote(settings.bin_dir)}"
+            f"--out {env} --bin-dir {shlex.quote(settings.bin_dir)} && "
+            f"printf '%s\\n' {version} > {fixtures} && chmod 644 {fixtures}"
         ],
         noop_message="fixtures populated, client env present",
         also_if=migrate.did_change,
