@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("bai.client.cli.session", "make_info_cmd", 'Alias of "session info"'),
     "rm": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
     "kill": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
+    "vfolder": ("bai.client.cli.vfolder", "make_group", "Set of vfolder operations"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -103,6 +103,13 @@ START_OPTIONS: list[F] = [
     ),
     click.option("--preopen", metavar="PORTS", default=None, type=PortListType(), help="Pre-open service ports"),
     click.option(
+        "-v", "--volume", "-m", "--mount", "mount", metavar="NAME[=PATH] or NAME[:PATH]", type=str, multiple=True,
+        help="User-owned virtual folder names to mount (may appear multiple times). Without PATH the folder "
+        "is mounted at /home/work/NAME; a relative PATH is placed under /home/work. NAME may end with a "
+        "subpath (NAME/sub/dir). The long form type=bind,source=NAME,target=PATH,perm=ro also sets the "
+        "permission (ro mounts are read-only inside the session).",
+    ),
+    click.option(
         "-d", "--domain", metavar="DOMAIN_NAME", default=None,
         help="Domain name where the session will be spawned. "
         "If not specified, config's domain name will be used.",
@@ -145,4 +152,75 @@ def build_create_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
         "bootstrap_script": script.read() if script is not None else None,
         "domain": opts.get("domain"),
         "group": opts.get("group"),
+        **parse_kv_option(opts.get("mount") or (), "'-m' / '--mount'", parse_mounts),
     }
+
+
+_MOUNT_KEYS = frozenset({"type", "source", "target", "perm", "permission"})
+
+
+def _split_unescaped(text: str, seps: str, maxsplit: int = -1) -> list[str]:
+    """Split at ``seps`` characters not preceded by a backslash (the escapes stay for later)."""
+    parts: list[str] = []
+    cur, i = "", 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur += text[i:i + 2]
+            i += 2
+            continue
+        if c in seps and (maxsplit < 0 or len(parts) < maxsplit):
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    parts.append(cur)
+    return parts
+
+
+def _unescape(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    return text.replace("\\,", ",").replace("\\:", ":").replace("\\=", "=")
+
+
+def parse_mounts(exprs: Sequence[str]) -> dict[str, Any]:
+    """``-m`` expressions -> ``{"mounts", "mount_map", "mount_options"}`` as the official CLI sends
+    them: ``NAME``, ``NAME:PATH`` / ``NAME=PATH``, or ``type=bind,source=NAME,target=PATH,perm=ro``
+    (``\\,``, ``\\:``, ``\\=`` escape the separators)."""
+    mounts: list[str] = []
+    mount_map: dict[str, str] = {}
+    mount_options: dict[str, dict[str, str | None]] = {}
+    for expr in exprs:
+        pairs = [_split_unescaped(p, "=:", 1) for p in _split_unescaped(expr, ",") if p.strip()]
+        if not pairs:
+            raise ValueError(f"{expr!r} is not a mount expression")
+        first_key = pairs[0][0].strip()
+        if first_key not in _MOUNT_KEYS:
+            if len(pairs) > 1:
+                raise ValueError(f"{expr!r}: use NAME[:PATH] or type=...,source=...,target=...,perm=...")
+            fields = {"source": _unescape(first_key)}
+            if len(pairs[0]) > 1 and pairs[0][1].strip():
+                fields["target"] = _unescape(pairs[0][1])
+        else:
+            fields = {}
+            for pair in pairs:
+                key = pair[0].strip()
+                if key not in _MOUNT_KEYS or len(pair) < 2:
+                    raise ValueError(f"{expr!r}: {key!r} is not a KEY=VALUE mount option")
+                fields["permission" if key == "perm" else key] = _unescape(pair[1])
+        source = fields.get("source", "")
+        if not source:
+            raise ValueError(f"{expr!r} names no virtual folder")
+        perm = fields.get("permission") or None
+        if perm is not None and perm not in ("ro", "rw", "wd"):
+            raise ValueError(f"{expr!r}: the permission must be ro, rw or wd")
+        mount_type = fields.get("type") or "bind"
+        if source not in mounts:
+            mounts.append(source)
+        if fields.get("target"):
+            mount_map[source] = fields["target"]
+        mount_options[source] = {"type": mount_type, "permission": perm}
+    return {"mounts": mounts, "mount_map": mount_map, "mount_options": mount_options}
