@@ -13,9 +13,10 @@ go straight to the storage proxy at ``url?token=...``, authorised by that short-
   by the identity, folder, remote path, size and mtime of the source, so a second run of the
   same upload asks the proxy for its offset and sends only the rest. Network errors and 5xx
   answers (a proxy restart) are retried within the run from the proxy's offset.
-* Download: streamed to ``<dest>.bai-part`` and renamed when complete; a later run resumes a
-  partial file with ``Range`` + ``If-Range`` (the validator the first answer gave), so a file
-  changed on the server meanwhile is fetched whole again instead of being spliced.
+* Download: streamed to ``<dest>.bai-part`` and renamed when complete; a dropped connection or a
+  later run resumes the partial file with ``Range``, checked against the strong ``ETag`` (or
+  ``If-Range: Last-Modified``) the first answer gave, so a file changed on the server meanwhile
+  is fetched whole again instead of being spliced.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = (
     "TUS_VERSION",
     "DEFAULT_CHUNK_SIZE",
     "TransferError",
+    "UploadRefused",
     "UploadSessionGone",
     "UploadStateStore",
     "DownloadStateStore",
@@ -71,8 +73,12 @@ class TransferError(BackendClientError):
     """An upload or download that cannot go on (the reason is in the message)."""
 
 
-class UploadSessionGone(TransferError):
-    """The proxy no longer knows the upload session (expired token, finished or purged)."""
+class UploadRefused(TransferError):
+    """The proxy refused the upload for good (quota, size, permissions): not worth resuming."""
+
+
+class UploadSessionGone(UploadRefused):
+    """The proxy no longer knows the upload session (finished, aborted or swept)."""
 
 
 def cache_root() -> Path:
@@ -175,7 +181,7 @@ class UploadStateStore(_StateStore):
 
 
 class DownloadStateStore(_StateStore):
-    """The validator (``Last-Modified``/``ETag``) of a partial download, keyed by its destination."""
+    """The validators (``ETag``, ``Last-Modified``) of a partial download, keyed by its destination."""
 
     def __init__(self, root: Path | None = None) -> None:
         super().__init__(root if root is not None else cache_root() / "downloads")
@@ -196,7 +202,7 @@ async def tus_offset(http: aiohttp.ClientSession, url: URL) -> tuple[int, int | 
     """``HEAD`` the upload: ``(Upload-Offset, Upload-Length)``; an unknown session raises
     :class:`UploadSessionGone`."""
     async with http.head(url, headers={**_tus_headers(), "Cache-Control": "no-store"}) as resp:
-        if resp.status in (401, 403, 404, 410):
+        if resp.status in (404, 410):
             raise UploadSessionGone(f"The upload session is gone ({await _error_text(resp)})")
         if resp.status // 100 != 2:
             raise TransferError(f"The storage proxy refused the upload status query "
@@ -229,9 +235,9 @@ async def _patch(http: aiohttp.ClientSession, url: URL, data: bytes, offset: int
             reason = await _error_text(resp)
             if resp.status >= 500 or resp.status == 409:
                 raise _Retryable(f"HTTP {resp.status}: {reason}")
-            if resp.status in (401, 404, 410):
+            if resp.status in (404, 410):
                 raise UploadSessionGone(f"The upload session is gone (HTTP {resp.status}: {reason})")
-            raise TransferError(f"The storage proxy refused the upload (HTTP {resp.status}): {reason}")
+            raise UploadRefused(f"The storage proxy refused the upload (HTTP {resp.status}): {reason}")
     except (aiohttp.ClientError, TimeoutError) as e:
         raise _Retryable(str(e) or e.__class__.__name__) from e
 
@@ -249,11 +255,20 @@ async def tus_upload(
 ) -> int:
     """Send ``source[offset:size]`` in chunks; returns the final offset (= ``size``).
 
-    An empty file is finished with one empty ``PATCH`` so that the proxy completes it. A source
-    that shrinks while being read fails the upload instead of sending short data.
+    A 4xx answer raises :class:`UploadRefused` (the upload cannot go on); network errors and 5xx
+    answers are retried from the proxy's offset up to ``retries`` times in a row, then raise
+    :class:`TransferError` (the upload can be resumed later). A source that shrinks while being
+    read fails the upload instead of sending short data.
     """
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
+    if size == 0:
+        # A proxy may complete an empty upload when the session is made (tus clients send no
+        # PATCH for it); one that keeps the session open gets one empty PATCH to finish it.
+        try:
+            await tus_offset(http, url)
+        except UploadSessionGone:
+            return 0
     loop = asyncio.get_running_loop()
     fd = os.open(source, os.O_RDONLY)
     pending: asyncio.Future[bytes] | None = None
@@ -335,75 +350,101 @@ async def download_to(
 ) -> int:
     """Stream ``url`` into ``dest`` (through ``dest.bai-part``); returns the byte count.
 
-    A partial file left by an earlier run is continued when ``state`` remembers its validator
-    and the server still has the same content; otherwise it starts over. ``progress`` gets
+    A partial file left by an earlier run (or by a dropped connection) is continued when the
+    server still has the very same file: its strong ``ETag`` must match the one remembered, or,
+    from a server without ETags, ``If-Range`` with the remembered ``Last-Modified`` decides.
+    Anything else starts over, so a changed file is never spliced. ``progress`` gets
     ``(done, total or None)``.
     """
     part = partial_path(dest)
-    validator: str | None = None
-    if state is not None and state_key is not None:
-        saved = state.load(state_key)
-        if saved and part.exists():
-            validator = saved.get("validator")
-    if validator is None:
+    saved = state.load(state_key) if state is not None and state_key is not None else None
+    if not saved or not await asyncio.to_thread(part.exists):
+        saved = None
         with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+            await asyncio.to_thread(part.unlink)
+
+    def remember(validators: dict[str, Any] | None) -> None:
+        # written as soon as an answer starts, so that even Ctrl-C leaves a resumable file
+        if state is not None and state_key is not None:
+            if validators:
+                state.save(state_key, validators)
+            else:
+                state.remove(state_key)
+
     failures = 0
     while True:
-        start = part.stat().st_size if part.exists() else 0
-        headers: dict[str, str] = {}
-        if start and validator:
-            headers["Range"] = f"bytes={start}-"
-            headers["If-Range"] = validator
         try:
-            total = await _download_once(http, url, part, start, headers, state, state_key, progress)
-        except _Retryable as e:
+            total = await _download_once(http, url, part, saved, progress, remember)
+        except _Resumable as e:
+            saved = e.validators
+            remember(saved)
             failures += 1
             if failures > retries:
                 raise TransferError(f"Downloading {dest.name} failed after {retries} retries: {e}") from e
             await asyncio.sleep(_retry_delay(failures))
-            if state is not None and state_key is not None:
-                validator = (state.load(state_key) or {}).get("validator")
             continue
-        os.replace(part, dest)
+        await asyncio.to_thread(os.replace, part, dest)
         if state is not None and state_key is not None:
             state.remove(state_key)
         return total
+
+
+class _Resumable(_Retryable):
+    """A download that broke off; ``validators`` say which file the partial bytes belong to."""
+
+    def __init__(self, msg: str, validators: dict[str, Any] | None) -> None:
+        super().__init__(msg)
+        self.validators = validators
+
+
+def _validators(resp: aiohttp.ClientResponse, total: int | None) -> dict[str, Any] | None:
+    etag = resp.headers.get("ETag")
+    last_modified = resp.headers.get("Last-Modified")
+    if total is None or (not etag and not last_modified) or (etag or "").startswith("W/"):
+        return None  # a stream we cannot identify again is not resumable
+    return {"etag": etag, "last_modified": last_modified, "total": total}
 
 
 async def _download_once(
     http: aiohttp.ClientSession,
     url: URL,
     part: Path,
-    start: int,
-    headers: dict[str, str],
-    state: DownloadStateStore | None,
-    state_key: str | None,
+    saved: dict[str, Any] | None,
     progress: Callable[[int, int | None], None] | None,
+    remember: Callable[[dict[str, Any] | None], None],
 ) -> int:
+    start = (await asyncio.to_thread(part.stat)).st_size if saved else 0
+    headers: dict[str, str] = {}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+        if saved and not saved.get("etag") and saved.get("last_modified"):
+            headers["If-Range"] = str(saved["last_modified"])
+    validators: dict[str, Any] | None = saved
+    done = 0
     try:
         async with http.get(url, headers=headers) as resp:
             if resp.status == 416 and start:
-                # nothing left past our partial file, or it no longer fits: start over
-                await asyncio.to_thread(part.unlink)
-                raise _Retryable("the partial file does not match the server's file")
+                # the partial file does not fit the server's file any more: start over
+                raise _Resumable("the partial file does not match the server's file", None)
             if resp.status >= 500:
-                raise _Retryable(f"HTTP {resp.status}: {await _error_text(resp)}")
+                raise _Resumable(f"HTTP {resp.status}: {await _error_text(resp)}", saved)
             if resp.status // 100 != 2:
                 raise TransferError(f"The storage proxy refused the download (HTTP {resp.status}): "
                                     f"{await _error_text(resp)}")
-            if resp.status == 206 and _content_range_start(resp.headers.get("Content-Range")) == start:
-                mode, done = "ab", start
-            else:
-                mode, done = "wb", 0
+            resumed = (
+                resp.status == 206
+                and _content_range_start(resp.headers.get("Content-Range")) == start
+                and saved is not None
+                and (not saved.get("etag") or resp.headers.get("ETag") == saved["etag"])
+            )
+            if resp.status == 206 and not resumed:
+                raise _Resumable("the server's file changed since the partial download", None)
+            mode, done = ("ab", start) if resumed else ("wb", 0)
             length = resp.headers.get("Content-Length")
             total = done + int(length) if length and length.isdigit() else None
-            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-            if state is not None and state_key is not None:
-                if validator and total is not None:
-                    state.save(state_key, {"validator": validator, "total": total})
-                else:
-                    state.remove(state_key)  # a stream without a validator cannot be resumed
+            validators = saved if resumed else _validators(resp, total)
+            if not resumed:
+                remember(validators)
             if progress:
                 progress(done, total)
             # disk writes run in a thread so that a slow disk never stalls the event loop
@@ -417,7 +458,7 @@ async def _download_once(
             finally:
                 await asyncio.to_thread(f.close)
             if total is not None and done != total:
-                raise _Retryable(f"the stream ended after {done} of {total} bytes")
+                raise _Resumable(f"the stream ended after {done} of {total} bytes", validators)
             return done
     except (aiohttp.ClientError, TimeoutError) as e:
-        raise _Retryable(str(e) or e.__class__.__name__) from e
+        raise _Resumable(str(e) or e.__class__.__name__, validators if done else saved) from e

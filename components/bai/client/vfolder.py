@@ -25,6 +25,7 @@ from .transfer import (
     DEFAULT_CHUNK_SIZE,
     DownloadStateStore,
     TransferError,
+    UploadRefused,
     UploadSessionGone,
     UploadStateStore,
     download_to,
@@ -416,8 +417,12 @@ async def upload_file(
         store.save(key, {"url": ticket["url"], "token": ticket["token"], "size": item.size,
                          "folder": name, "path": item.remote})
         url = storage_url(str(ticket["url"]), str(ticket["token"]), api.config.storage_proxy_address_map)
-    await tus_upload(api.http, url, item.local, size=item.size, offset=offset, chunk_size=chunk_size,
-                     progress=progress)
+    try:
+        await tus_upload(api.http, url, item.local, size=item.size, offset=offset, chunk_size=chunk_size,
+                         progress=progress)
+    except UploadRefused:
+        store.remove(key)  # the proxy dropped the session: nothing left to resume
+        raise
     store.remove(key)
     return UploadResult(item.remote, item.size, resumed_from)
 
