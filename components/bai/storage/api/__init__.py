@@ -1,0 +1,1 @@
+"""The storage proxy's two HTTP APIs: thin handlers over the volume, upload and token modules."""

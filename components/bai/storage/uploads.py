@@ -1,0 +1,190 @@
+"""tus upload sessions kept on disk, so a restarted proxy resumes them.
+
+A session is one temp file ``<folder>/.upload/<session>``; its size is the upload's offset. A
+PATCH appends in bounded chunks after checking the client's ``Upload-Offset``, the token's size
+and the quota scope's room; the completed file is moved into place with one ``os.replace`` (so
+concurrent uploads to one path leave one complete file: the last one to finish). An upload
+refused for its size or the quota loses its temp file: nothing partial stays behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import (
+    Conflict,
+    InvalidParams,
+    NoSuchUploadSession,
+    QuotaExceeded,
+    TooLarge,
+    UploadOffsetMismatch,
+)
+from .paths import UPLOAD_DIR, confined, open_dir
+from .vfid import VFolderID
+from .volume import Volume
+
+#: Bytes gathered from the request before one write; bounds the memory an upload holds.
+WRITE_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    volume: Volume
+    vfid: VFolderID
+    root: Path  # the folder, resolved
+    relpath: PurePosixPath  # where the file goes, inside the folder
+    session: str
+    size: int
+
+    @property
+    def temp(self) -> Path:
+        return self.root / UPLOAD_DIR / self.session
+
+
+def _offset_of(temp: Path) -> int:
+    try:
+        st = os.lstat(temp)
+    except FileNotFoundError:
+        raise NoSuchUploadSession() from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NoSuchUploadSession()
+    return st.st_size
+
+
+def _refuse_directory_target(root: Path, relpath: PurePosixPath) -> None:
+    target = confined(root, relpath)
+    if target.is_dir():
+        raise Conflict(f"'{relpath}' is a directory")
+
+
+class UploadSessions:
+    def __init__(self, session_expire: float, max_upload_size: int) -> None:
+        self._expire = session_expire
+        self.max_upload_size = max_upload_size
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def create(self, volume: Volume, vfid: VFolderID, relpath: PurePosixPath, size: int) -> str:
+        """A new session for ``size`` bytes to ``relpath``; a zero-byte upload completes at once
+        (tus clients send no PATCH for it)."""
+        if size > self.max_upload_size:
+            raise TooLarge(f"the file is larger than this proxy's max-upload-size ({self.max_upload_size} bytes)")
+        root = volume.existing_folder(vfid)
+        _refuse_directory_target(root, relpath)
+        room = await volume.room_left(vfid)
+        if room is not None and size > room:
+            raise QuotaExceeded(f"the upload of {size} bytes would exceed the quota scope's limit "
+                                f"({max(room, 0)} bytes left)")
+        session = uuid.uuid4().hex
+
+        def prepare() -> None:
+            upload_dir = root / UPLOAD_DIR
+            try:
+                upload_dir.mkdir(mode=0o700)
+            except FileExistsError:
+                if upload_dir.is_symlink() or not upload_dir.is_dir():
+                    raise InvalidParams(f"{UPLOAD_DIR} in the folder is not a directory") from None
+                self._sweep_stale(upload_dir)
+            fd = os.open(upload_dir / session, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            os.close(fd)
+        await asyncio.to_thread(prepare)
+        if size == 0:
+            await self._complete(UploadTarget(volume, vfid, root, relpath, session, 0))
+        return session
+
+    def _sweep_stale(self, upload_dir: Path) -> None:
+        """Sessions whose tokens have expired can never be resumed: drop their temp files."""
+        cutoff = time.time() - self._expire
+        with os.scandir(upload_dir) as entries:
+            for entry in entries:
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                except OSError:
+                    continue
+
+    def offset(self, target: UploadTarget) -> int:
+        return _offset_of(target.temp)
+
+    async def append(self, target: UploadTarget, client_offset: int | None, length: int | None,
+                     body: AsyncIterator[bytes]) -> int:
+        """Append ``body`` at the session's offset; the new offset. Completes the upload when it
+        reaches the declared size."""
+        # One PATCH per session at a time; the lock goes when the session ends.
+        async with self._locks.setdefault(target.session, asyncio.Lock()):
+            return await self._append_locked(target, client_offset, length, body)
+
+    async def _append_locked(self, target: UploadTarget, client_offset: int | None, length: int | None,
+                             body: AsyncIterator[bytes]) -> int:
+        offset = _offset_of(target.temp)
+        if client_offset is not None and client_offset != offset:
+            raise UploadOffsetMismatch(f"Upload-Offset is {client_offset} but the server has {offset} bytes")
+        if offset >= target.size:
+            await self._complete(target)
+            return offset
+        if length is not None and offset + length > target.size:
+            await self._abort(target)
+            raise TooLarge(f"the request carries more than the declared upload size ({target.size} bytes)")
+        room = await target.volume.room_left(target.vfid)
+        if room is not None and length is not None and length > room:
+            await self._abort(target)
+            raise QuotaExceeded(f"the upload would exceed the quota scope's limit ({max(room, 0)} bytes left); "
+                                "the partial upload was removed")
+        scope_dir = target.volume.scope_dir(target.vfid)
+        written = 0
+        fd = os.open(target.temp, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            pending = bytearray()
+            async for piece in body:
+                pending += piece
+                if offset + written + len(pending) > target.size:
+                    raise TooLarge(f"the request carries more than the declared upload size ({target.size} bytes)")
+                if room is not None and written + len(pending) > room:
+                    raise QuotaExceeded("the upload exceeded the quota scope's limit; the partial upload was removed")
+                if len(pending) >= WRITE_CHUNK:
+                    written += await asyncio.to_thread(os.write, fd, pending)
+                    if scope_dir is not None:
+                        target.volume.usage.wrote(scope_dir, len(pending))
+                    pending = bytearray()
+            if pending:
+                written += await asyncio.to_thread(os.write, fd, pending)
+                if scope_dir is not None:
+                    target.volume.usage.wrote(scope_dir, len(pending))
+        except (TooLarge, QuotaExceeded):
+            os.close(fd)
+            fd = -1
+            await self._abort(target)
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        offset += written
+        if offset >= target.size:
+            await self._complete(target)
+        return offset
+
+    async def _abort(self, target: UploadTarget) -> None:
+        self._locks.pop(target.session, None)
+        await asyncio.to_thread(target.temp.unlink, missing_ok=True)
+
+    async def _complete(self, target: UploadTarget) -> None:
+        """Move the finished temp file to its place, atomically, through directories opened
+        without following symlinks (created as needed)."""
+        def place() -> None:
+            with open_dir(target.root, target.relpath.parent, create=True) as dir_fd:
+                try:
+                    os.replace(target.temp, target.relpath.name, dst_dir_fd=dir_fd)
+                except IsADirectoryError:
+                    target.temp.unlink(missing_ok=True)
+                    raise Conflict(f"'{target.relpath}' is a directory; the upload was removed") from None
+                except OSError as exc:
+                    target.temp.unlink(missing_ok=True)
+                    raise Conflict(f"the upload cannot be placed at '{target.relpath}': {exc.strerror}") from None
+        self._locks.pop(target.session, None)
+        await asyncio.to_thread(place)
