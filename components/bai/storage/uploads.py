@@ -34,6 +34,13 @@ from .volume import Volume
 WRITE_CHUNK = 1024 * 1024
 
 
+def _write_all(fd: int, data: bytes | bytearray) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    return len(data)
+
+
 @dataclass(frozen=True)
 class UploadTarget:
     volume: Volume
@@ -138,9 +145,9 @@ class UploadSessions:
                                 "the partial upload was removed")
         scope_dir = target.volume.scope_dir(target.vfid)
         written = 0
+        pending = bytearray()
         fd = os.open(target.temp, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            pending = bytearray()
             async for piece in body:
                 pending += piece
                 if offset + written + len(pending) > target.size:
@@ -148,19 +155,27 @@ class UploadSessions:
                 if room is not None and written + len(pending) > room:
                     raise QuotaExceeded("the upload exceeded the quota scope's limit; the partial upload was removed")
                 if len(pending) >= WRITE_CHUNK:
-                    written += await asyncio.to_thread(os.write, fd, pending)
+                    written += await asyncio.to_thread(_write_all, fd, pending)
                     if scope_dir is not None:
                         target.volume.usage.wrote(scope_dir, len(pending))
                     pending = bytearray()
-            if pending:
-                written += await asyncio.to_thread(os.write, fd, pending)
-                if scope_dir is not None:
-                    target.volume.usage.wrote(scope_dir, len(pending))
         except (TooLarge, QuotaExceeded):
             os.close(fd)
             fd = -1
             await self._abort(target)
             raise
+        except BaseException:
+            # The body ended early (connection lost, cancelled): keep what arrived, in order, so
+            # the client resumes from HEAD's offset. At most one chunk, written synchronously
+            # because a cancelled task cannot wait for a thread.
+            if pending:
+                _write_all(fd, pending)
+            raise
+        else:
+            if pending:
+                written += await asyncio.to_thread(_write_all, fd, pending)
+                if scope_dir is not None:
+                    target.volume.usage.wrote(scope_dir, len(pending))
         finally:
             if fd >= 0:
                 os.close(fd)

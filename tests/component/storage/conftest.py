@@ -22,7 +22,8 @@ AUTH = "X-BackendAI-Storage-Auth-Token"
 
 def make_config(volume_root: Path, *, manager_port: int, client_port: int, **proxy: Any) -> StorageProxyConfig:
     return StorageProxyConfig.model_validate({
-        "storage-proxy": {"node-id": "i-test", "secret": secrets.token_hex(16), "session-expire": 600, **proxy},
+        "storage-proxy": {"node-id": "i-test", "secret": secrets.token_hex(16), "session-expire": 600,
+                          "usage-cache-ttl": 0, **proxy},
         "api": {"client": {"service-addr": f"127.0.0.1:{client_port}"},
                 "manager": {"service-addr": f"127.0.0.1:{manager_port}", "secret": secrets.token_hex(16)}},
         "volume": {"volume1": {"backend": "vfs", "path": str(volume_root)}},

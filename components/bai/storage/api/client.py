@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import __version__, tokens
 from ..archive import stream_directory
@@ -205,7 +206,11 @@ async def tus_upload_part(request: web.Request) -> web.Response:
         async for piece in request.content.iter_chunked(READ_CHUNK):
             yield piece
 
-    offset = await ctx.uploads.append(target, client_offset, length, body())
+    try:
+        offset = await ctx.uploads.append(target, client_offset, length, body())
+    except (ConnectionResetError, HttpProcessingError):
+        # What arrived is kept; nobody may be listening, but say so clearly if someone is.
+        raise InvalidParams("the request body ended early; HEAD the upload for the offset to resume from") from None
     return web.Response(status=204, headers={**_tus_headers(ctx), "Upload-Offset": str(offset)})
 
 
@@ -223,7 +228,7 @@ def create_app(ctx: ProxyContext) -> web.Application:
     app[CTX] = ctx
     app[CORS_ENABLED] = True
     app.router.add_route("GET", "/", status)
-    app.router.add_route("GET", "/download", download)  # aiohttp adds HEAD for GET routes
+    app.router.add_get("/download", download)  # and HEAD
     app.router.add_route("OPTIONS", "/upload", tus_options)
     app.router.add_route("HEAD", "/upload", tus_check_session)
     app.router.add_route("PATCH", "/upload", tus_upload_part)
