@@ -275,3 +275,12 @@ def test_api_errors_are_one_line(vf: Peer) -> None:
     r = invoke(["vfolder", "info", FOLDER])
     assert r.exit_code == 1
     assert r.stderr == "\u2717 vfolder info failed: Virtual folder not found (HTTP 404)\n"
+
+
+def test_mkdir_failures_in_either_result_shape() -> None:
+    from bai.client.cli.vfolder import _failed_items
+
+    assert _failed_items([{"relpath": "a", "status": "success", "msg": None},
+                          {"relpath": "b", "status": "failed", "msg": "exists"}]) == ["b: exists"]
+    assert _failed_items({"success": [{"item": "a"}], "failed": [{"item": "b", "msg": "exists"}]}) == ["b: exists"]
+    assert _failed_items({"results": "?"}) == [] and _failed_items(None) == []

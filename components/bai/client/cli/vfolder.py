@@ -391,8 +391,6 @@ def make_group(name: str = "vfolder", help_text: str | None = None) -> click.Gro
         """
         from .. import vfolder as sdk
 
-        if not _json_mode():
-            print_wait(f'Retrieving list of files in "{path}"...')
         result = _run("vfolder ls", lambda api: sdk.list_files(api, name, path))
         items = result.get("items")
         if _json_mode():
@@ -866,10 +864,12 @@ def _perm_word(perm: Any) -> str:
 
 
 def _failed_items(results: Any) -> list[str]:
-    """mkdir's per-path results that failed (``{"item", "msg", "status"}`` rows)."""
-    failed: list[str] = []
-    rows = results.get("failed") if isinstance(results, dict) else None
-    for row in rows or []:
-        if isinstance(row, dict):
-            failed.append(f"{row.get('item')}: {row.get('msg')}")
-    return failed
+    """mkdir's per-path failures: a list of ``{"relpath"|"item", "status", "msg"}`` rows, or a
+    ``{"success": [...], "failed": [...]}`` result set."""
+    if isinstance(results, dict):
+        rows = [r for r in results.get("failed") or [] if isinstance(r, dict)]
+    elif isinstance(results, list):
+        rows = [r for r in results if isinstance(r, dict) and r.get("status") == "failed"]
+    else:
+        rows = []
+    return [f"{r.get('relpath', r.get('item'))}: {r.get('msg')}" for r in rows]
