@@ -305,3 +305,39 @@ def test_failures_are_one_line_in_both_forms(vf: Run) -> None:
     assert proc.returncode == 1 and proc.stdout == ""
     assert "HTTP 404" in json.loads(proc.stderr)["error"]
     assert "Invalid virtual folder name" in failed(vf("vfolder", "info", "../admin", check=False))
+
+
+def test_mounts_from_session_create_and_run(vf: Run, folders: list[str], cleanup_sessions: list[str],
+                                            tmp_path: Path) -> None:
+    """`-m NAME`, `-m NAME:PATH` and `-m type=bind,source=NAME,perm=ro` reach the session: the files
+    uploaded with the CLI are there, and the read-only mount refuses writes with EROFS."""
+    data, models = unique_name("e2e-vf"), unique_name("e2e-vf")
+    folders.extend([data, models])
+    for name in (data, models):
+        vf("vfolder", "create", name)
+    (tmp_path / "note.txt").write_text("from the client\n")
+    vf("vfolder", "upload", data, "note.txt", "-b", str(tmp_path))
+    vf("vfolder", "upload", models, "note.txt", "-b", str(tmp_path))
+
+    session = unique_name("e2e-mount")
+    cleanup_sessions.append(session)
+    vf("session", "create", "-t", session, "-m", f"{data}:/data/in", "-m", f"type=bind,source={models},perm=ro",
+       "python")
+    code = (
+        "import errno, os\n"
+        "print(open('/data/in/note.txt').read().strip())\n"
+        f"print(open('/home/work/{models}/note.txt').read().strip())\n"
+        "try:\n"
+        f"    open('/home/work/{models}/new.txt', 'w')\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno])\n"
+    )
+    out = vf("run", "-t", session, "-c", code, "python").stdout.splitlines()
+    assert out == ["from the client", "from the client", "EROFS"]
+    assert set(ls(vf, models)) == {"note.txt"}
+    vf("session", "destroy", session)
+
+    # (the proxy keeps its upload sessions in the folder's .upload, as the original does)
+    listing = f"import os; print([n for n in sorted(os.listdir('/home/work/{data}')) if n != '.upload'])"
+    once = vf("run", "--rm", "-m", data, "-c", listing, "python")
+    assert once.stdout == "['note.txt']\n"
