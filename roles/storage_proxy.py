@@ -27,6 +27,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from . import _ops
+from ._common import secrets_file
 from ._service import Service, ensure_service
 from .bai import code_stamp, unit_text
 from .settings import Settings
@@ -152,6 +153,9 @@ def storage_proxy(settings: Settings) -> None:
     )
     for path in (settings.config_dir, settings.log_dir, settings.state_dir):
         files.directory(name=f"Directory {path}", path=path, mode="755")
+    # kept here too (as every role that uses a secret does), so a storage-only host reuses its
+    # own secrets on the next run
+    secrets_file(settings)
     # (missing parents are made 0755; existing ones, e.g. an NFS mount point, are left alone)
     files.directory(name=f"Volume {settings.storage_volume_name} at {settings.storage_volume_path}",
                     path=settings.storage_volume_path, user="root", group="root", mode="755")

@@ -102,10 +102,11 @@ class Node:
         return found
 
 
-def _start(name: str, image: str, systemd: bool, started: list[str]) -> Node:
+def _start(name: str, image: str, systemd: bool, started: list[str], extra: tuple[str, ...] = ()) -> Node:
+    """``extra``: more ``docker run`` arguments (e.g. bind mounts)."""
     started.append(name)  # removed at the end even if it never boots
     if systemd:
-        sh("docker", "run", "-d", "--name", name, "--hostname", name, *SYSTEMD_FLAGS, image,
+        sh("docker", "run", "-d", "--name", name, "--hostname", name, *SYSTEMD_FLAGS, *extra, image,
            "/sbin/init")
 
         def booted() -> bool:
@@ -116,7 +117,7 @@ def _start(name: str, image: str, systemd: bool, started: list[str]) -> Node:
 
         wait_until(f"systemd boot in {name}", booted, 30)
         return Node(name, "systemd")
-    sh("docker", "run", "-d", "--name", name, "--hostname", name, image, "sleep", "infinity")
+    sh("docker", "run", "-d", "--name", name, "--hostname", name, *extra, image, "sleep", "infinity")
     return Node(name, "sleep")
 
 
@@ -133,6 +134,17 @@ def _without_redis_password(h: Node) -> None:
         "redis-cli -n 3 set bai-kept yes >/dev/null; redis-cli -n 3 xadd bai-events '*' k v >/dev/null"
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def bai_checkout_mounts() -> tuple[str, ...]:
+    """Read-only bind mounts that give a test host this machine's bai venv and the checkout(s)
+    it runs from (the editable install points into it), at the same paths: enough to run the
+    bai daemons there without installing them."""
+    import bai
+    from roles.settings import Settings
+
+    paths = {Settings().venv, str(REPO), str(Path(bai.__file__).resolve().parents[2])}
+    return tuple(arg for path in sorted(paths) for arg in ("-v", f"{path}:{path}:ro"))
 
 
 @pytest.fixture(scope="session")
