@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,7 @@ from .vfid import QuotaScopeID, VFolderID
 METADATA_DIR = ".bai-metadata"
 MAX_METADATA_BYTES = 64 * 1024
 CAPABILITIES = ["vfolder", "quota"]
+LIMIT_CACHE_TTL = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Volume:
         self.config = config
         self.root = Path(os.path.realpath(config.path))
         self.usage = quota.UsageCache(usage_cache_ttl)
+        self._limits: dict[Path, tuple[int | None, float]] = {}
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "backend": self.config.backend, "path": str(self.config.path),
@@ -100,7 +103,7 @@ class Volume:
                 try:
                     scope.mkdir(mode=0o755)
                     if initial_limit:
-                        quota.write_limit(scope, initial_limit)
+                        self._set_limit(scope, initial_limit)
                 except FileExistsError:
                     pass
             path = self.folder_path(vfid)
@@ -190,12 +193,12 @@ class Volume:
             scope.mkdir(mode=0o755)
         except FileExistsError:
             raise Conflict("the quota scope already exists") from None
-        quota.write_limit(scope, limit_bytes)
+        self._set_limit(scope, limit_bytes)
 
     async def update_quota_scope(self, qsid: QuotaScopeID, limit_bytes: int | None) -> None:
         scope = qsid.path(self.root)
         scope.mkdir(mode=0o755, exist_ok=True)
-        quota.write_limit(scope, limit_bytes)
+        self._set_limit(scope, limit_bytes)
 
     async def describe_quota_scope(self, qsid: QuotaScopeID) -> dict[str, int | None]:
         scope = qsid.path(self.root)
@@ -207,17 +210,34 @@ class Volume:
     async def unset_quota(self, qsid: QuotaScopeID) -> None:
         scope = qsid.path(self.root)
         if scope.is_dir():
-            quota.write_limit(scope, None)
+            self._set_limit(scope, None)
 
     async def room_left(self, vfid: VFolderID) -> int | None:
         """Bytes the folder's quota scope may still take (None: no limit)."""
         scope = self.scope_dir(vfid)
         if scope is None:
             return None
-        limit = await asyncio.to_thread(quota.read_limit, scope)
+        limit = self.limit_of(scope)
         if limit is None:
             return None
         return limit - await self.usage.used_bytes(scope)
+
+    def limit_of(self, scope: Path) -> int | None:
+        """The scope's limit, re-read from its file at most every few seconds (a tiny read, but
+        every upload call asks)."""
+        cached = self._limits.get(scope)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < LIMIT_CACHE_TTL:
+            return cached[0]
+        limit = quota.read_limit(scope)
+        if len(self._limits) > 10_000:
+            self._limits.clear()
+        self._limits[scope] = (limit, now)
+        return limit
+
+    def _set_limit(self, scope: Path, limit_bytes: int | None) -> None:
+        quota.write_limit(scope, limit_bytes)
+        self._limits.pop(scope, None)
 
     # --- files ---------------------------------------------------------------------------------
 
