@@ -130,6 +130,11 @@ class StorageProxyClient:
                    *, deadline: float | None = None) -> Any:
         """``method path`` on the proxy with a JSON ``body``; its JSON answer (None for an empty
         one, e.g. 204). Raises ProxyUnknown, ProxyUnreachable or ProxyRefused."""
+        return (await self.request(proxy_name, method, path, body, deadline=deadline))[1]
+
+    async def request(self, proxy_name: str, method: str, path: str, body: dict[str, Any] | None = None,
+                      *, deadline: float | None = None) -> tuple[int, Any]:
+        """As call(), with the answer's HTTP status (some answers, e.g. mkdir's 201/207, are relayed)."""
         info = await self.proxy(proxy_name)
         url = info.manager_api.rstrip("/") + path
         ssl_opt: ssl.SSLContext | bool = True if info.ssl_verify else False
@@ -157,7 +162,7 @@ class StorageProxyClient:
                     raise ProxyUnreachable(f"storage proxy {proxy_name!r} answered malformed JSON") from None
         if status >= 400:
             raise ProxyRefused(status, _message(parsed, f"HTTP {status}"), parsed)
-        return parsed
+        return status, parsed
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,19 @@ from bai.common.events import (
 )
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
-from bai.manager.api import auth, bgtask, events, gql, manager, openapi, resource, root, session, stream
+from bai.manager.api import (
+    auth,
+    bgtask,
+    events,
+    folders,
+    gql,
+    manager,
+    openapi,
+    resource,
+    root,
+    session,
+    stream,
+)
 from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
@@ -48,6 +60,7 @@ from bai.manager.services.lifecycle import (
 )
 from bai.manager.services.scheduler import Scheduler
 from bai.manager.services.sessions import SessionService
+from bai.manager.services.vfolders import proxies as storage_proxies
 from bai.manager.store.db import create_engine
 
 log = logging.getLogger(__name__)
@@ -146,6 +159,14 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await handler.stop()
 
 
+async def storage_proxies_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The storage proxies' client (made on first use) is closed at shutdown."""
+    try:
+        yield
+    finally:
+        await storage_proxies.close(app[CTX])
+
+
 async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     """The audit log's queue and writer: up before requests are served, drained after."""
     async with audit.running(app[CTX]):
@@ -200,6 +221,7 @@ START_UP: tuple[StartUpContext, ...] = (
     redis_ctx,
     agent_pool_ctx,
     services_ctx,
+    storage_proxies_ctx,
     audit_ctx,
     background_tasks_ctx,
     registration_ctx,
@@ -223,6 +245,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     gql.routes(app)
     resource.routes(app)
     manager.routes(app)
+    folders.routes(app)
     openapi.routes(app)
     return app
 

@@ -121,13 +121,17 @@ class Reach:
 
 
 async def reach_of(conn: AsyncConnection, req: Requester) -> Reach:
-    if req.role == "superadmin":
-        return Reach(req.user_uuid, req.role, req.domain_name, None, True)
-    member = await store.member_project_ids(conn, req.user_uuid)
-    if req.role == "admin":
-        domain = await store.domain_project_ids(conn, req.domain_name)
-        return Reach(req.user_uuid, req.role, req.domain_name, tuple(dict.fromkeys([*domain, *member])), True)
-    return Reach(req.user_uuid, req.role, req.domain_name, tuple(member), False)
+    return await reach_of_user(conn, req.user_uuid, req.role, req.domain_name)
+
+
+async def reach_of_user(conn: AsyncConnection, user_uuid: uuid.UUID, role: str, domain_name: str) -> Reach:
+    if role == "superadmin":
+        return Reach(user_uuid, role, domain_name, None, True)
+    member = await store.member_project_ids(conn, user_uuid)
+    if role == "admin":
+        domain = await store.domain_project_ids(conn, domain_name)
+        return Reach(user_uuid, role, domain_name, tuple(dict.fromkeys([*domain, *member])), True)
+    return Reach(user_uuid, role, domain_name, tuple(member), False)
 
 
 def folder_of(row: Any, reach: Reach, *, admin_view: bool = False) -> Folder:
@@ -180,8 +184,17 @@ async def _reachable(conn: AsyncConnection, req: Requester, types: Sequence[str]
                      statuses: Collection[str] | None, name: str | None, folder_id: uuid.UUID | None,
                      owner_user: uuid.UUID | None, group_id: uuid.UUID | None) -> list[Folder]:
     reach = await reach_of(conn, req)
-    rows = await store.reachable(conn, req.user_uuid, reach.project_ids, types=types, statuses=statuses, name=name,
-                                 folder_id=folder_id, owner_user=owner_user, group_id=group_id)
+    return await reachable_by(conn, reach, types, statuses=statuses, name=name, folder_id=folder_id,
+                              owner_user=owner_user, group_id=group_id)
+
+
+async def reachable_by(conn: AsyncConnection, reach: Reach, types: Sequence[str], *,
+                       statuses: Collection[str] | None = LIVE_STATUSES, name: str | None = None,
+                       folder_id: uuid.UUID | None = None, owner_user: uuid.UUID | None = None,
+                       group_id: uuid.UUID | None = None) -> list[Folder]:
+    """What ``reach`` (any user's, e.g. an admin listing another user's folders) reaches."""
+    rows = await store.reachable(conn, reach.user_uuid, reach.project_ids, types=types, statuses=statuses,
+                                 name=name, folder_id=folder_id, owner_user=owner_user, group_id=group_id)
     return [folder_of(row, reach) for row in rows]
 
 

@@ -61,8 +61,15 @@ async def call(ctx: ManagerContext, proxy: str, method: str, path: str, body: di
                *, deadline: float | None = None, not_found: type[errors.ApiError] = errors.VFolderFileNotFound,
                ) -> Any:
     """One manager-facing call; proxy failures become the manager's errors."""
+    return (await request(ctx, proxy, method, path, body, deadline=deadline, not_found=not_found))[1]
+
+
+async def request(ctx: ManagerContext, proxy: str, method: str, path: str, body: dict[str, Any] | None = None,
+                  *, deadline: float | None = None, not_found: type[errors.ApiError] = errors.VFolderFileNotFound,
+                  ) -> tuple[int, Any]:
+    """As call(), with the proxy's HTTP status."""
     try:
-        return await client(ctx).call(proxy, method, path, body, deadline=deadline)
+        return await client(ctx).request(proxy, method, path, body, deadline=deadline)
     except ProxyUnknown:
         raise errors.StorageProxyUnavailable(f"storage proxy {proxy!r} is not configured") from None
     except ProxyUnreachable:
@@ -76,6 +83,9 @@ def refused(exc: ProxyRefused, not_found: type[errors.ApiError]) -> errors.ApiEr
     """A proxy's error answer as the manager's error of the same class (4xx stays 4xx)."""
     msg = exc.message
     status = exc.status
+    problem = exc.body.get("type") if isinstance(exc.body, dict) else None
+    if isinstance(problem, str) and problem.endswith("/quota-exceeded"):
+        return errors.QuotaExceeded(msg)
     if status == 403:  # our shared secret was refused: the operator's problem, not the client's
         return errors.StorageProxyFailed("the storage proxy refused the manager's credentials")
     if status == 404:
