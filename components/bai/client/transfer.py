@@ -107,10 +107,16 @@ def _retry_delay(attempt: int) -> float:
 
 async def _error_text(resp: aiohttp.ClientResponse) -> str:
     """A short human reason from an error answer (problem+json title/msg, else text)."""
+    body = b""
     try:
-        body = await resp.content.read(_ERROR_BODY_LIMIT)
+        # read() answers what has arrived so far: gather up to the limit
+        while len(body) < _ERROR_BODY_LIMIT:
+            piece = await resp.content.read(_ERROR_BODY_LIMIT - len(body))
+            if not piece:
+                break
+            body += piece
     except (aiohttp.ClientError, TimeoutError):
-        body = b""
+        pass
     text = body.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)

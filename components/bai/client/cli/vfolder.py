@@ -46,7 +46,7 @@ T = TypeVar("T")
 LIST_FIELDS = [plain("host"), plain("name"), plain("status"), plain("created_at"), plain("creator"),
                plain("group", "Group ID", "group_id"), plain("permission"), plain("ownership_type")]
 #: files transferred at the same time by one ``upload``/``download``
-TRANSFER_CONCURRENCY = 4
+TRANSFER_CONCURRENCY = 8
 #: ``mkdir`` takes at most this many paths per request
 MKDIR_BATCH = 50
 
