@@ -198,8 +198,9 @@ def _proxy_offset(url: str, token: str) -> int | None:
         conn.close()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_an_upload_killed_midway_resumes_from_the_proxy_offset(vf: Run, env: dict[str, str], folders: list[str],
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, sig: signal.Signals) -> None:
     name = unique_name("e2e-vf")
     folders.append(name)
     vf("vfolder", "create", name)
@@ -215,18 +216,22 @@ def test_an_upload_killed_midway_resumes_from_the_proxy_offset(vf: Run, env: dic
             found = _upload_url(state_dir)
             offset = _proxy_offset(*found) if found else None
             if offset:  # the first chunks are acknowledged: interrupt it for real
-                proc.send_signal(signal.SIGKILL)
+                proc.send_signal(sig)
                 killed_at = offset
                 break
             if not found:
                 time.sleep(0.002)  # poll again: the upload has not started yet
+        rc = proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait(10)
+            proc.wait(10)
         assert proc.stderr is not None
+        stderr = proc.stderr.read().decode()
         proc.stderr.close()
     assert killed_at is not None, "the upload ended before it could be interrupted"
+    if sig == signal.SIGINT:
+        assert rc == 130 and stderr.strip().splitlines()[-1] == "Interrupted!", (rc, stderr)
     found = _upload_url(state_dir)
     assert found is not None, "the killed upload left its resume state"
     held = _proxy_offset(*found)

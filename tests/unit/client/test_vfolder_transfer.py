@@ -59,6 +59,9 @@ class Peer:
         self.stall_after: int | None = None  # PATCHes beyond this many wait for `release`
         self.cut_next_download = False  # send half the bytes, then drop the connection
         self.complete_empty_at_once = False  # an empty upload is placed by request-upload
+        self.restart_after: int | None = None  # the PATCH after this many drops its connection and
+        self.restarts = 0  # the peer stops listening for a while (a proxy restart)
+        self._site: web.TCPSite
         #: other /folders (and /admin/gql) calls: recorded, answered from `canned` (default 200 {})
         self.recorded: list[tuple[str, str, Any]] = []
         self.canned: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -119,6 +122,17 @@ class Peer:
         await site.start()
         assert site._server is not None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._site = site
+
+    async def _restart(self, down_for: float) -> None:
+        """Stop listening (connections are refused), then listen again on the same port: what a
+        client sees of a proxy restart."""
+        await self._site.stop()
+        self.restarts += 1
+        await asyncio.sleep(down_for)  # the restart's duration (not a synchronisation)
+        assert self._runner is not None
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
 
     @property
     def url(self) -> str:
@@ -213,6 +227,12 @@ class Peer:
             assert self._release is not None
             await self._release.wait()
             return web.json_response({"title": "stalled"}, status=503)
+        if self.restart_after is not None and len(self.patches) >= self.restart_after:
+            self.restart_after = None
+            assert request.transport is not None
+            request.transport.close()  # the chunk in flight is lost with the connection
+            asyncio.get_running_loop().create_task(self._restart(0.5))
+            return web.Response(status=503)
         if self.fail_next_patch is not None:
             status, self.fail_next_patch = self.fail_next_patch, None
             return web.json_response({"type": "https://api.backend.ai/probs/quota-exceeded",
@@ -298,6 +318,8 @@ def peer(peer_server: Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     p.stall_after = None
     p.cut_next_download = False
     p.complete_empty_at_once = False
+    p.restart_after = None
+    p.restarts = 0
     p.recorded.clear()
     p.canned.clear()
     p.bgtask_script.clear()
@@ -385,6 +407,20 @@ async def test_a_5xx_is_retried_from_the_proxy_offset(peer: Peer, tmp_path: Path
         await sdk.upload_file(s, FOLDER, item, chunk_size=200_000)
     assert peer.heads >= 1, "the offset was asked again after the failure"
     assert [o for o, _ in peer.patches] == ["0", "200000", "400000"]
+    assert sha256(peer.folder() / "f.bin") == digest
+
+
+async def test_a_proxy_restart_mid_upload_is_ridden_out(peer: Peer, tmp_path: Path) -> None:
+    """The connection drops mid-chunk and the proxy refuses connections for half a second: the
+    client retries with backoff, asks the offset again and finishes the same upload session."""
+    digest = make_file(tmp_path / "work" / "f.bin", 1_000_000)
+    item = sdk.walk_sources([Path("f.bin")], Path.cwd(), recursive=False)[1][0]
+    peer.restart_after = 3
+    async with api() as s:
+        result = await sdk.upload_file(s, FOLDER, item, chunk_size=100_000)
+    assert peer.restarts == 1 and peer.heads >= 1
+    assert result.resumed_from == 0 and len(peer.request_uploads) == 1
+    assert [o for o, _ in peer.patches] == [str(n) for n in range(0, 1_000_000, 100_000)]
     assert sha256(peer.folder() / "f.bin") == digest
 
 
