@@ -346,3 +346,24 @@ def test_mounts_from_session_create_and_run(vf: Run, folders: list[str], cleanup
     listing = f"import os; print([n for n in sorted(os.listdir('/home/work/{data}')) if n != '.upload'])"
     once = vf("run", "--rm", "-m", data, "-c", listing, "python")
     assert once.stdout == "['note.txt']\n"
+
+
+def test_clone_rename_and_options(vf: Run, folders: list[str], tmp_path: Path) -> None:
+    src, dst, renamed = unique_name("e2e-vf"), unique_name("e2e-vf"), unique_name("e2e-vf")
+    folders.extend([src, dst, renamed])
+    vf("vfolder", "create", src)
+    assert json_out(vf("--output", "json", "vfolder", "info", src))["cloneable"] is False
+    vf("vfolder", "update-options", src, "--set-cloneable", "true")
+    assert json_out(vf("--output", "json", "vfolder", "info", src))["cloneable"] is True
+    digest = make_file(tmp_path / "d" / "f.bin", 300_000)
+    vf("vfolder", "upload", src, "d", "-r", "-b", str(tmp_path))
+
+    cloned = vf("vfolder", "clone", src, dst)
+    assert "Cloning the vfolder is complete." in cloned.stderr
+    assert ls(vf, dst, "d")["f.bin"]["size"] == 300_000
+    vf("vfolder", "download", dst, "d/f.bin", "-b", str(tmp_path / "dl"))
+    assert sha256(tmp_path / "dl" / "d" / "f.bin") == digest
+
+    vf("vfolder", "rename", dst, renamed)
+    assert json_out(vf("--output", "json", "vfolder", "info", renamed))["name"] == renamed
+    assert "404" in failed(vf("vfolder", "info", dst, check=False))
