@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bai.common import etcd as etcd_mod
 from bai.common.auth import API_VERSION, sign_request
 from bai.common.events import REDIS_DB_RATELIMIT
-from bai.manager.api import folders
+from bai.manager.api import folders, gql
 from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
@@ -131,6 +131,7 @@ async def world(halfstack: HalfStack, manager_db: ManagerDB, tmp_path_factory: p
         app.on_response_prepare.append(on_prepare)
         app[CTX] = ctx
         folders.routes(app)
+        gql.routes(app)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         try:
@@ -353,3 +354,67 @@ async def test_proxy_down_and_bad_names(world: World) -> None:
         count = (await conn.execute(sa.select(sa.func.count()).select_from(t.vfolders).where(
             t.vfolders.c.user == w.alice.uuid, t.vfolders.c.name.not_in(["files", "private"])))).scalar()
     assert count == 0
+
+
+# the official client's documents (func/vfolder.py paginated_list, func/quota_scope.py)
+VFOLDER_LIST = ("query($limit:Int!, $offset:Int!, $group_id: UUID, $filter: String, $order: String) {\n"
+                "  vfolder_list(\n      limit:$limit, offset:$offset, group_id:$group_id, filter:$filter, order:$order) {\n"
+                "    items { host name status created_at creator group permission ownership_type status }\n"
+                "    total_count\n  }\n}")
+QUOTA_SCOPE = ("query($storage_host_name: String!, $quota_scope_id: String!) {\n    quota_scope(storage_host_name: "
+               "$storage_host_name, quota_scope_id: $quota_scope_id) {\n        details {usage_bytes usage_count "
+               "hard_limit_bytes}\n    }\n}\n")
+SET_QUOTA_SCOPE = ("mutation($storage_host_name: String!, $quota_scope_id: String!, $input: QuotaScopeInput!) {\n"
+                   "    set_quota_scope(storage_host_name: $storage_host_name, quota_scope_id: $quota_scope_id, "
+                   "props: $input) {\n        quota_scope {quota_scope_id storage_host_name}\n    }\n}\n")
+UNSET_QUOTA_SCOPE = ("mutation($storage_host_name: String!, $quota_scope_id: String!) {\n    unset_quota_scope("
+                     "storage_host_name: $storage_host_name, quota_scope_id: $quota_scope_id) {\n        quota_scope "
+                     "{quota_scope_id storage_host_name}\n    }\n}\n")
+
+
+async def _gql(w: World, creds: Creds, query: str, variables: dict[str, Any]) -> Any:
+    reply = await w.api("POST", "/admin/gql", creds, {"query": query, "variables": variables})
+    assert reply.status == 200, reply.text
+    return reply.body
+
+
+async def test_graphql_lists_and_quota_scopes(world: World) -> None:
+    w, alice, bob = world, world.alice.creds, world.bob.creds
+    assert (await _create(w, "gql-a", alice)).status == 201
+    assert (await _create(w, "gql-b", bob)).status == 201
+    page = {"limit": 20, "offset": 0, "group_id": None, "filter": None, "order": None}
+    mine = await _gql(w, alice, VFOLDER_LIST, page)
+    names = {i["name"] for i in mine["data"]["vfolder_list"]["items"]}
+    assert "gql-a" in names and "gql-b" not in names
+    assert mine["data"]["vfolder_list"]["total_count"] == len(mine["data"]["vfolder_list"]["items"])
+    (item,) = [i for i in mine["data"]["vfolder_list"]["items"] if i["name"] == "gql-a"]
+    assert item["host"] == HOST and item["status"] == "ready" and item["ownership_type"] == "user"
+    assert item["creator"] == "vf-alice@x.test" and item["group"] is None and item["permission"] == "rw"
+    # the superadmin sees everyone's; filter and order work
+    every = await _gql(w, w.admin, VFOLDER_LIST, {**page, "filter": 'name like "gql-%"', "order": "-name"})
+    assert [i["name"] for i in every["data"]["vfolder_list"]["items"]] == ["gql-b", "gql-a"]
+    bad = await _gql(w, alice, VFOLDER_LIST, {**page, "filter": "nope == 1"})
+    assert bad["errors"] and bad["data"]["vfolder_list"] is None
+    fid = next(r.id for r in await _rows(w, "gql-a"))
+    one = await _gql(w, bob, "query($id: String) { vfolder(id: $id) { name } }", {"id": str(fid)})
+    assert one["data"]["vfolder"] is None  # bob does not reach it
+    one = await _gql(w, alice, "query($id: String) { vfolder(id: $id) { name user } }", {"id": fid.hex})
+    assert one["data"]["vfolder"] == {"name": "gql-a", "user": str(w.alice.uuid)}
+
+    qsid = f"user:{w.alice.uuid}"
+    scope_vars = {"storage_host_name": HOST, "quota_scope_id": qsid}
+    set_ = await _gql(w, w.admin, SET_QUOTA_SCOPE, {**scope_vars, "input": {"hard_limit_bytes": 5 * 2**20}})
+    assert set_["data"]["set_quota_scope"]["quota_scope"] == {"quota_scope_id": qsid, "storage_host_name": HOST}
+    details = (await _gql(w, w.admin, QUOTA_SCOPE, scope_vars))["data"]["quota_scope"]["details"]
+    assert details["hard_limit_bytes"] == 5 * 2**20 and details["usage_bytes"] is not None
+    # a user reads their own scope but changes nothing, and reads no one else's
+    assert (await _gql(w, alice, QUOTA_SCOPE, scope_vars))["data"]["quota_scope"]["details"]["hard_limit_bytes"]
+    refused = await _gql(w, alice, SET_QUOTA_SCOPE, {**scope_vars, "input": {"hard_limit_bytes": 1}})
+    assert refused["errors"] and refused["data"]["set_quota_scope"] is None
+    other = await _gql(w, bob, QUOTA_SCOPE, scope_vars)
+    assert other["errors"] and other["data"]["quota_scope"] is None
+    assert (await _gql(w, w.admin, UNSET_QUOTA_SCOPE, scope_vars))["data"]["unset_quota_scope"]["quota_scope"]
+    details = (await _gql(w, w.admin, QUOTA_SCOPE, scope_vars))["data"]["quota_scope"]["details"]
+    assert details["hard_limit_bytes"] is None
+    malformed = await _gql(w, w.admin, QUOTA_SCOPE, {**scope_vars, "quota_scope_id": "user:../../etc"})
+    assert malformed["errors"]

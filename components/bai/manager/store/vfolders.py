@@ -294,6 +294,52 @@ FILTER_FIELDS: dict[str, qf.Field] = {
 }
 
 
+#: Which folders a GraphQL list starts from.
+LIST_SCOPES = ("any", "reach", "own", "invited", "project")
+
+
+def list_query(scope: str, viewer: uuid.UUID, project_ids: Sequence[uuid.UUID] | None, *,
+               types: Collection[str] = ("user", "group"), domain_name: str | None = None,
+               group_id: uuid.UUID | None = None, owner_user: uuid.UUID | None = None) -> sa.Select[Any]:
+    """The base of a vfolder list: ``any`` folder (admins; within ``domain_name`` when given),
+    what ``viewer`` reaches, or of that only their ``own``, the ``invited`` (shared with them)
+    or the ``project`` folders; narrowed to a project or an owning user."""
+    if scope == "any":
+        q = any_folder_query(viewer)
+        if domain_name is not None:
+            q = q.where(sa.or_(t.users.c.domain_name == domain_name, t.groups.c.domain_name == domain_name))
+    else:
+        q = reach_query(viewer, project_ids, types=types)
+        if scope == "own":
+            q = q.where(_vf.c.user == viewer)
+        elif scope == "invited":
+            q = q.where(_vf.c.user != viewer, _vp.c.user.is_not(None), _vf.c.user.is_not(None))
+        elif scope == "project":
+            q = q.where(_vf.c.group.is_not(None))
+    if group_id is not None:
+        q = q.where(_vf.c.group == group_id)
+    if owner_user is not None:
+        q = q.where(_vf.c.user == owner_user)
+    return q
+
+
+async def keypair_owner(conn: AsyncConnection, access_key: str) -> Any:
+    """(user uuid, domain) of a keypair, or None."""
+    q = (sa.select(t.users.c.uuid, t.users.c.domain_name)
+         .select_from(t.keypairs.join(t.users, t.users.c.uuid == t.keypairs.c.user))
+         .where(t.keypairs.c.access_key == access_key))
+    return (await conn.execute(q)).first()
+
+
+async def scope_owner_domain(conn: AsyncConnection, kind: str, owner: uuid.UUID) -> str | None:
+    """The domain of a quota scope's user or project; None when it does not exist."""
+    if kind == "user":
+        q = sa.select(t.users.c.domain_name).where(t.users.c.uuid == owner)
+    else:
+        q = sa.select(t.groups.c.domain_name).where(t.groups.c.id == owner)
+    return (await conn.execute(q)).scalar()
+
+
 async def folder_page(conn: AsyncConnection, base: sa.Select[Any], *, limit: int, offset: int,
                       filter_: str | None, order: str | None) -> tuple[list[sa.Row[Any]], int]:
     """One page of ``base`` (a reach_query / any_folder_query) with filter and order; raises

@@ -25,10 +25,11 @@ from . import (
     scaling_group,
     user,
     user_project_policy,
+    vfolder,
 )
 
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
-                resource_preset, audit_log, user_project_policy, image, container_registry)
+                resource_preset, audit_log, user_project_policy, image, container_registry, vfolder)
 
 _MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
 
