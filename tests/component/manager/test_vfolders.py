@@ -24,10 +24,12 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from bai.common import etcd as etcd_mod
 from bai.common.auth import API_VERSION, sign_request
 from bai.common.events import REDIS_DB_RATELIMIT
+from bai.common.types import SessionStatus
 from bai.manager.api import folders, gql
 from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
@@ -40,7 +42,7 @@ from bai.storage.config import StorageProxyConfig
 from tests.fixtures.halfstack import HalfStack, free_port
 
 from .conftest import Creds, ManagerDB
-from .test_gql import Owner, _add_user
+from .test_gql import Owner, _add_session, _add_user
 
 HOST = "local:volume1"
 ALL_PERMS = ["create-vfolder", "modify-vfolder", "delete-vfolder", "mount-in-session", "upload-file",
@@ -63,7 +65,8 @@ class Api:
 
     async def __call__(self, method: str, path: str, creds: Creds, body: Any = None,
                        query: dict[str, str] | None = None) -> Reply:
-        full = path + ("?" + urlencode(query) if query else "")
+        # signed as it travels (yarl normalises the query's escapes)
+        full = URL(path + ("?" + urlencode(query) if query else "")).raw_path_qs
         ctype = "application/json" if body is not None else "text/plain"
         signed = sign_request(creds.access_key, creds.secret_key, method, full, self.host, ctype)
         headers = {"Host": self.host, "Content-Type": ctype, "X-BackendAI-Version": API_VERSION,
@@ -418,3 +421,30 @@ async def test_graphql_lists_and_quota_scopes(world: World) -> None:
     assert details["hard_limit_bytes"] is None
     malformed = await _gql(w, w.admin, QUOTA_SCOPE, {**scope_vars, "quota_scope_id": "user:../../etc"})
     assert malformed["errors"]
+
+
+async def test_mounted_folder_is_not_deleted_for_good_and_quota_reads(world: World) -> None:
+    w, alice = world, world.alice.creds
+    created = await _create(w, "in-use", alice)
+    fid, qsid = created.body["id"], created.body["quota_scope_id"]
+    quota = await w.api("GET", "/folders/_/quota", alice, query={"folder_host": HOST, "id": fid})
+    assert quota.status == 200 and "limit_bytes" in quota.body
+    assert (await w.api("GET", "/folders/_/quota", w.bob.creds,
+                        query={"folder_host": HOST, "id": fid})).status == 404
+    assert (await w.api("GET", "/folders/_/usage", alice, query={"folder_host": HOST, "id": fid})).status == 403
+    usage = await w.api("GET", "/folders/_/usage", w.admin, query={"folder_host": HOST, "id": fid})
+    assert usage.status == 200 and usage.body == {"file_count": 0, "used_bytes": 0}
+    sid = await _add_session(w.db, w.alice, "vf-mounter", SessionStatus.PENDING)
+    async with w.db.engine.begin() as conn:
+        await conn.execute(sa.update(t.sessions).where(t.sessions.c.id == sid).values(
+            vfolder_mounts=[{"name": "in-use", "vfid": f"{qsid}/{fid}", "vfsubpath": ".",
+                             "kernel_path": "/home/work/in-use", "mount_perm": "rw"}]))
+    assert (await w.api("DELETE", "/folders/in-use", alice)).status == 204  # the trash keeps the data
+    refused = await w.api("POST", "/folders/delete-from-trash-bin", alice, {"id": fid})
+    assert refused.status == 400 and "running" in refused.body["msg"]
+    assert (await _rows(w, "in-use"))[0].status == "delete-pending"
+    assert _folder_dir(w, str(w.alice.uuid), fid).is_dir()
+    async with w.db.engine.begin() as conn:
+        await conn.execute(sa.update(t.sessions).where(t.sessions.c.id == sid).values(status="TERMINATED"))
+    assert (await w.api("POST", "/folders/delete-from-trash-bin", alice, {"id": fid})).status == 204
+    assert not _folder_dir(w, str(w.alice.uuid), fid).exists()

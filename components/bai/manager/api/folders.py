@@ -75,6 +75,14 @@ class UsageQuery(_Params):
     id: uuid.UUID
 
 
+class QuotaSize(_Params):
+    size_bytes: StrictInt = Field(ge=0)
+
+
+class QuotaParams(UsageQuery):
+    input: QuotaSize
+
+
 class FolderIdParams(_Params):
     vfolder_id: uuid.UUID = Field(validation_alias=AliasChoices("vfolder_id", "vfolderId", "id"),
                                   description="The folder's ID (hex, with or without hyphens).")
@@ -327,6 +335,19 @@ async def used_bytes(request: web.Request) -> web.Response:
                                              bytes_only=True))
 
 
+@auth_required()
+async def get_quota(request: web.Request) -> web.Response:
+    p = await _input(request, UsageQuery)
+    return web.json_response(await svc.folder_quota(request.app[CTX], requester(request), p.folder_host, p.id))
+
+
+@auth_required()
+async def set_quota(request: web.Request) -> web.Response:
+    p = await _input(request, QuotaParams)
+    return web.json_response(await svc.folder_quota(request.app[CTX], requester(request), p.folder_host, p.id,
+                                                    p.input.size_bytes))
+
+
 # ------------------------------------------------------------------ files
 
 
@@ -430,6 +451,12 @@ def routes(app: web.Application) -> None:
     add(app, "GET", "/folders/_/used-bytes", used_bytes, operation_id="vfolder_used_bytes", tag=tag,
         query=UsageQuery, summary="A folder's bytes (superadmins).", answers=(Answer(200, "The bytes."),),
         problems=(*_FOLDER_PROBLEMS, errors.GenericForbidden))
+    add(app, "GET", "/folders/_/quota", get_quota, operation_id="vfolder_get_quota", tag=tag, query=UsageQuery,
+        summary="A folder's quota (its quota scope's usage and limit; owners and admins).",
+        answers=(Answer(200, "used_bytes and limit_bytes."),), problems=_FOLDER_PROBLEMS)
+    add(app, "POST", "/folders/_/quota", set_quota, operation_id="vfolder_set_quota", tag=tag, body=QuotaParams,
+        summary="Per-folder quota: obsolete since v7 (the proxy refuses it; set the quota scope's limit).",
+        answers=(Answer(200, "{size_bytes}."),), problems=_WRITE_PROBLEMS)
     # per folder
     add(app, "GET", "/folders/{name}", info, operation_id="vfolder_info", tag=tag,
         summary="A folder's details and usage.", answers=(Answer(200, "The folder.", FolderInfo),),

@@ -223,6 +223,15 @@ async def name_taken(conn: AsyncConnection, name: str, *, user: uuid.UUID | None
     return (await conn.execute(q.limit(1))).first() is not None
 
 
+async def mounted_by_live_session(conn: AsyncConnection, vfid: str) -> bool:
+    """Some session not yet terminated mounts the folder (sessions.vfolder_mounts)."""
+    q = sa.select(t.sessions.c.id).where(
+        t.sessions.c.status.not_in(["TERMINATED", "CANCELLED"]),
+        t.sessions.c.vfolder_mounts.contains([{"vfid": vfid}]),
+    ).limit(1)
+    return (await conn.execute(q)).first() is not None
+
+
 # ------------------------------------------------------------------ writes
 
 async def insert_folder(conn: AsyncConnection, values: Mapping[str, Any]) -> sa.Row[Any]:

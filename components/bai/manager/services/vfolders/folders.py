@@ -285,6 +285,9 @@ async def delete_forever(ctx: ManagerContext, req: Requester, folder_id: uuid.UU
     async with ctx.db.begin() as conn:
         folder = await _trashed(ctx, req, folder_id, conn)
         await access.require_host_permission(ctx, req, folder.host, "delete-vfolder", folder.group, conn=conn)
+        if await store.mounted_by_live_session(conn, folder.vfid):  # its data is in use: keep it
+            raise errors.VFolderOperationFailed(
+                "a session that mounts this folder is still running: destroy it first")
         if not await store.set_status(conn, folder.id, "delete-ongoing", only_from={store.TRASH_STATUS}):
             raise errors.VFolderOperationFailed("the folder is no longer in the trash")
     try:
@@ -385,3 +388,20 @@ async def usage(ctx: ManagerContext, req: Requester, host: str, folder_id: uuid.
     path = "/folder/used-bytes" if bytes_only else "/folder/usage"
     return await proxies.call(ctx, folder.proxy, "GET", path, {"volume": folder.volume, "vfid": folder.vfid},
                               not_found=errors.VFolderNotFound)
+
+
+async def folder_quota(ctx: ManagerContext, req: Requester, host: str, folder_id: uuid.UUID,
+                       size_bytes: int | None = None) -> Any:
+    """GET / POST /folders/_/quota (the folder's owner or an admin): the legacy per-folder quota,
+    which the proxy answers with the folder's quota scope (setting it is obsolete since v7)."""
+    folder = await access.by_id(ctx, req, folder_id, statuses=store.LIVE_STATUSES, admin_reach=True)
+    if not folder.is_owner and folder.via != "admin":
+        raise errors.VFolderPermissionError("only the folder's owner or an admin may do this")
+    if folder.host != host:
+        raise errors.VFolderNotFound(f"no virtual folder with ID {folder_id.hex} on {host!r}")
+    target = {"volume": folder.volume, "vfid": folder.vfid}
+    if size_bytes is None:
+        return await proxies.call(ctx, folder.proxy, "GET", "/volume/quota", target, not_found=errors.VFolderNotFound)
+    await proxies.call(ctx, folder.proxy, "PATCH", "/volume/quota", {**target, "size_bytes": size_bytes},
+                       not_found=errors.VFolderNotFound)
+    return {"size_bytes": size_bytes}
