@@ -330,7 +330,7 @@ def walk_sources(sources: Sequence[Path], base: Path, *, recursive: bool) -> tup
         files.append(UploadItem(path, remote_path_of(path, base), st.st_size))
 
     for src in sources:
-        path = src if src.is_absolute() else base / src
+        path = Path(os.path.abspath(base / src))  # absolute: remote_path_of joins no base again
         if not path.exists():
             raise BackendClientError(f"{src}: no such file or directory")
         if path.is_dir():

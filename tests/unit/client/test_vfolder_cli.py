@@ -96,6 +96,16 @@ def test_remote_paths_follow_the_base_dir(tmp_path: Path) -> None:
             sdk.remote_path_of(outside, tmp_path)
 
 
+def test_a_relative_base_dir_is_joined_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "src" / "d").mkdir(parents=True)
+    (tmp_path / "src" / "d" / "f").write_text("1")
+    (tmp_path / "src" / "top").write_text("2")
+    monkeypatch.chdir(tmp_path)
+    dirs, files = sdk.walk_sources([Path("d"), Path("top")], Path("src"), recursive=True)
+    assert dirs == ["d"] and [f.remote for f in files] == ["d/f", "top"]
+    assert files[0].local == tmp_path / "src" / "d" / "f"
+
+
 def test_walk_sources_skips_symlinked_dirs(tmp_path: Path) -> None:
     (tmp_path / "d" / "s").mkdir(parents=True)
     (tmp_path / "d" / "s" / "f").write_text("1")
