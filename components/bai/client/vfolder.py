@@ -23,6 +23,7 @@ from .exceptions import BackendClientError
 from .request import APISession
 from .transfer import (
     DEFAULT_CHUNK_SIZE,
+    DEFAULT_RETRIES,
     DownloadStateStore,
     TransferError,
     UploadRefused,
@@ -435,6 +436,7 @@ async def download_file(
     *,
     archive: bool = False,
     state: DownloadStateStore | None = None,
+    retries: int = DEFAULT_RETRIES,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> DownloadResult:
     """Download one file (or, with ``archive``, a directory as a zip) to ``dest``; an existing
@@ -448,5 +450,5 @@ async def download_file(
         url = url.update_query({"archive": "true"})
     store = state if state is not None else DownloadStateStore()
     key = store.key_for(_identity(api), name, remote, dest)
-    size = await download_to(api.http, url, dest, state=store, state_key=key, progress=progress)
+    size = await download_to(api.http, url, dest, state=store, state_key=key, retries=retries, progress=progress)
     return DownloadResult(remote, str(dest), size, archive)

@@ -551,7 +551,7 @@ def make_group(name: str = "vfolder", help_text: str | None = None) -> click.Gro
 
         async def _go(api: APISession) -> list[Any]:
             with _progress() as bars:
-                return await _for_each(targets, lambda t: _download_one(api, name, t[0], t[1], bars))
+                return await _for_each(targets, lambda t: _download_one(api, name, t[0], t[1], bars, max_retries))
 
         results = _run("vfolder download", _go, address_map=override_storage_proxy)
         if _json_mode():
@@ -783,7 +783,8 @@ async def _upload_one(api: APISession, name: str, item: UploadItem, chunk_size: 
     return result
 
 
-async def _download_one(api: APISession, name: str, remote: str, dest: Path, bars: Progress | None) -> Any:
+async def _download_one(api: APISession, name: str, remote: str, dest: Path, bars: Progress | None,
+                        retries: int) -> Any:
     from .. import vfolder as sdk
 
     archive = await _is_directory(api, name, remote)
@@ -796,7 +797,7 @@ async def _download_one(api: APISession, name: str, remote: str, dest: Path, bar
         if bars is not None and task is not None:
             bars.update(task, completed=done, total=total)
 
-    result = await sdk.download_file(api, name, remote, dest, archive=archive, progress=progress)
+    result = await sdk.download_file(api, name, remote, dest, archive=archive, retries=retries, progress=progress)
     if bars is None and not _json_mode():
         print_info(f"Downloaded {remote} -> {dest} ({_human(result.size)})")
     return result
