@@ -212,7 +212,10 @@ async def test_files_upload_and_download(world: World, tmp_path: Path) -> None:
     w, alice = world, world.alice.creds
     assert (await _create(w, "files", alice)).status == 201
     mk = await w.api("POST", "/folders/files/mkdir", alice, {"path": "a/b", "parents": True, "exist_ok": False})
-    assert mk.status == 201 and mk.body["results"][0]["status"] == "success"
+    assert mk.status == 201 and mk.body["results"] == {"success": [{"item": "a/b", "msg": None}], "failed": []}
+    several = await w.api("POST", "/folders/files/mkdir", alice, {"path": ["c", "a/b"], "exist_ok": False})
+    assert several.status == 207 and [i["item"] for i in several.body["results"]["success"]] == ["c"]
+    assert [i["item"] for i in several.body["results"]["failed"]] == ["a/b"]
     assert (await w.api("POST", "/folders/files/mkdir", alice, {"path": "a/b", "parents": True,
                                                                  "exist_ok": False})).status in (400, 409)
 
@@ -251,9 +254,9 @@ async def test_files_upload_and_download(world: World, tmp_path: Path) -> None:
     assert (await w.api("POST", "/folders/files/move-file", alice,
                         {"src": "a/renamed.bin", "dst": "moved.bin"})).body == {}
     top = {i["name"] for i in (await w.api("GET", "/folders/files/files", alice, query={"path": "."})).body["items"]}
-    assert top == {"a", "moved.bin"}
+    assert top == {"a", "c", "moved.bin"}
     assert (await w.api("GET", "/folders/files", alice)).body["numFiles"] >= 1
-    deleted = await w.api("DELETE", "/folders/files/delete-files", alice, {"files": ["moved.bin", "a"],
+    deleted = await w.api("DELETE", "/folders/files/delete-files", alice, {"files": ["moved.bin", "a", "c"],
                                                                            "recursive": True})
     assert deleted.status == 200 and deleted.body == {}
     assert (await w.api("GET", "/folders/files/files", alice, query={"path": "."})).body["items"] == []

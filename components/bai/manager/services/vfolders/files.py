@@ -102,9 +102,24 @@ async def mkdir(ctx: ManagerContext, req: Requester, name: str, path: str | list
         raise errors.InvalidAPIParameters(f"path takes 1 to {MAX_PATHS} paths")
     checked = [relpath(p, allow_root=False) for p in paths]
     folder = await _writable(ctx, req, name)
-    return await proxies.request(ctx, folder.proxy, "POST", "/folder/file/mkdir", {
+    status, reply = await proxies.request(ctx, folder.proxy, "POST", "/folder/file/mkdir", {
         **_target(folder), "relpath": checked[0] if isinstance(path, str) else checked,
         "parents": parents, "exist_ok": exist_ok})
+    return status, {"results": result_set(reply.get("results") if isinstance(reply, dict) else None)}
+
+
+def result_set(results: Any) -> dict[str, list[dict[str, Any]]]:
+    """The original's ResultSet (``{"success": [{"item", "msg"}], "failed": [...]}``, what the
+    official client prints), from a proxy's per-path list (``[{"relpath", "status", "msg"}]``)
+    or passed through when the proxy already answers one."""
+    if isinstance(results, dict) and isinstance(results.get("success"), list):
+        return {"success": list(results["success"]), "failed": list(results.get("failed") or [])}
+    out: dict[str, list[dict[str, Any]]] = {"success": [], "failed": []}
+    for entry in results if isinstance(results, list) else []:
+        if isinstance(entry, dict):
+            ok = entry.get("status") == "success"
+            out["success" if ok else "failed"].append({"item": entry.get("relpath"), "msg": entry.get("msg")})
+    return out
 
 
 async def rename_file(ctx: ManagerContext, req: Requester, name: str, target_path: str, new_name: str) -> None:
