@@ -307,6 +307,12 @@ async def test_limits_and_host_permissions(world: World) -> None:
         async with w.db.engine.begin() as conn:
             await conn.execute(sa.update(t.domains).where(t.domains.c.name == "default").values(
                 allowed_vfolder_hosts={HOST: ALL_PERMS, "dead:volume1": ALL_PERMS}))
+    metric = await w.api("GET", "/folders/_/perf-metric", w.admin, query={"folder_host": HOST})
+    assert metric.status == 200 and "metric" in metric.body
+    assert (await w.api("GET", "/folders/_/perf-metric", alice, query={"folder_host": HOST})).status == 403
+    every = await w.api("GET", "/folders/_/all_hosts", w.admin)
+    assert every.body == {"default": HOST, "allowed": [HOST]}  # the dead proxy is left out
+    assert (await w.api("GET", "/folders/_/all-hosts", alice)).status == 403
     types = await w.api("GET", "/folders/_/allowed-types", alice)
     assert sorted(types.body) == ["group", "user"]
 

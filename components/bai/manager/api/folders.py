@@ -83,6 +83,10 @@ class QuotaParams(UsageQuery):
     input: QuotaSize
 
 
+class PerfMetricQuery(_Params):
+    folder_host: Annotated[str, Field(max_length=128)]
+
+
 class FolderIdParams(_Params):
     vfolder_id: uuid.UUID = Field(validation_alias=AliasChoices("vfolder_id", "vfolderId", "id"),
                                   description="The folder's ID (hex, with or without hyphens).")
@@ -336,6 +340,12 @@ async def used_bytes(request: web.Request) -> web.Response:
 
 
 @auth_required()
+async def perf_metric(request: web.Request) -> web.Response:
+    p = await _input(request, PerfMetricQuery)
+    return web.json_response(await svc.performance_metric(request.app[CTX], requester(request), p.folder_host))
+
+
+@auth_required()
 async def get_quota(request: web.Request) -> web.Response:
     p = await _input(request, UsageQuery)
     return web.json_response(await svc.folder_quota(request.app[CTX], requester(request), p.folder_host, p.id))
@@ -402,8 +412,8 @@ async def delete_files(request: web.Request) -> web.Response:
 
 _FOLDER_PROBLEMS: tuple[type[errors.ApiError], ...] = (
     errors.InvalidAPIParameters, errors.VFolderNotFound, errors.TooManyVFoldersFound, errors.VFolderPermissionError,
-    errors.StorageProxyUnavailable)
-_WRITE_PROBLEMS = (*_FOLDER_PROBLEMS, errors.VFolderHostNotAllowed, errors.VFolderOperationFailed)
+    errors.StorageProxyUnavailable, errors.StorageProxyFailed, errors.VFolderOperationFailed)
+_WRITE_PROBLEMS = (*_FOLDER_PROBLEMS, errors.VFolderHostNotAllowed)
 _NO_CONTENT = (Answer(204, "Done.", media_type=""),)
 _CREATED_EMPTY = (Answer(201, "Done (empty body).", media_type=""),)
 
@@ -451,6 +461,11 @@ def routes(app: web.Application) -> None:
     add(app, "GET", "/folders/_/used-bytes", used_bytes, operation_id="vfolder_used_bytes", tag=tag,
         query=UsageQuery, summary="A folder's bytes (superadmins).", answers=(Answer(200, "The bytes."),),
         problems=(*_FOLDER_PROBLEMS, errors.GenericForbidden))
+    add(app, "GET", "/folders/_/perf-metric", perf_metric, operation_id="vfolder_perf_metric", tag=tag,
+        query=PerfMetricQuery, summary="A volume's performance metric (superadmins).",
+        answers=(Answer(200, "{metric: {...}}."),),
+        problems=(errors.GenericForbidden, errors.VFolderNotFound, errors.VFolderOperationFailed,
+                  errors.StorageProxyUnavailable, errors.StorageProxyFailed))
     add(app, "GET", "/folders/_/quota", get_quota, operation_id="vfolder_get_quota", tag=tag, query=UsageQuery,
         summary="A folder's quota (its quota scope's usage and limit; owners and admins).",
         answers=(Answer(200, "used_bytes and limit_bytes."),), problems=_FOLDER_PROBLEMS)

@@ -405,3 +405,13 @@ async def folder_quota(ctx: ManagerContext, req: Requester, host: str, folder_id
     await proxies.call(ctx, folder.proxy, "PATCH", "/volume/quota", {**target, "size_bytes": size_bytes},
                        not_found=errors.VFolderNotFound)
     return {"size_bytes": size_bytes}
+
+
+async def performance_metric(ctx: ManagerContext, req: Requester, host: str) -> Any:
+    """GET /folders/_/perf-metric (superadmins): the volume's metric object from its proxy."""
+    if req.role != "superadmin":
+        raise errors.GenericForbidden("superadmin privilege required")
+    proxy, volume = proxies.split_host(host)
+    await proxies.proxy_info(ctx, proxy)
+    return await proxies.call(ctx, proxy, "GET", "/volume/performance-metric", {"volume": volume},
+                              not_found=errors.VFolderNotFound)
