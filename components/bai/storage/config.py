@@ -63,6 +63,11 @@ class ProxySection(Section):
     max_upload_size: ByteSize = Field(100 * 2**30, alias="max-upload-size", gt=0)
     #: Most entries one directory listing answers.
     scandir_limit: int = Field(1000, alias="scandir-limit", ge=1, le=100_000)
+    #: The uid/gid sessions run as (the agent's kernel-uid/kernel-gid): folders, and the files and
+    #: directories the proxy writes into them, are owned by it so sessions can write to what they
+    #: mount. Applied only when the proxy runs as root.
+    kernel_uid: int = Field(1000, alias="kernel-uid", ge=0)
+    kernel_gid: int = Field(1000, alias="kernel-gid", ge=0)
     #: How long a quota scope's computed usage is reused before the scope is walked again.
     usage_cache_ttl: Duration = Field(2.0, alias="usage-cache-ttl", ge=0)
 

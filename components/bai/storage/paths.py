@@ -87,9 +87,11 @@ def confined(root: Path, rel: PurePosixPath) -> Path:
 
 
 @contextmanager
-def open_dir(root: Path, rel: PurePosixPath, *, create: bool) -> Iterator[int]:
+def open_dir(root: Path, rel: PurePosixPath, *, create: bool,
+             owner: tuple[int, int] | None = None) -> Iterator[int]:
     """A descriptor of directory ``root/rel`` reached one component at a time with ``O_NOFOLLOW``
-    (so no symlink, wherever it appears, is followed), creating missing ones if ``create``."""
+    (so no symlink, wherever it appears, is followed), creating missing ones if ``create`` (owned
+    by ``owner`` when given)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in rel.parts:
@@ -102,6 +104,8 @@ def open_dir(root: Path, rel: PurePosixPath, *, create: bool) -> Iterator[int]:
                     raise
                 try:
                     os.mkdir(part, 0o755, dir_fd=fd)
+                    if owner is not None:
+                        os.chown(part, *owner, dir_fd=fd, follow_symlinks=False)
                 except FileExistsError:
                     pass  # made by a concurrent upload
                 nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)

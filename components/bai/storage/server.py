@@ -50,7 +50,9 @@ async def volumes_ctx(state: _State) -> AsyncIterator[None]:
             raise StartUpError(f"volume {name}: {vol.path} is not a writable directory")
     if not cfg.volume:
         log.warning("no [volume.*] configured: this proxy serves no folders")
-    volumes = VolumePool(cfg.volume, cfg.storage_proxy.usage_cache_ttl)
+    # Only root can give files away; a proxy running as the kernel's uid owns them anyway.
+    owner = (cfg.storage_proxy.kernel_uid, cfg.storage_proxy.kernel_gid) if os.geteuid() == 0 else None
+    volumes = VolumePool(cfg.volume, cfg.storage_proxy.usage_cache_ttl, owner)
     uploads = UploadSessions(cfg.storage_proxy.session_expire, cfg.storage_proxy.max_upload_size)
     state.ctx = ProxyContext(config=cfg, volumes=volumes, uploads=uploads)
     yield

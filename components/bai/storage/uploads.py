@@ -58,14 +58,28 @@ class UploadTarget:
         return self.root / UPLOAD_DIR / self.session
 
 
-def _offset_of(temp: Path) -> int:
+def _open_temp(target: UploadTarget, flags: int) -> int:
+    """The session's temp file, reached without following any symlink (a session may have
+    replaced the upload dir with one)."""
     try:
-        st = os.lstat(temp)
-    except FileNotFoundError:
+        with open_dir(target.root, PurePosixPath(UPLOAD_DIR), create=False) as dir_fd:
+            fd = os.open(target.session, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except (FileNotFoundError, InvalidParams):
         raise NoSuchUploadSession() from None
-    if not stat.S_ISREG(st.st_mode):
+    except OSError as exc:  # ELOOP: the temp file is a symlink
+        raise NoSuchUploadSession() from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise NoSuchUploadSession()
-    return st.st_size
+    return fd
+
+
+def _offset_of(target: UploadTarget) -> int:
+    fd = _open_temp(target, os.O_RDONLY)
+    try:
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
 
 
 def _refuse_directory_target(root: Path, relpath: PurePosixPath) -> None:
@@ -103,7 +117,11 @@ class UploadSessions:
                     raise InvalidParams(f"{UPLOAD_DIR} in the folder is not a directory") from None
                 self._sweep_stale(upload_dir)
             fd = os.open(upload_dir / session, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
+            try:
+                if volume.owner is not None:
+                    os.fchown(fd, *volume.owner)
+            finally:
+                os.close(fd)
         prepare()  # a few metadata calls: cheaper inline than a thread hop (~0.5 ms on a busy box)
         if size == 0:
             await self._complete(UploadTarget(volume, vfid, root, relpath, session, 0))
@@ -128,7 +146,7 @@ class UploadSessions:
                     continue
 
     def offset(self, target: UploadTarget) -> int:
-        return _offset_of(target.temp)
+        return _offset_of(target)
 
     async def append(self, target: UploadTarget, client_offset: int | None, length: int | None,
                      body: AsyncIterator[bytes]) -> int:
@@ -140,7 +158,7 @@ class UploadSessions:
 
     async def _append_locked(self, target: UploadTarget, client_offset: int | None, length: int | None,
                              body: AsyncIterator[bytes]) -> int:
-        offset = _offset_of(target.temp)
+        offset = _offset_of(target)
         if client_offset is not None and client_offset != offset:
             raise UploadOffsetMismatch(f"Upload-Offset is {client_offset} but the server has {offset} bytes")
         if offset >= target.size:
@@ -157,7 +175,7 @@ class UploadSessions:
         scope_dir = target.volume.scope_dir(target.vfid)
         written = 0
         pending = bytearray()
-        fd = os.open(target.temp, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_temp(target, os.O_WRONLY | os.O_APPEND)
         try:
             async for piece in body:
                 pending += piece
@@ -217,9 +235,10 @@ class UploadSessions:
 def _place(target: UploadTarget) -> None:
     """Move the finished temp file to its place, atomically, through directories opened without
     following symlinks (created as needed). A target that cannot take it loses the upload."""
-    with open_dir(target.root, target.relpath.parent, create=True) as dir_fd:
+    with open_dir(target.root, PurePosixPath(UPLOAD_DIR), create=False) as upload_fd, \
+            open_dir(target.root, target.relpath.parent, create=True, owner=target.volume.owner) as dir_fd:
         try:
-            os.replace(target.temp, target.relpath.name, dst_dir_fd=dir_fd)
+            os.replace(target.session, target.relpath.name, src_dir_fd=upload_fd, dst_dir_fd=dir_fd)
         except IsADirectoryError:
             target.temp.unlink(missing_ok=True)
             raise Conflict(f"'{target.relpath}' is a directory; the upload was removed") from None

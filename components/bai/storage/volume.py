@@ -67,8 +67,11 @@ def _entry(path: Path) -> DirEntry:
 
 
 class Volume:
-    def __init__(self, name: str, config: VolumeConfig, usage_cache_ttl: float) -> None:
+    def __init__(self, name: str, config: VolumeConfig, usage_cache_ttl: float,
+                 owner: tuple[int, int] | None = None) -> None:
         self.name = name
+        #: Who owns folders and what the proxy writes in them (None: the proxy's own uid).
+        self.owner = owner
         self.config = config
         self.root = Path(os.path.realpath(config.path))
         self.usage = quota.UsageCache(usage_cache_ttl)
@@ -112,6 +115,8 @@ class Volume:
                 path.mkdir(mode=0o755)
             except FileExistsError:
                 raise Conflict("the folder already exists") from None
+            if self.owner is not None:
+                os.chown(path, *self.owner, follow_symlinks=False)
         await asyncio.to_thread(create)
 
     async def delete_folder(self, vfid: VFolderID) -> None:
@@ -142,7 +147,9 @@ class Volume:
             # Symlinks are copied as links (never followed), so a link pointing outside the
             # source folder does not pull outside bytes into the clone.
             # Unfinished uploads of the source stay behind.
-            shutil.copytree(src_path, dst_path, symlinks=True, ignore=shutil.ignore_patterns(UPLOAD_DIR))
+            shutil.copytree(src_path, dst_path, symlinks=True, ignore=_skip_upload_dir(src_path))
+            if dst_volume.owner is not None:
+                _chown_tree(dst_path, dst_volume.owner)
         await asyncio.to_thread(clone)
         if (scope := dst_volume.scope_dir(dst)) is not None:
             dst_volume.usage.forget(scope)
@@ -247,9 +254,11 @@ class Volume:
             raise InvalidPath("mkdir needs a path inside the folder")
 
         def make() -> None:
-            with open_dir(root, relpath.parent, create=parents) as fd:
+            with open_dir(root, relpath.parent, create=parents, owner=self.owner) as fd:
                 try:
                     os.mkdir(relpath.name, 0o755, dir_fd=fd)
+                    if self.owner is not None:
+                        os.chown(relpath.name, *self.owner, dir_fd=fd, follow_symlinks=False)
                 except FileExistsError:
                     st = os.stat(relpath.name, dir_fd=fd, follow_symlinks=False)
                     if not (exist_ok and stat.S_ISDIR(st.st_mode)):
@@ -343,6 +352,20 @@ class Volume:
         return target
 
 
+def _skip_upload_dir(src_root: Path) -> Any:
+    """copytree's filter: the source's unfinished uploads (its top-level upload dir) stay behind."""
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        return [UPLOAD_DIR] if Path(directory) == src_root and UPLOAD_DIR in names else []
+    return ignore
+
+
+def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
+    os.chown(root, *owner, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+
+
 def _ignore_missing(func: Any, path: str, exc_info: Any) -> None:
     """rmtree's error hook: an entry already gone is fine (a concurrent delete), anything else not."""
     exc = exc_info[1]
@@ -352,8 +375,9 @@ def _ignore_missing(func: Any, path: str, exc_info: Any) -> None:
 
 
 class VolumePool:
-    def __init__(self, configs: dict[str, VolumeConfig], usage_cache_ttl: float) -> None:
-        self.volumes = {name: Volume(name, cfg, usage_cache_ttl) for name, cfg in configs.items()}
+    def __init__(self, configs: dict[str, VolumeConfig], usage_cache_ttl: float,
+                 owner: tuple[int, int] | None = None) -> None:
+        self.volumes = {name: Volume(name, cfg, usage_cache_ttl, owner) for name, cfg in configs.items()}
 
     def get(self, name: str) -> Volume:
         try:

@@ -4,6 +4,7 @@ and the physical layout on the volume."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import jwt
@@ -195,3 +196,28 @@ async def test_tokens_carry_the_original_claims(proxy: Proxy) -> None:
                                headers={"X-BackendAI-Storage-Auth-Token": proxy.config.api.manager.secret}) as resp:
         assert resp.status == 400 and resp.content_type == "application/problem+json"
         assert "JSON" in json.loads(await resp.read())["msg"]
+
+
+async def test_folders_and_what_the_proxy_writes_belong_to_the_kernel_uid(proxy: Proxy) -> None:
+    """Sessions run as kernel-uid/kernel-gid (1000 by default): they must be able to write into
+    the folders they mount and into what uploads and mkdir made there."""
+    assert os.geteuid() == 0, "the component tests run as root, as the installed proxy"
+    owner = (proxy.config.storage_proxy.kernel_uid, proxy.config.storage_proxy.kernel_gid)
+    assert owner == (1000, 1000)
+    vfid = await proxy.new_folder()
+    root = proxy.folder_path(vfid)
+    base = {"volume": "volume1", "vfid": vfid}
+    assert await proxy.call("POST", "/folder/file/mkdir", {**base, "relpath": "m/n"}) == \
+        (201, {"results": [{"relpath": "m/n", "status": "success", "msg": None}]})
+    await proxy.upload(vfid, "up/deep/file.bin", b"data")
+    clone = f"user:{uuid.uuid4()}/{uuid.uuid4().hex}"
+    status, _ = await proxy.call("POST", "/folder/clone", {"src_volume": "volume1", "src_vfid": vfid,
+                                                           "dst_volume": "volume1", "dst_vfid": clone})
+    assert status == 204
+    for path in (root, root / "m", root / "m" / "n", root / "up", root / "up" / "deep",
+                 root / "up" / "deep" / "file.bin", proxy.folder_path(clone) / "up" / "deep" / "file.bin",
+                 proxy.folder_path(clone)):
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == owner, path
+    assert (root / ".upload").lstat().st_uid == 0  # the proxy's own bookkeeping stays its own
+    assert not (proxy.folder_path(clone) / ".upload").exists()
