@@ -53,12 +53,13 @@ def vf(env: dict[str, str]) -> Run:
 
 @pytest.fixture
 def folders(vf: Run) -> Iterator[list[str]]:
-    """Names of folders to remove after the test (trash, then delete the data)."""
+    """Names of folders to remove after the test (trash, delete the data, purge the record)."""
     names: list[str] = []
     yield names
     for name in names:
         vf("vfolder", "delete", name, check=False)
         vf("vfolder", "delete-trash", name, check=False)
+        vf("vfolder", "purge", name, check=False)
 
 
 def make_file(path: Path, size: int) -> str:

@@ -144,16 +144,25 @@ async def get_id(api: APISession, name: str) -> str:
         raise BackendClientError("The API server answered no folder ID") from e
 
 
+async def _id_of(api: APISession, name_or_id: str) -> str:
+    """A folder ID as given (hex or hyphenated UUID: several trashed folders may share a name),
+    else the ID of the folder of that name."""
+    try:
+        return uuid.UUID(name_or_id).hex
+    except ValueError:
+        return await get_id(api, name_or_id)
+
+
 async def purge(api: APISession, name: str) -> None:
-    await _no_content(api, "POST", "/folders/purge", {"id": await get_id(api, name)})
+    await _no_content(api, "POST", "/folders/purge", {"id": await _id_of(api, name)})
 
 
 async def restore(api: APISession, name: str) -> None:
-    await _no_content(api, "POST", "/folders/restore-from-trash-bin", {"id": await get_id(api, name)})
+    await _no_content(api, "POST", "/folders/restore-from-trash-bin", {"id": await _id_of(api, name)})
 
 
 async def delete_trash(api: APISession, name: str) -> None:
-    await _no_content(api, "POST", "/folders/delete-from-trash-bin", {"id": await get_id(api, name)})
+    await _no_content(api, "POST", "/folders/delete-from-trash-bin", {"id": await _id_of(api, name)})
 
 
 async def rename(api: APISession, name: str, new_name: str) -> None:

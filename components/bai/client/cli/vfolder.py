@@ -277,13 +277,13 @@ def make_group(name: str = "vfolder", help_text: str | None = None) -> click.Gro
     _simple("delete", "Move the given virtual folder to the trash bin (status delete-pending); "
             "`restore` brings it back.\n\n\b\nNAME: Name of a virtual folder.", "delete", "Deleted.")
     _simple("purge", "Purge the given virtual folder (its record, after delete-trash). "
-            "This operation is irreversible!\n\n\b\nNAME: Name of a virtual folder.", "purge", "Purged.")
+            "This operation is irreversible!\n\n\b\nNAME: Name (or ID) of a virtual folder.", "purge", "Purged.")
     _simple("delete-trash", "Delete the given virtual folder's real data. The folder must be in the "
-            "trash bin (delete-pending). This operation is irreversible!\n\n\b\nNAME: Name of a virtual folder.",
+            "trash bin (delete-pending). This operation is irreversible!\n\n\b\nNAME: Name (or ID) of a virtual folder.",
             "delete_trash", "Delete completed.")
     _simple("recover", "Restore the given virtual folder from the trash bin (deprecated; use `restore`)."
-            "\n\n\b\nNAME: Name of a virtual folder.", "restore", "Restored.")
-    _simple("restore", "Restore the given virtual folder from the trash bin.\n\n\b\nNAME: Name of a virtual folder.",
+            "\n\n\b\nNAME: Name (or ID) of a virtual folder.", "restore", "Restored.")
+    _simple("restore", "Restore the given virtual folder from the trash bin.\n\n\b\nNAME: Name (or ID) of a virtual folder.",
             "restore", "Restored.")
 
     @group.command()
