@@ -316,7 +316,8 @@ def test_failures_are_one_line_in_both_forms(vf: Run) -> None:
 def test_mounts_from_session_create_and_run(vf: Run, folders: list[str], cleanup_sessions: list[str],
                                             tmp_path: Path) -> None:
     """`-m NAME`, `-m NAME:PATH` and `-m type=bind,source=NAME,perm=ro` reach the session: the files
-    uploaded with the CLI are there, and the read-only mount refuses writes with EROFS."""
+    uploaded with the CLI are there, a file written in the session downloads with the CLI, and
+    the read-only mount refuses writes with EROFS."""
     data, models = unique_name("e2e-vf"), unique_name("e2e-vf")
     folders.extend([data, models])
     for name in (data, models):
@@ -332,6 +333,7 @@ def test_mounts_from_session_create_and_run(vf: Run, folders: list[str], cleanup
     code = (
         "import errno, os\n"
         "print(open('/data/in/note.txt').read().strip())\n"
+        "open('/data/in/from-session.txt', 'w').write('written in the session')\n"
         f"print(open('/home/work/{models}/note.txt').read().strip())\n"
         "try:\n"
         f"    open('/home/work/{models}/new.txt', 'w')\n"
@@ -341,12 +343,14 @@ def test_mounts_from_session_create_and_run(vf: Run, folders: list[str], cleanup
     out = vf("run", "-t", session, "-c", code, "python").stdout.splitlines()
     assert out == ["from the client", "from the client", "EROFS"]
     assert set(ls(vf, models)) == {"note.txt"}
+    vf("vfolder", "download", data, "from-session.txt", "-b", str(tmp_path / "dl"))
+    assert (tmp_path / "dl" / "from-session.txt").read_text() == "written in the session"
     vf("session", "destroy", session)
 
     # (the proxy keeps its upload sessions in the folder's .upload, as the original does)
     listing = f"import os; print([n for n in sorted(os.listdir('/home/work/{data}')) if n != '.upload'])"
     once = vf("run", "--rm", "-m", data, "-c", listing, "python")
-    assert once.stdout == "['note.txt']\n"
+    assert once.stdout == "['from-session.txt', 'note.txt']\n"
 
 
 def test_clone_rename_and_options(vf: Run, folders: list[str], tmp_path: Path) -> None:
