@@ -30,7 +30,7 @@ from .paths import UPLOAD_DIR, confined, open_dir
 from .vfid import VFolderID
 from .volume import Volume
 
-#: Bytes gathered from the request before one write; bounds the memory an upload holds.
+#: Bytes gathered from the request before one write; an upload holds at most two of them.
 WRITE_CHUNK = 1024 * 1024
 SWEEP_INTERVAL = 60.0
 #: Tails up to this size are written without a thread hop.
@@ -42,6 +42,44 @@ def _write_all(fd: int, data: bytes | bytearray) -> int:
     while view:
         view = view[os.write(fd, view):]
     return len(data)
+
+
+class _Appender:
+    """Appends chunks on a worker thread while the next one is read: one write in flight, so the
+    network and the disk overlap and memory stays at two chunks."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.accepted = 0  # bytes handed to the writer (written once drained)
+        self._inflight: asyncio.Future[int] | None = None
+
+    async def push(self, data: bytes | bytearray) -> None:
+        await self.drain()
+        self._inflight = asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, data)
+        self.accepted += len(data)
+
+    async def drain(self) -> None:
+        if self._inflight is not None:
+            await self._inflight
+            self._inflight = None
+
+    def close_after(self, tail: bytes) -> None:
+        """Write ``tail`` after the write in flight, then close; without waiting (the caller may be
+        cancelled), so it runs when that write is done. A failed write drops the tail: appending
+        it after a short write would put bytes at the wrong offset."""
+        inflight = self._inflight
+
+        def finish(_: object = None) -> None:
+            try:
+                failed = inflight is not None and (inflight.cancelled() or inflight.exception() is not None)
+                if tail and not failed:
+                    _write_all(self.fd, tail)
+            finally:
+                os.close(self.fd)
+        if inflight is not None and not inflight.done():
+            inflight.add_done_callback(finish)
+        else:
+            finish()
 
 
 @dataclass(frozen=True)
@@ -173,55 +211,54 @@ class UploadSessions:
             raise QuotaExceeded(f"the upload would exceed the quota scope's limit ({max(room, 0)} bytes left); "
                                 "the partial upload was removed")
         scope_dir = target.volume.scope_dir(target.vfid)
-        written = 0
         pending = bytearray()
-        fd = _open_temp(target, os.O_WRONLY | os.O_APPEND)
+        writer = _Appender(_open_temp(target, os.O_WRONLY | os.O_APPEND))
         try:
             async for piece in body:
                 pending += piece
-                if offset + written + len(pending) > target.size:
+                if offset + writer.accepted + len(pending) > target.size:
                     raise TooLarge(f"the request carries more than the declared upload size ({target.size} bytes)")
-                if room is not None and written + len(pending) > room:
+                if room is not None and writer.accepted + len(pending) > room:
                     raise QuotaExceeded("the upload exceeded the quota scope's limit; the partial upload was removed")
                 if len(pending) >= WRITE_CHUNK:
-                    written += await asyncio.to_thread(_write_all, fd, pending)
+                    await writer.push(pending)  # handed over: a new buffer follows
                     if scope_dir is not None:
                         target.volume.usage.wrote(scope_dir, len(pending))
                     pending = bytearray()
+            await writer.drain()
         except (TooLarge, QuotaExceeded):
-            os.close(fd)
-            fd = -1
+            await writer.drain()
+            writer.close_after(b"")
             await self._abort(target)
             raise
         except BaseException:
             # The body ended early (connection lost, cancelled): keep what arrived, in order, so
-            # the client resumes from HEAD's offset. At most one chunk, written synchronously
-            # because a cancelled task cannot wait for a thread.
-            if pending:
-                _write_all(fd, pending)
+            # the client resumes from HEAD's offset.
+            writer.close_after(bytes(pending))
             raise
-        else:
-            # The last piece and, when it completes the upload, the move into place: one thread
-            # hop (most small files are one piece).
-            completes = offset + written + len(pending) >= target.size
-            last = bytes(pending)
+        # The last piece and, when it completes the upload, the move into place: one thread hop
+        # at most (most small files are one piece).
+        completes = offset + writer.accepted + len(pending) >= target.size
+        last = bytes(pending)
 
-            def finish() -> int:
-                n = _write_all(fd, last) if last else 0
-                if completes:
-                    _place(target)
-                return n
-            if last or completes:
-                if completes:
-                    self._locks.pop(target.session, None)
-                # Small tails inline: a page-cache write and a rename cost less than a thread hop.
-                written += finish() if len(last) <= INLINE_WRITE else await asyncio.to_thread(finish)
-                if scope_dir is not None:
-                    target.volume.usage.wrote(scope_dir, len(last))
-        finally:
-            if fd >= 0:
-                os.close(fd)
-        return offset + written
+        def finish() -> None:
+            try:
+                if last:
+                    _write_all(writer.fd, last)
+            finally:
+                os.close(writer.fd)
+            if completes:
+                _place(target)
+        if completes:
+            self._locks.pop(target.session, None)
+        # Small tails inline: a page-cache write and a rename cost less than a thread hop.
+        if len(last) <= INLINE_WRITE:
+            finish()
+        else:
+            await asyncio.to_thread(finish)
+        if scope_dir is not None:
+            target.volume.usage.wrote(scope_dir, len(last))
+        return offset + writer.accepted + len(last)
 
     async def _abort(self, target: UploadTarget) -> None:
         self._locks.pop(target.session, None)

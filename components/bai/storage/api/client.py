@@ -25,6 +25,7 @@ from .common import CORS, CORS_ENABLED, CTX, TUS_HEADERS, ProxyContext, problem_
 
 TUS_VERSION = "1.0.0"
 READ_CHUNK = 256 * 1024
+UPLOAD_READ_CHUNK = 256 * 1024
 
 
 def _ctx(request: web.Request) -> ProxyContext:
@@ -203,7 +204,7 @@ async def tus_upload_part(request: web.Request) -> web.Response:
     length = request.content_length
 
     async def body() -> AsyncIterator[bytes]:
-        async for piece in request.content.iter_chunked(READ_CHUNK):
+        async for piece in request.content.iter_chunked(UPLOAD_READ_CHUNK):
             yield piece
 
     try:
