@@ -457,3 +457,37 @@ async def test_mounted_folder_is_not_deleted_for_good_and_quota_reads(world: Wor
         await conn.execute(sa.update(t.sessions).where(t.sessions.c.id == sid).values(status="TERMINATED"))
     assert (await w.api("POST", "/folders/delete-from-trash-bin", alice, {"id": fid})).status == 204
     assert not _folder_dir(w, str(w.alice.uuid), fid).exists()
+
+
+async def test_project_folders(world: World) -> None:
+    w, alice, bob = world, world.alice.creds, world.bob.creds
+    refused = await _create(w, "proj-by-user", alice, group="default")
+    assert refused.status == 403 and await _rows(w, "proj-by-user") == []
+    assert (await _create(w, ".hidden", w.admin, group="default")).status == 400
+    created = await _create(w, "proj-data", w.admin, group="default", permission="ro")
+    assert created.status == 201, created.text
+    body = created.body
+    assert body["ownership_type"] == "group" and body["user"] is None
+    assert body["quota_scope_id"] == f"project:{w.alice.group_id}" and body["group"] == str(w.alice.group_id)
+    (entry,) = [e for e in (await w.api("GET", "/folders", alice)).body if e["name"] == "proj-data"]
+    assert entry["is_owner"] is False and entry["permission"] == "ro" and entry["group_name"] == "default"
+    # a member reads it but cannot write to it or delete it; a non-member does not see it
+    assert (await w.api("GET", "/folders/proj-data/files", alice, query={"path": "."})).status == 200
+    assert (await w.api("POST", "/folders/proj-data/mkdir", alice, {"path": "x"})).status == 403
+    assert (await w.api("POST", "/folders/proj-data/request-upload", alice, {"path": "x", "size": 1})).status == 403
+    assert (await w.api("DELETE", "/folders/proj-data", alice)).status == 400
+    assert "proj-data" not in {e["name"] for e in (await w.api("GET", "/folders", bob)).body}
+    assert (await w.api("GET", "/folders/proj-data", bob)).status == 404
+    # listing with the project's ID keeps the user's own folders and that project's
+    listed = await w.api("GET", "/folders", alice, query={"group_id": str(w.alice.group_id)})
+    assert "proj-data" in {e["name"] for e in listed.body}
+    # the project type switched off: project folders are neither created nor reached
+    await w.ctx.etcd.delete("volumes/_types/group")
+    proxies.client(w.ctx).invalidate()
+    try:
+        assert (await _create(w, "proj-off", w.admin, group="default")).status == 400
+        assert (await w.api("GET", "/folders/proj-data", alice)).status == 404
+    finally:
+        await w.ctx.etcd.put("volumes/_types/group", "")
+        proxies.client(w.ctx).invalidate()
+    assert (await w.api("DELETE", "/folders/proj-data", w.admin)).status == 204
