@@ -491,3 +491,19 @@ async def test_project_folders(world: World) -> None:
         await w.ctx.etcd.put("volumes/_types/group", "")
         proxies.client(w.ctx).invalidate()
     assert (await w.api("DELETE", "/folders/proj-data", w.admin)).status == 204
+
+
+async def test_change_ownership(world: World) -> None:
+    w, alice, bob = world, world.alice.creds, world.bob.creds
+    fid = (await _create(w, "handover", alice)).body["id"]
+    body = {"vfolder": fid, "user_email": "vf-bob@x.test"}
+    assert (await w.api("POST", "/folders/_/change-ownership", alice, body)).status == 403
+    assert (await w.api("POST", "/folders/_/change-ownership", w.admin,
+                        {**body, "user_email": "nobody@x.test"})).status == 404
+    assert (await w.api("POST", "/folders/_/change-ownership", w.admin, body)).body == {}
+    assert (await w.api("GET", "/folders/handover", alice)).status == 404
+    info = await w.api("GET", "/folders/handover", bob)
+    assert info.status == 200 and info.body["is_owner"] is True and info.body["user"] == str(w.bob.uuid)
+    assert (await _create(w, "handover", alice)).status == 201  # the name is free for alice again
+    back = await w.api("POST", "/folders/_/change-ownership", w.admin, {**body, "user_email": "vf-alice@x.test"})
+    assert back.status == 400 and back.body["type"].endswith("/vfolder-already-exists")

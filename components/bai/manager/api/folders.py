@@ -87,6 +87,11 @@ class PerfMetricQuery(_Params):
     folder_host: Annotated[str, Field(max_length=128)]
 
 
+class ChangeOwnershipParams(_Params):
+    vfolder: uuid.UUID
+    user_email: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class FolderIdParams(_Params):
     vfolder_id: uuid.UUID = Field(validation_alias=AliasChoices("vfolder_id", "vfolderId", "id"),
                                   description="The folder's ID (hex, with or without hyphens).")
@@ -346,6 +351,13 @@ async def perf_metric(request: web.Request) -> web.Response:
 
 
 @auth_required()
+async def change_ownership(request: web.Request) -> web.Response:
+    p = await _input(request, ChangeOwnershipParams)
+    await svc.change_ownership(request.app[CTX], requester(request), p.vfolder, p.user_email)
+    return web.json_response({})
+
+
+@auth_required()
 async def get_quota(request: web.Request) -> web.Response:
     p = await _input(request, UsageQuery)
     return web.json_response(await svc.folder_quota(request.app[CTX], requester(request), p.folder_host, p.id))
@@ -466,6 +478,10 @@ def routes(app: web.Application) -> None:
         answers=(Answer(200, "{metric: {...}}."),),
         problems=(errors.GenericForbidden, errors.VFolderNotFound, errors.VFolderOperationFailed,
                   errors.StorageProxyUnavailable, errors.StorageProxyFailed))
+    add(app, "POST", "/folders/_/change-ownership", change_ownership, operation_id="change_vfolder_ownership",
+        tag=tag, body=ChangeOwnershipParams, summary="Give a user folder to another user (superadmins).",
+        answers=(Answer(200, "Done: {}."),),
+        problems=(*_WRITE_PROBLEMS, errors.GenericForbidden, errors.ObjectNotFound, errors.VFolderAlreadyExists))
     add(app, "GET", "/folders/_/quota", get_quota, operation_id="vfolder_get_quota", tag=tag, query=UsageQuery,
         summary="A folder's quota (its quota scope's usage and limit; owners and admins).",
         answers=(Answer(200, "used_bytes and limit_bytes."),), problems=_FOLDER_PROBLEMS)

@@ -275,6 +275,10 @@ async def drop_shares(conn: AsyncConnection, folder_id: uuid.UUID) -> None:
     ).values(state="canceled", modified_at=sa.func.now()))
 
 
+async def drop_share_of(conn: AsyncConnection, folder_id: uuid.UUID, user_uuid: uuid.UUID) -> None:
+    await conn.execute(sa.delete(_vp).where(_vp.c.vfolder == folder_id, _vp.c.user == user_uuid))
+
+
 # ------------------------------------------------------------------ GraphQL lists
 
 #: ``filter`` / ``order`` fields of vfolder_list (the original's VirtualFolder queryfilter fields).

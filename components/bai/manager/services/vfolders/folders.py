@@ -415,3 +415,24 @@ async def performance_metric(ctx: ManagerContext, req: Requester, host: str) -> 
     await proxies.proxy_info(ctx, proxy)
     return await proxies.call(ctx, proxy, "GET", "/volume/performance-metric", {"volume": volume},
                               not_found=errors.VFolderNotFound)
+
+
+async def change_ownership(ctx: ManagerContext, req: Requester, folder_id: uuid.UUID, user_email: str) -> None:
+    """POST /folders/_/change-ownership (superadmins): a user folder gets another owner in the
+    same domain. Its data stays where it is (its quota scope ID does not change), as the original."""
+    if req.role != "superadmin":
+        raise errors.GenericForbidden("superadmin privilege required")
+    async with ctx.db.begin() as conn:
+        folder = await access.by_id(ctx, req, folder_id, statuses=store.LIVE_STATUSES, admin_reach=True, conn=conn)
+        if folder.ownership_type != "user" or folder.user is None:
+            raise errors.InvalidAPIParameters("only user folders change owners")
+        target = await store.user_by_email(conn, user_email)
+        if target is None:
+            raise errors.ObjectNotFound("no such user")
+        if target.uuid == folder.user:
+            return
+        await store.owned_count(conn, user=target.uuid, lock=True)
+        if await store.name_taken(conn, folder.name, user=target.uuid):
+            raise errors.VFolderAlreadyExists(f"{user_email} already has a vfolder named {folder.name!r}")
+        await store.update_folder(conn, folder.id, {"user": target.uuid})
+        await store.drop_share_of(conn, folder.id, target.uuid)  # the owner needs no grant
