@@ -33,6 +33,8 @@ USAGE_MODES = ("general", "model", "data")
 LISTED_STATUSES = store.ALL_STATUSES - {"delete-complete"}
 #: Proxy calls that walk or delete a whole tree get longer than the default deadline.
 SLOW_CALL_DEADLINE = 600.0
+#: Listing hosts asks every proxy: one that hangs must not hold the listing long.
+HOSTS_CALL_DEADLINE = 5.0
 
 
 def check_name(name: str, what: str = "name") -> None:
@@ -323,7 +325,7 @@ async def purge(ctx: ManagerContext, req: Requester, folder_id: uuid.UUID) -> No
 
 
 async def _volumes(ctx: ManagerContext, proxy: str) -> dict[str, dict[str, Any]]:
-    reply = await proxies.call(ctx, proxy, "GET", "/volumes")
+    reply = await proxies.call(ctx, proxy, "GET", "/volumes", deadline=HOSTS_CALL_DEADLINE)
     vols = reply.get("volumes") if isinstance(reply, dict) else None
     return {str(v.get("name")): v for v in vols or [] if isinstance(v, dict)}
 
@@ -349,7 +351,8 @@ async def hosts(ctx: ManagerContext, req: Requester, group_id: uuid.UUID | None 
         usage: dict[str, Any] = {}
         if config.exposed_volume_info:
             try:
-                fs = await proxies.call(ctx, proxy, "GET", "/folder/fs-usage", {"volume": volume}) or {}
+                fs = await proxies.call(ctx, proxy, "GET", "/folder/fs-usage", {"volume": volume},
+                                        deadline=HOSTS_CALL_DEADLINE) or {}
                 used, capacity = int(fs.get("used_bytes") or 0), int(fs.get("capacity_bytes") or 0)
                 figures = {"used_bytes": used, "capacity_bytes": capacity,
                            "percentage": (used / capacity * 100) if capacity else 0.0}
