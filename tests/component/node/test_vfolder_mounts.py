@@ -237,3 +237,28 @@ async def test_refused_mounts_enqueue_nothing(mnode: MountNode) -> None:
         assert body["type"].startswith("https://api.backend.ai/probs/")
         assert str(mnode.volume_root) not in json.dumps(body)  # no host path in the answer
     assert (await n.rows(t.sessions), await n.rows(t.kernels)) == before
+
+
+async def test_project_local_folder_is_each_users_own_local(mnode: MountNode) -> None:
+    """Runs last (it adds a dot-folder every later session of the project would mount): a
+    project's ``.local`` is mounted at /home/work/.local as a directory of its own per user."""
+    n, user = mnode.node, mnode.user
+    status, body = await n.call("POST", "/folders", {"name": ".local", "group": "default"})
+    assert status == 201, body
+    s = name()
+    status, created = await n.call("POST", "/session", {"name": s, "image": "python",
+                                                        "config": {"resources": RESOURCES}}, keys=user)
+    assert status == 201 and created["status"] == "RUNNING", created
+    try:
+        seen = await _stdout_json(n, s, r'''
+import json, os
+open("/home/work/.local/mine.txt", "w").write("per user")
+print(json.dumps(sorted(os.listdir("/home/work/.local"))))
+''', keys=user)
+        assert seen == ["mine.txt"]
+        written = next(mnode.volume_root.rglob("mine.txt"))
+        async with n.db.connect() as conn:
+            user_uuid = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == user[0]))
+        assert written.parent.name == user_uuid.hex and written.read_text() == "per user"
+    finally:
+        await n.call("DELETE", f"/session/{s}", keys=user)

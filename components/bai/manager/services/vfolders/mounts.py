@@ -152,11 +152,17 @@ async def prepare(ctx: ManagerContext, conn: AsyncConnection, owner: Requester, 
         if len(candidates) > 1:
             raise errors.TooManyVFoldersFound(f"There are two or more folders named {name}; mount it by its id.")
         chosen.append((ref, candidates[0], subpath, False))
+    # Dot-folders come on their own: the user's before the project's (a user's .local wins over
+    # the project's), none twice under one name, none where the host forbids mounting.
     taken = {f.id for _, f, _, _ in chosen}
-    for f in folders:
-        if (f.name.startswith(".") and f.id not in taken and f.group in (None, group_id)
+    names = {f.name for _, f, _, _ in chosen}
+    for f in sorted(folders, key=lambda f: f.group is not None):
+        if (f.name.startswith(".") and f.id not in taken and f.name not in names and f.group in (None, group_id)
                 and "mount-in-session" in allowed_hosts.get(f.host, ())):
-            chosen.append((f.name, f, ".", True))
+            # a project's .local holds one directory per user, mounted as that user's .local
+            sub = owner.user_uuid.hex if f.name == ".local" and f.group is not None else "."
+            chosen.append((f.name, f, sub, True))
+            names.add(f.name)
 
     # Overlapping sources: one folder mounted twice where one subpath contains the other.
     for i, (ref1, f1, sub1, _) in enumerate(chosen):
@@ -188,6 +194,9 @@ async def prepare(ctx: ManagerContext, conn: AsyncConnection, owner: Requester, 
                 raise _bad(f"VFolder mount path {k1} overlaps with {k2}")
     mounts: list[dict[str, Any]] = []
     for f, subpath, kernel_path, perm in planned:
+        if f.name == ".local" and f.group is not None and subpath == owner.user_uuid.hex:
+            await proxies.call(ctx, f.proxy, "POST", "/folder/file/mkdir", {
+                "volume": f.volume, "vfid": f.vfid, "relpath": subpath, "parents": True, "exist_ok": True})
         host_path = await _mount_path(ctx, f, subpath)
         mounts.append({
             "name": f.name, "vfid": f.vfid, "vfsubpath": subpath, "host_path": host_path,
