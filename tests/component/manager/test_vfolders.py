@@ -507,3 +507,24 @@ async def test_change_ownership(world: World) -> None:
     assert (await _create(w, "handover", alice)).status == 201  # the name is free for alice again
     back = await w.api("POST", "/folders/_/change-ownership", w.admin, {**body, "user_email": "vf-alice@x.test"})
     assert back.status == 400 and back.body["type"].endswith("/vfolder-already-exists")
+
+
+STORAGE_LIST = ("query($limit:Int!, $offset:Int!, $filter: String, $order: String) {\n  storage_volume_list(\n"
+                "      limit:$limit, offset:$offset, filter:$filter, order:$order) {\n    items { id backend "
+                "capabilities path usage performance_metric }\n    total_count\n  }\n}")
+
+
+async def test_graphql_storage_volumes_and_permission_names(world: World) -> None:
+    w, alice = world, world.alice.creds
+    page = {"limit": 20, "offset": 0, "filter": None, "order": None}
+    listed = (await _gql(w, w.admin, STORAGE_LIST, page))["data"]["storage_volume_list"]
+    assert listed["total_count"] == 1  # the dead proxy is left out
+    (vol,) = listed["items"]
+    assert vol["id"] == HOST and vol["backend"] == "vfs" and "vfolder" in vol["capabilities"]
+    assert json.loads(vol["usage"])["capacity_bytes"] > 0 and vol["path"] == str(w.volume)
+    one = await _gql(w, w.admin, "query($id: String) { storage_volume(id: $id) { id backend } }", {"id": HOST})
+    assert one["data"]["storage_volume"] == {"id": HOST, "backend": "vfs"}
+    refused = await _gql(w, alice, STORAGE_LIST, page)
+    assert refused["errors"] and refused["data"]["storage_volume_list"] is None
+    names = await _gql(w, alice, "query { vfolder_host_permissions { vfolder_host_permission_list } }", {})
+    assert names["data"]["vfolder_host_permissions"]["vfolder_host_permission_list"] == ALL_PERMS

@@ -23,13 +23,15 @@ from . import (
     resource_preset,
     scalars,
     scaling_group,
+    storage_volume,
     user,
     user_project_policy,
     vfolder,
 )
 
 TYPE_MODULES = (compute_session, keypair, agent, domain, group, user, keypair_resource_policy, scaling_group,
-                resource_preset, audit_log, user_project_policy, image, container_registry, vfolder)
+                resource_preset, audit_log, user_project_policy, image, container_registry, vfolder,
+                storage_volume)
 
 _MUTATIONS = "".join(getattr(m, "MUTATIONS", "") for m in TYPE_MODULES)
 

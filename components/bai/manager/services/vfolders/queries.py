@@ -142,3 +142,46 @@ async def unset_quota_scope(ctx: ManagerContext, req: Requester, host: str, qsid
     await proxies.call(ctx, proxy, "DELETE", "/quota-scope/quota", {"volume": volume, "qsid": qsid},
                        not_found=errors.ObjectNotFound)
     return await quota_scope(ctx, req, host, qsid)
+
+
+# ------------------------------------------------------------------ storage volumes
+
+#: Calls made for a volume listing; a proxy that hangs must not hold it long.
+VOLUME_CALL_DEADLINE = 5.0
+
+
+async def storage_volumes(ctx: ManagerContext, req: Requester, volume_id: str | None = None) -> list[dict[str, Any]]:
+    """Every volume of every storage proxy that answers (``<proxy>:<volume>``), with its
+    capabilities, hardware metadata, performance metric and usage (superadmins and monitors:
+    it shows host paths)."""
+    if req.role not in _READ_ALL:
+        raise errors.GenericForbidden("superadmin privilege required")
+    config = await proxies.volume_config(ctx)
+    out: list[dict[str, Any]] = []
+    for proxy in sorted(config.proxies):
+        try:
+            reply = await proxies.call(ctx, proxy, "GET", "/volumes", deadline=VOLUME_CALL_DEADLINE) or {}
+        except errors.ApiError:
+            continue
+        for vol in reply.get("volumes") or []:
+            if not isinstance(vol, dict):
+                continue
+            vid = f"{proxy}:{vol.get('name')}"
+            if volume_id is not None and vid != volume_id:
+                continue
+            target = {"volume": vol.get("name")}
+            extra: dict[str, Any] = {}
+            for key, path in (("hardware_metadata", "/volume/hwinfo"), ("performance_metric", "/volume/performance-metric"),
+                              ("usage", "/folder/fs-usage")):
+                try:
+                    extra[key] = await proxies.call(ctx, proxy, "GET", path, target, deadline=VOLUME_CALL_DEADLINE)
+                except errors.ApiError:
+                    extra[key] = None
+            metric = extra["performance_metric"]
+            out.append({
+                "id": vid, "backend": vol.get("backend"), "fsprefix": vol.get("fsprefix"), "path": vol.get("path"),
+                "capabilities": vol.get("capabilities") or [], "hardware_metadata": extra["hardware_metadata"],
+                "performance_metric": metric.get("metric") if isinstance(metric, dict) else None,
+                "usage": extra["usage"],
+            })
+    return out
