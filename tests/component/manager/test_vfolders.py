@@ -7,10 +7,12 @@ first one's folder, a proxy that is down (503, no row) and bad names (400)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,9 +33,11 @@ from bai.common.auth import API_VERSION, sign_request
 from bai.common.events import REDIS_DB_RATELIMIT
 from bai.common.types import SessionStatus
 from bai.manager.api import folders, gql
+from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
+from bai.manager.services import audit
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.vfolders import proxies
 from bai.manager.store import tables as t
@@ -130,17 +134,18 @@ async def world(halfstack: HalfStack, manager_db: ManagerDB, tmp_path_factory: p
         rate_redis = aioredis.Redis(host="127.0.0.1", port=halfstack.redis_port, db=REDIS_DB_RATELIMIT)
         ctx = ManagerContext(config=ManagerConfig(), db=manager_db.engine, redis_stream=rate_redis,
                              redis_ratelimit=rate_redis, etcd=etcd, agents=None, events=None)  # type: ignore[arg-type]
-        app = web.Application(middlewares=[problem_middleware, auth_middleware])
+        app = web.Application(middlewares=[problem_middleware, audit_middleware, auth_middleware])
         app.on_response_prepare.append(on_prepare)
         app[CTX] = ctx
         folders.routes(app)
         gql.routes(app)
         client = TestClient(TestServer(app, host="127.0.0.1"))
-        await client.start_server()
-        try:
-            yield World(Api(client), ctx, manager_db, volume, alice, bob, manager_db.admin)
-        finally:
-            await client.close()
+        async with audit.running(ctx):
+            await client.start_server()
+            try:
+                yield World(Api(client), ctx, manager_db, volume, alice, bob, manager_db.admin)
+            finally:
+                await client.close()
             await proxies.close(ctx)
             await rate_redis.aclose()
             await etcd.delete_prefix("")
@@ -317,6 +322,20 @@ async def test_limits_and_host_permissions(world: World) -> None:
     assert sorted(types.body) == ["group", "user"]
 
 
+async def _audited(w: World, operation: str, access_key: str, target: str = "") -> list[Any]:
+    """The audit entries of ``operation`` by ``access_key`` whose target holds ``target``, once
+    written (polled, bounded)."""
+    end = time.monotonic() + 10
+    while True:
+        async with w.db.engine.connect() as conn:
+            rows = [r for r in (await conn.execute(sa.select(t.audit_logs).where(
+                t.audit_logs.c.operation == operation, t.audit_logs.c.access_key == access_key))).all()
+                    if target in (r.target or "")]
+        if rows or time.monotonic() > end:
+            return rows
+        await asyncio.sleep(0.05)
+
+
 async def test_another_user_can_neither_see_nor_touch(world: World) -> None:
     w, alice, bob = world, world.alice.creds, world.bob.creds
     created = await _create(w, "private", alice)
@@ -345,6 +364,11 @@ async def test_another_user_can_neither_see_nor_touch(world: World) -> None:
     assert (await w.api("GET", "/folders/_/id", bob, {"name": "private"})).status == 400
     assert (await _rows(w, "private"))[0].status == "ready"
     assert (await w.api("GET", "/folders/private", alice)).status == 200
+    # folder writes are on record, refused ones too
+    made = await _audited(w, "POST /folders", alice.access_key, "name=private")
+    assert [r.outcome for r in made] == ["ok"]
+    refused = await _audited(w, "POST /folders/{name}/rename", bob.access_key)
+    assert refused and all(r.outcome != "ok" for r in refused)
 
 
 async def test_proxy_down_and_bad_names(world: World) -> None:

@@ -3,7 +3,7 @@ authentication, so it sees who called (once authenticated), how each call ended,
 authentication refused.
 
 Audited: every route for admins (tagged ``admin`` or requiring the admin/superadmin level) and
-every non-GET call under /auth, /resource, /config and /manager, whoever makes it; plus, on any
+every non-GET call under /auth, /resource, /config, /manager and /folders, whoever makes it; plus, on any
 route, a request authentication refuses (bad signature, unknown key, no credentials), recorded
 without an actor and with the access key it claimed. Handlers that record their own entries
 (GraphQL: one per mutation field) are marked with :func:`audits_itself`. Writing is
@@ -34,7 +34,7 @@ from .routing import REGISTRY
 ACTOR = web.RequestKey("audit_actor", Actor)
 
 AUDITS_ITSELF = "_bai_audits_itself"
-_AUDITED_PREFIXES = ("/auth", "/resource", "/config", "/manager")
+_AUDITED_PREFIXES = ("/auth", "/resource", "/config", "/manager", "/folders")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Arguments that say what a call acts on, in the entry's ``target``.
 TARGET_KEYS = ("access_key", "email", "username", "name", "domain", "domain_name", "group", "group_id",
