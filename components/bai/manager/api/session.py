@@ -6,6 +6,7 @@ from aiohttp import web
 
 from bai.manager import errors
 from bai.manager.services import schemas
+from bai.manager.services.manager_admin import ServerFrozen
 
 from . import routing
 from .keys import SESSIONS, requester
@@ -71,7 +72,7 @@ _REF = (errors.SessionNotFound, errors.TooManySessionsMatched, errors.Insufficie
 def routes(app: web.Application) -> None:
     created = (Answer(201, "The session (created, or reused when reuseIfExists).", SessionCreated),)
     create_problems = (errors.ImageNotFound, errors.ScalingGroupNotFound, errors.SessionAlreadyExists,
-                       errors.QuotaExceeded, errors.InsufficientPrivilege)
+                       errors.QuotaExceeded, errors.InsufficientPrivilege, ServerFrozen)
     routing.add(app, "POST", "/session", create, operation_id="create_session", tag="session",
                 summary="Create a session (or reuse a live one of the same name).", body=schemas.CreateSession,
                 answers=created, problems=create_problems, links=_SESSION_LINKS)
