@@ -22,6 +22,8 @@ from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
+from bai.common.bounded import read_bounded
+
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_LIST_V2 = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -196,7 +198,7 @@ class RegistryClient:
         assert self._session is not None
         try:
             async with self._session.request(method, url, headers=headers, allow_redirects=True) as resp:
-                body = await resp.content.read(self.limits.max_reply_bytes + 1)
+                body = await read_bounded(resp, self.limits.max_reply_bytes)
                 if len(body) > self.limits.max_reply_bytes:
                     raise RegistryError(f"{url}: the answer is larger than {self.limits.max_reply_bytes} bytes")
                 return resp.status, body, resp.headers

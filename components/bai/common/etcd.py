@@ -21,6 +21,8 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 
+from bai.common.bounded import read_bounded
+
 #: The most we read of one etcd answer: a whole config tree is a few KiB; anything near this
 #: is not an answer we can use.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
@@ -72,7 +74,7 @@ class _Gateway:
     async def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             async with self._session.post(self._base + path, json=body) as resp:
-                raw = await resp.content.read(MAX_REPLY_BYTES + 1)
+                raw = await read_bounded(resp, MAX_REPLY_BYTES)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EtcdError(f"etcd at {self._base} unreachable: {exc!r}") from exc

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from bai.common.bounded import read_bounded
 from bai.common.etcd import EtcdError, EtcdStore
 
 #: Manager-facing answers are small JSON documents (a directory listing is the biggest).
@@ -147,7 +148,7 @@ class StorageProxyClient:
             kwargs["timeout"] = aiohttp.ClientTimeout(total=deadline, sock_connect=self._connect_timeout)
         try:
             async with self._http().request(method, url, **kwargs) as resp:
-                raw = await resp.content.read(self._max_reply + 1)
+                raw = await read_bounded(resp, self._max_reply)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ProxyUnreachable(f"storage proxy {proxy_name!r} unreachable: {type(exc).__name__}") from exc
