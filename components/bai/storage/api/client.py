@@ -21,7 +21,7 @@ from ..errors import FileNotFound, InvalidParams, NoSuchUploadSession, VFolderNo
 from ..paths import confined, open_dir, parse_relpath
 from ..uploads import UploadTarget
 from ..vfid import VFolderID
-from .common import CORS, CORS_ENABLED, CTX, TUS_HEADERS, ProxyContext, problem_middleware
+from .common import CORS, CORS_ENABLED, CTX, TUS_HEADERS, ProxyContext, client_went_away, problem_middleware
 
 TUS_VERSION = "1.0.0"
 READ_CHUNK = 256 * 1024
@@ -211,6 +211,7 @@ async def tus_upload_part(request: web.Request) -> web.Response:
         offset = await ctx.uploads.append(target, client_offset, length, body())
     except (ConnectionResetError, HttpProcessingError):
         # What arrived is kept; nobody may be listening, but say so clearly if someone is.
+        client_went_away(request)
         raise InvalidParams("the request body ended early; HEAD the upload for the offset to resume from") from None
     return web.Response(status=204, headers={**_tus_headers(ctx), "Upload-Offset": str(offset)})
 

@@ -82,6 +82,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except StorageError as exc:
         return exc.response(_cors_headers(request))
+    except ConnectionResetError:
+        # The client went away mid-request (a closed tab, a killed CLI): its event, not ours.
+        client_went_away(request)
+        return web.Response(status=400)  # nobody is listening; aiohttp drops it quietly
     except OSError as exc:
         error = _os_error(exc)
         if error.http_status >= 500:
@@ -95,6 +99,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
                             content_type="application/problem+json",
                             headers={**_cors_headers(request), **{k: v for k, v in exc.headers.items()
                                                                   if k.lower() == "allow"}})
+
+
+def client_went_away(request: web.Request) -> None:
+    """One log line for a client that disconnected in the middle of its request."""
+    log.info("%s %s: the client went away mid-request (%s)", request.method, request.path, request.remote)
 
 
 def _cors_headers(request: web.Request) -> dict[str, str]:
