@@ -31,6 +31,8 @@ from aiodocker.exceptions import DockerError
 
 import bai.kernel
 from bai.common.agent_rpc import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
     AgentError,
     AgentFailure,
     CreateKernelsRequest,
@@ -68,6 +70,10 @@ log = logging.getLogger(__name__)
 RUNNER_DIR = Path(bai.kernel.__file__).resolve().parent
 #: Seconds between two kernel_pull_progress events of one pull.
 PULL_REPORT_INTERVAL = 0.5
+#: How long a runner may take to replace its user-code process on restart_kernel.
+RESTART_TIMEOUT = 20.0
+#: How long reading a terminated kernel's last log (kept by the manager) may delay its removal.
+FINAL_LOG_TIMEOUT = 5.0
 #: sun_path holds 108 bytes including the terminating NUL.
 _MAX_UNIX_PATH = 107
 
@@ -188,9 +194,27 @@ class Agent:
             log.info("re-adopted kernel %s (container %s)", kernel_id, info["Id"][:12])
 
     def _new_runner(self, kernel: Kernel) -> KernelRunner:
-        return KernelRunner(kernel.kernel_id, kernel.ipc_dir / SOCKET_NAME,
-                            owner=(self.confinement.uid, self.confinement.gid),
-                            output_limit=self.config.container.output_buffer_size)
+        runner = KernelRunner(kernel.kernel_id, kernel.ipc_dir / SOCKET_NAME,
+                              owner=(self.confinement.uid, self.confinement.gid),
+                              output_limit=self.config.container.output_buffer_size)
+
+        async def batch_finished(exit_code: int) -> None:
+            await self._batch_finished(kernel, runner, exit_code)
+
+        runner.on_batch_finished = batch_finished
+        return runner
+
+    async def _batch_finished(self, kernel: Kernel, runner: KernelRunner, exit_code: int) -> None:
+        """A batch session's startup command ended: tell the manager, which records the result
+        and ends the session (the original's session_success / session_failure)."""
+        if kernel.status != "RUNNING":
+            return  # being destroyed: a user's destroy gets no result
+        success = exit_code == 0
+        log.info("kernel %s: batch command exited with %d", kernel.kernel_id, exit_code)
+        await self.events.produce("session_success" if success else "session_failure", self.id,
+                                  session_id=kernel.session_id, kernel_id=kernel.kernel_id,
+                                  reason="task-finished" if success else "task-failed", exit_code=exit_code)
+        await runner.ack_batch()
 
     # --- heartbeat --------------------------------------------------------------------------
 
@@ -270,6 +294,8 @@ class Agent:
                 "scaling_group": self.config.agent.scaling_group,
                 "agent_addr": self.addr,
             })
+            if config.session_type == "batch" and config.startup_command:
+                await self._start_batch(kernel, runner, config.startup_command)
         except asyncio.CancelledError:
             # destroy_kernel (or shutdown) cancelled us; whoever did reports the outcome.
             await asyncio.shield(self._discard_failed(kernel))
@@ -286,6 +312,14 @@ class Agent:
             kernel.gone.set_result(None)
         finally:
             kernel.creation = None
+
+    async def _start_batch(self, kernel: Kernel, runner: KernelRunner, command: str) -> None:
+        try:
+            await runner.start_batch(command)
+        except RunnerUnavailable as exc:
+            # The session would otherwise run forever waiting for a result that cannot come.
+            log.warning("kernel %s: cannot start the batch command: %s", kernel.kernel_id, exc)
+            await self._batch_finished(kernel, runner, 127)
 
     async def _start_container(self, kernel: Kernel, body: dict[str, Any]) -> None:
         # Not cancellable half-way: Docker finishes a create whose caller went away, and we must
@@ -398,10 +432,12 @@ class Agent:
         return {"stats": {"status": "terminated"}}
 
     async def _cleanup(self, kernel: Kernel, reason: str, exit_code: int | None) -> None:
+        container_log: str | None = None
         try:
             if kernel.runner is not None:
                 await kernel.runner.close()
             if kernel.container_id is not None:
+                container_log = await self._final_log(kernel)
                 await self.docker.remove(kernel.container_id)
         except Exception:
             log.exception("kernel %s: removing container %s", kernel.kernel_id, kernel.container_id)
@@ -410,10 +446,23 @@ class Agent:
         self.kernels.pop(kernel.kernel_id, None)
         try:
             await self.events.produce("kernel_terminated", self.id, kernel_id=kernel.kernel_id,
-                                      session_id=kernel.session_id, reason=reason, exit_code=exit_code)
+                                      session_id=kernel.session_id, reason=reason, exit_code=exit_code,
+                                      container_log=container_log)
         finally:
             if not kernel.gone.done():
                 kernel.gone.set_result(None)
+
+    async def _final_log(self, kernel: Kernel) -> str | None:
+        """The last of the container's log, read before it is removed so that the manager can
+        keep it (``kernels.container_log``): bounded as get_logs is; None when it cannot be read."""
+        assert kernel.container_id is not None
+        try:
+            async with asyncio.timeout(FINAL_LOG_TIMEOUT):
+                text, _truncated = await self.docker.logs(kernel.container_id, LOG_TAIL_LINES, LOG_TAIL_BYTES)
+            return text
+        except Exception as exc:
+            log.warning("kernel %s: cannot read its last log: %r", kernel.kernel_id, exc)
+            return None
 
     async def _on_container_died(self, kernel_id: str, container_id: str, exit_code: int | None) -> None:
         kernel = self.kernels.get(kernel_id)
@@ -457,6 +506,18 @@ class Agent:
         assert runner is not None
         try:
             await runner.interrupt()
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    async def restart_kernel(self, kernel_id: str) -> None:
+        """Replace the kernel's user-code process: same container, fresh variables."""
+        runner = self._running(kernel_id).runner
+        assert runner is not None
+        try:
+            async with asyncio.timeout(RESTART_TIMEOUT):
+                await runner.restart()
+        except TimeoutError as exc:
+            raise AgentFailure("the runner did not restart in time", title="Kernel restart failed") from exc
         except RunnerUnavailable as exc:
             raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
 

@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,11 @@ class KernelRunner:
         #: Every run an execute call may still ask about, by run ID.
         self._runs: dict[str, _Run] = {}
         self._pong: asyncio.Future[None] | None = None
+        self._restarted: asyncio.Future[None] | None = None
+        #: Called with the exit code when a batch session's startup command ends (see
+        #: :mod:`bai.kernel.batch`); it acknowledges with :meth:`ack_batch` once passed on.
+        self.on_batch_finished: Callable[[int], Coroutine[Any, Any, None]] | None = None
+        self._batch_reports: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -344,6 +349,19 @@ class KernelRunner:
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
             return
+        if kind == "restarted":
+            if self._restarted is not None and not self._restarted.done():
+                self._restarted.set_result(None)
+            return
+        if kind == "batch-finished":
+            data = record.get("data")
+            code = data.get("exitCode") if isinstance(data, dict) else None
+            batch_exit = code if isinstance(code, int) and not isinstance(code, bool) else 1
+            if self.on_batch_finished is not None:
+                task = asyncio.create_task(self.on_batch_finished(batch_exit), name=f"batch-{self.kernel_id}")
+                self._batch_reports.add(task)
+                task.add_done_callback(self._batch_reports.discard)
+            return
         if not self._pending:
             return  # output of a run from before we connected: nobody can ask for it
         run = self._pending[0]
@@ -412,6 +430,21 @@ class KernelRunner:
 
     async def interrupt(self) -> None:
         await self._send({"op": "interrupt"})
+
+    async def start_batch(self, command: str) -> None:
+        """Have the runner run a batch session's startup command (once)."""
+        await self._send({"op": "batch", "command": command})
+
+    async def ack_batch(self) -> None:
+        with contextlib.suppress(OSError, RunnerUnavailable):
+            await self._send({"op": "batch-ack"})
+
+    async def restart(self) -> None:
+        """A fresh user-code process (callers bound it with ``asyncio.timeout``); the runs in
+        progress finish as the old process dies."""
+        self._restarted = asyncio.get_running_loop().create_future()
+        await self._send({"op": "restart"})
+        await self._restarted
 
     async def request_exit(self) -> None:
         with contextlib.suppress(OSError, RunnerUnavailable):

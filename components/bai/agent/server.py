@@ -71,6 +71,11 @@ async def _interrupt_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
     return {}
 
 
+async def _restart_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
+    await agent.restart_kernel(req.kernel_id)
+    return {}
+
+
 async def _get_logs(agent: Agent, req: GetLogsRequest) -> dict[str, Any]:
     return await agent.get_logs(req)
 
@@ -85,6 +90,7 @@ HANDLERS: dict[str, Handler] = {
     "destroy_kernel": _destroy_kernel,
     "execute": _execute,
     "interrupt_kernel": _interrupt_kernel,
+    "restart_kernel": _restart_kernel,
     "get_logs": _get_logs,
     "list_kernels": _list_kernels,
 }

@@ -230,7 +230,7 @@ class ExecuteRequest(_Request):
 
 
 class KernelRequest(_Request):
-    """Requests that only name a kernel: ``interrupt_kernel``, ``get_logs``."""
+    """Requests that only name a kernel: ``interrupt_kernel``, ``restart_kernel``, ``get_logs``."""
 
     kernel_id: str = Field(pattern=KERNEL_ID_PATTERN)
 
@@ -259,6 +259,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "destroy_kernel": DestroyKernelRequest,
     "execute": ExecuteRequest,
     "interrupt_kernel": KernelRequest,
+    "restart_kernel": KernelRequest,
     "get_logs": GetLogsRequest,
     "list_kernels": ListKernelsRequest,
 }
@@ -276,6 +277,7 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "destroy_kernel": 60.0,
     "execute": 30.0,
     "interrupt_kernel": 10.0,
+    "restart_kernel": 30.0,
     "get_logs": 30.0,
     "list_kernels": 10.0,
 }
@@ -380,6 +382,10 @@ class AgentClient:
 
     async def interrupt_kernel(self, kernel_id: str) -> None:
         await self.call("interrupt_kernel", {"kernel_id": kernel_id})
+
+    async def restart_kernel(self, kernel_id: str) -> None:
+        """A fresh user-code process in the same container (its variables are gone)."""
+        await self.call("restart_kernel", {"kernel_id": kernel_id})
 
     async def get_logs(self, kernel_id: str, tail_lines: int = LOG_TAIL_LINES,
                        max_bytes: int = LOG_TAIL_BYTES) -> str:

@@ -20,6 +20,11 @@ Agent -> runner (``op``):
 * ``{"op": "interrupt"}`` -- SIGINT the running code (its whole process group).
 * ``{"op": "ping"}`` -- answered by ``{"type": "pong"}``.
 * ``{"op": "exit"}`` -- kill the user-code process and exit the runner (the container stops).
+* ``{"op": "batch", "command": str}`` -- run a batch session's startup command once (see
+  :mod:`.batch`); a second one is ignored.
+* ``{"op": "batch-ack"}`` -- the agent has passed ``batch-finished`` on; the runner stops resending it.
+* ``{"op": "restart"}`` -- kill the user-code process (its variables are gone; a run in progress
+  finishes with a non-zero exit code) and start a fresh one; answered by ``{"type": "restarted"}``.
 
 Runner -> agent (``type``), the same record types as the original's query mode:
 
@@ -27,6 +32,9 @@ Runner -> agent (``type``), the same record types as the original's query mode:
 * ``{"type": "waiting-input", "data": {"is_password": bool}}`` -- user code called ``input()``.
 * ``{"type": "finished", "data": {"exitCode": int}}`` -- the run is over.
 * ``{"type": "pong"}``.
+* ``{"type": "batch-finished", "data": {"exitCode": int}}`` -- the startup command ended; sent
+  again on each new connection until acknowledged.
+* ``{"type": "restarted"}`` -- a fresh user-code process is up.
 
 The runner holds one connection at a time; records produced while it is disconnected are
 dropped (the agent fails the runs it was waiting for when it loses the connection).

@@ -33,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from .batch import BatchTask
 from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
 
 _READ_CHUNK = 65536
@@ -196,6 +197,8 @@ class Runner:
         self.connect_delay = 0.0
         self.connected_at = 0.0
         self.oom_kills = _oom_kills()
+        #: A batch session's startup command, once the agent has asked for it.
+        self.batch: BatchTask | None = None
 
     # --- agent connection -------------------------------------------------------------------
 
@@ -221,6 +224,8 @@ class Runner:
             # Nobody can answer the old run's input() any more; free the FIFO.
             self.input_seq = None
             self.child.signal_group(signal.SIGINT)
+        if self.batch is not None and self.batch.exit_code is not None and self.batch.unreported:
+            self._send(self.batch.result_record())
         return True
 
     def spawn_child(self) -> None:
@@ -314,6 +319,48 @@ class Runner:
             self._send({"type": "pong"})
         elif op == "exit":
             self.running = False
+        elif op == "batch":
+            self._start_batch(str(message.get("command", "")))
+        elif op == "batch-ack":
+            if self.batch is not None and self.batch.exit_code is not None:
+                self.batch.unreported = False
+        elif op == "restart":
+            self._restart_child()
+            self._send({"type": "restarted"})
+
+    # --- batch startup command and restart ---------------------------------------------------
+
+    def _start_batch(self, command: str) -> None:
+        if self.batch is not None:
+            return  # once per kernel, whatever the agent sends again
+        try:
+            self.batch = BatchTask(command, _child_env())
+        except OSError as exc:
+            _log(f"cannot start the batch command: {exc}")
+            self._send({"type": "batch-finished", "data": {"exitCode": 127}})
+            return
+        if self.batch.pidfd is not None:
+            self.sel.register(self.batch.pidfd, selectors.EVENT_READ, self._on_batch_exit)
+
+    def _on_batch_exit(self, key: selectors.SelectorKey) -> None:
+        batch = self.batch
+        if batch is None:
+            return
+        if batch.pidfd is not None and batch.pidfd == key.fd:
+            self.sel.unregister(key.fd)
+        if batch.poll():
+            _log(f"batch command exited with status {batch.exit_code}")
+            self._send(batch.result_record())
+
+    def _restart_child(self) -> None:
+        """A fresh user-code process: the old one (and its process group) is killed, a run it
+        was on finishes with its exit status, code queued behind it runs in the new one."""
+        child = self.child
+        if child is not None:
+            child.signal_group(signal.SIGKILL)
+            self._on_child_exit(child)
+        if self.child is None:
+            self.spawn_child()
 
     # --- child ------------------------------------------------------------------------------
 
@@ -452,9 +499,12 @@ class Runner:
     def serve(self) -> None:
         while self.running:
             timeout = None
+            if self.batch is not None and self.batch.pidfd is None and self.batch.exit_code is None:
+                self._on_batch_exit_polled()
+                timeout = 0.2  # no pidfd on this kernel: poll the batch command
             if self.client is None:
-                timeout = self.next_connect - time.monotonic()
-                if timeout <= 0:
+                timeout = min(self.next_connect - time.monotonic(), timeout if timeout is not None else 1e9)
+                if self.next_connect <= time.monotonic():
                     self.connect()
                     continue
             ready = self.sel.select(timeout)
@@ -482,9 +532,20 @@ class Runner:
             except OSError:
                 pass
 
+    def _on_batch_exit_polled(self) -> None:
+        batch = self.batch
+        if batch is not None and batch.exit_code is None and batch.poll():
+            _log(f"batch command exited with status {batch.exit_code}")
+            self._send(batch.result_record())
+
     def shutdown(self) -> None:
         if self.child is not None:
             self.child.signal_group(signal.SIGKILL)
+        if self.batch is not None and self.batch.exit_code is None:
+            try:
+                os.killpg(self.batch.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

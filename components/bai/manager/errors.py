@@ -161,6 +161,10 @@ class KernelDestructionFailed(ApiError):
     status, error_type, title = 500, PROBS + "kernel-destruction-failed", "Destroying the kernel has failed."
 
 
+class KernelRestartFailed(ApiError):
+    status, error_type, title = 500, PROBS + "kernel-restart-failed", "Restarting kernel has failed."
+
+
 class ServiceUnavailable(ApiError):
     status, error_type, title = 503, PROBS + "service-unavailable", "Serivce unavailable."
 

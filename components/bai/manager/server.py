@@ -61,6 +61,7 @@ from bai.manager.services.lifecycle import (
 )
 from bai.manager.services.scheduler import Scheduler
 from bai.manager.services.sessions import SessionService
+from bai.manager.services.sessions.queries import flush_forever as flush_query_counts_forever
 from bai.manager.services.vfolders import proxies as storage_proxies
 from bai.manager.store.db import create_engine
 
@@ -192,6 +193,7 @@ async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(audit.purge_expired_forever(ctx), name="audit-purge"),
         asyncio.create_task(manager_admin.refresh_status_forever(ctx), name="manager-status"),
         asyncio.create_task(retire_rotated_keypairs_forever(ctx), name="keypair-retire"),
+        asyncio.create_task(flush_query_counts_forever(ctx), name="query-counts"),
     ]
     ctx.request_schedule()
     try:

@@ -1,4 +1,4 @@
-"""/session: create, info, destroy, execute, logs."""
+"""/session: create, info, destroy, restart, execute, logs."""
 
 from __future__ import annotations
 
@@ -50,7 +50,16 @@ async def execute(request: web.Request) -> web.Response:
     route = await svc.route(requester(request), request.match_info["ref"])
     result = await svc.execute(route, mode=req.mode, run_id=req.run_id, code=req.code, opts=req.options,
                                flush_timeout=REST_FLUSH_TIMEOUT)
+    if req.mode == "query":  # one count per run, not per continue/input call
+        await svc.count_query(route.session_id)
     return web.json_response({"result": result})
+
+
+@auth_required()
+async def restart(request: web.Request) -> web.Response:
+    q = routing.query(request, schemas.SessionQuery)
+    await request.app[SESSIONS].restart(requester(request), request.match_info["ref"], q.owner_access_key)
+    return web.Response(status=204)
 
 
 @auth_required()
@@ -86,10 +95,16 @@ def routes(app: web.Application) -> None:
                 summary="Destroy a session (cancel it when still pending).", query=schemas.DestroyQuery,
                 answers=(Answer(200, "The last statistics of the session.", SessionDestroyed),),
                 problems=(*_REF, errors.GenericForbidden))
+    routing.add(app, "PATCH", "/session/{ref}", restart, operation_id="restart_session", tag="session",
+                summary="Restart the session's kernels: fresh user-code processes in the same containers "
+                        "(variables are gone); the session stays RUNNING.", query=schemas.SessionQuery,
+                answers=(Answer(204, "Restarted.", media_type=""),),
+                problems=(*_REF, errors.InvalidAPIParameters, errors.GenericForbidden, errors.KernelRestartFailed))
     routing.add(app, "POST", "/session/{ref}", execute, operation_id="execute", tag="session",
                 summary="Run code in the session (query mode; continue/input for a run in progress).",
                 body=schemas.ExecuteRequest, answers=(Answer(200, "What the run produced so far.", Executed),),
                 problems=_REF)
     routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
-                summary="The container logs of the session's main kernel.",
+                summary="The container logs of the session's main kernel (of a session that has ended: "
+                        "the last of them, kept when its container was removed).",
                 answers=(Answer(200, "The logs.", Logs),), problems=_REF)

@@ -147,6 +147,7 @@ async def stream_execute(request: web.Request) -> web.StreamResponse:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'frame'}: {e['msg']}" for e in exc.errors())
             await client.send({"status": "error", "msg": f"invalid request: {problems}"})
             return ws
+        await svc.count_query(route.session_id)
         result = await call("query", None, req.code, req.options)
         run_id: str | None = None
         while True:

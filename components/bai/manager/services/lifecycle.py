@@ -24,7 +24,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.db import retry_transient
 
 from .context import ManagerContext
-from .sessions import termination
+from .sessions import batch, termination
 from .sessions.payloads import broadcast_kernel, broadcast_session
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,26 @@ class LifecycleHandler:
         reason = ev.args.get("reason") or "failed-to-create"
         await termination.cancel(self.ctx, session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
 
+    async def on_session_success(self, ev: Event) -> None:
+        """A batch session's startup command exited with 0: result SUCCESS, and it ends."""
+        await batch.finish_batch(self.ctx, uuid.UUID(ev.args["session_id"]), 0)
+
+    async def on_session_failure(self, ev: Event) -> None:
+        """A batch session's startup command failed: result FAILURE, and it ends."""
+        code = ev.args.get("exit_code")
+        exit_code = code if isinstance(code, int) and not isinstance(code, bool) and code != 0 else 1
+        await batch.finish_batch(self.ctx, uuid.UUID(ev.args["session_id"]), exit_code)
+
     async def on_kernel_terminated(self, ev: Event) -> None:
         kernel_id = uuid.UUID(ev.args["kernel_id"])
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "unknown"
         exit_code = ev.args.get("exit_code")
+        container_log = ev.args.get("container_log")
+        if isinstance(container_log, str):
+            # Kept whatever state the rows are in: the container is gone, this is all that is left.
+            async with self.ctx.db.begin() as conn:
+                await store.save_container_log(conn, kernel_id, container_log.replace("\x00", ""))
         async with self.ctx.db.begin() as conn:
             sess = await store.get(conn, session_id)
             if sess is None or sess.status in ("TERMINATED", "CANCELLED"):

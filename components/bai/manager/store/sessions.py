@@ -18,6 +18,8 @@ from . import filters as qf
 from . import tables as t
 
 DEAD = (SessionStatus.TERMINATED.value, SessionStatus.CANCELLED.value)
+#: Every kernel column but the kept container log (up to 1 MiB each), read only on its own.
+KERNEL_COLUMNS = tuple(c for c in t.kernels.c if c.name != "container_log")
 
 
 def _history(status: str, now: datetime) -> sa.ColumnElement[Any]:
@@ -78,7 +80,7 @@ async def get(conn: AsyncConnection, session_id: uuid.UUID) -> Any:
 
 
 async def kernels_of(conn: AsyncConnection, session_id: uuid.UUID) -> list[sa.Row[Any]]:
-    q = sa.select(t.kernels).where(t.kernels.c.session_id == session_id).order_by(t.kernels.c.cluster_idx)
+    q = sa.select(*KERNEL_COLUMNS).where(t.kernels.c.session_id == session_id).order_by(t.kernels.c.cluster_idx)
     return list((await conn.execute(q)).all())
 
 
@@ -275,6 +277,42 @@ async def count_query(conn: AsyncConnection, session_id: uuid.UUID) -> None:
                        .values(num_queries=t.sessions.c.num_queries + 1))
 
 
+async def add_query_counts(conn: AsyncConnection, counts: dict[uuid.UUID, int]) -> None:
+    """Add many sessions' execute counts in one statement (and to their main kernels)."""
+    if not counts:
+        return
+    s_, k_ = t.sessions, t.kernels
+    delta = sa.values(sa.column("sid", sa.Uuid), sa.column("n", sa.BigInteger), name="delta").data(
+        list(counts.items()))
+    await conn.execute(s_.update().where(s_.c.id == delta.c.sid).values(num_queries=s_.c.num_queries + delta.c.n))
+    await conn.execute(k_.update().where(k_.c.session_id == delta.c.sid, k_.c.cluster_role == "main")
+                       .values(num_queries=k_.c.num_queries + delta.c.n))
+
+
+async def set_batch_result(conn: AsyncConnection, session_id: uuid.UUID, result: str) -> bool:
+    """A batch session's result, once, while it runs; False when it is not (any more) running
+    or already has one (a repeated report, or a destroy that came first)."""
+    changed = await conn.execute(t.sessions.update().where(
+        t.sessions.c.id == session_id, t.sessions.c.status == SessionStatus.RUNNING.value,
+        t.sessions.c.result == "UNDEFINED").values(result=result))
+    if not changed.rowcount:
+        return False
+    await conn.execute(t.kernels.update().where(t.kernels.c.session_id == session_id).values(result=result))
+    return True
+
+
+async def save_container_log(conn: AsyncConnection, kernel_id: uuid.UUID, text: str) -> None:
+    await conn.execute(t.kernels.update().where(t.kernels.c.id == kernel_id).values(container_log=text))
+
+
+async def container_log(conn: AsyncConnection, session_id: uuid.UUID) -> str | None:
+    """The log kept of the session's main kernel (None when none was kept)."""
+    q = sa.select(t.kernels.c.container_log).where(
+        t.kernels.c.session_id == session_id).order_by(t.kernels.c.cluster_role != "main", t.kernels.c.cluster_idx)
+    value: str | None = (await conn.execute(q.limit(1))).scalar()
+    return value
+
+
 # ------------------------------------------------------------------ GraphQL reads
 
 SESSION_RESULTS = frozenset({"UNDEFINED", "SUCCESS", "FAILURE"})
@@ -396,7 +434,7 @@ async def kernels_by_session(conn: AsyncConnection, session_ids: Sequence[uuid.U
     if not session_ids:
         return out
     k = t.kernels.c
-    q = (sa.select(t.kernels).where(k.session_id.in_(list(session_ids)))
+    q = (sa.select(*KERNEL_COLUMNS).where(k.session_id.in_(list(session_ids)))
          .order_by(k.session_id, (k.cluster_role != "main"), k.cluster_idx, k.local_rank))
     for row in await conn.execute(q):
         out.setdefault(row.session_id, []).append(row)

@@ -336,6 +336,9 @@ kernels = sa.Table(
     sa.Column("last_stat", JSONB),
     _created(),
     sa.Column("terminated_at", sa.DateTime(timezone=True)),
+    # 0013: the last of the container's log, kept when the container is removed (up to 1 MiB;
+    # never selected with the other columns: see store.sessions.KERNEL_COLUMNS)
+    sa.Column("container_log", sa.Text),
 )
 
 # 0008: the audit log (beyond the original): one row per GraphQL mutation field, admin REST call

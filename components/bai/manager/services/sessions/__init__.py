@@ -5,6 +5,8 @@
 - :mod:`.termination`: destroy, and closing/cancelling with the final-status events (also used by
   the lifecycle handler, the scheduler and the stuck-session sweep);
 - :mod:`.execution`: route to the main kernel, execute, logs;
+- :mod:`.batch`: a batch session's result (it ends by itself), and restart;
+- :mod:`.queries`: counting executes off the hot path;
 - :mod:`.payloads`: the ``session_*``/``kernel_*`` broadcast arguments;
 - :mod:`.visibility`: who may see a session's events.
 
@@ -20,7 +22,7 @@ from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
 from ..schemas import CreateSession
-from . import creation, execution, lookup, termination
+from . import batch, creation, execution, lookup, termination
 
 __all__ = ["SessionService"]
 
@@ -51,4 +53,7 @@ class SessionService:
         return await execution.logs(self.ctx, requester, ref)
 
     async def count_query(self, session_id: uuid.UUID) -> None:
-        await execution.count_query(self.ctx, session_id)
+        execution.count_query(self.ctx, session_id)
+
+    async def restart(self, requester: Requester, ref: str, owner_access_key: str | None) -> None:
+        await batch.restart(self.ctx, requester, ref, owner_access_key)

@@ -13,6 +13,7 @@ from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
 from .lookup import get_one
+from .queries import query_counter
 
 __all__ = ["count_query", "execute", "logs", "route"]
 
@@ -50,8 +51,19 @@ async def execute(ctx: ManagerContext, route: Any, *, mode: str, run_id: str | N
 
 async def logs(ctx: ManagerContext, requester: Requester, ref: str) -> str:
     """The tail of the main kernel's log: at most LOG_TAIL_LINES lines and LOG_TAIL_BYTES
-    bytes (the agent never reads a whole log into memory, nor do we)."""
-    found = await route(ctx, requester, ref)
+    bytes (the agent never reads a whole log into memory, nor do we). For a session that has
+    ended (or is not running), the log its agent kept when the container was removed ("" if none)."""
+    try:
+        found = await route(ctx, requester, ref)
+    except errors.InvalidAPIParameters:
+        found = None  # not running: the log kept when it ended, if any
+    except errors.SessionNotFound:
+        found = None  # ended, perhaps
+    if found is None:
+        async with ctx.db.connect() as conn:
+            row = await get_one(conn, ref, requester.access_key, include_dead=True)
+            kept = await store.container_log(conn, row.id)
+        return kept or ""
     try:
         return await ctx.agents.get(found.agent_addr).get_logs(
             str(found.kernel_id), tail_lines=LOG_TAIL_LINES, max_bytes=LOG_TAIL_BYTES)
@@ -59,6 +71,6 @@ async def logs(ctx: ManagerContext, requester: Requester, ref: str) -> str:
         raise errors.InternalServerError(exc.msg) from exc
 
 
-async def count_query(ctx: ManagerContext, session_id: uuid.UUID) -> None:
-    async with ctx.db.begin() as conn:
-        await store.count_query(conn, session_id)
+def count_query(ctx: ManagerContext, session_id: uuid.UUID) -> None:
+    """One more execute on the session: counted in memory, written in batches (:mod:`.queries`)."""
+    query_counter(ctx).note(session_id)

@@ -12,6 +12,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
+from .queries import query_counter
 
 __all__ = ["describe", "get_one", "resolve_owner", "service_ports_for_client"]
 
@@ -65,7 +66,7 @@ async def describe(ctx: ManagerContext, requester: Requester, ref: str,
         "age": int((now - row.created_at).total_seconds() * 1000),
         "creationTime": str(row.created_at),
         "terminationTime": str(row.terminated_at) if row.terminated_at else None,
-        "numQueriesExecuted": row.num_queries, "lastStat": main.last_stat,
+        "numQueriesExecuted": row.num_queries + query_counter(ctx).unwritten(row.id), "lastStat": main.last_stat,
         "idleChecks": {},
         "mounts": [m["name"] for m in row.vfolder_mounts or ()],
     }

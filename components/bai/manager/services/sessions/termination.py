@@ -21,7 +21,7 @@ from ..context import ManagerContext
 from .lookup import get_one, resolve_owner
 from .payloads import broadcast_kernel, broadcast_session
 
-__all__ = ["CLOSE_ATTEMPTS", "cancel", "close", "destroy", "destroy_kernel", "finish_termination"]
+__all__ = ["CLOSE_ATTEMPTS", "cancel", "close", "destroy", "destroy_kernel", "finish_termination", "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +45,34 @@ async def destroy(ctx: ManagerContext, requester: Requester, ref: str, *, forced
         status in (SessionStatus.SCHEDULED, SessionStatus.PREPARING, SessionStatus.TERMINATING,
                    SessionStatus.ERROR) and not forced):
         raise errors.GenericForbidden(f"Cannot destroy a session in {status.value} state without forced=true.")
+    stats = await terminate(ctx, row, kernels, "user-requested")
+    return {"stats": stats or {"status": "terminated"}}
+
+
+async def terminate(ctx: ManagerContext, row: Any, kernels: list[Any], reason: str) -> dict[str, Any]:
+    """End a started session: TERMINATING (announced), its kernels destroyed on their agents,
+    then TERMINATED. Returns the main kernel's last statistics (``{}`` if none came back)."""
     terminating = []
     async with ctx.db.begin() as conn:
-        await store.set_session_status(conn, row.id, SessionStatus.TERMINATING, info="user-requested")
+        await store.set_session_status(conn, row.id, SessionStatus.TERMINATING, info=reason)
         for k in kernels:
             if await store.set_kernel_status(conn, k.id, KernelStatus.TERMINATING,
                                              only_from=["SCHEDULED", "PREPARING", "PULLING", "RUNNING",
                                                         "RESTARTING", "ERROR"]):
                 terminating.append(k)
-    await broadcast_session(ctx, "session_terminating", row, reason="user-requested")
+    await broadcast_session(ctx, "session_terminating", row, reason=reason)
     for k in terminating:  # the exit code is not known yet: -1, as the original sends
-        await broadcast_kernel(ctx, "kernel_terminating", k, "user-requested", -1)
+        await broadcast_kernel(ctx, "kernel_terminating", k, reason, -1)
     stats: dict[str, Any] = {}
-    results = await asyncio.gather(*[destroy_kernel(ctx, k, "user-requested") for k in kernels],
+    results = await asyncio.gather(*[destroy_kernel(ctx, k, reason) for k in kernels],
                                    return_exceptions=True)
     for k, res in zip(kernels, results, strict=True):
         if isinstance(res, BaseException):
             log.warning("destroying kernel %s failed: %r", k.id, res)
         elif k.cluster_role == "main":
             stats = res
-    await finish_termination(ctx, row.id, "user-requested")
-    return {"stats": stats or {"status": "terminated"}}
+    await finish_termination(ctx, row.id, reason)
+    return stats
 
 
 async def destroy_kernel(ctx: ManagerContext, kernel: Any, reason: str) -> dict[str, Any]:
