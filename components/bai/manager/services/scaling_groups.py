@@ -16,12 +16,15 @@ from . import admin_inputs as check
 from .admin_inputs import SUCCESS, Outcome
 from .context import ManagerContext
 from .privileges import require_superadmin_write
+from .scheduling.queues import SCHEDULERS as SESSION_ORDERS
+from .scheduling.selectors import STRATEGIES as AGENT_STRATEGIES
 
-#: What this manager implements (the original also names lifo, drf and mof schedulers and other
-#: provisioning drivers; accepting them would promise a behaviour that does not exist here).
+#: What this manager implements (the original also names other provisioning drivers; accepting
+#: them would promise a behaviour that does not exist here). Schedulers and agent-selection
+#: strategies: services/scheduling/{queues,selectors}.py.
 DRIVERS = ("static",)
-SCHEDULERS = ("fifo",)
-SELECTION_STRATEGIES = ("dispersed", "concentrated", "legacy")
+SCHEDULERS = SESSION_ORDERS
+SELECTION_STRATEGIES = AGENT_STRATEGIES
 _SESSION_TYPES = frozenset(t.value for t in SessionTypes) - {"system"}
 
 #: Association kind -> (its word in messages, the other side's word).
@@ -43,8 +46,13 @@ def _scheduler_opts(value: Any) -> dict[str, Any]:
     if "agent_selection_strategy" in opts:
         check.one_of(opts["agent_selection_strategy"], "scheduler_opts.agent_selection_strategy",
                      SELECTION_STRATEGIES)
+    if "roundrobin" in opts and not isinstance(opts["roundrobin"], bool):
+        raise check.bad("scheduler_opts.roundrobin", "must be a boolean")
     if "config" in opts:
-        check.json_object(opts["config"], "scheduler_opts.config")
+        config = check.json_object(opts["config"], "scheduler_opts.config")
+        retries = config.get("num_retries_to_skip", 0)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise check.bad("scheduler_opts.config.num_retries_to_skip", "must be a non-negative integer")
     return opts
 
 
@@ -95,8 +103,8 @@ async def modify(ctx: ManagerContext, req: Requester, name: str, props: Mapping[
         found = await store.modify_scaling_group(conn, name, values)
     if not found:
         return Outcome(False, f"No such scaling group: {name!r}.")
-    if values.get("is_active"):
-        ctx.request_schedule()  # sessions waiting for this group may fit now
+    if values.get("is_active") or "scheduler" in values or "scheduler_opts" in values:
+        ctx.request_schedule()  # sessions waiting for this group may fit now (or go in a new order)
     return Outcome(True, SUCCESS)
 
 

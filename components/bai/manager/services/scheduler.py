@@ -1,33 +1,51 @@
-"""The dispatcher: PENDING -> SCHEDULED (FIFO order, concentrated agent selection) -> PREPARING.
+"""The dispatcher: PENDING -> SCHEDULED -> PREPARING.
 
-One transaction under a PostgreSQL advisory lock picks agents for every pending session, so
-several managers never hand out the same slots. Scheduling runs whenever something frees or
-requests capacity (an explicit wake-up), plus a slow periodic tick as a safety net.
+One transaction under a PostgreSQL advisory lock decides every pending session, so several
+managers never hand out the same slots. Each resource group has its scheduler (session order:
+fifo, lifo, drf, mof) and its agent-selection strategy (``scheduler_opts``), read at every pass
+so that a modify_scaling_group takes effect on the next one. A pass loads what it needs in a
+few bulk queries (one per kind, never one per session), runs the pure policy of
+``services/scheduling`` and writes the decisions back in bulk. Scheduling runs whenever
+something frees or requests capacity (an explicit wake-up), plus a slow periodic tick that also
+releases reservations whose ``starts_at`` has come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID as uuid_t
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.agent_rpc import AgentError
+from bai.common.etcd import quote_key
 from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
-from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
 from bai.manager.store.db import try_advisory_xact_lock
 
 from .context import ManagerContext
 from .images import registry_for_agent
+from .scheduling import predicates, queues, selectors
+from .scheduling.model import (
+    AgentCapacity,
+    Ledger,
+    OwnerLimits,
+    PendingSession,
+    SlotLimits,
+    Snapshot,
+    add_slots,
+)
 from .sessions import termination
 from .sessions.payloads import broadcast_session
 
@@ -35,69 +53,91 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_LOCK_ID = 91_000_001
 TICK_SECONDS = 3.0
-#: Slots compared first when choosing among agents (the original's default priority).
-SLOT_PRIORITY = ("cuda.device", "cuda.shares", "cpu", "mem")
+#: After another manager held the lock: look again this much later (not at once: no busy loop).
+LOCK_RETRY_SECONDS = 0.5
+#: etcd: the FIFO scheduler's default ``num_retries_to_skip`` (``scheduler_opts.config`` wins).
+FIFO_RETRIES_KEY = "config/plugins/scheduler/fifo/num_retries_to_skip"
+ETCD_CONFIG_TTL = 10.0
+#: etcd: round-robin positions, one key per resource group and architecture (as the original).
+ROUNDROBIN_PREFIX = "roundrobin_states"
+
+__all__ = ["AgentCapacity", "Scheduler", "SCHEDULER_LOCK_ID"]
 
 
 @dataclass
-class AgentCapacity:
-    id: str
-    addr: str
-    available: ResourceSlots
-    occupied: ResourceSlots
-
-    def free(self) -> ResourceSlots:
-        return {k: v - self.occupied.get(k, Decimal(0)) for k, v in self.available.items()}
-
-    def fits(self, request: ResourceSlots) -> bool:
-        free = self.free()
-        return all(amount <= free.get(slot, Decimal(0)) for slot, amount in request.items() if amount > 0)
+class GroupPolicy:
+    scheduler: str
+    strategy: str
+    roundrobin: bool
+    num_retries_to_skip: int
+    pending_timeout: float
 
 
-class AgentSelector(Protocol):
-    name: str
-
-    def pick(self, candidates: list[AgentCapacity], request: ResourceSlots) -> AgentCapacity | None: ...
-
-
-class ConcentratedSelector:
-    """Fill the busiest agent that still fits, keeping other agents free for large requests."""
-
-    name = "concentrated"
-
-    def pick(self, candidates: list[AgentCapacity], request: ResourceSlots) -> AgentCapacity | None:
-        fitting = [a for a in candidates if a.fits(request)]
-        if not fitting:
-            return None
-
-        def key(a: AgentCapacity) -> tuple[Any, ...]:
-            free = a.free()
-            return (*(free.get(s, Decimal(0)) for s in SLOT_PRIORITY if s in free), a.id)
-
-        return min(fitting, key=key)
+@dataclass
+class PassResult:
+    scheduled: list[Any]
+    timed_out: list[uuid_t]
 
 
-def occupancy(rows: list[Any]) -> ResourceSlots:
-    """The slots the given sessions request, summed."""
-    total: ResourceSlots = {}
-    for r in rows:
-        for k, v in slots_from_json(r.requested_slots).items():
-            total[k] = total.get(k, Decimal(0)) + v
-    return total
+def _group_policy(row: Any, fifo_default: int) -> GroupPolicy:
+    opts = row.scheduler_opts or {}
+    config = opts.get("config") or {}
+    strategy = opts.get("agent_selection_strategy") or selectors.DEFAULT_STRATEGY
+    retries = config.get("num_retries_to_skip", fifo_default)
+    timeout = opts.get("pending_timeout") or 0
+    return GroupPolicy(
+        scheduler=row.scheduler if row.scheduler in queues.SCHEDULERS else "fifo",
+        strategy=strategy if strategy in selectors.STRATEGIES else selectors.DEFAULT_STRATEGY,
+        roundrobin=strategy == "roundrobin" or opts.get("roundrobin") is True,
+        num_retries_to_skip=retries if isinstance(retries, int) and retries >= 0 else fifo_default,
+        pending_timeout=float(timeout) if isinstance(timeout, (int, float)) else 0.0,
+    )
+
+
+def _pending(row: Any) -> PendingSession:
+    return PendingSession(
+        id=row.id, name=row.name, access_key=row.access_key, user_uuid=row.user_uuid, group_id=row.group_id,
+        domain_name=row.domain_name, scaling_group=row.scaling_group_name, architecture=row.architecture,
+        session_type=row.session_type, created_at=row.created_at, starts_at=row.starts_at,
+        requested=slots_from_json(row.requested_slots), status_info=row.status_info,
+        status_data=dict(row.status_data or {}),
+    )
+
+
+def _owner(row: Any) -> OwnerLimits:
+    pending_slots = row.max_pending_session_resource_slots
+    main_total = row.main_total_resource_slots
+    keypair = SlotLimits(slots_from_json(row.total_resource_slots), row.default_for_unspecified == "LIMITED")
+    main = keypair if main_total is None else SlotLimits(
+        slots_from_json(main_total), row.main_default_for_unspecified == "LIMITED")
+    return OwnerLimits(
+        access_key=row.access_key, policy_name=row.policy_name, keypair=keypair, main_keypair=main,
+        max_concurrent_sessions=row.max_concurrent_sessions,
+        max_concurrent_sftp_sessions=row.max_concurrent_sftp_sessions,
+        max_pending_session_count=row.max_pending_session_count,
+        max_pending_session_resource_slots=slots_from_json(pending_slots) if pending_slots is not None else None,
+    )
 
 
 class Scheduler:
-    def __init__(self, ctx: ManagerContext, selector: AgentSelector | None = None) -> None:
+    def __init__(self, ctx: ManagerContext) -> None:
         self.ctx = ctx
-        self.selector = selector or ConcentratedSelector()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._fifo_default: tuple[float, int] | None = None
+        #: whether the last pass found the lock taken by another manager
+        self.locked_out = False
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self.ctx.schedule_requested.wait(), TICK_SECONDS)
-            except TimeoutError:
-                pass
+            if self.locked_out:
+                # Another manager is mid-pass: wake-ups do not shorten this wait (no busy loop);
+                # what woke us is looked at by our next try.
+                await asyncio.sleep(LOCK_RETRY_SECONDS)
+            else:
+                try:
+                    await asyncio.wait_for(self.ctx.schedule_requested.wait(), TICK_SECONDS)
+                except TimeoutError:
+                    pass
             self.ctx.schedule_requested.clear()
             try:
                 await self.schedule_once()
@@ -106,64 +146,163 @@ class Scheduler:
                 log.exception("scheduling pass failed")
 
     async def schedule_once(self) -> int:
-        scheduled: list[Any] = []
-        async with self.ctx.db.begin() as conn:
-            if not await try_advisory_xact_lock(conn, SCHEDULER_LOCK_ID):
-                self.ctx.request_schedule()  # another manager is scheduling; look again later
-                return 0
-            pending = await store.pending(conn)
-            agents_by_group: dict[tuple[str, str], list[AgentCapacity]] = {}
-            for sess in pending:
-                group_key = (sess.scaling_group_name, sess.architecture)
-                if group_key not in agents_by_group:
-                    rows = await agent_store.alive_in_group(conn, *group_key, lock=True)
-                    agents_by_group[group_key] = [
-                        AgentCapacity(r.id, r.addr, slots_from_json(r.available_slots),
-                                      await agent_store.occupied_slots(conn, r.id))
-                        for r in rows
-                    ]
-                if await self._place(conn, sess, agents_by_group[group_key]):
-                    scheduled.append(sess)
-        for sess in scheduled:
+        result = await self.decide()
+        for sid in result.timed_out:
+            await termination.cancel(self.ctx, sid, "pending-timeout")
+        for sess in result.scheduled:
             await broadcast_session(self.ctx, "session_scheduled", sess)
             task = asyncio.create_task(self._prepare_or_log(sess.id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return len(scheduled)
+        return len(result.scheduled)
 
-    async def _place(self, conn: AsyncConnection, sess: Any, candidates: list[AgentCapacity]) -> bool:
-        owner = await keypair_store.get_requester(conn, sess.access_key)
-        if owner is None:
-            await store.set_session_status(conn, sess.id, SessionStatus.CANCELLED, info="owner-keypair-inactive")
-            return False
-        running = await store.occupying_of_keypair(conn, sess.access_key)
-        if len(running) >= owner.policy.max_concurrent_sessions:
-            await self._note(conn, sess, "predicate-checks-failed: concurrency limit")
-            return False
-        kernels = await store.kernels_of(conn, sess.id)
-        total_request = slots_from_json(sess.requested_slots)
-        limits = owner.policy.total_resource_slots
-        used = occupancy(running)
-        if any(used.get(k, Decimal(0)) + v > limits[k] for k, v in total_request.items() if k in limits):
-            await self._note(conn, sess, "predicate-checks-failed: keypair resource quota")
-            return False
-        # single-node: every kernel of the session lands on the same agent
-        agent = self.selector.pick(candidates, total_request)
-        if agent is None:
-            await self._note(conn, sess, "no-available-instances")
-            return False
-        for slot, amount in total_request.items():
-            agent.occupied[slot] = agent.occupied.get(slot, Decimal(0)) + amount
-        for k in kernels:
-            await store.set_kernel_status(conn, k.id, KernelStatus.SCHEDULED, only_from=["PENDING"],
-                                          agent=agent.id, agent_addr=agent.addr)
-        await store.set_session_status(conn, sess.id, SessionStatus.SCHEDULED, only_from=["PENDING"], info="")
-        await agent_store.set_occupied_slots(conn, agent.id, agent.occupied)
-        return True
+    async def decide(self) -> PassResult:
+        """One pass's decisions, committed: the sessions scheduled (their rows) and those whose
+        group's ``pending_timeout`` has passed (to cancel). Nothing when another manager holds
+        the lock (``locked_out``; the run loop looks again shortly)."""
+        async with self.ctx.db.begin() as conn:
+            self.locked_out = not await try_advisory_xact_lock(conn, SCHEDULER_LOCK_ID)
+            if self.locked_out:
+                return PassResult([], [])
+            rows = await store.pending(conn)
+            if not rows:
+                return PassResult([], [])
+            return await self._decide(conn, rows)
 
-    async def _note(self, conn: AsyncConnection, sess: Any, info: str) -> None:
-        if sess.status_info != info:
-            await store.set_status_info(conn, sess.id, info)
+    async def _fifo_retries_default(self) -> int:
+        now = time.monotonic()
+        if self._fifo_default is None or now - self._fifo_default[0] > ETCD_CONFIG_TTL:
+            raw = await self.ctx.etcd.get(FIFO_RETRIES_KEY)
+            try:
+                value = max(0, int(raw)) if raw is not None else 0
+            except ValueError:
+                log.warning("ignoring %s = %r (not an integer)", FIFO_RETRIES_KEY, raw)
+                value = 0
+            self._fifo_default = (now, value)
+        return self._fifo_default[1]
+
+    async def _decide(self, conn: AsyncConnection, rows: list[Any]) -> PassResult:
+        now = datetime.now(UTC)
+        by_id = {r.id: r for r in rows}
+        pending = [_pending(r) for r in rows]
+        group_names = sorted({s.scaling_group for s in pending})
+        settings = await agent_store.scheduler_settings(conn, group_names)
+        fifo_default = await self._fifo_retries_default()
+        policies = {name: _group_policy(row, fifo_default) for name, row in settings.items()}
+
+        agent_rows = await agent_store.schedulable_in_groups(conn, list(policies), lock=True)
+        occupied = await agent_store.occupied_by_agent(conn, [a.id for a in agent_rows])
+        agents: dict[tuple[str, str], list[AgentCapacity]] = defaultdict(list)
+        for row in agent_rows:
+            agents[(row.scaling_group, row.architecture)].append(
+                AgentCapacity(row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id]))
+
+        snap = await self._snapshot(conn, pending, now)
+        notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
+        placements: list[tuple[uuid_t, str, str, dict[str, Any]]] = []
+        timed_out: list[uuid_t] = []
+        touched: dict[str, AgentCapacity] = {}
+        rr_states: dict[tuple[str, str], selectors.RoundRobinState | None] = {}
+        rr_changed: set[tuple[str, str]] = set()
+
+        by_group: dict[str, list[PendingSession]] = defaultdict(list)
+        for sess in pending:
+            by_group[sess.scaling_group].append(sess)
+        for group, sessions in by_group.items():
+            policy = policies.get(group)
+            if policy is None:
+                continue  # the group is inactive (or gone): its sessions wait
+            if policy.pending_timeout > 0:
+                cutoff = now - timedelta(seconds=policy.pending_timeout)
+                timed_out += [s.id for s in sessions if s.created_at < cutoff]
+                sessions = [s for s in sessions if s.created_at >= cutoff]
+            capacity: ResourceSlots = {}
+            for (g, _), members in agents.items():
+                if g == group:
+                    for member in members:
+                        add_slots(capacity, member.available)
+            queue = queues.make_queue(policy.scheduler, sessions, num_retries_to_skip=policy.num_retries_to_skip,
+                                      capacity=capacity, occupancy_by_keypair=snap.ledger.by_keypair)
+            while queue:
+                sess = queue.next()
+                if sess.access_key not in snap.owners:
+                    timed_out.append(sess.id)  # the owner's keypair or user is inactive: cancel
+                    continue
+                passed, failed = predicates.check_all(sess, snap)
+                sched = {"retries": sess.retries, "last_try": now.isoformat(),
+                         "passed_predicates": [{"name": n} for n in passed]}
+                if failed:
+                    sched.update(retries=sess.retries + 1,
+                                 failed_predicates=[{"name": f.name, "msg": f.msg} for f in failed])
+                    notes.append((sess.id, "predicate-checks-failed", {**sess.status_data, "scheduler": sched}))
+                    continue
+                key = (group, sess.architecture)
+                candidates = agents.get(key, [])
+                agent: AgentCapacity | None = None
+                if policy.roundrobin and candidates:
+                    if key not in rr_states:
+                        rr_states[key] = await self._rr_state(group, sess.architecture)
+                    agent, state = selectors.pick_round_robin(candidates, sess.requested, rr_states[key])
+                    if state != rr_states[key]:
+                        rr_states[key] = state
+                        rr_changed.add(key)
+                if agent is None:
+                    strategy = "mof" if policy.scheduler == "mof" else policy.strategy
+                    agent = selectors.pick_agent(strategy, candidates, sess.requested)
+                if agent is None:
+                    sched.update(retries=sess.retries + 1, msg=(
+                        "No agents found to be compatible with the image architecture" if not candidates else
+                        "Could not find a contiguous resource region in any agent big enough to host the "
+                        f"session (id: {sess.id}, resource group: {group})"))
+                    notes.append((sess.id, "no-available-instances", {**sess.status_data, "scheduler": sched}))
+                    continue
+                agent.reserve(sess.requested)
+                touched[agent.id] = agent
+                snap.scheduled.add(sess.id)
+                snap.ledger.add(sess.access_key, sess.user_uuid, sess.group_id, sess.domain_name,
+                                sess.requested, sess.is_private)
+                queue.scheduled(sess)
+                placements.append((sess.id, agent.id, agent.addr, {**sess.status_data, "scheduler": sched}))
+
+        await store.mark_scheduled(conn, placements)
+        await store.note_unscheduled(conn, notes)
+        await agent_store.set_occupied_slots_many(conn, {a.id: a.occupied for a in touched.values()})
+        for key in rr_changed:
+            state = rr_states[key]
+            if state is not None:
+                await self.ctx.etcd.put(self._rr_key(*key), json.dumps(state.to_json()))
+        return PassResult([by_id[sid] for sid, *_ in placements], timed_out)
+
+    async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:
+        access_keys = sorted({s.access_key for s in pending})
+        owners = {r.access_key: _owner(r) for r in await store.scheduling_owners(conn, access_keys)}
+        domains = sorted({s.domain_name for s in pending})
+        ledger = Ledger()
+        for r in await store.occupying_in_domains(conn, domains):
+            ledger.add(r.access_key, r.user_uuid, r.group_id, r.domain_name, slots_from_json(r.requested_slots),
+                       r.session_type == "system")
+        group_slots, domain_slots = await store.slot_limits_of(conn, sorted({s.group_id for s in pending}), domains)
+        by_keypair: dict[str, list[PendingSession]] = defaultdict(list)
+        for s in pending:  # already oldest first
+            by_keypair[s.access_key].append(s)
+        return Snapshot(
+            now=now, owners=owners,
+            group_limits={g: SlotLimits(slots_from_json(v)) for g, v in group_slots.items()},
+            domain_limits={d: SlotLimits(slots_from_json(v)) for d, v in domain_slots.items()},
+            ledger=ledger, pending_by_keypair=dict(by_keypair))
+
+    @staticmethod
+    def _rr_key(group: str, architecture: str) -> str:
+        return f"{ROUNDROBIN_PREFIX}/{quote_key(group)}/{quote_key(architecture)}"
+
+    async def _rr_state(self, group: str, architecture: str) -> selectors.RoundRobinState | None:
+        raw = await self.ctx.etcd.get(self._rr_key(group, architecture))
+        try:
+            data = json.loads(raw) if raw else None
+            return selectors.RoundRobinState(str(data["schedulable_group_id"]), int(data["next_index"])) \
+                if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged state: start the rotation over
 
     async def _prepare_or_log(self, session_id: uuid_t) -> None:
         try:

@@ -184,3 +184,43 @@ async def agent_row(conn: AsyncConnection, agent_id: str) -> sa.Row[Any] | None:
     """One agent as ``agent_page`` gives it (with its count of resource-holding kernels)."""
     q = sa.select(t.agents, _container_count.label("container_count")).where(_a.id == agent_id)
     return (await conn.execute(q)).first()
+
+
+# ------------------------------------------------------------------ scheduling pass (bulk reads and writes)
+
+async def scheduler_settings(conn: AsyncConnection, scaling_groups: Sequence[str]) -> dict[str, Any]:
+    """``scheduler`` and ``scheduler_opts`` of the given active resource groups, by name."""
+    sg = t.scaling_groups.c
+    rows = await conn.execute(sa.select(sg.name, sg.scheduler, sg.scheduler_opts)
+                              .where(sg.name.in_(list(scaling_groups)), sg.is_active.is_(True)))
+    return {r.name: r for r in rows}
+
+
+async def schedulable_in_groups(conn: AsyncConnection, scaling_groups: Sequence[str],
+                                lock: bool = False) -> list[Any]:
+    """ALIVE, schedulable agents of the given groups (any architecture), by id."""
+    q = sa.select(_a.id, _a.addr, _a.scaling_group, _a.architecture, _a.available_slots).where(
+        _a.status == "ALIVE", _a.schedulable.is_(True), _a.scaling_group.in_(list(scaling_groups)),
+    ).order_by(_a.id)
+    if lock:
+        q = q.with_for_update()
+    return list((await conn.execute(q)).all())
+
+
+async def occupied_by_agent(conn: AsyncConnection, agent_ids: Sequence[str]) -> dict[str, ResourceSlots]:
+    """What the resource-holding kernels on each of ``agent_ids`` requested, in one query."""
+    out: dict[str, ResourceSlots] = {a: {} for a in agent_ids}
+    rows = await conn.execute(sa.select(t.kernels.c.agent, t.kernels.c.requested_slots).where(
+        t.kernels.c.agent.in_(list(agent_ids)), t.kernels.c.status.in_(OCCUPYING_KERNEL_STATUSES)))
+    for agent, slots in rows:
+        total = out[agent]
+        for k, v in slots_from_json(slots).items():
+            total[k] = total.get(k, Decimal(0)) + v
+    return out
+
+
+async def set_occupied_slots_many(conn: AsyncConnection, occupied: dict[str, ResourceSlots]) -> None:
+    if occupied:
+        await conn.execute(t.agents.update().where(_a.id == sa.bindparam("aid")).values(
+            occupied_slots=sa.bindparam("slots")),
+            [{"aid": a, "slots": slots_to_json(s)} for a, s in occupied.items()])

@@ -22,6 +22,10 @@ class KeypairPolicy:
     total_resource_slots: ResourceSlots
     max_concurrent_sessions: int
     max_containers_per_session: int
+    #: LIMITED: a slot absent from total_resource_slots allows 0 (UNLIMITED: no limit)
+    default_for_unspecified: str = "UNLIMITED"
+    max_pending_session_count: int | None = None
+    max_pending_session_resource_slots: ResourceSlots | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,9 @@ _requester_q = (
         t.keypair_resource_policies.c.total_resource_slots,
         t.keypair_resource_policies.c.max_concurrent_sessions,
         t.keypair_resource_policies.c.max_containers_per_session,
+        t.keypair_resource_policies.c.default_for_unspecified,
+        t.keypair_resource_policies.c.max_pending_session_count,
+        t.keypair_resource_policies.c.max_pending_session_resource_slots,
     )
     .select_from(
         t.keypairs.join(t.users, t.keypairs.c.user == t.users.c.uuid).join(
@@ -73,7 +80,10 @@ async def get_requester(conn: AsyncConnection, access_key: str) -> Requester | N
         user_uuid=row.uuid, email=row.email, role=row.role, domain_name=row.domain_name,
         policy=KeypairPolicy(
             row.policy_name, slots_from_json(row.total_resource_slots),
-            row.max_concurrent_sessions, row.max_containers_per_session,
+            row.max_concurrent_sessions, row.max_containers_per_session, row.default_for_unspecified,
+            row.max_pending_session_count,
+            None if row.max_pending_session_resource_slots is None
+            else slots_from_json(row.max_pending_session_resource_slots),
         ),
         allowed_client_ip=tuple(row.allowed_client_ip) if row.allowed_client_ip else None,
     )

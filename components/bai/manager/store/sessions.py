@@ -452,3 +452,89 @@ async def active_sessions(conn: AsyncConnection) -> list[Any]:
     return list((await conn.execute(
         sa.select(t.sessions.c.id, t.sessions.c.name, t.sessions.c.access_key)
         .where(t.sessions.c.status.not_in(DEAD)).order_by(t.sessions.c.created_at))).all())
+
+
+# ------------------------------------------------------------------ scheduling pass (bulk reads and writes)
+
+#: Session statuses whose requested slots count against their owner's limits.
+OCCUPYING_SESSION_STATUSES = ("SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED")
+
+
+async def scheduling_owners(conn: AsyncConnection, access_keys: Sequence[str]) -> list[Any]:
+    """For each active keypair of an active user among ``access_keys``: its resource policy and
+    the policy of its user's main keypair (``main_*`` columns; NULL when there is none)."""
+    kp, main_kp = t.keypairs, t.keypairs.alias("main_kp")
+    pol, main_pol = t.keypair_resource_policies, t.keypair_resource_policies.alias("main_pol")
+    q = (
+        sa.select(kp.c.access_key, pol.c.name.label("policy_name"), pol.c.default_for_unspecified,
+                  pol.c.total_resource_slots, pol.c.max_concurrent_sessions, pol.c.max_concurrent_sftp_sessions,
+                  pol.c.max_pending_session_count, pol.c.max_pending_session_resource_slots,
+                  main_pol.c.default_for_unspecified.label("main_default_for_unspecified"),
+                  main_pol.c.total_resource_slots.label("main_total_resource_slots"))
+        .select_from(
+            kp.join(t.users, t.users.c.uuid == kp.c.user)
+            .join(pol, pol.c.name == kp.c.resource_policy)
+            .outerjoin(main_kp, main_kp.c.access_key == t.users.c.main_access_key)
+            .outerjoin(main_pol, main_pol.c.name == main_kp.c.resource_policy))
+        .where(kp.c.access_key.in_(list(access_keys)), kp.c.is_active.is_(True), t.users.c.status == "active")
+    )
+    return list((await conn.execute(q)).all())
+
+
+async def occupying_in_domains(conn: AsyncConnection, domains: Sequence[str]) -> list[Any]:
+    """Every resource-holding session of the given domains (whose keypairs, users and projects
+    the pass checks), with what the limits are counted by."""
+    s = t.sessions.c
+    q = sa.select(s.access_key, s.user_uuid, s.group_id, s.domain_name, s.session_type, s.requested_slots).where(
+        s.domain_name.in_(list(domains)), s.status.in_(OCCUPYING_SESSION_STATUSES))
+    return list((await conn.execute(q)).all())
+
+
+async def slot_limits_of(conn: AsyncConnection, group_ids: Sequence[uuid.UUID],
+                         domains: Sequence[str]) -> tuple[dict[uuid.UUID, Any], dict[str, Any]]:
+    """``total_resource_slots`` of the given projects and domains."""
+    groups = await conn.execute(sa.select(t.groups.c.id, t.groups.c.total_resource_slots)
+                                .where(t.groups.c.id.in_(list(group_ids))))
+    doms = await conn.execute(sa.select(t.domains.c.name, t.domains.c.total_resource_slots)
+                              .where(t.domains.c.name.in_(list(domains))))
+    return {r.id: r.total_resource_slots for r in groups}, {r.name: r.total_resource_slots for r in doms}
+
+
+async def mark_scheduled(conn: AsyncConnection,
+                         placements: Sequence[tuple[uuid.UUID, str, str, dict[str, Any]]]) -> None:
+    """PENDING -> SCHEDULED for each ``(session id, agent id, agent address, status_data)``, with
+    all the session's kernels on that agent: two statements, whatever the number of sessions."""
+    if not placements:
+        return
+    now = datetime.now(UTC)
+    k = t.kernels.c
+    await conn.execute(
+        t.kernels.update().where(k.session_id == sa.bindparam("sid"), k.status == "PENDING").values(
+            status="SCHEDULED", status_changed=now, agent=sa.bindparam("agent_id"),
+            agent_addr=sa.bindparam("addr"),
+            status_history=sa.func.jsonb_set(k.status_history, sa.text("'{SCHEDULED}'"),
+                                             sa.func.to_jsonb(now.isoformat()))),
+        [{"sid": sid, "agent_id": agent, "addr": addr} for sid, agent, addr, _ in placements])
+    await conn.execute(
+        t.sessions.update().where(t.sessions.c.id == sa.bindparam("sid"), t.sessions.c.status == "PENDING")
+        .values(status="SCHEDULED", status_info="scheduled", status_data=sa.bindparam("data"),
+                status_history=_history("SCHEDULED", now)),
+        [{"sid": sid, "data": data} for sid, _, _, data in placements])
+
+
+async def note_unscheduled(conn: AsyncConnection, notes: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]) -> None:
+    """Why each ``(session id, status_info, status_data)`` stays PENDING, in one statement."""
+    if not notes:
+        return
+    await conn.execute(
+        t.sessions.update().where(t.sessions.c.id == sa.bindparam("sid"), t.sessions.c.status == "PENDING")
+        .values(status_info=sa.bindparam("info"), status_data=sa.bindparam("data")),
+        [{"sid": sid, "info": info, "data": data} for sid, info, data in notes])
+
+
+async def pending_requests_of_keypair(conn: AsyncConnection, access_key: str) -> list[Any]:
+    """``requested_slots`` of the keypair's PENDING non-system sessions."""
+    s = t.sessions.c
+    q = sa.select(s.requested_slots).where(s.access_key == access_key, s.status == "PENDING",
+                                           s.session_type != "system")
+    return list((await conn.scalars(q)).all())

@@ -21,6 +21,7 @@ from bai.manager.store.keypairs import Requester
 from ..context import ManagerContext
 from ..images import check_registry_allowed
 from ..manager_admin import ensure_not_frozen
+from ..scheduling.admission import check_create_limits, starts_at_of
 from ..schemas import CreateSession
 from ..vfolders.mounts import MountRequest
 from ..vfolders.mounts import prepare as prepare_mounts
@@ -65,6 +66,8 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
+        await check_create_limits(conn, owner, {k: v * req.cluster_size for k, v in requested.items()})
+        starts_at = starts_at_of(req.starts_at)
         vfolder_mounts = await prepare_mounts(ctx, conn, owner, group_id, MountRequest(
             req.config.mounts or [], req.config.mount_map or {}, req.config.mount_options or {}))
 
@@ -91,7 +94,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
             "tag": req.tag, "scaling_group_name": sgroup, "requested_slots": slots_to_json(total),
             "environ": environ, "bootstrap_script": req.bootstrap_script,
             "startup_command": req.startup_command, "callback_url": req.callback_url,
-            "vfolder_mounts": vfolder_mounts,
+            "vfolder_mounts": vfolder_mounts, "starts_at": starts_at,
         }
     waiter = None if req.enqueue_only else ctx.waiters.add(session_id)
     try:

@@ -1,0 +1,53 @@
+"""Create-time checks of the scheduling limits (the scheduler's predicates check them again on
+every pass, as policies may change while a session waits): ``default_for_unspecified =
+LIMITED`` and the keypair's pending-session limits, refused with 412 quota-exceeded as the
+original does; and ``starts_at``, parsed once and stored as a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bai.common.types import ResourceSlots, slots_from_json
+from bai.manager import errors
+from bai.manager.store import sessions as session_store
+from bai.manager.store.keypairs import Requester
+
+from .model import add_slots, humanize
+from .starts_at import parse_starts_at
+
+
+def starts_at_of(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parse_starts_at(value, datetime.now(UTC))
+    except ValueError as exc:
+        raise errors.InvalidAPIParameters("Input validation error", {"starts_at": str(exc)}) from None
+
+
+async def check_create_limits(conn: AsyncConnection, owner: Requester, request: ResourceSlots) -> None:
+    """``request``: the whole session's slots (all kernels)."""
+    policy = owner.policy
+    if policy.default_for_unspecified == "LIMITED":
+        unlisted = sorted(s for s, v in request.items() if v > 0 and s not in policy.total_resource_slots)
+        if unlisted:
+            raise errors.QuotaExceeded(
+                f"The keypair resource policy {policy.name!r} allows none of: {', '.join(unlisted)} "
+                "(default_for_unspecified is LIMITED).")
+    count_limit, slots_limit = policy.max_pending_session_count, policy.max_pending_session_resource_slots
+    if count_limit is None and not slots_limit:
+        return  # the common case: no query
+    pending = await session_store.pending_requests_of_keypair(conn, owner.access_key)
+    if count_limit is not None and len(pending) >= count_limit:
+        raise errors.QuotaExceeded(f"You cannot create more than {count_limit} pending session(s).")
+    if slots_limit:
+        total: ResourceSlots = dict(request)
+        for slots in pending:
+            add_slots(total, slots_from_json(slots))
+        if any(amount > slots_limit[slot] for slot, amount in total.items() if slot in slots_limit):
+            raise errors.QuotaExceeded("Your pending session quota is exceeded. ({})".format(
+                " ".join(f"{slot}={humanize(slot, slots_limit[slot])}" for slot in sorted(slots_limit)
+                         if slots_limit[slot] < Decimal("Infinity"))))
