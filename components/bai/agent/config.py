@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from bai.common.config import EtcdConfig, Section, find_config, load_config
+from bai.common.host_mounts import HostMountsConfig
 from bai.common.types import parse_binary_size
 
 
@@ -73,6 +74,8 @@ class AgentConfig(Section):
     resource: ResourceSection = Field(default_factory=lambda: ResourceSection.model_validate({}))
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig.model_validate({}))
     debug: DebugConfig = Field(default_factory=lambda: DebugConfig.model_validate({}))
+    host_mounts: HostMountsConfig = Field(default_factory=lambda: HostMountsConfig.model_validate({}),
+                                          alias="host-mounts")
 
     @property
     def rpc_host_port(self) -> tuple[str, int]:

@@ -37,6 +37,7 @@ from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
+from . import host_mounts
 from .agent import Agent
 from .config import AgentConfig
 from .docker import DockerKernels
@@ -93,6 +94,10 @@ HANDLERS: dict[str, Handler] = {
     "restart_kernel": _restart_kernel,
     "get_logs": _get_logs,
     "list_kernels": _list_kernels,
+    "host_mounts": host_mounts.list_host_mounts,
+    "mount_host": host_mounts.mount_host,
+    "umount_host": host_mounts.umount_host,
+    "read_fstab": host_mounts.read_fstab,
 }
 assert HANDLERS.keys() == REQUEST_MODELS.keys()
 

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Literal
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bai.common import host_mounts
+
 #: Kernel IDs name directories on the agent host, so they are kept to a path-safe alphabet.
 KERNEL_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$"
 
@@ -252,6 +254,58 @@ class ListKernelsRequest(_Request):
     pass
 
 
+class ListHostMountsRequest(_Request):
+    """``host_mounts``: ``{"success", "mounts": [path], "entries": [...], "message"}``."""
+
+
+class _FstabChoice(_Request):
+    fstab_path: str | None = Field(None, max_length=4096)
+
+    @field_validator("fstab_path")
+    @classmethod
+    def _fstab_path(cls, value: str | None) -> str | None:
+        return None if value is None else host_mounts.check_fstab_path(value)
+
+
+class ReadFstabRequest(_FstabChoice):
+    """``read_fstab``: ``{"content"}`` of the agent's configured fstab (no other file)."""
+
+
+class UmountHostRequest(_FstabChoice):
+    """``umount_host``: ``{"success", "message", "path"}``."""
+
+    name: str
+    edit_fstab: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return host_mounts.check_name(value)
+
+
+class MountHostRequest(UmountHostRequest):
+    """``mount_host``: ``{"success", "message", "path"}``."""
+
+    fs_location: str
+    fs_type: str = "nfs"
+    options: str | None = None
+
+    @field_validator("fs_location")
+    @classmethod
+    def _fs_location(cls, value: str) -> str:
+        return host_mounts.check_fs_location(value)
+
+    @field_validator("fs_type")
+    @classmethod
+    def _fs_type(cls, value: str) -> str:
+        return host_mounts.check_fs_type(value)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: str | None) -> str | None:
+        return None if value is None else host_mounts.check_options(value)
+
+
 #: method name -> request model; the agent serves exactly these.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "ping": PingRequest,
@@ -262,6 +316,10 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "restart_kernel": KernelRequest,
     "get_logs": GetLogsRequest,
     "list_kernels": ListKernelsRequest,
+    "host_mounts": ListHostMountsRequest,
+    "mount_host": MountHostRequest,
+    "umount_host": UmountHostRequest,
+    "read_fstab": ReadFstabRequest,
 }
 
 
@@ -280,6 +338,11 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "restart_kernel": 30.0,
     "get_logs": 30.0,
     "list_kernels": 10.0,
+    # mount/umount run under the agent's [host-mounts] command-timeout (at most 40 s)
+    "host_mounts": 10.0,
+    "mount_host": 50.0,
+    "umount_host": 50.0,
+    "read_fstab": 10.0,
 }
 
 
@@ -397,3 +460,17 @@ class AgentClient:
     async def list_kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]
         return kernels
+
+    async def host_mounts(self) -> dict[str, Any]:
+        return await self.call("host_mounts", {})
+
+    async def mount_host(self, name: str, fs_location: str, fs_type: str = "nfs", options: str | None = None, *,
+                         fstab_path: str | None = None, edit_fstab: bool = False) -> dict[str, Any]:
+        return await self.call("mount_host", {"name": name, "fs_location": fs_location, "fs_type": fs_type,
+                                              "options": options, "fstab_path": fstab_path, "edit_fstab": edit_fstab})
+
+    async def umount_host(self, name: str, *, fstab_path: str | None = None, edit_fstab: bool = False) -> dict[str, Any]:
+        return await self.call("umount_host", {"name": name, "fstab_path": fstab_path, "edit_fstab": edit_fstab})
+
+    async def read_fstab(self, fstab_path: str | None = None) -> str:
+        return str((await self.call("read_fstab", {"fstab_path": fstab_path}))["content"])

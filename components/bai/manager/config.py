@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field
 
 from bai.common.config import EtcdConfig, Section, find_config, load_config
+from bai.common.host_mounts import HostMountsConfig
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -142,6 +143,7 @@ class ManagerConfig(Section):
     audit: AuditConfig = AuditConfig()
     logging: LoggingConfig = LoggingConfig()
     debug: DebugConfig = DebugConfig()
+    host_mounts: HostMountsConfig = Field(HostMountsConfig(), alias="host-mounts")
 
     @property
     def service_host_port(self) -> tuple[str, int]:

@@ -33,6 +33,7 @@ from bai.manager.api import (
     auth,
     bgtask,
     events,
+    folder_mounts,
     folder_sharing,
     folders,
     gql,
@@ -249,6 +250,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     resource.routes(app)
     manager.routes(app)
     folders.routes(app)
+    folder_mounts.routes(app)
     folder_sharing.routes(app)
     openapi.routes(app)
     return app
