@@ -39,7 +39,7 @@ from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_mid
 from bai.manager.config import ManagerConfig
 from bai.manager.services import audit
 from bai.manager.services.context import ManagerContext
-from bai.manager.services.vfolders import proxies
+from bai.manager.services.vfolders import access, proxies
 from bai.manager.store import tables as t
 from bai.storage import server as storage_server
 from bai.storage.config import StorageProxyConfig
@@ -552,3 +552,41 @@ async def test_graphql_storage_volumes_and_permission_names(world: World) -> Non
     assert refused["errors"] and refused["data"]["storage_volume_list"] is None
     names = await _gql(w, alice, "query { vfolder_host_permissions { vfolder_host_permission_list } }", {})
     assert names["data"]["vfolder_host_permissions"]["vfolder_host_permission_list"] == ALL_PERMS
+
+
+async def test_revoked_transfer_grant_refuses_tokens_within_the_cache_ttl(world: World) -> None:
+    """The token paths cache volume-host grants for access.TRANSFER_GRANTS_TTL seconds: a revoked
+    upload-file / download-file refuses the next request within that time, and a grant given
+    back works again within it."""
+    w, alice = world, world.alice.creds
+    ttl = access.TRANSFER_GRANTS_TTL
+    assert (await _create(w, "grants", alice)).status == 201
+    upload = {"path": "g.bin", "size": 1}
+    assert (await w.api("POST", "/folders/grants/request-upload", alice, upload)).status == 200  # cached now
+
+    async def until(status: int, since: float) -> Reply:
+        """Request-upload until it answers ``status``; never longer than the TTL and a margin."""
+        while True:
+            reply = await w.api("POST", "/folders/grants/request-upload", alice, upload)
+            if reply.status == status:
+                return reply
+            assert reply.status in (200, 403), reply.text
+            assert time.monotonic() - since < ttl + 1.0, f"still {reply.status} {ttl + 1.0} s after the change"
+            await asyncio.sleep(0.05)
+
+    async def set_domain_grants(perms: list[str]) -> float:
+        async with w.db.engine.begin() as conn:
+            await conn.execute(sa.update(t.domains).where(t.domains.c.name == "default").values(
+                allowed_vfolder_hosts={HOST: perms, "dead:volume1": ALL_PERMS}))
+        return time.monotonic()
+
+    revoked = await set_domain_grants([p for p in ALL_PERMS if p not in ("upload-file", "download-file")])
+    try:
+        refused = await until(403, revoked)
+        assert "upload-file" in refused.body["msg"] and time.monotonic() - revoked <= ttl + 1.0
+        down = await w.api("POST", "/folders/grants/request-download", alice, {"path": "g.bin"})
+        assert down.status == 403 and "download-file" in down.body["msg"]
+    finally:
+        given_back = await set_domain_grants(ALL_PERMS)
+    await until(200, given_back)
+    assert (await w.api("POST", "/folders/grants/request-download", alice, {"path": "g.bin"})).status == 200

@@ -157,24 +157,24 @@ async def host_permissions(conn: AsyncConnection, *, domain_name: str, user_uuid
                            access_key: str, group_id: uuid.UUID | None = None) -> dict[str, set[str]]:
     """The union of the domain's, the projects' (``group_id``'s, else every project the user
     belongs to) and the keypair policy's ``allowed_vfolder_hosts`` (the original's rule)."""
-    allowed: dict[str, set[str]] = {}
-    domain_q = sa.select(t.domains.c.allowed_vfolder_hosts).where(
+    # One round trip: the three grants as one UNION ALL (this runs for every file a client
+    # uploads or downloads).
+    domain_q = sa.select(t.domains.c.allowed_vfolder_hosts.label("hosts")).where(
         t.domains.c.name == domain_name, t.domains.c.is_active.is_(True))
-    _merge(allowed, (await conn.execute(domain_q)).scalar())
     if group_id is not None:
-        group_q = sa.select(t.groups.c.allowed_vfolder_hosts).where(
+        group_q = sa.select(t.groups.c.allowed_vfolder_hosts.label("hosts")).where(
             t.groups.c.domain_name == domain_name, t.groups.c.id == group_id)
     else:
-        group_q = (sa.select(t.groups.c.allowed_vfolder_hosts)
+        group_q = (sa.select(t.groups.c.allowed_vfolder_hosts.label("hosts"))
                    .select_from(t.groups.join(_members, _members.c.group_id == t.groups.c.id))
                    .where(t.groups.c.domain_name == domain_name, _members.c.user_id == user_uuid))
-    for hosts in (await conn.execute(group_q)).scalars():
-        _merge(allowed, hosts)
-    policy_q = (sa.select(t.keypair_resource_policies.c.allowed_vfolder_hosts)
+    policy_q = (sa.select(t.keypair_resource_policies.c.allowed_vfolder_hosts.label("hosts"))
                 .select_from(t.keypairs.join(t.keypair_resource_policies,
                                              t.keypairs.c.resource_policy == t.keypair_resource_policies.c.name))
                 .where(t.keypairs.c.access_key == access_key))
-    _merge(allowed, (await conn.execute(policy_q)).scalar())
+    allowed: dict[str, set[str]] = {}
+    for hosts in (await conn.execute(sa.union_all(domain_q, group_q, policy_q))).scalars():
+        _merge(allowed, hosts)
     return allowed
 
 

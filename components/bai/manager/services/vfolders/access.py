@@ -19,6 +19,7 @@ projects' and the keypair policy's ``allowed_vfolder_hosts``.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -266,5 +267,57 @@ async def require_host_permission(ctx: ManagerContext, req: Requester, host: str
     """403 unless ``permission`` is granted on ``host`` (superadmins are not exempt, as in the
     original: the volume-host grants are the operator's switch for a volume)."""
     hosts = await allowed_hosts(ctx, req, group_id, conn)
+    if permission not in hosts.get(host, set()):
+        raise errors.VFolderHostNotAllowed(f"{permission!r} is not allowed on storage host {host!r}")
+
+
+#: How long the upload / download token paths reuse a requester's volume-host grants, in
+#: seconds: a revoked ``upload-file`` / ``download-file`` refuses new tokens within this time (a
+#: new grant works within it too). Every other check reads the database each time.
+TRANSFER_GRANTS_TTL = 2.0
+_GRANTS_KEY = "vfolder_transfer_grants"
+_GRANTS_MAX_ENTRIES = 10_000
+_GrantKey = tuple[str, uuid.UUID, str, uuid.UUID | None]
+
+
+class TransferGrants:
+    """``allowed_hosts`` answers kept for ``ttl`` seconds per (domain, user, access key, project),
+    so a client sending thousands of files pays the lookup once every ``ttl``, not per file."""
+
+    def __init__(self, ttl: float = TRANSFER_GRANTS_TTL, max_entries: int = _GRANTS_MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._entries: dict[_GrantKey, tuple[float, dict[str, set[str]]]] = {}
+
+    async def get(self, ctx: ManagerContext, req: Requester, group_id: uuid.UUID | None,
+                  conn: AsyncConnection) -> dict[str, set[str]]:
+        key = (req.domain_name, req.user_uuid, req.access_key, group_id)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        found = await allowed_hosts(ctx, req, group_id, conn)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[key] = (now, found)
+        return found
+
+    def invalidate(self) -> None:
+        self._entries.clear()
+
+
+def transfer_grants(ctx: ManagerContext) -> TransferGrants:
+    """This manager's cache of volume-host grants for the token paths (made on first use)."""
+    found = ctx.extra.get(_GRANTS_KEY)
+    if not isinstance(found, TransferGrants):
+        found = ctx.extra[_GRANTS_KEY] = TransferGrants()
+    return found
+
+
+async def require_transfer_permission(ctx: ManagerContext, req: Requester, host: str, permission: str,
+                                      group_id: uuid.UUID | None, conn: AsyncConnection) -> None:
+    """require_host_permission for ``upload-file`` / ``download-file`` on the per-file token
+    paths, from grants at most TRANSFER_GRANTS_TTL seconds old."""
+    hosts = await transfer_grants(ctx).get(ctx, req, group_id, conn)
     if permission not in hosts.get(host, set()):
         raise errors.VFolderHostNotAllowed(f"{permission!r} is not allowed on storage host {host!r}")

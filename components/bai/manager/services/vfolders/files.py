@@ -155,13 +155,24 @@ async def _client_url(ctx: ManagerContext, folder: Folder, endpoint: str) -> str
     return info.client_api.rstrip("/") + endpoint
 
 
+async def _transfer_folder(ctx: ManagerContext, req: Requester, name: str, need: str, permission: str) -> Folder:
+    """The folder a token is asked for, checked: its permission (``need``) and the volume-host
+    ``permission``. These run once per file a client moves, so they share one connection in
+    autocommit mode (only reads: no BEGIN/ROLLBACK round trips) that goes back to the pool
+    before the proxy is called, and the host grants come from a cache of a few seconds."""
+    async with ctx.db.connect() as conn:
+        reads = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        folder = await access.resolve(ctx, req, name, need=need, conn=reads)
+        await access.require_transfer_permission(ctx, req, folder.host, permission, folder.group, reads)
+    return folder
+
+
 async def request_upload(ctx: ManagerContext, req: Requester, name: str, path: str, size: int) -> dict[str, str]:
     """POST /folders/{name}/request-upload: a tus upload session at the proxy and its token."""
     target = relpath(path, allow_root=False)
     if size < 0:
         raise errors.InvalidAPIParameters("size must not be negative")
-    folder = await _writable(ctx, req, name)
-    await access.require_host_permission(ctx, req, folder.host, "upload-file", folder.group)
+    folder = await _transfer_folder(ctx, req, name, "rw", "upload-file")
     reply = await proxies.call(ctx, folder.proxy, "POST", "/folder/file/upload",
                                {**_target(folder), "relpath": target, "size": size}) or {}
     return {"token": str(reply.get("token", "")), "url": await _client_url(ctx, folder, "/upload")}
@@ -171,8 +182,7 @@ async def request_download(ctx: ManagerContext, req: Requester, name: str, path:
                            archive: bool) -> dict[str, str]:
     """POST /folders/{name}/request-download: a download token for the proxy."""
     target = relpath(path)
-    folder = await access.resolve(ctx, req, name)
-    await access.require_host_permission(ctx, req, folder.host, "download-file", folder.group)
+    folder = await _transfer_folder(ctx, req, name, "ro", "download-file")
     reply = await proxies.call(ctx, folder.proxy, "POST", "/folder/file/download",
                                {**_target(folder), "relpath": target, "archive": archive,
                                 "unmanaged_path": None}) or {}
