@@ -381,7 +381,7 @@ async def test_scaling_group_create_modify_delete(world: World) -> None:
     for variables, needle in (
         ({"name": "x" * 65, "input": {"driver": "static", "scheduler": "fifo"}}, "name:"),
         ({"name": "k8s", "input": {"driver": "kubernetes", "scheduler": "fifo"}}, "driver: must be one of static"),
-        ({"name": "drf", "input": {"driver": "static", "scheduler": "drf"}}, "scheduler: must be one of fifo"),
+        ({"name": "sjf", "input": {"driver": "static", "scheduler": "sjf"}}, "scheduler: must be one of drf, fifo, lifo, mof"),
         ({"name": "odd", "input": {"driver": "static", "scheduler": "fifo",
                                    "scheduler_opts": json.dumps({"allowed_session_types": ["party"]})}},
          "scheduler_opts.allowed_session_types"),

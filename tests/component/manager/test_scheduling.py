@@ -128,8 +128,9 @@ class World:
 @pytest.fixture(scope="module")
 async def world(halfstack: HalfStack, manager_db: ManagerDB) -> AsyncIterator[World]:
     async with etcd_mod.connect(halfstack.etcd_addr, f"sched-{secrets.token_hex(4)}") as etcd:
-        ctx = ManagerContext(config=ManagerConfig(), db=manager_db.engine, redis_stream=None, redis_ratelimit=None,
-                             etcd=etcd, agents=None, events=None)  # type: ignore[arg-type]  # no RPC in decide()
+        # decide() uses the database and etcd only (no Redis, agent RPC or events)
+        ctx = ManagerContext(config=ManagerConfig(), db=manager_db.engine, etcd=etcd,  # type: ignore[arg-type]
+                             redis_stream=None, redis_ratelimit=None, agents=None, events=None)
         async with manager_db.engine.connect() as conn:
             gid = await conn.scalar(sa.select(t.groups.c.id).where(t.groups.c.name == "default"))
         assert gid is not None

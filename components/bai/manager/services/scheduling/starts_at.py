@@ -22,11 +22,14 @@ def parse_starts_at(value: str, now: datetime) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        when = now + _duration(text)
+        try:
+            when = now + _duration(text)
+        except OverflowError:
+            raise ValueError(f"starts_at out of range: {text!r}") from None
     else:
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)  # no zone given: UTC, as the manager's clock
-    if when - now > MAX_DELAY:
+    if when - now > MAX_DELAY:  # (an aware time's difference cannot overflow)
         raise ValueError("starts_at is more than ten years away")
     return when
 
@@ -35,6 +38,9 @@ def _duration(text: str) -> timedelta:
     m = _DURATION.match(text.replace(" ", ""))
     if not text or m is None or not any(m.group(g) for g in ("days", "hours", "minutes", "seconds")):
         raise ValueError(f"not an ISO-8601 time nor a duration like 30s, 5m, 1h: {text!r}")
-    delta = timedelta(days=float(m.group("days") or 0), hours=float(m.group("hours") or 0),
-                      minutes=float(m.group("minutes") or 0), seconds=float(m.group("seconds") or 0))
+    try:
+        delta = timedelta(days=float(m.group("days") or 0), hours=float(m.group("hours") or 0),
+                          minutes=float(m.group("minutes") or 0), seconds=float(m.group("seconds") or 0))
+    except OverflowError:
+        raise ValueError(f"duration out of range: {text!r}") from None
     return -delta if m.group("sign") == "-" else delta
