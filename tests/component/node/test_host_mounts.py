@@ -8,6 +8,7 @@ end."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -28,6 +29,7 @@ from bai.common.agent_rpc import AgentClient, InvalidInput
 from bai.common.host_mounts import HostMountsConfig
 from bai.manager.server import build_app
 from bai.manager.store import tables as t
+from tests.e2e.conftest import official_client  # noqa: F401  (the official client's venv, made once)
 from tests.fixtures.halfstack import HalfStack
 from tests.fixtures.node_parts import node_parts
 
@@ -298,3 +300,39 @@ async def test_the_agent_checks_its_rpc_input_itself(mnode: MountsNode, request_
             await client.read_fstab("/etc/passwd")
     assert mnode.agent.mounted() == set() and mnode.agent.fstab.read_text() == FSTAB
     assert not mnode.agent.base.exists() or os.listdir(mnode.agent.base) == []
+
+
+async def _official(exe: Path, n: Node, *args: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "SORNA_"))}
+    env.update({"BACKEND_ENDPOINT": f"http://{n.client.host}:{n.client.port}", "BACKEND_ENDPOINT_TYPE": "api",
+                "BACKEND_ACCESS_KEY": n.access_key, "BACKEND_SECRET_KEY": n.secret_key})
+    proc = await asyncio.create_subprocess_exec(str(exe), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(120):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+async def test_the_official_client_s_admin_vfolder_commands(mnode: MountsNode, official_client: Path) -> None:  # noqa: F811
+    """``backend.ai admin vfolder list-mounts|mount-host|umount-host|get-fstab-contents`` of the
+    official client 24.3.11 read our answers (it always asks for nfs, which this host lacks)."""
+    n, name = mnode.node, _name()
+    status, reply = await n.call("POST", "/folders/_/mounts", {"name": name, "fs_location": "t", "fs_type": "tmpfs"})
+    assert status == 200 and reply["agents"][mnode.agent_id]["success"], reply
+    rc, out = await _official(official_client, n, "admin", "vfolder", "list-mounts")
+    assert rc == 0, out
+    assert out.startswith("manager\n") and f"mounts : ['{mnode.manager.base / name}']" in out, out
+    assert f"  {mnode.agent_id}\n" in out and f"mounts : ['{mnode.agent.base / name}']" in out, out
+
+    rc, out = await _official(official_client, n, "admin", "vfolder", "umount-host", name)
+    assert rc == 0 and "success : True" in out and f"unmounted {mnode.agent.base / name}" in out, out
+    assert mnode.manager.mounted() == set() and mnode.agent.mounted() == set()
+
+    rc, out = await _official(official_client, n, "admin", "vfolder", "mount-host", "-o", "vers=4", "--edit-fstab",
+                              "127.0.0.1:/nothing", name)
+    assert rc == 0 and "success : False" in out and "success : True" not in out, out
+    assert mnode.agent.fstab.read_text() == FSTAB and mnode.manager.fstab.read_text() == FSTAB
+    assert not (mnode.agent.base / name).exists()
+
+    rc, out = await _official(official_client, n, "admin", "vfolder", "get-fstab-contents", "-a", mnode.agent_id)
+    assert rc == 0 and "'node': 'agent'" in out and "proc /proc proc defaults" in out, out
