@@ -336,3 +336,27 @@ async def test_the_official_client_s_admin_vfolder_commands(mnode: MountsNode, o
 
     rc, out = await _official(official_client, n, "admin", "vfolder", "get-fstab-contents", "-a", mnode.agent_id)
     assert rc == 0 and "'node': 'agent'" in out and "proc /proc proc defaults" in out, out
+
+
+async def test_mounts_and_refusals_are_on_the_audit_log(mnode: MountsNode) -> None:
+    n, name = mnode.node, _name()
+    user = await n.add_keypair({"total_resource_slots": {}, "max_concurrent_sessions": 1})
+    assert (await n.call("POST", "/folders/_/mounts", {**GOOD, "name": name}))[0] == 200
+    assert (await n.call("DELETE", "/folders/_/mounts", {"name": name}))[0] == 200
+    assert (await n.call("POST", "/folders/_/mounts", {**GOOD, "name": name}, keys=user))[0] == 401
+    # a refused caller is named by the key it claimed (it is no requester)
+    expected = {("POST /folders/_/mounts", "ok", n.access_key), ("DELETE /folders/_/mounts", "ok", n.access_key),
+                ("POST /folders/_/mounts", "denied", user[0])}
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while True:  # the audit writer stores its queue in the background
+        async with n.db.connect() as conn:
+            rows = (await conn.execute(sa.select(t.audit_logs.c.operation, t.audit_logs.c.outcome,
+                                                 t.audit_logs.c.access_key, t.audit_logs.c.args)
+                                       .where(t.audit_logs.c.operation.like("% /folders/_/%mounts")))).all()
+        seen = {(r.operation, r.outcome, r.access_key) for r in rows if r.args.get("name") == name}
+        seen |= {(r.operation, r.outcome, r.args.get("access_key")) for r in rows if r.outcome == "denied"}
+        if expected <= seen or loop.time() > end:
+            break
+        await asyncio.sleep(0.1)
+    assert expected <= seen, rows
