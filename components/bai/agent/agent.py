@@ -30,6 +30,7 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 
 import bai.kernel
+from bai.common import kernel_logs
 from bai.common.agent_rpc import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
@@ -445,16 +446,23 @@ class Agent:
         self.allocator.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
         try:
+            log_digest = None
+            if container_log is not None:
+                try:
+                    log_digest = await kernel_logs.stash(self.events.redis, kernel.kernel_id, container_log)
+                except Exception as exc:
+                    log.warning("kernel %s: cannot hand its last log over: %r", kernel.kernel_id, exc)
             await self.events.produce("kernel_terminated", self.id, kernel_id=kernel.kernel_id,
                                       session_id=kernel.session_id, reason=reason, exit_code=exit_code,
-                                      container_log=container_log)
+                                      log_digest=log_digest)
         finally:
             if not kernel.gone.done():
                 kernel.gone.set_result(None)
 
     async def _final_log(self, kernel: Kernel) -> str | None:
         """The last of the container's log, read before it is removed so that the manager can
-        keep it (``kernels.container_log``): bounded as get_logs is; None when it cannot be read."""
+        keep it (``kernels.container_log``, handed over through :mod:`bai.common.kernel_logs`):
+        bounded as get_logs is; None when it cannot be read."""
         assert kernel.container_id is not None
         try:
             async with asyncio.timeout(FINAL_LOG_TIMEOUT):

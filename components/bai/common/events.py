@@ -114,6 +114,11 @@ class EventProducer:
     def signing_key(self) -> bytes | None:
         return self._key
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The connection events go through (for data an event only refers to: kernel_logs)."""
+        return self._redis
+
     def entry(self, name: str, source: str, **args: Any) -> dict[str, str]:
         """The stream fields of one event (what :meth:`produce` appends)."""
         body = json.dumps(args, default=str)

@@ -4,11 +4,13 @@ and agent, the real Docker engine and the real kernel image."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from typing import Any
 
 import sqlalchemy as sa
 
+from bai.common.auth import sign_request
 from bai.manager.store import tables as t
 
 from .conftest import Node
@@ -144,8 +146,18 @@ async def test_query_counter_counts_each_execute(node: Node) -> None:
     st, body = await node.call("POST", "/session", {"name": n, "image": "python"})
     assert st == 201 and body["status"] == "RUNNING", body
     sid = body["sessionId"]
-    for i in range(5):
+    for i in range(4):
         assert (await execute(node, n, f"print({i})"))["exitCode"] == 0
+    # One run over the websocket counts once as well.
+    path = f"/stream/session/{sid}/execute"
+    host = f"{node.client.host}:{node.client.port}"
+    signed = sign_request(node.access_key, node.secret_key, "GET", path, host, "application/octet-stream")
+    async with node.client.ws_connect(path, headers={
+            "Date": signed.date, "Authorization": signed.authorization, "X-BackendAI-Version": "v8.20240315",
+            "Host": host}) as ws:
+        await ws.send_json({"code": "import time; time.sleep(0.5); print('ws')", "mode": "query", "options": {}})
+        frames = [json.loads(m.data) async for m in ws]
+    assert frames[-1]["status"] == "finished" and frames[-1]["exitCode"] == 0
     st, info = await node.call("GET", f"/session/{n}")
     assert st == 200 and info["numQueriesExecuted"] == 5
     # Written to the database off the request path, within about a second.

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bai.common import kernel_logs
 from bai.common.agent_rpc import AgentError, KernelNotFound
 from bai.common.events import BROADCAST_CHANNEL, Event, EventConsumer
 from bai.common.tasks import raise_if_cancelling, stop_tasks
@@ -179,11 +180,14 @@ class LifecycleHandler:
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "unknown"
         exit_code = ev.args.get("exit_code")
-        container_log = ev.args.get("container_log")
-        if isinstance(container_log, str):
+        log_digest = ev.args.get("log_digest")
+        if isinstance(log_digest, str):
             # Kept whatever state the rows are in: the container is gone, this is all that is left.
-            async with self.ctx.db.begin() as conn:
-                await store.save_container_log(conn, kernel_id, container_log.replace("\x00", ""))
+            container_log = await kernel_logs.read(self.ctx.redis_stream, str(kernel_id), log_digest)
+            if container_log is not None:
+                async with self.ctx.db.begin() as conn:
+                    await store.save_container_log(conn, kernel_id, container_log.replace("\x00", ""))
+            await kernel_logs.discard(self.ctx.redis_stream, str(kernel_id))
         async with self.ctx.db.begin() as conn:
             sess = await store.get(conn, session_id)
             if sess is None or sess.status in ("TERMINATED", "CANCELLED"):
