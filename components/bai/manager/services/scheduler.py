@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID as uuid_t
 
@@ -277,11 +278,16 @@ class Scheduler:
         access_keys = sorted({s.access_key for s in pending})
         owners = {r.access_key: _owner(r) for r in await store.scheduling_owners(conn, access_keys)}
         domains = sorted({s.domain_name for s in pending})
+        users, groups = sorted({s.user_uuid for s in pending}), sorted({s.group_id for s in pending})
+        totals, counts = await store.occupancy_totals(conn, access_keys, users, groups, domains)
         ledger = Ledger()
-        for r in await store.occupying_in_domains(conn, domains):
-            ledger.add(r.access_key, r.user_uuid, r.group_id, r.domain_name, slots_from_json(r.requested_slots),
-                       r.session_type == "system")
-        group_slots, domain_slots = await store.slot_limits_of(conn, sorted({s.group_id for s in pending}), domains)
+        sums: dict[str, dict[Any, ResourceSlots]] = {"keypair": ledger.by_keypair, "user": ledger.by_user,
+                                                     "group": ledger.by_group, "domain": ledger.by_domain}
+        for dim, key, slot, amount in totals:
+            sums[dim].setdefault(key, {})[slot] = Decimal(amount)
+        for row in counts:
+            (ledger.sftp_sessions if row.private else ledger.sessions)[row.access_key] = row.count
+        group_slots, domain_slots = await store.slot_limits_of(conn, groups, domains)
         by_keypair: dict[str, list[PendingSession]] = defaultdict(list)
         for s in pending:  # already oldest first
             by_keypair[s.access_key].append(s)

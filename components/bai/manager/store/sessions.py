@@ -481,13 +481,40 @@ async def scheduling_owners(conn: AsyncConnection, access_keys: Sequence[str]) -
     return list((await conn.execute(q)).all())
 
 
-async def occupying_in_domains(conn: AsyncConnection, domains: Sequence[str]) -> list[Any]:
-    """Every resource-holding session of the given domains (whose keypairs, users and projects
-    the pass checks), with what the limits are counted by."""
-    s = t.sessions.c
-    q = sa.select(s.access_key, s.user_uuid, s.group_id, s.domain_name, s.session_type, s.requested_slots).where(
-        s.domain_name.in_(list(domains)), s.status.in_(OCCUPYING_SESSION_STATUSES))
-    return list((await conn.execute(q)).all())
+#: occupancy_totals: GROUPING() of (access_key, user_uuid, group_id, domain_name) -> the dimension
+#: a row sums by (a set bit: that column is not grouped on).
+_OCCUPANCY_DIMENSIONS = {0b0111: "keypair", 0b1011: "user", 0b1101: "group", 0b1110: "domain"}
+
+
+async def occupancy_totals(
+    conn: AsyncConnection, access_keys: Sequence[str], users: Sequence[uuid.UUID],
+    groups: Sequence[uuid.UUID], domains: Sequence[str],
+) -> tuple[list[tuple[str, Any, str, Any]], list[Any]]:
+    """What resource-holding sessions occupy, summed by PostgreSQL per keypair, user, project and
+    domain (only those given): ``(dimension, key, slot, amount)`` rows, whatever the number of
+    sessions; and ``(access_key, private, count)`` of the given keypairs' sessions."""
+    s = t.sessions
+    slot = sa.func.jsonb_each_text(s.c.requested_slots).table_valued("key", "value").lateral("slot")
+    dims = (s.c.access_key, s.c.user_uuid, s.c.group_id, s.c.domain_name)
+    q = (sa.select(*dims, slot.c.key, sa.func.sum(sa.cast(slot.c.value, sa.Numeric)).label("amount"),
+                   sa.func.grouping(*dims).label("dims"))
+         .select_from(s.join(slot, sa.true()))
+         .where(s.c.status.in_(OCCUPYING_SESSION_STATUSES),
+                sa.or_(s.c.access_key.in_(list(access_keys)), s.c.user_uuid.in_(list(users)),
+                       s.c.group_id.in_(list(groups)), s.c.domain_name.in_(list(domains))))
+         .group_by(sa.func.grouping_sets(*(sa.tuple_(d, slot.c.key) for d in dims))))
+    totals = []
+    for row in await conn.execute(q):
+        dim = _OCCUPANCY_DIMENSIONS[row.dims]
+        key = {"keypair": row.access_key, "user": row.user_uuid, "group": row.group_id,
+               "domain": row.domain_name}[dim]
+        totals.append((dim, key, row.key, row.amount))
+    private = s.c.session_type == "system"
+    counts = await conn.execute(
+        sa.select(s.c.access_key, private.label("private"), sa.func.count().label("count"))
+        .where(s.c.status.in_(OCCUPYING_SESSION_STATUSES), s.c.access_key.in_(list(access_keys)))
+        .group_by(s.c.access_key, private))
+    return totals, list(counts.all())
 
 
 async def slot_limits_of(conn: AsyncConnection, group_ids: Sequence[uuid.UUID],
