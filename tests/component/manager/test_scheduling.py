@@ -403,7 +403,18 @@ async def test_pending_timeout_cancels(world: World) -> None:
     owner = await world.keypair()
     sid = await world.session(group, owner, 1)  # created in 2026-01-01, long ago
     result = await world.scheduler.decide()
-    assert result.timed_out == [sid]
+    assert result.cancelled == [(sid, "pending-timeout")]
+
+
+async def test_a_deactivated_owner_s_session_is_cancelled(world: World) -> None:
+    group = await world.resource_group()
+    await world.agent(group, "a", cpu=8)
+    owner = await world.keypair()
+    sid = await world.session(group, owner, 1)
+    async with world.db.begin() as conn:
+        await conn.execute(t.keypairs.update().where(t.keypairs.c.access_key == owner[0]).values(is_active=False))
+    result = await world.scheduler.decide()
+    assert result.cancelled == [(sid, "owner-keypair-inactive")] and result.scheduled == []
 
 
 async def test_create_time_limits(world: World) -> None:

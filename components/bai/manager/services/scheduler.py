@@ -77,7 +77,9 @@ class GroupPolicy:
 @dataclass
 class PassResult:
     scheduled: list[Any]
-    timed_out: list[uuid_t]
+    #: sessions to cancel, with the reason: ``pending-timeout`` (the group's
+    #: ``scheduler_opts.pending_timeout`` passed) or ``owner-keypair-inactive``
+    cancelled: list[tuple[uuid_t, str]]
 
 
 def _group_policy(row: Any, fifo_default: int) -> GroupPolicy:
@@ -148,8 +150,8 @@ class Scheduler:
 
     async def schedule_once(self) -> int:
         result = await self.decide()
-        for sid in result.timed_out:
-            await termination.cancel(self.ctx, sid, "pending-timeout")
+        for sid, reason in result.cancelled:
+            await termination.cancel(self.ctx, sid, reason)
         for sess in result.scheduled:
             await broadcast_session(self.ctx, "session_scheduled", sess)
             task = asyncio.create_task(self._prepare_or_log(sess.id))
@@ -201,7 +203,7 @@ class Scheduler:
         snap = await self._snapshot(conn, pending, now)
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
         placements: list[tuple[uuid_t, str, str, dict[str, Any]]] = []
-        timed_out: list[uuid_t] = []
+        cancelled: list[tuple[uuid_t, str]] = []
         touched: dict[str, AgentCapacity] = {}
         rr_states: dict[tuple[str, str], selectors.RoundRobinState | None] = {}
         rr_changed: set[tuple[str, str]] = set()
@@ -215,7 +217,7 @@ class Scheduler:
                 continue  # the group is inactive (or gone): its sessions wait
             if policy.pending_timeout > 0:
                 cutoff = now - timedelta(seconds=policy.pending_timeout)
-                timed_out += [s.id for s in sessions if s.created_at < cutoff]
+                cancelled += [(s.id, "pending-timeout") for s in sessions if s.created_at < cutoff]
                 sessions = [s for s in sessions if s.created_at >= cutoff]
             capacity: ResourceSlots = {}
             for (g, _), members in agents.items():
@@ -227,7 +229,7 @@ class Scheduler:
             while queue:
                 sess = queue.next()
                 if sess.access_key not in snap.owners:
-                    timed_out.append(sess.id)  # the owner's keypair or user is inactive: cancel
+                    cancelled.append((sess.id, "owner-keypair-inactive"))  # keypair or user deactivated
                     continue
                 passed, failed = predicates.check_all(sess, snap)
                 sched = {"retries": sess.retries, "last_try": now.isoformat(),
@@ -272,7 +274,7 @@ class Scheduler:
             state = rr_states[key]
             if state is not None:
                 await self.ctx.etcd.put(self._rr_key(*key), json.dumps(state.to_json()))
-        return PassResult([by_id[sid] for sid, *_ in placements], timed_out)
+        return PassResult([by_id[sid] for sid, *_ in placements], cancelled)
 
     async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:
         access_keys = sorted({s.access_key for s in pending})
