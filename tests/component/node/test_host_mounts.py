@@ -360,3 +360,12 @@ async def test_mounts_and_refusals_are_on_the_audit_log(mnode: MountsNode) -> No
             break
         await asyncio.sleep(0.1)
     assert expected <= seen, rows
+
+
+async def test_the_agent_s_mount_rpc_needs_the_secret(mnode: MountsNode) -> None:
+    async with AgentClient(mnode.node.agent.addr, "not-the-secret") as client:
+        for call in (client.mount_host(_name(), "t", "tmpfs"), client.read_fstab(), client.host_mounts()):
+            with pytest.raises(InvalidInput) as refused:
+                await call
+            assert refused.value.status == 401
+    assert mnode.agent.mounted() == set()
