@@ -234,10 +234,13 @@ class HostMounts:
                     if edit_fstab:
                         await asyncio.to_thread(_edit_fstab, fstab, lambda text: _with_line(text, line, str(target)))
                     return _result(True, f"already mounted at {target}", target)
-                created = await asyncio.to_thread(_make_mountpoint, target)
                 argv = [_tool("mount"), "-t", spec.fs_type, "-o", spec.mount_options(), "--", spec.fs_location,
                         str(target)]
-                rc, output = await _run(argv, self.config.command_timeout)
+                created = await asyncio.to_thread(_make_mountpoint, target)
+                try:
+                    rc, output = await _run(argv, self.config.command_timeout)
+                except OSError as exc:
+                    rc, output = 1, str(exc)
                 if rc != 0:
                     if created:
                         await asyncio.to_thread(_remove_dir, target)
