@@ -289,11 +289,16 @@ async def add_query_counts(conn: AsyncConnection, counts: dict[uuid.UUID, int]) 
                        .values(num_queries=k_.c.num_queries + delta.c.n))
 
 
+#: Where a batch session may be when its result comes: RUNNING, or still on its way there when
+#: another manager handles the kernel's kernel_started at the same time.
+BATCH_RESULT_FROM = ("SCHEDULED", "PREPARING", "PULLING", "RUNNING")
+
+
 async def set_batch_result(conn: AsyncConnection, session_id: uuid.UUID, result: str) -> bool:
-    """A batch session's result, once, while it runs; False when it is not (any more) running
-    or already has one (a repeated report, or a destroy that came first)."""
+    """A batch session's result, once, while it runs; False when it has ended or is ending
+    (a destroy came first) or already has one (a repeated report)."""
     changed = await conn.execute(t.sessions.update().where(
-        t.sessions.c.id == session_id, t.sessions.c.status == SessionStatus.RUNNING.value,
+        t.sessions.c.id == session_id, t.sessions.c.status.in_(BATCH_RESULT_FROM),
         t.sessions.c.result == "UNDEFINED").values(result=result))
     if not changed.rowcount:
         return False
