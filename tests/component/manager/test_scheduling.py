@@ -317,6 +317,16 @@ async def test_concurrency(world: World) -> None:
         {"name": "concurrency", "msg": "You cannot run more than 1 concurrent sessions"}]
 
 
+async def test_a_system_session_that_fails_a_check_is_cancelled(world: World) -> None:
+    group = await world.resource_group()
+    agent = await world.agent(group, "a", cpu=8)
+    owner = await world.keypair({"max_concurrent_sftp_sessions": 1})
+    await world.session(group, owner, 1, status="RUNNING", agent=agent, session_type="system")
+    sid = await world.session(group, owner, 1, session_type="system")
+    result = await world.scheduler.decide()
+    assert result.cancelled == [(sid, "predicate-checks-failed")]
+
+
 async def test_keypair_limit_and_limited_default(world: World) -> None:
     group = await world.resource_group()
     agent = await world.agent(group, "a", cpu=8)

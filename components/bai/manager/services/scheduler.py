@@ -234,6 +234,9 @@ class Scheduler:
                 passed, failed = predicates.check_all(sess, snap)
                 sched = {"retries": sess.retries, "last_try": now.isoformat(),
                          "passed_predicates": [{"name": n} for n in passed]}
+                if failed and sess.is_private:
+                    cancelled.append((sess.id, "predicate-checks-failed"))  # system sessions do not wait
+                    continue
                 if failed:
                     sched.update(retries=sess.retries + 1,
                                  failed_predicates=[{"name": f.name, "msg": f.msg} for f in failed])
