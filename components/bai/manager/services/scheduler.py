@@ -129,6 +129,8 @@ class Scheduler:
         self._fifo_default: tuple[float, int] | None = None
         #: whether the last pass found the lock taken by another manager
         self.locked_out = False
+        #: the earliest ``starts_at`` still ahead, seen by the last pass: the next pass runs then
+        self._next_start: datetime | None = None
 
     async def run(self) -> None:
         while True:
@@ -138,7 +140,7 @@ class Scheduler:
                 await asyncio.sleep(LOCK_RETRY_SECONDS)
             else:
                 try:
-                    await asyncio.wait_for(self.ctx.schedule_requested.wait(), TICK_SECONDS)
+                    await asyncio.wait_for(self.ctx.schedule_requested.wait(), self._wait_seconds())
                 except TimeoutError:
                     pass
             self.ctx.schedule_requested.clear()
@@ -147,6 +149,11 @@ class Scheduler:
             except Exception:
                 raise_if_cancelling()
                 log.exception("scheduling pass failed")
+
+    def _wait_seconds(self) -> float:
+        if self._next_start is None:
+            return TICK_SECONDS
+        return min(TICK_SECONDS, max(0.01, (self._next_start - datetime.now(UTC)).total_seconds()))
 
     async def schedule_once(self) -> int:
         result = await self.decide()
@@ -163,6 +170,7 @@ class Scheduler:
         """One pass's decisions, committed: the sessions scheduled (their rows) and those whose
         group's ``pending_timeout`` has passed (to cancel). Nothing when another manager holds
         the lock (``locked_out``; the run loop looks again shortly)."""
+        self._next_start = None
         async with self.ctx.db.begin() as conn:
             self.locked_out = not await try_advisory_xact_lock(conn, SCHEDULER_LOCK_ID)
             if self.locked_out:
@@ -200,6 +208,8 @@ class Scheduler:
             agents[(row.scaling_group, row.architecture)].append(
                 AgentCapacity(row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id]))
 
+        self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
+                               default=None)
         snap = await self._snapshot(conn, pending, now)
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
         placements: list[tuple[uuid_t, str, str, dict[str, Any]]] = []
