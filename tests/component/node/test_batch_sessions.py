@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from bai.common.auth import sign_request
+from bai.manager.api.keys import CTX
+from bai.manager.services.lifecycle import sweep_stuck_sessions
 from bai.manager.store import tables as t
 
 from .conftest import Node
@@ -172,4 +175,24 @@ async def test_query_counter_counts_each_execute(node: Node) -> None:
     assert stored == 5
     st, info = await node.call("GET", f"/session/{n}")
     assert info["numQueriesExecuted"] == 5  # not counted twice once written
+    assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+
+
+async def test_session_left_restarting_is_put_back_to_running_by_the_sweep(node: Node) -> None:
+    n = name()
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python"})
+    assert st == 201 and body["status"] == "RUNNING", body
+    sid = body["sessionId"]
+    # As a manager that stopped between the two halves of a restart leaves it, long ago.
+    past = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+    async with node.db.begin() as conn:
+        await conn.execute(t.sessions.update().where(t.sessions.c.id == sid).values(
+            status="RESTARTING", status_history=sa.func.jsonb_set(
+                t.sessions.c.status_history, sa.text("'{RESTARTING}'"), sa.func.to_jsonb(past))))
+        await conn.execute(t.kernels.update().where(t.kernels.c.session_id == sid).values(status="RESTARTING"))
+    assert (await node.call("POST", f"/session/{n}", {"mode": "query", "code": "1", "runId": None}))[0] == 400
+    assert (await node.call("PATCH", f"/session/{n}"))[0] == 400  # not running: no second restart
+    assert await sweep_stuck_sessions(node.client.app[CTX]) == []  # recovered, not failed
+    assert await wait_status(node, sid, {"RUNNING"}) == "RUNNING"
+    assert (await execute(node, n, "print('back')"))["console"] == [["stdout", "back\n"]]
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200

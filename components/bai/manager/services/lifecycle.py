@@ -406,10 +406,12 @@ async def sweep_stuck_sessions(ctx: ManagerContext, older_than: float | None = N
     """Fail sessions stuck in a transitional status for longer than ``older_than`` seconds (default
     ``stuck-session-timeout``) and free their slots: one still being created is CANCELLED (then
     whatever the agent has of it is destroyed); one TERMINATING gets one more destroy on its
-    agent and is closed whatever the answer (reconciliation removes a leftover container later).
+    agent and is closed whatever the answer (reconciliation removes a leftover container later);
+    one left RESTARTING goes back to RUNNING (:func:`.sessions.batch.recover_stuck_restarts`).
     Returns the sessions it failed."""
     limit = older_than if older_than is not None else ctx.config.manager.stuck_session_timeout
     cutoff = datetime.now(UTC) - timedelta(seconds=limit)
+    await batch.recover_stuck_restarts(ctx, cutoff)
     async with ctx.db.connect() as conn:
         stuck = await store.stuck_sessions(conn, [*CREATING, "TERMINATING"], cutoff)
     failed: list[uuid.UUID] = []

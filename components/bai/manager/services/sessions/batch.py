@@ -8,7 +8,8 @@ get the event with its ``exitCode``, and the session ends by itself (reason ``ta
 while the session is RUNNING, and once.
 
 Restart (``PATCH /session/{ref}``) replaces each kernel's user-code process in the same
-container: the session goes RESTARTING and back to RUNNING; variables are gone.
+container: the session goes RESTARTING and back to RUNNING; variables are gone. One left
+RESTARTING (its manager stopped half-way) is put back to RUNNING by the stuck-session sweep.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from bai.common.agent_rpc import AgentError
@@ -29,7 +31,7 @@ from .lookup import get_one, resolve_owner
 from .payloads import broadcast_session
 from .termination import terminate
 
-__all__ = ["finish_batch", "restart"]
+__all__ = ["finish_batch", "recover_stuck_restarts", "restart"]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +81,23 @@ async def restart(ctx: ManagerContext, requester: Requester, ref: str, owner_acc
         exc = failed[0][1]
         detail = exc.msg if isinstance(exc, AgentError) else repr(exc)
         raise errors.KernelRestartFailed(detail)
+
+
+async def recover_stuck_restarts(ctx: ManagerContext, entered_before: datetime) -> list[uuid.UUID]:
+    """Sessions left RESTARTING since before ``entered_before`` (the manager that restarted them
+    stopped half-way) go back to RUNNING, with their kernels: the containers never stopped, and a
+    runner that is really gone meets the usual reconciliation. Returns them."""
+    async with ctx.db.connect() as conn:
+        stuck = await store.stuck_sessions(conn, ["RESTARTING"], entered_before)
+    recovered = []
+    for row in stuck:
+        async with ctx.db.begin() as conn:
+            for k in await store.kernels_of(conn, row.id):
+                await store.set_kernel_status(conn, k.id, KernelStatus.RUNNING, only_from=["RESTARTING"],
+                                              info="restart-timeout")
+            if await store.set_session_status(conn, row.id, SessionStatus.RUNNING, only_from=["RESTARTING"],
+                                              info="restart-timeout"):
+                recovered.append(row.id)
+    for sid in recovered:
+        log.warning("session %s was left restarting: back to RUNNING", sid)
+    return recovered
