@@ -196,3 +196,28 @@ async def test_session_left_restarting_is_put_back_to_running_by_the_sweep(node:
     assert await wait_status(node, sid, {"RUNNING"}) == "RUNNING"
     assert (await execute(node, n, "print('back')"))["console"] == [["stdout", "back\n"]]
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+
+
+async def test_kept_logs_are_read_by_the_owner_and_admins_only(node: Node) -> None:
+    owner, stranger = await node.add_keypair({}), await node.add_keypair({})
+    n = name()
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python", "type": "batch",
+                                                    "startupCommand": "echo owners-secret"}, keys=owner)
+    assert st == 201, body
+    sid = body["sessionId"]
+    await wait_status(node, sid, {"TERMINATED"})
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while True:  # the owner reads it (once the kernel_terminated handler has kept it)
+        st, body = await node.call("GET", f"/session/{sid}/logs", keys=owner)
+        assert st == 200, body
+        if "owners-secret" in body["result"]["logs"] or loop.time() > end:
+            break
+        await asyncio.sleep(0.1)
+    assert "owners-secret" in body["result"]["logs"]
+    st, body = await node.call("GET", f"/session/{sid}/logs", keys=stranger)
+    assert st == 404, body  # someone else's session does not exist for them
+    st, body = await node.call("GET", f"/session/{sid}/logs?owner_access_key={owner[0]}", keys=stranger)
+    assert st == 403, body
+    st, body = await node.call("GET", f"/session/{sid}/logs?owner_access_key={owner[0]}")  # a superadmin
+    assert st == 200 and "owners-secret" in body["result"]["logs"], body

@@ -64,7 +64,8 @@ async def restart(request: web.Request) -> web.Response:
 
 @auth_required()
 async def logs(request: web.Request) -> web.Response:
-    text = await request.app[SESSIONS].logs(requester(request), request.match_info["ref"])
+    q = routing.query(request, schemas.SessionQuery)
+    text = await request.app[SESSIONS].logs(requester(request), request.match_info["ref"], q.owner_access_key)
     return web.json_response({"result": {"logs": text}})
 
 
@@ -106,5 +107,6 @@ def routes(app: web.Application) -> None:
                 problems=_REF)
     routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
                 summary="The container logs of the session's main kernel (of a session that has ended: "
-                        "the last of them, kept when its container was removed).",
-                answers=(Answer(200, "The logs.", Logs),), problems=_REF)
+                        "the last of them, kept when its container was removed).", query=schemas.SessionQuery,
+                answers=(Answer(200, "The logs.", Logs),),
+                problems=(*_REF, errors.InvalidAPIParameters, errors.GenericForbidden))

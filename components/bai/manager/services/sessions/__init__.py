@@ -49,8 +49,8 @@ class SessionService:
         return await execution.execute(self.ctx, route, mode=mode, run_id=run_id, code=code, opts=opts,
                                        flush_timeout=flush_timeout)
 
-    async def logs(self, requester: Requester, ref: str) -> str:
-        return await execution.logs(self.ctx, requester, ref)
+    async def logs(self, requester: Requester, ref: str, owner_access_key: str | None = None) -> str:
+        return await execution.logs(self.ctx, requester, ref, owner_access_key)
 
     async def count_query(self, session_id: uuid.UUID) -> None:
         execution.count_query(self.ctx, session_id)

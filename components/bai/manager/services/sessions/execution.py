@@ -12,7 +12,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
-from .lookup import get_one
+from .lookup import get_one, resolve_owner
 from .queries import query_counter
 
 __all__ = ["count_query", "execute", "logs", "route"]
@@ -49,10 +49,12 @@ async def execute(ctx: ManagerContext, route: Any, *, mode: str, run_id: str | N
         raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.to_json()}) from exc
 
 
-async def logs(ctx: ManagerContext, requester: Requester, ref: str) -> str:
+async def logs(ctx: ManagerContext, requester: Requester, ref: str, owner_access_key: str | None = None) -> str:
     """The tail of the main kernel's log: at most LOG_TAIL_LINES lines and LOG_TAIL_BYTES
     bytes (the agent never reads a whole log into memory, nor do we). For a session that has
-    ended (or is not running), the log its agent kept when the container was removed ("" if none)."""
+    ended (or is not running), the log its agent kept when the container was removed ("" if none).
+    Admins may read another keypair's (``owner_access_key``), as for the session's info."""
+    requester = await resolve_owner(ctx, requester, owner_access_key)
     try:
         found = await route(ctx, requester, ref)
     except errors.InvalidAPIParameters:
