@@ -64,3 +64,27 @@ def test_official_restart_resets_state_and_counts_queries(official_client, node_
         assert api.call("GET", f"/session/{name}")[1]["numQueriesExecuted"] == 3
     finally:
         subprocess.run([str(official_client), "session", "destroy", name], env=node_env, capture_output=True)
+
+
+def test_our_cli_batch_logs_and_restart(bai, api) -> None:
+    """The same with this project's `backend.ai` (its `session restart` is new with this feature)."""
+    name = unique_name("ourbatch")
+    bai("session", "create", "--type", "batch", "-t", name, "-c", f"echo line-of-{name} >&2; exit 5", "python")
+    logs = wait_until(lambda: (out := bai("session", "logs", name).stdout) and f"line-of-{name}" in out and out,
+                      f"{name}'s kept logs")
+    assert f"line-of-{name}" in logs
+    name = unique_name("ourrestart")
+    try:
+        bai("session", "create", "-t", name, "python")
+        container = api.call("GET", f"/session/{name}")[1]["containerId"]
+        bai("run", "-t", name, "-c", "y = 1", "python")
+        done = bai("session", "restart", name)
+        assert "Done." in done.stdout + done.stderr
+        status, info = api.call("GET", f"/session/{name}")
+        assert (status, info["status"], info["containerId"]) == (200, "RUNNING", container)
+        proc = bai("run", "-t", name, "-c", "print(y)", "python", check=False)
+        assert "NameError" in proc.stdout + proc.stderr
+        missing = bai("session", "restart", unique_name("missing"), check=False)
+        assert missing.returncode != 0
+    finally:
+        bai("session", "destroy", name, check=False)

@@ -258,6 +258,11 @@ async def destroy(
     return None
 
 
+async def restart(api: APISession, ref: str, *, owner_access_key: str | None = None) -> None:
+    """``PATCH /session/{ref}``: fresh user-code processes in the same containers (204)."""
+    await api.request("PATCH", f"/session/{ref}", params=_params(owner_access_key))
+
+
 # ---------------------------------------------------------------------------------------------
 # execution
 

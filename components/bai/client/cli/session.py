@@ -418,6 +418,65 @@ def make_destroy_cmd(name: str = "destroy", help_text: str | None = None) -> cli
     return _alias_doc(destroy, help_text)
 
 
+def make_restart_cmd(name: str = "restart", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_refs", metavar="SESSION_REFS", nargs=-1)
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+                  help="Specify the owner of the target session explicitly.")
+    def restart(session_refs: tuple[str, ...], owner: str | None) -> None:
+        """
+        Restart the compute session: its kernels get fresh processes (variables are lost) in the
+        same containers.
+
+        \b
+        SESSION_REF: session ID or name
+        """
+        cli_ctx = get_cli_context()
+        json_mode = cli_ctx.json_mode
+        if not session_refs:
+            fail('Specify at least one session ID. Check usage with "-h" option.',
+                 ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+        cfg = _config_or_exit()
+
+        async def _go() -> list[tuple[str, BaseException | None]]:
+            from ..exceptions import BackendAPIError
+            from ..request import APISession
+            from ..session import restart as restart_session
+
+            results: list[tuple[str, BaseException | None]] = []
+            async with APISession(cfg) as api:
+                if not json_mode:
+                    print_wait("Restarting the session(s)...")
+                for ref in session_refs:
+                    try:
+                        await restart_session(api, ref, owner_access_key=owner)
+                    except BackendAPIError as e:
+                        results.append((ref, e))
+                    else:
+                        results.append((ref, None))
+            return results
+
+        results = run_async(_go, json_mode=json_mode)
+        if json_mode:
+            from .common import error_json
+
+            print_json({"results": [{"name": n, "ok": e is None, **({} if e is None else error_json(e))}
+                                    for n, e in results]})
+        else:
+            for n, e in results:
+                if e is not None:
+                    report_error(e)
+                    if getattr(e, "status", None) == 404:
+                        print_info(f'Session {n}: if you are an admin, use "-o" / "--owner" option '
+                                   "to restart other user's session.")
+            if all(e is None for _, e in results):
+                print_done("Done.")
+        if any(e is not None for _, e in results):
+            sys.exit(ExitCode.FAILURE)
+
+    return _alias_doc(restart, help_text)
+
+
 def _stats_of(ret: Any) -> Any:
     if isinstance(ret, dict):
         return ret.get("stats")
@@ -442,6 +501,7 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
         "info": make_info_cmd,
         "logs": make_logs_cmd,
         "destroy": make_destroy_cmd,
+        "restart": make_restart_cmd,
     }
     for cname, factory in factories.items():
         group.add_command(factory(name=cname), cname)
@@ -455,5 +515,6 @@ __all__ = (
     "make_info_cmd",
     "make_logs_cmd",
     "make_destroy_cmd",
+    "make_restart_cmd",
     "format_stats",
 )
