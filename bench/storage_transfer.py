@@ -25,7 +25,9 @@ Everything lives in a temp dir under /var/tmp (the root disk, as /var/lib/bai), 
 the folders made on the node are deleted (trash, then data) at the end.
 Usage: /opt/bai/venv/bin/python bench/storage_transfer.py [--size-mib 1024] [--files 10000]
        [--concurrency 8] [--sequential-files 1000] [--proxy-only] [--json]
-The manager path needs the installed node (/etc/backend.ai/client.env); --proxy-only skips it.
+The manager path needs the installed node (/etc/backend.ai/client.env; BACKEND_* variables set in
+the environment win); --proxy-only skips it. The default run makes ~22,000 signed requests: use a
+keypair whose rate limit (per 15 minutes) allows them (`backend.ai admin keypair add -r 100000`).
 """
 
 from __future__ import annotations
@@ -300,12 +302,15 @@ def run_official(job: dict[str, Any], work: Path, env: dict[str, str] | None = N
 
 
 def client_env(path: Path = CLIENT_ENV) -> dict[str, str]:
-    """The installed node's client settings (``export KEY=VALUE`` lines) over this environment."""
+    """The installed node's client settings (``export KEY=VALUE`` lines) under this environment:
+    a ``BACKEND_*`` variable already set wins (e.g. a keypair whose rate limit allows the run:
+    every file costs one signed request, 20,000+ for the default run, and the limit is per
+    access key over a rolling 15 minutes)."""
     env = dict(os.environ)
     for line in path.read_text().splitlines():
         key, sep, value = line.removeprefix("export ").partition("=")
         if sep and key.startswith("BACKEND_"):
-            env[key.strip()] = value.strip().strip("\"'")
+            env.setdefault(key.strip(), value.strip().strip("\"'"))
     return env
 
 
