@@ -172,7 +172,12 @@ async def test_fork_bomb_is_contained(node: Node) -> None:
         result = await bomb
         assert result["exitCode"] == 0, result
         print(f"\nfork bomb: {len(samples)} round trips in another session, max {max(samples) * 1000:.0f} ms")
-        assert len(samples) >= 5 and max(samples) < 1.0, sorted(samples)[-5:]
+        # Contained: the other session keeps answering all along (an uncontained bomb stalls the
+        # whole machine for its 6 s). On 2 shared cores one round trip may still catch a scheduling
+        # hiccup of about a second (seen once in ~20 full runs), so the bound is on the 99th
+        # percentile, with a looser one on the worst sample.
+        ordered = sorted(samples)
+        assert len(samples) >= 5 and ordered[int(len(ordered) * 0.99)] < 0.5 and ordered[-1] < 2.0, ordered[-5:]
         # The bomb hit the pids limit: the cgroup counts the forks it refused ("max N").
         pids = await run(node, bomb_ref, PIDS_CGROUP)
         found = json.loads(pids["console"][0][1])
