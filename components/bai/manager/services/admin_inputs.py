@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -16,15 +15,6 @@ from bai.manager import errors
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(?:i?b(?:ytes?)?)?\s*$", re.IGNORECASE)
 _SIZE_MULT = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50, "e": 2**60}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A mutation's ``ok`` / ``msg`` and the object it created (if any)."""
-
-    ok: bool
-    msg: str
-    row: Any = None
 
 
 SUCCESS = "success"

@@ -21,6 +21,7 @@ from typing import Any
 from bai.common.docker_registry import RegistryClient, RegistryError, ScannedImage
 from bai.common.types import parse_binary_size
 from bai.manager import errors
+from bai.manager.services.outcome import Outcome
 from bai.manager.store import images as image_store
 from bai.manager.store import registries as registry_store
 from bai.manager.store.keypairs import Requester
@@ -45,15 +46,6 @@ RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 REGISTRY_TYPES = ("docker", "harbor", "harbor2")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:\d{1,5})?$")
 _SERVICE_PORT_RE = re.compile(r"^(?P<name>[\w-]+):(?P<proto>\w+):(?P<ports>\[\d+(?:,\d+)*\]|\d+)$")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A mutation's answer: ``ok`` false with ``msg`` for a not-found or a conflict."""
-
-    ok: bool
-    msg: str
-    value: Any = None
 
 
 # ------------------------------------------------------------------ image reads

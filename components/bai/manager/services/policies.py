@@ -16,9 +16,10 @@ from bai.manager.store import presets as preset_store
 from bai.manager.store.keypairs import Requester
 
 from . import admin_inputs as check
-from .admin_inputs import SUCCESS, Outcome
+from .admin_inputs import SUCCESS
 from .context import ManagerContext
 from .gql_queries import reads_all
+from .outcome import Outcome
 from .privileges import require_superadmin_write
 
 DEFAULT_FOR_UNSPECIFIED = ("LIMITED", "UNLIMITED")

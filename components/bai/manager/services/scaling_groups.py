@@ -13,8 +13,9 @@ from bai.manager.store import scaling_groups as store
 from bai.manager.store.keypairs import Requester
 
 from . import admin_inputs as check
-from .admin_inputs import SUCCESS, Outcome
+from .admin_inputs import SUCCESS
 from .context import ManagerContext
+from .outcome import Outcome
 from .privileges import require_superadmin_write
 from .scheduling.queues import SCHEDULERS as SESSION_ORDERS
 from .scheduling.selectors import STRATEGIES as AGENT_STRATEGIES

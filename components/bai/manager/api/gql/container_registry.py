@@ -113,7 +113,7 @@ async def resolve_container_registries(_: Any, info: Any) -> list[dict[str, Any]
 
 
 def _answer(out: svc.Outcome) -> dict[str, Any]:
-    return {"ok": out.ok, "msg": out.msg, "container_registry": registry_obj(out.value)}
+    return {"ok": out.ok, "msg": out.msg, "container_registry": registry_obj(out.row)}
 
 
 @mutation.field("create_container_registry")

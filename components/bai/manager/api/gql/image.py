@@ -151,7 +151,7 @@ async def resolve_images(_: Any, info: Any, is_installed: bool | None = None,
 async def resolve_rescan(_: Any, info: Any, registry: str | None = None) -> dict[str, Any]:
     ctx = context_of(info)
     out = await svc.rescan_images(ctx.manager, ctx.requester, registry)
-    return {"ok": out.ok, "msg": out.msg, "task_id": out.value}
+    return {"ok": out.ok, "msg": out.msg, "task_id": out.row}
 
 
 @mutation.field("alias_image")

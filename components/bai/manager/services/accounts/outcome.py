@@ -4,20 +4,13 @@ row), ``Refused`` for the not-found / conflict answers, and ``write`` that runs 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.manager.services.context import ManagerContext
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    msg: str
-    row: Any = None
+from bai.manager.services.outcome import Outcome
 
 
 class Refused(Exception):
