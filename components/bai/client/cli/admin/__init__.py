@@ -25,6 +25,7 @@ ADMIN_GROUPS: dict[str, tuple[str, str, str]] = {
                       "Scaling group (resource group) administration commands."),
     "session": ("bai.client.cli.admin.session", "make_group", "Session administration commands."),
     "user": ("bai.client.cli.admin.user", "make_group", "User administration commands."),
+    "vfolder": ("bai.client.cli.admin.vfolder", "make_group", "VFolder administration commands."),
 }
 
 
