@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,13 +31,14 @@ from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
+from bai.manager.store import session_dependencies as dependency_store
 from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
 from bai.manager.store.db import try_advisory_xact_lock
 
 from .context import ManagerContext
 from .images import registry_for_agent
-from .scheduling import predicates, queues, selectors
+from .scheduling import dependencies, predicates, queues, selectors
 from .scheduling.model import (
     AgentCapacity,
     Ledger,
@@ -80,6 +81,8 @@ class PassResult:
     #: sessions to cancel, with the reason: ``pending-timeout`` (the group's
     #: ``scheduler_opts.pending_timeout`` passed) or ``owner-keypair-inactive``
     cancelled: list[tuple[uuid_t, str]]
+    #: status_data of some of them (``dependency-failed``: which dependency)
+    cancel_data: dict[uuid_t, dict[str, Any]] = field(default_factory=dict)
 
 
 def _group_policy(row: Any, fifo_default: int) -> GroupPolicy:
@@ -158,7 +161,7 @@ class Scheduler:
     async def schedule_once(self) -> int:
         result = await self.decide()
         for sid, reason in result.cancelled:
-            await termination.cancel(self.ctx, sid, reason)
+            await termination.cancel(self.ctx, sid, reason, result.cancel_data.get(sid))
         for sess in result.scheduled:
             await broadcast_session(self.ctx, "session_scheduled", sess)
             task = asyncio.create_task(self._prepare_or_log(sess.id))
@@ -211,6 +214,8 @@ class Scheduler:
         self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
                                default=None)
         snap = await self._snapshot(conn, pending, now)
+        doomed = dependencies.failed_dependencies(snap.dependencies)
+        cancel_data: dict[uuid_t, dict[str, Any]] = {}
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
         placements: list[tuple[uuid_t, str, str, dict[str, Any]]] = []
         cancelled: list[tuple[uuid_t, str]] = []
@@ -240,6 +245,10 @@ class Scheduler:
                 sess = queue.next()
                 if sess.access_key not in snap.owners:
                     cancelled.append((sess.id, "owner-keypair-inactive"))  # keypair or user deactivated
+                    continue
+                if (failed_dep := doomed.get(sess.id)) is not None:  # it can never start
+                    cancelled.append((sess.id, dependencies.cancel_reason(failed_dep)))
+                    cancel_data[sess.id] = dependencies.cancel_data(failed_dep)
                     continue
                 passed, failed = predicates.check_all(sess, snap)
                 sched = {"retries": sess.retries, "last_try": now.isoformat(),
@@ -287,7 +296,7 @@ class Scheduler:
             state = rr_states[key]
             if state is not None:
                 await self.ctx.etcd.put(self._rr_key(*key), json.dumps(state.to_json()))
-        return PassResult([by_id[sid] for sid, *_ in placements], cancelled)
+        return PassResult([by_id[sid] for sid, *_ in placements], cancelled, cancel_data)
 
     async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:
         access_keys = sorted({s.access_key for s in pending})
@@ -306,7 +315,10 @@ class Scheduler:
         by_keypair: dict[str, list[PendingSession]] = defaultdict(list)
         for s in pending:  # already oldest first
             by_keypair[s.access_key].append(s)
+        deps = await dependency_store.of_sessions(conn, [s.id for s in pending])
         return Snapshot(
+            dependencies={sid: [dependencies.Dependency(r.id, r.name, r.status, r.result) for r in rows]
+                          for sid, rows in deps.items()},
             now=now, owners=owners,
             group_limits={g: SlotLimits(slots_from_json(v)) for g, v in group_slots.items()},
             domain_limits={d: SlotLimits(slots_from_json(v)) for d, v in domain_slots.items()},

@@ -299,6 +299,17 @@ sessions = sa.Table(
 #: The unique index a duplicate live session name violates (see ``sessions`` above).
 UNIQUE_LIVE_SESSION_NAME = "uq_sessions_access_key_name_live"
 
+# 0014d: a session is scheduled only once every session it depends on TERMINATED with SUCCESS
+# (services/sessions/dependencies.py; the scheduler's ``dependencies`` predicate).
+session_dependencies = sa.Table(
+    "session_dependencies", metadata,
+    sa.Column("session_id", UUID(as_uuid=True),
+              sa.ForeignKey("sessions.id", onupdate="CASCADE", ondelete="CASCADE"), primary_key=True),
+    sa.Column("depends_on", UUID(as_uuid=True),
+              sa.ForeignKey("sessions.id", onupdate="CASCADE", ondelete="CASCADE"), primary_key=True,
+              index=True),
+)
+
 kernels = sa.Table(
     "kernels", metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),

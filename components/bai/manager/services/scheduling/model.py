@@ -11,6 +11,8 @@ from typing import Any
 
 from bai.common.types import ResourceSlots
 
+from .dependencies import Dependency
+
 INFINITY = Decimal("Infinity")
 
 
@@ -132,6 +134,8 @@ class Snapshot:
     pending_by_keypair: dict[str, list[PendingSession]]
     #: Sessions scheduled earlier in this pass (no longer pending).
     scheduled: set[uuid.UUID] = field(default_factory=set)
+    #: The sessions each pending session depends on, as they are now (``dependencies``).
+    dependencies: dict[uuid.UUID, list[Dependency]] = field(default_factory=dict)
 
 
 def humanize(slot: str, amount: Decimal) -> str:

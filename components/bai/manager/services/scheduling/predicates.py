@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bai.common.types import ResourceSlots
 
+from .dependencies import waiting_message
 from .model import PendingSession, SlotLimits, Snapshot, add_slots, describe, humanize
 
 
@@ -25,6 +26,10 @@ def reserved_time(sess: PendingSession, snap: Snapshot) -> str | None:
     if sess.starts_at is not None and snap.now < sess.starts_at:
         return "Before start time"
     return None
+
+
+def dependencies(sess: PendingSession, snap: Snapshot) -> str | None:
+    return waiting_message(snap.dependencies.get(sess.id, []))
 
 
 def concurrency(sess: PendingSession, snap: Snapshot) -> str | None:
@@ -104,6 +109,7 @@ def domain_resource_limit(sess: PendingSession, snap: Snapshot) -> str | None:
 #: (name, check, also for private sessions)
 PREDICATES: tuple[tuple[str, Check, bool], ...] = (
     ("reserved_time", reserved_time, True),
+    ("dependencies", dependencies, True),
     ("concurrency", concurrency, True),
     ("pending_session_resource_limit", pending_session_resource_limit, False),
     ("pending_session_count_limit", pending_session_count_limit, False),

@@ -25,6 +25,7 @@ from ..scheduling.admission import check_create_limits, starts_at_of
 from ..schemas import CreateSession
 from ..vfolders.mounts import MountRequest
 from ..vfolders.mounts import prepare as prepare_mounts
+from . import dependencies
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
 
@@ -70,6 +71,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         starts_at = starts_at_of(req.starts_at)
         vfolder_mounts = await prepare_mounts(ctx, conn, owner, group_id, MountRequest(
             req.config.mounts or [], req.config.mount_map or {}, req.config.mount_options or {}))
+        depends_on = await dependencies.resolve(conn, req.dependencies, owner.access_key)
 
         session_id = uuid.uuid4()
         environ = dict(req.config.environ or {})
@@ -101,6 +103,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         try:
             async with ctx.db.begin() as conn:
                 await store.insert_session(conn, session, kernels)
+                await dependencies.save(conn, session_id, depends_on)
         except store.DuplicateSessionName:
             # A concurrent create of this name committed first (the unique index decides):
             # answer as if its session had been there when this request looked.
