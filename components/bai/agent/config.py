@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -19,6 +20,10 @@ class AgentSection(Section):
     scaling_group: str = Field("default", alias="scaling-group")
     region: str | None = None
     ipc_base_path: Path = Field(Path("/var/lib/bai/ipc"), alias="ipc-base-path")
+    #: Compute plugins (entry points of ``bai.compute_plugins``) to load: None = every registered
+    #: one except opt-in ones (``mock``); ``cpu`` and ``mem`` are always loaded.
+    allow_compute_plugins: tuple[str, ...] | None = Field(None, alias="allow-compute-plugins")
+    block_compute_plugins: tuple[str, ...] = Field((), alias="block-compute-plugins")
     heartbeat_interval: float = Field(5.0, alias="heartbeat-interval", gt=0)
     kernel_creation_concurrency: int = Field(4, alias="kernel-creation-concurrency", ge=1, le=32)
 
@@ -52,6 +57,11 @@ class ContainerSection(Section):
 class ResourceSection(Section):
     reserved_cpu: Decimal = Field(Decimal(0), alias="reserved-cpu", ge=0)
     reserved_mem: int = Field(512 * 2**20, alias="reserved-mem", ge=0)
+    #: CPU cores (ids as in /proc/cpuinfo) kernels never get; ``reserved-cpu`` reserves that
+    #: many more (rounded up), the lowest-numbered of the rest.
+    reserved_cores: tuple[int, ...] = Field((), alias="reserved-cores")
+    #: Which plugins' devices are allocated first (plugins not named come after, by name).
+    allocation_order: tuple[str, ...] = Field(("cuda", "rocm", "tpu", "cpu", "mem"), alias="allocation-order")
 
     @field_validator("reserved_mem", mode="before")
     @classmethod
@@ -76,6 +86,8 @@ class AgentConfig(Section):
     debug: DebugConfig = Field(default_factory=lambda: DebugConfig.model_validate({}))
     host_mounts: HostMountsConfig = Field(default_factory=lambda: HostMountsConfig.model_validate({}),
                                           alias="host-mounts")
+    #: ``[plugins.<key>]``: each compute plugin's own settings (e.g. ``[plugins.mock] config-path``).
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @property
     def rpc_host_port(self) -> tuple[str, int]:

@@ -31,12 +31,12 @@ STRATEGIES: tuple[Strategy, ...] = ("fill", "evenly")
 _ZERO = Decimal(0)
 
 
-def _device_order(device_id: DeviceId) -> tuple[int, int | str]:
+def device_order(device_id: DeviceId) -> tuple[int, int | str]:
     """Numeric ids ("0", "10") in numeric order, then the rest by name: deterministic choices."""
     return (0, int(device_id)) if re.fullmatch(r"\d+", device_id) else (1, device_id)
 
 
-def _is_whole(value: Decimal) -> bool:
+def is_whole(value: Decimal) -> bool:
     return value == value.to_integral_value()
 
 
@@ -133,12 +133,12 @@ class DiscreteAllocMap(_BaseAllocMap):
         super().__init__(devices, strategy)
         for slot, per_device in self.device_capacity.items():
             for device_id, cap in per_device.items():
-                if not _is_whole(cap):
+                if not is_whole(cap):
                     raise ValueError(f"discrete capacity of {slot} on {device_id} must be whole: {cap}")
         self.unique_slots = frozenset(unique_slots)
 
     def _plan(self, slot: SlotName, amount: Decimal) -> dict[DeviceId, Decimal]:
-        if not _is_whole(amount):
+        if not is_whole(amount):
             raise AllocationError(f"{slot} is allocated in whole units, not {amount}")
         free = {dev: avail for dev, avail in self.free_per_device(slot).items() if avail > 0}
         per_device_cap = Decimal(1) if slot in self.unique_slots else None
@@ -148,7 +148,7 @@ class DiscreteAllocMap(_BaseAllocMap):
             raise self._insufficient(slot, amount)
         if self.strategy == "fill":
             # Fewest devices: the largest free first; among equals, the lowest id.
-            order = sorted(usable, key=lambda d: (-usable[d], _device_order(d)))
+            order = sorted(usable, key=lambda d: (-usable[d], device_order(d)))
             plan: dict[DeviceId, Decimal] = {}
             left = amount
             for dev in order:
@@ -163,7 +163,7 @@ class DiscreteAllocMap(_BaseAllocMap):
         given: dict[DeviceId, Decimal] = {}
         for _ in range(int(amount)):
             dev = min((d for d in remaining if remaining[d] > 0),
-                      key=lambda d: (-remaining[d], _device_order(d)))
+                      key=lambda d: (-remaining[d], device_order(d)))
             remaining[dev] -= 1
             given[dev] = given.get(dev, _ZERO) + 1
         return given
@@ -194,11 +194,11 @@ class FractionAllocMap(_BaseAllocMap):
         fitting = [dev for dev, avail in free.items() if avail >= amount]
         if fitting:
             if self.strategy == "fill":    # best fit: keep the emptier devices for larger requests
-                dev = min(fitting, key=lambda d: (free[d], _device_order(d)))
+                dev = min(fitting, key=lambda d: (free[d], device_order(d)))
             else:                          # spread: the emptiest device
-                dev = min(fitting, key=lambda d: (-free[d], _device_order(d)))
+                dev = min(fitting, key=lambda d: (-free[d], device_order(d)))
             return {dev: amount}
-        by_free = sorted(free, key=lambda d: (-free[d], _device_order(d)))
+        by_free = sorted(free, key=lambda d: (-free[d], device_order(d)))
         if self.strategy == "evenly":
             plan = self._split_evenly(amount, by_free, free)
             if plan is not None:
@@ -227,6 +227,57 @@ class FractionAllocMap(_BaseAllocMap):
 
     def _floor(self, value: Decimal) -> Decimal:
         return (value / self.quantum).to_integral_value(rounding=ROUND_DOWN) * self.quantum
+
+
+class CompositeAllocMap(AllocMap):
+    """Several alloc maps behind one (a plugin with both shares and MIG slices): each slot is
+    served by the map that has it; all or nothing across them."""
+
+    def __init__(self, maps: Iterable[AllocMap]) -> None:
+        self.maps = list(maps)
+        self._owner: dict[SlotName, AllocMap] = {}
+        for amap in self.maps:
+            for slot in amap.capacity():
+                if slot in self._owner:
+                    raise ValueError(f"slot {slot} is served by two alloc maps")
+                self._owner[slot] = amap
+
+    def allocate(self, requested: Mapping[SlotName, Decimal]) -> DeviceAllocation:
+        unknown = sorted(slot for slot, amount in requested.items() if amount != 0 and slot not in self._owner)
+        if unknown:
+            raise AllocationError(f"no device provides {', '.join(unknown)}")
+        done: DeviceAllocation = {}
+        try:
+            for amap in self.maps:
+                mine = {slot: amount for slot, amount in requested.items() if self._owner.get(slot) is amap}
+                if mine:
+                    done.update(amap.allocate(mine))
+        except AllocationError:
+            self.free(done)
+            raise
+        return done
+
+    def _split(self, allocation: DeviceAllocation) -> list[tuple[AllocMap, DeviceAllocation]]:
+        parts: dict[int, DeviceAllocation] = {}
+        for slot, per_device in allocation.items():
+            amap = self._owner.get(slot)
+            if amap is not None:
+                parts.setdefault(id(amap), {})[slot] = per_device
+        return [(amap, parts[id(amap)]) for amap in self.maps if id(amap) in parts]
+
+    def apply(self, allocation: DeviceAllocation) -> None:
+        for amap, part in self._split(allocation):
+            amap.apply(part)
+
+    def free(self, allocation: DeviceAllocation) -> None:
+        for amap, part in self._split(allocation):
+            amap.free(part)
+
+    def capacity(self) -> dict[SlotName, Decimal]:
+        return {slot: amount for amap in self.maps for slot, amount in amap.capacity().items()}
+
+    def used(self) -> dict[SlotName, Decimal]:
+        return {slot: amount for amap in self.maps for slot, amount in amap.used().items()}
 
 
 def merge_allocations(allocations: Iterable[DeviceAllocation]) -> DeviceAllocation:

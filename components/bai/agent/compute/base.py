@@ -85,6 +85,8 @@ class ComputePlugin(abc.ABC):
     slot_types: Sequence[tuple[SlotName, SlotType]]
     #: Slot names (fnmatch patterns) of which one kernel may hold at most one kind.
     exclusive_slot_types: frozenset[str] = frozenset()
+    #: Loaded only when ``[agent] allow-compute-plugins`` names it (the mock accelerator).
+    opt_in: bool = False
 
     def __init__(self, plugin_config: Mapping[str, Any], agent_config: Any) -> None:
         self.plugin_config = plugin_config
