@@ -167,6 +167,7 @@ def host_facts_from(ldconfig: str, migs: Iterable[MIGInfo], docker_runtimes: Ite
     nodes = frozenset(
         "/dev/" + path.relative_to(dev_root).as_posix()
         for path in (*dev_root.glob("nvidia*"), *dev_root.glob("nvidia-caps/nvidia-cap*"))
+        if not path.is_dir()      # /dev/nvidia-caps itself
     )
     libraries = {name: os.path.realpath(path) for name, path in parse_ldconfig(ldconfig).items()}
     binaries = {}

@@ -5,8 +5,8 @@ One share is ``unit_mem`` bytes of a GPU's memory (2 GiB by default); a GPU offe
 with ``capacity`` shares gets, as an MPS client:
 
 * ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` = ``ceil(100 * s / capacity)`` (1..100): its share of the SMs;
-* ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` = ``0=<MiB>M`` with ``s * unit_mem`` (capped at the GPU's
-  memory, rounded down to MiB): the device is 0 for the client, which sees only the one GPU
+* ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` = ``0=<MiB>M`` with ``s * unit_mem`` (all of the GPU's
+  memory for all of its shares, rounded down to MiB): the device is 0 for the client, which sees only the one GPU
   its MPS server serves; MPS takes the size with a unit suffix.
 
 The agent runs one ``nvidia-cuda-mps-control`` daemon per GPU, started at the first fractional
@@ -66,7 +66,8 @@ def client_limits(shares: Decimal, capacity: Decimal, memory_total: int, unit_me
     if shares <= 0 or capacity <= 0:
         raise ValueError(f"shares ({shares}) and capacity ({capacity}) must be > 0")
     percentage = math.ceil(Decimal(100) * shares / capacity)
-    memory = min(int(shares * unit_mem), memory_total)
+    # All of a GPU's shares are all of its memory (the capacity was rounded down to 0.01).
+    memory = memory_total if shares >= capacity else min(int(shares * unit_mem), memory_total)
     return ClientLimits(thread_percentage=max(1, min(100, percentage)),
                         pinned_mem_bytes=max(MiB, memory // MiB * MiB))
 
@@ -227,6 +228,13 @@ class ProcessMPSControl:
         return env
 
     async def start(self, uuid: str, dirs: DaemonDirs) -> None:
+        if (dirs.pipe / "control").exists():
+            # A daemon left by an earlier agent (its kernels may still run): adopt it if it answers.
+            try:
+                await self.send(dirs, ["get_server_list"])
+                return
+            except (OSError, RuntimeError):
+                log.info("stale MPS pipe directory %s: starting a new daemon", dirs.pipe)
         # A private mount namespace whose /dev/shm is the daemon's own directory (shared with its
         # clients' containers), then the daemon forks into the background (-d).
         script = 'mount --bind "$1" /dev/shm && exec "$2" -d'
