@@ -39,6 +39,7 @@ from bai.common.agent_rpc import (
     CreateKernelsRequest,
     DestroyKernelRequest,
     ExecuteRequest,
+    GetCompletionsRequest,
     GetLogsRequest,
     InvalidInput,
     KernelCreationConfig,
@@ -505,7 +506,19 @@ class Agent:
         runner = self._running(req.kernel_id).runner
         assert runner is not None
         try:
-            return await runner.execute(req.run_id, req.mode, req.code, req.flush_timeout)
+            return await runner.execute(req.run_id, req.mode, req.code, req.flush_timeout, req.opts)
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    def runner(self, kernel_id: str) -> KernelRunner:
+        """The runner connection of a running kernel (KernelNotFound, or 400 when not running)."""
+        runner = self._running(kernel_id).runner
+        assert runner is not None
+        return runner
+
+    async def get_completions(self, req: GetCompletionsRequest) -> dict[str, Any]:
+        try:
+            return {"completions": await self.runner(req.kernel_id).complete(req.code, req.options)}
         except RunnerUnavailable as exc:
             raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
 

@@ -41,6 +41,8 @@ from bai.kernel.protocol import (
     encode_frame,
 )
 
+from .files import RunnerFiles
+
 log = logging.getLogger(__name__)
 
 #: Unread output a run may hold, by default (``[container] output-buffer-size``).
@@ -131,6 +133,15 @@ class _Run:
     terminal: tuple[str, Any] | None = None
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     finished: bool = False
+    #: Batch mode: results closed by clean-finished/build-finished, not yet reported; each
+    #: holds the output of its own step.
+    closed: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+
+    def close_step(self, status: str, exit_code: int) -> None:
+        """A batch step ended: what it printed is reported with its status, apart from later output."""
+        self.terminal = (status, exit_code)
+        self.closed.append(self._take())
+        self.wakeup.set()
 
     def add(self, kind: str, data: Any) -> None:
         if kind in ("stdout", "stderr") and isinstance(data, str):
@@ -157,6 +168,14 @@ class _Run:
             excess -= dropped
 
     def take(self) -> dict[str, Any]:
+        if self.closed:
+            result = self.closed.popleft()
+            if not self.closed and self.terminal is None:
+                self.wakeup.clear()
+            return result
+        return self._take()
+
+    def _take(self) -> dict[str, Any]:
         console, self.console, self.size = self.console, collections.deque(), 0
         terminal, self.terminal = self.terminal, None
         self.wakeup.clear()
@@ -168,12 +187,26 @@ class _Run:
         status, exit_code, options = "continued", None, None
         if terminal is not None:
             status = terminal[0]
-            if status == "finished":
+            if status in ("finished", "clean-finished", "build-finished"):
                 exit_code = terminal[1]
             else:
                 options = terminal[1]
         return {"runId": self.run_id, "status": status, "console": entries,
                 "exitCode": exit_code, "options": options, "files": []}
+
+
+def console_item(kind: str, data: Any) -> Any:
+    """The data of a console record as the API shows it, or None when its shape is wrong (the
+    container is not trusted): media ``[mime, str]``, html ``str``, log four strings."""
+    if kind in ("stdout", "stderr", "html", "completion"):
+        return "" if data is None else data if isinstance(data, str) or kind == "completion" else None
+    if kind == "media":
+        ok = isinstance(data, list) and len(data) == 2 and all(isinstance(x, str) for x in data)
+        return data if ok else None
+    if kind == "log":
+        ok = isinstance(data, list) and len(data) == 4 and all(isinstance(x, str) for x in data)
+        return data if ok else None
+    return None
 
 
 class KernelRunner:
@@ -205,6 +238,9 @@ class KernelRunner:
         #: :mod:`bai.kernel.batch`); it acknowledges with :meth:`ack_batch` once passed on.
         self.on_batch_finished: Callable[[int], Coroutine[Any, Any, None]] | None = None
         self._batch_reports: set[asyncio.Task[None]] = set()
+        #: Files in and out of the kernel (bai.agent.files), and completion requests by id.
+        self.files = RunnerFiles(self._send)
+        self._completions: dict[str, asyncio.Future[list[str]]] = {}
 
     @property
     def connected(self) -> bool:
@@ -329,7 +365,11 @@ class KernelRunner:
                 header = await reader.readexactly(HEADER_SIZE)
                 # Checked before the body is read: a hostile length allocates nothing.
                 body = await reader.readexactly(decode_header(header, MAX_RECORD_FRAME))
-                self._on_record(decode_body(body))
+                record = decode_body(body)
+                if str(record.get("type")).startswith("file-"):
+                    await self.files.on_record(record)  # waits while a download's queue is full
+                else:
+                    self._on_record(record)
         except (asyncio.IncompleteReadError, ConnectionError):
             log.debug("kernel %s: runner connection closed", self.kernel_id)
         except (ProtocolError, ValueError) as exc:
@@ -353,6 +393,12 @@ class KernelRunner:
             if self._restarted is not None and not self._restarted.done():
                 self._restarted.set_result(None)
             return
+        if kind == "completion-result":
+            waiter = self._completions.get(str(record.get("id")))
+            found = record.get("data")
+            if waiter is not None and not waiter.done():
+                waiter.set_result([c for c in found if isinstance(c, str)][:1000] if isinstance(found, list) else [])
+            return
         if kind == "batch-finished":
             data = record.get("data")
             code = data.get("exitCode") if isinstance(data, dict) else None
@@ -367,7 +413,12 @@ class KernelRunner:
         run = self._pending[0]
         data = record.get("data")
         if kind in _CONSOLE_TYPES:
-            run.add(kind, "" if data is None else data)
+            item = console_item(kind, data)
+            if item is not None:
+                run.add(kind, item)
+        elif kind in ("clean-finished", "build-finished"):
+            step_exit = data.get("exitCode") if isinstance(data, dict) else None
+            run.close_step(kind, step_exit if isinstance(step_exit, int) and not isinstance(step_exit, bool) else 1)
         elif kind == "waiting-input":
             # Only what the protocol defines is passed on.
             is_password = bool(data.get("is_password")) if isinstance(data, dict) else False
@@ -388,6 +439,10 @@ class KernelRunner:
             self._runs.pop(stale.run_id, None)
 
     def _fail_pending(self) -> None:
+        self.files.fail_all()
+        for waiter in self._completions.values():
+            if not waiter.done():
+                waiter.set_result([])
         while self._pending:
             self._finish(self._pending[0], EXIT_CODE_KERNEL_GONE)
 
@@ -397,15 +452,18 @@ class KernelRunner:
         await self._send({"op": "ping"})
         await self._pong
 
-    async def execute(self, run_id: str | None, mode: str, code: str, flush_timeout: float) -> dict[str, Any]:
-        if mode == "query":
+    async def execute(self, run_id: str | None, mode: str, code: str, flush_timeout: float,
+                      opts: dict[str, Any] | None = None) -> dict[str, Any]:
+        if mode in ("query", "batch"):
             run_id = run_id or secrets.token_hex(8)
             if run_id in self._runs:
                 raise InvalidInput(f"run {run_id} already exists")
             run = _Run(run_id, self.output_limit)
             self._runs[run_id] = run
             try:
-                await self._send({"op": "code", "code": code}, before_write=lambda: self._pending.append(run))
+                op = {"op": "code", "code": code} if mode == "query" else {"op": "batch-exec", "options": {
+                    k: v for k, v in (opts or {}).items() if k in ("clean", "build", "exec") and isinstance(v, str)}}
+                await self._send(op, before_write=lambda: self._pending.append(run))
             except (OSError, RunnerUnavailable):
                 self._finish(run, EXIT_CODE_KERNEL_GONE)
         else:
@@ -419,7 +477,7 @@ class KernelRunner:
         return await self._collect(run, flush_timeout)
 
     async def _collect(self, run: _Run, flush_timeout: float) -> dict[str, Any]:
-        if run.terminal is None:
+        if run.terminal is None and not run.closed:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(flush_timeout):
                     await run.wakeup.wait()
@@ -427,6 +485,20 @@ class KernelRunner:
         if run.finished and result["status"] == "finished":
             self._runs.pop(run.run_id, None)
         return result
+
+    async def complete(self, code: str, options: dict[str, Any], within: float = 5.0) -> list[str]:
+        """Completion candidates from the kernel's namespace ([] while code runs, or too slow)."""
+        cid = secrets.token_hex(8)
+        waiter: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._completions[cid] = waiter
+        try:
+            await self._send({"op": "complete", "id": cid, "code": code, "options": options})
+            async with asyncio.timeout(within):
+                return await waiter
+        except TimeoutError:
+            return []
+        finally:
+            self._completions.pop(cid, None)
 
     async def interrupt(self) -> None:
         await self._send({"op": "interrupt"})

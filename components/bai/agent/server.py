@@ -37,7 +37,7 @@ from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
 from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
-from . import host_mounts
+from . import files, host_mounts
 from .agent import Agent
 from .config import AgentConfig
 from .docker import DockerKernels
@@ -98,6 +98,8 @@ HANDLERS: dict[str, Handler] = {
     "mount_host": host_mounts.mount_host,
     "umount_host": host_mounts.umount_host,
     "read_fstab": host_mounts.read_fstab,
+    "get_completions": files.rpc_get_completions,
+    "list_files": files.rpc_list_files,
 }
 assert HANDLERS.keys() == REQUEST_MODELS.keys()
 
@@ -158,6 +160,7 @@ def build_app(agent: Agent, secret: str) -> web.Application:
     app[AGENT] = agent
     app[SECRET] = secret
     app.router.add_post("/rpc/{method}", _rpc)
+    files.add_routes(app, lambda request: request.app[AGENT])
     return app
 
 

@@ -8,11 +8,12 @@ subclass matching ``type``, so callers can ``except KernelNotFound``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -212,7 +213,7 @@ class DestroyKernelRequest(_Request):
     reason: str | None = None
 
 
-ExecuteMode = Literal["query", "continue", "input"]
+ExecuteMode = Literal["query", "batch", "continue", "input"]
 
 
 class ExecuteRequest(_Request):
@@ -226,7 +227,7 @@ class ExecuteRequest(_Request):
 
     @model_validator(mode="after")
     def _run_id_for_followups(self) -> ExecuteRequest:
-        if self.mode != "query" and self.run_id is None:
+        if self.mode not in ("query", "batch") and self.run_id is None:
             raise ValueError(f"mode {self.mode!r} needs the run_id of the run it continues")
         return self
 
@@ -252,6 +253,37 @@ class GetLogsRequest(KernelRequest):
 
 class ListKernelsRequest(_Request):
     pass
+
+
+class GetCompletionsRequest(KernelRequest):
+    """``get_completions``: ``{"completions": [str]}`` for the word before the cursor (empty while
+    code runs)."""
+
+    code: str = Field("", max_length=2**20)
+    options: dict[str, Any] = {}
+
+
+#: A path in a kernel, relative to /home/work or absolute under it (the runner confines it).
+KernelFilePath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]
+
+
+class ListFilesRequest(KernelRequest):
+    """``list_files``: ``{"files": [{"filename", "mode", "size", "ctime", "mtime", "atime"}], "abspath"}``."""
+
+    path: KernelFilePath = "."
+
+
+class UploadFileQuery(KernelRequest):
+    """``POST /files/upload`` query string (the body is the file)."""
+
+    path: KernelFilePath
+
+
+class DownloadFileRequest(KernelRequest):
+    """``POST /files/download`` body."""
+
+    path: KernelFilePath
+    max_size: int = Field(2**40, ge=0)
 
 
 class ListHostMountsRequest(_Request):
@@ -320,6 +352,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "mount_host": MountHostRequest,
     "umount_host": UmountHostRequest,
     "read_fstab": ReadFstabRequest,
+    "get_completions": GetCompletionsRequest,
+    "list_files": ListFilesRequest,
 }
 
 
@@ -343,6 +377,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "mount_host": 50.0,
     "umount_host": 50.0,
     "read_fstab": 10.0,
+    "get_completions": 10.0,
+    "list_files": 40.0,
 }
 
 
@@ -460,6 +496,81 @@ class AgentClient:
     async def list_kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]
         return kernels
+
+    async def get_completions(self, kernel_id: str, code: str, options: dict[str, Any]) -> list[str]:
+        reply = await self.call("get_completions", {"kernel_id": kernel_id, "code": code, "options": options})
+        found = reply.get("completions")
+        return [str(c) for c in found] if isinstance(found, list) else []
+
+    async def list_files(self, kernel_id: str, path: str) -> dict[str, Any]:
+        return await self.call("list_files", {"kernel_id": kernel_id, "path": path})
+
+    async def upload_file(self, kernel_id: str, path: str, body: AsyncIterator[bytes], *,
+                          transfer_timeout: float = 3600.0) -> int:
+        """Stream ``body`` into ``path`` in the kernel (all or nothing); returns its size."""
+        url = f"{self.base_url}/files/upload"
+        limit = aiohttp.ClientTimeout(total=transfer_timeout, sock_connect=self._connect_timeout,
+                                      sock_read=self.timeout_for("execute"))
+        headers = {**self._headers, "Content-Type": "application/octet-stream"}
+        try:
+            async with self._get_session().post(url, params={"kernel_id": kernel_id, "path": path}, data=body,
+                                                headers=headers, timeout=limit) as resp:
+                payload = await self._json_reply(resp)
+        except TimeoutError as exc:
+            raise AgentTimeout(f"upload to {self.base_url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise AgentFailure(f"upload to the agent at {self.base_url} failed: {exc}",
+                               title="Agent unreachable", status=503) from exc
+        size = payload.get("size")
+        return size if isinstance(size, int) else 0
+
+    @contextlib.asynccontextmanager
+    async def download_file(self, kernel_id: str, path: str, max_size: int, *,
+                            transfer_timeout: float = 3600.0) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """``(size, chunks)`` of a file in the kernel; the chunks raise AgentFailure if the
+        transfer breaks off (never fewer bytes than ``size`` silently)."""
+        url = f"{self.base_url}/files/download"
+        limit = aiohttp.ClientTimeout(total=transfer_timeout, sock_connect=self._connect_timeout,
+                                      sock_read=self.timeout_for("execute") * 2)
+        body = json.dumps({"kernel_id": kernel_id, "path": path, "max_size": max_size}).encode()
+        try:
+            async with self._get_session().post(url, data=body, headers=self._headers, timeout=limit) as resp:
+                if resp.status != 200:
+                    await self._json_reply(resp)
+                size = int(resp.headers.get("X-Bai-File-Size", "-1"))
+                if size < 0:
+                    raise AgentFailure("the agent did not say the file's size")
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    received = 0
+                    try:
+                        async for chunk in resp.content.iter_chunked(2**18):
+                            received += len(chunk)
+                            yield chunk
+                    except (aiohttp.ClientError, TimeoutError) as exc:
+                        raise AgentFailure(f"the download from the agent broke off: {exc}") from exc
+                    if received != size:
+                        raise AgentFailure("the download from the agent broke off")
+
+                yield size, chunks()
+        except TimeoutError as exc:
+            raise AgentTimeout(f"download from {self.base_url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise AgentFailure(f"download from the agent at {self.base_url} failed: {exc}",
+                               title="Agent unreachable", status=503) from exc
+
+    @staticmethod
+    async def _json_reply(resp: aiohttp.ClientResponse) -> dict[str, Any]:
+        raw = await resp.read()
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            payload = {"msg": raw[:200].decode(errors="replace")}
+        if resp.status != 200:
+            raise error_from_reply(resp.status, payload if isinstance(payload, dict) else {})
+        if not isinstance(payload, dict):
+            raise AgentFailure("the agent sent a non-object reply")
+        return payload
 
     async def host_mounts(self) -> dict[str, Any]:
         return await self.call("host_mounts", {})

@@ -36,6 +36,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from . import batchmode, completion, display
+
 
 class _Control:
     """Blocking control channel to the runner, shared by every thread of user code.
@@ -312,6 +314,57 @@ def _run(source: str, namespace: dict[str, Any], control: _Control) -> int:
         control.interruptible = False
 
 
+def _install_display(control: _Control) -> None:
+    """``import bai_display`` gives user code the rich-output helpers (see :mod:`.display`);
+    its items travel over the control channel, in order with stdout/stderr."""
+
+    def emit(kind: str, data: Any) -> None:
+        if control.forked:
+            return
+        # As a stream switch: wait until the runner has passed on everything written before.
+        with control.write_lock:
+            was = control._critical_begin()
+            try:
+                seq = control._next_seq()
+                control.send({"op": "console", "seq": seq, "type": kind, "data": data})
+                control._reply("synced", seq)
+            finally:
+                control._critical_end(was)
+
+    display._install(emit)
+    sys.modules["bai_display"] = display
+
+
+def _complete(message: dict[str, Any], namespace: dict[str, Any], control: _Control) -> None:
+    options = message.get("options")
+    try:
+        found = completion.complete(namespace, str(message.get("code", "")),
+                                    options if isinstance(options, dict) else {})
+    except Exception:  # noqa: BLE001 - completion must never take the kernel down
+        found = []
+    control.send({"op": "completion", "id": message.get("id"), "result": found})
+
+
+def _run_batch(message: dict[str, Any], control: _Control) -> int:
+    """A batch-mode run (see :mod:`.batchmode`); interruptible like query-mode code."""
+
+    def report(status: str, exit_code: int) -> None:
+        # Never cut a message in half: an interrupt meanwhile only reaches the step's shell.
+        was, control.interruptible = control.interruptible, False
+        try:
+            control.send({"op": "step", "type": status, "exitCode": exit_code})
+        finally:
+            control.interruptible = was
+
+    options = message.get("options")
+    try:
+        control.interruptible = True
+        return batchmode.run(options if isinstance(options, dict) else {},
+                             str(message.get("work_dir") or os.getcwd()), report)
+    finally:
+        control.interruptible = False
+
+
 def main(control_fd: int) -> None:
     control = _Control(control_fd)
     signal.signal(signal.SIGINT, control.on_sigint)
@@ -328,14 +381,21 @@ def main(control_fd: int) -> None:
     sys.modules["__main__"] = main_module
     sys.argv = [""]
     namespace = main_module.__dict__
+    _install_display(control)
     while True:
         try:
-            message = control.wait_for(lambda m: m.get("op") == "code")
+            message = control.wait_for(lambda m: m.get("op") in ("code", "batch", "complete"))
         except KeyboardInterrupt:
+            continue
+        if message.get("op") == "complete":
+            _complete(message, namespace, control)
             continue
         control.in_run = True
         control.pending_interrupt = False
-        code = _run(str(message.get("code", "")), namespace, control)
+        if message.get("op") == "batch":
+            code = _run_batch(message, control)
+        else:
+            code = _run(str(message.get("code", "")), namespace, control)
         if control.forked:
             # A raw os.fork() in the cell returned here in the fork: it must not report or loop.
             os._exit(code)

@@ -33,7 +33,8 @@ import sys
 import time
 from typing import Any
 
-from .batch import BatchTask
+from .batch import WORK_DIR, BatchTask
+from .files import FileOps
 from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
 
 _READ_CHUNK = 65536
@@ -177,13 +178,17 @@ class _Client:
 
 
 class Runner:
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, work_dir: str = WORK_DIR) -> None:
         self.socket_path = socket_path
+        self.work_dir = work_dir
+        #: Files in and out of /home/work (:mod:`.files`).
+        self.files = FileOps(work_dir, self._send_oob, self._backlog)
         self.sel = selectors.DefaultSelector()
         self.client: _Client | None = None
         self.child: _Child | None = None
-        #: Queued code with the generation of the connection it came over.
-        self.queue: collections.deque[tuple[int, str]] = collections.deque()
+        #: Queued runs (the child's ``code`` or ``batch`` message) with the generation of the
+        #: connection they came over.
+        self.queue: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
         self.busy = False
         #: Connections are numbered; a run's records go out only on the connection that sent it
         #: (the agent fails the runs of a lost connection, so a later one must not see them).
@@ -220,6 +225,7 @@ class Runner:
         self.sel.register(sock, selectors.EVENT_READ, self._on_client)
         self.conn_gen += 1
         self.queue.clear()  # sent over an older connection: the agent has failed them
+        self.files.reset()
         if self.busy and self.input_seq is not None and self.child is not None:
             # Nobody can answer the old run's input() any more; free the FIFO.
             self.input_seq = None
@@ -287,6 +293,20 @@ class Runner:
         if was_empty:
             self._flush_client()
 
+    def _send_oob(self, record: dict[str, Any]) -> None:
+        """Send a record that belongs to no run (file transfers, completions), even while a run
+        of an older connection is still going."""
+        client = self.client
+        if client is None:
+            return
+        was_empty = not client.outbuf
+        client.outbuf += encode_frame(record)
+        if was_empty:
+            self._flush_client()
+
+    def _backlog(self) -> int | None:
+        return None if self.client is None else len(self.client.outbuf)
+
     def _flush_client(self) -> None:
         client = self.client
         if client is None:
@@ -299,14 +319,31 @@ class Runner:
             self._drop_client()
             return
         del client.outbuf[:sent]
+        if len(client.outbuf) < _READ_CHUNK:
+            self.files.pump()  # downloads send more as the backlog drains
+            if self.client is not client:
+                return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbuf else 0)
         self.sel.modify(client.sock, events, self._on_client)
 
     def _handle_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "code":
-            self.queue.append((self.conn_gen, str(message.get("code", ""))))
+            self.queue.append((self.conn_gen, {"op": "code", "code": str(message.get("code", ""))}))
             self._dispatch()
+        elif op == "batch-exec":  # mode=batch: clean/build/exec (:mod:`.batchmode`), queued like code
+            options = message.get("options")
+            self.queue.append((self.conn_gen, {"op": "batch", "work_dir": self.work_dir,
+                                               "options": options if isinstance(options, dict) else {}}))
+            self._dispatch()
+        elif op == "complete":
+            if self.busy or self.child is None:  # the namespace is in use: nothing to offer now
+                self._send_oob({"type": "completion-result", "id": message.get("id"), "data": []})
+            else:
+                self._ctrl_send({"op": "complete", "id": message.get("id"), "code": str(message.get("code", "")),
+                                 "options": message.get("options")})
+        elif isinstance(op, str) and op.startswith("file-"):
+            self.files.handle(message)
         elif op == "input":
             if self.input_seq is not None and self.child is not None:
                 self._ctrl_send({"op": "input", "seq": self.input_seq, "data": str(message.get("data", ""))})
@@ -372,8 +409,8 @@ class Runner:
         assert self.child is not None
         self.busy = True
         self.child.runs += 1
-        self.run_gen, code = self.queue.popleft()
-        self._ctrl_send({"op": "code", "code": code})
+        self.run_gen, run = self.queue.popleft()
+        self._ctrl_send(run)
 
     def _ctrl_send(self, message: dict[str, Any]) -> None:
         assert self.child is not None
@@ -460,6 +497,15 @@ class Runner:
             self._send({"type": "waiting-input", "data": {"is_password": bool(message.get("is_password"))}})
         elif op == "finished":
             self._finish(int(message.get("exitCode", 0)))
+        elif op == "console" and message.get("type") in ("media", "html", "log"):
+            self._send({"type": message["type"], "data": message.get("data")})  # bai_display items
+            self._ctrl_send({"op": "synced", "seq": message.get("seq")})
+        elif op == "step" and message.get("type") in ("clean-finished", "build-finished"):
+            self._send({"type": message["type"], "data": {"exitCode": int(message.get("exitCode", 1))}})
+        elif op == "completion":
+            found = message.get("result")
+            self._send_oob({"type": "completion-result", "id": message.get("id"),
+                            "data": found if isinstance(found, list) else []})
 
     def _finish(self, exit_code: int) -> None:
         self._send({"type": "finished", "data": {"exitCode": exit_code}})
@@ -555,12 +601,17 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     socket_path = DEFAULT_SOCKET_PATH
-    if len(args) >= 2 and args[0] == "--socket":
-        socket_path = args[1]
+    work_dir = WORK_DIR
+    while len(args) >= 2 and args[0] in ("--socket", "--work-dir"):
+        if args[0] == "--socket":
+            socket_path = args[1]
+        else:
+            work_dir = args[1]
+        del args[:2]
     signal.signal(signal.SIGTERM, _on_sigterm)
     # SIGINT is for the user code, never for the runner itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    runner = Runner(socket_path)
+    runner = Runner(socket_path, work_dir)
     # Connect before starting the child: the agent counts the kernel as started on our
     # connection, and the child's start-up then overlaps with the agent's bookkeeping.
     runner.connect()

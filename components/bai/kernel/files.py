@@ -1,0 +1,314 @@
+"""Files in and out of the session, done by the runner inside the container (stdlib only).
+
+The runner runs as the kernel's user, so it can do no more than user code could; on top of that
+every path is confined to the work directory (``/home/work``): it must be relative to it (or
+absolute under it), without ``..``, and it is walked one component at a time with
+``O_NOFOLLOW`` from a directory descriptor, so a symlink anywhere on the way (one user code
+planted pointing at ``/etc``, say) is refused rather than followed, whatever the container does
+meanwhile. Uploads go to a temporary file next to the target and are renamed into place once
+complete, so a failed upload leaves nothing behind.
+
+Agent -> runner (``id``: the agent's transfer id, a short string):
+
+* ``{"op": "file-list", "id", "path"}`` -> ``file-result`` with ``data: {"files": [{"filename",
+  "mode", "size", "ctime", "mtime", "atime"}], "abspath"}`` (at most :data:`MAX_LIST_ENTRIES`).
+* ``{"op": "file-put-begin", "id", "path"}`` -> ``file-result``; then any number of
+  ``{"op": "file-put-data", "id", "data": base64}`` (no answer) and ``{"op": "file-put-end", "id"}``
+  -> ``file-result`` with ``data: {"size"}`` once the file is in place (or an error; nothing is
+  left), or ``{"op": "file-put-abort", "id"}`` (no answer).
+* ``{"op": "file-get", "id", "path", "max_size"}`` -> ``file-result`` with ``data: {"size"}``,
+  then ``{"type": "file-data", "id", "data": base64}`` chunks (sent only while the connection's
+  output backlog is small) and ``{"type": "file-end", "id"}``, or ``file-error`` if the file
+  shrank meanwhile. Exactly ``size`` bytes are sent. ``{"op": "file-get-cancel", "id"}`` stops one.
+
+Runner -> agent: ``{"type": "file-result", "id", "ok": true, "data"}`` or ``{"type":
+"file-result", "id", "ok": false, "error": kind, "msg"}``, ``kind`` one of ``refused`` (outside
+the work directory, through a symlink, not a regular file/directory), ``not-found``,
+``too-large``, ``busy``, ``io``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+#: Raw bytes per ``file-data`` record: 192 KiB is 256 KiB of base64, far below the 1 MiB frame cap.
+CHUNK = 192 * 1024
+#: Downloads pause while this much output waits to be sent to the agent.
+MAX_BACKLOG = 2 * 2**20
+MAX_LIST_ENTRIES = 4000
+#: Transfers of each direction in progress at once.
+MAX_TRANSFERS = 8
+_TMP_PREFIX = ".bai-upload-"
+
+
+class FileOpError(Exception):
+    def __init__(self, kind: str, msg: str) -> None:
+        super().__init__(msg)
+        self.kind = kind
+        self.msg = msg
+
+
+def _oserror(exc: OSError, path: str) -> FileOpError:
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return FileOpError("refused", f"{path}: a symbolic link or a non-directory is on the way")
+    if exc.errno == errno.ENOENT:
+        return FileOpError("not-found", f"{path}: no such file or directory")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return FileOpError("refused", f"{path}: {os.strerror(exc.errno)}")
+    return FileOpError("io", f"{path}: {exc.strerror or exc}")
+
+
+def split_path(path: str, work_dir: str) -> list[str]:
+    """The components of ``path`` below the work directory; refused when it leaves it."""
+    if not isinstance(path, str) or "\x00" in path or len(path) > 4096:
+        raise FileOpError("refused", "invalid path")
+    rel = path
+    if path.startswith("/"):
+        if path != work_dir and not path.startswith(work_dir.rstrip("/") + "/"):
+            raise FileOpError("refused", f"{path}: only paths under {work_dir} are allowed")
+        rel = path[len(work_dir):]
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise FileOpError("refused", f"{path}: '..' is not allowed")
+    return parts
+
+
+def _open_dir(work_dir: str, parts: list[str], *, create: bool = False) -> int:
+    """A descriptor of the directory ``parts`` names, walked without following any symlink."""
+    fd = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Upload:
+    def __init__(self, dir_fd: int, name: str, tmp: str, fd: int) -> None:
+        self.dir_fd, self.name, self.tmp, self.fd = dir_fd, name, tmp, fd
+        self.error: FileOpError | None = None
+
+    def discard(self) -> None:
+        """Close everything; the temporary file goes unless it was renamed into place."""
+        for action in (lambda: os.close(self.fd) if self.fd >= 0 else None,
+                       lambda: os.unlink(self.tmp, dir_fd=self.dir_fd) if self.tmp else None,
+                       lambda: os.close(self.dir_fd)):
+            try:
+                action()
+            except OSError:
+                pass
+        self.fd = -1
+
+
+class _Download:
+    def __init__(self, tid: str, fd: int, size: int) -> None:
+        self.tid, self.fd, self.remaining = tid, fd, size
+
+
+class FileOps:
+    """The runner's file transfers. ``send`` queues a record to the agent; ``backlog`` is how many
+    bytes wait to be sent (None: not connected)."""
+
+    def __init__(self, work_dir: str, send: Callable[[dict[str, Any]], None],
+                 backlog: Callable[[], int | None]) -> None:
+        self.work_dir = work_dir.rstrip("/") or "/"
+        self._send = send
+        self._backlog = backlog
+        self._uploads: dict[str, _Upload] = {}
+        self._downloads: collections.deque[_Download] = collections.deque()
+        self._pumping = False
+
+    def reset(self) -> None:
+        """The agent connection changed: every transfer in progress is abandoned."""
+        for upload in self._uploads.values():
+            upload.discard()
+        self._uploads.clear()
+        while self._downloads:
+            os.close(self._downloads.popleft().fd)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op, tid = message.get("op"), str(message.get("id", ""))[:64]
+        try:
+            if op == "file-list":
+                self._result(tid, self._list(str(message.get("path", "."))))
+            elif op == "file-put-begin":
+                self._put_begin(tid, str(message.get("path", "")))
+                self._result(tid, {})
+            elif op == "file-put-data":
+                self._put_data(tid, message.get("data"))
+            elif op == "file-put-end":
+                self._result(tid, {"size": self._put_end(tid)})
+            elif op == "file-put-abort":
+                upload = self._uploads.pop(tid, None)
+                if upload is not None:
+                    upload.discard()
+            elif op == "file-get":
+                self._get(tid, str(message.get("path", "")), message.get("max_size"))
+            elif op == "file-get-cancel":
+                for download in [d for d in self._downloads if d.tid == tid]:
+                    self._downloads.remove(download)
+                    os.close(download.fd)
+        except FileOpError as exc:
+            self._send({"type": "file-result", "id": tid, "ok": False, "error": exc.kind, "msg": exc.msg})
+
+    def _result(self, tid: str, data: dict[str, Any]) -> None:
+        self._send({"type": "file-result", "id": tid, "ok": True, "data": data})
+
+    # --- listing ------------------------------------------------------------------------------
+
+    def _list(self, path: str) -> dict[str, Any]:
+        parts = split_path(path, self.work_dir)
+        try:
+            fd = _open_dir(self.work_dir, parts)
+        except OSError as exc:
+            raise _oserror(exc, path) from None
+        entries: list[dict[str, Any]] = []
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if len(entries) >= MAX_LIST_ENTRIES:
+                        break
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    entries.append({"filename": entry.name, "mode": stat.filemode(st.st_mode), "size": st.st_size,
+                                    "ctime": st.st_ctime, "mtime": st.st_mtime, "atime": st.st_atime})
+        except OSError as exc:
+            raise _oserror(exc, path) from None
+        finally:
+            os.close(fd)
+        entries.sort(key=lambda e: e["filename"])
+        return {"files": entries, "abspath": "/".join([self.work_dir, *parts]) if parts else self.work_dir}
+
+    # --- uploads ------------------------------------------------------------------------------
+
+    def _put_begin(self, tid: str, path: str) -> None:
+        parts = split_path(path, self.work_dir)
+        if not parts:
+            raise FileOpError("refused", f"{path}: not a file path")
+        if tid in self._uploads or len(self._uploads) >= MAX_TRANSFERS:
+            raise FileOpError("busy", "too many uploads at once")
+        try:
+            dir_fd = _open_dir(self.work_dir, parts[:-1], create=True)
+        except OSError as exc:
+            raise _oserror(exc, path) from None
+        tmp = f"{_TMP_PREFIX}{tid}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=dir_fd)
+        except OSError as exc:
+            os.close(dir_fd)
+            raise _oserror(exc, path) from None
+        self._uploads[tid] = _Upload(dir_fd, parts[-1], tmp, fd)
+
+    def _put_data(self, tid: str, data: Any) -> None:
+        upload = self._uploads.get(tid)
+        if upload is None or upload.error is not None:
+            return
+        try:
+            view = memoryview(base64.b64decode(data if isinstance(data, str) else "", validate=True))
+            while view:
+                view = view[os.write(upload.fd, view):]
+        except (binascii.Error, ValueError):
+            upload.error = FileOpError("io", "corrupt upload data")
+        except OSError as exc:
+            upload.error = _oserror(exc, upload.name)
+
+    def _put_end(self, tid: str) -> int:
+        upload = self._uploads.pop(tid, None)
+        if upload is None:
+            raise FileOpError("io", "no such upload")
+        try:
+            if upload.error is not None:
+                raise upload.error
+            try:
+                size = os.fstat(upload.fd).st_size
+                os.close(upload.fd)
+                upload.fd = -1
+                # rename(2) replaces a symlink at the target itself, never what it points to.
+                os.rename(upload.tmp, upload.name, src_dir_fd=upload.dir_fd, dst_dir_fd=upload.dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                    raise FileOpError("refused", f"{upload.name}: a directory is in the way") from None
+                raise _oserror(exc, upload.name) from None
+            upload.tmp = ""
+            return size
+        finally:
+            upload.discard()
+
+    # --- downloads ----------------------------------------------------------------------------
+
+    def _get(self, tid: str, path: str, max_size: Any) -> None:
+        parts = split_path(path, self.work_dir)
+        if not parts:
+            raise FileOpError("refused", f"{path}: not a file")
+        if len(self._downloads) >= MAX_TRANSFERS:
+            raise FileOpError("busy", "too many downloads at once")
+        try:
+            dir_fd = _open_dir(self.work_dir, parts[:-1])
+        except OSError as exc:
+            raise _oserror(exc, path) from None
+        try:
+            # O_NONBLOCK: opening a FIFO user code planted must not hang the runner.
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _oserror(exc, path) from None
+        finally:
+            os.close(dir_fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise FileOpError("refused", f"{path}: not a regular file")
+        if isinstance(max_size, int) and st.st_size > max_size:
+            os.close(fd)
+            raise FileOpError("too-large", f"{path}: {st.st_size} bytes (at most {max_size})")
+        os.set_blocking(fd, True)
+        self._result(tid, {"size": st.st_size})
+        self._downloads.append(_Download(tid, fd, st.st_size))
+        self.pump()
+
+    def pump(self) -> None:
+        """Send download chunks while the connection's backlog is small (called again as it drains)."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._downloads:
+                backlog = self._backlog()
+                if backlog is None or backlog >= MAX_BACKLOG:
+                    return
+                download = self._downloads[0]
+                try:
+                    data = os.read(download.fd, min(CHUNK, download.remaining)) if download.remaining else b""
+                except OSError as exc:
+                    data, error = b"", f"read failed: {exc.strerror}"
+                else:
+                    error = "the file shrank while it was read" if download.remaining and not data else ""
+                if data:
+                    download.remaining -= len(data)
+                    self._send({"type": "file-data", "id": download.tid,
+                                "data": base64.b64encode(data).decode("ascii")})
+                if error or not download.remaining:
+                    self._downloads.popleft()
+                    os.close(download.fd)
+                    self._send({"type": "file-error", "id": download.tid, "msg": error} if error
+                               else {"type": "file-end", "id": download.tid})
+        finally:
+            self._pumping = False

@@ -1,0 +1,126 @@
+"""Files in and out of the work directory through the runner (bai.kernel.files), driven by the
+agent's side (bai.agent.files) over a real runner connection on the host's python3."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bai.agent.kernel import KernelRunner
+from bai.common.agent_rpc import AgentError
+from tests.unit.kernel.test_runner_display_completion_batch import start_runner, stop_runner
+
+
+@pytest.fixture
+async def kernel() -> AsyncIterator[tuple[KernelRunner, Path, Path]]:
+    tmp = Path(tempfile.mkdtemp(prefix="bai-kf-", dir="/tmp"))
+    outside = Path(tempfile.mkdtemp(prefix="bai-kf-outside-", dir="/tmp"))
+    proc, conn, work = await start_runner(tmp)
+    try:
+        yield conn, work, outside
+    finally:
+        await stop_runner(proc, conn, tmp)
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+async def _body(data: bytes, piece: int = 100_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), piece):
+        yield data[i:i + piece]
+
+
+async def _download(conn: KernelRunner, path: str, max_size: int = 2**30) -> bytes:
+    async with conn.files.download(path, max_size) as (size, chunks):
+        data = b"".join([c async for c in chunks])
+    assert len(data) == size
+    return data
+
+
+async def test_upload_list_download_round_trip(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+    data = os.urandom(3 * 2**20 + 17)
+    assert await conn.files.upload("sub/dir/data.bin", _body(data)) == len(data)
+    assert hashlib.sha256((work / "sub/dir/data.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert await _download(conn, "/home/work/sub/dir/data.bin".replace("/home/work", str(work))) == data
+    assert await _download(conn, "sub/dir/data.bin") == data
+    listing = await conn.files.list("sub/dir")
+    assert [(f["filename"], f["size"], f["mode"][0]) for f in listing["files"]] == [("data.bin", len(data), "-")]
+    assert listing["abspath"] == f"{work}/sub/dir"
+    top = await conn.files.list(".")
+    assert [f["filename"] for f in top["files"]] == ["sub"] and top["files"][0]["mode"].startswith("d")
+    # Nothing of the upload is left behind but the file.
+    assert sorted(os.listdir(work / "sub/dir")) == ["data.bin"]
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../escape.txt", "/tmp/x", "nul\x00byte"])
+async def test_paths_outside_the_work_dir_are_refused(kernel: tuple[KernelRunner, Path, Path], path: str) -> None:
+    conn, work, _ = kernel
+    with pytest.raises(AgentError) as upload:
+        await conn.files.upload(path, _body(b"x"))
+    assert upload.value.status == 400
+    with pytest.raises(AgentError) as download:
+        await _download(conn, path)
+    assert download.value.status == 400
+    assert not (work.parent / "escape.txt").exists()
+
+
+async def test_symlinks_planted_in_the_work_dir_are_never_followed(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, outside = kernel
+    (outside / "secret.txt").write_text("secret")
+    (work / "to-outside").symlink_to(outside)
+    (work / "to-secret").symlink_to(outside / "secret.txt")
+    (work / "to-etc").symlink_to("/etc")
+    for path in ("to-outside/secret.txt", "to-secret", "to-etc/hostname"):
+        with pytest.raises(AgentError) as exc:
+            await _download(conn, path)
+        assert exc.value.status == 400, path
+    for path in ("to-outside/planted.txt", "to-etc/planted.txt", "to-outside/new/planted.txt"):
+        with pytest.raises(AgentError) as exc:
+            await conn.files.upload(path, _body(b"planted"))
+        assert exc.value.status == 400, path
+    with pytest.raises(AgentError):
+        await conn.files.list("to-outside")
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    # Uploading over the symlink itself replaces the link, not what it points to.
+    await conn.files.upload("to-secret", _body(b"replaced"))
+    assert not (work / "to-secret").is_symlink() and (work / "to-secret").read_bytes() == b"replaced"
+    assert (outside / "secret.txt").read_text() == "secret"
+
+
+async def test_missing_special_and_oversized_files(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+    with pytest.raises(AgentError) as missing:
+        await _download(conn, "nothing-here.txt")
+    assert missing.value.status == 404
+    os.mkfifo(work / "fifo")
+    with pytest.raises(AgentError) as fifo:
+        await _download(conn, "fifo")
+    assert fifo.value.status == 400
+    (work / "big.bin").write_bytes(b"x" * 1000)
+    with pytest.raises(AgentError) as big:
+        await _download(conn, "big.bin", max_size=999)
+    assert big.value.status == 413
+    (work / "adir").mkdir()
+    with pytest.raises(AgentError) as over_dir:
+        await conn.files.upload("adir", _body(b"x"))
+    assert over_dir.value.status == 400
+    assert sorted(os.listdir(work)) == ["adir", "big.bin", "fifo"]
+
+
+async def test_a_broken_upload_leaves_nothing(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+
+    async def breaks() -> AsyncIterator[bytes]:
+        yield b"a" * 500_000
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await conn.files.upload("partial.bin", breaks())
+    # The abort is processed in order with anything sent after it.
+    await conn.files.list(".")
+    assert os.listdir(work) == []
