@@ -17,6 +17,8 @@ from .common import CLIContext, LazyGroup
 #: name -> (module, factory, short help). The factory takes the help text and returns a command.
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "admin": ("bai.client.cli.admin", "make_admin_group", "Administrative command set"),
+    "app": ("bai.client.cli.app", "make_app_cmd", "Run a local proxy to a service of a session."),
+    "apps": ("bai.client.cli.app", "make_apps_cmd", "List the services (apps) of a session."),
     "config": ("bai.client.cli.config_cmd", "make_config_cmd", "Shows the current configuration."),
     "run": (
         "bai.client.cli.run",
