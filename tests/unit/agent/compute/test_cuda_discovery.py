@@ -91,6 +91,7 @@ async def test_library_not_found_means_no_devices(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bai.agent.compute.cuda.nvml")
     plugin = await make_plugin(FakeNVML.library_missing(), tmp_path)
     assert await plugin.available_slots() == {}
+    assert plugin.slot_types == ()             # nothing announced to the manager
     assert await plugin.list_devices() == []
     assert await plugin.gather_node_measures() == []
     assert (await plugin.extra_info())["driver"] is None
@@ -167,9 +168,9 @@ async def test_mig_enabled_gpu_offers_slices_not_itself(tmp_path):
     assert len(taken["cuda.device:1g.10gb-mig"]) == 2          # two distinct slices
     with pytest.raises(AllocationError):
         alloc_map.allocate({"cuda.device": Decimal(1)})          # the parent is not offered whole
-    # Fractional mode leaves MIG slices out (MPS shares are for GPUs without MIG).
+    # Fractional mode offers the same slices (MPS shares are for GPUs without MIG).
     fractional = await make_plugin(fake, tmp_path, mode="fractional")
-    assert await fractional.available_slots() == {}
+    assert await fractional.available_slots() == await plugin.available_slots()
 
 
 async def test_mixed_host(tmp_path):
@@ -177,10 +178,30 @@ async def test_mixed_host(tmp_path):
     fake = with_mig(with_copies(FakeNVML.from_nvml_json(), 2), 1, ["7g.80gb"])
     plugin = await make_plugin(fake, tmp_path)
     assert await plugin.available_slots() == {"cuda.device": Decimal(1), "cuda.device:7g.80gb-mig": Decimal(1)}
+    fractional = await make_plugin(fake, tmp_path, mode="fractional")
+    assert await fractional.available_slots() == {"cuda.shares": Decimal("39.82"),
+                                                  "cuda.device:7g.80gb-mig": Decimal(1)}
+    assert dict(fractional.slot_types) == {"cuda.shares": "count", "cuda.device:7g.80gb-mig": "unique"}
+    alloc_map = fractional.create_alloc_map()
+    (mig,) = fractional.gpus[1].mig_devices
+    assert alloc_map.allocate({"cuda.device:7g.80gb-mig": Decimal(1)}) == {
+        "cuda.device:7g.80gb-mig": {mig.uuid: Decimal(1)}}
+    with pytest.raises(AllocationError):
+        alloc_map.allocate({"cuda.device:7g.80gb-mig": Decimal("0.5")})    # a slice is not divisible
+    taken = alloc_map.allocate({"cuda.shares": Decimal("1.5")})
+    assert taken == {"cuda.shares": {fractional.gpus[0].uuid: Decimal("1.5")}}
+    args = await fractional.generate_docker_args({"cuda.device:7g.80gb-mig": {mig.uuid: Decimal(1)}})
+    assert f"CUDA_VISIBLE_DEVICES={mig.uuid}" in args["Env"]
+    assert not any(e.startswith("CUDA_MPS_") for e in args["Env"])          # no MPS for a MIG slice
 
 
 def test_settings_are_checked():
     assert CUDASettings.from_config({}) == CUDASettings()
+    # etcd (config/plugins/..., handed in as "etcd") wins over agent.toml, as for the mock accelerator.
+    etcd = {"accelerator/cuda/allocation_mode": "fractional", "accelerator/cuda/unit_mem": "4g"}
+    settings = CUDASettings.from_config({"mode": "discrete", "unit_mem": "1g", "etcd": etcd})
+    assert (settings.mode, settings.unit_mem) == ("fractional", 4 * 2**30)
+    assert CUDASettings.from_config({"mode": "fractional", "etcd": {}}).mode == "fractional"
     assert CUDASettings.from_config({"unit-mem": "1g"}).unit_mem == 2**30
     for bad in ({"mode": "shared"}, {"unit_mem": "12"}, {"strategy": "random"}, {"unit_mem": "lots"}):
         with pytest.raises(ValueError):

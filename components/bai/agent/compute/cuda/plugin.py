@@ -7,8 +7,8 @@ Slots, by allocation mode (``[plugins.cuda] mode`` in agent.toml, or etcd
   ``cuda.device:<profile>-mig`` (unique: one MIG slice) per MIG profile present on MIG-enabled
   GPUs. A MIG-enabled GPU is never offered whole.
 * ``fractional``: ``cuda.shares`` (count, 0.01 steps) on GPUs without MIG, one share = ``unit_mem``
-  bytes of device memory (default 2 GiB), enforced through NVIDIA MPS (see :mod:`.mps`). MIG
-  slices are offered in discrete mode only.
+  bytes of device memory (default 2 GiB), enforced through NVIDIA MPS (see :mod:`.mps`); MIG
+  slices are offered as in discrete mode.
 
 ``cuda.device``, ``cuda.shares`` and ``cuda.device:*-mig`` are exclusive: a kernel holds one kind.
 """
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from bai.common.types import parse_binary_size
 
-from ..alloc_map import STRATEGIES, DiscreteAllocMap, FractionAllocMap, Strategy
+from ..alloc_map import STRATEGIES, CompositeAllocMap, DiscreteAllocMap, FractionAllocMap, Strategy
 from ..base import (
     AllocationError,
     AllocMap,
@@ -61,9 +61,17 @@ class CUDASettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CUDASettings:
-        """``mode`` (or etcd's ``allocation_mode``), ``unit_mem``, ``strategy``, ``mps_root``
-        (dashes or underscores); a bad value is a clear start-up error."""
-        get = {str(k).replace("-", "_"): v for k, v in config.items()}.get
+        """``[plugins.cuda]`` keys ``mode`` (or ``allocation_mode``), ``unit_mem``, ``strategy``,
+        ``mps_root`` (dashes or underscores); etcd ``config/plugins/accelerator/cuda/allocation_mode``
+        and ``.../unit_mem`` (handed in by the agent as ``config["etcd"]``) win, as with the mock
+        accelerator. A bad value is a clear start-up error."""
+        etcd: Mapping[str, Any] = config.get("etcd") or {}
+        merged = {str(k).replace("-", "_"): v for k, v in config.items() if k != "etcd"}
+        if etcd.get("accelerator/cuda/allocation_mode"):
+            merged["mode"] = etcd["accelerator/cuda/allocation_mode"]
+        if etcd.get("accelerator/cuda/unit_mem"):
+            merged["unit_mem"] = etcd["accelerator/cuda/unit_mem"]
+        get = merged.get
         mode = str(get("mode") or get("allocation_mode") or "discrete").lower()
         if mode not in ("discrete", "fractional"):
             raise ValueError(f"[plugins.cuda] mode must be discrete or fractional, not {mode!r}")
@@ -120,6 +128,7 @@ class CUDAPlugin(ComputePlugin):
     # -- discovery -----------------------------------------------------------------------------
 
     async def init(self) -> None:
+        self.slot_types = ()
         if not await asyncio.to_thread(self.nvml.open):
             return
         self.driver_version = await asyncio.to_thread(self.nvml.driver_version)
@@ -139,7 +148,8 @@ class CUDAPlugin(ComputePlugin):
         types: list[tuple[SlotName, SlotType]] = [
             (slot, "unique" if slot.endswith("-mig") else "count") for slot in self._capacity
         ]
-        self.slot_types = tuple(types) or type(self).slot_types
+        # No GPU: no slot types either, so a GPU-less agent announces no cuda.* slot to the manager.
+        self.slot_types = tuple(types)
 
     async def cleanup(self) -> None:
         await self.mps.stop_all()
@@ -169,10 +179,14 @@ class CUDAPlugin(ComputePlugin):
         return {slot: sum(per.values(), Decimal(0)) for slot, per in self._capacity.items()}
 
     def create_alloc_map(self) -> AllocMap:
-        if self.settings.mode == "fractional":
-            return FractionAllocMap(self._capacity, quantum=mps.SHARE_QUANTUM, strategy=self.settings.strategy)
-        return DiscreteAllocMap(self._capacity, self.settings.strategy,
-                                unique_slots=[s for s in self._capacity if s.endswith("-mig")])
+        migs = {slot: per for slot, per in self._capacity.items() if slot.endswith("-mig")}
+        whole = {slot: per for slot, per in self._capacity.items() if slot not in migs}
+        if self.settings.mode == "discrete":
+            return DiscreteAllocMap(self._capacity, self.settings.strategy, unique_slots=list(migs))
+        shares = FractionAllocMap(whole, quantum=mps.SHARE_QUANTUM, strategy=self.settings.strategy)
+        if not migs:
+            return shares
+        return CompositeAllocMap([shares, DiscreteAllocMap(migs, self.settings.strategy, unique_slots=list(migs))])
 
     async def extra_info(self) -> dict[str, Any]:
         return {"version": PLUGIN_VERSION, "driver": self.driver_version, "cuda_version": self.cuda_version,
@@ -292,9 +306,6 @@ def offered_slots(gpus: Iterable[GPUInfo], mode: Mode, unit_mem: int) -> dict[Sl
     slots: dict[SlotName, dict[str, Decimal]] = {}
     for gpu in gpus:
         if gpu.mig_current:
-            if mode == "fractional":
-                log.warning("GPU %s has MIG enabled: its slices are offered in discrete mode only", gpu.uuid)
-                continue
             for mig in gpu.mig_devices:
                 slots.setdefault(mig_slot(mig.profile), {})[mig.uuid] = Decimal(1)
         elif mode == "fractional":
