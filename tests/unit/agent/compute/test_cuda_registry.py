@@ -46,7 +46,7 @@ def config(tmp_path: Path, **cuda: Any) -> AgentConfig:
                                        "plugins": {"cuda": {"mps-root": str(tmp_path / "mps"), **cuda}}})
 
 
-async def test_cuda_entry_point_is_declared() -> None:
+def test_cuda_entry_point_is_declared() -> None:
     pyproject = (Path(__file__).resolve().parents[4] / "pyproject.toml").read_text()
     assert 'cuda = "bai.agent.compute.cuda.plugin:CUDAPlugin"' in pyproject
     assert '"nvidia-ml-py>=12,<14"' in pyproject
