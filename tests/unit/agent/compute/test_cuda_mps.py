@@ -165,6 +165,12 @@ async def test_shares_over_two_gpus_are_refused(tmp_path):
     with pytest.raises(AllocationError, match="one GPU"):
         await plugin.generate_docker_args({"cuda.shares": {a: Decimal(30), b: Decimal(30)}})
     assert control.started == []                        # nothing started for a refused kernel
-    # The alloc map keeps a request that fits one GPU on one GPU.
-    taken = plugin.create_alloc_map().allocate({"cuda.shares": Decimal(30)})
+    # The alloc map keeps a request that fits one GPU on one GPU, and refuses one that only a
+    # split over GPUs would fit, changing nothing.
+    alloc_map = plugin.create_alloc_map()
+    taken = alloc_map.allocate({"cuda.shares": Decimal(30)})
     assert len(taken["cuda.shares"]) == 1
+    with pytest.raises(AllocationError, match="no single GPU has 40 shares free"):
+        alloc_map.allocate({"cuda.shares": Decimal(40)})
+    assert alloc_map.used() == {"cuda.shares": Decimal(30)}
+    assert len(alloc_map.allocate({"cuda.shares": Decimal(39)})["cuda.shares"]) == 1   # the other GPU

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pynvml
@@ -165,7 +165,7 @@ class NVML:
             mig_pending=bool(mig_mode[1]),
         )
         if mig_current:
-            gpu = GPUInfo(**{**gpu.__dict__, "mig_devices": tuple(self._mig_devices(gpu, handle))})
+            gpu = replace(gpu, mig_devices=tuple(self._mig_devices(gpu, handle)))
         return gpu
 
     def _mig_devices(self, parent: GPUInfo, handle: Any) -> list[MIGInfo]:

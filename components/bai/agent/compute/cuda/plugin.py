@@ -183,7 +183,7 @@ class CUDAPlugin(ComputePlugin):
         whole = {slot: per for slot, per in self._capacity.items() if slot not in migs}
         if self.settings.mode == "discrete":
             return DiscreteAllocMap(self._capacity, self.settings.strategy, unique_slots=list(migs))
-        shares = FractionAllocMap(whole, quantum=mps.SHARE_QUANTUM, strategy=self.settings.strategy)
+        shares = OneGPUShares(whole, quantum=mps.SHARE_QUANTUM, strategy=self.settings.strategy)
         if not migs:
             return shares
         return CompositeAllocMap([shares, DiscreteAllocMap(migs, self.settings.strategy, unique_slots=list(migs))])
@@ -299,6 +299,21 @@ class CUDAPlugin(ComputePlugin):
             return []
         pids = container_pids(container_id, self._cgroup_root) if shares else None
         return container_measures(readings, shared=set(shares), pids=pids)
+
+
+class OneGPUShares(FractionAllocMap):
+    """``cuda.shares`` whose every allocation lies on one GPU: an MPS client talks to one MPS
+    server (one GPU's daemon). The fraction map already prefers one GPU that fits; where only a
+    split would fit, the kernel is refused as not fitting now."""
+
+    def allocate(self, requested: Mapping[SlotName, Decimal]) -> DeviceAllocation:
+        taken = super().allocate(requested)
+        spread = [slot for slot, per_device in taken.items() if len(per_device) > 1]
+        if spread:
+            self.free(taken)
+            raise AllocationError(f"{', '.join(spread)}: no single GPU has {requested[spread[0]]} shares free "
+                                  "(through MPS one kernel's shares lie on one GPU)")
+        return taken
 
 
 def offered_slots(gpus: Iterable[GPUInfo], mode: Mode, unit_mem: int) -> dict[SlotName, dict[str, Decimal]]:
