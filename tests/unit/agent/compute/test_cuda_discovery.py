@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
+import pynvml
 import pytest
 
 from bai.agent.compute.alloc_map import DiscreteAllocMap, FractionAllocMap
@@ -212,3 +213,17 @@ async def test_unknown_device_in_an_allocation_is_refused(tmp_path):
     plugin = await make_plugin(FakeNVML.from_nvml_json(), tmp_path)
     with pytest.raises(AllocationError, match="no such CUDA device"):
         await plugin.generate_docker_args({"cuda.device": {"GPU-nope": Decimal(1)}})
+
+
+async def test_a_lost_gpu_does_not_hide_the_others(tmp_path, caplog):
+    class OneLost(FakeNVML):
+        def nvmlDeviceGetHandleByIndex(self, index):
+            if index == 0:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+            return super().nvmlDeviceGetHandleByIndex(index)
+
+    two = with_copies(FakeNVML.from_nvml_json(), 2)
+    plugin = await make_plugin(OneLost(two.driver, two.cuda_driver_version, two.gpus), tmp_path)
+    assert [g.uuid for g in plugin.gpus] == [two.gpus[1].uuid]
+    assert await plugin.available_slots() == {"cuda.device": Decimal(1)}
+    assert "GPU 0 is not offered" in caplog.text

@@ -133,8 +133,11 @@ class NVML:
     def devices(self) -> list[GPUInfo]:
         found: list[GPUInfo] = []
         for index in range(int(self.lib.nvmlDeviceGetCount())):
-            handle = self.lib.nvmlDeviceGetHandleByIndex(index)
-            found.append(self._gpu(index, handle))
+            try:
+                found.append(self._gpu(index, self.lib.nvmlDeviceGetHandleByIndex(index)))
+            except pynvml.NVMLError as exc:
+                # One broken GPU (fallen off the bus, no permission...) must not hide the others.
+                log.error("GPU %d is not offered: NVML says %s", index, exc)
         return found
 
     def _gpu(self, index: int, handle: Any) -> GPUInfo:
