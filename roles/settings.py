@@ -72,6 +72,9 @@ class Settings(BaseModel):
     # kernel image
     kernel_image: str = "bai.local/stable/python:3.11-debian12"
     kernel_rootfs_cache: str = "/var/cache/bai/rootfs-python-bookworm"
+    #: The JupyterLab image (layered on the python rootfs); "" builds none.
+    jupyter_image: str = "bai.local/stable/python-jupyter:3.11-debian12"
+    jupyter_rootfs_cache: str = "/var/cache/bai/rootfs-python-jupyter-bookworm"
 
     # optional local container registry (roles/registry.py; off unless registry_enabled)
     registry_enabled: bool = False

@@ -1,6 +1,10 @@
 #!/bin/bash
 # Build the bai python kernel image offline: a debootstrap'ed Debian bookworm rootfs with
-# python3, imported into Docker with the ai.backend.* labels the original's agents read.
+# python3, python3-venv and a web terminal, imported into Docker with the ai.backend.* labels
+# the original's agents read. Debian has no ttyd package, so the intrinsic web-terminal service
+# keeps the original's name and port (ttyd, http, 7681) but runs Debian's shellinabox
+# (shellinaboxd, as the kernel user, a login shell in /home/work), started on demand through
+# its service definition /etc/backend.ai/service-defs/ttyd.json.
 # Usage: build-kernel-image.sh TAG [ROOTFS_CACHE_DIR]
 # Idempotent: exits 0 without work when TAG exists and was built by this very script (its
 # label ai.backend.internal.build-script holds the first 16 hex digits of the script's
@@ -18,13 +22,36 @@ build=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 built=$(docker image inspect --format '{{index .Config.Labels "ai.backend.internal.build-script"}}' "$tag" \
   2>/dev/null || true)
 if [ "$built" = "$build" ]; then echo "exists"; exit 0; fi
+packages=python3,python3-venv,ca-certificates,procps,tini,shellinabox
 if [ ! -x "$cache/usr/bin/python3" ]; then
   rm -rf "$cache.tmp"; mkdir -p "$cache.tmp"
-  debootstrap --variant=minbase --include=python3,ca-certificates,procps,tini \
-    bookworm "$cache.tmp" "$mirror" >&2
+  debootstrap --variant=minbase --include="$packages" bookworm "$cache.tmp" "$mirror" >&2
   rm -rf "$cache.tmp/var/cache/apt/archives/"*.deb "$cache.tmp/var/lib/apt/lists/"*
   rm -rf "$cache"; mv "$cache.tmp" "$cache"
 fi
+# A rootfs cached by an older version of this script lacks the later packages: add them in a
+# chroot (apt needs the package lists, which are removed again afterwards).
+if [ ! -x "$cache/usr/bin/shellinaboxd" ] || [ ! -d "$cache/usr/share/doc/python3-venv" ]; then
+  cp /etc/resolv.conf "$cache/etc/resolv.conf"
+  # No service may start inside the chroot.
+  printf '#!/bin/sh\nexit 101\n' > "$cache/usr/sbin/policy-rc.d"; chmod 755 "$cache/usr/sbin/policy-rc.d"
+  chroot "$cache" apt-get update -q >&2
+  chroot "$cache" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    ${packages//,/ } >&2
+  chroot "$cache" apt-get clean
+  rm -rf "$cache/var/lib/apt/lists/"* "$cache/usr/sbin/policy-rc.d"
+fi
+# Service definitions (the original's DSL): the web terminal, a login shell in /home/work as
+# the kernel user (shellinaboxd run by a non-root user serves that user's own shell).
+mkdir -p "$cache/etc/backend.ai/service-defs"
+cat > "$cache/etc/backend.ai/service-defs/ttyd.json" <<'JSON'
+{
+  "command": ["/usr/bin/shellinaboxd", "--port={ports[0]}", "--disable-ssl", "--no-beep",
+              "--service=/:work:work:HOME:/bin/bash -l"],
+  "url_template": "{protocol}://{host}:{port}/"
+}
+JSON
+chmod 644 "$cache/etc/backend.ai/service-defs/ttyd.json"
 # The work user, written straight into the rootfs (no chroot needed); idempotent.
 grep -q '^work:' "$cache/etc/group" || echo "work:x:$work_gid:" >> "$cache/etc/group"
 grep -q '^work:' "$cache/etc/passwd" ||

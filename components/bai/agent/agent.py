@@ -44,8 +44,10 @@ from bai.common.agent_rpc import (
     InvalidInput,
     KernelCreationConfig,
     KernelNotFound,
+    StartServiceRequest,
 )
 from bai.common.events import EventProducer
+from bai.common.service_ports import LABEL_SERVICE_PORTS, ServicePort
 from bai.common.tasks import stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
@@ -65,7 +67,16 @@ from .docker import (
     host_ulimits,
 )
 from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
+from .ports import NoFreePorts, PortPool
 from .resources import InsufficientResources, SlotAllocator, detect_capacity
+from .services import (
+    SERVICE_START_TIMEOUT,
+    ImageServices,
+    plan_service_ports,
+    publish,
+    restore_from_labels,
+    start_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +105,9 @@ class Kernel:
     died: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     #: Resolved when the kernel is fully cleaned up.
     gone: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    #: The image (canonical name) and the service ports published for it (bai.agent.services).
+    image: str = ""
+    service_ports: list[ServicePort] = field(default_factory=list)
 
 
 def agent_version() -> str:
@@ -120,6 +134,8 @@ class Agent:
         self.confinement = Confinement(uid=c.kernel_uid, gid=c.kernel_gid, pids_limit=c.pids_limit,
                                        log_max_size=c.log_max_size, log_max_files=c.log_max_files)
         self.addr = ""  # set by the server once it listens
+        self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
+        self.image_services = ImageServices(docker.docker)
 
     # --- start / stop -----------------------------------------------------------------------
 
@@ -176,6 +192,8 @@ class Agent:
                 kernel.slots = {}
             self.kernels[kernel_id] = kernel
             self.allocator.restore(kernel_id, kernel.slots)
+            kernel.image = str(info.get("Image") or "")
+            kernel.service_ports = restore_from_labels(kernel_id, labels, self.ports)
             if info.get("State") != "running":
                 # It stopped while we were away.
                 kernel.status = "TERMINATING"
@@ -222,6 +240,7 @@ class Agent:
 
     async def heartbeat(self) -> None:
         images = await self.docker.list_kernel_images()
+        self.image_services.note_images(images)
         await self.events.produce(
             "agent_heartbeat", self.id,
             id=self.id,
@@ -260,6 +279,8 @@ class Agent:
                 labels = {**config.image.labels}
                 if "ai.backend.runtime-path" not in labels:
                     labels = {**await self.docker.image_labels(config.image.canonical), **labels}
+                kernel.image = config.image.canonical
+                planned_ports = plan_service_ports(labels, await self.image_services.definitions(kernel.image))
                 if len(os.fsencode(kernel.ipc_dir / SOCKET_NAME)) > _MAX_UNIX_PATH:
                     raise ValueError(f"ipc-base-path is too long for a unix socket path: {self.ipc_base}")
                 shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
@@ -274,6 +295,8 @@ class Agent:
                     image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
                     confinement=self.confinement,
                 )
+                kernel.service_ports = publish(kid, planned_ports, self.ports, body,
+                                               labels.get(LABEL_SERVICE_PORTS))
                 try:
                     await self._start_container(kernel, body)
                 except ImageNotFound:
@@ -288,7 +311,7 @@ class Agent:
             await self.events.produce("kernel_started", self.id, kernel_id=kid, session_id=sid, creation_info={
                 "id": kid,
                 "container_id": kernel.container_id,
-                "service_ports": [],
+                "service_ports": [sp.stored() for sp in kernel.service_ports],
                 "kernel_host": self.config.container.bind_host,
                 "resource_spec": {"slots": slots_to_json(kernel.slots), "scratch_disk_size": 0, "mounts": [
                     [m.host_path, m.kernel_path, m.permission] for m in config.mounts]},
@@ -397,6 +420,7 @@ class Agent:
             log.exception("kernel %s: removing the container of a failed creation", kernel.kernel_id)
         shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
         self.allocator.release(kernel.kernel_id)
+        self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
 
     # --- RPC: destroy -----------------------------------------------------------------------
@@ -445,6 +469,7 @@ class Agent:
             log.exception("kernel %s: removing container %s", kernel.kernel_id, kernel.container_id)
         shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
         self.allocator.release(kernel.kernel_id)
+        self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
         try:
             log_digest = None
@@ -549,6 +574,25 @@ class Agent:
         logs, truncated = await self.docker.logs(kernel.container_id, req.tail_lines, req.max_bytes)
         return {"logs": logs, "truncated": truncated}
 
+    async def start_service(self, req: StartServiceRequest) -> dict[str, Any]:
+        """Start one of the kernel's service ports (``{"status": "started" | "running" | "failed",
+        "error"?}``); an unknown service or options its definition does not allow are a 400."""
+        kernel = self._running(req.kernel_id)
+        runner = kernel.runner
+        assert runner is not None
+        labels = await self.docker.image_labels(kernel.image) if kernel.image else {}
+        definitions = await self.image_services.definitions(kernel.image) if kernel.image else {}
+        message = start_request(req.service, kernel.service_ports, definitions,
+                                labels.get("ai.backend.runtime-path") or "/usr/bin/python3",
+                                req.opts.model_dump())
+        try:
+            async with asyncio.timeout(SERVICE_START_TIMEOUT + 5):
+                return await runner.start_service(message)
+        except TimeoutError as exc:
+            raise AgentFailure(f"service {req.service} did not start in time", title="Service start failed") from exc
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
     def list_kernels(self) -> list[dict[str, Any]]:
         return [
             {"kernel_id": k.kernel_id, "session_id": k.session_id, "container_id": k.container_id,
@@ -559,7 +603,7 @@ class Agent:
 
 #: Creation failures that are about the request or the environment, not bugs: no traceback.
 _EXPECTED_CREATION_ERRORS = (AgentError, DockerError, ImageNotFound, ImagePullFailed, InsufficientResources,
-                             RunnerUnavailable, ValueError, KeyError)
+                             RunnerUnavailable, ValueError, KeyError, NoFreePorts)
 
 
 def _describe(exc: BaseException) -> str:

@@ -238,6 +238,8 @@ class KernelRunner:
         #: :mod:`bai.kernel.batch`); it acknowledges with :meth:`ack_batch` once passed on.
         self.on_batch_finished: Callable[[int], Coroutine[Any, Any, None]] | None = None
         self._batch_reports: set[asyncio.Task[None]] = set()
+        #: start-service requests waiting for their service-result, by request id.
+        self._service_replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         #: Files in and out of the kernel (bai.agent.files), and completion requests by id.
         self.files = RunnerFiles(self._send)
         self._completions: dict[str, asyncio.Future[list[str]]] = {}
@@ -399,6 +401,12 @@ class KernelRunner:
             if waiter is not None and not waiter.done():
                 waiter.set_result([c for c in found if isinstance(c, str)][:1000] if isinstance(found, list) else [])
             return
+        if kind == "service-result":
+            reply = self._service_replies.get(str(record.get("req")))
+            data = record.get("data")
+            if reply is not None and not reply.done() and isinstance(data, dict):
+                reply.set_result(data)
+            return
         if kind == "batch-finished":
             data = record.get("data")
             code = data.get("exitCode") if isinstance(data, dict) else None
@@ -439,6 +447,9 @@ class KernelRunner:
             self._runs.pop(stale.run_id, None)
 
     def _fail_pending(self) -> None:
+        for reply in self._service_replies.values():
+            if not reply.done():
+                reply.set_exception(RunnerUnavailable(f"kernel {self.kernel_id}: the runner connection was lost"))
         self.files.fail_all()
         for waiter in self._completions.values():
             if not waiter.done():
@@ -517,6 +528,18 @@ class KernelRunner:
         self._restarted = asyncio.get_running_loop().create_future()
         await self._send({"op": "restart"})
         await self._restarted
+
+    async def start_service(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a ``start-service`` op (see :mod:`bai.kernel.services`) and return the runner's
+        result (callers bound it with ``asyncio.timeout``); a lost connection fails it."""
+        req = secrets.token_hex(8)
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._service_replies[req] = reply
+        try:
+            await self._send({**message, "req": req})
+            return await reply
+        finally:
+            self._service_replies.pop(req, None)
 
     async def request_exit(self) -> None:
         with contextlib.suppress(OSError, RunnerUnavailable):

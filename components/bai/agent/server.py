@@ -31,6 +31,7 @@ from bai.common.agent_rpc import (
     InvalidInput,
     KernelRequest,
     PingRequest,
+    StartServiceRequest,
     Unauthorized,
 )
 from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
@@ -85,6 +86,10 @@ async def _list_kernels(agent: Agent, req: BaseModel) -> dict[str, Any]:
     return {"kernels": agent.list_kernels()}
 
 
+async def _start_service(agent: Agent, req: StartServiceRequest) -> dict[str, Any]:
+    return await agent.start_service(req)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping,
     "create_kernels": _create_kernels,
@@ -94,6 +99,7 @@ HANDLERS: dict[str, Handler] = {
     "restart_kernel": _restart_kernel,
     "get_logs": _get_logs,
     "list_kernels": _list_kernels,
+    "start_service": _start_service,
     "host_mounts": host_mounts.list_host_mounts,
     "mount_host": host_mounts.mount_host,
     "umount_host": host_mounts.umount_host,

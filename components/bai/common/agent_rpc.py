@@ -255,6 +255,23 @@ class ListKernelsRequest(_Request):
     pass
 
 
+class StartServiceOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: Option name -> value (None: a bare flag); only the definition's allowed_arguments.
+    arguments: dict[str, str | None] = Field(default_factory=dict, max_length=64)
+    #: Variable -> value; only the definition's allowed_envs.
+    envs: dict[str, str] = Field(default_factory=dict, max_length=64)
+
+
+class StartServiceRequest(KernelRequest):
+    """``start_service``: start one of the kernel's service ports (see
+    :mod:`bai.agent.services`); ``{"status": "started" | "running" | "failed", "error"?}``,
+    400 for an unknown service (the message lists the known ones) or options not allowed."""
+
+    service: str = Field(pattern=r"^[\w-]{1,64}$")
+    opts: StartServiceOptions = Field(default_factory=StartServiceOptions)
+
+
 class GetCompletionsRequest(KernelRequest):
     """``get_completions``: ``{"completions": [str]}`` for the word before the cursor (empty while
     code runs)."""
@@ -348,6 +365,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "restart_kernel": KernelRequest,
     "get_logs": GetLogsRequest,
     "list_kernels": ListKernelsRequest,
+    "start_service": StartServiceRequest,
     "host_mounts": ListHostMountsRequest,
     "mount_host": MountHostRequest,
     "umount_host": UmountHostRequest,
@@ -372,6 +390,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "restart_kernel": 30.0,
     "get_logs": 30.0,
     "list_kernels": 10.0,
+    # the runner waits up to 60 s for a service to listen (bai.agent.services)
+    "start_service": 75.0,
     # mount/umount run under the agent's [host-mounts] command-timeout (at most 40 s)
     "host_mounts": 10.0,
     "mount_host": 50.0,
@@ -496,6 +516,12 @@ class AgentClient:
     async def list_kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]
         return kernels
+
+    async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
+                            envs: dict[str, str] | None = None) -> dict[str, Any]:
+        """``{"status": "started" | "running" | "failed", "error"?}`` (see :class:`StartServiceRequest`)."""
+        return await self.call("start_service", {"kernel_id": kernel_id, "service": service,
+                                                 "opts": {"arguments": arguments or {}, "envs": envs or {}}})
 
     async def get_completions(self, kernel_id: str, code: str, options: dict[str, Any]) -> list[str]:
         reply = await self.call("get_completions", {"kernel_id": kernel_id, "code": code, "options": options})

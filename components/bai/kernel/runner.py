@@ -36,6 +36,7 @@ from typing import Any
 from .batch import WORK_DIR, BatchTask
 from .files import FileOps
 from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
+from .services import POLL_INTERVAL, Services
 
 _READ_CHUNK = 65536
 #: Reconnection back-off: the first retry is immediate, then doubling up to this many seconds.
@@ -204,6 +205,8 @@ class Runner:
         self.oom_kills = _oom_kills()
         #: A batch session's startup command, once the agent has asked for it.
         self.batch: BatchTask | None = None
+        #: Service ports started on demand (start-service).
+        self.services = Services(self._send, _child_env)
 
     # --- agent connection -------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class Runner:
 
     def _send(self, record: dict[str, Any]) -> None:
         client = self.client
-        if client is None or (self.stale_run and record.get("type") != "pong"):
+        if client is None or (self.stale_run and record.get("type") not in ("pong", "service-result")):
             return  # nobody listens, or the run's connection is gone: its output is not kept
         was_empty = not client.outbuf
         client.outbuf += encode_frame(record)
@@ -364,6 +367,8 @@ class Runner:
         elif op == "restart":
             self._restart_child()
             self._send({"type": "restarted"})
+        elif op == "start-service":
+            self.services.start(message)
 
     # --- batch startup command and restart ---------------------------------------------------
 
@@ -548,6 +553,9 @@ class Runner:
             if self.batch is not None and self.batch.pidfd is None and self.batch.exit_code is None:
                 self._on_batch_exit_polled()
                 timeout = 0.2  # no pidfd on this kernel: poll the batch command
+            if self.services.starting:
+                self.services.poll()
+                timeout = min(POLL_INTERVAL, timeout if timeout is not None else 1e9)
             if self.client is None:
                 timeout = min(self.next_connect - time.monotonic(), timeout if timeout is not None else 1e9)
                 if self.next_connect <= time.monotonic():
@@ -585,6 +593,7 @@ class Runner:
             self._send(batch.result_record())
 
     def shutdown(self) -> None:
+        self.services.shutdown()
         if self.child is not None:
             self.child.signal_group(signal.SIGKILL)
         if self.batch is not None and self.batch.exit_code is None:

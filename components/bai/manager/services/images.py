@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from bai.common.docker_registry import RegistryClient, RegistryError, ScannedImage
+from bai.common.service_ports import ServicePortError, parse_service_ports
 from bai.common.types import parse_binary_size
 from bai.manager import errors
 from bai.manager.services.outcome import Outcome
@@ -41,11 +42,8 @@ LABEL_ACCELERATORS = "ai.backend.accelerators"
 LABEL_SERVICE_PORTS = "ai.backend.service-ports"
 RESOURCE_MIN = "ai.backend.resource.min."
 RESOURCE_MAX = "ai.backend.resource.max."
-#: Ports a kernel's runner and the original's in-container services hold.
-RESERVED_PORTS = frozenset({2000, 2001, 2002, 2003, 2200, 7681})
 REGISTRY_TYPES = ("docker", "harbor", "harbor2")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:\d{1,5})?$")
-_SERVICE_PORT_RE = re.compile(r"^(?P<name>[\w-]+):(?P<proto>\w+):(?P<ports>\[\d+(?:,\d+)*\]|\d+)$")
 
 
 # ------------------------------------------------------------------ image reads
@@ -346,20 +344,13 @@ async def registry_for_agent(ctx: ManagerContext, registry: str) -> dict[str, An
 
 def valid_service_ports(raw: str) -> bool:
     """``name:proto:port`` or ``name:proto:[p1,p2]``, comma-separated, as the original checks
-    them (``pty`` entries are ignored; other protocols, reserved or duplicate ports refuse)."""
-    seen: set[int] = set()
-    for item in filter(None, (p.strip() for p in re.split(r",(?![^\[]*\])", raw))):
-        m = _SERVICE_PORT_RE.match(item)
-        if m is None:
-            return False
-        if m["proto"] == "pty":
-            continue
-        if m["proto"] not in ("tcp", "http", "preopen"):
-            return False
-        for port in (int(p) for p in m["ports"].strip("[]").split(",")):
-            if not 1024 < port < 65535 or port in RESERVED_PORTS or port in seen:
-                return False
-            seen.add(port)
+    them (``pty`` entries are ignored; other protocols, reserved or duplicate ports refuse):
+    :func:`bai.common.service_ports.parse_service_ports`, shared with the agent."""
+    try:
+        parse_service_ports(raw)
+    except ServicePortError as exc:
+        log.info("image label refused: %s", exc)
+        return False
     return True
 
 

@@ -23,7 +23,8 @@ SIGNUP_POLICY = "signup-default"
 SIGNUP_POLICY_LIMITS = {"total_resource_slots": {"cpu": "2", "mem": str(4 * 2**30)},
                         "max_concurrent_sessions": 2, "max_containers_per_session": 1,
                         "default_for_unspecified": "LIMITED", "idle_timeout": 3600}
-DEFAULT_IMAGE_ALIASES = {"python": "bai.local/stable/python:3.11-debian12"}
+DEFAULT_IMAGE_ALIASES = {"python": "bai.local/stable/python:3.11-debian12",
+                         "python-jupyter": "bai.local/stable/python-jupyter:3.11-debian12"}
 #: The all-in-one storage proxy's volume (roles/storage_proxy.py) and every volume-host
 #: permission on it, granted to the default domain and the ``default`` keypair policy.
 DEFAULT_VFOLDER_HOST = "local:volume1"

@@ -8,7 +8,8 @@
 - :mod:`.batch`: a batch session's result (it ends by itself), and restart;
 - :mod:`.queries`: counting executes off the hot path;
 - :mod:`.payloads`: the ``session_*``/``kernel_*`` broadcast arguments;
-- :mod:`.visibility`: who may see a session's events.
+- :mod:`.visibility`: who may see a session's events;
+- :mod:`.services`: starting a session's service port (start-service, the app proxy).
 
 :class:`SessionService` is what the api holds: one method per endpoint, each one call.
 """
@@ -22,7 +23,7 @@ from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
 from ..schemas import CreateSession
-from . import batch, creation, execution, lookup, termination
+from . import batch, creation, execution, lookup, services, termination
 
 __all__ = ["SessionService"]
 
@@ -57,3 +58,9 @@ class SessionService:
 
     async def restart(self, requester: Requester, ref: str, owner_access_key: str | None) -> None:
         await batch.restart(self.ctx, requester, ref, owner_access_key)
+
+    async def start_service(self, requester: Requester, ref: str, app: str, *, port: int | None = None,
+                            envs: Any = None, arguments: Any = None,
+                            owner_access_key: str | None = None) -> dict[str, Any]:
+        return await services.start_service(self.ctx, requester, ref, app, port=port, envs=envs,
+                                            arguments=arguments, owner_access_key=owner_access_key)

@@ -69,6 +69,10 @@ async def describe(ctx: ManagerContext, requester: Requester, ref: str,
         "numQueriesExecuted": row.num_queries + query_counter(ctx).unwritten(row.id), "lastStat": main.last_stat,
         "idleChecks": {},
         "mounts": [m["name"] for m in row.vfolder_mounts or ()],
+        # The main kernel's service ports, with the host ports the agent published them on.
+        "servicePorts": [{**client, "host_ports": sp.get("host_ports", [])} for sp, client in
+                         zip(main.service_ports or [], service_ports_for_client(main.service_ports or []),
+                             strict=True)],
     }
 
 
