@@ -104,11 +104,22 @@ class RunResult:
 # -- roles per group ----------------------------------------------------------------------------
 
 def group_roles() -> dict[str, list[RoleFn]]:
-    from roles import bai, base, docker, etcd, kernel_image, postgresql, redis, registry, storage_proxy
+    from roles import (
+        app_proxy,
+        bai,
+        base,
+        docker,
+        etcd,
+        kernel_image,
+        postgresql,
+        redis,
+        registry,
+        storage_proxy,
+    )
 
     return {
         "halfstack": [base.base, postgresql.postgresql, redis.redis, etcd.etcd],
-        "manager": [base.base, bai.manager, registry.registry],
+        "manager": [base.base, bai.manager, registry.registry, app_proxy.app_proxy],
         "storage": [base.base, storage_proxy.storage_proxy],
         "agents": [base.base, docker.docker, kernel_image.kernel_image, bai.agent],
     }
@@ -320,11 +331,11 @@ def apply_roles(target: str, roles: Sequence[RoleFn], on_event: EventHandler | N
 
 
 def _services(group: str, s: Settings) -> list[Any]:
-    from roles import bai, docker, etcd, postgresql, redis, storage_proxy
+    from roles import app_proxy, bai, docker, etcd, postgresql, redis, storage_proxy
 
     return {
         "halfstack": [postgresql.service(s), redis.service(s), etcd.service(s)],
-        "manager": [bai.manager_service(s)],
+        "manager": [bai.manager_service(s), app_proxy.service(s)],
         "storage": [storage_proxy.service(s)],
         "agents": [docker.service(s), bai.agent_service(s)],
     }[group]

@@ -20,8 +20,11 @@ data = {
 
 halfstack = [("db1", {"ssh_hostname": DB, "pg_listen": DB, "redis_listen": DB, "etcd_listen": DB,
                       "pg_allow_cidrs": ["10.0.0.10/32"]})]
+# The app proxy runs next to the manager; browsers are sent to app_proxy_advertised_host and it
+# reaches the sessions' services on the agents' container_bind_host.
 manager = [("mgr1", {"ssh_hostname": "10.0.0.10", "manager_id": "i-mgr1",
-                     "manager_addr": "10.0.0.10:8081"})]
+                     "manager_addr": "10.0.0.10:8081", "app_proxy_bind_host": "10.0.0.10",
+                     "app_proxy_advertised_host": "10.0.0.10"})]
 # The storage proxy: clients upload and download at storage_client_addr (or storage_client_url
 # when they reach it by another name), the manager calls storage_manager_addr.
 storage = [("st1", {"ssh_hostname": "10.0.0.30", "storage_node_id": "i-st1",

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
 #: Keys kept in the secrets file; generated once, reused on every later run.
 SECRET_KEYS = ("db_password", "rpc_secret", "redis_password", "storage_secret",
-               "storage_manager_secret")
+               "storage_manager_secret", "app_proxy_jwt_key", "app_proxy_permit_key", "app_proxy_api_secret")
 #: The venv's commands a user types; linked into ``Settings.bin_dir``.
 COMMANDS = ("backend.ai", "bai-install", "bai-manager", "bai-agent")
 
@@ -99,6 +99,19 @@ class Settings(BaseModel):
     storage_secret: str = ""  # generated: HS256 key of the client-facing tokens
     storage_manager_secret: str = ""  # generated: X-BackendAI-Storage-Auth-Token
 
+    # app proxy (roles/app_proxy.py): opens sessions' web apps; registered as the wsproxy_addr of
+    # the resource group scaling_group
+    app_proxy_id: str = "i-appproxy-local"
+    app_proxy_bind_host: str = "127.0.0.1"
+    app_proxy_advertised_host: str = "127.0.0.1"  # what browsers and clients are sent to
+    app_proxy_api_port: int = 5050
+    app_proxy_port_range: tuple[int, int] = (10200, 10300)  # one port per open app (circuit)
+    app_proxy_token_ttl: int = 300  # seconds a start-service token may be used
+    app_proxy_cookie_ttl: int = 43200  # seconds a browser's permit for an app lasts
+    app_proxy_jwt_key: str = ""  # generated: HS256 key of the start-service tokens
+    app_proxy_permit_key: str = ""  # generated: HS256 key of the circuits' tickets and cookies
+    app_proxy_api_secret: str = ""  # generated: the resource group's wsproxy_api_token
+
     # service readiness deadlines, seconds
     ready_timeout: int = 60
 
@@ -121,6 +134,14 @@ class Settings(BaseModel):
     @property
     def storage_proxy_toml(self) -> str:
         return f"{self.config_dir}/storage-proxy.toml"
+
+    @property
+    def app_proxy_toml(self) -> str:
+        return f"{self.config_dir}/app-proxy.toml"
+
+    @property
+    def app_proxy_endpoint(self) -> str:
+        return f"http://{self.app_proxy_advertised_host}:{self.app_proxy_api_port}"
 
     @property
     def storage_client_endpoint(self) -> str:

@@ -14,7 +14,7 @@ from installer import engine
 from installer import inventory as inventory_mod
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "docker", "kernel_image",
+ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "app-proxy", "docker", "kernel_image",
          "bai-agent", "storage-proxy"]
 
 
@@ -27,7 +27,7 @@ def test_local_inventory_phases() -> None:
     phases = engine.phases_for(inv)
     assert [(p.name, _names(p)) for p in phases] == [
         ("halfstack", {"@local": ["base", "postgresql", "redis", "etcd"]}),
-        ("manager", {"@local": ["bai-manager"]}),
+        ("manager", {"@local": ["bai-manager", "app-proxy"]}),
         ("agents", {"@local": ["docker", "kernel_image", "bai-agent"]}),
         ("storage", {"@local": ["storage-proxy"]}),
     ]
@@ -38,7 +38,7 @@ def test_multi_node_inventory_same_groups() -> None:
     assert set(inv.groups) == set(inventory_mod.GROUPS)
     phases = {p.name: _names(p) for p in engine.phases_for(inv)}
     assert phases["halfstack"] == {"db1": ["base", "postgresql", "redis", "etcd"]}
-    assert phases["manager"] == {"mgr1": ["base", "bai-manager"]}
+    assert phases["manager"] == {"mgr1": ["base", "bai-manager", "app-proxy"]}
     assert phases["storage"] == {"st1": ["base", "storage-proxy"]}
     assert phases["agents"]["gpu1"] == ["base", "docker", "kernel_image", "bai-agent"]
     # shared data reaches every host, a host's own data wins
@@ -100,4 +100,4 @@ def test_plan_names_each_roles_operations(local_plan: dict) -> None:
 def test_plan_has_a_readiness_wait_per_service(local_plan: dict) -> None:
     waits = {op["name"] for op in local_plan["plan"] if op["name"].startswith("Wait for ")}
     assert {"Wait for postgresql", "Wait for redis", "Wait for etcd", "Wait for manager",
-            "Wait for agent", "Wait for storage-proxy"} <= waits
+            "Wait for agent", "Wait for storage-proxy", "Wait for app-proxy"} <= waits

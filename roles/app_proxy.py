@@ -1,0 +1,113 @@
+"""The app proxy (``bai-app-proxy``): its config, its service, and its registration as the
+resource group's app proxy (the original's ``wsproxy_addr`` / ``wsproxy_api_token``).
+
+* ``/etc/backend.ai/app-proxy.toml`` (root:bai-appproxy, mode 640: it holds the three keys) from
+  the settings; the keys (``app_proxy_jwt_key`` signs start-service tokens,
+  ``app_proxy_permit_key`` the browsers' per-app permits, ``app_proxy_api_secret`` is what the
+  manager sends) are generated once and kept in the secrets file like the others.
+* The proxy runs as the unprivileged system user ``bai-appproxy`` (it needs no root: its ports
+  are above 1024 and it reads only its config); it restarts only when its config or the
+  installed code changed, and the role waits until ``GET /status`` answers ``healthy``.
+* Registration runs on the manager's host, after the manager role (the database is migrated and
+  has the resource group): ``python -m bai.appproxy.register`` reads the secret from the proxy's
+  config, so it never appears on a command line, and changes nothing when already registered.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from typing import Any
+
+import tomli_w
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from . import _ops
+from ._common import secrets_file
+from ._service import Service, ensure_service
+from .bai import code_stamp, unit_text
+from .settings import Settings
+
+USER = "bai-appproxy"
+
+
+def config(settings: Settings) -> dict[str, Any]:
+    """app-proxy.toml, exactly the keys the proxy reads."""
+    return {
+        "etcd": {"namespace": settings.etcd_namespace, "addr": settings.etcd_addr},
+        "app-proxy": {
+            "id": settings.app_proxy_id,
+            "bind-host": settings.app_proxy_bind_host,
+            "advertised-host": settings.app_proxy_advertised_host,
+            "bind-api-port": settings.app_proxy_api_port,
+            "bind-proxy-port-range": list(settings.app_proxy_port_range),
+            "jwt-encrypt-key": settings.app_proxy_jwt_key,
+            "permit-hash-key": settings.app_proxy_permit_key,
+            "api-secret": settings.app_proxy_api_secret,
+            "token-ttl": settings.app_proxy_token_ttl,
+            "cookie-ttl": settings.app_proxy_cookie_ttl,
+        },
+        "logging": {"level": settings.log_level},
+    }
+
+
+def config_text(settings: Settings) -> str:
+    return "# managed by bai-install; changes are overwritten\n" + tomli_w.dumps(config(settings))
+
+
+def _local_status_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.app_proxy_bind_host in ("0.0.0.0", "") else settings.app_proxy_bind_host
+    return f"http://{host}:{settings.app_proxy_api_port}/status"
+
+
+def service(settings: Settings) -> Service:
+    cmd = f"{settings.bin('bai-app-proxy')} start --config {settings.app_proxy_toml}"
+    unit = unit_text("bai app proxy (sessions' web apps)", cmd, f"{settings.log_dir}/app-proxy.log",
+                     "etcd.service").replace("[Service]\n", f"[Service]\nUser={USER}\nGroup={USER}\n", 1)
+    return Service(
+        name="app-proxy",
+        unit="bai-app-proxy.service",
+        command=cmd,
+        user=USER,
+        ready=(f"{settings.bin('python')} -m installer.probe http-json "
+               f"{shlex.quote(_local_status_url(settings))} --expect status=healthy"),
+        unit_text=unit,
+        log_dir=settings.log_dir,
+        stopwaitsecs=15,
+    )
+
+
+def register_command(settings: Settings, check: bool) -> str:
+    return " ".join([
+        settings.bin("python"), "-m", "bai.appproxy.register",
+        "--manager-config", shlex.quote(settings.manager_toml),
+        "--app-proxy-config", shlex.quote(settings.app_proxy_toml),
+        "--scaling-group", shlex.quote(settings.scaling_group),
+        "--url", shlex.quote(settings.app_proxy_endpoint),
+        *(["--check"] if check else []),
+    ])
+
+
+@deploy("app-proxy")
+def app_proxy(settings: Settings) -> None:
+    program = settings.bin("bai-app-proxy")
+    _ops.ensure(
+        name="Check bai-app-proxy is installed",
+        check=f"test -x {program}",
+        commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
+        noop_message=f"{program} present",
+    )
+    server.user(name=f"System user {USER}", user=USER, system=True, shell="/usr/sbin/nologin",
+                home="/nonexistent", create_home=False)
+    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
+        files.directory(name=f"Directory {path}", path=path, mode="755")
+    secrets_file(settings)
+    conf = files.put(name=f"Write {settings.app_proxy_toml}", src=StringIO(config_text(settings)),
+                     dest=settings.app_proxy_toml, mode="640", user="root", group=USER)
+    code = files.put(name="Record the app proxy's code version", src=StringIO(code_stamp()),
+                     dest=f"{settings.state_dir}/app-proxy.code", mode="644")
+    ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
+    _ops.ensure(name=f"Register the app proxy with resource group {settings.scaling_group}",
+                check=register_command(settings, check=True), commands=[register_command(settings, check=False)],
+                noop_message=f"{settings.scaling_group} uses {settings.app_proxy_endpoint}")
