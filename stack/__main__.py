@@ -1,6 +1,11 @@
-"""Entry point Pulumi runs (``main: stack/`` in Pulumi.yaml)."""
+"""Entry point Pulumi runs (``main: stack/`` in Pulumi.yaml): Pulumi runs this file as a script,
+so the checkout's root goes on ``sys.path`` for ``import stack``."""
 
-raise SystemExit(
-    "bai's Pulumi program is not available yet; install onto existing machines with "
-    "`bai-install install --inventory inventories/<file>.py`."
-)
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stack.program import main  # noqa: E402
+
+main()
