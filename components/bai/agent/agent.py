@@ -30,6 +30,7 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 
 import bai.kernel
+from bai.common import etcd as etcd_mod
 from bai.common import kernel_logs
 from bai.common.agent_rpc import (
     LOG_TAIL_BYTES,
@@ -51,6 +52,16 @@ from bai.common.service_ports import LABEL_SERVICE_PORTS, ServicePort
 from bai.common.tasks import stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
+from .compute.base import AllocationError
+from .compute.registry import (
+    LABEL_DEVICE_ALLOCATION,
+    ComputeRegistry,
+    InvalidSlotRequest,
+    KernelAllocation,
+    allocation_from_json,
+    allocation_to_json,
+    merge_docker_args,
+)
 from .config import AgentConfig
 from .docker import (
     LABEL_KERNEL_ID,
@@ -68,7 +79,7 @@ from .docker import (
 )
 from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
 from .ports import NoFreePorts, PortPool
-from .resources import InsufficientResources, SlotAllocator, detect_capacity
+from .resources import InsufficientResources
 from .services import (
     SERVICE_START_TIMEOUT,
     ImageServices,
@@ -99,6 +110,8 @@ class Kernel:
     status: str = "PREPARING"
     container_id: str | None = None
     slots: ResourceSlots = field(default_factory=dict)
+    #: The devices it holds, per compute plugin (freed exactly once, by _release_devices).
+    allocation: KernelAllocation = field(default_factory=dict)
     runner: KernelRunner | None = None
     creation: asyncio.Task[None] | None = None
     #: Resolved with the exit code when Docker reports the container stopped.
@@ -124,7 +137,8 @@ class Agent:
         self.docker = docker
         self.events = events
         self.ipc_base = config.agent.ipc_base_path
-        self.allocator = SlotAllocator(detect_capacity(config.resource.reserved_cpu, config.resource.reserved_mem))
+        #: The compute plugins and their alloc maps (loaded by start()).
+        self.compute = ComputeRegistry([])
         self.kernels: dict[str, Kernel] = {}
         self._creation_slots = asyncio.Semaphore(config.agent.kernel_creation_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,6 +164,7 @@ class Agent:
         await asyncio.to_thread(compileall.compile_dir, str(RUNNER_DIR), quiet=2)
         if not await self.docker.has_seccomp():
             log.warning("the Docker engine applies no seccomp profile: kernels run without a syscall filter")
+        self.compute = await ComputeRegistry.load(self.config, await self._plugins_etcd_config())
         since = time.time() - 1
         self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since,
                                                                      self._on_container_oom))
@@ -170,6 +185,37 @@ class Agent:
         for kernel in self.kernels.values():
             if kernel.runner is not None:
                 await kernel.runner.close()
+        await self.compute.cleanup()
+
+    async def _plugins_etcd_config(self) -> dict[str, str]:
+        """etcd ``config/plugins/...`` (e.g. the mock accelerator's allocation mode), read once."""
+        try:
+            async with etcd_mod.connect(self.config.etcd.addr, self.config.etcd.namespace, call_deadline=5) as etcd:
+                return await etcd.get_prefix("config/plugins/")
+        except Exception as exc:
+            log.warning("cannot read config/plugins from etcd (plugins use their defaults): %s", exc)
+            return {}
+
+    def _release_devices(self, kernel: Kernel) -> None:
+        self.compute.free(kernel.allocation)
+        kernel.allocation = {}
+
+    def _readopt_devices(self, kernel: Kernel, labels: dict[str, str]) -> None:
+        """Take again the devices a re-adopted container holds, as its label records them."""
+        raw = labels.get(LABEL_DEVICE_ALLOCATION)
+        try:
+            if raw is not None:
+                kernel.allocation = allocation_from_json(json.loads(raw))
+                self.compute.apply(kernel.allocation)
+                return
+        except ValueError as exc:
+            log.warning("kernel %s: unreadable device allocation label (%s); booking its slots anew",
+                        kernel.kernel_id, exc)
+        # A container of an agent version without the label: book its slots on any devices.
+        try:
+            kernel.allocation = self.compute.allocate(kernel.slots)
+        except (AllocationError, InvalidSlotRequest) as exc:
+            log.warning("kernel %s: its slots do not fit this agent's devices any more: %s", kernel.kernel_id, exc)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -191,7 +237,7 @@ class Agent:
             except ValueError:
                 kernel.slots = {}
             self.kernels[kernel_id] = kernel
-            self.allocator.restore(kernel_id, kernel.slots)
+            self._readopt_devices(kernel, labels)
             kernel.image = str(info.get("Image") or "")
             kernel.service_ports = restore_from_labels(kernel_id, labels, self.ports)
             if info.get("State") != "running":
@@ -249,10 +295,10 @@ class Agent:
             region=self.config.agent.region,
             architecture=platform.machine(),
             version=agent_version(),
-            resource_slots=slots_to_json(self.allocator.capacity),
-            slot_types=dict(INTRINSIC_SLOTS),
+            resource_slots=slots_to_json(self.compute.available),
+            slot_types={**INTRINSIC_SLOTS, **self.compute.slot_types},
             images=images,
-            compute_plugins={"cpu": {"version": agent_version()}, "mem": {"version": agent_version()}},
+            compute_plugins=await self.compute.extra_infos(agent_version()),
         )
 
     # --- RPC: create ------------------------------------------------------------------------
@@ -261,6 +307,12 @@ class Agent:
         clashes = [kid for kid in req.kernel_ids if kid in self.kernels]
         if clashes:
             raise InvalidInput(f"kernels already exist: {', '.join(clashes)}")
+        for config in req.configs:
+            # What could never be placed here is refused now, not reported later as a failed start.
+            try:
+                self.compute.check_request(self._requested_slots(config))
+            except (InvalidSlotRequest, ValueError, ArithmeticError) as exc:
+                raise InvalidInput(f"invalid resource request: {exc}") from exc
         for kernel_id, config in zip(req.kernel_ids, req.configs, strict=True):
             kernel = Kernel(kernel_id, req.session_id, self.ipc_base / kernel_id)
             self.kernels[kernel_id] = kernel
@@ -273,9 +325,12 @@ class Agent:
             await self._ensure_image(kernel, config)
             async with self._creation_slots:
                 await self.events.produce("kernel_creating", self.id, kernel_id=kid, session_id=sid)
-                slots = normalize_slots(dict(config.resource_slots), {**INTRINSIC_SLOTS, **{
-                    k: "count" for k in config.resource_slots if k not in INTRINSIC_SLOTS}})
-                kernel.slots = self.allocator.allocate(kid, slots)
+                slots = self._requested_slots(config)
+                try:
+                    kernel.allocation = self.compute.allocate(slots)
+                except (AllocationError, InvalidSlotRequest) as exc:
+                    raise InsufficientResources(str(exc)) from exc
+                kernel.slots = {k: v for k, v in slots.items() if v != 0 or k in INTRINSIC_SLOTS}
                 labels = {**config.image.labels}
                 if "ai.backend.runtime-path" not in labels:
                     labels = {**await self.docker.image_labels(config.image.canonical), **labels}
@@ -295,6 +350,8 @@ class Agent:
                     image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
                     confinement=self.confinement,
                 )
+                merge_docker_args(body, await self.compute.docker_args(kernel.allocation))
+                body["Labels"][LABEL_DEVICE_ALLOCATION] = json.dumps(allocation_to_json(kernel.allocation))
                 kernel.service_ports = publish(kid, planned_ports, self.ports, body,
                                                labels.get(LABEL_SERVICE_PORTS))
                 try:
@@ -315,7 +372,7 @@ class Agent:
                 "kernel_host": self.config.container.bind_host,
                 "resource_spec": {"slots": slots_to_json(kernel.slots), "scratch_disk_size": 0, "mounts": [
                     [m.host_path, m.kernel_path, m.permission] for m in config.mounts]},
-                "attached_devices": {},
+                "attached_devices": self.compute.attached_devices(kernel.allocation),
                 "scaling_group": self.config.agent.scaling_group,
                 "agent_addr": self.addr,
             })
@@ -337,6 +394,11 @@ class Agent:
             kernel.gone.set_result(None)
         finally:
             kernel.creation = None
+
+    def _requested_slots(self, config: KernelCreationConfig) -> ResourceSlots:
+        slot_types = {**INTRINSIC_SLOTS, **self.compute.slot_types}
+        return normalize_slots(dict(config.resource_slots), {
+            **{k: "count" for k in config.resource_slots if k not in slot_types}, **slot_types})
 
     async def _start_batch(self, kernel: Kernel, runner: KernelRunner, command: str) -> None:
         try:
@@ -419,7 +481,7 @@ class Agent:
         except Exception:
             log.exception("kernel %s: removing the container of a failed creation", kernel.kernel_id)
         shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
-        self.allocator.release(kernel.kernel_id)
+        self._release_devices(kernel)
         self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
 
@@ -468,7 +530,7 @@ class Agent:
         except Exception:
             log.exception("kernel %s: removing container %s", kernel.kernel_id, kernel.container_id)
         shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
-        self.allocator.release(kernel.kernel_id)
+        self._release_devices(kernel)
         self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
         try:

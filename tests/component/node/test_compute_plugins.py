@@ -1,0 +1,237 @@
+"""Compute plugins on a whole node (real manager, agent, Docker): a mock accelerator in discrete
+mode, then in fractional mode, sessions that get their devices in their environment, a session
+that does not fit waiting PENDING with its reason, whole-core requests pinned to their cores, and
+an agent restart that takes the running kernels' devices again (no double allocation)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+
+from bai.agent.agent import Agent
+from bai.agent.config import AgentConfig
+from bai.agent.server import AgentServer
+from bai.common import etcd as etcd_mod
+from bai.manager.server import build_app
+from bai.manager.store import tables as t
+from tests.fixtures.halfstack import HalfStack
+from tests.fixtures.node_parts import NodeParts, node_parts
+
+from .conftest import Node
+from .test_sessions import wait_status
+
+# Two whole GPUs; in fractional mode one share is 8 GiB, so each 4 GiB device holds 0.5 shares.
+MOCK_TOML = """
+slot_name = "cuda"
+device_plugin_name = "CUDADevice"
+unit_mem = "8g"
+unit_proc = 8
+[attributes]
+nvidia_driver = "550.54.15"
+[[devices]]
+mother_uuid = "GPU-aaaa"
+model_name = "Mock GPU"
+subproc_count = 16
+memory_size = "4g"
+is_mig_device = false
+[[devices]]
+mother_uuid = "GPU-bbbb"
+model_name = "Mock GPU"
+subproc_count = 16
+memory_size = "4g"
+is_mig_device = false
+"""
+
+PROBE = ("import os; print(os.environ.get('BACKENDAI_MOCK_CUDA_DEVICES'), "
+         "os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('BACKENDAI_MOCK_CUDA_SHARES'), "
+         "len(os.sched_getaffinity(0)))")
+
+
+@dataclass
+class ComputeNode:
+    node: Node
+    parts: NodeParts
+    config: AgentConfig
+
+    @property
+    def agent(self) -> Agent:
+        agent = self.node.agent.agent
+        assert isinstance(agent, Agent)
+        return agent
+
+    async def restart_agent(self, expect_slot: str) -> None:
+        """Stop the agent (its kernels keep running) and start a new one, which re-adopts them;
+        returns once the manager has its heartbeat with ``expect_slot``."""
+        async with self.parts.db.connect() as conn:
+            since = await conn.scalar(sa.select(sa.func.now()))
+        # the same RPC port: the manager keeps each kernel's agent address
+        port = self.node.agent.addr.rpartition(":")[2]
+        self.config = self.config.model_copy(update={
+            "agent": self.config.agent.model_copy(update={"rpc_listen_addr": f"127.0.0.1:{port}"})})
+        await self.node.agent.stop()
+        self.node.agent = AgentServer(self.config)
+        await self.node.agent.start()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while True:
+            async with self.parts.db.connect() as conn:
+                row = (await conn.execute(sa.select(t.agents).where(t.agents.c.id == self.parts.agent_id))).one()
+            if row.status == "ALIVE" and row.last_seen > since and expect_slot in row.available_slots:
+                return
+            assert loop.time() < end, tuple(row)
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+async def cnode(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[ComputeNode]:
+    tmp = Path(tempfile.mkdtemp(prefix="bai-compute-", dir="/tmp"))
+    (tmp / "mock-accelerator.toml").write_text(MOCK_TOML)
+    try:
+        async with node_parts(halfstack, "compute") as parts:
+            base = parts.agent.config
+            config = base.model_copy(update={
+                "agent": base.agent.model_copy(update={"allow_compute_plugins": ("mock",)}),
+                "plugins": {"mock": {"config-path": str(tmp / "mock-accelerator.toml")}},
+            })
+            client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
+            await client.start_server()
+            agent = AgentServer(config)
+            await agent.start()
+            node = Node(client, parts.db, parts.access_key, parts.secret_key, agent, parts.redis_addr)
+            try:
+                await parts.wait_agent_registered()
+                yield ComputeNode(node, parts, config)
+            finally:
+                await client.close()
+                await node.agent.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def create(cn: ComputeNode, resources: dict[str, str], enqueue_only: bool = False) -> tuple[str, str]:
+    name = f"cp-{secrets.token_hex(4)}"
+    st, body = await cn.node.call("POST", "/session", {
+        "name": name, "image": "python", "enqueueOnly": enqueue_only,
+        "config": {"resources": {"mem": "256m", **resources}}})
+    assert st == 201, body
+    assert body["status"] == ("PENDING" if enqueue_only else "RUNNING"), body
+    return name, body["sessionId"]
+
+
+async def probe(cn: ComputeNode, name: str) -> list[str]:
+    st, res = await cn.node.call("POST", f"/session/{name}", {"mode": "query", "code": PROBE, "runId": None})
+    assert st == 200 and res["result"]["exitCode"] == 0, res
+    return "".join(text for _, text in res["result"]["console"]).split()
+
+
+async def host_config(session_id: str) -> dict[str, Any]:
+    async with aiodocker.Docker() as docker:
+        [container] = await docker.containers.list(
+            all=True, filters=json.dumps({"label": [f"ai.backend.session-id={session_id}"]}))
+        return dict((await container.show())["HostConfig"])
+
+
+async def wait_pending_reason(cn: ComputeNode, session_id: str) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while True:
+        async with cn.parts.db.connect() as conn:
+            row = (await conn.execute(sa.select(t.sessions.c.status, t.sessions.c.status_info,
+                                                t.sessions.c.status_data)
+                                      .where(t.sessions.c.id == session_id))).one()
+        if row.status_info == "no-available-instances":
+            assert row.status == "PENDING"
+            return dict(row.status_data)
+        assert row.status == "PENDING" and loop.time() < end, tuple(row)
+        await asyncio.sleep(0.05)
+
+
+async def destroy(cn: ComputeNode, *names: str) -> None:
+    for name in names:
+        st, body = await cn.node.call("DELETE", f"/session/{name}")
+        assert st == 200, body
+
+
+async def test_discrete_devices_pinned_cores_and_pending(cnode: ComputeNode) -> None:
+    async with cnode.parts.db.connect() as conn:
+        row = (await conn.execute(sa.select(t.agents).where(t.agents.c.id == cnode.parts.agent_id))).one()
+    assert row.available_slots["cuda.device"] == "2"
+    assert row.compute_plugins["cuda"]["mock"] is True and row.compute_plugins["cuda"]["nvidia_driver"] == "550.54.15"
+    cores = sorted(os.sched_getaffinity(0))
+
+    # (the kernel image asks for at least one core per session; this host may have only two)
+    both, both_id = await create(cnode, {"cpu": "1", "cuda.device": "2"})
+    assert await probe(cnode, both) == ["GPU-aaaa,GPU-bbbb", "0,1", "None", "1"]      # pinned to one core
+    pinned = await host_config(both_id)
+    assert pinned["CpusetCpus"] == str(cores[0]) and pinned["NanoCpus"] == 10**9
+    assert pinned["Memory"] == pinned["MemorySwap"] == 256 * 2**20
+
+    # No device left (but a core is): the session waits, and the scheduler says why.
+    waiting, waiting_id = await create(cnode, {"cpu": "1", "cuda.device": "1"}, enqueue_only=True)
+    data = await wait_pending_reason(cnode, waiting_id)
+    assert "big enough" in data["scheduler"]["msg"]
+    st, body = await cnode.node.call("POST", "/session", {
+        "name": f"cp-{secrets.token_hex(4)}", "image": "python", "config": {"resources": {"rocm.device": "1"}}})
+    assert st == 400 and "rocm.device" in json.dumps(body), body
+
+    # Freeing the devices lets the waiting session start on the first one.
+    await destroy(cnode, both)
+    assert await wait_status(cnode.node, waiting_id, {"RUNNING", "ERROR", "CANCELLED"}) == "RUNNING"
+    assert await probe(cnode, waiting) == ["GPU-aaaa", "0", "None", "1"]
+    assert cnode.agent.compute.used()["cuda.device"] == 1
+    await destroy(cnode, waiting)
+    assert cnode.agent.compute.used()["cuda.device"] == 0 and cnode.agent.compute.used()["cpu"] == 0
+
+
+async def test_agent_restart_takes_the_same_devices_again(cnode: ComputeNode) -> None:
+    held, held_id = await create(cnode, {"cpu": "1", "cuda.device": "1"})
+    assert (await probe(cnode, held))[0] == "GPU-aaaa"
+    await cnode.restart_agent("cuda.device")
+    agent = cnode.agent
+    assert agent.compute.used()["cuda.device"] == 1 and agent.compute.used()["cpu"] == 1
+    [kernel] = agent.kernels.values()
+    assert kernel.allocation["cuda"] == {"cuda.device": {"GPU-aaaa": 1}}
+    # The re-adopted kernel still runs and keeps its device and core; a new session gets the others.
+    assert (await probe(cnode, held))[0] == "GPU-aaaa"
+    other, other_id = await create(cnode, {"cpu": "1", "cuda.device": "1"})
+    assert (await probe(cnode, other))[0] == "GPU-bbbb"
+    assert (await host_config(other_id))["CpusetCpus"] != (await host_config(held_id))["CpusetCpus"]
+    await destroy(cnode, held, other)
+    assert agent.compute.used()["cuda.device"] == 0 and agent.compute.used()["cpu"] == 0
+
+
+async def test_fractional_mode_shares(cnode: ComputeNode) -> None:
+    etcd_cfg = cnode.parts.manager_config.etcd
+    async with etcd_mod.connect(etcd_cfg.addr, etcd_cfg.namespace) as etcd:
+        await etcd.put("config/plugins/accelerator/cuda/allocation_mode", "fractional")
+    await cnode.restart_agent("cuda.shares")
+    async with cnode.parts.db.connect() as conn:
+        slots = await conn.scalar(sa.select(t.agents.c.available_slots).where(t.agents.c.id == cnode.parts.agent_id))
+    assert slots["cuda.shares"] == "1" and "cuda.device" not in slots
+
+    # 0.75 does not fit one device (0.5 each): it spans both, fewest devices first.
+    big, _ = await create(cnode, {"cpu": "1", "cuda.shares": "0.75"})
+    assert (await probe(cnode, big))[:3] == ["GPU-aaaa,GPU-bbbb", "0,1", "GPU-aaaa:0.5,GPU-bbbb:0.25"]
+    waiting, waiting_id = await create(cnode, {"cpu": "1", "cuda.shares": "0.5"}, enqueue_only=True)
+    await wait_pending_reason(cnode, waiting_id)
+    small, _ = await create(cnode, {"cpu": "1", "cuda.shares": "0.25"})
+    assert (await probe(cnode, small))[:3] == ["GPU-bbbb", "1", "GPU-bbbb:0.25"]
+    # whole devices are no longer a slot anywhere: refused at once, naming the slot
+    st, body = await cnode.node.call("POST", "/session", {
+        "name": f"cp-{secrets.token_hex(4)}", "image": "python", "config": {"resources": {"cuda.device": "1"}}})
+    assert st == 400 and "cuda.device" in json.dumps(body), body
+    await destroy(cnode, waiting, big, small)
+    assert cnode.agent.compute.used()["cuda.shares"] == 0
