@@ -123,6 +123,11 @@ def device_shares(spec: MockDeviceSpec, unit_mem: int, unit_proc: int) -> Decima
     return shares.quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
 
 
+def _plain(amount: Decimal) -> str:
+    """``Decimal("0.50")`` -> ``"0.5"``, ``Decimal("1E+1")`` -> ``"10"``."""
+    return format(amount.normalize(), "f")
+
+
 class MockPlugin(ComputePlugin):
     """The mock accelerator; its ``key`` is the file's ``slot_name``."""
 
@@ -239,12 +244,12 @@ class MockPlugin(ComputePlugin):
         if self.mode == "fractional":
             shares = allocation.get(self.main_slot) or {}
             env.append(f"BACKENDAI_MOCK_{upper}_SHARES="
-                       + ",".join(f"{dev}:{amount}" for dev, amount in shares.items()))
+                       + ",".join(f"{dev}:{_plain(amount)}" for dev, amount in shares.items()))
         return {"Env": env}
 
     def generate_resource_data(self, allocation: DeviceAllocation) -> dict[str, str]:
         return {f"{slot.upper().replace('.', '_').replace(':', '_')}_SHARES":
-                ",".join(f"{dev}:{amount}" for dev, amount in per_device.items())
+                ",".join(f"{dev}:{_plain(amount)}" for dev, amount in per_device.items())
                 for slot, per_device in allocation.items()}
 
     def get_attached_devices(self, allocation: DeviceAllocation) -> list[dict[str, Any]]:
