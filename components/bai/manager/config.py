@@ -62,6 +62,9 @@ class ManagerSection(Section):
     stuck_session_timeout: float = Field(300.0, alias="stuck-session-timeout", gt=0)
     #: How often the stuck-session sweep runs.
     sweep_interval: float = Field(30.0, alias="sweep-interval", gt=0)
+    #: How often running sessions are checked against their keypair policy's idle_timeout and
+    #: max_session_lifetime (services/idle.py); activity stamps reach Redis at the same pace.
+    idle_check_interval: float = Field(10.0, alias="idle-check-interval", gt=0)
     #: How often every agent's kernels are reconciled with the database (also done at once when
     #: an agent comes back or answers again after an RPC could not reach it).
     agent_sync_interval: float = Field(30.0, alias="agent-sync-interval", gt=0)

@@ -49,7 +49,7 @@ from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
 from bai.manager.api.middlewares import auth_middleware, on_prepare, problem_middleware
 from bai.manager.config import ManagerConfig
 from bai.manager.errors import ServiceUnavailable
-from bai.manager.services import audit, manager_admin
+from bai.manager.services import audit, idle, manager_admin
 from bai.manager.services.auth import retire_rotated_keypairs_forever
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.lifecycle import (
@@ -195,6 +195,7 @@ async def background_tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(manager_admin.refresh_status_forever(ctx), name="manager-status"),
         asyncio.create_task(retire_rotated_keypairs_forever(ctx), name="keypair-retire"),
         asyncio.create_task(flush_query_counts_forever(ctx), name="query-counts"),
+        asyncio.create_task(idle.enforce_forever(ctx), name="idle-lifetime"),
     ]
     ctx.request_schedule()
     try:

@@ -12,6 +12,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
+from .activity import touch
 from .lookup import get_one, resolve_owner
 from .queries import query_counter
 
@@ -35,6 +36,7 @@ async def route(ctx: ManagerContext, requester: Requester, ref: str) -> Any:
 async def execute(ctx: ManagerContext, route: Any, *, mode: str, run_id: str | None, code: str,
                   opts: dict[str, Any] | None, flush_timeout: float) -> dict[str, Any]:
     """One execute call on the kernel ``route`` names (see :func:`route`)."""
+    touch(ctx, route.session_id)  # in memory: the idle timeout's activity
     try:
         return await ctx.agents.get(route.agent_addr).execute(
             str(route.session_id), str(route.kernel_id), run_id, mode,  # type: ignore[arg-type]
