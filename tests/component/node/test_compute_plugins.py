@@ -186,6 +186,14 @@ async def test_discrete_devices_pinned_cores_and_pending(cnode: ComputeNode) -> 
     st, body = await cnode.node.call("POST", "/session", {
         "name": f"cp-{secrets.token_hex(4)}", "image": "python", "config": {"resources": {"rocm.device": "1"}}})
     assert st == 400 and "rocm.device" in json.dumps(body), body
+    # More devices than any agent has: refused at once, naming the slot; nothing is enqueued.
+    st, body = await cnode.node.call("POST", "/session", {
+        "name": f"cp-{secrets.token_hex(4)}", "image": "python", "enqueueOnly": True,
+        "config": {"resources": {"mem": "256m", "cuda.device": "3"}}})
+    assert st == 400 and "cuda.device: 3 > 2" in body["msg"], body
+    async with cnode.parts.db.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions)
+                                 .where(t.sessions.c.status == "PENDING")) == 1
 
     # Freeing the devices lets the waiting session start on the first one.
     await destroy(cnode, both)

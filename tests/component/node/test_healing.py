@@ -197,14 +197,19 @@ async def test_a_blocking_create_answers_timeout_by_default(node: Node) -> None:
     TIMEOUT answer comes back, and the session stays queued for the client to follow."""
     ctx = node.client.app[CTX]
     original = ctx.config
+    # a session holding every core, so that the next one stays PENDING
+    hog = name()
+    st, body = await node.call("POST", "/session", {"name": hog, "image": "python", "config": {"resources": {
+        "cpu": (await agent_row(node)).available_slots["cpu"], "mem": "256m"}}})
+    assert st == 201 and body["status"] == "RUNNING", body
     ctx.config = original.model_copy(update={
         "manager": original.manager.model_copy(update={"default_create_wait": 1.0})})
     try:
         n = name()
         loop = asyncio.get_running_loop()
         began = loop.time()
-        st, body = await node.call("POST", "/session", {  # more CPUs than the agent has: stays PENDING
-            "name": n, "image": "python", "config": {"resources": {"cpu": "64"}}})
+        st, body = await node.call("POST", "/session", {  # no core free: stays PENDING
+            "name": n, "image": "python", "config": {"resources": {"cpu": "1", "mem": "256m"}}})
         took = loop.time() - began
         assert st == 201 and body["status"] == "TIMEOUT", body
         assert 1.0 <= took < 5.0
@@ -212,3 +217,4 @@ async def test_a_blocking_create_answers_timeout_by_default(node: Node) -> None:
         assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
     finally:
         ctx.config = original
+        assert (await node.call("DELETE", f"/session/{hog}"))[0] == 200

@@ -116,10 +116,21 @@ async def test_enqueue_only_and_pending_cancel(node: Node) -> None:
     assert await wait_status(node, body["sessionId"], {"RUNNING"}) == "RUNNING"
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
 
-    # a request no agent can hold stays PENDING with the scheduler's reason, and cancels cleanly
+    # a request no agent could ever hold is refused at once, naming the slot
+    st, body = await node.call("POST", "/session", {"name": name(), "image": "python", "enqueueOnly": True,
+                                                    "config": {"resources": {"cpu": "4096"}}})
+    assert st == 400 and body["type"] == PROBS + "invalid-api-params" and "cpu: 4096 > " in body["msg"], body
+    # one that does not fit while another session holds every core stays PENDING with the
+    # scheduler's reason, and cancels cleanly
+    async with node.db.connect() as conn:
+        slots = await conn.scalar(sa.select(t.agents.c.available_slots).where(t.agents.c.status == "ALIVE"))
+    hog = name()
+    st, body = await node.call("POST", "/session", {"name": hog, "image": "python",
+                                                    "config": {"resources": {"cpu": slots["cpu"], "mem": "256m"}}})
+    assert st == 201 and body["status"] == "RUNNING", body
     big = name()
     st, body = await node.call("POST", "/session", {"name": big, "image": "python", "enqueueOnly": True,
-                                                    "config": {"resources": {"cpu": "4096"}}})
+                                                    "config": {"resources": {"cpu": "1", "mem": "256m"}}})
     assert st == 201
 
     async def noted() -> bool:
@@ -135,6 +146,7 @@ async def test_enqueue_only_and_pending_cancel(node: Node) -> None:
     assert st == 200
     assert await wait_status(node, body["sessionId"], {"CANCELLED"}) == "CANCELLED"
     assert await containers(body["sessionId"]) == []
+    assert (await node.call("DELETE", f"/session/{hog}"))[0] == 200
 
 
 async def test_container_death_ends_session_with_reason(node: Node) -> None:

@@ -86,6 +86,15 @@ async def alive_in_group(conn: AsyncConnection, scaling_group: str, architecture
     return list((await conn.execute(q)).all())
 
 
+async def capacities_in_group(conn: AsyncConnection, scaling_group: str, architecture: str) -> list[ResourceSlots]:
+    """``available_slots`` of every ALIVE agent of the group for the architecture (schedulable or
+    not: an excluded agent may be included again)."""
+    rows = await conn.execute(sa.select(t.agents.c.available_slots).where(
+        t.agents.c.status == "ALIVE", t.agents.c.scaling_group == scaling_group,
+        t.agents.c.architecture == architecture))
+    return [slots_from_json(slots) for (slots,) in rows]
+
+
 async def known_slot_types(conn: AsyncConnection) -> set[str]:
     rows = await conn.execute(sa.select(t.agents.c.available_slots).where(t.agents.c.status == "ALIVE"))
     names = {"cpu", "mem"}

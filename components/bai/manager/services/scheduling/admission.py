@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bai.common.types import ResourceSlots, slots_from_json
 from bai.manager import errors
+from bai.manager.store import agents as agent_store
 from bai.manager.store import sessions as session_store
 from bai.manager.store.keypairs import Requester
 
@@ -26,6 +27,28 @@ def starts_at_of(value: str | None) -> datetime | None:
         return parse_starts_at(value, datetime.now(UTC))
     except ValueError as exc:
         raise errors.InvalidAPIParameters("Input validation error", {"starts_at": str(exc)}) from None
+
+
+async def check_capacity(conn: AsyncConnection, scaling_group: str, architecture: str,
+                         per_kernel: ResourceSlots, cluster_mode: str, cluster_size: int) -> None:
+    """Refuse (400, naming the slots) a request no ALIVE agent of the resource group could ever
+    hold, even empty: a single-node session needs all its kernels on one agent, a multi-node one
+    each kernel on some agent. With no ALIVE agent in the group the session may wait for one."""
+    agents = await agent_store.capacities_in_group(conn, scaling_group, architecture)
+    if not agents:
+        return
+    needed = dict(per_kernel) if cluster_mode == "multi-node" else \
+        {slot: amount * cluster_size for slot, amount in per_kernel.items()}
+    needed = {slot: amount for slot, amount in needed.items() if amount > 0}
+    if any(all(amount <= agent.get(slot, Decimal(0)) for slot, amount in needed.items()) for agent in agents):
+        return
+    largest = {slot: max(agent.get(slot, Decimal(0)) for agent in agents) for slot in needed}
+    over = [f"{slot}: {humanize(slot, needed[slot])} > {humanize(slot, largest[slot])}"
+            for slot in sorted(needed) if needed[slot] > largest[slot]]
+    detail = "; ".join(over) if over else "no single agent has all of " + ", ".join(
+        f"{slot}={humanize(slot, needed[slot])}" for slot in sorted(needed))
+    raise errors.InvalidAPIParameters(
+        f"No agent of resource group {scaling_group!r} could ever hold this request ({detail}).")
 
 
 async def check_create_limits(conn: AsyncConnection, owner: Requester, request: ResourceSlots) -> None:

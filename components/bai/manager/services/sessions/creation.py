@@ -21,7 +21,7 @@ from bai.manager.store.keypairs import Requester
 from ..context import ManagerContext
 from ..images import check_registry_allowed
 from ..manager_admin import ensure_not_frozen
-from ..scheduling.admission import check_create_limits, starts_at_of
+from ..scheduling.admission import check_capacity, check_create_limits, starts_at_of
 from ..schemas import CreateSession
 from ..vfolders.mounts import MountRequest
 from ..vfolders.mounts import prepare as prepare_mounts
@@ -67,6 +67,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
+        await check_capacity(conn, sgroup, image.architecture, requested, req.cluster_mode, req.cluster_size)
         await check_create_limits(conn, owner, {k: v * req.cluster_size for k, v in requested.items()})
         starts_at = starts_at_of(req.starts_at)
         vfolder_mounts = await prepare_mounts(ctx, conn, owner, group_id, MountRequest(
