@@ -27,6 +27,7 @@ from bai.agent.server import AgentServer
 from bai.common import etcd as etcd_mod
 from bai.manager.server import build_app
 from bai.manager.store import tables as t
+from tests.e2e.conftest import official_client  # noqa: F401  (the official client's venv, made once)
 from tests.fixtures.halfstack import HalfStack
 from tests.fixtures.node_parts import NodeParts, node_parts
 
@@ -219,6 +220,33 @@ async def test_agent_restart_takes_the_same_devices_again(cnode: ComputeNode) ->
     assert (await host_config(other_id))["CpusetCpus"] != (await host_config(held_id))["CpusetCpus"]
     await destroy(cnode, held, other)
     assert agent.compute.used()["cuda.device"] == 0 and agent.compute.used()["cpu"] == 0
+
+
+async def official(exe: Path, cn: ComputeNode, *args: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "SORNA_"))}
+    env.update({"BACKEND_ENDPOINT": f"http://{cn.node.client.host}:{cn.node.client.port}",
+                "BACKEND_ENDPOINT_TYPE": "api", "BACKEND_ACCESS_KEY": cn.node.access_key,
+                "BACKEND_SECRET_KEY": cn.node.secret_key})
+    proc = await asyncio.create_subprocess_exec(str(exe), *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(90):
+        out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def test_the_official_client_asks_for_a_mock_device(cnode: ComputeNode,
+                                                          official_client: Path) -> None:  # noqa: F811
+    name = f"cp-{secrets.token_hex(4)}"
+    rc, out = await official(official_client, cnode, "session", "create", "-t", name,
+                             "-r", "cpu=1", "-r", "mem=256m", "-r", "cuda.device=1", "python")
+    assert rc == 0 and "is created and ready" in out, out
+    assert (await probe(cnode, name))[:2] == ["GPU-aaaa", "0"]
+    rc, out = await official(official_client, cnode, "session", "create", "-t", f"cp-{secrets.token_hex(4)}",
+                             "-r", "cuda.device=5", "python")
+    assert rc != 0 and "cuda.device: 5 > 2" in out, out
+    rc, out = await official(official_client, cnode, "session", "destroy", name)
+    assert rc == 0, out
+    assert cnode.agent.compute.used()["cuda.device"] == 0
 
 
 async def test_fractional_mode_shares(cnode: ComputeNode) -> None:
