@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiodocker.exceptions import DockerError
 
@@ -661,6 +661,26 @@ class Agent:
              "status": k.status}
             for k in self.kernels.values()
         ]
+
+
+class AgentBackend(Protocol):
+    """What the RPC server needs of an agent: :class:`Agent` (Docker) or
+    :class:`~.dummy.DummyAgent` (``[agent] backend = "dummy"``, runs nothing)."""
+
+    id: str
+    config: AgentConfig
+    addr: str
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def heartbeat(self) -> None: ...
+    async def create_kernels(self, req: CreateKernelsRequest) -> None: ...
+    async def destroy_kernel(self, req: DestroyKernelRequest) -> dict[str, Any]: ...
+    async def execute(self, req: ExecuteRequest) -> dict[str, Any]: ...
+    async def interrupt_kernel(self, kernel_id: str) -> None: ...
+    async def restart_kernel(self, kernel_id: str) -> None: ...
+    async def get_logs(self, req: GetLogsRequest) -> dict[str, Any]: ...
+    def list_kernels(self) -> list[dict[str, Any]]: ...
 
 
 #: Creation failures that are about the request or the environment, not bugs: no traceback.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from bai.common.config import EtcdConfig, Section, find_config, load_config
 from bai.common.host_mounts import HostMountsConfig
-from bai.common.types import parse_binary_size
+from bai.common.types import ResourceSlots, parse_binary_size
 
 
 class AgentSection(Section):
@@ -26,6 +26,9 @@ class AgentSection(Section):
     block_compute_plugins: tuple[str, ...] = Field((), alias="block-compute-plugins")
     heartbeat_interval: float = Field(5.0, alias="heartbeat-interval", gt=0)
     kernel_creation_concurrency: int = Field(4, alias="kernel-creation-concurrency", ge=1, le=32)
+    #: ``docker`` runs kernels in containers; ``dummy`` (tests and benchmarks only) runs nothing
+    #: and answers as if it had (:mod:`bai.agent.dummy`, configured by ``[dummy]``).
+    backend: Literal["docker", "dummy"] = "docker"
 
 
 #: The ``work`` user baked into the kernel image (roles/files/build-kernel-image.sh).
@@ -69,6 +72,46 @@ class ResourceSection(Section):
         return parse_binary_size(value)  # type: ignore[arg-type]
 
 
+DUMMY_DEFAULT_SLOTS: dict[str, str | int | float] = {"cpu": 8, "mem": "16g"}
+
+
+class DummySection(Section):
+    """The dummy backend's make-believe (``[agent] backend = "dummy"``): what it reports as its
+    capacity, and how long creating and destroying a kernel pretends to take."""
+
+    slots: dict[str, str | int | float] = Field(default_factory=lambda: dict(DUMMY_DEFAULT_SLOTS))
+    create_delay: float = Field(0.05, alias="create-delay", ge=0, le=60)
+    destroy_delay: float = Field(0.0, alias="destroy-delay", ge=0, le=60)
+
+    @field_validator("slots")
+    @classmethod
+    def _slots(cls, value: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        if "cpu" not in value or "mem" not in value:
+            raise ValueError("[dummy] slots needs at least cpu and mem")
+        dummy_capacity(value)  # raises ValueError on a bad amount
+        return value
+
+    def capacity(self) -> ResourceSlots:
+        return dummy_capacity(self.slots)
+
+
+def dummy_capacity(raw: dict[str, str | int | float]) -> ResourceSlots:
+    """``{cpu=8, mem="16g", "cuda.device"=2}`` as Decimals (``mem`` and ``*.mem`` take sizes)."""
+    out: ResourceSlots = {}
+    for slot, amount in raw.items():
+        if not slot or len(slot) > 64:
+            raise ValueError(f"bad slot name {slot!r}")
+        try:
+            value = Decimal(parse_binary_size(amount)) if slot == "mem" or slot.endswith(".mem") \
+                else Decimal(str(amount))
+        except (ArithmeticError, ValueError) as exc:
+            raise ValueError(f"bad amount for slot {slot}: {amount!r}") from exc
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"bad amount for slot {slot}: {amount!r}")
+        out[slot] = value
+    return out
+
+
 class LoggingConfig(Section):
     level: str = "INFO"
 
@@ -84,6 +127,7 @@ class AgentConfig(Section):
     resource: ResourceSection = Field(default_factory=lambda: ResourceSection.model_validate({}))
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig.model_validate({}))
     debug: DebugConfig = Field(default_factory=lambda: DebugConfig.model_validate({}))
+    dummy: DummySection = Field(default_factory=lambda: DummySection.model_validate({}))
     host_mounts: HostMountsConfig = Field(default_factory=lambda: HostMountsConfig.model_validate({}),
                                           alias="host-mounts")
     #: ``[plugins.<key>]``: each compute plugin's own settings (e.g. ``[plugins.mock] config-path``).

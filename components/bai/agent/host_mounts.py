@@ -19,18 +19,18 @@ from bai.common.agent_rpc import (
 )
 from bai.common.host_mounts import HostMountFailure, HostMountInputError, HostMounts, MountSpec
 
-from .agent import Agent
+from .agent import AgentBackend
 
 
-def _node(agent: Agent) -> HostMounts:
+def _node(agent: AgentBackend) -> HostMounts:
     return HostMounts(agent.config.host_mounts)
 
 
-async def list_host_mounts(agent: Agent, req: ListHostMountsRequest) -> dict[str, Any]:
+async def list_host_mounts(agent: AgentBackend, req: ListHostMountsRequest) -> dict[str, Any]:
     return await _node(agent).list()
 
 
-async def mount_host(agent: Agent, req: MountHostRequest) -> dict[str, Any]:
+async def mount_host(agent: AgentBackend, req: MountHostRequest) -> dict[str, Any]:
     spec = MountSpec(req.name, req.fs_location, req.fs_type, req.options)
     try:
         return await _node(agent).mount(spec, fstab_path=req.fstab_path, edit_fstab=req.edit_fstab)
@@ -38,14 +38,14 @@ async def mount_host(agent: Agent, req: MountHostRequest) -> dict[str, Any]:
         raise InvalidInput(str(exc)) from exc
 
 
-async def umount_host(agent: Agent, req: UmountHostRequest) -> dict[str, Any]:
+async def umount_host(agent: AgentBackend, req: UmountHostRequest) -> dict[str, Any]:
     try:
         return await _node(agent).umount(req.name, fstab_path=req.fstab_path, edit_fstab=req.edit_fstab)
     except HostMountInputError as exc:
         raise InvalidInput(str(exc)) from exc
 
 
-async def read_fstab(agent: Agent, req: ReadFstabRequest) -> dict[str, Any]:
+async def read_fstab(agent: AgentBackend, req: ReadFstabRequest) -> dict[str, Any]:
     try:
         return {"content": await _node(agent).read_fstab(req.fstab_path)}
     except HostMountInputError as exc:

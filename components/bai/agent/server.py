@@ -39,55 +39,60 @@ from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from . import files, host_mounts
-from .agent import Agent
+from .agent import Agent, AgentBackend
 from .config import AgentConfig
 from .docker import DockerKernels
+from .dummy import DummyAgent
 
 log = logging.getLogger(__name__)
 
-AGENT = web.AppKey("agent", Agent)
+AGENT = web.AppKey("agent", AgentBackend)
 SECRET = web.AppKey("rpc_secret", str)
 
-Handler = Callable[[Agent, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[AgentBackend, Any], Awaitable[dict[str, Any]]]
 
 
-async def _ping(agent: Agent, req: PingRequest) -> dict[str, Any]:
+async def _ping(agent: AgentBackend, req: PingRequest) -> dict[str, Any]:
     return {"msg": req.msg}
 
 
-async def _create_kernels(agent: Agent, req: CreateKernelsRequest) -> dict[str, Any]:
+async def _create_kernels(agent: AgentBackend, req: CreateKernelsRequest) -> dict[str, Any]:
     await agent.create_kernels(req)
     return {}
 
 
-async def _destroy_kernel(agent: Agent, req: DestroyKernelRequest) -> dict[str, Any]:
+async def _destroy_kernel(agent: AgentBackend, req: DestroyKernelRequest) -> dict[str, Any]:
     return await agent.destroy_kernel(req)
 
 
-async def _execute(agent: Agent, req: ExecuteRequest) -> dict[str, Any]:
+async def _execute(agent: AgentBackend, req: ExecuteRequest) -> dict[str, Any]:
     return await agent.execute(req)
 
 
-async def _interrupt_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
+async def _interrupt_kernel(agent: AgentBackend, req: KernelRequest) -> dict[str, Any]:
     await agent.interrupt_kernel(req.kernel_id)
     return {}
 
 
-async def _restart_kernel(agent: Agent, req: KernelRequest) -> dict[str, Any]:
+async def _restart_kernel(agent: AgentBackend, req: KernelRequest) -> dict[str, Any]:
     await agent.restart_kernel(req.kernel_id)
     return {}
 
 
-async def _get_logs(agent: Agent, req: GetLogsRequest) -> dict[str, Any]:
+async def _get_logs(agent: AgentBackend, req: GetLogsRequest) -> dict[str, Any]:
     return await agent.get_logs(req)
 
 
-async def _list_kernels(agent: Agent, req: BaseModel) -> dict[str, Any]:
+async def _list_kernels(agent: AgentBackend, req: BaseModel) -> dict[str, Any]:
     return {"kernels": agent.list_kernels()}
 
 
-async def _start_service(agent: Agent, req: StartServiceRequest) -> dict[str, Any]:
-    return await agent.start_service(req)
+async def _start_service(agent: AgentBackend, req: StartServiceRequest) -> dict[str, Any]:
+    # Only an agent that runs kernels has services to start (not the dummy backend).
+    start: Callable[[StartServiceRequest], Awaitable[dict[str, Any]]] | None = getattr(agent, "start_service", None)
+    if start is None:
+        raise InvalidInput("this agent runs no kernels, so no services", title="Unknown service")
+    return await start(req)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -161,7 +166,7 @@ async def _rpc(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(result).encode(), content_type="application/json")
 
 
-def build_app(agent: Agent, secret: str) -> web.Application:
+def build_app(agent: AgentBackend, secret: str) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 2**20)
     app[AGENT] = agent
     app[SECRET] = secret
@@ -175,7 +180,7 @@ class AgentServer:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.agent: Agent | None = None
+        self.agent: AgentBackend | None = None
         self.addr = ""
         self._stack = contextlib.AsyncExitStack()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -202,10 +207,13 @@ class AgentServer:
         self._stack.push_async_callback(redis.aclose)
         # Signed with a key only etcd readers can derive: managers drop events they cannot verify.
         events = EventProducer(redis, signing_key=event_signing_key(secret))
-        docker = aiodocker.Docker()
-        self._stack.push_async_callback(docker.close)
-
-        agent = Agent(cfg, DockerKernels(docker, cfg.agent.id), events)
+        agent: AgentBackend
+        if cfg.agent.backend == "dummy":
+            agent = DummyAgent(cfg, events)  # tests and benchmarks only: runs nothing
+        else:
+            docker = aiodocker.Docker()
+            self._stack.push_async_callback(docker.close)
+            agent = Agent(cfg, DockerKernels(docker, cfg.agent.id), events)
         await agent.start()
         self.agent = agent
         self._stack.push_async_callback(agent.stop)

@@ -80,6 +80,10 @@ class ManagerSection(Section):
     #: Attempts at an event whose handler meets a transient error (database or Redis down)
     #: before it is set aside on the ``events.dead`` stream.
     event_retries: int = Field(6, alias="event-retries", ge=1)
+    #: Devices whose free amounts agent selection compares first, in this order (a device's
+    #: sub-slots such as ``cuda.shares`` follow it; devices not listed come last).
+    agent_selection_resource_priority: tuple[str, ...] = Field(
+        ("cuda", "rocm", "tpu", "cpu", "mem"), alias="agent-selection-resource-priority", max_length=64)
 
 
 class AuthConfig(Section):

@@ -41,6 +41,7 @@ from bai.manager.api import (
     openapi,
     resource,
     root,
+    scaling_groups,
     session,
     stream,
 )
@@ -249,6 +250,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     bgtask.routes(app)
     gql.routes(app)
     resource.routes(app)
+    scaling_groups.routes(app)
     manager.routes(app)
     folders.routes(app)
     folder_mounts.routes(app)

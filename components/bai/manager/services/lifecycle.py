@@ -102,8 +102,14 @@ class LifecycleHandler:
                 service_ports=info.get("service_ports") or [], occupied_slots=k.requested_slots,
             )
             if not changed:
-                return
-            others_running = all(o.status == "RUNNING" for oid, o in kernels.items() if oid != kernel_id)
+                if k.status in (KernelStatus.CANCELLED.value, KernelStatus.TERMINATED.value):
+                    # Its session ended (a sibling failed, a destroy) while it was starting.
+                    late_start = k
+                else:
+                    return
+            else:
+                late_start = None
+            others_running = late_start is None and all(o.status == "RUNNING" for oid, o in kernels.items() if oid != kernel_id)
             started = False
             if others_running:
                 sess = await store.get(conn, session_id)
@@ -112,6 +118,12 @@ class LifecycleHandler:
                     info="")
                 if started and sess is not None:
                     await store.set_occupying_slots(conn, session_id, sess.requested_slots)
+        if late_start is not None:
+            try:
+                await termination.destroy_kernel(self.ctx, late_start, late_start.status_info or "already-terminated")
+            except (AgentError, OSError, TimeoutError) as exc:  # the periodic reconciliation retries
+                log.warning("removing late-started kernel %s: %r", kernel_id, exc)
+            return
         # kernel_started before session_started, as the original sends them; both before the
         # creator is woken, so a client that acts on the answer never overtakes them.
         try:
@@ -164,6 +176,16 @@ class LifecycleHandler:
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "failed-to-create"
         await termination.cancel(self.ctx, session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
+        # A session starts whole or not at all: its other kernels (on this agent or, multi-node,
+        # on others) are removed wherever they got to.
+        async with self.ctx.db.connect() as conn:
+            siblings = [k for k in await store.kernels_of(conn, session_id)
+                        if str(k.id) != ev.args.get("kernel_id") and k.agent_addr]
+        for k, res in zip(siblings, await asyncio.gather(
+                *(termination.destroy_kernel(self.ctx, k, reason) for k in siblings), return_exceptions=True),
+                strict=True):
+            if isinstance(res, BaseException):
+                log.warning("removing kernel %s of cancelled session %s: %r", k.id, session_id, res)
 
     async def on_session_success(self, ev: Event) -> None:
         """A batch session's startup command exited with 0: result SUCCESS, and it ends."""

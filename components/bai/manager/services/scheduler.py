@@ -106,7 +106,7 @@ def _pending(row: Any) -> PendingSession:
         domain_name=row.domain_name, scaling_group=row.scaling_group_name, architecture=row.architecture,
         session_type=row.session_type, created_at=row.created_at, starts_at=row.starts_at,
         requested=slots_from_json(row.requested_slots), status_info=row.status_info,
-        status_data=dict(row.status_data or {}),
+        status_data=dict(row.status_data or {}), cluster_mode=row.cluster_mode, cluster_size=row.cluster_size,
     )
 
 
@@ -218,6 +218,8 @@ class Scheduler:
         cancel_data: dict[uuid_t, dict[str, Any]] = {}
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
         placements: list[tuple[uuid_t, str, str, dict[str, Any]]] = []
+        #: multi-node sessions: (session, kernel's local rank, agent id, agent address)
+        kernel_agents: list[tuple[uuid_t, int, str, str]] = []
         cancelled: list[tuple[uuid_t, str]] = []
         touched: dict[str, AgentCapacity] = {}
         rr_states: dict[tuple[str, str], selectors.RoundRobinState | None] = {}
@@ -261,35 +263,26 @@ class Scheduler:
                                  failed_predicates=[{"name": f.name, "msg": f.msg} for f in failed])
                     notes.append((sess.id, "predicate-checks-failed", {**sess.status_data, "scheduler": sched}))
                     continue
-                key = (group, sess.architecture)
-                candidates = agents.get(key, [])
-                agent: AgentCapacity | None = None
-                if policy.roundrobin and candidates:
-                    if key not in rr_states:
-                        rr_states[key] = await self._rr_state(group, sess.architecture)
-                    agent, state = selectors.pick_round_robin(candidates, sess.requested, rr_states[key])
-                    if state != rr_states[key]:
-                        rr_states[key] = state
-                        rr_changed.add(key)
-                if agent is None:
-                    strategy = "mof" if policy.scheduler == "mof" else policy.strategy
-                    agent = selectors.pick_agent(strategy, candidates, sess.requested)
-                if agent is None:
+                candidates = agents.get((group, sess.architecture), [])
+                chosen = await self._place(policy, sess, candidates, rr_states, rr_changed)
+                if chosen is None:
                     sched.update(retries=sess.retries + 1, msg=(
                         "No agents found to be compatible with the image architecture" if not candidates else
                         "Could not find a contiguous resource region in any agent big enough to host the "
                         f"session (id: {sess.id}, resource group: {group})"))
                     notes.append((sess.id, "no-available-instances", {**sess.status_data, "scheduler": sched}))
                     continue
-                agent.reserve(sess.requested)
-                touched[agent.id] = agent
+                for agent in chosen:
+                    touched[agent.id] = agent
                 snap.scheduled.add(sess.id)
                 snap.ledger.add(sess.access_key, sess.user_uuid, sess.group_id, sess.domain_name,
                                 sess.requested, sess.is_private)
                 queue.scheduled(sess)
-                placements.append((sess.id, agent.id, agent.addr, {**sess.status_data, "scheduler": sched}))
+                placements.append((sess.id, chosen[0].id, chosen[0].addr, {**sess.status_data, "scheduler": sched}))
+                if sess.is_multi_node:
+                    kernel_agents += [(sess.id, rank, a.id, a.addr) for rank, a in enumerate(chosen)]
 
-        await store.mark_scheduled(conn, placements)
+        await store.mark_scheduled(conn, placements, kernel_agents)
         await store.note_unscheduled(conn, notes)
         await agent_store.set_occupied_slots_many(conn, {a.id: a.occupied for a in touched.values()})
         for key in rr_changed:
@@ -297,6 +290,49 @@ class Scheduler:
             if state is not None:
                 await self.ctx.etcd.put(self._rr_key(*key), json.dumps(state.to_json()))
         return PassResult([by_id[sid] for sid, *_ in placements], cancelled, cancel_data)
+
+    async def _place(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
+                     rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
+                     rr_changed: set[tuple[str, str]]) -> list[AgentCapacity] | None:
+        """The agent of each kernel, in local-rank order, with the slots reserved there: one agent
+        for a single-node session; for a multi-node one each kernel is placed in turn (the
+        original's ``assign_agent_for_kernel``). None, with nothing reserved, when some kernel
+        finds no room: a session is placed whole or not at all."""
+        if not sess.is_multi_node:
+            agent = await self._pick(policy, sess, candidates, sess.requested, rr_states, rr_changed)
+            if agent is None:
+                return None
+            agent.reserve(sess.requested)
+            return [agent]
+        request = sess.per_kernel()
+        chosen: list[AgentCapacity] = []
+        for _ in range(sess.cluster_size):
+            agent = await self._pick(policy, sess, candidates, request, rr_states, rr_changed)
+            if agent is None:
+                for placed in chosen:
+                    placed.unreserve(request)
+                return None
+            agent.reserve(request)
+            chosen.append(agent)
+        return chosen
+
+    async def _pick(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
+                    request: ResourceSlots, rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
+                    rr_changed: set[tuple[str, str]]) -> AgentCapacity | None:
+        agent: AgentCapacity | None = None
+        key = (sess.scaling_group, sess.architecture)
+        if policy.roundrobin and candidates:
+            if key not in rr_states:
+                rr_states[key] = await self._rr_state(*key)
+            agent, state = selectors.pick_round_robin(candidates, request, rr_states[key])
+            if state != rr_states[key]:
+                rr_states[key] = state
+                rr_changed.add(key)
+        if agent is None:
+            strategy = "mof" if policy.scheduler == "mof" else policy.strategy
+            agent = selectors.pick_agent(strategy, candidates, request,
+                                         self.ctx.config.manager.agent_selection_resource_priority)
+        return agent
 
     async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:
         access_keys = sorted({s.access_key for s in pending})
@@ -360,6 +396,8 @@ class Scheduler:
         # where the agent pulls the image from if it lacks it (None for local images: no lookup)
         registry = await registry_for_agent(self.ctx, kernels[0].registry or "")
         hosts = ",".join(k.cluster_hostname for k in kernels)
+        roles = [k.cluster_role for k in kernels]
+        replicas = ",".join(f"{role}:{roles.count(role)}" for role in dict.fromkeys(roles))
         configs = []
         for k in kernels:
             environ = {
@@ -369,6 +407,7 @@ class Scheduler:
                 "BACKENDAI_USER_UUID": str(sess.user_uuid), "BACKENDAI_USER_EMAIL": email or "",
                 "BACKENDAI_ACCESS_KEY": sess.access_key,
                 "BACKENDAI_CLUSTER_SIZE": str(sess.cluster_size), "BACKENDAI_CLUSTER_HOSTS": hosts,
+                "BACKENDAI_CLUSTER_REPLICAS": replicas,
                 "BACKENDAI_CLUSTER_HOST": k.cluster_hostname, "BACKENDAI_CLUSTER_ROLE": k.cluster_role,
                 "BACKENDAI_CLUSTER_IDX": str(k.cluster_idx), "BACKENDAI_CLUSTER_LOCAL_RANK": str(k.local_rank),
             }
@@ -385,10 +424,27 @@ class Scheduler:
             })
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
-        addr = kernels[0].agent_addr
-        try:
-            await self.ctx.agents.get(addr).create_kernels(
-                str(session_id), [str(k.id) for k in kernels], configs, cluster_info)
-        except (TimeoutError, AgentError, OSError) as exc:
-            log.warning("create_kernels on %s failed: %r", addr, exc)
-            await termination.cancel(self.ctx, session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})
+        # One create_kernels per agent (a multi-node session's kernels are on several), at once.
+        by_agent: dict[str, list[int]] = defaultdict(list)
+        for idx, k in enumerate(kernels):
+            by_agent[k.agent_addr].append(idx)
+        results = await asyncio.gather(*(
+            self.ctx.agents.get(addr).create_kernels(
+                str(session_id), [str(kernels[i].id) for i in idxs], [configs[i] for i in idxs], cluster_info)
+            for addr, idxs in by_agent.items()), return_exceptions=True)
+        failures = {addr: res for addr, res in zip(by_agent, results, strict=True) if isinstance(res, BaseException)}
+        if not failures:
+            return
+        addr, exc = next(iter(failures.items()))
+        log.warning("create_kernels on %s failed: %r", addr, exc)
+        await termination.cancel(self.ctx, session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})
+        # All or nothing: the kernels other agents accepted are removed too.
+        started = [kernels[i] for a, idxs in by_agent.items() if a not in failures for i in idxs]
+        for k, res in zip(started, await asyncio.gather(
+                *(termination.destroy_kernel(self.ctx, k, "failed-to-start") for k in started),
+                return_exceptions=True), strict=True):
+            if isinstance(res, BaseException):
+                log.warning("removing kernel %s of failed session %s: %r", k.id, session_id, res)
+        unexpected = [e for e in failures.values() if not isinstance(e, (TimeoutError, AgentError, OSError))]
+        if unexpected:
+            raise unexpected[0]

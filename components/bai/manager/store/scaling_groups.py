@@ -131,3 +131,19 @@ async def disassociate_all(conn: AsyncConnection, kind: str, key: Any) -> int:
     """Removes every resource group of the domain / project; how many there were."""
     assoc, column, _, _ = ASSOCIATIONS[kind]
     return (await conn.execute(sa.delete(assoc).where(assoc.c[column] == key))).rowcount
+
+
+async def project_of_domain(conn: AsyncConnection, domain_name: str, ref: str,
+                            member: uuid.UUID | None) -> uuid.UUID | None:
+    """The active project ``ref`` (name or id) of the domain; with ``member``, only if that user
+    belongs to it."""
+    cond = t.groups.c.name == ref
+    try:
+        cond = sa.or_(cond, t.groups.c.id == uuid.UUID(ref))
+    except ValueError:
+        pass
+    q = sa.select(t.groups.c.id).where(cond, t.groups.c.domain_name == domain_name, t.groups.c.is_active.is_(True))
+    if member is not None:
+        q = q.where(t.groups.c.id.in_(sa.select(t.association_groups_users.c.group_id)
+                                      .where(t.association_groups_users.c.user_id == member)))
+    return await conn.scalar(q.limit(1))

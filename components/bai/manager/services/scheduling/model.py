@@ -37,6 +37,17 @@ class PendingSession:
     requested: ResourceSlots
     status_info: str | None
     status_data: dict[str, Any]
+    cluster_mode: str = "single-node"
+    cluster_size: int = 1
+
+    @property
+    def is_multi_node(self) -> bool:
+        return self.cluster_mode == "multi-node" and self.cluster_size > 1
+
+    def per_kernel(self) -> ResourceSlots:
+        """What each kernel asks for (``requested`` is the session's total; kernels are alike)."""
+        size = max(self.cluster_size, 1)
+        return {k: v / size for k, v in self.requested.items()}
 
     @property
     def retries(self) -> int:
@@ -65,6 +76,10 @@ class AgentCapacity:
 
     def reserve(self, request: ResourceSlots) -> None:
         add_slots(self.occupied, request)
+
+    def unreserve(self, request: ResourceSlots) -> None:
+        for slot, amount in request.items():
+            self.occupied[slot] = self.occupied.get(slot, Decimal(0)) - amount
 
 
 @dataclass(frozen=True)

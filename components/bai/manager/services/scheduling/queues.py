@@ -13,6 +13,7 @@ not stop later ones (the original's dispatcher does the same)."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -54,11 +55,22 @@ class LifoQueue(SessionQueue):
 
 
 class DrfQueue(SessionQueue):
+    """Sessions queue per keypair (oldest first) and each keypair's share is kept up to date
+    as the pass schedules, so a pick looks at one head per keypair, not at every session."""
+
     def __init__(self, sessions: Iterable[PendingSession], capacity: ResourceSlots,
                  occupancy_by_keypair: dict[str, ResourceSlots]) -> None:
-        super().__init__(sessions)
+        super().__init__(())
         self._capacity = capacity
         self._usage = {k: dict(v) for k, v in occupancy_by_keypair.items()}
+        #: keypair -> its sessions with their position in the pass's order (ties go to the oldest)
+        self._queues: dict[str, deque[tuple[int, PendingSession]]] = {}
+        for pos, sess in enumerate(sessions):
+            self._queues.setdefault(sess.access_key, deque()).append((pos, sess))
+        self._shares = {key: self._share(key) for key in self._queues}
+
+    def __bool__(self) -> bool:
+        return bool(self._queues)
 
     def _share(self, access_key: str) -> Decimal:
         usage = self._usage.get(access_key, {})
@@ -67,12 +79,16 @@ class DrfQueue(SessionQueue):
         return max(shares, default=Decimal(0))
 
     def next(self) -> PendingSession:
-        shares = {s.access_key: self._share(s.access_key) for s in self._left}
-        best = min(range(len(self._left)), key=lambda i: (shares[self._left[i].access_key], i))
-        return self._left.pop(best)
+        key = min(self._queues, key=lambda k: (self._shares[k], self._queues[k][0][0]))
+        queue = self._queues[key]
+        _, sess = queue.popleft()
+        if not queue:
+            del self._queues[key]
+        return sess
 
     def scheduled(self, sess: PendingSession) -> None:
         add_slots(self._usage.setdefault(sess.access_key, {}), sess.requested)
+        self._shares[sess.access_key] = self._share(sess.access_key)
 
 
 def make_queue(scheduler: str, sessions: list[PendingSession], *, num_retries_to_skip: int,

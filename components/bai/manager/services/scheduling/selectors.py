@@ -21,10 +21,12 @@ DEFAULT_STRATEGY = "dispersed"  # the original's default
 DEVICE_PRIORITY = ("cuda", "rocm", "tpu", "cpu", "mem")
 
 
-def slot_priority(slots: set[str]) -> list[str]:
+def slot_priority(slots: set[str], priority: Sequence[str] = DEVICE_PRIORITY) -> list[str]:
+    """``slots`` in comparison order: by ``priority`` (``[manager] agent-selection-resource-priority``)
+    of their device, a device's sub-slots right after it, unknown devices last."""
     def rank(slot: str) -> tuple[int, str]:
         device = slot.split(".", 1)[0]
-        idx = DEVICE_PRIORITY.index(device) if device in DEVICE_PRIORITY else len(DEVICE_PRIORITY)
+        idx = priority.index(device) if device in priority else len(priority)
         return idx, slot
     return sorted(slots, key=rank)
 
@@ -36,36 +38,48 @@ def _num_extras(agent: AgentCapacity, request: ResourceSlots) -> int:
                if amount > 0 and request.get(slot, Decimal(0)) == 0 and slot not in ("cpu", "mem"))
 
 
-def _pick_by(candidates: Sequence[AgentCapacity], request: ResourceSlots,
-             key: Callable[[AgentCapacity, list[str]], tuple[Any, ...]]) -> AgentCapacity | None:
-    fitting = [a for a in candidates if a.fits(request)]
+#: A strategy's preference: (agent, its free slots, slot comparison order) -> larger is better.
+_Key = Callable[[AgentCapacity, ResourceSlots, list[str]], tuple[Any, ...]]
+
+
+def _pick_by(candidates: Sequence[AgentCapacity], request: ResourceSlots, key: _Key,
+             priority: Sequence[str]) -> AgentCapacity | None:
+    # free() once per agent: this runs for every session of a pass over every candidate
+    wanted = [(slot, amount) for slot, amount in request.items() if amount > 0]
+    fitting = []
+    for agent in candidates:
+        free = agent.free()
+        if all(amount <= free.get(slot, _ZERO) for slot, amount in wanted):
+            fitting.append((agent, free))
     if not fitting:
         return None
-    order = slot_priority({s for a in fitting for s in a.available})
+    order = slot_priority({s for a, _ in fitting for s in a.available}, priority)
     # ties go to the lowest agent id, so placements are reproducible
-    return max(sorted(fitting, key=lambda a: a.id, reverse=True),
-               key=lambda a: (-_num_extras(a, request), *key(a, order)))
+    return max(sorted(fitting, key=lambda af: af[0].id, reverse=True),
+               key=lambda af: (-_num_extras(af[0], request), *key(af[0], af[1], order)))[0]
 
 
-def _dispersed(a: AgentCapacity, order: list[str]) -> tuple[Any, ...]:
-    free = a.free()
-    return tuple(free.get(s, Decimal(0)) for s in order)
+_ZERO = Decimal(0)
 
 
-def _concentrated(a: AgentCapacity, order: list[str]) -> tuple[Any, ...]:
-    free = a.free()
-    return tuple(-free.get(s, Decimal(0)) for s in order)
+def _dispersed(a: AgentCapacity, free: ResourceSlots, order: list[str]) -> tuple[Any, ...]:
+    return tuple(free.get(s, _ZERO) for s in order)
 
 
-def _legacy(a: AgentCapacity, order: list[str]) -> tuple[Any, ...]:
-    return tuple(a.available.get(s, Decimal(0)) for s in order)
+def _concentrated(a: AgentCapacity, free: ResourceSlots, order: list[str]) -> tuple[Any, ...]:
+    return tuple(-free.get(s, _ZERO) for s in order)
 
 
-def _least_occupied(a: AgentCapacity, order: list[str]) -> tuple[Any, ...]:
-    return tuple(-a.occupied.get(s, Decimal(0)) for s in order)
+def _legacy(a: AgentCapacity, free: ResourceSlots, order: list[str]) -> tuple[Any, ...]:
+    return tuple(a.available.get(s, _ZERO) for s in order)
 
 
-_KEYS = {"dispersed": _dispersed, "concentrated": _concentrated, "legacy": _legacy, "mof": _least_occupied}
+def _least_occupied(a: AgentCapacity, free: ResourceSlots, order: list[str]) -> tuple[Any, ...]:
+    return tuple(-a.occupied.get(s, _ZERO) for s in order)
+
+
+_KEYS: dict[str, _Key] = {"dispersed": _dispersed, "concentrated": _concentrated, "legacy": _legacy,
+                          "mof": _least_occupied}
 
 
 @dataclass
@@ -99,6 +113,8 @@ def pick_round_robin(candidates: Sequence[AgentCapacity], request: ResourceSlots
     return None, state
 
 
-def pick_agent(strategy: str, candidates: Sequence[AgentCapacity], request: ResourceSlots) -> AgentCapacity | None:
-    """``strategy``: one of the non-round-robin STRATEGIES, or ``mof``."""
-    return _pick_by(candidates, request, _KEYS.get(strategy, _KEYS[DEFAULT_STRATEGY]))
+def pick_agent(strategy: str, candidates: Sequence[AgentCapacity], request: ResourceSlots,
+               priority: Sequence[str] = DEVICE_PRIORITY) -> AgentCapacity | None:
+    """``strategy``: one of the non-round-robin STRATEGIES, or ``mof``; ``priority``: the
+    devices compared first (``[manager] agent-selection-resource-priority``)."""
+    return _pick_by(candidates, request, _KEYS.get(strategy, _KEYS[DEFAULT_STRATEGY]), priority)
