@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bai.agent.server import AgentServer
 from bai.manager import errors
 from bai.manager.api.keys import CTX
 from bai.manager.services.sessions.services import start_service
@@ -162,3 +163,39 @@ async def test_jupyterlab_started_with_its_token(node: Node, jupyter_image: str)
     st, _ = await node.call("DELETE", f"/session/{n}")
     assert st == 200
 
+
+
+async def test_a_restarted_agent_takes_its_kernels_ports_back(node: Node) -> None:
+    n, sid = await create(node, "python")
+    ctx, me = node.client.app[CTX], await requester(node)
+    started = await start_service(ctx, me, n, "ttyd")
+    assert started["status"] == "started"
+    kernel_id, host_port = started["kernel_id"], started["kernel_port"]
+    # Back on the same address (the manager knows the kernel's agent by it), as in production.
+    old = node.agent.config
+    config = old.model_copy(update={"agent": old.agent.model_copy(
+        update={"rpc_listen_addr": node.agent.addr.removeprefix("http://")})})
+    await node.agent.stop()
+    # The fixture stops only the agent it started: this one is stopped here (last test of the module).
+    node.agent = AgentServer(config)
+    try:
+        await node.agent.start()
+        # Rebuilt from the container's label: the port is held again, the service still runs.
+        assert node.agent.agent.ports.held(kernel_id) == [host_port]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 15
+        while True:  # the runner reconnects to the new agent within its back-off
+            try:
+                again = await start_service(ctx, me, n, "ttyd")
+                break
+            except errors.InternalServerError as exc:
+                assert loop.time() < end, exc
+                await asyncio.sleep(0.1)
+        assert again["status"] == "running" and again["kernel_port"] == host_port
+        assert (await http_get(f"http://127.0.0.1:{host_port}/"))[0] == 200
+        st, _ = await node.call("DELETE", f"/session/{n}")
+        assert st == 200
+        await wait_status(node, sid, {"TERMINATED"})
+        assert node.agent.agent.ports.held(kernel_id) == []
+    finally:
+        await node.agent.stop()
