@@ -54,7 +54,15 @@ model_name = "Mock GPU"
 subproc_count = 16
 memory_size = "4g"
 is_mig_device = false
+[[devices]]
+mother_uuid = "MIG-cccc"
+model_name = "Mock GPU MIG"
+subproc_count = 14
+memory_size = "10g"
+is_mig_device = true
+mig_profile = "1g.10gb"
 """
+MIG = "cuda.device:1g.10gb-mig"
 
 PROBE = ("import os; print(os.environ.get('BACKENDAI_MOCK_CUDA_DEVICES'), "
          "os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('BACKENDAI_MOCK_CUDA_SHARES'), "
@@ -203,6 +211,23 @@ async def test_discrete_devices_pinned_cores_and_pending(cnode: ComputeNode) -> 
     assert cnode.agent.compute.used()["cuda.device"] == 1
     await destroy(cnode, waiting)
     assert cnode.agent.compute.used()["cuda.device"] == 0 and cnode.agent.compute.used()["cpu"] == 0
+
+
+async def test_mig_slices_are_unique_and_not_mixed_with_whole_devices(cnode: ComputeNode) -> None:
+    name, _ = await create(cnode, {"cpu": "1", MIG: "1"})
+    assert (await probe(cnode, name))[:2] == ["MIG-cccc", "2"]
+    await destroy(cnode, name)
+    # Whole devices and MIG slices in one kernel: the agent refuses the kernel, the session ends.
+    st, body = await cnode.node.call("POST", "/session", {
+        "name": f"cp-{secrets.token_hex(4)}", "image": "python", "enqueueOnly": True,
+        "config": {"resources": {"cpu": "1", "mem": "256m", "cuda.device": "1", MIG: "1"}}})
+    assert st == 201, body
+    assert await wait_status(cnode.node, body["sessionId"], {"RUNNING", "ERROR", "CANCELLED"}) == "CANCELLED"
+    async with cnode.parts.db.connect() as conn:
+        info, data = (await conn.execute(sa.select(t.sessions.c.status_info, t.sessions.c.status_data)
+                                         .where(t.sessions.c.id == body["sessionId"]))).one()
+    assert info == "failed-to-start" and "cannot be mixed" in json.dumps(data), (info, data)
+    assert cnode.agent.compute.used()[MIG] == 0 and cnode.agent.compute.used()["cuda.device"] == 0
 
 
 async def test_agent_restart_takes_the_same_devices_again(cnode: ComputeNode) -> None:
