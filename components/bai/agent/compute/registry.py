@@ -3,7 +3,8 @@ per-kernel allocation across all of them.
 
 Which plugins load: ``cpu`` and ``mem`` always; the others when ``[agent] allow-compute-plugins``
 names them (or, when it is unset, every registered plugin that is not opt-in: the mock accelerator
-is), minus ``[agent] block-compute-plugins``. A plugin that fails to load or initialise is logged
+is), minus ``[agent] block-compute-plugins``. Names are entry-point names (``cuda``, ``mock``); the
+original's module names (``ai.backend.accelerator.mock``, ``...cuda_open``) are understood too. A plugin that fails to load or initialise is logged
 and skipped: the agent runs on with the others. ``[plugins.<name>]`` of agent.toml is the plugin's
 own configuration; etcd ``config/plugins/...`` is handed to every plugin as ``plugin_config["etcd"]``
 (keys relative to ``config/plugins/``).
@@ -92,12 +93,24 @@ def merge_docker_args(body: dict[str, Any], fragment: Mapping[str, Any]) -> None
             body[key] = value
 
 
+#: The original's plugin module names, as an agent.toml written for it lists them.
+ORIGINAL_PLUGIN_NAMES = {
+    "ai.backend.accelerator.cuda_open": "cuda",
+    "ai.backend.accelerator.cuda": "cuda",
+    "ai.backend.accelerator.mock": "mock",
+}
+
+
+def _names(listed: Sequence[str]) -> set[str]:
+    return {ORIGINAL_PLUGIN_NAMES.get(name, name) for name in listed}
+
+
 def _selected(name: str, allow: Sequence[str] | None, block: Sequence[str], opt_in: bool) -> bool:
     if name in INTRINSIC_PLUGINS:
         return True
-    if name in block:
+    if name in _names(block):
         return False
-    return name in allow if allow is not None else not opt_in
+    return name in _names(allow) if allow is not None else not opt_in
 
 
 class ComputeRegistry:

@@ -247,6 +247,10 @@ async def test_registry_allow_and_block_lists(tmp_path: Path) -> None:
         "plugins": default.plugins})
     registry = await ComputeRegistry.load(blocked, {}, _eps(**INTRINSIC, mock=mock))
     assert list(registry.plugins) == ["cpu", "mem"]                       # cpu/mem cannot be blocked
+    original_names = AgentConfig.model_validate({
+        "agent": {"allow-compute-plugins": ["ai.backend.accelerator.mock"]}, "plugins": default.plugins})
+    registry = await ComputeRegistry.load(original_names, {}, _eps(**INTRINSIC, mock=mock))
+    assert list(registry.plugins) == ["cuda", "cpu", "mem"]                # the original's module name
     with pytest.raises(RuntimeError, match="intrinsic"):
         await ComputeRegistry.load(default, {}, _eps(mock=mock))
 
