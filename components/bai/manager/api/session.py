@@ -8,7 +8,7 @@ from bai.manager import errors
 from bai.manager.services import schemas
 from bai.manager.services.manager_admin import ServerFrozen
 
-from . import routing
+from . import app_proxy, routing
 from .keys import SESSIONS, requester
 from .middlewares import auth_required
 from .replies import Executed, Logs, SessionCreated, SessionDestroyed, SessionInfo
@@ -110,3 +110,4 @@ def routes(app: web.Application) -> None:
                         "the last of them, kept when its container was removed).", query=schemas.SessionQuery,
                 answers=(Answer(200, "The logs.", Logs),),
                 problems=(*_REF, errors.InvalidAPIParameters, errors.GenericForbidden))
+    app_proxy.routes(app)  # start-service, the apps and their tunnels
