@@ -15,6 +15,11 @@ if ! command -v docker-registry >/dev/null && [ ! -x "$TOOLS/usr/bin/docker-regi
      && dpkg-deb -x docker-registry_*.deb "$TOOLS")
   rm -rf "$dl"
 fi
+# Debian's chromium for the app proxy's browser tests (Playwright drives it through
+# executable_path; no browser is downloaded).
+if ! command -v chromium >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
 "$VENV/bin/ruff" check components installer roles tests bench
 "$VENV/bin/mypy" --no-error-summary components/bai
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
