@@ -1,35 +1,15 @@
-"""Slot accounting: the host's capacity (cpu count, memory, minus the reserve) and what kernels hold."""
+"""Flat slot accounting (the dummy backend's): what each kernel holds, checked against a capacity.
+The Docker agent allocates through the compute plugins instead (:mod:`.compute`)."""
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
-from pathlib import Path
 
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots
 
 
 class InsufficientResources(Exception):
     pass
-
-
-def host_cpu_count() -> int:
-    # The CPUs this process may run on (respects taskset/cpusets), not the machine's total.
-    return len(os.sched_getaffinity(0))
-
-
-def host_memory(meminfo: Path = Path("/proc/meminfo")) -> int:
-    for line in meminfo.read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("MemTotal missing from /proc/meminfo")
-
-
-def detect_capacity(reserved_cpu: Decimal, reserved_mem: int) -> ResourceSlots:
-    return {
-        "cpu": max(Decimal(host_cpu_count()) - reserved_cpu, Decimal(0)),
-        "mem": Decimal(max(host_memory() - reserved_mem, 0)),
-    }
 
 
 class SlotAllocator:
