@@ -213,6 +213,23 @@ async def test_discrete_devices_pinned_cores_and_pending(cnode: ComputeNode) -> 
     assert cnode.agent.compute.used()["cuda.device"] == 0 and cnode.agent.compute.used()["cpu"] == 0
 
 
+async def test_malformed_amounts_are_refused_quickly(cnode: ComputeNode) -> None:
+    async with cnode.parts.db.connect() as conn:
+        before = await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions))
+    loop = asyncio.get_running_loop()
+    for slot, amount in (("cuda.device", "NaN"), ("cuda.device", "sNaN"), ("cpu", "Infinity"), ("cpu", "-1"),
+                         ("cuda.device", "1e999999999"), ("cpu", "abc"), ("mem", "9" * 40), ("mem", "1e99")):
+        began = loop.time()
+        st, body = await cnode.node.call("POST", "/session", {
+            "name": f"cp-{secrets.token_hex(4)}", "image": "python", "enqueueOnly": True,
+            "config": {"resources": {slot: amount}}})
+        assert st == 400 and body["type"].endswith("/invalid-api-params"), (slot, amount, body)
+        assert f"config.resources.{slot}" in json.dumps(body), body
+        assert loop.time() - began < 5, (slot, amount)
+    async with cnode.parts.db.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions)) == before
+
+
 async def test_mig_slices_are_unique_and_not_mixed_with_whole_devices(cnode: ComputeNode) -> None:
     name, _ = await create(cnode, {"cpu": "1", MIG: "1"})
     assert (await probe(cnode, name))[:2] == ["MIG-cccc", "2"]

@@ -34,6 +34,8 @@ __all__ = ["DEFAULT_SHMEM", "SETTLED", "create"]
 #: Statuses after which a blocking create stops waiting.
 SETTLED = frozenset({"RUNNING", "ERROR", "CANCELLED", "TERMINATED", "TERMINATING"})
 DEFAULT_SHMEM = 64 * 2**20
+#: No slot amount is 10**31 or more (not even bytes): larger ones are refused, not computed with.
+MAX_AMOUNT_EXPONENT = 30
 
 
 async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) -> dict[str, Any]:
@@ -190,6 +192,10 @@ def _requested_slots(
         except (ValueError, ArithmeticError):
             raise errors.InvalidAPIParameters(
                 "Input validation error", {f"config.resources.{key}": f"invalid amount: {value!r}"}) from None
+        # NaN would not even compare; an exponent like 1e999999999 would take minutes to print.
+        if not amount.is_finite() or amount.adjusted() > MAX_AMOUNT_EXPONENT:
+            raise errors.InvalidAPIParameters(
+                "Input validation error", {f"config.resources.{key}": f"invalid amount: {str(value)[:32]!r}"})
         if amount < 0:
             raise errors.InvalidAPIParameters(
                 "Input validation error", {f"config.resources.{key}": "must not be negative"})
