@@ -42,6 +42,7 @@ from bai.kernel.protocol import (
 )
 
 from .files import RunnerFiles
+from .terminal import TerminalHub
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +239,8 @@ class KernelRunner:
         #: :mod:`bai.kernel.batch`); it acknowledges with :meth:`ack_batch` once passed on.
         self.on_batch_finished: Callable[[int], Coroutine[Any, Any, None]] | None = None
         self._batch_reports: set[asyncio.Task[None]] = set()
+        #: Terminals (login shells on ptys) relayed to the manager's websockets.
+        self.terminals = TerminalHub(self)
         #: start-service requests waiting for their service-result, by request id.
         self._service_replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         #: Files in and out of the kernel (bai.agent.files), and completion requests by id.
@@ -384,9 +387,13 @@ class KernelRunner:
                 self._writer = None
                 self._connected.clear()
             self._fail_pending()
+            self.terminals.connection_lost()
 
     def _on_record(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
+        if isinstance(kind, str) and kind.startswith("pty-"):
+            self.terminals.on_record(record)  # bai.agent.terminal
+            return
         if kind == "pong":
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)

@@ -43,6 +43,7 @@ from .agent import Agent, AgentBackend
 from .config import AgentConfig
 from .docker import DockerKernels
 from .dummy import DummyAgent
+from .terminal import serve_terminal
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +167,16 @@ async def _rpc(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(result).encode(), content_type="application/json")
 
 
+async def _pty(request: web.Request) -> web.StreamResponse:
+    return await serve_terminal(request, request.app[AGENT])
+
+
 def build_app(agent: AgentBackend, secret: str) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 2**20)
     app[AGENT] = agent
     app[SECRET] = secret
     app.router.add_post("/rpc/{method}", _rpc)
+    app.router.add_get("/pty/{kernel_id}", _pty)  # a websocket: bai.agent.terminal
     files.add_routes(app, lambda request: request.app[AGENT])
     return app
 

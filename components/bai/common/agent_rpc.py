@@ -19,6 +19,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bai.common import host_mounts
+from bai.common.agent_terminal import AgentTerminal, connect_terminal
 
 #: Kernel IDs name directories on the agent host, so they are kept to a path-safe alphabet.
 KERNEL_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$"
@@ -505,6 +506,12 @@ class AgentClient:
     async def restart_kernel(self, kernel_id: str) -> None:
         """A fresh user-code process in the same container (its variables are gone)."""
         await self.call("restart_kernel", {"kernel_id": kernel_id})
+
+    async def open_terminal(self, kernel_id: str, rows: int = 24, cols: int = 80) -> AgentTerminal:
+        """A login shell on a pty in the kernel, over the agent's ``/pty/{kernel_id}`` websocket
+        (bai.agent.terminal); TerminalError when it cannot be opened."""
+        return await connect_terminal(self._get_session(), f"{self.base_url}/pty/{kernel_id}", self._headers,
+                                      rows, cols, self._connect_timeout)
 
     async def get_logs(self, kernel_id: str, tail_lines: int = LOG_TAIL_LINES,
                        max_bytes: int = LOG_TAIL_BYTES) -> str:

@@ -37,6 +37,7 @@ from .batch import WORK_DIR, BatchTask
 from .files import FileOps
 from .protocol import DEFAULT_SOCKET_PATH, FrameDecoder, ProtocolError, encode_frame
 from .services import POLL_INTERVAL, Services
+from .terminal import Terminals
 
 _READ_CHUNK = 65536
 #: Reconnection back-off: the first retry is immediate, then doubling up to this many seconds.
@@ -205,6 +206,8 @@ class Runner:
         self.oom_kills = _oom_kills()
         #: A batch session's startup command, once the agent has asked for it.
         self.batch: BatchTask | None = None
+        #: Login shells on ptys, for the agent's terminal streams.
+        self.terminals = Terminals(self, _child_env)
         #: Service ports started on demand (start-service).
         self.services = Services(self._send, _child_env)
 
@@ -250,6 +253,7 @@ class Runner:
         self.sel.unregister(self.client.sock)
         self.client.sock.close()
         self.client = None
+        self.terminals.close_all()  # their clients went with the connection
         now = time.monotonic()
         # Reconnect at once after a connection that lived a while (agent restarted); keep
         # backing off when connections keep dying young (an agent that refuses us).
@@ -331,6 +335,9 @@ class Runner:
 
     def _handle_op(self, message: dict[str, Any]) -> None:
         op = message.get("op")
+        if isinstance(op, str) and op.startswith("pty-"):
+            self.terminals.handle(message)  # :mod:`.terminal`
+            return
         if op == "code":
             self.queue.append((self.conn_gen, {"op": "code", "code": str(message.get("code", ""))}))
             self._dispatch()
@@ -593,6 +600,7 @@ class Runner:
             self._send(batch.result_record())
 
     def shutdown(self) -> None:
+        self.terminals.close_all()
         self.services.shutdown()
         if self.child is not None:
             self.child.signal_group(signal.SIGKILL)

@@ -39,6 +39,7 @@ from bai.manager.api import (
     gql,
     manager,
     openapi,
+    pty,
     resource,
     root,
     scaling_groups,
@@ -246,6 +247,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     auth.routes(app)
     session.routes(app)
     stream.routes(app)
+    pty.routes(app)
     events.routes(app)
     bgtask.routes(app)
     gql.routes(app)
