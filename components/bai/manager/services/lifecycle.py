@@ -175,17 +175,10 @@ class LifecycleHandler:
         # cancel() announces kernel_cancelled for each kernel it moves, then session_cancelled
         session_id = uuid.UUID(ev.args["session_id"])
         reason = ev.args.get("reason") or "failed-to-create"
-        await termination.cancel(self.ctx, session_id, reason, {"error": {"src": "agent", "repr": ev.args.get("error")}})
-        # A session starts whole or not at all: its other kernels (on this agent or, multi-node,
-        # on others) are removed wherever they got to.
-        async with self.ctx.db.connect() as conn:
-            siblings = [k for k in await store.kernels_of(conn, session_id)
-                        if str(k.id) != ev.args.get("kernel_id") and k.agent_addr]
-        for k, res in zip(siblings, await asyncio.gather(
-                *(termination.destroy_kernel(self.ctx, k, reason) for k in siblings), return_exceptions=True),
-                strict=True):
-            if isinstance(res, BaseException):
-                log.warning("removing kernel %s of cancelled session %s: %r", k.id, session_id, res)
+        # a session starts whole or not at all: its other kernels go too, wherever they got to
+        await termination.cancel_whole(self.ctx, session_id, reason,
+                                       {"error": {"src": "agent", "repr": ev.args.get("error")}},
+                                       failed_kernel=ev.args.get("kernel_id"))
 
     async def on_session_success(self, ev: Event) -> None:
         """A batch session's startup command exited with 0: result SUCCESS, and it ends."""

@@ -437,14 +437,9 @@ class Scheduler:
             return
         addr, exc = next(iter(failures.items()))
         log.warning("create_kernels on %s failed: %r", addr, exc)
-        await termination.cancel(self.ctx, session_id, "failed-to-start", {"error": {"src": "agent", "repr": repr(exc)}})
-        # All or nothing: the kernels other agents accepted are removed too.
-        started = [kernels[i] for a, idxs in by_agent.items() if a not in failures for i in idxs]
-        for k, res in zip(started, await asyncio.gather(
-                *(termination.destroy_kernel(self.ctx, k, "failed-to-start") for k in started),
-                return_exceptions=True), strict=True):
-            if isinstance(res, BaseException):
-                log.warning("removing kernel %s of failed session %s: %r", k.id, session_id, res)
+        # all or nothing: what other agents accepted is removed too
+        await termination.cancel_whole(self.ctx, session_id, "failed-to-start",
+                                       {"error": {"src": "agent", "repr": repr(exc)}})
         unexpected = [e for e in failures.values() if not isinstance(e, (TimeoutError, AgentError, OSError))]
         if unexpected:
             raise unexpected[0]

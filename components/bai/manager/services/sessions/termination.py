@@ -21,7 +21,7 @@ from ..context import ManagerContext
 from .lookup import get_one, resolve_owner
 from .payloads import broadcast_kernel, broadcast_session
 
-__all__ = ["CLOSE_ATTEMPTS", "cancel", "close", "destroy", "destroy_kernel", "finish_termination", "terminate"]
+__all__ = ["CLOSE_ATTEMPTS", "cancel", "cancel_whole", "close", "destroy", "destroy_kernel", "finish_termination", "terminate"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,33 @@ async def cancel(ctx: ManagerContext, session_id: uuid.UUID, reason: str,
     not_started = ["PENDING", "SCHEDULED", "PREPARING", "PULLING"]
     await close(ctx, session_id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, reason, data=data,
                 kernels_from=not_started, sessions_from=not_started)
+
+
+async def cancel_whole(ctx: ManagerContext, session_id: uuid.UUID, reason: str,
+                       data: dict[str, Any] | None = None, *, failed_kernel: str | None = None) -> None:
+    """A session whose start failed, all of it: :func:`cancel`, then -- a session of several
+    kernels starts whole or not at all -- the kernels that had started meanwhile end with it
+    (CANCELLED, their slots released) and every placed kernel but ``failed_kernel`` (which its
+    agent has already discarded) is removed from its agent."""
+    await cancel(ctx, session_id, reason, data)
+    async with ctx.db.begin() as conn:
+        sess = await store.get(conn, session_id)
+        if sess is None or sess.status != SessionStatus.CANCELLED.value:
+            return  # it was not ours to cancel (it ended otherwise, or it is running)
+        kernels = await store.kernels_of(conn, session_id)
+        started = [k for k in kernels if await store.set_kernel_status(
+            conn, k.id, KernelStatus.CANCELLED, info=reason, only_from=["RUNNING"])]
+        for agent in {k.agent for k in started if k.agent}:
+            await agent_store.refresh_occupied(conn, agent)
+    for k in started:
+        await broadcast_kernel(ctx, "kernel_cancelled", k, reason)
+    placed = [k for k in kernels if k.agent_addr and str(k.id) != failed_kernel]
+    for k, res in zip(placed, await asyncio.gather(*(destroy_kernel(ctx, k, reason) for k in placed),
+                                                   return_exceptions=True), strict=True):
+        if isinstance(res, BaseException):  # the periodic reconciliation removes it later
+            log.warning("removing kernel %s of cancelled session %s: %r", k.id, session_id, res)
+    if started:
+        ctx.request_schedule()
 
 
 async def close(
