@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "rm": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
     "kill": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
     "vfolder": ("bai.client.cli.vfolder", "make_group", "Set of vfolder operations"),
+    "events": ("bai.client.cli.session_events", "make_events_cmd", 'Alias of "session events"'),
 }
 
 

@@ -505,6 +505,9 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
     }
     for cname, factory in factories.items():
         group.add_command(factory(name=cname), cname)
+    from .session_events import make_events_cmd
+
+    group.add_command(make_events_cmd(), "events")
     return group
 
 
