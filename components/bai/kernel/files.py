@@ -184,6 +184,8 @@ class FileOps:
                 for entry in it:
                     if len(entries) >= MAX_LIST_ENTRIES:
                         break
+                    if entry.name.startswith(_TMP_PREFIX):
+                        continue  # an upload in progress (or being aborted) is not a file yet
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:

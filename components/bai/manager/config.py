@@ -49,6 +49,8 @@ class ManagerSection(Section):
     service_addr: str = Field("127.0.0.1:8081", alias="service-addr")
     heartbeat_timeout: float = Field(40.0, alias="heartbeat-timeout", gt=0)
     max_request_size: int = Field(16 * 2**20, alias="max-request-size", gt=0)
+    #: One file of POST /session/{ref}/upload (the whole request stays under max-request-size).
+    max_upload_file_size: int = Field(16 * 2**20, alias="max-upload-file-size", gt=0)
     max_wsmsg_size: int = Field(16 * 2**20, alias="max-wsmsg-size", gt=0)
     #: Seconds between websocket pings; a client that has not answered within half of it is dropped.
     ws_heartbeat: float = Field(20.0, alias="ws-heartbeat", gt=0)

@@ -10,8 +10,11 @@ CliRunner, subprocesses) can talk to it.
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import json
 import threading
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +96,8 @@ class FakeManager:
         self.create_status = "RUNNING"
         self.check_signature = True
         self.runs: dict[str, dict[str, Any]] = {}
+        #: Files uploaded into sessions: (session ref, path) -> content.
+        self.uploads: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
@@ -122,6 +127,7 @@ class FakeManager:
             self.sessions.clear()
             self.fail_next.clear()
             self.runs.clear()
+            self.uploads.clear()
         self.server_version = "v8.20240315"
         self.create_status = "RUNNING"
         self.check_signature = True
@@ -150,6 +156,7 @@ class FakeManager:
         app.router.add_post("/session/{ref}", self.handle_execute)
         app.router.add_delete("/session/{ref}", self.handle_destroy)
         app.router.add_get("/stream/session/{ref}/execute", self.handle_stream_execute)
+        app.router.add_post("/session/{ref}/upload", self.handle_upload)
         app.router.add_post("/admin/gql", self.handle_gql)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -334,6 +341,31 @@ class FakeManager:
         result["runId"] = run_id
         return web.json_response({"result": result})
 
+    async def handle_upload(self, request: web.Request) -> web.Response:
+        ref = request.match_info["ref"]
+        if self._find(ref) is None:
+            return self._not_found(ref)
+        # The recording middleware has read the body already: parse it from there.
+        raw = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode() + await request.read()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+        for part in message.iter_parts():
+            assert part.get_param("name", header="content-disposition") == "src"
+            filename = part.get_filename()
+            assert filename
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            self.uploads[(ref, urllib.parse.unquote(filename))] = payload  # FormData quotes it
+        return web.Response(status=204)
+
+    def _batch_steps(self, ref: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+        """clean-finished, build-finished, then exec: ``*`` runs the uploaded main.py's script."""
+        step = {"console": [], "exitCode": 0, "options": None, "files": []}
+        steps: list[dict[str, Any]] = [{"status": "clean-finished", **step}, {"status": "build-finished", **step}]
+        if options.get("exec") == "*":
+            code = self.uploads.get((ref, "main.py"), b"").decode()
+            return steps + script_for(code)
+        return steps + [_finished(f"exec: {options.get('exec')}\n")]
+
     async def handle_stream_execute(self, request: web.Request) -> web.StreamResponse:
         ref = request.match_info["ref"]
         if self._find(ref) is None:
@@ -345,6 +377,11 @@ class FakeManager:
         rec.ws_frames.append(first.data)
         params = json.loads(first.data)
         code = params["code"]
+        if params.get("mode") == "batch":
+            for result in self._batch_steps(ref, params.get("options") or {}):
+                await ws.send_str(json.dumps(result))
+            await ws.close()
+            return ws
         if code == "boom":
             await ws.send_str(json.dumps({"status": "error", "msg": "kernel failure"}))
             await ws.close()

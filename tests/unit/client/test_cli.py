@@ -39,7 +39,9 @@ def test_help_lists_commands() -> None:
         assert re.search(rf"^\s+{name}\s", r.stdout, re.M), name
     assert "--output [console|json]" in r.stdout
     r = invoke(["session", "--help"])
-    assert "create (start)" in r.stdout and "list (ls, ps)" in r.stdout and "destroy (rm, kill)" in r.stdout
+    assert "create (start)" in r.stdout and "list (ps)" in r.stdout and "destroy (rm, kill)" in r.stdout
+    for name in ("ls", "upload", "download"):  # ls: files in a session, or the sessions without one
+        assert re.search(rf"^\s+{name}\s", r.stdout, re.M), name
     for sub in (["run", "--help"], ["session", "create", "--help"], ["ps", "--help"], ["rm", "--help"]):
         assert invoke(sub).exit_code == 0, sub
 
@@ -168,15 +170,26 @@ def test_run_options_reach_the_body(fake: FakeManager, tmp_path: Path) -> None:
     assert body["enqueueOnly"] is False
 
 
-def test_run_reads_code_from_a_file(fake: FakeManager, tmp_path: Path) -> None:
+def test_run_files_uploads_then_runs_batch_mode(fake: FakeManager, tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text("print(6*7)")
-    r = invoke(["run", "-q", "--rm", "python", "main.py"])
-    assert r.exit_code == 0 and r.stdout == "42\n"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "util.py").write_text("X = 1")
+    r = invoke(["run", "-q", "--rm", "-t", "files-s1", "python", "main.py", "lib/util.py"])
+    assert r.exit_code == 0 and r.stdout == "42\n", r.output
+    assert {path: data for (_ref, path), data in fake.uploads.items()} == {"main.py": b"print(6*7)",
+                                                                         "lib/util.py": b"X = 1"}
+    (frame,) = fake.recorded("GET", "/stream/")[0].ws_frames
+    assert json.loads(frame) == {"code": "", "mode": "batch",
+                                 "options": {"clean": "*", "build": "*", "buildLog": False, "exec": "*"}}
+    r = invoke(["run", "--rm", "--exec", "make test", "--build", "make", "python", "main.py"])
+    assert r.exit_code == 0 and r.stdout == "exec: make test\n"
+    assert "Build finished. (exit code = 0)" in r.stderr and "Uploading done." in r.stderr
+    assert json.loads(fake.recorded("GET", "/stream/")[-1].ws_frames[0])["options"]["build"] == "make"
 
 
 @pytest.mark.parametrize(
     "args",
-    [["run", "python"], ["run", "-c", "x", "python", "main.py"], ["run", "python", "main.py", "b.py"]],
+    [["run", "python"], ["run", "-c", "x", "python", "main.py"], ["run", "--basedir", "/nowhere", "python", "main.py"]],
 )
 def test_run_argument_errors(fake: FakeManager, tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "main.py").write_text("x")

@@ -1,5 +1,7 @@
 """``backend.ai run``: create (or reuse) a session, execute code over the streaming API, and
-optionally destroy the session.
+optionally destroy the session. With FILES, as the official CLI: the files are uploaded into
+/home/work (paths relative to ``--basedir``), then run in batch mode (``--clean``, ``--build``,
+``--exec`` shell commands, each ``*`` by default: build what the files need, run ``main.py``).
 
 stdout carries exactly the program's stdout, stderr the program's stderr; progress and status
 messages also go to stderr (none with ``-q``). The exit status is the code's exit code.
@@ -51,10 +53,15 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
         "-q", "--quiet", is_flag=True,
         help="Hide execution details but show only the compute_session outputs.",
     )
+    @click.option("--clean", metavar="CMD", help="Custom shell command for cleaning up the base directory")
+    @click.option("--build", metavar="CMD", help="Custom shell command for building the given files")
+    @click.option("--exec", "exec_", metavar="CMD", help="Custom shell command for executing the given files")
+    @click.option("--basedir", metavar="PATH", type=click.Path(), default=None,
+                  help="Base directory path of uploaded files. All uploaded files must reside inside this directory.")
     @start_options
     def run(
         image: str | None, files: tuple[str, ...], code: str | None, rm: bool, stats: bool,
-        quiet: bool, **opts: Any,
+        quiet: bool, clean: str | None, build: str | None, exec_: str | None, basedir: str | None, **opts: Any,
     ) -> None:
         """
         Run the given code snippet or file in a session.
@@ -65,7 +72,7 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
         IMAGE: The name (and version/platform tags appended after a colon) of session
                runtime or programming language. May be left out with -t NAME when
                the session NAME exists: the code then runs in it.
-        FILES: A code file to run (its content is executed like -c); needs IMAGE.
+        FILES: Files to upload and run in batch mode (--clean/--build/--exec); needs IMAGE.
         """
         cli_ctx = get_cli_context()
         json_mode = cli_ctx.json_mode
@@ -84,15 +91,17 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
         if not files and code is None:
             fail('You should provide the command-line code snippet using "-c" option '
                  "if run without files.", ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
-        if len(files) > 1:
-            fail("Running multiple files (batch mode with uploads) is not supported yet; "
-                 "give one file or use -c.", ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+        batch: dict[str, Any] | None = None
         if files:
+            from ..session_files import relative_paths
+
             try:
-                code = Path(files[0]).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                fail(f"Cannot read {files[0]}: {e}", ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
-        assert code is not None
+                relative_paths(files, basedir)
+            except Exception as e:  # BackendClientError: outside the base directory
+                fail(str(e), ExitCode.INVALID_ARGUMENT, json_mode=json_mode)
+            batch = {"files": list(files), "basedir": basedir,
+                     "opts": {"clean": clean or "*", "build": build or "*", "exec": exec_ or "*"}}
+        code = code or ""
         kwargs = build_create_kwargs(opts)
         # the official CLI's ``run`` sends no dependencies and an empty preopen list
         kwargs["dependencies"] = None
@@ -107,7 +116,8 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
             report_error(e, json_mode=json_mode)
             sys.exit(ExitCode.FAILURE)
         exit_code = run_async(
-            lambda: _run(cfg, image, code, kwargs, rm=rm, stats=stats, quiet=quiet, json_mode=json_mode),
+            lambda: _run(cfg, image, code, kwargs, rm=rm, stats=stats, quiet=quiet, json_mode=json_mode,
+                         batch=batch),
             json_mode=json_mode,
         )
         sys.exit(exit_code)
@@ -194,6 +204,19 @@ async def read_user_input(options: dict[str, Any]) -> str:
     return await fut
 
 
+def _console_and_steps(verbose: bool) -> Any:
+    """print_console, plus the official CLI's line for each finished batch step."""
+
+    def on_result(result: dict[str, Any]) -> None:
+        print_console(result)
+        if verbose and result.get("status") == "clean-finished":
+            print_done(f"Clean finished. (exit code = {result.get('exitCode')})")
+        elif verbose and result.get("status") == "build-finished":
+            print_done(f"Build finished. (exit code = {result.get('exitCode')})")
+
+    return on_result
+
+
 def _exit_status(exit_code: int | None, status: str) -> int:
     if exit_code is None:
         return 0 if status == "finished" else int(ExitCode.FAILURE)
@@ -250,6 +273,7 @@ async def _run(
     stats: bool,
     quiet: bool,
     json_mode: bool,
+    batch: dict[str, Any] | None = None,
 ) -> int:
     from .. import session as sess
     from ..request import APISession
@@ -292,11 +316,20 @@ async def _run(
         result = None
         destroy_ret: Any = None
         try:
+            if batch is not None:
+                from ..session_files import upload
+
+                with spinner("Uploading source files...", enabled=verbose):
+                    await upload(api, ref, batch["files"], basedir=batch["basedir"])
+                if verbose:
+                    print_done("Uploading done.")
             result = await sess.stream_execute(
                 api,
                 ref,
                 code,
-                on_result=None if json_mode else print_console,
+                mode="query" if batch is None else "batch",
+                opts=None if batch is None else batch["opts"],
+                on_result=None if json_mode else _console_and_steps(verbose),
                 read_input=read_user_input,
             )
             if verbose:

@@ -493,7 +493,7 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
     group = AliasGroup(
         name=name,
         help="Set of compute session operations",
-        aliases={"start": "create", "ls": "list", "ps": "list", "rm": "destroy", "kill": "destroy"},
+        aliases={"start": "create", "ps": "list", "rm": "destroy", "kill": "destroy"},
     )
     factories: dict[str, Callable[..., click.Command]] = {
         "create": make_create_cmd,
@@ -505,9 +505,12 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
     }
     for cname, factory in factories.items():
         group.add_command(factory(name=cname), cname)
-    from .session_events import make_events_cmd
+    from .session_files import make_download_cmd, make_ls_cmd, make_upload_cmd
 
-    group.add_command(make_events_cmd(), "events")
+    # `session ls` lists files as the official CLI's, and sessions when given no session.
+    group.add_command(make_ls_cmd(make_list_cmd(name="list")), "ls")
+    group.add_command(make_upload_cmd(), "upload")
+    group.add_command(make_download_cmd(), "download")
     return group
 
 

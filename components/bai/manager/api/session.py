@@ -8,7 +8,7 @@ from bai.manager import errors
 from bai.manager.services import schemas
 from bai.manager.services.manager_admin import ServerFrozen
 
-from . import app_proxy, routing
+from . import app_proxy, routing, session_files
 from .keys import SESSIONS, requester
 from .middlewares import auth_required
 from .replies import Executed, Logs, SessionCreated, SessionDestroyed, SessionInfo
@@ -43,14 +43,15 @@ async def destroy(request: web.Request) -> web.Response:
 async def execute(request: web.Request) -> web.Response:
     req = await routing.params(request, schemas.ExecuteRequest)
     svc = request.app[SESSIONS]
-    if req.mode in ("batch", "complete"):
-        raise errors.InvalidAPIParameters(f"The {req.mode!r} mode is not supported by this manager yet.")
     if req.mode in ("continue", "input") and not req.run_id:
         raise errors.InvalidAPIParameters("runId is required for continue/input modes")
     route = await svc.route(requester(request), request.match_info["ref"])
+    if req.mode == "complete":  # the older way to ask for completions
+        completed = await session_files.SessionFiles(svc.ctx).complete(route, req.code, req.options or {})
+        return web.json_response({"result": completed})
     result = await svc.execute(route, mode=req.mode, run_id=req.run_id, code=req.code, opts=req.options,
                                flush_timeout=REST_FLUSH_TIMEOUT)
-    if req.mode == "query":  # one count per run, not per continue/input call
+    if req.mode in ("query", "batch"):  # one count per run, not per continue/input call
         await svc.count_query(route.session_id)
     return web.json_response({"result": result})
 
@@ -102,7 +103,7 @@ def routes(app: web.Application) -> None:
                 answers=(Answer(204, "Restarted.", media_type=""),),
                 problems=(*_REF, errors.InvalidAPIParameters, errors.GenericForbidden, errors.KernelRestartFailed))
     routing.add(app, "POST", "/session/{ref}", execute, operation_id="execute", tag="session",
-                summary="Run code in the session (query mode; continue/input for a run in progress).",
+                summary="Run code in the session (query or batch mode; continue/input for a run in progress).",
                 body=schemas.ExecuteRequest, answers=(Answer(200, "What the run produced so far.", Executed),),
                 problems=_REF)
     routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
@@ -110,4 +111,5 @@ def routes(app: web.Application) -> None:
                         "the last of them, kept when its container was removed).", query=schemas.SessionQuery,
                 answers=(Answer(200, "The logs.", Logs),),
                 problems=(*_REF, errors.InvalidAPIParameters, errors.GenericForbidden))
+    session_files.routes(app)  # interrupt, complete, upload, download, files
     app_proxy.routes(app)  # start-service, the apps and their tunnels

@@ -37,11 +37,11 @@ WRITER_LIMIT = 64 * 1024
 
 
 class StreamRequest(BaseModel):
-    """The first frame: what to run (the websocket runs query mode only)."""
+    """The first frame: what to run (query mode, or batch mode with clean/build/exec options)."""
 
     model_config = ConfigDict(extra="ignore")
     code: str = ""
-    mode: Literal["query"] = "query"
+    mode: Literal["query", "batch"] = "query"
     options: dict[str, Any] | None = None
 
 
@@ -148,7 +148,7 @@ async def stream_execute(request: web.Request) -> web.StreamResponse:
             await client.send({"status": "error", "msg": f"invalid request: {problems}"})
             return ws
         await svc.count_query(route.session_id)
-        result = await call("query", None, req.code, req.options)
+        result = await call(req.mode, None, req.code, req.options)
         run_id: str | None = None
         while True:
             run_id = result.get("runId") or run_id
@@ -192,7 +192,7 @@ def routes(app: web.Application) -> None:
         app, "GET", "/stream/session/{ref}/execute", stream_execute, operation_id="stream_execute", tag="stream",
         summary="Run code in the session over a websocket (upgrade).", websocket=True,
         description=(
-            "A websocket upgrade. The client sends one JSON text frame `{\"code\", \"mode\": \"query\", "
+            "A websocket upgrade. The client sends one JSON text frame `{\"code\", \"mode\": \"query\"|\"batch\", "
             "\"options\"}`; the server sends `{\"status\", \"console\", \"exitCode\", \"options\", \"files\"}` "
             "frames until `finished` or `exec-timeout`, reading a text frame whenever the kernel waits for "
             "input, then closes. Frames over max-wsmsg-size close the socket with 1009."),

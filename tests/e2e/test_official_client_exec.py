@@ -1,0 +1,96 @@
+"""Execution in full with the official client (backend.ai-client 24.3.11, unchanged) against the
+installed node: query mode with separate stdout/stderr and input() fed from piped stdin, batch
+mode (`run FILES`) with its exit code, `session upload`, `session ls`, `session download` of a
+file the batch run wrote, and a refused `../../etc/passwd`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+from .conftest import Api, unique_name
+
+
+def _run(exe: Path, env: dict[str, str], *args: str, cwd: Path | None = None, stdin: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=180, cwd=cwd,
+                          input=stdin)
+    if check:
+        assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_official_query_mode_streams_and_input(official_client: Path, node_env: dict[str, str], api: Api) -> None:
+    name = unique_name("xq")
+    try:
+        _run(official_client, node_env, "session", "create", "-t", name, "python")
+        code = ("import sys\n"
+                "print('to-out')\n"
+                "print('to-err', file=sys.stderr)\n"
+                "who = input('name? ')\n"
+                "print('hello', who)\n")
+        proc = _run(official_client, node_env, "run", "-t", name, "-c", code, "python", stdin="bob\n")
+        assert "to-out" in proc.stdout.splitlines() and "to-err" not in proc.stdout
+        assert "to-err" in proc.stderr
+        assert "hello bob" in proc.stdout
+    finally:
+        _run(official_client, node_env, "session", "destroy", name, check=False)
+
+
+def test_official_batch_run_upload_ls_download(official_client: Path, node_env: dict[str, str], api: Api,
+                                               tmp_path: Path) -> None:
+    name = unique_name("xb")
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "main.py").write_text(
+        "import hashlib, os\n"
+        "from pkg.helper import VALUE\n"
+        "data = bytes(range(256)) * 4096\n"
+        "open('result.bin', 'wb').write(data)\n"
+        "print('wrote', VALUE, hashlib.sha256(data).hexdigest())\n")
+    (src / "pkg" / "__init__.py").write_text("")
+    (src / "pkg" / "helper.py").write_text("VALUE = 42\n")
+    try:
+        _run(official_client, node_env, "session", "create", "-t", name, "python")
+        # run FILES: the client uploads them (paths relative to the current directory), then runs
+        # batch mode; exec "*" runs main.py.
+        proc = _run(official_client, node_env, "run", "-t", name, "python", "main.py", "pkg/__init__.py",
+                    "pkg/helper.py", cwd=src)
+        expected = hashlib.sha256(bytes(range(256)) * 4096).hexdigest()
+        assert f"wrote 42 {expected}" in proc.stdout
+        assert "Build finished. (exit code = 0)" in proc.stdout + proc.stderr
+        assert "Execution finished. (exit code = 0)" in proc.stdout + proc.stderr
+        # A failing build is reported with its exit code; exec does not run.
+        failing = _run(official_client, node_env, "run", "-t", name, "--build", "echo no-compiler >&2; exit 5",
+                       "--exec", "touch should-not-exist", "python", "main.py", cwd=src, check=False)
+        assert "Build finished. (exit code = 5)" in failing.stdout + failing.stderr
+        assert "Execution finished. (exit code = 5)" in failing.stdout + failing.stderr
+        assert "no-compiler" in failing.stderr
+
+        extra = tmp_path / "notes.txt"
+        extra.write_bytes(os.urandom(5000))
+        _run(official_client, node_env, "session", "upload", name, "notes.txt", cwd=tmp_path)
+        listing = _run(official_client, node_env, "session", "ls", name).stdout
+        for filename in ("main.py", "pkg", "result.bin", "notes.txt"):
+            assert filename in listing, listing
+        assert "should-not-exist" not in listing
+        sub = _run(official_client, node_env, "session", "ls", name, "/home/work/pkg").stdout
+        assert "helper.py" in sub
+
+        dest = tmp_path / "down"
+        dest.mkdir()
+        _run(official_client, node_env, "session", "download", name, "result.bin", "notes.txt", "--dest", str(dest))
+        assert hashlib.sha256((dest / "result.bin").read_bytes()).hexdigest() == expected
+        assert (dest / "notes.txt").read_bytes() == extra.read_bytes()
+
+        refused = _run(official_client, node_env, "session", "download", name, "../../etc/passwd", "--dest",
+                       str(dest), check=False)
+        assert refused.returncode != 0
+        assert "'..' is not allowed" in refused.stdout + refused.stderr
+        assert sorted(p.name for p in dest.iterdir()) == ["notes.txt", "result.bin"]  # nothing leaked
+        status, body = api.call("GET", f"/session/{name}/files", {"path": "/etc"})
+        assert status == 400, body
+    finally:
+        _run(official_client, node_env, "session", "destroy", name, check=False)
