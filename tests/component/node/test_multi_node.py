@@ -242,3 +242,41 @@ async def test_scaling_groups_needs_authentication_and_membership(node: Node) ->
     assert status == 400 and other in body["title"] + json.dumps(body), body  # as unknown as a missing one
     status, body = await node.call("GET", f"/scaling-groups?group={other}")  # an admin may look
     assert status == 200, body
+
+
+# ------------------------------------------------------------------ Docker backend
+
+async def test_multi_node_session_on_two_docker_agents(node: Node) -> None:
+    """The node's agent and a second Docker-backend agent process in the node's ``default``
+    group: a two-kernel multi-node session gets a container on each (each kernel asks for every
+    core an agent reports), its kernels see the cluster environment, and destroying it removes
+    both containers."""
+    async with node.db.connect() as conn:
+        cores = (await conn.execute(sa.select(t.agents.c.available_slots)
+                                    .where(t.agents.c.id == node.agent.config.agent.id))).scalar_one()["cpu"]
+    cfg = node.agent.config.etcd
+    second = AgentSpec(f"i-docker-{secrets.token_hex(3)}", "default", backend="docker", heartbeat_interval=1.0)
+    keys = await node.add_keypair({"max_containers_per_session": 2})
+    async with local_agents(cfg.addr, cfg.namespace, [second]):
+        async def alive() -> bool:
+            async with node.db.connect() as conn:
+                return bool(await conn.scalar(sa.select(t.agents.c.status == "ALIVE").where(t.agents.c.id == second.id)))
+        await until(alive, "the second Docker agent did not register", deadline=60)
+        name = f"mnd-{secrets.token_hex(3)}"
+        status, body = await node.call("POST", "/session", create_body(name, "default", {"cpu": cores, "mem": "256m"}, 2),
+                                       keys=keys)
+        kernels = await kernels_of(node, name)
+        assert status == 201 and body["status"] == "RUNNING", [(k.agent, k.status_info, k.status_data) for k in kernels]
+        assert sorted(k.agent for k in kernels) == sorted([node.agent.config.agent.id, second.id])
+        code = "import os; print(os.environ['BACKENDAI_CLUSTER_HOSTS'], os.environ['BACKENDAI_CLUSTER_HOST'])"
+        status, body = await node.call("POST", f"/session/{name}", {"mode": "query", "code": code, "runId": None},
+                                       keys=keys)
+        assert status == 200 and body["result"]["console"] == [["stdout", "main1,sub1 main1\n"]], body
+        status, body = await node.call("DELETE", f"/session/{name}", keys=keys)
+        assert status == 200, body
+        assert [k.status for k in await kernels_of(node, name)] == ["TERMINATED", "TERMINATED"]
+        proc = await asyncio.create_subprocess_exec(
+            "docker", "ps", "-aq", "--filter", f"label=ai.backend.session-id={kernels[0].session_id}",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert out.decode().split() == []
