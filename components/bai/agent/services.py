@@ -171,6 +171,8 @@ def publish(kernel_id: str, planned: list[ServicePort], pool: PortPool, body: di
             raw_label: str | None) -> list[ServicePort]:
     """Give ``planned`` host ports from ``pool`` and add the bindings to the create-container
     ``body`` (TCP, on the pool's bind host only). Returns the ports with their host ports."""
+    # The raw label, as the original passes it to every kernel.
+    body.setdefault("Env", []).append(f"BACKENDAI_SERVICE_PORTS={raw_label or ''}")
     wanted = sum(len(sp.container_ports) for sp in planned)
     if not wanted:
         return []
@@ -187,7 +189,6 @@ def publish(kernel_id: str, planned: list[ServicePort], pool: PortPool, body: di
     host_config = body.setdefault("HostConfig", {})
     host_config["PortBindings"] = {**host_config.get("PortBindings", {}), **bindings}
     body.setdefault("Labels", {})[LABEL_KERNEL_SERVICE_PORTS] = json.dumps([sp.stored() for sp in published])
-    body.setdefault("Env", []).append(f"BACKENDAI_SERVICE_PORTS={raw_label or ''}")
     return published
 
 

@@ -302,3 +302,29 @@ def test_runner_kills_a_service_that_never_listens(workdir: Path) -> None:
     assert sent.records[0]["data"]["status"] == "failed"
     assert "did not listen" in sent.records[0]["data"]["error"]
     assert not services.starting
+
+
+def test_publish_without_ports_only_passes_the_label_on() -> None:
+    body: dict[str, Any] = {"HostConfig": {}, "Labels": {}, "Env": []}
+    assert publish("k1", [], PortPool(42000, 42001), body, None) == []
+    assert body == {"HostConfig": {}, "Labels": {}, "Env": ["BACKENDAI_SERVICE_PORTS="]}
+
+
+def test_definitions_read_from_an_image_archive() -> None:
+    import io
+    import tarfile
+
+    from bai.agent.services import _definitions_from_tar
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in [("service-defs/ttyd.json", b'{"command": ["ttyd", "-p", "{ports[0]}"]}'),
+                           ("service-defs/bad.json", b'{"command": ["x", "{secret}"]}'),
+                           ("service-defs/notes.txt", b"not a definition"),
+                           ("service-defs/sub/deep.json", b'{"command": ["x"]}')]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    defs = _definitions_from_tar(tarfile.open(fileobj=buf))
+    assert list(defs) == ["ttyd"]  # the bad one is skipped, not fatal; nothing outside the folder
