@@ -1,7 +1,8 @@
 """``bai-install``: install (or converge) a bai node from an inventory, and show its status.
 
     bai-install install [--inventory inventories/local.py] [--non-interactive] [--dry-run] [--json]
-    bai-install status  [--inventory inventories/local.py] [--json]
+    bai-install install --from-stack OUTPUT.json ...   (`pulumi stack output --json --show-secrets`)
+    bai-install status  [--inventory inventories/local.py | --from-stack OUTPUT.json] [--json]
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
-def _load(path: str | None) -> inventory_mod.Inventory:
+def _load(path: str | None, from_stack: str | None = None) -> inventory_mod.Inventory:
+    if path and from_stack:
+        raise click.UsageError("give --inventory or --from-stack, not both")
     try:
+        if from_stack:
+            from . import stack_inventory
+
+            return stack_inventory.load(from_stack)
         return inventory_mod.load(path)
     except inventory_mod.InventoryError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -91,16 +98,19 @@ def main() -> None:
 @main.command()
 @click.option("--inventory", "-i", "inventory_path", default=None,
               help="inventory file (default: inventories/local.py, this machine)")
+@click.option("--from-stack", "from_stack", default=None, metavar="OUTPUT.json",
+              help="the inventory of a Pulumi stack (stack/): `pulumi stack output --json "
+                   "--show-secrets` saved to a file")
 @click.option("--non-interactive", is_flag=True, help="do not ask before applying")
 @click.option("--dry-run", is_flag=True, help="show the plan; change nothing")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document on stdout")
 @click.option("--verbose", "-v", is_flag=True, help="show pyinfra's log (commands, noop reasons)")
-def install(inventory_path: str | None, non_interactive: bool, dry_run: bool, as_json: bool,
-            verbose: bool) -> None:
+def install(inventory_path: str | None, from_stack: str | None, non_interactive: bool,
+            dry_run: bool, as_json: bool, verbose: bool) -> None:
     """Install or converge every host of the inventory (idempotent: rerun at will)."""
     if verbose:
         engine.verbose_logging()
-    inv = _load(inventory_path)
+    inv = _load(inventory_path, from_stack)
     if "@local" in inv.hosts and not dry_run and os.geteuid() != 0:
         raise click.ClickException("installing on @local needs root (packages, /etc, services)")
     t0 = time.monotonic()
@@ -189,10 +199,11 @@ def install(inventory_path: str | None, non_interactive: bool, dry_run: bool, as
 
 @main.command()
 @click.option("--inventory", "-i", "inventory_path", default=None)
+@click.option("--from-stack", "from_stack", default=None, metavar="OUTPUT.json")
 @click.option("--json", "as_json", is_flag=True)
-def status(inventory_path: str | None, as_json: bool) -> None:
+def status(inventory_path: str | None, from_stack: str | None, as_json: bool) -> None:
     """Show each host's services: running under which manager, and answering or not."""
-    inv = _load(inventory_path)
+    inv = _load(inventory_path, from_stack)
     try:
         rows = engine.status(inv)
     except Exception as exc:
