@@ -25,6 +25,7 @@ from tests.fixtures.node_parts import node_parts
 
 from .conftest import Node
 from .test_events import sse
+from .test_pty import headers, read_until, type_in
 from .test_sessions import wait_status
 
 CHECK_INTERVAL = 0.3
@@ -150,3 +151,27 @@ async def test_a_session_without_limits_is_left_alone(idle_node: Node) -> None:
         await redis.aclose()
     assert (await session_row(node, sid)).status == "RUNNING"
     assert (await node.call("DELETE", f"/session/{n}", keys=keys))[0] == 200
+
+
+async def test_terminal_traffic_is_activity(idle_node: Node) -> None:
+    node = idle_node
+    keys = await node.add_keypair({"total_resource_slots": {}, "max_concurrent_sessions": 5, "idle_timeout": 2,
+                                   "max_session_lifetime": 0})
+    n = name()
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python"}, keys=keys)
+    assert st == 201 and body["status"] == "RUNNING", body
+    path = f"/stream/session/{n}/pty"
+    loop = asyncio.get_running_loop()
+    async with node.client.ws_connect(path, headers=headers(node, path, keys)) as ws:
+        end = loop.time() + 3.5  # longer than the timeout; only terminal frames in between
+        while loop.time() < end:
+            await ws.send_json({"type": "ping"})
+            while (await ws.receive_json(timeout=10))["type"] != "pong":
+                pass
+            await asyncio.sleep(0.25)  # a user's pace, not a synchronisation
+        await type_in(ws, "echo alive\r")
+        await read_until(ws, "alive")
+    assert (await session_row(node, body["sessionId"])).status == "RUNNING"
+    # and once the terminal is quiet, the timeout applies
+    assert await wait_status(node, body["sessionId"], {"TERMINATED"}, deadline=15) == "TERMINATED"
+    assert (await session_row(node, body["sessionId"])).status_info == "idle-timeout"

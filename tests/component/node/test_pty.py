@@ -203,3 +203,20 @@ async def test_only_the_owner_opens_a_terminal(node: Node, session: str) -> None
                                               "Sec-WebSocket-Key": base64.b64encode(b"y" * 16).decode()})
     assert resp.status == 400, await resp.text()
     assert (await node.call("DELETE", f"/session/{n}"))[0] == 200
+
+
+async def test_restart_gives_a_new_shell_and_a_fresh_kernel(node: Node, session: str) -> None:
+    st, body = await node.call("POST", f"/session/{session}", {"mode": "query", "code": "kept = 1", "runId": None})
+    assert st == 200 and body["result"]["status"] == "finished", body
+    async with terminal(node, session) as ws:
+        await type_in(ws, "export IN_OLD_SHELL=yes; echo $$ > /tmp/old-shell-pid; echo saved-pid\r")
+        await read_until(ws, "saved-pid")
+        await ws.send_json({"type": "restart"})
+        await read_until(ws, "Restarting...")
+        await type_in(ws, 'echo "[${IN_OLD_SHELL:-fresh}]" $([ "$$" = "$(cat /tmp/old-shell-pid)" ] && echo same || '
+                          'echo new)-shell\r')
+        await read_until(ws, "[fresh] new-shell")
+    # the kernel restarted too: its variables are gone (as with a session restart)
+    st, body = await node.call("POST", f"/session/{session}", {"mode": "query", "code": "print(kept)",
+                                                              "runId": None})
+    assert st == 200 and "NameError" in json.dumps(body["result"]["console"]), body
