@@ -20,6 +20,6 @@ fi
 if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null
 fi
-"$VENV/bin/ruff" check components installer roles tests bench
+"$VENV/bin/ruff" check components installer roles tests bench stack
 "$VENV/bin/mypy" --no-error-summary components/bai
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"

@@ -97,3 +97,22 @@ def test_the_program_reads_pulumi_config(monkeypatch: pytest.MonkeyPatch) -> Non
     pulumi.runtime.set_all_config({})
     cfg = config.load()
     assert cfg.topology == "all-in-one" and cfg.key_name == "ops"
+
+
+def test_the_entry_point_runs_as_pulumi_runs_it_and_stops_on_bad_config() -> None:
+    """``main: stack/`` in Pulumi.yaml: Pulumi runs the directory as a script. Without a
+    Pulumi engine it gets as far as the config, which is the point: no key is set, so it
+    stops there, naming the required keys, before any resource."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    assert "main: stack/" in (repo / "Pulumi.yaml").read_text()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
+    r = subprocess.run([sys.executable, "stack/"], cwd=repo, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 1, r.stderr
+    assert "bai stack: bad configuration" in r.stderr
+    assert "bai:operatorCidrs: required" in r.stderr and "bai:sshPublicKey: required" in r.stderr
