@@ -150,3 +150,27 @@ async def test_multi_node_is_all_or_nothing(world: tuple[bench.World, ManagerCon
     assert tuple(first) == ("PENDING", "no-available-instances")
     assert agents_of_first == [None, None, None]
     assert await bench.over_allocations(w.db, ["aon-0", "aon-1"]) == []
+
+
+async def test_max_container_count_caps_each_agent(world: tuple[bench.World, ManagerContext]) -> None:
+    """etcd ``config/agent/max-container-count`` = 2: two agents with room for many take two
+    kernels each, whether single kernels or one multi-node session's; the rest waits."""
+    w, ctx = world
+    await _group_with(w, "cap", {f"cap-{i}": {"cpu": "64", "mem": str(64 * GiB)} for i in range(2)})
+    await ctx.etcd.put("config/agent/max-container-count", "2")
+    try:
+        small = {"cpu": Decimal(1), "mem": Decimal(GiB)}
+        await bench.enqueue(w, [bench.Session("cap", small, cluster_size=2)]  # one kernel on each agent
+                            + [bench.Session("cap", small) for _ in range(3)])
+        result = await Scheduler(ctx).decide()  # a new Scheduler: nothing cached from etcd
+        assert len(result.scheduled) == 3
+        placed = await _placements(w)
+        assert sorted(placed) == ["b0", "b1", "b2"] and sorted(placed["b0"]) == ["cap-0", "cap-1"]
+        async with w.db.connect() as conn:
+            counts = dict((await conn.execute(
+                sa.select(t.kernels.c.agent, sa.func.count()).where(t.kernels.c.status == "SCHEDULED")
+                .group_by(t.kernels.c.agent))).all())
+        assert counts == {"cap-0": 2, "cap-1": 2}
+        assert len((await Scheduler(ctx).decide()).scheduled) == 0  # the existing kernels count too
+    finally:
+        await ctx.etcd.delete("config/agent/max-container-count")

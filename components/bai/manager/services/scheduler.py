@@ -60,6 +60,8 @@ LOCK_RETRY_SECONDS = 0.5
 #: etcd: the FIFO scheduler's default ``num_retries_to_skip`` (``scheduler_opts.config`` wins).
 FIFO_RETRIES_KEY = "config/plugins/scheduler/fifo/num_retries_to_skip"
 ETCD_CONFIG_TTL = 10.0
+#: etcd: the most kernels (containers) one agent may hold; unset or 0: no cap.
+MAX_CONTAINERS_KEY = "config/agent/max-container-count"
 #: etcd: round-robin positions, one key per resource group and architecture (as the original).
 ROUNDROBIN_PREFIX = "roundrobin_states"
 
@@ -130,6 +132,7 @@ class Scheduler:
         self.ctx = ctx
         self._tasks: set[asyncio.Task[None]] = set()
         self._fifo_default: tuple[float, int] | None = None
+        self._max_containers: tuple[float, int | None] | None = None
         #: whether the last pass found the lock taken by another manager
         self.locked_out = False
         #: the earliest ``starts_at`` still ahead, seen by the last pass: the next pass runs then
@@ -195,6 +198,20 @@ class Scheduler:
             self._fifo_default = (now, value)
         return self._fifo_default[1]
 
+    async def _max_container_count(self) -> int | None:
+        """etcd ``config/agent/max-container-count`` (the original's per-agent container cap);
+        None: no cap."""
+        now = time.monotonic()
+        if self._max_containers is None or now - self._max_containers[0] > ETCD_CONFIG_TTL:
+            raw = await self.ctx.etcd.get(MAX_CONTAINERS_KEY)
+            value = None
+            try:
+                value = int(raw) if raw is not None else None
+            except ValueError:
+                log.warning("ignoring %s = %r (not an integer)", MAX_CONTAINERS_KEY, raw)
+            self._max_containers = (now, value if value is not None and value > 0 else None)
+        return self._max_containers[1]
+
     async def _decide(self, conn: AsyncConnection, rows: list[Any]) -> PassResult:
         now = datetime.now(UTC)
         by_id = {r.id: r for r in rows}
@@ -205,11 +222,13 @@ class Scheduler:
         policies = {name: _group_policy(row, fifo_default) for name, row in settings.items()}
 
         agent_rows = await agent_store.schedulable_in_groups(conn, list(policies), lock=True)
-        occupied = await agent_store.occupied_by_agent(conn, [a.id for a in agent_rows])
+        occupied, containers = await agent_store.occupancy_by_agent(conn, [a.id for a in agent_rows])
+        max_containers = await self._max_container_count()
         agents: dict[tuple[str, str], list[AgentCapacity]] = defaultdict(list)
         for row in agent_rows:
-            agents[(row.scaling_group, row.architecture)].append(
-                AgentCapacity(row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id]))
+            agents[(row.scaling_group, row.architecture)].append(AgentCapacity(
+                row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id], containers[row.id],
+                max_containers))
 
         self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
                                default=None)
@@ -299,15 +318,16 @@ class Scheduler:
         original's ``assign_agent_for_kernel``). None, with nothing reserved, when some kernel
         finds no room: a session is placed whole or not at all."""
         if not sess.is_multi_node:
-            agent = await self._pick(policy, sess, candidates, sess.requested, rr_states, rr_changed)
+            kernels = max(sess.cluster_size, 1)
+            agent = await self._pick(policy, sess, candidates, sess.requested, kernels, rr_states, rr_changed)
             if agent is None:
                 return None
-            agent.reserve(sess.requested)
+            agent.reserve(sess.requested, kernels)
             return [agent]
         request = sess.per_kernel()
         chosen: list[AgentCapacity] = []
         for _ in range(sess.cluster_size):
-            agent = await self._pick(policy, sess, candidates, request, rr_states, rr_changed)
+            agent = await self._pick(policy, sess, candidates, request, 1, rr_states, rr_changed)
             if agent is None:
                 for placed in chosen:
                     placed.unreserve(request)
@@ -317,21 +337,22 @@ class Scheduler:
         return chosen
 
     async def _pick(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
-                    request: ResourceSlots, rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
+                    request: ResourceSlots, kernels: int,
+                    rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
                     rr_changed: set[tuple[str, str]]) -> AgentCapacity | None:
         agent: AgentCapacity | None = None
         key = (sess.scaling_group, sess.architecture)
         if policy.roundrobin and candidates:
             if key not in rr_states:
                 rr_states[key] = await self._rr_state(*key)
-            agent, state = selectors.pick_round_robin(candidates, request, rr_states[key])
+            agent, state = selectors.pick_round_robin(candidates, request, rr_states[key], kernels)
             if state != rr_states[key]:
                 rr_states[key] = state
                 rr_changed.add(key)
         if agent is None:
             strategy = "mof" if policy.scheduler == "mof" else policy.strategy
             agent = selectors.pick_agent(strategy, candidates, request,
-                                         self.ctx.config.manager.agent_selection_resource_priority)
+                                         self.ctx.config.manager.agent_selection_resource_priority, kernels)
         return agent
 
     async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:

@@ -218,14 +218,23 @@ async def schedulable_in_groups(conn: AsyncConnection, scaling_groups: Sequence[
 
 async def occupied_by_agent(conn: AsyncConnection, agent_ids: Sequence[str]) -> dict[str, ResourceSlots]:
     """What the resource-holding kernels on each of ``agent_ids`` requested, in one query."""
+    return (await occupancy_by_agent(conn, agent_ids))[0]
+
+
+async def occupancy_by_agent(conn: AsyncConnection, agent_ids: Sequence[str]
+                             ) -> tuple[dict[str, ResourceSlots], dict[str, int]]:
+    """What the resource-holding kernels on each of ``agent_ids`` requested, and how many they
+    are (the agent's containers), in one query."""
     out: dict[str, ResourceSlots] = {a: {} for a in agent_ids}
+    counts = dict.fromkeys(agent_ids, 0)
     rows = await conn.execute(sa.select(t.kernels.c.agent, t.kernels.c.requested_slots).where(
         t.kernels.c.agent.in_(list(agent_ids)), t.kernels.c.status.in_(OCCUPYING_KERNEL_STATUSES)))
     for agent, slots in rows:
+        counts[agent] += 1
         total = out[agent]
         for k, v in slots_from_json(slots).items():
             total[k] = total.get(k, Decimal(0)) + v
-    return out
+    return out, counts
 
 
 async def set_occupied_slots_many(conn: AsyncConnection, occupied: dict[str, ResourceSlots]) -> None:

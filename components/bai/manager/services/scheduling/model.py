@@ -66,20 +66,29 @@ class AgentCapacity:
     addr: str
     available: ResourceSlots
     occupied: ResourceSlots
+    #: its kernels (containers) now, and the most it may have (etcd ``config/agent/max-container-count``)
+    containers: int = 0
+    max_containers: int | None = None
 
     def free(self) -> ResourceSlots:
         return {k: v - self.occupied.get(k, Decimal(0)) for k, v in self.available.items()}
 
-    def fits(self, request: ResourceSlots) -> bool:
+    def has_room_for(self, kernels: int) -> bool:
+        return self.max_containers is None or self.containers + kernels <= self.max_containers
+
+    def fits(self, request: ResourceSlots, kernels: int = 1) -> bool:
         free = self.free()
-        return all(amount <= free.get(slot, Decimal(0)) for slot, amount in request.items() if amount > 0)
+        return self.has_room_for(kernels) and all(
+            amount <= free.get(slot, Decimal(0)) for slot, amount in request.items() if amount > 0)
 
-    def reserve(self, request: ResourceSlots) -> None:
+    def reserve(self, request: ResourceSlots, kernels: int = 1) -> None:
         add_slots(self.occupied, request)
+        self.containers += kernels
 
-    def unreserve(self, request: ResourceSlots) -> None:
+    def unreserve(self, request: ResourceSlots, kernels: int = 1) -> None:
         for slot, amount in request.items():
             self.occupied[slot] = self.occupied.get(slot, Decimal(0)) - amount
+        self.containers -= kernels
 
 
 @dataclass(frozen=True)

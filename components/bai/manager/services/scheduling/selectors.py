@@ -43,11 +43,13 @@ _Key = Callable[[AgentCapacity, ResourceSlots, list[str]], tuple[Any, ...]]
 
 
 def _pick_by(candidates: Sequence[AgentCapacity], request: ResourceSlots, key: _Key,
-             priority: Sequence[str]) -> AgentCapacity | None:
+             priority: Sequence[str], kernels: int) -> AgentCapacity | None:
     # free() once per agent: this runs for every session of a pass over every candidate
     wanted = [(slot, amount) for slot, amount in request.items() if amount > 0]
     fitting = []
     for agent in candidates:
+        if not agent.has_room_for(kernels):
+            continue
         free = agent.free()
         if all(amount <= free.get(slot, _ZERO) for slot, amount in wanted):
             fitting.append((agent, free))
@@ -99,7 +101,8 @@ def agent_set_id(candidates: Sequence[AgentCapacity]) -> str:
 
 
 def pick_round_robin(candidates: Sequence[AgentCapacity], request: ResourceSlots,
-                     state: RoundRobinState | None) -> tuple[AgentCapacity | None, RoundRobinState | None]:
+                     state: RoundRobinState | None, kernels: int = 1
+                     ) -> tuple[AgentCapacity | None, RoundRobinState | None]:
     """The next agent (by id order) from the saved position that fits, and the new state."""
     agents = sorted(candidates, key=lambda a: a.id)
     if not agents:
@@ -108,13 +111,14 @@ def pick_round_robin(candidates: Sequence[AgentCapacity], request: ResourceSlots
     start = state.next_index if state is not None and state.schedulable_group_id == set_id else 0
     for step in range(len(agents)):
         idx = (start + step) % len(agents)
-        if agents[idx].fits(request):
+        if agents[idx].fits(request, kernels):
             return agents[idx], RoundRobinState(set_id, (idx + 1) % len(agents))
     return None, state
 
 
 def pick_agent(strategy: str, candidates: Sequence[AgentCapacity], request: ResourceSlots,
-               priority: Sequence[str] = DEVICE_PRIORITY) -> AgentCapacity | None:
+               priority: Sequence[str] = DEVICE_PRIORITY, kernels: int = 1) -> AgentCapacity | None:
     """``strategy``: one of the non-round-robin STRATEGIES, or ``mof``; ``priority``: the
-    devices compared first (``[manager] agent-selection-resource-priority``)."""
-    return _pick_by(candidates, request, _KEYS.get(strategy, _KEYS[DEFAULT_STRATEGY]), priority)
+    devices compared first (``[manager] agent-selection-resource-priority``); ``kernels``: the
+    containers it would add to the agent."""
+    return _pick_by(candidates, request, _KEYS.get(strategy, _KEYS[DEFAULT_STRATEGY]), priority, kernels)
