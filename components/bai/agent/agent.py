@@ -31,7 +31,7 @@ from aiodocker.exceptions import DockerError
 
 import bai.kernel
 from bai.common import etcd as etcd_mod
-from bai.common import kernel_logs
+from bai.common import kernel_logs, kernel_stats
 from bai.common.agent_rpc import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
@@ -300,6 +300,21 @@ class Agent:
             images=images,
             compute_plugins=await self.compute.extra_infos(agent_version()),
         )
+        await self._publish_stats()
+
+    async def _publish_stats(self) -> None:
+        """Each running kernel's live statistics (bai.common.kernel_stats), at every heartbeat."""
+        running = [k for k in self.kernels.values() if k.status == "RUNNING" and k.container_id]
+        if not running:
+            return
+        try:
+            stats = await self.compute.container_stats({k.container_id: k.allocation for k in running
+                                                        if k.container_id})
+            ttl = max(10, int(self.config.agent.heartbeat_interval * 3))
+            await kernel_stats.publish(self.events.redis, {
+                k.kernel_id: stat for k in running if k.container_id and (stat := stats.get(k.container_id))}, ttl)
+        except Exception as exc:
+            log.warning("cannot publish the kernels' live statistics: %r", exc)
 
     # --- RPC: create ------------------------------------------------------------------------
 

@@ -247,6 +247,31 @@ async def test_mig_slices_are_unique_and_not_mixed_with_whole_devices(cnode: Com
     assert cnode.agent.compute.used()[MIG] == 0 and cnode.agent.compute.used()["cuda.device"] == 0
 
 
+LIVE_STAT = "query($id: UUID!) { compute_session(id: $id) { containers { live_stat last_stat } } }"
+
+
+async def test_live_stats_of_a_running_kernel(cnode: ComputeNode) -> None:
+    name, session_id = await create(cnode, {"cpu": "1", "cuda.device": "1"})
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 20
+    while True:  # the agent publishes at each heartbeat (every second here)
+        st, body = await cnode.node.call("POST", "/admin/gql", {"query": LIVE_STAT, "variables": {"id": session_id}})
+        assert st == 200 and "errors" not in body, body
+        [container] = body["data"]["compute_session"]["containers"]
+        stat = json.loads(container["live_stat"] or "null")
+        if stat and {"cpu_util", "cpu_used", "mem", "cuda_util", "cuda_mem"} <= set(stat):
+            break
+        assert loop.time() < end, stat
+        await asyncio.sleep(0.1)
+    assert container["last_stat"] is None
+    assert int(stat["mem"]["current"]) > 0 and stat["mem"]["capacity"] == str(256 * 2**20)
+    assert stat["mem"]["unit_hint"] == "bytes" and stat["cpu_util"]["capacity"] == "100"
+    assert int(stat["cpu_used"]["current"]) > 0 and stat["cpu_used"]["unit_hint"] == "msec"
+    assert stat["cuda_util"]["devices"] == {"GPU-aaaa": "50"} and stat["cuda_mem"]["devices"] == {
+        "GPU-aaaa": str(2 * 2**30)}
+    await destroy(cnode, name)
+
+
 async def test_agent_restart_takes_the_same_devices_again(cnode: ComputeNode) -> None:
     held, held_id = await create(cnode, {"cpu": "1", "cuda.device": "1"})
     assert (await probe(cnode, held))[0] == "GPU-aaaa"

@@ -85,12 +85,30 @@ def pinned_cores(allocation: DeviceAllocation) -> list[int] | None:
     return sorted(int(dev) for dev in held)
 
 
-def container_cgroup(container_id: str) -> Path | None:
-    """The container's cgroup v2 directory (systemd or cgroupfs driver), if it exists here."""
-    for candidate in (CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope",
-                      CGROUP_ROOT / "docker" / container_id):
-        if candidate.is_dir():
-            return candidate
+def _container_dirs(container_id: str, controller: str) -> list[Path]:
+    """Where the container's cgroup may be: cgroup v2 (one tree) or v1 (``controller``'s
+    tree), with Docker's systemd or cgroupfs driver."""
+    scope, plain = Path("system.slice") / f"docker-{container_id}.scope", Path("docker") / container_id
+    return [CGROUP_ROOT / scope, CGROUP_ROOT / plain,
+            CGROUP_ROOT / controller / scope, CGROUP_ROOT / controller / plain]
+
+
+def container_cpu_usec(container_id: str) -> int | None:
+    """CPU time the container used so far, in microseconds (None when it is not found here)."""
+    for path in _container_dirs(container_id, "cpuacct"):
+        if (usage := _cpu_usage_usec(path)) is not None:
+            return usage
+        if (nanos := _read_int(path / "cpuacct.usage")) is not None:
+            return nanos // 1000
+    return None
+
+
+def container_memory(container_id: str) -> int | None:
+    """Memory the container uses now, in bytes (None when it is not found here)."""
+    for path in _container_dirs(container_id, "memory"):
+        for name in ("memory.current", "memory.usage_in_bytes"):
+            if (value := _read_int(path / name)) is not None:
+                return value
     return None
 
 
@@ -160,8 +178,7 @@ class CpuPlugin(ComputePlugin):
     async def gather_container_measures(self, container_id: str, allocation: DeviceAllocation
                                         ) -> list[Measurement]:
         """``cpu_util``: percent of one core used since the previous call (0 on the first)."""
-        cgroup = container_cgroup(container_id)
-        usage = _cpu_usage_usec(cgroup) if cgroup is not None else None
+        usage = container_cpu_usec(container_id)
         if usage is None:
             return []
         now = os.times().elapsed
@@ -172,10 +189,12 @@ class CpuPlugin(ComputePlugin):
             util = Decimal(usage - last[1]) / Decimal(10_000) / Decimal(str(now - last[0]))
         amount = sum((allocation.get("cpu") or {}).values(), Decimal(0))
         return [Measurement("cpu_util", util.quantize(Decimal("0.01")), amount * 100, "%"),
-                Measurement("cpu_used", Decimal(usage) / 1000, None, "msec")]
+                Measurement("cpu_used", Decimal(usage) // 1000, None, "msec")]
 
-    def forget_container(self, container_id: str) -> None:
-        self._last_usage.pop(container_id, None)
+    def retain(self, container_ids: set[str]) -> None:
+        """Forget the previous samples of containers that are gone."""
+        for gone in set(self._last_usage) - container_ids:
+            del self._last_usage[gone]
 
 
 class MemoryPlugin(ComputePlugin):
@@ -217,8 +236,7 @@ class MemoryPlugin(ComputePlugin):
 
     async def gather_container_measures(self, container_id: str, allocation: DeviceAllocation
                                         ) -> list[Measurement]:
-        cgroup = container_cgroup(container_id)
-        current = _read_int(cgroup / "memory.current") if cgroup is not None else None
+        current = container_memory(container_id)
         if current is None:
             return []
         limit = sum((allocation.get("mem") or {}).values(), Decimal(0))

@@ -26,7 +26,7 @@ from typing import Any
 
 from bai.common.types import ResourceSlots
 
-from .base import AllocationError, AllocMap, ComputePlugin, DeviceAllocation, SlotName
+from .base import AllocationError, AllocMap, ComputePlugin, DeviceAllocation, Measurement, SlotName
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,22 @@ def allocated_slots(allocation: KernelAllocation) -> ResourceSlots:
         for slot, per_device in device_alloc.items():
             total[slot] = total.get(slot, Decimal(0)) + sum(per_device.values(), Decimal(0))
     return total
+
+
+def _plain(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value.is_finite() else str(value)
+
+
+def measurement_json(m: Measurement) -> dict[str, Any]:
+    """A measurement in the original's live-stat shape (decimal strings)."""
+    pct = None
+    if m.capacity is not None and m.capacity > 0:
+        pct = _plain((m.current * 100 / m.capacity).quantize(Decimal("0.01")))
+    out: dict[str, Any] = {"current": _plain(m.current), "capacity": _plain(m.capacity) if m.capacity is not None
+                           else None, "pct": pct, "unit_hint": m.unit, "version": 2}
+    if m.per_device:
+        out["devices"] = {dev: _plain(value) for dev, value in m.per_device.items()}
+    return out
 
 
 def merge_docker_args(body: dict[str, Any], fragment: Mapping[str, Any]) -> None:
@@ -279,6 +295,27 @@ class ComputeRegistry:
             plugin = self.plugins.get(key)
             if plugin is not None and (devices := plugin.get_attached_devices(device_alloc)):
                 out[key] = devices
+        return out
+
+    async def container_stats(self, containers: Mapping[str, KernelAllocation]
+                              ) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{container id: {metric: live stat}}`` from every plugin's container measures; a
+        plugin that fails is left out of that round."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for container_id, allocation in containers.items():
+            stat: dict[str, dict[str, Any]] = {}
+            for key, plugin in self.plugins.items():
+                try:
+                    measures = await plugin.gather_container_measures(container_id, allocation.get(key) or {})
+                except Exception as exc:
+                    log.debug("compute plugin %s: measuring %s failed: %s", key, container_id[:12], exc)
+                    continue
+                stat.update({m.key: measurement_json(m) for m in measures})
+            out[container_id] = stat
+        for plugin in self.plugins.values():
+            retain = getattr(plugin, "retain", None)
+            if callable(retain):
+                retain(set(containers))
         return out
 
     async def extra_infos(self, version: str) -> dict[str, dict[str, Any]]:

@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bai.common import kernel_stats
 from bai.manager import errors
 from bai.manager.querylang import QueryError, parse_statuses
 from bai.manager.store import agents as agent_store
@@ -73,6 +75,12 @@ async def session(db: AsyncEngine, session_id: uuid.UUID, scope_: SessionScope) 
 async def kernels_by_session(db: AsyncEngine, session_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
     async with db.connect() as conn:
         return await session_store.kernels_by_session(conn, session_ids)
+
+
+async def live_stats(redis: aioredis.Redis, kernel_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """What the agents last measured of these kernels (bai.common.kernel_stats)."""
+    found = await kernel_stats.read_many(redis, [str(kid) for kid in kernel_ids])
+    return {uuid.UUID(kid): stat for kid, stat in found.items()}
 
 
 async def keypair(db: AsyncEngine, access_key: str, domain_name: str | None) -> Any | None:

@@ -284,3 +284,40 @@ def test_agent_toml_compute_keys() -> None:
     default = AgentConfig.model_validate({})
     assert default.agent.allow_compute_plugins is None and default.resource.allocation_order == (
         "cuda", "rocm", "tpu", "cpu", "mem")
+
+
+@pytest.mark.parametrize("layout", ["v2-systemd", "v2-cgroupfs", "v1-cgroupfs"])
+def test_container_usage_from_cgroup_v1_and_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    from bai.agent.compute import intrinsic
+
+    cid = "c0ffee"
+    if layout == "v2-systemd":
+        cpu_dir = mem_dir = tmp_path / "system.slice" / f"docker-{cid}.scope"
+    elif layout == "v2-cgroupfs":
+        cpu_dir = mem_dir = tmp_path / "docker" / cid
+    else:
+        cpu_dir, mem_dir = tmp_path / "cpuacct" / "docker" / cid, tmp_path / "memory" / "docker" / cid
+    cpu_dir.mkdir(parents=True, exist_ok=True)
+    mem_dir.mkdir(parents=True, exist_ok=True)
+    if layout.startswith("v2"):
+        (cpu_dir / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n")
+        (mem_dir / "memory.current").write_text("4096\n")
+    else:
+        (cpu_dir / "cpuacct.usage").write_text("1500000\n")
+        (mem_dir / "memory.usage_in_bytes").write_text("4096\n")
+    monkeypatch.setattr(intrinsic, "CGROUP_ROOT", tmp_path)
+    assert intrinsic.container_cpu_usec(cid) == 1500
+    assert intrinsic.container_memory(cid) == 4096
+    assert intrinsic.container_cpu_usec("other") is None and intrinsic.container_memory("other") is None
+
+
+def test_measurement_json() -> None:
+    from bai.agent.compute.base import Measurement
+    from bai.agent.compute.registry import measurement_json
+
+    assert measurement_json(Measurement("mem", D(512), D(2048), "bytes")) == {
+        "current": "512", "capacity": "2048", "pct": "25", "unit_hint": "bytes", "version": 2}
+    assert measurement_json(Measurement("cuda_util", D("12.50"), D(100), "%", {"GPU-a": D("12.50")})) == {
+        "current": "12.5", "capacity": "100", "pct": "12.5", "unit_hint": "%", "version": 2,
+        "devices": {"GPU-a": "12.5"}}
+    assert measurement_json(Measurement("cpu_used", D(7)))["capacity"] is None

@@ -147,12 +147,21 @@ class KernelBatch:
         self._ids = session_ids
         self._lock = asyncio.Lock()
         self._rows: dict[uuid.UUID, list[Any]] | None = None
+        self._stats: dict[uuid.UUID, dict[str, Any]] | None = None
 
     async def get(self, session_id: uuid.UUID) -> list[Any]:
         async with self._lock:
             if self._rows is None:
                 self._rows = await svc.kernels_by_session(self._ctx.manager.db, self._ids)
         return self._rows.get(session_id, [])
+
+    async def live_stat(self, kernel: Any) -> dict[str, Any] | None:
+        """The kernel's live statistics (of every running kernel on the page, read at once)."""
+        async with self._lock:
+            if self._stats is None:
+                running = [k.id for rows in (self._rows or {}).values() for k in rows if k.status == "RUNNING"]
+                self._stats = await svc.live_stats(self._ctx.manager.redis_stream, running)
+        return self._stats.get(kernel.id)
 
 
 def history_time(history: dict[str, Any] | None, status: str) -> datetime | None:
@@ -204,7 +213,7 @@ def session_obj(row: Any, batch: KernelBatch, now: datetime) -> dict[str, Any]:
     }
 
 
-def container_obj(k: Any) -> dict[str, Any]:
+def container_obj(k: Any, live_stat: dict[str, Any] | None = None) -> dict[str, Any]:
     """A kernel row as a ComputeContainer."""
     history = k.status_history or {}
     return {
@@ -217,8 +226,9 @@ def container_obj(k: Any) -> dict[str, Any]:
         "starts_at": None, "scheduled_at": history_time(history, "SCHEDULED"),
         "agent": k.agent, "agent_addr": k.agent_addr, "container_id": k.container_id,
         "resource_opts": k.resource_opts, "occupied_slots": k.occupied_slots,
-        # Live statistics are not collected yet; the last stored ones serve both fields.
-        "live_stat": k.last_stat, "last_stat": k.last_stat, "preopen_ports": [],
+        # What the agent measured at its last heartbeat; the last stored figures once it ended.
+        "live_stat": live_stat if live_stat is not None else k.last_stat, "last_stat": k.last_stat,
+        "preopen_ports": [],
     }
 
 
@@ -255,7 +265,8 @@ async def resolve_compute_session(
 
 @compute_session.field("containers")
 async def resolve_containers(obj: dict[str, Any], info: Any) -> list[dict[str, Any]]:
-    return [container_obj(k) for k in await obj["_kernels"].get(obj["id"])]
+    batch = obj["_kernels"]
+    return [container_obj(k, await batch.live_stat(k)) for k in await batch.get(obj["id"])]
 
 
 @compute_session.field("agent_ids")
