@@ -429,3 +429,33 @@ def test_inventory_all_in_one(stack_of: StackOf) -> None:
         assert [n for n, _ in inv[group]] == ["aio1"]
     data = inv["agents"][0][1]
     assert data["agent_id"] == data["manager_id"] and data["storage_node_id"] == f"{data['agent_id']}-storage"
+
+
+def test_install_on_up_runs_bai_install_from_the_first_manager() -> None:
+    from tests.stack.conftest import SHAPES, build
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    built = build({**SHAPES["multi-node"], "installOnUp": "true", "sshPrivateKey": key,
+                   "baiRepoUrl": "https://git.example.org/bai.git"})
+    (cmd,) = built.recorder.of("command:remote:Command")
+    conn = _plain(cmd.inputs["connection"])
+    mgmt = built.recorder.named("bai-mgmt1")
+    assert conn["host"] == mgmt.state["private_ip"] and conn["user"] == "root"
+    assert _plain(conn["proxy"])["host"] == "198.51.100.77"  # through the bastion
+    assert _is_secret_input(cmd.inputs["stdin"])
+    stdin = json.loads(_plain(cmd.inputs["stdin"]))
+    assert stdin["key"] == key and stdin["stack"]["inventory"] == built.outputs["inventory"]
+    script = cmd.inputs["create"]
+    assert "bai-install install --non-interactive --from-stack /etc/backend.ai/stack-output.json" in script
+    assert key not in script and "b3BlbnNzaC1rZXktdjEAAAAA" not in json.dumps(built.outputs)
+    # the first manager runs bai-install over SSH to the others: SSH from the management group
+    assert _tcp("agents", 22, "mgmt") <= _rules(built)
+    # and every host installs bai at first boot from the given repository
+    doc = json.loads(built.recorder.named("bai-agent1").inputs["userData"].split("\n", 1)[1])
+    assert any("git clone --branch main https://git.example.org/bai.git /opt/bai/src" in c[2]
+               for c in doc["runcmd"])
+
+
+def test_install_on_up_is_off_by_default(stack_of: StackOf) -> None:
+    for shape in EXPECTED_COUNTS:
+        assert not stack_of(shape).recorder.of("command:remote:Command")
