@@ -102,6 +102,10 @@ class SessionInfo(_Reply):
     numQueriesExecuted: int
     lastStat: Any
     idleChecks: dict[str, Any]
+    servicePorts: list[dict[str, Any]] = Field(
+        default_factory=list, description="The main kernel's service ports: name, protocol, ports (container), "
+        "host_ports (published on the agent's bind host), and url_template/allowed_arguments/allowed_envs "
+        "when the image's service definition has them.")
 
 
 class SessionDestroyed(_Reply):
