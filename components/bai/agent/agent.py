@@ -198,6 +198,8 @@ class Agent:
 
     def _release_devices(self, kernel: Kernel) -> None:
         self.compute.free(kernel.allocation)
+        if kernel.allocation:
+            self._spawn(self.compute.released(kernel.allocation), name=f"release-devices-{kernel.kernel_id}")
         kernel.allocation = {}
 
     def _readopt_devices(self, kernel: Kernel, labels: dict[str, str]) -> None:
@@ -207,6 +209,7 @@ class Agent:
             if raw is not None:
                 kernel.allocation = allocation_from_json(json.loads(raw))
                 self.compute.apply(kernel.allocation)
+                self._spawn(self.compute.restored(kernel.allocation), name=f"restore-devices-{kernel.kernel_id}")
                 return
         except ValueError as exc:
             log.warning("kernel %s: unreadable device allocation label (%s); booking its slots anew",

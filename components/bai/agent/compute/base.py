@@ -98,6 +98,14 @@ class ComputePlugin(abc.ABC):
     async def cleanup(self) -> None:  # noqa: B027 - optional hook
         """Stop what init started."""
 
+    async def release(self, allocation: DeviceAllocation) -> None:  # noqa: B027 - optional hook
+        """The kernel that held ``allocation`` is gone (after its alloc map freed it): undo what
+        generate_docker_args set up for it outside the container (e.g. MPS limits)."""
+
+    async def restore(self, allocation: DeviceAllocation) -> None:  # noqa: B027 - optional hook
+        """A container that outlived an agent restart holds ``allocation`` (after its alloc map
+        re-applied it): set up again what generate_docker_args did outside the container."""
+
     @abc.abstractmethod
     async def list_devices(self) -> Sequence[Device]: ...
 

@@ -270,6 +270,24 @@ class ComputeRegistry:
             if (alloc_map := self.alloc_maps.get(key)) is not None:
                 alloc_map.free(device_alloc)
 
+    async def released(self, allocation: KernelAllocation) -> None:
+        """The plugins' ``release`` hooks for a freed allocation (errors logged, never raised)."""
+        await self._hooks("release", allocation)
+
+    async def restored(self, allocation: KernelAllocation) -> None:
+        """The plugins' ``restore`` hooks for a re-applied allocation (errors logged, never raised)."""
+        await self._hooks("restore", allocation)
+
+    async def _hooks(self, hook: str, allocation: KernelAllocation) -> None:
+        for key, device_alloc in allocation.items():
+            plugin = self.plugins.get(key)
+            if plugin is None:
+                continue
+            try:
+                await getattr(plugin, hook)(device_alloc)
+            except Exception:
+                log.exception("compute plugin %s: %s hook failed", key, hook)
+
     def used(self) -> ResourceSlots:
         total: ResourceSlots = {}
         for alloc_map in self.alloc_maps.values():

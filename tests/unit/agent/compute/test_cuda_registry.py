@@ -110,3 +110,28 @@ async def test_the_real_plugin_on_this_gpu_less_host(tmp_path: Path) -> None:
             registry.allocate({"cuda.device": D(1)})
     finally:
         await registry.cleanup()
+
+
+async def test_released_and_restored_allocations_reach_the_mps_limits(tmp_path: Path) -> None:
+    # The registry's release/restore hooks (called by the agent after freeing a kernel's devices and
+    # after re-applying a re-adopted container's) keep the GPU's MPS holders in step.
+    registry = await ComputeRegistry.load(config(tmp_path), {"accelerator/cuda/allocation_mode": "fractional"},
+                                          eps(**INTRINSIC, cuda=f"{__name__}:H100HostCUDAPlugin"))
+    try:
+        plugin = registry.plugins["cuda"]
+        daemons = plugin.mps                                            # type: ignore[attr-defined]
+        small = registry.allocate({"cuda.shares": D("0.25")})
+        big = registry.allocate({"cuda.shares": D("2")})
+        await registry.docker_args(small)
+        await registry.docker_args(big)
+        (uuid,) = daemons.running
+        assert sum(daemons.holders(uuid).values()) == 2
+        registry.free(big)
+        await registry.released(big)
+        assert sum(daemons.holders(uuid).values()) == 1
+        registry.apply(big)
+        await registry.restored(big)
+        assert sum(daemons.holders(uuid).values()) == 2
+        await registry.released({"gone": {"cuda.shares": {uuid: D(1)}}})  # a plugin that is not loaded: ignored
+    finally:
+        await registry.cleanup()
