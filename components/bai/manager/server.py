@@ -44,6 +44,7 @@ from bai.manager.api import (
     root,
     scaling_groups,
     session,
+    session_dependencies,
     stream,
 )
 from bai.manager.api.audit import audit_middleware
@@ -248,6 +249,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     session.routes(app)
     stream.routes(app)
     pty.routes(app)
+    session_dependencies.routes(app)
     events.routes(app)
     bgtask.routes(app)
     gql.routes(app)

@@ -76,6 +76,19 @@ async def test_a_chain_runs_in_order_once_each_dependency_succeeded(node: Node) 
     assert entered(rb, "TERMINATED") <= entered(rc, "SCHEDULED")
     assert {p["name"] for p in rc.status_data["scheduler"]["passed_predicates"]} >= {"dependencies"}
 
+    # the graph, as the official CLI's `session show-graph` reads it (ended sessions included)
+    st, root = await node.call("GET", f"/session/{third}/dependency-graph")
+    assert st == 200, root
+    assert (root["session_name"], root["session_id"], root["status"]) == (third, c, "KernelStatus.TERMINATED")
+    datetime.strptime(root["status_changed"].split(".")[0], "%Y-%m-%d %H:%M:%S")
+    deps = {d["session_name"]: d for d in root["depends_on"]}
+    assert set(deps) == {first, second}
+    assert [d["session_name"] for d in deps[second]["depends_on"]] == [first]
+    assert deps[first]["depends_on"] == []
+    other = await node.add_keypair({"total_resource_slots": {}, "max_concurrent_sessions": 5})
+    st, body = await node.call("GET", f"/session/{third}/dependency-graph", keys=other)
+    assert st == 404, body
+
 
 async def test_a_failing_dependency_cancels_its_dependents_down_the_chain(node: Node) -> None:
     first, second, third = name(), name(), name()

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import tables as t
 
-__all__ = ["insert", "of_sessions", "owned_by_ref"]
+__all__ = ["dependencies_of", "insert", "of_sessions", "owned_by_ref", "session_node"]
 
 
 async def insert(conn: AsyncConnection, session_id: uuid.UUID, depends_on: Sequence[uuid.UUID]) -> None:
@@ -50,3 +50,20 @@ async def of_sessions(conn: AsyncConnection, session_ids: Sequence[uuid.UUID]) -
     for row in (await conn.execute(q)).all():
         found.setdefault(row.session_id, []).append(row)
     return found
+
+
+async def dependencies_of(conn: AsyncConnection, session_ids: Sequence[uuid.UUID]) -> list[Any]:
+    """``session_id, id, name, status, status_history`` of what each of ``session_ids`` depends on."""
+    if not session_ids:
+        return []
+    d, s = t.session_dependencies.c, t.sessions.c
+    q = (sa.select(d.session_id, s.id, s.name, s.status, s.status_history)
+         .select_from(t.session_dependencies.join(t.sessions, d.depends_on == s.id))
+         .where(d.session_id.in_(list(session_ids))).order_by(d.session_id, s.created_at))
+    return list((await conn.execute(q)).all())
+
+
+async def session_node(conn: AsyncConnection, session_id: uuid.UUID) -> Any:
+    s = t.sessions.c
+    q = sa.select(s.id, s.name, s.status, s.status_history).where(s.id == session_id)
+    return (await conn.execute(q)).first()
