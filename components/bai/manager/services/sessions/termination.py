@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from bai.common.agent_rpc import KernelNotFound
@@ -99,11 +100,14 @@ async def finish_termination(ctx: ManagerContext, session_id: uuid.UUID, reason:
 
 
 async def cancel(ctx: ManagerContext, session_id: uuid.UUID, reason: str,
-                 data: dict[str, Any] | None = None) -> None:
-    """A session that never started: CANCELLED, with its slots released."""
+                 data: dict[str, Any] | None = None, *, started_kernels_too: bool = False) -> None:
+    """A session that never started: CANCELLED, with its slots released. With
+    ``started_kernels_too`` its kernels that had already started (a session of several kernels
+    whose other kernel failed) are CANCELLED with it, in the same transaction."""
     not_started = ["PENDING", "SCHEDULED", "PREPARING", "PULLING"]
     await close(ctx, session_id, SessionStatus.CANCELLED, KernelStatus.CANCELLED, reason, data=data,
-                kernels_from=not_started, sessions_from=not_started)
+                kernels_from=not_started, sessions_from=not_started,
+                kernels_with_session_from=["RUNNING"] if started_kernels_too else [])
 
 
 async def cancel_whole(ctx: ManagerContext, session_id: uuid.UUID, reason: str,
@@ -112,31 +116,23 @@ async def cancel_whole(ctx: ManagerContext, session_id: uuid.UUID, reason: str,
     kernels starts whole or not at all -- the kernels that had started meanwhile end with it
     (CANCELLED, their slots released) and every placed kernel but ``failed_kernel`` (which its
     agent has already discarded) is removed from its agent."""
-    await cancel(ctx, session_id, reason, data)
-    async with ctx.db.begin() as conn:
+    await cancel(ctx, session_id, reason, data, started_kernels_too=True)
+    async with ctx.db.connect() as conn:
         sess = await store.get(conn, session_id)
         if sess is None or sess.status != SessionStatus.CANCELLED.value:
             return  # it was not ours to cancel (it ended otherwise, or it is running)
         kernels = await store.kernels_of(conn, session_id)
-        started = [k for k in kernels if await store.set_kernel_status(
-            conn, k.id, KernelStatus.CANCELLED, info=reason, only_from=["RUNNING"])]
-        for agent in {k.agent for k in started if k.agent}:
-            await agent_store.refresh_occupied(conn, agent)
-    for k in started:
-        await broadcast_kernel(ctx, "kernel_cancelled", k, reason)
     placed = [k for k in kernels if k.agent_addr and str(k.id) != failed_kernel]
     for k, res in zip(placed, await asyncio.gather(*(destroy_kernel(ctx, k, reason) for k in placed),
                                                    return_exceptions=True), strict=True):
         if isinstance(res, BaseException):  # the periodic reconciliation removes it later
             log.warning("removing kernel %s of cancelled session %s: %r", k.id, session_id, res)
-    if started:
-        ctx.request_schedule()
 
 
 async def close(
     ctx: ManagerContext, session_id: uuid.UUID, status: SessionStatus, kernel_status: KernelStatus,
     reason: str, *, kernels_from: list[str], sessions_from: list[str], data: dict[str, Any] | None = None,
-    exit_codes: dict[uuid.UUID, int | None] | None = None,
+    exit_codes: dict[uuid.UUID, int | None] | None = None, kernels_with_session_from: Sequence[str] = (),
 ) -> None:
     """Move a session and its kernels to a final status in one transaction, release their
     agents' slots, then wake waiters, tell listeners and let the scheduler use the room.
@@ -157,6 +153,9 @@ async def close(
                                                           only_from=kernels_from)]
                 changed = await store.set_session_status(conn, session_id, status, info=reason, data=data,
                                                          only_from=sessions_from)
+                if changed and kernels_with_session_from:  # these move only along with the session
+                    moved += [k for k in kernels if k not in moved and await store.set_kernel_status(
+                        conn, k.id, kernel_status, info=reason, only_from=list(kernels_with_session_from))]
                 for agent in {k.agent for k in kernels if k.agent}:
                     await agent_store.refresh_occupied(conn, agent)
                 row = await store.get(conn, session_id)
