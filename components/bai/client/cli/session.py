@@ -508,6 +508,9 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
     from .session_events import make_events_cmd
 
     group.add_command(make_events_cmd(), "events")
+    from .session_terminal import make_terminal_cmd
+
+    group.add_command(make_terminal_cmd(), "terminal")
     from .session_files import make_download_cmd, make_ls_cmd, make_upload_cmd
 
     # `session ls` lists files as the official CLI's, and sessions when given no session.
