@@ -92,6 +92,7 @@ class _Terminal:
         self.inbuf = bytearray()
         self.unacked = 0
         self.registered = 0
+        self.rows, self.cols = rows, cols
         self.pid, self.fd = self._spawn(rows, cols)
 
     def _spawn(self, rows: int, cols: int) -> tuple[int, int]:
@@ -172,6 +173,7 @@ class _Terminal:
         self.update()
 
     def resize(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, _winsize(rows, cols))
 
     def kill(self) -> int:
@@ -260,7 +262,7 @@ class Terminals:
         elif op == "pty-restart":
             term.kill()
             del self.live[tid]
-            self._open(tid, message, banner=b"Restarting...\r\n")
+            self._open(tid, {"rows": term.rows, "cols": term.cols}, banner=b"Restarting...\r\n")  # same size
         elif op == "pty-close":
             term.kill()
             del self.live[tid]

@@ -136,3 +136,15 @@ async def test_at_most_the_cap_of_terminals_and_bad_input_is_refused(conn: Kerne
     # queries are unaffected by terminals
     result = await conn.execute(None, "query", "print(6*7)", 10.0)
     assert result["console"] == [["stdout", "42\n"]]
+
+
+async def test_restart_keeps_the_size(conn: KernelRunner) -> None:
+    channel = await conn.terminals.open(24, 80)
+    await conn.terminals.send(channel.tid, {"op": "pty-resize", "rows": 50, "cols": 120})
+    await type_line(conn, channel, "echo $$ > /dev/null; echo first-shell\r")
+    await read_until(conn, channel, "first-shell")
+    await conn.terminals.send(channel.tid, {"op": "pty-restart"})
+    await read_until(conn, channel, "Restarting...")
+    await type_line(conn, channel, "stty size\r")
+    await read_until(conn, channel, "50 120")
+    await conn.terminals.close(channel.tid)
