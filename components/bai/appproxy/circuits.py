@@ -46,10 +46,14 @@ class Circuit:
     #: TCP circuits: the addresses that may connect (the one that opened the circuit).
     allowed_client_ips: frozenset[str] = frozenset()
     created_at: float = field(default_factory=time.time)
-    #: Requests and connections in flight, cancelled when the circuit closes.
+    #: Websockets and TCP connections in flight, cancelled when the circuit closes.
     active: set[asyncio.Task[object]] = field(default_factory=set)
+    #: Plain HTTP requests in flight (ended by the listener's cleanup).
+    in_flight: int = 0
     listener: Listener | None = None
     closed: bool = False
+    #: Cookie values already verified for this circuit -> until when the check holds.
+    permits: dict[str, float] = field(default_factory=dict)
 
     @property
     def cookie_name(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 LOGIN_PATH = "/__bai_appproxy__/login"
 CHUNK = 64 * 1024
+#: Answers up to this size with a Content-Length are relayed in one piece.
+SMALL_BODY = 64 * 1024
+#: Verified cookies a circuit remembers (it forgets them all past this), and for how long.
+MAX_CACHED_PERMITS = 256
+PERMIT_CACHE_SECONDS = 60.0
 COOKIE_PREFIX = "bai_appproxy_"
 #: RFC 9110 §7.6.1, plus the websocket handshake's own headers (aiohttp makes those for each side).
 HOP_BY_HOP = frozenset(h.lower() for h in (
@@ -45,8 +51,13 @@ UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
 
 
 def _strip_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    named = {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",")}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
+    out = CIMultiDict(headers)  # copied and trimmed in C: this runs twice per request
+    for name in HOP_BY_HOP:
+        out.popall(name, None)
+    for value in headers.getall("Connection", ()):
+        for token in value.split(","):
+            out.popall(token.strip(), None)
+    return out
 
 
 def _without_proxy_cookies(cookie_header: str) -> str:
@@ -85,9 +96,15 @@ def check_cookie(request: web.Request, circuit: Circuit, key: str) -> None:
     value = _cookie(request, circuit.cookie_name)
     if value is None:
         raise Forbidden("no permit for this app: open it from the session again")
+    now = time.time()
+    if circuit.permits.get(value, 0.0) > now:  # verified before and not expired (saves a JWT check a request)
+        return
     claims = tokens.verify_circuit(value, key, "cookie")
     if claims.circuit != circuit.id or claims.user != circuit.user_uuid or claims.session != circuit.session_id:
         raise Forbidden("this permit is for another app or user")
+    if len(circuit.permits) >= MAX_CACHED_PERMITS:
+        circuit.permits.clear()
+    circuit.permits[value] = min(claims.exp, now + PERMIT_CACHE_SECONDS)
 
 
 def _safe_next(path: str | None) -> str:
@@ -120,15 +137,21 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if request.path == LOGIN_PATH:
         return await login(request)
     check_cookie(request, circuit, cfg.permit_hash_key)
-    if len(circuit.active) >= cfg.max_connections_per_circuit:
+    if circuit.in_flight + len(circuit.active) >= cfg.max_connections_per_circuit:
         raise Busy()
-    task = asyncio.current_task()
-    assert task is not None
-    circuit.track(task)
     url = URL(f"http://{circuit.kernel_host}:{circuit.kernel_port}{request.raw_path}", encoded=True)
     if request.headers.get("Upgrade", "").lower() == "websocket":
+        # long-lived: tracked, so that the circuit's end closes it at once
+        task = asyncio.current_task()
+        assert task is not None
+        circuit.track(task)
         return await _forward_websocket(request, url)
-    return await _forward_http(request, url)
+    # (a plain request ends with the circuit's listener: its cleanup cancels what is in flight)
+    circuit.in_flight += 1
+    try:
+        return await _forward_http(request, url)
+    finally:
+        circuit.in_flight -= 1
 
 
 class _BoundedBody:
@@ -156,9 +179,16 @@ async def _forward_http(request: web.Request, url: URL) -> web.StreamResponse:
         async with upstream.request(request.method, url, headers=request_headers(request),
                                     data=body.__aiter__() if body else None,
                                     allow_redirects=False) as up:
+            headers = _strip_hop_by_hop(up.headers)
+            chunked = up.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            if not chunked and up.content_length is not None and up.content_length <= SMALL_BODY:
+                # A small answer in one piece: one write instead of a prepare and a write per chunk.
+                whole = await up.content.readexactly(up.content_length) if up.content_length else b""
+                headers.popall("Content-Length", None)
+                return web.Response(status=up.status, reason=up.reason, headers=headers, body=whole)
             resp = web.StreamResponse(status=up.status, reason=up.reason)
-            resp.headers.extend(_strip_hop_by_hop(up.headers))
-            if up.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            resp.headers.extend(headers)
+            if chunked:
                 resp.headers.pop("Content-Length", None)
             await resp.prepare(request)
             async for chunk in up.content.iter_chunked(CHUNK):

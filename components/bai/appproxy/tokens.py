@@ -57,6 +57,7 @@ class CircuitClaims(BaseModel):
     circuit: uuid.UUID
     session: uuid.UUID
     user: uuid.UUID
+    exp: float = 0.0
 
 
 def mint(claims: BaseModel, key: str, lifetime: float) -> str:

@@ -258,6 +258,9 @@ async def test_a_session_that_ends_closes_its_circuits(proxy: Proxy, service: Se
     browser = await proxy.browser(uuid.uuid4(), uuid.uuid4(), service.port)
     other = await proxy.browser(uuid.uuid4(), uuid.uuid4(), service.port)
     try:
+        drip = await browser.http.get(browser.base + "/drip")  # a plain request in flight
+        assert drip.status == 200
+        await poll(lambda: service.open_streams == 1, "the upstream stream")
         async with browser.http.ws_connect(browser.base.replace("http", "ws") + "/ws") as ws:
             await ws.send_str("hi")
             await ws.receive(timeout=5)
@@ -266,6 +269,8 @@ async def test_a_session_that_ends_closes_its_circuits(proxy: Proxy, service: Se
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         assert proxy.state.circuits is not None
         await poll(lambda: not proxy.state.circuits.of_session(browser.session_id), "the circuit to close")
+        await poll(lambda: service.open_streams == 0, "the in-flight request's upstream to be closed")
+        drip.close()
         try:
             async with browser.http.get(browser.base + "/") as r:
                 assert r.status in (403, 404)  # a new circuit may have the port; never this user's app
