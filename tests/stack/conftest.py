@@ -3,6 +3,7 @@ per config shape for the whole session (a build declares ~100 resources in about
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,14 +36,31 @@ class Built:
 
 
 def build(values: dict[str, Any]) -> Built:
-    recorder = mocks.Recorder()
-    mocks.use(recorder)
-    from stack import config, program  # after set_mocks, as Pulumi's testing guide says
+    """Build the stack for ``values`` on an event loop of its own (Pulumi's runtime schedules
+    its work on the thread's current loop: not the one the async tests of the suite share),
+    closed once every output has resolved; only plain values are kept."""
+    previous = _current_loop()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        recorder = mocks.Recorder()
+        mocks.use(recorder)
+        from stack import config, program  # after set_mocks, as Pulumi's testing guide says
 
-    cfg = config.parse(values)
-    resolved = mocks.resolve(program.build(cfg))
+        cfg = config.parse(values)
+        resolved = mocks.resolve(program.build(cfg))
+    finally:
+        asyncio.set_event_loop(previous)
+        loop.close()
     return Built(cfg, recorder, {k: v for k, (v, _) in resolved.items()},
                  {k: s for k, (_, s) in resolved.items()})
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return None
 
 
 @pytest.fixture(scope="session")

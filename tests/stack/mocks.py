@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -91,6 +92,13 @@ class Recorder(pulumi.runtime.Mocks):
 
 
 def use(recorder: Recorder) -> None:
+    """A fresh mock runtime answering through ``recorder``: set_mocks keeps an existing root
+    stack resource and the RPCs still tracked, whose futures belong to the event loop of an
+    earlier build (or of a program stopped by bad config), so both are dropped first (as
+    ``pulumi.runtime.test`` does) and the root is made anew on the current loop."""
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+    pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(recorder, project="bai", stack="test", preview=False)
 
 
