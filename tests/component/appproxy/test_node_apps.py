@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -147,6 +148,34 @@ async def test_tcpproxy_tunnels_one_connection(apps_node: AppNode, session: dict
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await apps_node.node.client.ws_connect(path, headers=apps_node.ws_headers(path, stranger))
     assert refused.value.status == 404
+
+
+def _connections_to(port: int) -> int:
+    out = subprocess.run(["ss", "-tnH", "state", "established", f"( dport = :{port} )"], capture_output=True,
+                         text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+async def test_a_vanished_tunnel_client_closes_the_apps_connection(apps_node: AppNode,
+                                                                  session: dict[str, Any]) -> None:
+    ctx_port = await _host_port(apps_node, session)
+    before = _connections_to(ctx_port)
+    path = f"/stream/session/{session['name']}/tcpproxy?app=ttyd"
+    ws = await apps_node.node.client.ws_connect(path, headers=apps_node.ws_headers(path))
+    await ws.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n")  # half a request: the app waits for the rest
+    await poll(lambda: _connections_to(ctx_port) == before + 1, "the tunnel's connection to the app")
+    ws._response.connection.transport.abort()  # type: ignore[union-attr]  # gone without a close frame
+    # well before the 20 s heartbeat would notice: the tunnel ends with its client
+    await poll(lambda: _connections_to(ctx_port) == before, "the tunnel's connection to be closed", 5)
+    await ws.close()
+
+
+async def _host_port(apps_node: AppNode, session: dict[str, Any]) -> int:
+    async with apps_node.node.db.connect() as conn:
+        ports = await conn.scalar(sa.select(t.kernels.c.service_ports).where(
+            t.kernels.c.session_id == uuid.UUID(session["id"])))
+    (ttyd,) = [sp for sp in ports if sp["name"] == "ttyd"]
+    return int(ttyd["host_ports"][0])
 
 
 async def test_the_sessions_end_closes_its_circuits(apps_node: AppNode) -> None:
