@@ -54,6 +54,8 @@ class Circuit:
     closed: bool = False
     #: Cookie values already verified for this circuit -> until when the check holds.
     permits: dict[str, float] = field(default_factory=dict)
+    #: When a request or connection last arrived (time.monotonic()).
+    last_used: float = field(default_factory=time.monotonic)
 
     @property
     def cookie_name(self) -> str:
@@ -64,6 +66,7 @@ class Circuit:
         return (self.session_id, self.user_uuid, self.kernel_host, self.kernel_port, self.protocol)
 
     def track(self, task: asyncio.Task[object]) -> None:
+        self.last_used = time.monotonic()
         self.active.add(task)
         task.add_done_callback(self.active.discard)
 
@@ -98,6 +101,7 @@ class CircuitRegistry:
             key = (claims.session, claims.user, claims.kernel_host, claims.kernel_port, protocol)
             found = self._by_key.get(key)
             if found is not None and not found.closed:
+                found.last_used = time.monotonic()
                 if client_ip and protocol == "tcp":
                     found.allowed_client_ips = found.allowed_client_ips | {client_ip}
                 return found, True
@@ -153,3 +157,22 @@ class CircuitRegistry:
     async def close_all(self, why: str) -> None:
         for circuit in list(self._by_id.values()):
             await self.close(circuit, why)
+
+    async def close_idle(self, idle_for: float) -> int:
+        """Close the circuits with nothing in flight and no use for ``idle_for`` seconds."""
+        limit = time.monotonic() - idle_for
+        idle = [c for c in self._by_id.values() if c.last_used < limit and not c.active and not c.in_flight]
+        for circuit in idle:
+            await self.close(circuit, "idle")
+        return len(idle)
+
+
+async def sweep_idle_forever(circuits: CircuitRegistry, idle_for: float) -> None:
+    """Runs for the life of the proxy: idle circuits are closed (checked every idle_for / 10, at
+    most a minute apart)."""
+    while True:
+        await asyncio.sleep(min(60.0, idle_for / 10))
+        try:
+            await circuits.close_idle(idle_for)
+        except Exception:
+            log.exception("idle circuit sweep failed")

@@ -81,6 +81,8 @@ class ProxySection(Section):
     read_timeout: Duration = Field(300.0, alias="read-timeout", gt=0)
     #: Seconds a TCP connection (either way) or a stalled writer may idle before it is closed.
     idle_timeout: Duration = Field(3600.0, alias="idle-timeout", gt=0)
+    #: A circuit nobody has used for this long is closed (its port freed; the user reopens the app).
+    circuit_idle_timeout: Duration = Field(3600.0, alias="circuit-idle-timeout", gt=0)
     #: Requests and connections a circuit serves at once (503 / refused above).
     max_connections_per_circuit: int = Field(256, alias="max-connections-per-circuit", ge=1)
     #: Follow the manager's session events (Redis, found through etcd) to end circuits with their session.

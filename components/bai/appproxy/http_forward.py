@@ -147,6 +147,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         circuit.track(task)
         return await _forward_websocket(request, url)
     # (a plain request ends with the circuit's listener: its cleanup cancels what is in flight)
+    circuit.last_used = time.monotonic()
     circuit.in_flight += 1
     try:
         return await _forward_http(request, url)

@@ -22,7 +22,7 @@ from bai.common.tasks import stop_tasks
 
 from . import http_forward, session_watch, tcp_forward
 from .api import coordinator
-from .circuits import CircuitRegistry
+from .circuits import CircuitRegistry, sweep_idle_forever
 from .config import AppProxyConfig
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,11 @@ async def circuits_ctx(state: ProxyState) -> AsyncIterator[None]:
         "http": http_forward.listener_factory(cfg, state.upstream),
         "tcp": tcp_forward.listener_factory(cfg),  # type: ignore[dict-item]
     })
+    sweeper = asyncio.create_task(sweep_idle_forever(circuits, cfg.circuit_idle_timeout), name="idle-circuits")
     try:
         yield
     finally:
+        await stop_tasks([sweeper])
         await circuits.close_all("the proxy is stopping")
 
 

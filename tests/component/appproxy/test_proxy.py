@@ -281,3 +281,24 @@ async def test_a_session_that_ends_closes_its_circuits(proxy: Proxy, service: Se
     finally:
         await browser.close()
         await other.close()
+
+
+async def test_idle_circuits_are_closed_and_busy_ones_kept(proxy: Proxy, service: Service) -> None:
+    circuits = proxy.state.circuits
+    assert circuits is not None
+    idle = await proxy.browser(uuid.uuid4(), uuid.uuid4(), service.port)
+    busy = await proxy.browser(uuid.uuid4(), uuid.uuid4(), service.port)
+    try:
+        (idle_circuit,) = circuits.of_session(idle.session_id)
+        (busy_circuit,) = circuits.of_session(busy.session_id)
+        async with busy.http.ws_connect(busy.base.replace("http", "ws") + "/ws") as ws:
+            idle_circuit.last_used -= 7200  # as if two hours had passed for both
+            busy_circuit.last_used -= 7200
+            assert await circuits.close_idle(3600) >= 1
+            assert not circuits.of_session(idle.session_id)
+            assert circuits.of_session(busy.session_id)  # a websocket is open on it
+            await ws.send_str("still here")
+            assert (await ws.receive(timeout=5)).data == "echo:still here"
+    finally:
+        await idle.close()
+        await busy.close()
