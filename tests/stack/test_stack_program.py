@@ -326,7 +326,8 @@ def test_secrets_reach_providers_and_hosts_only_as_secrets(stack_of: StackOf) ->
             assert f'db_password = "{secrets["db_password"]}"' in secrets_file["content"]
             assert f'redis_password = "{secrets["redis_password"]}"' in secrets_file["content"]
         elif inst.name.startswith("bai-agent"):
-            assert not _is_secret_input(data)  # nothing secret on agents, where sessions run
+            # nothing secret on agents, where sessions run
+            assert isinstance(data, str) and not _is_secret_input(data)
             assert not any(v in data for v in secrets.values() if v != "bai")
         else:
             assert data is None
