@@ -107,7 +107,7 @@ class Settings(BaseModel):
     app_proxy_api_port: int = 5050
     app_proxy_port_range: tuple[int, int] = (10200, 10300)  # one port per open app (circuit)
     app_proxy_token_ttl: int = 300  # seconds a start-service token may be used
-    app_proxy_cookie_ttl: int = 43200  # seconds a browser's permit for an app lasts
+    app_proxy_cookie_ttl: int = 14400  # seconds a browser's permit for an app lasts (then: reopen it)
     app_proxy_jwt_key: str = ""  # generated: HS256 key of the start-service tokens
     app_proxy_permit_key: str = ""  # generated: HS256 key of the circuits' tickets and cookies
     app_proxy_api_secret: str = ""  # generated: the resource group's wsproxy_api_token

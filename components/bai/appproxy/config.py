@@ -68,7 +68,7 @@ class ProxySection(Section):
     #: Seconds a /v2/conf token may be used to open a circuit.
     token_ttl: Duration = Field(300.0, alias="token-ttl", gt=0, le=86400)
     #: Seconds a browser's circuit cookie stays valid (the circuit itself lives as long as its session).
-    cookie_ttl: Duration = Field(43200.0, alias="cookie-ttl", gt=0)
+    cookie_ttl: Duration = Field(14400.0, alias="cookie-ttl", gt=0)
     #: Bytes of one proxied HTTP request body (413 above).
     max_body_size: ByteSize = Field(2**30, alias="max-body-size", gt=0)
     #: Bytes of one websocket message in either direction (closed with 1009 above).
