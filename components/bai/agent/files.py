@@ -41,7 +41,7 @@ from bai.common.agent_rpc import (
     ListFilesRequest,
     UploadFileQuery,
 )
-from bai.kernel.files import CHUNK
+from bai.kernel.files import CHUNK, data_frame
 
 #: How long the runner may take to answer a file request.
 REPLY_TIMEOUT = 30.0
@@ -67,9 +67,10 @@ class TransferBroken(Exception):
 
 
 class RunnerFiles:
-    """File requests over one kernel's runner connection. ``send`` writes one frame to it."""
+    """File requests over one kernel's runner connection. ``send`` writes one record (or a
+    ready-made frame) to it."""
 
-    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[dict[str, Any] | bytes], Awaitable[None]]) -> None:
         self._send = send
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._streams: dict[str, asyncio.Queue[bytes | None | Exception]] = {}
@@ -140,9 +141,9 @@ class RunnerFiles:
                 pending += chunk
                 while len(pending) >= CHUNK:
                     piece, pending = pending[:CHUNK], pending[CHUNK:]
-                    await self._send({"op": "file-put-data", "id": tid, "data": base64.b64encode(piece).decode()})
+                    await self._send(data_frame("op", "file-put-data", tid, piece))
             if pending:
-                await self._send({"op": "file-put-data", "id": tid, "data": base64.b64encode(pending).decode()})
+                await self._send(data_frame("op", "file-put-data", tid, pending))
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._send({"op": "file-put-abort", "id": tid})

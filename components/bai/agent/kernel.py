@@ -53,6 +53,8 @@ EXIT_CODE_KERNEL_GONE = 130
 #: Finished runs nobody collected are kept this many at most (a client may never come back).
 _MAX_UNCOLLECTED = 64
 _CONSOLE_TYPES = frozenset({"stdout", "stderr", "media", "html", "log", "completion"})
+#: How long the agent stops reading a runner whose run's unread output nobody takes (see _hold_back).
+BACKPRESSURE_WAIT = 5.0
 #: How long a call waits for a runner that is (re)connecting: its back-off is at most 0.25 s.
 RECONNECT_WAIT = 5.0
 #: How long a write to the runner may block (a runner that stops reading is dropped).
@@ -137,6 +139,10 @@ class _Run:
     #: Batch mode: results closed by clean-finished/build-finished, not yet reported; each
     #: holds the output of its own step.
     closed: collections.deque[dict[str, Any]] = field(default_factory=collections.deque)
+    #: Set whenever a client takes the output (see KernelRunner._hold_back).
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Nobody took the output within BACKPRESSURE_WAIT: its oldest output is dropped instead.
+    abandoned: bool = False
 
     def close_step(self, status: str, exit_code: int) -> None:
         """A batch step ended: what it printed is reported with its status, apart from later output."""
@@ -155,6 +161,8 @@ class _Run:
             self.size += entry.size
         if self.size > self.limit:
             self._drop_oldest(self.size - self.limit)
+        if self.size >= self.limit // 2:
+            self.wakeup.set()  # a waiting execute call returns ("continued") rather than let it pile up
 
     def _drop_oldest(self, excess: int) -> None:
         while excess > 0 and self.console:
@@ -177,6 +185,8 @@ class _Run:
         return self._take()
 
     def _take(self) -> dict[str, Any]:
+        self.taken.set()
+        self.abandoned = False
         console, self.console, self.size = self.console, collections.deque(), 0
         terminal, self.terminal = self.terminal, None
         self.wakeup.clear()
@@ -336,7 +346,7 @@ class KernelRunner:
         await self._drop_connection()
         self._fail_pending()
 
-    async def _send(self, message: dict[str, Any], before_write: Callable[[], None] | None = None) -> None:
+    async def _send(self, message: dict[str, Any] | bytes, before_write: Callable[[], None] | None = None) -> None:
         """Send one frame, waiting a little for a runner that is reconnecting. ``before_write``
         runs right before the write, with no await in between: a run becomes pending only
         once it is certain to go out on the connection whose loss would fail it."""
@@ -353,7 +363,7 @@ class KernelRunner:
         assert writer is not None
         if before_write is not None:
             before_write()
-        writer.write(encode_frame(message))
+        writer.write(message if isinstance(message, bytes) else encode_frame(message))
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await writer.drain()
@@ -375,6 +385,8 @@ class KernelRunner:
                     await self.files.on_record(record)  # waits while a download's queue is full
                 else:
                     self._on_record(record)
+                    if self._pending and (run := self._pending[0]).size >= run.limit * 3 // 4:
+                        await self._hold_back(run)
         except (asyncio.IncompleteReadError, ConnectionError):
             log.debug("kernel %s: runner connection closed", self.kernel_id)
         except (ProtocolError, ValueError) as exc:
@@ -442,6 +454,21 @@ class KernelRunner:
         elif kind == "finished":
             exit_code = data.get("exitCode") if isinstance(data, dict) else None
             self._finish(run, exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else 1)
+
+    async def _hold_back(self, run: _Run) -> None:
+        """Back-pressure: stop reading from the runner (which then stops reading user code's
+        output, so the code blocks on its writes) while this run's unread output is large and a
+        client keeps taking it. Nobody taking any for BACKPRESSURE_WAIT: the run's oldest output
+        is dropped from then on, so an abandoned run never stalls the kernel."""
+        if run.abandoned:
+            return
+        try:
+            async with asyncio.timeout(BACKPRESSURE_WAIT):
+                while run.size >= run.limit * 3 // 4 and not run.finished:
+                    run.taken.clear()
+                    await run.taken.wait()
+        except TimeoutError:
+            run.abandoned = True
 
     def _finish(self, run: _Run, exit_code: int | None) -> None:
         if run in self._pending:

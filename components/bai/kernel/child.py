@@ -349,10 +349,13 @@ def _run_batch(message: dict[str, Any], control: _Control) -> int:
     """A batch-mode run (see :mod:`.batchmode`); interruptible like query-mode code."""
 
     def report(status: str, exit_code: int) -> None:
-        # Never cut a message in half: an interrupt meanwhile only reaches the step's shell.
+        # Never cut a message in half: an interrupt meanwhile only reaches the step's shell. The
+        # next step starts once the runner has passed this status on (its output comes after).
         was, control.interruptible = control.interruptible, False
         try:
-            control.send({"op": "step", "type": status, "exitCode": exit_code})
+            seq = control._next_seq()
+            control.send({"op": "step", "seq": seq, "type": status, "exitCode": exit_code})
+            control._reply("synced", seq)
         finally:
             control.interruptible = was
 

@@ -40,8 +40,16 @@ from .services import POLL_INTERVAL, Services
 from .terminal import Terminals
 
 _READ_CHUNK = 65536
+#: Reads from the agent connection: file uploads arrive as frames of ~700 KiB.
+_AGENT_READ_CHUNK = 2**20
 #: Reconnection back-off: the first retry is immediate, then doubling up to this many seconds.
 _RECONNECT_MAX_DELAY = 0.25
+#: Output waiting to go to the agent beyond which the child's pipes (and its control channel, to
+#: keep records in order) are no longer read, so user code blocks on its next write instead of
+#: the runner's memory growing: the agent stops reading while a client is behind. Reading
+#: resumes once the backlog is below the low mark.
+_BACKLOG_HIGH = 4 * 2**20
+_BACKLOG_LOW = 2**20
 #: cgroup v2, then v1: where the container's OOM-kill counter and memory limit are.
 _OOM_COUNTERS = (("/sys/fs/cgroup/memory.events", "oom_kill"),
                  ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill"))
@@ -206,6 +214,8 @@ class Runner:
         self.oom_kills = _oom_kills()
         #: A batch session's startup command, once the agent has asked for it.
         self.batch: BatchTask | None = None
+        #: While output is held back: the child's selector keys taken out (see _BACKLOG_HIGH).
+        self.paused: list[selectors.SelectorKey] = []
         #: Login shells on ptys, for the agent's terminal streams.
         self.terminals = Terminals(self, _child_env)
         #: Service ports started on demand (start-service).
@@ -250,6 +260,7 @@ class Runner:
     def _drop_client(self) -> None:
         if self.client is None:
             return
+        self._resume_child_output()  # what it writes now is dropped anyway
         self.sel.unregister(self.client.sock)
         self.client.sock.close()
         self.client = None
@@ -270,7 +281,7 @@ class Runner:
             if self.client is None:
                 return
         try:
-            data = client.sock.recv(_READ_CHUNK)
+            data = client.sock.recv(_AGENT_READ_CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -300,14 +311,14 @@ class Runner:
         if was_empty:
             self._flush_client()
 
-    def _send_oob(self, record: dict[str, Any]) -> None:
-        """Send a record that belongs to no run (file transfers, completions), even while a run
-        of an older connection is still going."""
+    def _send_oob(self, record: dict[str, Any] | bytes) -> None:
+        """Send a record (or a ready-made frame) that belongs to no run (file transfers,
+        completions), even while a run of an older connection is still going."""
         client = self.client
         if client is None:
             return
         was_empty = not client.outbuf
-        client.outbuf += encode_frame(record)
+        client.outbuf += record if isinstance(record, bytes) else encode_frame(record)
         if was_empty:
             self._flush_client()
 
@@ -326,6 +337,8 @@ class Runner:
             self._drop_client()
             return
         del client.outbuf[:sent]
+        if self.paused and len(client.outbuf) < _BACKLOG_LOW:
+            self._resume_child_output()
         if len(client.outbuf) < _READ_CHUNK:
             self.files.pump()  # downloads send more as the backlog drains
             if self.client is not client:
@@ -442,6 +455,22 @@ class Runner:
         if child is None or key.fd not in child.pipes:
             return
         self._read_pipe(child, key.fd, once=True)
+        if self.client is not None and len(self.client.outbuf) >= _BACKLOG_HIGH and not self.paused:
+            self._pause_child_output(child)
+
+    def _pause_child_output(self, child: _Child) -> None:
+        registered = self.sel.get_map()
+        for fd in (*child.pipes, child.ctrl.fileno()):
+            if fd in registered:
+                self.paused.append(self.sel.unregister(fd))
+
+    def _resume_child_output(self) -> None:
+        paused, self.paused = self.paused, []
+        for key in paused:
+            try:
+                self.sel.register(key.fileobj, key.events, key.data)
+            except (ValueError, KeyError, OSError):
+                pass  # closed meanwhile
 
     def _read_pipe(self, child: _Child, fd: int, once: bool = False) -> None:
         kind = child.pipes[fd]
@@ -514,6 +543,7 @@ class Runner:
             self._ctrl_send({"op": "synced", "seq": message.get("seq")})
         elif op == "step" and message.get("type") in ("clean-finished", "build-finished"):
             self._send({"type": message["type"], "data": {"exitCode": int(message.get("exitCode", 1))}})
+            self._ctrl_send({"op": "synced", "seq": message.get("seq")})
         elif op == "completion":
             found = message.get("result")
             self._send_oob({"type": "completion-result", "id": message.get("id"),
@@ -526,6 +556,7 @@ class Runner:
         self._dispatch()
 
     def _on_child_exit(self, child: _Child) -> None:
+        self._resume_child_output()
         self._drain_pipes(child)
         self.sel.unregister(child.ctrl)
         for fd in child.pipes:

@@ -167,7 +167,7 @@ async def test_sse_slow_consumer_is_cut_off_with_bounded_memory(
 
 
 @pytest.mark.parametrize(("frame", "problem"), [
-    ('{"mode": "batch", "code": "1"}', "mode: Input should be 'query'"),
+    ('{"mode": "complete", "code": "1"}', "mode: Input should be 'query' or 'batch'"),
     ("not json", "frame: Invalid JSON"),
     ('{"code": 5}', "code: Input should be a valid string"),
 ])

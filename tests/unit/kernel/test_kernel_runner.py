@@ -252,20 +252,40 @@ def test_records_merge_and_oldest_output_is_dropped_with_a_marker() -> None:
     assert last == ["stdout", "after"] and "dropped" in marker[1]
 
 
-async def test_heavy_output_is_complete_up_to_the_cap() -> None:
+async def _to_the_end(conn: KernelRunner, first: dict[str, Any]) -> list[dict[str, Any]]:
+    results = [first]
+    async with asyncio.timeout(60):
+        while results[-1]["status"] != "finished":
+            results.append(await conn.execute(first["runId"], "continue", "", 10.0))
+    return results
+
+
+async def test_heavy_output_is_complete_while_collected_and_capped_when_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import bai.agent.kernel as agent_kernel
+
+    monkeypatch.setattr(agent_kernel, "BACKPRESSURE_WAIT", 0.5)
     tmp = Path(tempfile.mkdtemp(prefix="bai-kr-", dir="/tmp"))
     proc, runner = await _start_runner(tmp, output_limit=2**20)
     try:
-        lines = await run(runner, "for i in range(100000): print(i)", flush_timeout=60)
-        [[kind, text]] = lines["console"]  # 589 KiB: under the cap, all of it
-        assert kind == "stdout" and text == "".join(f"{i}\n" for i in range(100000))
-        big = await run(runner, "import sys; sys.stdout.write('x' * (3 * 2**20) + 'END'); "
-                                "print('tail', file=sys.stderr)", flush_timeout=60)
-        marker, out, err = big["console"]
-        # The oldest output went; the newest is all there, the buffer never held more than 1 MiB.
-        assert marker[0] == "stderr" and f"{3 * 2**20 + 3 + 5 - 2**20} bytes" in marker[1]
-        assert out[0] == "stdout" and out[1].endswith("xEND") and len(out[1]) == 2**20 - 5
-        assert err == ["stderr", "tail\n"]
+        # A client that keeps collecting gets every byte, however much: the code waits for it.
+        code = "import sys\nfor i in range(400000): print(i)"
+        results = await _to_the_end(runner, await runner.execute(None, "query", code, 10.0))
+        text = "".join(c[1] for r in results for c in r["console"])
+        assert text == "".join(f"{i}\n" for i in range(400000))  # 2.6 MiB through a 1 MiB buffer
+        assert all(c[0] == "stdout" for r in results for c in r["console"])
+        # Nobody collecting: after BACKPRESSURE_WAIT the oldest output goes; the newest is all there.
+        first = await runner.execute(None, "query", "import sys; sys.stdout.write('x' * (3 * 2**20) + 'END'); "
+                                                    "print('tail', file=sys.stderr)", 0)
+        await asyncio.sleep(2.0)
+        results = await _to_the_end(runner, first)
+        console = [c for r in results for c in r["console"]]
+        markers = [c for c in console if c[0] == "stderr" and "dropped" in c[1]]
+        assert markers, console
+        dropped = sum(int(m[1].split("[bai: ")[1].split(" bytes")[0]) for m in markers)
+        out = "".join(c[1] for c in console if c[0] == "stdout")
+        assert out.endswith("xEND") and len(out) + dropped == 3 * 2**20 + 3
+        assert console[-1] == ["stderr", "tail\n"]
         assert (await run(runner, "'still fine'"))["console"] == [["stdout", "'still fine'"]]
     finally:
         await runner.request_exit()

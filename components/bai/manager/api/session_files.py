@@ -41,7 +41,7 @@ from .replies import _Reply
 from .routing import Answer
 
 #: Bytes read from a client's upload at a time.
-_CHUNK = 256 * 1024
+_CHUNK = 2**20
 
 
 class CompleteRequest(BaseModel):
