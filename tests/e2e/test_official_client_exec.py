@@ -6,11 +6,12 @@ file the batch run wrote, and a refused `../../etc/passwd`."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
 
-from .conftest import Api, unique_name
+from .conftest import VENV_BIN, Api, unique_name
 
 
 def _run(exe: Path, env: dict[str, str], *args: str, cwd: Path | None = None, stdin: str | None = None,
@@ -94,3 +95,30 @@ def test_official_batch_run_upload_ls_download(official_client: Path, node_env: 
         assert status == 400, body
     finally:
         _run(official_client, node_env, "session", "destroy", name, check=False)
+
+
+def test_our_cli_run_files_upload_ls_download(node_env: dict[str, str], tmp_path: Path) -> None:
+    ours = VENV_BIN / "backend.ai"
+    name = unique_name("xc")
+    (tmp_path / "main.py").write_text("open('out.txt', 'w').write('from batch')\nprint('batch ran')\n")
+    try:
+        proc = _run(ours, node_env, "run", "-t", name, "python", "main.py", cwd=tmp_path)
+        assert proc.stdout == "batch ran\n" and "Build finished. (exit code = 0)" in proc.stderr
+        failing = _run(ours, node_env, "run", "-t", name, "--exec", "exit 9", "python", "main.py", cwd=tmp_path,
+                       check=False)
+        assert failing.returncode == 9
+        (tmp_path / "extra.txt").write_text("extra")
+        _run(ours, node_env, "session", "upload", name, "extra.txt", cwd=tmp_path)
+        listing = _run(ours, node_env, "--output", "json", "session", "ls", name).stdout
+        assert {"main.py", "out.txt", "extra.txt"} <= {f["filename"] for f in json.loads(listing)["files"]}
+        dest = tmp_path / "down"
+        _run(ours, node_env, "session", "download", name, "out.txt", "--dest", str(dest))
+        assert (dest / "out.txt").read_text() == "from batch"
+        refused = _run(ours, node_env, "session", "download", name, "../../etc/passwd", "--dest", str(dest),
+                       check=False)
+        assert refused.returncode == 1 and "'..' is not allowed" in refused.stderr
+        assert sorted(p.name for p in dest.iterdir()) == ["out.txt"]
+        # Without a session, `session ls` still lists the sessions.
+        assert name in _run(ours, node_env, "session", "ls").stdout
+    finally:
+        _run(ours, node_env, "session", "destroy", name, check=False)

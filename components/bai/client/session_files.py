@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -74,10 +75,27 @@ async def upload(api: APISession, ref: str, files: Sequence[str | Path], *, base
 
 
 def _extract(archive: str, dest: Path) -> list[str]:
+    """Regular files and directories only, each confined to ``dest`` (no absolute names, no
+    ``..``, no links or devices): what a server sends is not trusted."""
+    names: list[str] = []
+    root = dest.resolve()
     with tarfile.open(archive) as tar:
-        names = tar.getnames()
-        # "data" refuses absolute names, "..", links leaving dest and device files.
-        tar.extractall(path=dest, filter="data")
+        for member in tar:
+            parts = Path(member.name).parts
+            if not parts or Path(member.name).is_absolute() or ".." in parts:
+                raise tarfile.TarError(f"refused member {member.name!r}")
+            target = root.joinpath(*parts)
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+            else:
+                raise tarfile.TarError(f"refused member {member.name!r}: not a regular file")
+            names.append(member.name)
     return names
 
 
