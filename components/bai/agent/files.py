@@ -41,7 +41,8 @@ from bai.common.agent_rpc import (
     ListFilesRequest,
     UploadFileQuery,
 )
-from bai.kernel.files import CHUNK, data_frame
+from bai.kernel.files import UPLOAD_CHUNK
+from bai.kernel.protocol import encode_binary_frame, encode_frame
 
 #: How long the runner may take to answer a file request.
 REPLY_TIMEOUT = 30.0
@@ -136,14 +137,15 @@ class RunnerFiles:
         tid = secrets.token_hex(8)
         await self._request({"op": "file-put-begin", "id": tid, "path": path})
         try:
+            header = encode_frame({"op": "file-put-data", "id": tid, "binary": True})
             pending = b""
             async for chunk in body:
                 pending += chunk
-                while len(pending) >= CHUNK:
-                    piece, pending = pending[:CHUNK], pending[CHUNK:]
-                    await self._send(data_frame("op", "file-put-data", tid, piece))
+                while len(pending) >= UPLOAD_CHUNK:
+                    piece, pending = pending[:UPLOAD_CHUNK], pending[UPLOAD_CHUNK:]
+                    await self._send(header + encode_binary_frame(piece))
             if pending:
-                await self._send(data_frame("op", "file-put-data", tid, pending))
+                await self._send(header + encode_binary_frame(pending))
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._send({"op": "file-put-abort", "id": tid})
@@ -212,7 +214,7 @@ def add_routes(app: web.Application, get_agent: AgentGetter) -> None:
     async def upload(request: web.Request) -> web.Response:
         q = _validate(UploadFileQuery, dict(request.query))
         files = get_agent(request).runner(q.kernel_id).files
-        size = await files.upload(q.path, request.content.iter_chunked(CHUNK))
+        size = await files.upload(q.path, request.content.iter_chunked(UPLOAD_CHUNK))
         return web.json_response({"size": size})
 
     async def download(request: web.Request) -> web.StreamResponse:

@@ -13,7 +13,9 @@ Agent -> runner (``id``: the agent's transfer id, a short string):
 * ``{"op": "file-list", "id", "path"}`` -> ``file-result`` with ``data: {"files": [{"filename",
   "mode", "size", "ctime", "mtime", "atime"}], "abspath"}`` (at most :data:`MAX_LIST_ENTRIES`).
 * ``{"op": "file-put-begin", "id", "path"}`` -> ``file-result``; then any number of
-  ``{"op": "file-put-data", "id", "data": base64}`` (no answer) and ``{"op": "file-put-end", "id"}``
+  ``{"op": "file-put-data", "id", "data": base64}``, or ``{"op": "file-put-data", "id", "binary":
+  true}`` followed by a binary frame with the bytes (:data:`.protocol.BINARY_FLAG`; no answer),
+  and ``{"op": "file-put-end", "id"}``
   -> ``file-result`` with ``data: {"size"}`` once the file is in place (or an error; nothing is
   left), or ``{"op": "file-put-abort", "id"}`` (no answer).
 * ``{"op": "file-get", "id", "path", "max_size"}`` -> ``file-result`` with ``data: {"size"}``,
@@ -42,6 +44,8 @@ from typing import Any
 
 #: Raw bytes per ``file-data``/``file-put-data`` record: 512 KiB is 683 KiB of base64, under the 1 MiB frame cap.
 CHUNK = 512 * 1024
+#: Raw bytes per upload frame (agent -> runner frames are binary and may be far larger).
+UPLOAD_CHUNK = 2**20
 #: Downloads pause while this much output waits to be sent to the agent.
 MAX_BACKLOG = 2 * 2**20
 MAX_LIST_ENTRIES = 4000
@@ -142,6 +146,8 @@ class FileOps:
         self._uploads: dict[str, _Upload] = {}
         self._downloads: collections.deque[_Download] = collections.deque()
         self._pumping = False
+        #: The upload the next binary frame belongs to.
+        self._binary_for: str | None = None
 
     def reset(self) -> None:
         """The agent connection changed: every transfer in progress is abandoned."""
@@ -159,8 +165,15 @@ class FileOps:
             elif op == "file-put-begin":
                 self._put_begin(tid, str(message.get("path", "")))
                 self._result(tid, {})
+            elif op == "file-put-data" and message.get("binary") is True:
+                self._binary_for = tid
             elif op == "file-put-data":
                 self._put_data(tid, message.get("data"))
+            elif op == "file-put-bytes":
+                target, self._binary_for = self._binary_for, None
+                data = message.get("data")
+                if target is not None and isinstance(data, bytes):
+                    self._write(target, data)
             elif op == "file-put-end":
                 self._result(tid, {"size": self._put_end(tid)})
             elif op == "file-put-abort":
@@ -230,15 +243,23 @@ class FileOps:
         self._uploads[tid] = _Upload(dir_fd, parts[-1], tmp, fd)
 
     def _put_data(self, tid: str, data: Any) -> None:
+        try:
+            raw = base64.b64decode(data if isinstance(data, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            upload = self._uploads.get(tid)
+            if upload is not None and upload.error is None:
+                upload.error = FileOpError("io", "corrupt upload data")
+            return
+        self._write(tid, raw)
+
+    def _write(self, tid: str, raw: bytes) -> None:
         upload = self._uploads.get(tid)
         if upload is None or upload.error is not None:
             return
         try:
-            view = memoryview(base64.b64decode(data if isinstance(data, str) else "", validate=True))
+            view = memoryview(raw)
             while view:
                 view = view[os.write(upload.fd, view):]
-        except (binascii.Error, ValueError):
-            upload.error = FileOpError("io", "corrupt upload data")
         except OSError as exc:
             upload.error = _oserror(exc, upload.name)
 

@@ -55,6 +55,10 @@ MAX_RECORD_FRAME = 2**20
 
 _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
+#: Set in a frame's length field (agent -> runner only): the body is raw bytes, the data of the
+#: ``file-put-data`` record just before it (uploads skip base64 and JSON this way). The agent's
+#: decoder has no such frames: the flag makes any length exceed its limit.
+BINARY_FLAG = 0x80000000
 
 
 class ProtocolError(Exception):
@@ -64,6 +68,10 @@ class ProtocolError(Exception):
 def encode_frame(message: dict[str, Any]) -> bytes:
     body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return _HEADER.pack(len(body)) + body
+
+
+def encode_binary_frame(data: bytes) -> bytes:
+    return _HEADER.pack(BINARY_FLAG | len(data)) + data
 
 
 def decode_header(header: bytes, limit: int = MAX_FRAME) -> int:
@@ -87,13 +95,17 @@ class FrameDecoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Complete messages so far; a binary frame comes out as ``{"op": "file-put-bytes",
+        "data": bytes}`` (see :func:`encode_binary_frame`)."""
         self._buf += data
         out: list[dict[str, Any]] = []
         while len(self._buf) >= HEADER_SIZE:
-            length = decode_header(bytes(self._buf[:HEADER_SIZE]))
+            (raw,) = _HEADER.unpack(bytes(self._buf[:HEADER_SIZE]))
+            length = decode_header(_HEADER.pack(raw & ~BINARY_FLAG))
             end = HEADER_SIZE + length
             if len(self._buf) < end:
                 break
-            out.append(decode_body(bytes(self._buf[HEADER_SIZE:end])))
+            body = bytes(self._buf[HEADER_SIZE:end])
+            out.append({"op": "file-put-bytes", "data": body} if raw & BINARY_FLAG else decode_body(body))
             del self._buf[:end]
         return out

@@ -124,3 +124,38 @@ async def test_a_broken_upload_leaves_nothing(kernel: tuple[KernelRunner, Path, 
     # The abort is processed in order with anything sent after it.
     await conn.files.list(".")
     assert os.listdir(work) == []
+
+
+def test_binary_frames_decode_only_on_the_runner_side() -> None:
+    from bai.kernel.protocol import (
+        MAX_RECORD_FRAME,
+        FrameDecoder,
+        ProtocolError,
+        decode_header,
+        encode_binary_frame,
+        encode_frame,
+    )
+
+    stream = encode_frame({"op": "file-put-data", "id": "t1", "binary": True}) + encode_binary_frame(b"\x00\xffraw")
+    decoder = FrameDecoder()
+    # Fed in two pieces, as a socket may deliver them.
+    messages = decoder.feed(stream[:7]) + decoder.feed(stream[7:])
+    assert messages == [{"op": "file-put-data", "id": "t1", "binary": True},
+                        {"op": "file-put-bytes", "data": b"\x00\xffraw"}]
+    # The agent reads the runner's frames with decode_header and a 1 MiB limit: a binary frame
+    # (only ever sent towards the runner) is refused there.
+    with pytest.raises(ProtocolError):
+        decode_header(encode_binary_frame(b"x")[:4], MAX_RECORD_FRAME)
+
+
+async def test_base64_upload_records_still_work(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    import base64
+    import secrets
+
+    conn, work, _ = kernel
+    tid = secrets.token_hex(4)
+    await conn.files._request({"op": "file-put-begin", "id": tid, "path": "b64.txt"})
+    await conn._send({"op": "file-put-data", "id": tid, "data": base64.b64encode(b"hello ").decode()})
+    await conn._send({"op": "file-put-data", "id": tid, "data": base64.b64encode(b"world").decode()})
+    assert (await conn.files._request({"op": "file-put-end", "id": tid}))["size"] == 11
+    assert (work / "b64.txt").read_bytes() == b"hello world"
