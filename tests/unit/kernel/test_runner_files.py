@@ -159,3 +159,17 @@ async def test_base64_upload_records_still_work(kernel: tuple[KernelRunner, Path
     await conn._send({"op": "file-put-data", "id": tid, "data": base64.b64encode(b"world").decode()})
     assert (await conn.files._request({"op": "file-put-end", "id": tid}))["size"] == 11
     assert (work / "b64.txt").read_bytes() == b"hello world"
+
+
+async def test_abandoned_downloads_free_their_transfer(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+    data = os.urandom(8 * 2**20)
+    (work / "big.bin").write_bytes(data)
+    for _ in range(12):  # more than the runner's 8 transfers at once: each one must be freed
+        async with conn.files.download("big.bin", 2**30) as (_size, chunks):
+            async for _chunk in chunks:
+                break  # the client goes away after the first chunk
+    assert await _download(conn, "big.bin") == data
+    # The connection still carries queries.
+    result = await conn.execute(None, "query", "print('alive')", 10.0)
+    assert result["console"] == [["stdout", "alive\n"]]
