@@ -182,9 +182,10 @@ async def _forward_http(request: web.Request, url: URL) -> web.StreamResponse:
                                     allow_redirects=False) as up:
             headers = _strip_hop_by_hop(up.headers)
             chunked = up.headers.get("Transfer-Encoding", "").lower() == "chunked"
-            if not chunked and up.content_length is not None and up.content_length <= SMALL_BODY:
+            if (not chunked and up.content_length is not None and up.content_length <= SMALL_BODY
+                    and request.method != "HEAD" and up.status not in (204, 304)):
                 # A small answer in one piece: one write instead of a prepare and a write per chunk.
-                whole = await up.content.readexactly(up.content_length) if up.content_length else b""
+                whole = await up.read()
                 headers.popall("Content-Length", None)
                 return web.Response(status=up.status, reason=up.reason, headers=headers, body=whole)
             resp = web.StreamResponse(status=up.status, reason=up.reason)

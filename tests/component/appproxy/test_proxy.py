@@ -75,6 +75,8 @@ async def test_http_through_a_circuit(proxy: Proxy, service: Service) -> None:
         assert body["x_forwarded_for"] == "127.0.0.1"
         assert "bai_appproxy_" not in (body["cookie"] or "")  # the app never sees the proxy's cookie
         assert "X-Secret-Hop" not in service.seen[-1]["headers"]  # named in Connection: hop-by-hop
+        async with browser.http.head(browser.base + "/some/path") as r:  # a length, and no body to wait for
+            assert r.status == 200 and int(r.headers["Content-Length"]) > 0
         payload = os.urandom(3 * 2**20)
         async with browser.http.post(browser.base + "/upload", data=payload) as r:
             body = await r.json()
