@@ -5,8 +5,11 @@ provider plugin, and its outputs resolve to what a real ``pulumi up`` would expo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +92,23 @@ class Recorder(pulumi.runtime.Mocks):
     def named(self, name: str, typ: str = "aws:ec2/instance:Instance") -> Declared:
         (found,) = [r for r in self.resources if r.name == name and r.typ == typ]
         return found
+
+
+@contextmanager
+def own_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A new event loop set as the thread's current one (Pulumi's runtime creates futures on it;
+    the suite's async tests may have left none set), the previous one restored after."""
+    try:
+        previous: asyncio.AbstractEventLoop | None = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        previous = None
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield loop
+    finally:
+        asyncio.set_event_loop(previous)
+        loop.close()
 
 
 def use(recorder: Recorder) -> None:

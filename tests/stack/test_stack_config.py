@@ -73,17 +73,18 @@ def test_every_problem_at_once_and_secrets_never_echoed() -> None:
 
 def test_a_bad_config_stops_the_program_before_any_resource(monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = mocks.Recorder()
-    mocks.use(recorder)
-    from stack import program
+    with mocks.own_loop():
+        mocks.use(recorder)
+        from stack import program
 
-    pulumi.runtime.set_all_config({"bai:operatorCidrs": "0.0.0.0/0", "bai:agentCount": "0",
-                                   "bai:sshPublicKey": "ssh-ed25519 AAAA op"})
-    monkeypatch.delenv("PULUMI_CONFIG", raising=False)
-    try:
-        with pytest.raises(SystemExit) as info:
-            program.main()
-    finally:
-        pulumi.runtime.set_all_config({})
+        pulumi.runtime.set_all_config({"bai:operatorCidrs": "0.0.0.0/0", "bai:agentCount": "0",
+                                       "bai:sshPublicKey": "ssh-ed25519 AAAA op"})
+        monkeypatch.delenv("PULUMI_CONFIG", raising=False)
+        try:
+            with pytest.raises(SystemExit) as info:
+                program.main()
+        finally:
+            pulumi.runtime.set_all_config({})
     assert "bai stack: bad configuration" in str(info.value)
     assert "bai:agentCount" in str(info.value)
     assert recorder.resources == [] and recorder.calls == []

@@ -60,12 +60,17 @@ async def run(node: Node, keys: tuple[str, str], ref: str) -> None:
     assert st == 200 and body["result"]["status"] == "finished", body
 
 
-async def keep_busy(node: Node, keys: tuple[str, str], ref: str, seconds: float) -> None:
+async def keep_busy(node: Node, keys: tuple[str, str], ref: str, seconds: float) -> datetime:
+    """Execute every 0.25 s for ``seconds``; answers when the last execute was sent (the session's
+    last activity is no earlier than that)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
+    last_sent = datetime.now().astimezone()
     while loop.time() < end:
+        last_sent = datetime.now().astimezone()
         await run(node, keys, ref)
         await asyncio.sleep(0.25)  # the pace of a user's activity, not a synchronisation
+    return last_sent
 
 
 async def test_activity_keeps_a_session_and_silence_ends_it(idle_node: Node) -> None:
@@ -77,9 +82,8 @@ async def test_activity_keeps_a_session_and_silence_ends_it(idle_node: Node) -> 
         st, body = await node.call("POST", "/session", {"name": n, "image": "python"}, keys=keys)
         assert st == 201 and body["status"] == "RUNNING", body
         sid = body["sessionId"]
-        await keep_busy(node, keys, n, 3.5)  # longer than the timeout, never idle for 2 s
+        quiet_from = await keep_busy(node, keys, n, 3.5)  # longer than the timeout, never idle for 2 s
         assert (await session_row(node, sid)).status == "RUNNING"
-        quiet_from = datetime.now().astimezone()
         assert await wait_status(node, sid, {"TERMINATED"}, deadline=15) == "TERMINATED"
         got = await stream.until("session_terminated", n)
     r = await session_row(node, sid)

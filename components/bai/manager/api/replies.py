@@ -121,8 +121,15 @@ class ExecutionResult(_Reply):
     files: list[Any]
 
 
+class CompletionResult(_Reply):
+    status: str
+    completions: list[str]
+
+
 class Executed(_Reply):
-    result: ExecutionResult
+    #: A completion asked the older way (``mode: "complete"`` on the execute call) answers the
+    #: completion shape.
+    result: ExecutionResult | CompletionResult
 
 
 class LogsResult(_Reply):

@@ -37,7 +37,7 @@ from bai.manager.services.sessions.files import (
 from . import routing
 from .keys import CTX, requester
 from .middlewares import auth_required
-from .replies import _Reply
+from .replies import CompletionResult, _Reply
 from .routing import Answer
 
 #: Bytes read from a client's upload at a time.
@@ -64,11 +64,6 @@ class DownloadSingleRequest(BaseModel):
 class FilesQuery(schemas.SessionQuery):
     path: str = Field(".", max_length=4096, description="A directory under /home/work (also read from a JSON "
                                                         "body, as the official client sends it on this GET).")
-
-
-class CompletionResult(_Reply):
-    status: str
-    completions: list[str]
 
 
 class Completed(_Reply):
