@@ -316,14 +316,21 @@ async def test_the_official_client_asks_for_a_mock_device(cnode: ComputeNode,
     assert cnode.agent.compute.used()["cuda.device"] == 0
 
 
-async def test_fractional_mode_shares(cnode: ComputeNode) -> None:
-    etcd_cfg = cnode.parts.manager_config.etcd
+async def fractional_mode(cn: ComputeNode) -> None:
+    """Switch the mock accelerator to fractional mode through etcd (once per module's node)."""
+    if "cuda.shares" in cn.agent.compute.used():
+        return
+    etcd_cfg = cn.parts.manager_config.etcd
     async with etcd_mod.connect(etcd_cfg.addr, etcd_cfg.namespace) as etcd:
         await etcd.put("config/plugins/accelerator/cuda/allocation_mode", "fractional")
-    await cnode.restart_agent("cuda.shares")
+    await cn.restart_agent("cuda.shares")
+
+
+async def test_fractional_mode_shares(cnode: ComputeNode) -> None:
+    await fractional_mode(cnode)
     async with cnode.parts.db.connect() as conn:
         slots = await conn.scalar(sa.select(t.agents.c.available_slots).where(t.agents.c.id == cnode.parts.agent_id))
-    assert slots["cuda.shares"] == "1" and "cuda.device" not in slots
+    assert slots is not None and slots["cuda.shares"] == "1" and "cuda.device" not in slots
 
     # 0.75 does not fit one device (0.5 each): it spans both, fewest devices first.
     big, _ = await create(cnode, {"cpu": "1", "cuda.shares": "0.75"})
@@ -337,4 +344,61 @@ async def test_fractional_mode_shares(cnode: ComputeNode) -> None:
         "name": f"cp-{secrets.token_hex(4)}", "image": "python", "config": {"resources": {"cuda.device": "1"}}})
     assert st == 400 and "cuda.device" in json.dumps(body), body
     await destroy(cnode, waiting, big, small)
+    assert cnode.agent.compute.used()["cuda.shares"] == 0
+
+
+async def session_id_of(cn: ComputeNode, name: str) -> str:
+    async with cn.parts.db.connect() as conn:
+        return str(await conn.scalar(sa.select(t.sessions.c.id).where(t.sessions.c.name == name)
+                                     .order_by(t.sessions.c.created_at.desc()).limit(1)))
+
+
+async def test_the_official_client_asks_for_fractional_shares(cnode: ComputeNode,
+                                                              official_client: Path) -> None:  # noqa: F811
+    await fractional_mode(cnode)
+
+    async def bai_json(*args: str) -> dict[str, Any]:
+        rc, out = await official(official_client, cnode, "--output", "json", *args)
+        assert rc == 0, out
+        return dict(json.loads(out))
+
+    name = f"cp-{secrets.token_hex(4)}"
+    rc, out = await official(official_client, cnode, "session", "create", "-t", name,
+                             "-r", "cpu=1", "-r", "mem=256m", "-r", "cuda.shares=0.5", "python")
+    assert rc == 0 and "is created and ready" in out, out
+    # the share is seen inside, through the official client's own execute
+    rc, out = await official(official_client, cnode, "run", "-t", name, "-c", PROBE, "python")
+    assert rc == 0 and "GPU-aaaa 0 GPU-aaaa:0.5 1" in out, out
+    session_id = await session_id_of(cnode, name)
+    [info] = (await bai_json("session", "info", session_id))["items"]
+    assert info["status"] == "RUNNING" and info["occupying_slots"]["cuda.shares"] == "0.5", info
+
+    # the agent's slots as the official admin CLI shows them: the mock devices' shares
+    [agent] = (await bai_json("admin", "agent", "info", cnode.parts.agent_id))["items"]
+    assert agent["available_slots"]["cuda.shares"] == "1", agent
+    assert agent["occupied_slots"]["cuda.shares"] == "0.5", agent
+
+    # 0.75 does not fit what is left (0.5): it waits, and `session info` says why
+    waiting = f"cp-{secrets.token_hex(4)}"
+    rc, out = await official(official_client, cnode, "session", "create", "--enqueue-only", "-t", waiting,
+                             "-r", "cpu=1", "-r", "mem=256m", "-r", "cuda.shares=0.75", "python")
+    assert rc == 0 and "enqueued" in out, out
+    waiting_id = await session_id_of(cnode, waiting)
+    await wait_pending_reason(cnode, waiting_id)
+    [info] = (await bai_json("session", "info", waiting_id))["items"]
+    assert info["status"] == "PENDING" and info["status_info"] == "no-available-instances", info
+
+    # malformed or negative amounts: a clear one-line refusal, nothing enqueued
+    for bad, why in (("-1", "must not be negative"), ("abc", "invalid amount: 'abc'")):
+        rc, out = await official(official_client, cnode, "session", "create", "-t", f"cp-{secrets.token_hex(4)}",
+                                 "-r", f"cuda.shares={bad}", "python")
+        assert rc != 0 and "400 Bad Request" in out and "Traceback" not in out, out
+        assert f'"config.resources.cuda.shares": {why}' in out, out
+    async with cnode.parts.db.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions)
+                                 .where(t.sessions.c.status == "PENDING")) == 1
+
+    for target in (waiting, name):
+        rc, out = await official(official_client, cnode, "session", "destroy", target)
+        assert rc == 0, out
     assert cnode.agent.compute.used()["cuda.shares"] == 0
