@@ -1,7 +1,7 @@
 """Execution in full with the official client (backend.ai-client 24.3.11, unchanged) against the
 installed node: query mode with separate stdout/stderr and input() fed from piped stdin, batch
 mode (`run FILES`) with its exit code, `session upload`, `session ls`, `session download` of a
-file the batch run wrote, and a refused `../../etc/passwd`."""
+file the batch run wrote and of a whole directory, and a refused `../../etc/passwd`."""
 
 from __future__ import annotations
 
@@ -91,6 +91,14 @@ def test_official_batch_run_upload_ls_download(official_client: Path, node_env: 
         assert refused.returncode != 0
         assert "'..' is not allowed" in refused.stdout + refused.stderr
         assert sorted(p.name for p in dest.iterdir()) == ["notes.txt", "result.bin"]  # nothing leaked
+
+        # A directory comes as one tar of everything below it, extracted by the client as is.
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        _run(official_client, node_env, "session", "download", name, "pkg", "--dest", str(tree))
+        assert (tree / "pkg" / "helper.py").read_text() == "VALUE = 42\n"
+        assert (tree / "pkg" / "__init__.py").read_text() == ""
+        assert any(p.name.startswith("helper.") for p in (tree / "pkg" / "__pycache__").iterdir())
         status, body = api.call("GET", f"/session/{name}/files", {"path": "/etc"})
         assert status == 400, body
     finally:
@@ -118,6 +126,12 @@ def test_our_cli_run_files_upload_ls_download(node_env: dict[str, str], tmp_path
                        check=False)
         assert refused.returncode == 1 and "'..' is not allowed" in refused.stderr
         assert sorted(p.name for p in dest.iterdir()) == ["out.txt"]
+        # A directory: its files and subdirectories, and its symlinks left out.
+        _run(ours, node_env, "run", "-t", name, "-c", "import os; os.makedirs('d/sub'); open('d/sub/f', 'w')"
+             ".write('deep'); os.symlink('/etc', 'd/etc-link')", "python")
+        _run(ours, node_env, "session", "download", name, "d", "--dest", str(tmp_path / "tree"))
+        assert (tmp_path / "tree" / "d" / "sub" / "f").read_text() == "deep"
+        assert sorted(p.name for p in (tmp_path / "tree" / "d").iterdir()) == ["sub"]
         # Without a session, `session ls` still lists the sessions.
         assert name in _run(ours, node_env, "session", "ls").stdout
     finally:

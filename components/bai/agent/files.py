@@ -11,8 +11,10 @@ HTTP (same bearer secret as the RPC, see :func:`add_routes`):
 
 * ``POST /files/upload?kernel_id=&path=`` with the file's bytes as the body (chunked is fine)
   -> ``{"size"}`` once the file is in place; a body that breaks off leaves nothing.
-* ``POST /files/download`` ``{"kernel_id", "path", "max_size"}`` -> ``200`` with the bytes and
-  ``X-Bai-File-Size``; a failure after the first byte aborts the connection.
+* ``POST /files/download`` ``{"kernel_id", "path", "max_size", "archive"}`` -> ``200`` with the
+  bytes and ``X-Bai-File-Size``; a failure after the first byte aborts the connection. With
+  ``archive: true`` the answer is always a tar: of the directory (built by the runner) or of the
+  one file (its header added here).
 * RPC ``list_files`` ``{"kernel_id", "path"}`` -> ``{"files": [...], "abspath"}``.
 
 Refusals map to agent errors: ``refused`` 400, ``not-found`` 404, ``too-large`` 413, ``busy`` 429.
@@ -25,6 +27,8 @@ import base64
 import binascii
 import contextlib
 import secrets
+import tarfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -155,13 +159,16 @@ class RunnerFiles:
         return size if isinstance(size, int) else 0
 
     @contextlib.asynccontextmanager
-    async def download(self, path: str, max_size: int) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
-        """``(size, chunks)`` of the file at ``path``; exactly ``size`` bytes, or TransferBroken."""
+    async def download(self, path: str, max_size: int, archive: bool = False
+                       ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """``(size, chunks)`` of the file at ``path``; exactly ``size`` bytes, or TransferBroken.
+        ``archive``: a tar of the file or directory instead (see :func:`_tar_of_file`)."""
         tid = secrets.token_hex(8)
         queue: asyncio.Queue[bytes | None | Exception] = asyncio.Queue(QUEUE_CHUNKS)
         self._streams[tid] = queue
         try:
-            data = await self._request({"op": "file-get", "id": tid, "path": path, "max_size": max_size})
+            data = await self._request({"op": "file-get", "id": tid, "path": path, "max_size": max_size,
+                                        "archive": archive})
             size = data.get("size")
             if not isinstance(size, int) or size < 0 or size > max_size:
                 raise AgentFailure("the runner announced an impossible size")
@@ -185,13 +192,33 @@ class RunnerFiles:
                         raise TransferBroken("the runner sent more than the file's size")
                     yield item
 
-            yield size, chunks()
+            if archive and data.get("archive") is not True:
+                # A regular file (or a runner that predates directory archives): wrapped here.
+                yield _tar_of_file(path, size, chunks())
+            else:
+                yield size, chunks()
         finally:
             self._streams.pop(tid, None)
             while not queue.empty():  # frees a read loop waiting to queue one more chunk
                 queue.get_nowait()
             with contextlib.suppress(Exception):
                 await self._send({"op": "file-get-cancel", "id": tid})
+
+
+def _tar_of_file(path: str, size: int, chunks: AsyncIterator[bytes]) -> tuple[int, AsyncIterator[bytes]]:
+    """A one-file tar around a file's bytes: ``(the tar's size, its chunks)``."""
+    info = tarfile.TarInfo(path.rstrip("/").rsplit("/", 1)[-1] or "file")
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    header = info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape")
+    tail = b"\0" * (-size % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)
+
+    async def wrapped() -> AsyncIterator[bytes]:
+        yield header
+        async for chunk in chunks:
+            yield chunk
+        yield tail
+
+    return len(header) + size + len(tail), wrapped()
 
 
 # --- the agent's HTTP side ------------------------------------------------------------------------
@@ -224,7 +251,7 @@ def add_routes(app: web.Application, get_agent: AgentGetter) -> None:
             raise InvalidInput("the body is not JSON") from exc
         req = _validate(DownloadFileRequest, raw if isinstance(raw, dict) else {})
         files = get_agent(request).runner(req.kernel_id).files
-        async with files.download(req.path, req.max_size) as (size, chunks):
+        async with files.download(req.path, req.max_size, req.archive) as (size, chunks):
             resp = web.StreamResponse(headers={"X-Bai-File-Size": str(size),
                                                "Content-Type": "application/octet-stream"})
             resp.content_length = size

@@ -76,7 +76,8 @@ async def upload(api: APISession, ref: str, files: Sequence[str | Path], *, base
 
 def _extract(archive: str, dest: Path) -> list[str]:
     """Regular files and directories only, each confined to ``dest`` (no absolute names, no
-    ``..``, no links or devices): what a server sends is not trusted."""
+    ``..``, no devices): what a server sends is not trusted. Links (a downloaded directory's
+    symlinks) are left out rather than created."""
     names: list[str] = []
     root = dest.resolve()
     with tarfile.open(archive) as tar:
@@ -87,6 +88,8 @@ def _extract(archive: str, dest: Path) -> list[str]:
             target = root.joinpath(*parts)
             if member.isdir():
                 target.mkdir(parents=True, exist_ok=True)
+            elif member.issym() or member.islnk():
+                continue
             elif member.isfile():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)

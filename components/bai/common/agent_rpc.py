@@ -302,6 +302,8 @@ class DownloadFileRequest(KernelRequest):
 
     path: KernelFilePath
     max_size: int = Field(2**40, ge=0)
+    #: A tar of the path instead of its bytes (a directory can only be sent so).
+    archive: bool = False
 
 
 class ListHostMountsRequest(_Request):
@@ -558,14 +560,15 @@ class AgentClient:
         return size if isinstance(size, int) else 0
 
     @contextlib.asynccontextmanager
-    async def download_file(self, kernel_id: str, path: str, max_size: int, *,
+    async def download_file(self, kernel_id: str, path: str, max_size: int, *, archive: bool = False,
                             transfer_timeout: float = 3600.0) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
-        """``(size, chunks)`` of a file in the kernel; the chunks raise AgentFailure if the
-        transfer breaks off (never fewer bytes than ``size`` silently)."""
+        """``(size, chunks)`` of a file in the kernel (``archive``: a tar of the file or directory);
+        the chunks raise AgentFailure if the transfer breaks off (never fewer bytes than ``size``
+        silently)."""
         url = f"{self.base_url}/files/download"
         limit = aiohttp.ClientTimeout(total=transfer_timeout, sock_connect=self._connect_timeout,
                                       sock_read=self.timeout_for("execute") * 2)
-        body = json.dumps({"kernel_id": kernel_id, "path": path, "max_size": max_size}).encode()
+        body = json.dumps({"kernel_id": kernel_id, "path": path, "max_size": max_size, "archive": archive}).encode()
         try:
             async with self._get_session().post(url, data=body, headers=self._headers, timeout=limit) as resp:
                 if resp.status != 200:

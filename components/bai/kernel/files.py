@@ -18,10 +18,13 @@ Agent -> runner (``id``: the agent's transfer id, a short string):
   and ``{"op": "file-put-end", "id"}``
   -> ``file-result`` with ``data: {"size"}`` once the file is in place (or an error; nothing is
   left), or ``{"op": "file-put-abort", "id"}`` (no answer).
-* ``{"op": "file-get", "id", "path", "max_size"}`` -> ``file-result`` with ``data: {"size"}``,
-  then ``{"type": "file-data", "id", "data": base64}`` chunks (sent only while the connection's
-  output backlog is small) and ``{"type": "file-end", "id"}``, or ``file-error`` if the file
-  shrank meanwhile. Exactly ``size`` bytes are sent. ``{"op": "file-get-cancel", "id"}`` stops one.
+* ``{"op": "file-get", "id", "path", "max_size", "archive"?}`` -> ``file-result`` with ``data:
+  {"size", "archive"}``, then ``{"type": "file-data", "id", "data": base64}`` chunks (sent only
+  while the connection's output backlog is small) and ``{"type": "file-end", "id"}``, or
+  ``file-error`` if the file shrank meanwhile. Exactly ``size`` bytes are sent. A regular file is
+  sent as its bytes (``archive: false``); with ``archive: true`` a directory is sent as a tar of it
+  (``archive: true``; see :class:`_Archive`), ``size`` being the whole tar's, bounded by
+  ``max_size`` like a file's. ``{"op": "file-get-cancel", "id"}`` stops one.
 
 Runner -> agent: ``{"type": "file-result", "id", "ok": true, "data"}`` or ``{"type":
 "file-result", "id", "ok": false, "error": kind, "msg"}``, ``kind`` one of ``refused`` (outside
@@ -34,11 +37,13 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
+import collections.abc
 import errno
 import json
 import os
 import stat
 import struct
+import tarfile
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +57,8 @@ MAX_LIST_ENTRIES = 4000
 #: Transfers of each direction in progress at once.
 MAX_TRANSFERS = 8
 _TMP_PREFIX = ".bai-upload-"
+#: Entries of one directory archive (their headers are held in memory until sent).
+MAX_ARCHIVE_ENTRIES = 10000
 
 
 def data_frame(key: str, value: str, tid: str, raw: bytes) -> bytes:
@@ -133,6 +140,144 @@ class _Download:
     def __init__(self, tid: str, fd: int, size: int) -> None:
         self.tid, self.fd, self.remaining = tid, fd, size
 
+    def read(self, limit: int) -> bytes:
+        return os.read(self.fd, limit)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _open_below(root_fd: int, parts: tuple[str, ...], *, directory: bool) -> int:
+    """``parts`` under the directory ``root_fd``, walked without following any symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for i, part in enumerate(parts):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            if directory or i < len(parts) - 1:
+                flags |= os.O_DIRECTORY
+            nxt = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Archive(_Download):
+    """A directory sent as a tar (GNU format), built while it is sent.
+
+    The tree is walked once up front, from the directory's descriptor and following no symlink,
+    to know every entry and so the archive's exact size: regular files and directories as such,
+    symlinks as link entries (never followed), devices, FIFOs and sockets left out. Each file is
+    opened again (``O_NOFOLLOW`` at every step) only when its turn comes, and exactly the size
+    seen by the walk is sent; one that shrank or was swapped for something else meanwhile breaks
+    the transfer off with an error rather than sending a wrong archive."""
+
+    def __init__(self, tid: str, root_fd: int, name: str, max_size: int | None) -> None:
+        super().__init__(tid, root_fd, 0)
+        #: (header, path below the root, size) per entry; path None: nothing follows the header.
+        self.entries: collections.deque[tuple[bytes, tuple[str, ...] | None, int]] = collections.deque()
+        self._pending = b""
+        self._file_fd = -1
+        self._walk(name, max_size)
+        self._source = self._pieces()
+        self.remaining += 2 * tarfile.BLOCKSIZE  # the end-of-archive marker
+
+    def _add(self, header: bytes, path: tuple[str, ...] | None, size: int, max_size: int | None) -> None:
+        if len(self.entries) >= MAX_ARCHIVE_ENTRIES:
+            raise FileOpError("too-large", f"more than {MAX_ARCHIVE_ENTRIES} entries in the directory")
+        self.entries.append((header, path, size))
+        self.remaining += len(header) + size + (-size % tarfile.BLOCKSIZE)
+        if max_size is not None and self.remaining + 2 * tarfile.BLOCKSIZE > max_size:
+            raise FileOpError("too-large", f"the directory's archive has more than {max_size} bytes")
+
+    @staticmethod
+    def _header(arcname: str, st: os.stat_result, kind: bytes, size: int = 0, link: str = "") -> bytes:
+        info = tarfile.TarInfo(arcname)
+        info.type, info.size, info.linkname = kind, size, link
+        info.mode, info.uid, info.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        return info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape")
+
+    def _walk(self, name: str, max_size: int | None) -> None:
+        self._add(self._header(name, os.fstat(self.fd), tarfile.DIRTYPE), None, 0, max_size)
+        todo: list[tuple[str, ...]] = [()]
+        while todo:
+            rel = todo.pop()
+            dir_fd = _open_below(self.fd, rel, directory=True)
+            try:
+                with os.scandir(dir_fd) as it:
+                    listed = sorted(it, key=lambda e: e.name)
+                subdirs: list[tuple[str, ...]] = []
+                for entry in listed:
+                    if entry.name.startswith(_TMP_PREFIX):
+                        continue  # an upload in progress is not a file yet
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        path = (*rel, entry.name)
+                        arcname = "/".join((name, *path))
+                        if stat.S_ISREG(st.st_mode):
+                            self._add(self._header(arcname, st, tarfile.REGTYPE, st.st_size), path, st.st_size,
+                                      max_size)
+                        elif stat.S_ISDIR(st.st_mode):
+                            self._add(self._header(arcname, st, tarfile.DIRTYPE), None, 0, max_size)
+                            subdirs.append(path)
+                        elif stat.S_ISLNK(st.st_mode):
+                            link = os.readlink(entry.name, dir_fd=dir_fd)
+                            self._add(self._header(arcname, st, tarfile.SYMTYPE, link=link), None, 0, max_size)
+                    except FileNotFoundError:
+                        continue  # gone since it was listed
+                todo.extend(reversed(subdirs))
+            finally:
+                os.close(dir_fd)
+
+    def _pieces(self) -> collections.abc.Iterator[bytes]:
+        while self.entries:
+            header, path, size = self.entries.popleft()
+            yield header
+            if path is None:
+                continue
+            self._open_file(path)
+            left = size
+            while left:
+                data = os.read(self._file_fd, min(left, CHUNK))
+                if not data:
+                    raise OSError(errno.EIO, f"{'/'.join(path)} shrank while the directory was archived")
+                left -= len(data)
+                yield data
+            os.close(self._file_fd)
+            self._file_fd = -1
+            yield b"\0" * (-size % tarfile.BLOCKSIZE)
+        yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+    def read(self, limit: int) -> bytes:
+        out = bytearray(self._pending)
+        while len(out) < limit:
+            piece = next(self._source, None)
+            if piece is None:
+                break
+            out += piece
+        data, self._pending = bytes(out[:limit]), bytes(out[limit:])
+        return data
+
+    def close(self) -> None:
+        if self._file_fd >= 0:
+            os.close(self._file_fd)
+            self._file_fd = -1
+        os.close(self.fd)
+
+    def _open_file(self, path: tuple[str, ...]) -> None:
+        try:
+            fd = _open_below(self.fd, path, directory=False)
+        except OSError as exc:
+            raise OSError(errno.EIO, f"{'/'.join(path)} changed while the directory was archived") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EIO, f"{'/'.join(path)} changed while the directory was archived")
+        os.set_blocking(fd, True)
+        self._file_fd = fd
+
 
 class FileOps:
     """The runner's file transfers. ``send`` queues a record (or a whole frame) to the agent;
@@ -155,7 +300,7 @@ class FileOps:
             upload.discard()
         self._uploads.clear()
         while self._downloads:
-            os.close(self._downloads.popleft().fd)
+            self._downloads.popleft().close()
 
     def handle(self, message: dict[str, Any]) -> None:
         op, tid = message.get("op"), str(message.get("id", ""))[:64]
@@ -181,11 +326,11 @@ class FileOps:
                 if upload is not None:
                     upload.discard()
             elif op == "file-get":
-                self._get(tid, str(message.get("path", "")), message.get("max_size"))
+                self._get(tid, str(message.get("path", "")), message.get("max_size"), message.get("archive") is True)
             elif op == "file-get-cancel":
                 for download in [d for d in self._downloads if d.tid == tid]:
                     self._downloads.remove(download)
-                    os.close(download.fd)
+                    download.close()
         except FileOpError as exc:
             self._send({"type": "file-result", "id": tid, "ok": False, "error": exc.kind, "msg": exc.msg})
 
@@ -287,7 +432,7 @@ class FileOps:
 
     # --- downloads ----------------------------------------------------------------------------
 
-    def _get(self, tid: str, path: str, max_size: Any) -> None:
+    def _get(self, tid: str, path: str, max_size: Any, archive: bool) -> None:
         parts = split_path(path, self.work_dir)
         if not parts:
             raise FileOpError("refused", f"{path}: not a file")
@@ -305,6 +450,19 @@ class FileOps:
         finally:
             os.close(dir_fd)
         st = os.fstat(fd)
+        if archive and stat.S_ISDIR(st.st_mode):
+            try:
+                tar = _Archive(tid, fd, parts[-1], max_size if isinstance(max_size, int) else None)
+            except FileOpError as exc:
+                os.close(fd)
+                raise FileOpError(exc.kind, f"{path}: {exc.msg}") from None
+            except OSError as exc:
+                os.close(fd)
+                raise _oserror(exc, path) from None
+            self._result(tid, {"size": tar.remaining, "archive": True})
+            self._downloads.append(tar)
+            self.pump()
+            return
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise FileOpError("refused", f"{path}: not a regular file")
@@ -312,7 +470,7 @@ class FileOps:
             os.close(fd)
             raise FileOpError("too-large", f"{path}: {st.st_size} bytes (at most {max_size})")
         os.set_blocking(fd, True)
-        self._result(tid, {"size": st.st_size})
+        self._result(tid, {"size": st.st_size, "archive": False})
         self._downloads.append(_Download(tid, fd, st.st_size))
         self.pump()
 
@@ -328,7 +486,7 @@ class FileOps:
                     return
                 download = self._downloads[0]
                 try:
-                    data = os.read(download.fd, min(CHUNK, download.remaining)) if download.remaining else b""
+                    data = download.read(min(CHUNK, download.remaining)) if download.remaining else b""
                 except OSError as exc:
                     data, error = b"", f"read failed: {exc.strerror}"
                 else:
@@ -338,7 +496,7 @@ class FileOps:
                     self._send(data_frame("type", "file-data", download.tid, data))
                 if error or not download.remaining:
                     self._downloads.popleft()
-                    os.close(download.fd)
+                    download.close()
                     self._send({"type": "file-error", "id": download.tid, "msg": error} if error
                                else {"type": "file-end", "id": download.tid})
         finally:

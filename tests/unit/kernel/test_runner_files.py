@@ -4,8 +4,10 @@ agent's side (bai.agent.files) over a real runner connection on the host's pytho
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from bai.agent.kernel import KernelRunner
 from bai.common.agent_rpc import AgentError
+from bai.kernel.files import CHUNK
 from tests.unit.kernel.test_runner_display_completion_batch import start_runner, stop_runner
 
 
@@ -173,3 +176,57 @@ async def test_abandoned_downloads_free_their_transfer(kernel: tuple[KernelRunne
     # The connection still carries queries.
     result = await conn.execute(None, "query", "print('alive')", 10.0)
     assert result["console"] == [["stdout", "alive\n"]]
+
+
+async def _archive(conn: KernelRunner, path: str, max_size: int = 2**30) -> dict[str, tarfile.TarInfo | bytes]:
+    """The tar ``path`` is sent as: ``{name: bytes}`` for files, ``{name: TarInfo}`` otherwise."""
+    async with conn.files.download(path, max_size, archive=True) as (size, chunks):
+        data = b"".join([c async for c in chunks])
+    assert len(data) == size
+    got: dict[str, tarfile.TarInfo | bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            extracted = tar.extractfile(member) if member.isreg() else None
+            got[member.name] = extracted.read() if extracted is not None else member
+    return got
+
+
+async def test_a_directory_downloads_as_a_tar_of_everything_below_it(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, outside = kernel
+    blob = os.urandom(CHUNK * 2 + 7)
+    (work / "top/sub/deeper").mkdir(parents=True)
+    (work / "top/a.txt").write_bytes(b"a\n")
+    (work / "top/sub/blob.bin").write_bytes(blob)
+    (work / "top/sub/deeper/empty").write_bytes(b"")
+    (work / "top/etc-link").symlink_to("/etc")
+    (work / "top/sub/out-link").symlink_to(outside)
+    os.mkfifo(work / "top/fifo")
+    got = await _archive(conn, "top")
+    assert sorted(got) == ["top", "top/a.txt", "top/etc-link", "top/sub", "top/sub/blob.bin", "top/sub/deeper",
+                           "top/sub/deeper/empty", "top/sub/out-link"]
+    assert got["top/a.txt"] == b"a\n" and got["top/sub/blob.bin"] == blob and got["top/sub/deeper/empty"] == b""
+    for name, target in (("top/etc-link", "/etc"), ("top/sub/out-link", str(outside))):
+        link = got[name]
+        assert isinstance(link, tarfile.TarInfo) and link.issym() and link.linkname == target
+    assert isinstance(got["top/sub"], tarfile.TarInfo) and got["top/sub"].isdir()
+    # A file asked for as an archive is a one-entry tar; the same directory through a symlink is refused.
+    assert await _archive(conn, "top/a.txt") == {"a.txt": b"a\n"}
+    with pytest.raises(AgentError) as through_link:
+        await _archive(conn, "top/etc-link")
+    assert through_link.value.status == 400
+    # Without archive a directory is still not a file.
+    with pytest.raises(AgentError) as plain:
+        await _download(conn, "top")
+    assert plain.value.status == 400
+
+
+async def test_an_oversized_directory_is_refused_before_any_byte(kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+    (work / "big/sub").mkdir(parents=True)
+    (work / "big/sub/x.bin").write_bytes(b"x" * 5000)
+    with pytest.raises(AgentError) as big:
+        await _archive(conn, "big", max_size=5000)
+    assert big.value.status == 413 and "big" in big.value.msg
+    # The refusal holds nothing: the runner's transfer slots are all free again.
+    for _ in range(10):
+        assert (await _archive(conn, "big"))["big/sub/x.bin"] == b"x" * 5000

@@ -3,7 +3,8 @@
 Wire shapes are the original's (see the official client's ``ComputeSession``): an upload is
 ``multipart/form-data`` with one part per file (field ``src``, the part's filename being the path
 under ``/home/work``); a download answers ``multipart/mixed`` whose parts are each a tar archive
-of one file; ``/files`` answers ``{"files": "<JSON text>", "errors", "abspath"}``. Paths outside
+of one path (a file, or a directory with everything below it, symlinks as link entries);
+``/files`` answers ``{"files": "<JSON text>", "errors", "abspath"}``. Paths outside
 ``/home/work`` are refused with 400 before any byte moves; an upload is bounded by
 ``[manager] max-request-size`` in all and ``max-upload-file-size`` per file (413), at most 20
 files; each file lands whole or not at all.
@@ -12,10 +13,7 @@ files; each file lands whole or not at all.
 from __future__ import annotations
 
 import json
-import posixpath
 import secrets
-import tarfile
-import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -180,12 +178,6 @@ async def upload(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _tar_header(path: str, size: int) -> bytes:
-    info = tarfile.TarInfo(posixpath.basename(path.rstrip("/")) or "file")
-    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
-    return info.tobuf(format=tarfile.GNU_FORMAT)
-
-
 async def _download_paths(request: web.Request, paths: list[str]) -> web.StreamResponse:
     svc = _files(request)
     route = await _route(request)
@@ -194,17 +186,16 @@ async def _download_paths(request: web.Request, paths: list[str]) -> web.StreamR
     boundary = secrets.token_hex(16)
     async with AsyncExitStack() as stack:
         # Every file is opened first: a refused or missing one is a 4xx before any byte goes out.
-        opened = [await stack.enter_async_context(svc.download(route, path)) for path in paths]
+        opened = [await stack.enter_async_context(svc.download(route, path, archive=True)) for path in paths]
         resp = web.StreamResponse(headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
         await resp.prepare(request)
         try:
-            for path, (size, chunks) in zip(paths, opened, strict=True):
+            for _size, chunks in opened:
                 await resp.write(f"--{boundary}\r\nContent-Type: application/x-tar\r\nContent-Encoding: identity\r\n"
                                  f"Content-Transfer-Encoding: binary\r\n\r\n".encode())
-                await resp.write(_tar_header(path, size))
-                async for chunk in chunks:
+                async for chunk in chunks:  # a whole tar archive, as the agent sends it
                     await resp.write(chunk)
-                await resp.write(b"\0" * (-size % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE) + b"\r\n")
+                await resp.write(b"\r\n")
             await resp.write(f"--{boundary}--\r\n".encode())
         except TransferFailed:
             if request.transport is not None:
@@ -266,8 +257,8 @@ def routes(app: web.Application) -> None:
                 answers=(Answer(204, "Uploaded.", media_type=""),), problems=_FILE)
     for method in ("POST", "GET"):
         routing.add(app, method, "/session/{ref}/download", download, operation_id=f"download_files_{method.lower()}",
-                    tag="session", summary="Download files from /home/work: multipart/mixed, one tar archive per file "
-                                           "(at most 5).", query=q, body=DownloadRequest if method == "POST" else None,
+                    tag="session", summary="Download files or directories from /home/work: multipart/mixed, one tar "
+                                           "archive per path (at most 5).", query=q, body=DownloadRequest if method == "POST" else None,
                     answers=(Answer(200, "The files.", media_type="multipart/mixed"),), problems=_FILE)
     routing.add(app, "POST", "/session/{ref}/download_single", download_single, operation_id="download_single_file",
                 tag="session", summary="Download one file from /home/work, as raw bytes.", query=q,

@@ -99,11 +99,15 @@ class SessionFiles:
             raise _api_error(exc) from exc
 
     @contextlib.asynccontextmanager
-    async def download(self, route: Any, path: str) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
-        """``(size, chunks)``; errors before the first byte are API errors, later ones TransferFailed."""
+    async def download(self, route: Any, path: str, *, archive: bool = False
+                       ) -> AsyncIterator[tuple[int, AsyncIterator[bytes]]]:
+        """``(size, chunks)`` of the file (``archive``: a tar of the file or directory, as the
+        original's download answers); errors before the first byte are API errors, later ones
+        TransferFailed."""
         agent = self.ctx.agents.get(route.agent_addr)
         try:
-            async with agent.download_file(str(route.kernel_id), check_path(path), MAX_DOWNLOAD_SIZE) as (size, chunks):
+            async with agent.download_file(str(route.kernel_id), check_path(path), MAX_DOWNLOAD_SIZE,
+                                           archive=archive) as (size, chunks):
 
                 async def guarded() -> AsyncIterator[bytes]:
                     try:
