@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bai.agent.files import TransferBroken
 from bai.agent.kernel import KernelRunner
 from bai.common.agent_rpc import AgentError
 from bai.kernel.files import CHUNK
@@ -230,3 +231,19 @@ async def test_an_oversized_directory_is_refused_before_any_byte(kernel: tuple[K
     # The refusal holds nothing: the runner's transfer slots are all free again.
     for _ in range(10):
         assert (await _archive(conn, "big"))["big/sub/x.bin"] == b"x" * 5000
+
+
+async def test_a_file_shrinking_while_its_directory_is_sent_breaks_the_transfer(
+        kernel: tuple[KernelRunner, Path, Path]) -> None:
+    conn, work, _ = kernel
+    (work / "grow").mkdir()
+    big = work / "grow/big.bin"
+    big.write_bytes(b"y" * 32 * 2**20)  # far more than the runner may send ahead unread
+    async with conn.files.download("grow", 2**30, archive=True) as (size, chunks):
+        assert size > 32 * 2**20
+        os.truncate(big, 0)
+        with pytest.raises(TransferBroken, match="shrank"):
+            async for _ in chunks:
+                pass
+    # The broken transfer freed its slot: the directory downloads again, as it is now.
+    assert (await _archive(conn, "grow"))["grow/big.bin"] == b""
