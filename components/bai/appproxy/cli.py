@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 import click
+import uvloop
 
 from bai.common.config import ConfigError
 
@@ -33,7 +33,9 @@ def start(config_path: str | None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        asyncio.run(serve(cfg))
+        # uvloop: the circuits' per-request cost is mostly the event loop's and the transports' own
+        # (measured by bench/app_proxy.py).
+        uvloop.run(serve(cfg))
     except StartUpError as exc:
         click.echo(f"bai-app-proxy: {exc}", err=True)
         sys.exit(1)

@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import tokens
+from . import tokens, upstream_http
 from .circuits import Circuit
 from .config import ProxySection
 from .errors import Busy, Forbidden, TooLarge, UpstreamTimeout, UpstreamUnreachable, problem_middleware
@@ -48,6 +48,9 @@ HOP_BY_HOP = frozenset(h.lower() for h in (
 CIRCUIT = web.AppKey("circuit", Circuit)
 SETTINGS = web.AppKey("settings", ProxySection)
 UPSTREAM = web.AppKey("upstream", aiohttp.ClientSession)
+POOL = web.AppKey("pool", upstream_http.UpstreamPool)
+#: Requests without a body that go through the lean client (upstream_http) on kept-alive connections.
+LEAN_METHODS = frozenset(("GET", "HEAD"))
 
 
 def _strip_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
@@ -139,20 +142,85 @@ async def forward(request: web.Request) -> web.StreamResponse:
     check_cookie(request, circuit, cfg.permit_hash_key)
     if circuit.in_flight + len(circuit.active) >= cfg.max_connections_per_circuit:
         raise Busy()
-    url = URL(f"http://{circuit.kernel_host}:{circuit.kernel_port}{request.raw_path}", encoded=True)
     if request.headers.get("Upgrade", "").lower() == "websocket":
         # long-lived: tracked, so that the circuit's end closes it at once
         task = asyncio.current_task()
         assert task is not None
         circuit.track(task)
-        return await _forward_websocket(request, url)
+        return await _forward_websocket(request, _upstream_url(request, circuit))
     # (a plain request ends with the circuit's listener: its cleanup cancels what is in flight)
     circuit.last_used = time.monotonic()
     circuit.in_flight += 1
     try:
-        return await _forward_http(request, url)
+        if request.method in LEAN_METHODS and not request.body_exists and "Expect" not in request.headers:
+            return await _forward_lean(request)
+        return await _forward_http(request, _upstream_url(request, circuit))
     finally:
         circuit.in_flight -= 1
+
+
+def _upstream_url(request: web.Request, circuit: Circuit) -> URL:
+    return URL(f"http://{circuit.kernel_host}:{circuit.kernel_port}{request.raw_path}", encoded=True)
+
+
+async def _forward_lean(request: web.Request) -> web.StreamResponse:
+    """A GET or HEAD through the circuit's keep-alive pool (see upstream_http)."""
+    cfg, pool = request.app[SETTINGS], request.app[POOL]
+    head = upstream_http.serialize_head(request.method, request.raw_path, request_headers(request),
+                                        f"{pool.host}:{pool.port}")
+    for attempt in (1, 2):
+        try:
+            conn = await pool.acquire()
+        except TimeoutError:
+            raise UpstreamTimeout() from None
+        except OSError as exc:
+            raise UpstreamUnreachable(f"cannot reach the app: {exc.__class__.__name__}") from None
+        try:
+            conn.writer.write(head)
+            answer = await upstream_http.read_answer(conn, request.method, cfg.read_timeout)
+        except (upstream_http.UpstreamBroke, OSError) as exc:
+            upstream_http.close_quietly(conn)
+            if conn.reused and attempt == 1:
+                pool.drop_idle()
+                continue  # the service had closed the kept-alive connection: once more on a fresh one
+            raise UpstreamUnreachable(f"cannot reach the app: {exc}") from None
+        except BaseException:
+            upstream_http.close_quietly(conn)
+            raise
+        break
+    try:
+        resp = await _relay_answer(request, conn, answer, cfg.read_timeout)
+    except BaseException:  # a vanished browser (cancelled), a broken or slow service: not reusable
+        upstream_http.close_quietly(conn)
+        raise
+    if answer.keep_alive:
+        pool.release(conn)
+    else:
+        upstream_http.close_quietly(conn)
+    return resp
+
+
+async def _relay_answer(request: web.Request, conn: upstream_http.Connection, answer: upstream_http.Answer,
+                        read_timeout: float) -> web.StreamResponse:
+    headers = _strip_hop_by_hop(answer.headers)
+    try:
+        if answer.framing == "length" and answer.length <= SMALL_BODY:
+            whole = await upstream_http.read_exactly(conn, answer.length, read_timeout)
+            headers.popall("Content-Length", None)
+            return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=whole)
+        resp = web.StreamResponse(status=answer.status, reason=answer.reason)
+        resp.headers.extend(headers)
+        if answer.framing in ("chunked", "eof"):
+            resp.headers.pop("Content-Length", None)
+        await resp.prepare(request)
+        async for chunk in upstream_http.body_chunks(conn, answer, read_timeout):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    except TimeoutError:
+        raise UpstreamTimeout() from None
+    except upstream_http.UpstreamBroke as exc:
+        raise UpstreamUnreachable(f"the app broke its answer off: {exc}") from None
 
 
 class _BoundedBody:
@@ -272,6 +340,12 @@ def listener_factory(cfg: ProxySection, upstream: aiohttp.ClientSession) -> Any:
     async def start(circuit: Circuit, host: str, port: int) -> HttpListener:
         app = web.Application(middlewares=[problem_middleware], client_max_size=cfg.max_body_size)
         app[CIRCUIT], app[SETTINGS], app[UPSTREAM] = circuit, cfg, upstream
+        pool = app[POOL] = upstream_http.UpstreamPool(circuit.kernel_host, circuit.kernel_port, cfg.connect_timeout)
+
+        async def close_pool(_: web.Application) -> None:
+            pool.close()
+
+        app.on_cleanup.append(close_pool)
         app.router.add_route("*", "/{tail:.*}", forward)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
                                shutdown_timeout=1.0)
