@@ -98,11 +98,12 @@ def serialize_head(method: str, target: str, headers: CIMultiDict[str], host: st
         lines.append(f"Host: {host}\r\n")
     lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
     lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    # aiohttp's parsers decode header bytes as UTF-8 with surrogateescape: this gives back the bytes received
+    return "".join(lines).encode("utf-8", "surrogateescape")
 
 
 def _parse_head(raw: bytes, method: str) -> Answer:
-    lines = raw[:-4].decode("latin-1").split("\r\n")
+    lines = raw[:-4].decode("utf-8", "surrogateescape").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():

@@ -25,8 +25,11 @@ class RawService:
     connections: int = 0
 
 
-def _answer(path: str) -> tuple[bytes, bool]:
+def _answer(path: str, head: bytes = b"") -> tuple[bytes, bool]:
     """The raw answer for ``path``, and whether the service closes the connection after it."""
+    if path == "/name":  # the X-Name header's bytes as received, and a header of the app's own in UTF-8
+        name = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"x-name:"))[7:].strip()
+        return b"HTTP/1.1 200 OK\r\nX-Back: \xc3\xa9t\xc3\xa9\r\nContent-Length: %d\r\n\r\n" % len(name) + name, False
     if path == "/keep":
         return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Kind: keep\r\n\r\n" % len(BODY) + BODY, False
     if path == "/chunked":
@@ -56,8 +59,8 @@ class _Protocol(asyncio.Protocol):
         self.buf += data
         while b"\r\n\r\n" in self.buf:
             head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-            method, path, _ = head.decode().split(" ", 2)
-            answer, close = _answer(path)
+            method, path, _ = head.decode("latin-1").split(" ", 2)
+            answer, close = _answer(path, head)
             if method == "HEAD":  # the head only
                 answer = answer.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
             self.transport.write(answer)
@@ -100,6 +103,9 @@ async def test_framings_keep_alive_and_a_dropped_connection(proxy: Proxy, raw_se
         async with browser.http.get(browser.base + "/garbage") as r:
             assert r.status == 502
             assert (await r.json())["type"].endswith("upstream-unreachable")
+        async with browser.http.get(browser.base + "/name", headers={"X-Name": "été"}) as r:
+            assert r.status == 200 and await r.read() == "été".encode()  # passed as sent, both ways
+            assert r.headers["X-Back"] == "été"
         async with browser.http.get(browser.base + "/keep") as r:  # and the circuit still serves
             assert r.status == 200 and await r.read() == BODY
     finally:
