@@ -75,6 +75,15 @@ INTRINSIC_SLOTS: dict[str, str] = {"cpu": "count", "mem": "bytes"}
 
 ResourceSlots = dict[str, Decimal]
 
+#: No slot amount is 10**31 or more (not even bytes): larger ones are refused where they come in,
+#: never computed with (``int(Decimal("1e999999999"))`` would build a billion-digit number).
+MAX_SLOT_AMOUNT_EXPONENT = 30
+
+
+def slot_amount_in_range(amount: Decimal) -> bool:
+    """Finite, non-negative and below 10**31."""
+    return amount.is_finite() and amount >= 0 and (amount == 0 or amount.adjusted() <= MAX_SLOT_AMOUNT_EXPONENT)
+
 
 def normalize_slots(raw: dict[str, object], slot_types: dict[str, str]) -> ResourceSlots:
     """Turn request values (``"1"``, ``2``, ``"512m"``) into Decimals; raises KeyError/ValueError."""

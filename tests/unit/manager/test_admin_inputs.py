@@ -3,8 +3,12 @@ wire's decimal strings, binary sizes as the original parses them, names, and cle
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 import pytest
 
+from bai.common.types import slot_amount_in_range
 from bai.manager import errors
 from bai.manager.services import admin_inputs as check
 
@@ -72,3 +76,22 @@ def test_names_and_other_fields() -> None:
     with pytest.raises(errors.InvalidAPIParameters, match="must not be null"):
         check.not_null({"idle_timeout": None}, ("idle_timeout",))
     assert check.slot_type("cuda.mem") == "bytes" and check.slot_type("cuda.shares") == "count"
+
+
+@pytest.mark.parametrize("amount", ["1e999999999", "1E+31", "Infinity", "NaN", "-1", "-0.5"])
+def test_slot_amounts_out_of_range_are_refused_at_once(amount: str) -> None:
+    # int(Decimal("1e999999999")) would build a billion-digit number on the event loop
+    from bai.manager.services.accounts.inputs import resource_slots
+
+    started = time.monotonic()
+    with pytest.raises(errors.InvalidAPIParameters, match="cpu"):
+        check.slots({"cpu": amount}, {"cpu", "mem"}, "resource_slots")
+    with pytest.raises(errors.InvalidAPIParameters, match="cpu"):
+        resource_slots({"cpu": amount})
+    assert time.monotonic() - started < 1
+
+
+def test_slot_amounts_up_to_the_bound_are_kept() -> None:
+    assert slot_amount_in_range(Decimal("1e30")) and slot_amount_in_range(Decimal(0))
+    assert not slot_amount_in_range(Decimal("1e31"))
+    assert check.slots({"cpu": "1e3"}, {"cpu"}, "resource_slots") == {"cpu": "1000"}

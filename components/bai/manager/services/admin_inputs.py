@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bai.common.types import INTRINSIC_SLOTS, slots_to_json
+from bai.common.types import INTRINSIC_SLOTS, slot_amount_in_range, slots_to_json
 from bai.manager import errors
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtpe]?)(?:i?b(?:ytes?)?)?\s*$", re.IGNORECASE)
@@ -71,8 +71,8 @@ def slots(value: Any, known: Collection[str], field: str) -> dict[str, str]:
             number = Decimal(str(amount).strip())
         except InvalidOperation:
             raise bad(f"{field}.{slot}", f"{amount!r} is not a decimal number") from None
-        if not number.is_finite() or number < 0:
-            raise bad(f"{field}.{slot}", f"{amount!r} is not a finite, non-negative number")
+        if not slot_amount_in_range(number):
+            raise bad(f"{field}.{slot}", f"{amount!r} is not a finite, non-negative number below 10**31")
         out[slot] = number
     return slots_to_json(out)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bai.common.types import parse_binary_size, slots_to_json
+from bai.common.types import parse_binary_size, slot_amount_in_range, slots_to_json
 from bai.manager import errors
 
 #: Names of domains (the original's are slugs too): letters, digits, ``_``, ``.``, ``-``.
@@ -112,8 +112,8 @@ def resource_slots(value: Any, what: str = "total_resource_slots") -> dict[str, 
                       else Decimal(str(amount)))
         except (ValueError, InvalidOperation):
             raise errors.InvalidAPIParameters(f"{what}: invalid amount for {name}: {amount!r}") from None
-        if not number.is_finite() or number < 0:
-            raise errors.InvalidAPIParameters(f"{what}: {name} must be a non-negative number")
+        if not slot_amount_in_range(number):
+            raise errors.InvalidAPIParameters(f"{what}: {name} must be a non-negative number below 10**31")
         out[name] = number
     return slots_to_json(out)
 

@@ -9,7 +9,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from bai.common.types import SESSION_NAME_RE, ResourceSlots, parse_binary_size, slots_to_json
+from bai.common.types import (
+    MAX_SLOT_AMOUNT_EXPONENT,
+    SESSION_NAME_RE,
+    ResourceSlots,
+    parse_binary_size,
+    slots_to_json,
+)
 from bai.manager import errors
 from bai.manager.store import agents as agent_store
 from bai.manager.store import images as image_store
@@ -35,7 +41,7 @@ __all__ = ["DEFAULT_SHMEM", "SETTLED", "create"]
 SETTLED = frozenset({"RUNNING", "ERROR", "CANCELLED", "TERMINATED", "TERMINATING"})
 DEFAULT_SHMEM = 64 * 2**20
 #: No slot amount is 10**31 or more (not even bytes): larger ones are refused, not computed with.
-MAX_AMOUNT_EXPONENT = 30
+MAX_AMOUNT_EXPONENT = MAX_SLOT_AMOUNT_EXPONENT
 
 
 async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) -> dict[str, Any]:
