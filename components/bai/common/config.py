@@ -5,11 +5,44 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: a number of seconds, or a string like ``"90d"``, ``"24h"``, ``"30m"``, ``"45s"``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        try:
+            return float(text[:-1]) * unit if unit else float(text)
+        except ValueError:
+            raise ValueError(f"not a duration: {value!r} (seconds, or a number with s, m, h or d)") from None
+    return value
+
+
+def _bytes(value: Any) -> Any:
+    """A number of bytes, or a string like ``"100g"``, ``"16MiB"`` (binary units k, m, g, t)."""
+    if isinstance(value, str):
+        text = value.strip().lower().removesuffix("ib").removesuffix("b")
+        unit = _SIZE_UNITS.get(text[-1:]) if text else None
+        try:
+            return int(float(text[:-1]) * unit) if unit else int(text)
+        except ValueError:
+            raise ValueError(f"not a size: {value!r} (bytes, or a number with k, m, g or t)") from None
+    return value
+
+
+#: Seconds, written as a number or with a unit (``"24h"``), in every daemon's config file.
+Duration = Annotated[float, BeforeValidator(_seconds), Field(allow_inf_nan=False)]
+#: Bytes, written as a number or with a binary unit (``"16m"``).
+ByteSize = Annotated[int, BeforeValidator(_bytes)]
 
 
 class Section(BaseModel):

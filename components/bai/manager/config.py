@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import Field
 
-from bai.common.config import EtcdConfig, Section, find_config, load_config
+from bai.common.config import Duration, EtcdConfig, Section, find_config, load_config
 from bai.common.host_mounts import HostMountsConfig
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(value: Any) -> Any:
-    """A duration: a number of seconds, or a string like ``"90d"``, ``"24h"``, ``"30m"``, ``"45s"``."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        unit = _DURATION_UNITS.get(text[-1:]) if text else None
-        try:
-            return float(text[:-1]) * unit if unit else float(text)
-        except ValueError:
-            raise ValueError(f"not a duration: {value!r} (seconds, or a number with s, m, h or d)") from None
-    return value
-
-
-#: Seconds, written as a number or with a unit (``"24h"``).
-Duration = Annotated[float, BeforeValidator(_seconds), Field(allow_inf_nan=False)]
 
 
 class DBConfig(Section):

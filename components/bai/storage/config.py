@@ -6,42 +6,11 @@ The installer writes this file; the names here are a contract with it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import Field, field_validator
 
-from bai.common.config import EtcdConfig, Section, find_config, load_config
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_UNITS = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def _seconds(value: Any) -> Any:
-    """A number of seconds, or a string like ``"1d"``, ``"24h"``, ``"30m"``, ``"45s"``."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        unit = _DURATION_UNITS.get(text[-1:]) if text else None
-        try:
-            return float(text[:-1]) * unit if unit else float(text)
-        except ValueError:
-            raise ValueError(f"not a duration: {value!r} (seconds, or a number with s, m, h or d)") from None
-    return value
-
-
-def _bytes(value: Any) -> Any:
-    """A number of bytes, or a string like ``"100g"`` (binary units k, m, g, t)."""
-    if isinstance(value, str):
-        text = value.strip().lower().removesuffix("ib").removesuffix("b")
-        unit = _SIZE_UNITS.get(text[-1:]) if text else None
-        try:
-            return int(float(text[:-1]) * unit) if unit else int(text)
-        except ValueError:
-            raise ValueError(f"not a size: {value!r} (bytes, or a number with k, m, g or t)") from None
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_seconds), Field(allow_inf_nan=False)]
-ByteSize = Annotated[int, BeforeValidator(_bytes)]
+from bai.common.config import ByteSize, Duration, EtcdConfig, Section, find_config, load_config
 
 
 def _host_port(addr: str) -> tuple[str, int]:
