@@ -372,16 +372,20 @@ async def test_agent_killed_hard_readopts_kernels(agent_env: AgentEnv, events: E
         f'ipc-base-path = "{agent_env.root / "ipc"}"\nheartbeat-interval = 1.0\n'
         '[resource]\nreserved-cpu = 0\nreserved-mem = "0"\n')
 
-    async def start_agent() -> tuple[asyncio.subprocess.Process, str]:
+    async def start_agent(dead_addr: str | None = None) -> tuple[asyncio.subprocess.Process, str]:
         seen = len(events.find("agent_heartbeat", source=agent_id))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "from bai.agent.cli import main; main()", "start", "--config", str(toml))
         loop = asyncio.get_running_loop()
         end = loop.time() + 60
-        while len(beats := events.find("agent_heartbeat", source=agent_id)) <= seen:
+        while True:
+            # a heartbeat of the killed agent may still arrive after it: wait for the new one's
+            fresh = [b for b in events.find("agent_heartbeat", source=agent_id)[seen:]
+                     if b["args"]["addr"] != dead_addr]
+            if fresh:
+                return proc, fresh[-1]["args"]["addr"]
             assert proc.returncode is None and loop.time() < end, "the agent did not come up"
             await events._poll(200)
-        return proc, beats[-1]["args"]["addr"]
 
     first, addr = await start_agent()
     try:
@@ -393,7 +397,7 @@ async def test_agent_killed_hard_readopts_kernels(agent_env: AgentEnv, events: E
         first.kill()
         await first.wait()
     began = time.perf_counter()
-    second, addr = await start_agent()
+    second, addr = await start_agent(dead_addr=addr)
     try:
         async with AgentClient(addr, agent_env.secret) as rpc:
             result = await rpc.execute(None, kernel_id, None, "query", "state")
