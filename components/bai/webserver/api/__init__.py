@@ -1,0 +1,1 @@
+"""Thin handlers: /server/* (login), /func/* and /pipe/* (the signed relay), the UI's files."""

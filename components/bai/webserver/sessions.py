@@ -1,0 +1,162 @@
+"""Browser logins kept in Redis.
+
+A login is one Redis key ``bai.web.session.<sha256(id)>`` holding JSON: the keypair the manager
+gave at login (the secret key never leaves the server), who logged in, when, and the login's CSRF
+token. The cookie carries only the random id (``secrets.token_urlsafe(32)``); Redis holds its hash,
+so a leaked Redis dump does not hand out cookies. The key expires after ``idle_timeout`` and every
+request pushes that back (one ``GETEX``); ``max_age`` since login is checked on each read. Logout
+deletes the key, which ends the login for every webserver process at once.
+
+Failed logins are counted per user id and per client address (``INCR`` + ``EXPIRE`` on first
+failure) for ``login_block_time``; past the allowed count a login answers 429 before the manager
+is asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .config import SessionSection
+from .errors import SessionStoreDown
+
+KEY_PREFIX = "bai.web.session."
+FAIL_PREFIX = "bai.web.login-fail."
+#: Bytes of a cookie value we look up at all (token_urlsafe(32) is 43 characters).
+MAX_COOKIE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Login:
+    access_key: str
+    secret_key: str
+    user_id: str
+    role: str
+    status: str
+    domain: str
+    created: float
+    csrf_token: str
+
+    def public(self) -> dict[str, str]:
+        """What a browser may see of its login (never the secret key)."""
+        return {"access_key": self.access_key, "role": self.role, "status": self.status,
+                "user_id": self.user_id, "domain": self.domain}
+
+
+def _key(session_id: str) -> str:
+    return KEY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _fail_key(kind: str, value: str) -> str:
+    return FAIL_PREFIX + kind + "." + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class SessionStore:
+    def __init__(self, redis: aioredis.Redis, cfg: SessionSection) -> None:
+        self.redis, self.cfg = redis, cfg
+
+    async def create(self, *, access_key: str, secret_key: str, user_id: str, role: str, status: str,
+                     domain: str) -> tuple[str, Login]:
+        session_id = secrets.token_urlsafe(32)
+        login = Login(access_key=access_key, secret_key=secret_key, user_id=user_id, role=role, status=status,
+                      domain=domain, created=time.time(), csrf_token=secrets.token_urlsafe(32))
+        try:
+            await self.redis.set(_key(session_id), json.dumps(asdict(login)), ex=self._ttl(login))
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+        return session_id, login
+
+    def _ttl(self, login: Login) -> int:
+        left = login.created + self.cfg.max_age - time.time()
+        return max(1, int(min(self.cfg.idle_timeout, left)))
+
+    async def get(self, session_id: str | None) -> Login | None:
+        """The login behind a cookie value (its idle expiry pushed back), or None."""
+        if not session_id or len(session_id) > MAX_COOKIE_LENGTH:
+            return None
+        key = _key(session_id)
+        try:
+            raw = await self.redis.getex(key, ex=max(1, int(self.cfg.idle_timeout)))
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+        if raw is None:
+            return None
+        try:
+            login = Login(**json.loads(raw))
+        except (ValueError, TypeError):
+            await self.delete(session_id)
+            return None
+        if time.time() - login.created >= self.cfg.max_age:
+            await self.delete(session_id)
+            return None
+        if self.cfg.max_age - (time.time() - login.created) < self.cfg.idle_timeout:
+            # Near the end of max_age: the key must not outlive it.
+            try:
+                await self.redis.expire(key, self._ttl(login))
+            except (RedisError, OSError) as exc:
+                raise SessionStoreDown() from exc
+        return login
+
+    async def delete(self, session_id: str | None) -> None:
+        if not session_id or len(session_id) > MAX_COOKIE_LENGTH:
+            return
+        try:
+            await self.redis.delete(_key(session_id))
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+
+    async def flush(self) -> int:
+        """Every login ends (``flush_on_startup``); answers how many there were."""
+        count = 0
+        try:
+            async for key in self.redis.scan_iter(match=KEY_PREFIX + "*", count=500):
+                count += await self.redis.delete(key)
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+        return count
+
+    # -- login throttling --
+
+    async def blocked_for(self, user_id: str, address: str) -> int:
+        """Seconds until this user id or address may try again (0: now)."""
+        user_key, addr_key = _fail_key("user", user_id.lower()), _fail_key("addr", address)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in (user_key, addr_key):
+                    pipe.get(key)
+                    pipe.ttl(key)
+                user_fails, user_ttl, addr_fails, addr_ttl = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+        wait = 0
+        if user_fails is not None and int(user_fails) >= self.cfg.login_allowed_fail_count:
+            wait = max(wait, int(user_ttl), 1)
+        if addr_fails is not None and int(addr_fails) >= self.cfg.login_allowed_fail_count_per_addr:
+            wait = max(wait, int(addr_ttl), 1)
+        return wait
+
+    async def record_failure(self, user_id: str, address: str) -> None:
+        block = max(1, int(self.cfg.login_block_time))
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for key in (_fail_key("user", user_id.lower()), _fail_key("addr", address)):
+                    # NX: the window starts at the first failure and is not pushed back by later ones.
+                    pipe.incr(key)
+                    pipe.expire(key, block, nx=True)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
+
+    async def clear_failures(self, user_id: str) -> None:
+        """A successful login clears its user id's count (not its address's: a valid account of
+        one's own must not reset the count of guesses at others)."""
+        try:
+            await self.redis.delete(_fail_key("user", user_id.lower()))
+        except (RedisError, OSError) as exc:
+            raise SessionStoreDown() from exc
