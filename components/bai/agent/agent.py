@@ -32,6 +32,7 @@ from aiodocker.exceptions import DockerError
 import bai.kernel
 from bai.common import etcd as etcd_mod
 from bai.common import kernel_logs, kernel_stats
+from bai.common import protocol as proto
 from bai.common.agent_rpc import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
@@ -298,6 +299,7 @@ class Agent:
             region=self.config.agent.region,
             architecture=platform.machine(),
             version=agent_version(),
+            protocol=str(proto.advertised()),
             resource_slots=slots_to_json(self.compute.available),
             slot_types={**INTRINSIC_SLOTS, **self.compute.slot_types},
             images=images,

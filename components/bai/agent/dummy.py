@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from bai.common import protocol as proto
 from bai.common.agent_rpc import (
     CreateKernelsRequest,
     DestroyKernelRequest,
@@ -87,6 +88,7 @@ class DummyAgent:
         return dict(
             id=self.id, addr=self.addr, scaling_group=self.config.agent.scaling_group,
             region=self.config.agent.region, architecture=platform.machine(), version=agent_version(),
+            protocol=str(proto.advertised()),
             resource_slots=slots_to_json(self.allocator.capacity), slot_types=self.slot_types, images=[],
             compute_plugins={"dummy": {"version": agent_version(), "note": "dummy backend: runs nothing"}},
         )

@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bai.common import etcd as etcd_mod
+from bai.common import protocol as proto
 from bai.common.agent_rpc import (
     REQUEST_MODELS,
     AgentError,
@@ -31,6 +33,7 @@ from bai.common.agent_rpc import (
     InvalidInput,
     KernelRequest,
     PingRequest,
+    ProtocolMismatch,
     StartServiceRequest,
     Unauthorized,
 )
@@ -39,7 +42,7 @@ from bai.common.redis import open_redis
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from . import files, host_mounts
-from .agent import Agent, AgentBackend
+from .agent import Agent, AgentBackend, agent_version
 from .config import AgentConfig
 from .docker import DockerKernels
 from .dummy import DummyAgent
@@ -49,6 +52,11 @@ log = logging.getLogger(__name__)
 
 AGENT = web.AppKey("agent", AgentBackend)
 SECRET = web.AppKey("rpc_secret", str)
+#: The protocol version this agent speaks (bai.common.protocol.advertised) and when it began serving.
+PROTOCOL = web.AppKey("protocol", proto.ProtocolVersion)
+SERVING_SINCE = web.AppKey("serving_since", float)
+#: The caller's protocol version, per request.
+PEER_PROTOCOL = web.RequestKey("peer_protocol", proto.ProtocolVersion)
 
 Handler = Callable[[AgentBackend, Any], Awaitable[dict[str, Any]]]
 
@@ -113,7 +121,20 @@ HANDLERS: dict[str, Handler] = {
     "get_completions": files.rpc_get_completions,
     "list_files": files.rpc_list_files,
 }
-assert HANDLERS.keys() == REQUEST_MODELS.keys()
+
+
+async def _agent_info(app: web.Application, req: BaseModel) -> dict[str, Any]:
+    # Serving starts after the kernels a previous run left were re-adopted (AgentServer._start).
+    agent = app[AGENT]
+    return {"id": agent.id, "version": agent_version(), "protocol": str(app[PROTOCOL]),
+            "serving_since": app[SERVING_SINCE], "kernels": len(agent.list_kernels())}
+
+
+#: Methods that answer about the server itself rather than the agent.
+APP_HANDLERS: dict[str, Callable[[web.Application, Any], Awaitable[dict[str, Any]]]] = {
+    "agent_info": _agent_info,
+}
+assert HANDLERS.keys() | APP_HANDLERS.keys() == REQUEST_MODELS.keys()
 
 
 def _error_response(exc: AgentError) -> web.Response:
@@ -146,10 +167,28 @@ async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable
     return await handler(request)
 
 
+@web.middleware
+async def _protocol(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+    """Refuses callers whose protocol version is not compatible with ours (bai.common.protocol)."""
+    ours = request.app[PROTOCOL]
+    peer = proto.peer_version(request.headers.get(proto.HEADER))
+    reason = proto.incompatibility(ours, peer)
+    if peer is None or reason is not None:
+        raise ProtocolMismatch(f"this agent speaks protocol {ours}; the caller's {reason}")
+    request[PEER_PROTOCOL] = peer
+    return await handler(request)
+
+
+async def _announce_protocol(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[proto.HEADER] = str(request.app[PROTOCOL])
+
+
 async def _rpc(request: web.Request) -> web.Response:
     method = request.match_info["method"]
-    handler, model = HANDLERS.get(method), REQUEST_MODELS.get(method)
-    if handler is None or model is None:
+    model = REQUEST_MODELS.get(method)
+    # A method newer than the version we speak does not exist here, as on an agent of that version.
+    if model is None or not proto.supports(request.app[PROTOCOL], method):
         raise InvalidInput(f"unknown RPC method {method!r}", title="Unknown method", status=404)
     try:
         body = json.loads(await request.read() or b"{}")
@@ -157,13 +196,18 @@ async def _rpc(request: web.Request) -> web.Response:
         raise InvalidInput(f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
+    peer: proto.ProtocolVersion = request.get(PEER_PROTOCOL, proto.UNVERSIONED)
+    if peer > request.app[PROTOCOL]:
+        # A newer caller may send fields added after our version: optional by the rules, ignored.
+        body = {k: v for k, v in body.items() if k in model.model_fields}
     try:
         req = model.model_validate(body)
     except ValidationError as exc:
         raise InvalidInput("; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )) from exc
-    result = await handler(request.app[AGENT], req)
+    app_handler = APP_HANDLERS.get(method)
+    result = await (app_handler(request.app, req) if app_handler is not None else HANDLERS[method](request.app[AGENT], req))
     return web.Response(body=json.dumps(result).encode(), content_type="application/json")
 
 
@@ -171,10 +215,13 @@ async def _pty(request: web.Request) -> web.StreamResponse:
     return await serve_terminal(request, request.app[AGENT])
 
 
-def build_app(agent: AgentBackend, secret: str) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=64 * 2**20)
+def build_app(agent: AgentBackend, secret: str, protocol: proto.ProtocolVersion | None = None) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth, _protocol], client_max_size=64 * 2**20)
     app[AGENT] = agent
     app[SECRET] = secret
+    app[PROTOCOL] = protocol or proto.advertised()
+    app[SERVING_SINCE] = time.time()
+    app.on_response_prepare.append(_announce_protocol)
     app.router.add_post("/rpc/{method}", _rpc)
     app.router.add_get("/pty/{kernel_id}", _pty)  # a websocket: bai.agent.terminal
     files.add_routes(app, lambda request: request.app[AGENT])

@@ -4,11 +4,18 @@ Transport (see CONTRACTS.md): ``POST http://<agent addr>/rpc/<method>`` with a J
 ``Authorization: Bearer <config/agent/rpc-secret>``. Success is ``200`` with a JSON object; failure
 is ``4xx/5xx`` with ``{"type", "title", "msg"}``, raised here as :class:`AgentError` (or the
 subclass matching ``type``, so callers can ``except KernelNotFound``).
+
+Versioned (:mod:`bai.common.protocol`): every request and reply carries the sender's protocol
+version in ``X-BAI-Protocol``; the client learns the agent's from its replies (or from its
+heartbeats, :meth:`AgentClient.note_peer_protocol`) and neither calls a method the agent lacks
+(:class:`UnsupportedCall`, nothing sent) nor sends fields it does not know.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +26,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bai.common import host_mounts
+from bai.common import protocol as proto
 from bai.common.agent_terminal import AgentTerminal, connect_terminal
 
 #: Kernel IDs name directories on the agent host, so they are kept to a path-safe alphabet.
@@ -82,8 +90,26 @@ class AgentFailure(_TypedAgentError):
     default_status = 500
 
 
+class ProtocolMismatch(_TypedAgentError):
+    """The agent refused a caller whose protocol version is not compatible with its own (or the
+    client refused to call such an agent)."""
+
+    error_type = "agent-protocol-mismatch"
+    default_title = "Incompatible protocol version"
+    default_status = 409
+
+
+class UnsupportedCall(_TypedAgentError):
+    """The agent's protocol version predates the method: the client did not send it."""
+
+    error_type = "agent-unsupported-call"
+    default_title = "Not supported by this agent's version"
+    default_status = 501
+
+
 _ERROR_CLASSES: dict[str, type[_TypedAgentError]] = {
-    cls.error_type: cls for cls in (AgentFailure, InvalidInput, AgentTimeout, KernelNotFound)
+    cls.error_type: cls for cls in (AgentFailure, InvalidInput, AgentTimeout, KernelNotFound, ProtocolMismatch,
+                                    UnsupportedCall)
 }
 
 
@@ -256,6 +282,11 @@ class ListKernelsRequest(_Request):
     pass
 
 
+class AgentInfoRequest(_Request):
+    """``agent_info`` (protocol 1.1): ``{"id", "version", "protocol", "started_at", "kernels"}``:
+    what a rolling restart waits for (the new process is up, its kernels re-adopted)."""
+
+
 class StartServiceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: Option name -> value (None: a bare flag); only the definition's allowed_arguments.
@@ -375,6 +406,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "read_fstab": ReadFstabRequest,
     "get_completions": GetCompletionsRequest,
     "list_files": ListFilesRequest,
+    "agent_info": AgentInfoRequest,
 }
 
 
@@ -402,7 +434,19 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "read_fstab": 10.0,
     "get_completions": 10.0,
     "list_files": 40.0,
+    "agent_info": 5.0,
 }
+
+#: Calls a user waits on while the kernel keeps running: when the agent refuses the connection
+#: (its process is restarting: nothing was sent), they are tried again for up to
+#: ``reconnect_window`` seconds instead of failing at once.
+RECONNECTING_METHODS = frozenset({"execute", "get_completions", "list_files", "get_logs", "interrupt_kernel"})
+#: Pause between two connection attempts to a restarting agent.
+RECONNECT_INTERVAL = 0.1
+
+
+def _refused(exc: aiohttp.ClientError) -> bool:
+    return isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED
 
 
 class AgentClient:
@@ -412,15 +456,23 @@ class AgentClient:
     Every call has a deadline: ``timeouts[method]`` (default :data:`DEFAULT_METHOD_TIMEOUTS`,
     ``timeout`` for methods not listed), connecting at most ``connect_timeout``.
     ``on_unreachable(base_url)`` is called when the agent cannot be reached or does not answer
-    in time, so the caller can reconcile with it once it is back."""
+    in time, so the caller can reconcile with it once it is back. ``protocol`` is the version
+    this side speaks (default: :func:`bai.common.protocol.advertised`); ``peer_protocol`` is the
+    agent's, once known."""
 
     def __init__(self, addr: str, secret: str, *, session: aiohttp.ClientSession | None = None,
                  timeout: float = 30.0, timeouts: dict[str, float] | None = None,
                  connect_timeout: float = 5.0,
-                 on_unreachable: Callable[[str], None] | None = None) -> None:
+                 on_unreachable: Callable[[str], None] | None = None,
+                 protocol: proto.ProtocolVersion | None = None,
+                 reconnect_window: float = 10.0) -> None:
         base = addr if "://" in addr else f"http://{addr}"
         self.base_url = base.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        self.protocol = protocol or proto.advertised()
+        self.peer_protocol: proto.ProtocolVersion | None = None
+        self._reconnect_window = reconnect_window
+        self._headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json",
+                         proto.HEADER: str(self.protocol)}
         self._owns_session = session is None
         self._session = session
         self._timeout = timeout
@@ -430,6 +482,25 @@ class AgentClient:
 
     def timeout_for(self, method: str) -> float:
         return self._timeouts.get(method, self._timeout)
+
+    def note_peer_protocol(self, announced: object) -> None:
+        """What the agent announced (a reply header, a heartbeat field; None/"" = unversioned)."""
+        version = proto.peer_version(announced)
+        if version is not None:
+            self.peer_protocol = version
+
+    def _check_peer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` as the agent's version understands it; raises rather than send what it cannot."""
+        peer = self.peer_protocol
+        if peer is None:
+            return body  # not known yet: its reply tells (an older agent answers 404 to a new method)
+        reason = proto.incompatibility(self.protocol, peer)
+        if reason is not None:
+            raise ProtocolMismatch(f"the agent at {self.base_url}: {reason}")
+        if not proto.supports(peer, method):
+            raise UnsupportedCall(f"{method} needs protocol {proto.METHODS_SINCE[method]}; "
+                                  f"the agent at {self.base_url} speaks {peer}")
+        return proto.for_peer(method, body, peer)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -449,14 +520,27 @@ class AgentClient:
 
     async def call(self, method: str, body: dict[str, Any], *, request_timeout: float | None = None) -> dict[str, Any]:
         url = f"{self.base_url}/rpc/{method}"
+        body = self._check_peer(method, body)
         total = request_timeout if request_timeout is not None else self.timeout_for(method)
-        limit = aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
+        loop = asyncio.get_running_loop()
+        reconnect_until = loop.time() + (min(self._reconnect_window, total) if method in RECONNECTING_METHODS else 0)
         try:
-            async with self._get_session().post(
-                url, data=json.dumps(body).encode(), headers=self._headers, timeout=limit,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
+            while True:
+                limit = aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
+                try:
+                    async with self._get_session().post(
+                        url, data=json.dumps(body).encode(), headers=self._headers, timeout=limit,
+                    ) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+                        self.note_peer_protocol(resp.headers.get(proto.HEADER))
+                    break
+                except aiohttp.ClientError as exc:
+                    # Refused: nobody listens (the agent restarts), so nothing was sent and
+                    # sending again is safe whatever the method.
+                    if not _refused(exc) or loop.time() + RECONNECT_INTERVAL >= reconnect_until:
+                        raise
+                    await asyncio.sleep(RECONNECT_INTERVAL)
         except TimeoutError as exc:
             if self._on_unreachable is not None:  # whatever we asked may or may not have happened
                 self._on_unreachable(self.base_url)
@@ -525,6 +609,11 @@ class AgentClient:
     async def list_kernels(self) -> list[dict[str, Any]]:
         kernels: list[dict[str, Any]] = (await self.call("list_kernels", {}))["kernels"]
         return kernels
+
+    async def agent_info(self) -> dict[str, Any]:
+        """``{"id", "version", "protocol", "started_at", "kernels"}`` (protocol 1.1; an older agent:
+        UnsupportedCall, or its 404 when its version was not known yet)."""
+        return await self.call("agent_info", {})
 
     async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
                             envs: dict[str, str] | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bai.common import kernel_logs
+from bai.common import protocol as proto
 from bai.common.agent_rpc import AgentError, KernelNotFound
 from bai.common.events import BROADCAST_CHANNEL, Event, EventConsumer
 from bai.common.tasks import raise_if_cancelling, stop_tasks
@@ -38,6 +39,9 @@ class LifecycleHandler:
     def __init__(self, ctx: ManagerContext) -> None:
         self.ctx = ctx
         self._reconciling: dict[str, asyncio.Task[None]] = {}
+        #: The protocol version this manager speaks, and the agents it refused (logged once each).
+        self.protocol = proto.advertised()
+        self._refused: dict[str, str] = {}
 
     async def handle(self, ev: Event) -> None:
         handler = getattr(self, f"on_{ev.name}", None)
@@ -52,8 +56,17 @@ class LifecycleHandler:
         if not isinstance(info.get("addr"), str) or not info["addr"]:
             log.warning("heartbeat of agent %s has no address; ignored", ev.source)
             return
+        announced = info.get(proto.HEARTBEAT_FIELD)
+        peer = proto.peer_version(announced)
+        refusal = proto.incompatibility(self.protocol, peer)
+        if refusal is not None:
+            await self._refuse_agent(ev.source, info, str(announced or proto.UNVERSIONED), refusal)
+            return
+        if self._refused.pop(ev.source, None) is not None:
+            log.info("agent %s now speaks protocol %s: accepted", ev.source, peer)
+        self.ctx.agents.get(info["addr"]).note_peer_protocol(announced)
         async with self.ctx.db.begin() as conn:
-            revived = await agent_store.upsert_heartbeat(conn, ev.source, info)
+            revived = await agent_store.upsert_heartbeat(conn, ev.source, info, protocol=str(peer))
             arch, images = info.get("architecture") or "x86_64", info.get("images") or []
             await image_store.upsert_local_images(conn, arch, images)
             await image_store.note_installed(conn, ev.source, arch,
@@ -65,6 +78,17 @@ class LifecycleHandler:
             # It was away: what we asked of it meanwhile (a destroy) may not have happened, and it
             # may have re-adopted containers. Reconcile now rather than at the next periodic sync.
             self.reconcile_soon(ev.source, info["addr"])
+
+    async def _refuse_agent(self, agent_id: str, info: dict[str, Any], announced: str, reason: str) -> None:
+        """Record the agent as INCOMPATIBLE (never scheduled onto, not reconciled), with what it
+        announced, so that ``admin agent info`` shows why; logged once per agent and reason."""
+        if self._refused.get(agent_id) != reason:
+            self._refused[agent_id] = reason
+            log.warning("agent %s at %s refused: %s (this manager speaks protocol %s)",
+                        agent_id, info.get("addr"), reason, self.protocol)
+        async with self.ctx.db.begin() as conn:
+            await agent_store.upsert_heartbeat(conn, agent_id, info, protocol=announced[:16],
+                                               status=agent_store.INCOMPATIBLE)
 
     def reconcile_soon(self, agent_id: str, addr: str) -> None:
         if agent_id in self._reconciling:

@@ -19,22 +19,44 @@ from . import tables as t
 OCCUPYING_KERNEL_STATUSES = ("SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "TERMINATING")
 
 
-async def upsert_heartbeat(conn: AsyncConnection, agent_id: str, info: dict[str, Any]) -> bool:
+#: An agent whose protocol version the manager cannot work with (bai.common.protocol): it is
+#: recorded with its heartbeats, shown with the reason, and nothing is scheduled onto it.
+INCOMPATIBLE = "INCOMPATIBLE"
+#: ``agents.version`` holds the agent's version and its protocol version: "0.1.0;protocol=1.1".
+_PROTOCOL_SUFFIX = ";protocol="
+
+
+def encode_version(version: str | None, protocol: str) -> str:
+    return f"{(version or '')[:40]}{_PROTOCOL_SUFFIX}{protocol[:16]}"
+
+
+def decode_version(stored: str | None) -> tuple[str | None, str | None]:
+    """``(version, protocol)`` of an ``agents.version`` value (protocol None: recorded before
+    protocol versions were)."""
+    if not stored or _PROTOCOL_SUFFIX not in stored:
+        return stored, None
+    version, _, protocol = stored.rpartition(_PROTOCOL_SUFFIX)
+    return version or None, protocol
+
+
+async def upsert_heartbeat(conn: AsyncConnection, agent_id: str, info: dict[str, Any], *,
+                           protocol: str | None = None, status: str = "ALIVE") -> bool:
     """Record a heartbeat; return True when the agent is new or came back from LOST."""
     now = datetime.now(UTC)
     prev = await conn.scalar(sa.select(t.agents.c.status).where(t.agents.c.id == agent_id))
+    version = info.get("version") if protocol is None else encode_version(info.get("version"), protocol)
     values = dict(
-        status="ALIVE", region=info.get("region"), scaling_group=info.get("scaling_group") or "default",
+        status=status, region=info.get("region"), scaling_group=info.get("scaling_group") or "default",
         available_slots=info.get("resource_slots") or {}, addr=info["addr"],
-        architecture=info.get("architecture") or "x86_64", version=info.get("version"),
+        architecture=info.get("architecture") or "x86_64", version=version,
         compute_plugins=info.get("compute_plugins") or {}, lost_at=None, last_seen=now,
     )
     stmt = insert(t.agents).values(id=agent_id, status_changed=now, **values)
     update = dict(values)
-    if prev != "ALIVE":
+    if prev != status:
         update["status_changed"] = now
     await conn.execute(stmt.on_conflict_do_update(index_elements=[t.agents.c.id], set_=update))
-    return prev != "ALIVE"
+    return prev != status
 
 
 async def mark_terminated(conn: AsyncConnection, agent_id: str) -> None:
@@ -47,7 +69,8 @@ async def mark_lost(conn: AsyncConnection, max_silence: float) -> list[str]:
     now = datetime.now(UTC)
     rows = await conn.execute(
         t.agents.update()
-        .where(t.agents.c.status == "ALIVE", t.agents.c.last_seen < now - timedelta(seconds=max_silence))
+        .where(t.agents.c.status.in_(("ALIVE", INCOMPATIBLE)),
+               t.agents.c.last_seen < now - timedelta(seconds=max_silence))
         .values(status="LOST", status_changed=now, lost_at=now)
         .returning(t.agents.c.id)
     )
@@ -113,7 +136,7 @@ async def alive_addrs(conn: AsyncConnection) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ GraphQL reads
 
-AGENT_STATUSES = frozenset({"ALIVE", "LOST", "RESTARTING", "TERMINATED"})
+AGENT_STATUSES = frozenset({"ALIVE", "LOST", "RESTARTING", "TERMINATED", INCOMPATIBLE})
 _a = t.agents.c
 
 #: What an agent_list ``filter`` / ``order`` may name.

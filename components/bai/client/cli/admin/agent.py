@@ -43,7 +43,7 @@ DETAIL_FIELDS = [
     plain("addr"), plain("version"), plain("first_contact"), plain("cpu_cur_pct", "CPU Usage (%)"),
     slots("available_slots"), slots("occupied_slots"), plain("container_count"), nested("live_stat"),
 ]
-_STATUSES = click.Choice(["ALIVE", "LOST", "RESTARTING", "TERMINATED"], case_sensitive=False)
+_STATUSES = click.Choice(["ALIVE", "LOST", "RESTARTING", "TERMINATED", "INCOMPATIBLE"], case_sensitive=False)
 
 
 def make_group(name: str = "agent", help_text: str | None = None) -> click.Group:

@@ -7,10 +7,11 @@ from typing import Any
 
 from ariadne import MutationType, QueryType
 
+from bai.common import protocol as proto
 from bai.manager import errors
 from bai.manager.services import gql_queries as svc
 from bai.manager.services import scaling_groups as sgroups
-from bai.manager.store.agents import AGENT_STATUSES
+from bai.manager.store.agents import AGENT_STATUSES, decode_version
 
 from .context import GQLContext, context_of
 
@@ -56,7 +57,7 @@ type Agent implements Item {
   container_count: Int
   "Per compute plugin: its status and what it reports about its devices."
   hardware_metadata: JSONString
-  "What the agent announced about itself: id, region, resource group, address, architecture, version."
+  "What the agent announced about itself: id, region, resource group, address, architecture, version, protocol (and protocol_refused: why an INCOMPATIBLE agent is not used)."
   local_config: JSONString
 }
 
@@ -88,14 +89,21 @@ def agent_obj(row: dict[str, Any]) -> dict[str, Any]:
     collected yet)."""
     alive = row.get("status") == "ALIVE"
     plugins = row.get("compute_plugins") or {}
+    version, protocol = decode_version(row.get("version"))
+    row = {**row, "version": version}
+    announced: dict[str, Any] = {}
+    if protocol is not None:
+        announced["protocol"] = protocol
+        if row.get("status") == "INCOMPATIBLE":
+            announced["protocol_refused"] = proto.incompatibility(proto.advertised(), proto.peer_version(protocol))
     return {
         **row, "cpu_cur_pct": None, "mem_cur_bytes": None, "live_stat": None,
         "hardware_metadata": {
             name: {"status": "healthy" if alive else "unavailable", "status_info": None,
                    "metadata": info if isinstance(info, dict) else {}}
             for name, info in plugins.items()},
-        "local_config": {"agent": {k: row.get(k) for k in (
-            "id", "region", "scaling_group", "addr", "architecture", "version")}},
+        "local_config": {"agent": {**{k: row.get(k) for k in (
+            "id", "region", "scaling_group", "addr", "architecture", "version")}, **announced}},
     }
 
 
