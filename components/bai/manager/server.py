@@ -46,6 +46,7 @@ from bai.manager.api import (
     session,
     session_dependencies,
     stream,
+    usage_stats,
 )
 from bai.manager.api.audit import audit_middleware
 from bai.manager.api.keys import CTX, SCHEDULER, SESSIONS
@@ -254,6 +255,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     bgtask.routes(app)
     gql.routes(app)
     resource.routes(app)
+    usage_stats.routes(app)
     scaling_groups.routes(app)
     manager.routes(app)
     folders.routes(app)
