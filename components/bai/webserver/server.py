@@ -25,7 +25,7 @@ from .errors import Handler, problem_middleware
 from .proxy import ManagerLink
 from .security import security_headers
 from .sessions import SessionStore
-from .state import STATE, WebState
+from .state import STATE, USER, WebState
 from .static import StaticFiles, ensure_mimetypes
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return resp
     finally:
         access_log.info("%s %s %d %.1fms user=%s", request.method, request.path, status,
-                        (time.monotonic() - started) * 1000, request.get("bai.user", "-"))
+                        (time.monotonic() - started) * 1000, request.get(USER, "-"))
 
 
 def build_app(state: WebState) -> web.Application:

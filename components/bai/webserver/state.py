@@ -29,3 +29,5 @@ class WebState:
 
 
 STATE = web.AppKey("state", WebState)
+#: Who made the request (the access log names them).
+USER = web.RequestKey("bai_user", str)

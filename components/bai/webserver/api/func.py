@@ -8,7 +8,7 @@ from aiohttp import web
 from .. import proxy
 from ..errors import NotLoggedIn
 from ..security import check_csrf, check_origin, client_address
-from ..state import STATE
+from ..state import STATE, USER
 from .login import clear_cookie, session_cookie
 
 
@@ -30,7 +30,7 @@ def _handler(prefix: str):  # type: ignore[no-untyped-def]
             check_csrf(request, cfg, login.csrf_token)
         else:
             check_origin(request, cfg)  # unsigned: the manager serves its public calls only
-        request["bai.user"] = login.user_id if login else "-"
+        request[USER] = login.user_id if login else "-"
         return await proxy.relay(request, state.link, proxy.upstream_path(request, prefix), login,
                                  client_address(request, cfg.service.trusted_proxies))
     return handle
