@@ -3,10 +3,10 @@
 #
 #   build-bai-host-image.sh [PYTHON]      PYTHON: runs `pip wheel` (default /opt/bai/venv/bin/python)
 #
-# The tag is bai-test/bai-host:<key>, the key a hash of bai's runtime dependencies (pyproject.toml),
-# the Dockerfile and this script: an unchanged key reuses the cached image at once; a changed one
-# builds a new image. The wheelhouse (/var/cache/bai/wheelhouse/<key>, ~35 MB) is built once per
-# key with `pip wheel` and baked into the image (and kept for hosts that pip-install again).
+# The tag is bai-test/bai-host:<key>, the key a hash of pyproject.toml (dependencies, entry
+# points), the Dockerfile and this script: an unchanged key reuses the cached image at once; a changed one
+# builds a new image. The wheelhouse (/var/cache/bai/wheelhouse/<hash of the dependencies>, ~35 MB) is built
+# once per dependency list with `pip wheel` and baked into the image (and kept for hosts that pip-install again).
 # The base image comes from build-systemd-image.sh (cached the same way).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,13 +16,14 @@ base=${BAI_TEST_HOST_IMAGE:-bai-test/systemd-host:bookworm}
 say() { printf 'build-bai-host-image: %s\n' "$*" >&2; }
 
 deps=$("$python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$repo/pyproject.toml")
-key=$( { printf '%s\n' "$deps"; cat "$here/bai-host.Dockerfile" "${BASH_SOURCE[0]}"; printf '%s\n' "$base"; } \
+key=$( { cat "$repo/pyproject.toml" "$here/bai-host.Dockerfile" "${BASH_SOURCE[0]}"; printf '%s\n' "$base"; } \
        | sha256sum | cut -c1-12)
 tag=bai-test/bai-host:$key
 if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi
 
 bash "$here/build-systemd-image.sh" "$base" >&2
-wheelhouse=/var/cache/bai/wheelhouse/$key
+# (keyed by the dependencies alone: a pyproject.toml change elsewhere reuses it)
+wheelhouse=/var/cache/bai/wheelhouse/$(printf '%s\n' "$deps" | sha256sum | cut -c1-12)
 if [ ! -f "$wheelhouse/.complete" ]; then
   say "building the wheelhouse $wheelhouse"
   rm -rf "$wheelhouse"; mkdir -p "$wheelhouse"
@@ -41,6 +42,7 @@ cp "$here/bai-host.Dockerfile" "$ctx/Dockerfile"
 mkdir "$ctx/wheelhouse"
 cp "$wheelhouse"/*.whl "$ctx/wheelhouse/"
 cp "$wheelhouse/requirements.txt" "$ctx/requirements.txt"
+cp "$repo/pyproject.toml" "$repo/README.md" "$ctx/"
 say "building $tag"
 # the legacy builder (no buildx here) prints a deprecation notice: harmless
 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" >&2
