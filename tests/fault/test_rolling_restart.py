@@ -68,7 +68,8 @@ class ExecLoop:
 async def restart_process(agent: AgentProcess, env: dict[str, str]) -> None:
     """SIGTERM (the agent detaches from its kernels), then the same agent.toml in a new process
     with ``env`` (the new release)."""
-    agent.proc.send_signal(signal.SIGTERM)
+    if agent.proc.returncode is None:
+        agent.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(30):
         await agent.proc.wait()
     log = await asyncio.to_thread(open, agent.log_path, "ab")
@@ -190,5 +191,20 @@ async def test_rolling_restart_keeps_sessions_and_never_places_on_the_draining_a
            failed_round_trips=sum(len(loop.failures) for loop in loops), sessions_lost=0)
     assert not [f for loop in loops for f in loop.failures], [loop.failures for loop in loops]
     assert longest < 10, longest
+
+    # An agent that stays down longer than the manager waits for it: a retryable 503, not a 500;
+    # the session is still there when the agent is back.
+    name_b, _ = sessions[b.spec.id]
+    b.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        await b.proc.wait()
+    began = time.monotonic()
+    st, res = await cluster.call("POST", f"/session/{name_b}", {"mode": "query", "code": "print(state)", "runId": None},
+                                 deadline=60)
+    waited = time.monotonic() - began
+    assert st == 503 and res["type"].endswith("/service-unavailable") and "restarting" in res["msg"], (st, res)
+    assert 9 < waited < 30, waited
+    await restart_process(b, {})  # already stopped: just started again
+    assert await cluster.run(name_b, "print(state)", deadline=60) == f"{name_b}\n"
     for name in [*(n for n, _ in sessions.values()), *probe_names]:
         await cluster.call("DELETE", f"/session/{name}")

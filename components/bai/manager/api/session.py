@@ -105,7 +105,7 @@ def routes(app: web.Application) -> None:
     routing.add(app, "POST", "/session/{ref}", execute, operation_id="execute", tag="session",
                 summary="Run code in the session (query or batch mode; continue/input for a run in progress).",
                 body=schemas.ExecuteRequest, answers=(Answer(200, "What the run produced so far.", Executed),),
-                problems=_REF)
+                problems=(*_REF, errors.ServiceUnavailable))
     routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
                 summary="The container logs of the session's main kernel (of a session that has ended: "
                         "the last of them, kept when its container was removed).", query=schemas.SessionQuery,

@@ -48,6 +48,12 @@ async def execute(ctx: ManagerContext, route: Any, *, mode: str, run_id: str | N
     except AgentError as exc:
         if exc.status == 400:
             raise errors.InvalidAPIParameters(exc.msg or exc.title) from exc
+        if exc.status == 503:
+            # Unreachable even after waiting for it (bai.common.agent_rpc.RECONNECTING_METHODS):
+            # its process is restarting or down, and the kernel may well still run: retry.
+            raise errors.ServiceUnavailable(
+                "The session's agent cannot be reached right now (it may be restarting); retry shortly.",
+                data={"agent-details": exc.to_json()}, headers={"Retry-After": "2"}) from exc
         raise errors.KernelExecutionFailed(exc.msg, data={"agent-details": exc.to_json()}) from exc
 
 
