@@ -5,8 +5,9 @@ executes them. Both report through an ``on_event`` callback (one event when an o
 and one when it ends, with changed/failed and timing), which the CLI prints and a TUI can show.
 
 Hosts run in *phases* by group: half-stack first, then the manager, the agents, then the storage
-proxies, so that a later group can rely on what an earlier one started. A host in several groups
-(all-in-one) gets the ``base`` role once.
+proxies, so that a later group can rely on what an earlier one started. The roles come from the
+catalog (roles/catalog.py): in a phase, a host gets its group's enabled roles in catalog order,
+and a host in several groups (all-in-one) gets each role once.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from pyinfra.api.operations import run_host_op
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
+from roles import catalog
 from roles import settings as settings_mod
+from roles.catalog import Role
 from roles.settings import Settings
 
 from . import inventory as inventory_mod
 
 RoleFn = Callable[..., Any]  # a pyinfra @deploy function taking (settings)
+RoleLike = Role | RoleFn  # a catalog role, or its @deploy function (tests, ad-hoc use)
 
 logging.getLogger("pyinfra").addHandler(logging.NullHandler())
 logging.getLogger("pyinfra").propagate = False
@@ -82,7 +86,10 @@ EventHandler = Callable[[Event], None]
 @dataclass
 class Phase:
     name: str
-    roles: dict[str, list[RoleFn]]  # host name -> roles, in order
+    roles: dict[str, list[Role]]  # host name -> roles, in order
+
+    def __post_init__(self) -> None:
+        self.roles = {host: [catalog.of(r) for r in roles] for host, roles in self.roles.items()}
 
 
 @dataclass
@@ -103,39 +110,18 @@ class RunResult:
 
 # -- roles per group ----------------------------------------------------------------------------
 
-def group_roles() -> dict[str, list[RoleFn]]:
-    from roles import (
-        app_proxy,
-        bai,
-        base,
-        docker,
-        etcd,
-        kernel_image,
-        postgresql,
-        redis,
-        registry,
-        storage_proxy,
-    )
-
-    return {
-        "halfstack": [base.base, postgresql.postgresql, redis.redis, etcd.etcd],
-        "manager": [base.base, bai.manager, registry.registry, app_proxy.app_proxy],
-        "storage": [base.base, storage_proxy.storage_proxy],
-        "agents": [base.base, docker.docker, kernel_image.kernel_image, bai.agent],
-    }
-
-
 def phases_for(inv: inventory_mod.Inventory) -> list[Phase]:
-    by_group = group_roles()
+    """One phase per group (in :data:`roles.catalog.GROUPS` order) with the roles each of its
+    hosts has not had in an earlier phase, in catalog order, optional ones where enabled."""
     done: dict[str, set[str]] = {}
     phases = []
-    for group in inventory_mod.GROUPS:
-        roles: dict[str, list[RoleFn]] = {}
+    for group in catalog.GROUPS:
+        roles: dict[str, list[Role]] = {}
         for host in inv.groups.get(group, []):
             applied = done.setdefault(host, set())
-            wanted = [r for r in by_group[group] if role_name(r) not in applied
-                      and _enabled(r, inv.data.get(host, {}))]
-            applied.update(role_name(r) for r in wanted)
+            s = settings_mod.build(inv.data.get(host, {}), {})
+            wanted = [r for r in catalog.for_group(group) if r.name not in applied and r.enabled(s)]
+            applied.update(r.name for r in wanted)
             if wanted:
                 roles[host] = wanted
         if roles:
@@ -143,14 +129,8 @@ def phases_for(inv: inventory_mod.Inventory) -> list[Phase]:
     return phases
 
 
-def _enabled(role: RoleFn, data: dict[str, Any]) -> bool:
-    """Optional roles (an ``optional_flag`` attribute) run only where the host data sets it."""
-    flag = getattr(role, "optional_flag", None)
-    return flag is None or bool(data.get(flag))
-
-
-def role_name(role: RoleFn) -> str:
-    return getattr(role, "deploy_name", None) or role.__name__
+def role_name(role: RoleLike) -> str:
+    return catalog.of(role).name
 
 
 # -- pyinfra plumbing -----------------------------------------------------------------------------
@@ -248,13 +228,13 @@ def _prepare(state: State, phase: Phase, settings: dict[str, Settings]
     for host in state.inventory:
         for role in phase.roles[host.name]:
             before = len(host.op_hash_order)
-            add_deploy(state, role, settings[host.name], host=host)
+            add_deploy(state, role.deploy, settings[host.name], host=host)
             for op_hash in host.op_hash_order[before:]:
                 data = state.ops[host][op_hash]
                 records[(host.name, op_hash)] = OpRecord(
                     phase=phase.name,
                     host=host.name,
-                    role=role_name(role),
+                    role=role.name,
                     name=data.global_arguments.get("name") or "operation",
                     conditional=bool(data.global_arguments.get("_if")),
                 )
@@ -317,11 +297,11 @@ def apply(inv: inventory_mod.Inventory, on_event: EventHandler | None = None) ->
     return run(inv.data, phases_for(inv), dry=False, on_event=on_event)
 
 
-def apply_roles(target: str, roles: Sequence[RoleFn], on_event: EventHandler | None = None,
+def apply_roles(target: str, roles: Sequence[RoleLike], on_event: EventHandler | None = None,
                 **host_data: Any) -> dict[str, bool]:
     """Apply roles to one target (tests, ad-hoc use); return {op label: changed}; raise on
     failure."""
-    result = run({target: host_data}, [Phase("roles", {target: list(roles)})],
+    result = run({target: host_data}, [Phase("roles", {target: [catalog.of(r) for r in roles]})],
                  on_event=on_event)
     if result.failed:
         bad = [op for op in result.ops if op.ok is False]
@@ -330,20 +310,9 @@ def apply_roles(target: str, roles: Sequence[RoleFn], on_event: EventHandler | N
     return result.changed_by_host(target)
 
 
-def _services(group: str, s: Settings) -> list[Any]:
-    from roles import app_proxy, bai, docker, etcd, postgresql, redis, storage_proxy
-
-    return {
-        "halfstack": [postgresql.service(s), redis.service(s), etcd.service(s)],
-        "manager": [bai.manager_service(s), app_proxy.service(s)],
-        "storage": [storage_proxy.service(s)],
-        "agents": [docker.service(s), bai.agent_service(s)],
-    }[group]
-
-
 def status(inv: inventory_mod.Inventory) -> list[dict[str, Any]]:
-    """One row per (host, service): which manager runs it, its state there, and whether its
-    readiness check passes. Reads facts only."""
+    """One row per (host, service of its enabled roles, in catalog order): which manager runs
+    it, its state there, and whether its readiness check passes. Reads facts only."""
     from roles._facts import Check, ServiceManager, SupervisorState, SystemdUnit
 
     rows: list[dict[str, Any]] = []
@@ -355,10 +324,9 @@ def status(inv: inventory_mod.Inventory) -> list[dict[str, Any]]:
             s = settings_mod.build(inv.data[host.name], {})
             kind = get_fact(state, host, ServiceManager)
             sup = get_fact(state, host, SupervisorState) if kind == "supervisor" else None
-            for group in inventory_mod.GROUPS:
-                if host.name not in inv.groups.get(group, []):
-                    continue
-                for svc in _services(group, s):
+            for role in catalog.roles_for_host(inv.groups, host.name, s):
+                group = next(g for g in role.groups if host.name in inv.groups.get(g, []))
+                for svc in role.services(s):
                     if sup is not None:
                         st = sup["programs"].get(svc.program, "external" if sup["up"] else
                                                  "supervisord down")

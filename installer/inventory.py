@@ -1,7 +1,12 @@
 """Inventories: Python files that define the groups ``halfstack``, ``manager``, ``agents`` and
-``storage`` as lists of hosts (pyinfra style: ``"@local"``, ``"10.0.0.5"`` or ``("10.0.0.5", {data})``).
+``storage`` as lists of hosts (pyinfra style: ``"@local"``, ``"10.0.0.5"`` or ``("10.0.0.5", {data})``),
+and optionally ``data``, shared by every host.
 
-Every inventory uses the same group names, so roles never branch on all-in-one vs multi-node.
+Host data is nested like the settings (``{"postgresql": {"listen": "10.0.0.5"}}``) next to
+pyinfra's own keys (``ssh_user`` ...); a host's own data is merged over the shared ``data``
+section by section. Every host's data is validated on load, and the errors name the inventory,
+the host and the key path. Every inventory uses the same group names, so roles never branch on
+all-in-one vs multi-node.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: In phase order. Storage proxies come last: they need only etcd, and one that fails to start
-#: does not hold the agents back (sessions without folders still run).
-GROUPS = ("halfstack", "manager", "agents", "storage")
+from roles.catalog import GROUPS
+from roles.settings import check_host_data
+
+__all__ = ["GROUPS", "Inventory", "InventoryError", "load", "merge", "validate"]
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO / "inventories" / "local.py"
 
@@ -39,6 +45,26 @@ class Inventory:
         return seen
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``; nested dicts (settings sections) key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(source: str, data: dict[str, dict[str, Any]]) -> None:
+    """Raise :class:`InventoryError` listing every bad key of every host (``source: host NAME:
+    key.path: problem``)."""
+    problems = [f"{source}: host {name!r}: {problem}"
+                for name, host_data in data.items() for problem in check_host_data(host_data)]
+    if problems:
+        raise InventoryError("\n".join(problems))
+
+
 def load(path: str | Path | None = None) -> Inventory:
     p = Path(path) if path else DEFAULT_INVENTORY
     if not p.is_file():
@@ -62,9 +88,9 @@ def load(path: str | Path | None = None) -> Inventory:
             else:
                 raise InventoryError(f"{p}: bad host entry in {group}: {entry!r}")
             names.append(name)
-            merged = data.setdefault(name, dict(shared))
-            merged.update(host_data)
+            data[name] = merge(data.get(name, shared), host_data)
         groups[group] = names
     if not any(groups.values()):
         raise InventoryError(f"{p}: defines none of the groups {', '.join(GROUPS)}")
+    validate(str(p), data)
     return Inventory(path=str(p), groups=groups, data=data)

@@ -6,11 +6,15 @@ JSON (``format``, the shared ``data``, and the groups ``halfstack``, ``manager``
 ``storage`` as lists of ``[name, {host data}]``). The other outputs (``endpoint``, ``secrets``
 ...) are allowed and ignored: the hosts already hold the stack's passwords in their secrets file.
 
+Formats: ``bai-inventory/2`` carries host data nested like the settings
+(``{"manager": {"addr": "10.0.0.10:8081"}}``); ``bai-inventory/1`` (what ``stack/`` emitted before
+settings were nested) carries the old flat keys (``manager_addr``), translated here with
+``roles.settings.RENAMED``.
+
 Everything is checked before any host is contacted: the format, host names, that every host-data
-key is a ``roles.settings.Settings`` field or a pyinfra ``ssh_*`` key with a value of the right
-type, that each group has what its role needs (a manager's ``manager_addr``, an agent's
-``agent_rpc_addr`` ...), and that no host address is the whole world. Errors name the file, the
-host and the key.
+key is a settings key path (or a pyinfra ``ssh_*`` key) with a value of the right type, that each
+group has what its role needs (a manager's ``manager.addr``, an agent's ``agent.rpc_addr`` ...),
+and that no host address is the whole world. Errors name the file, the host and the key path.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from roles.settings import Settings
+from roles.settings import RENAMED, SECRETS, check_host_data
 
-from .inventory import GROUPS, Inventory, InventoryError
+from .inventory import GROUPS, Inventory, InventoryError, merge
 
-FORMAT = "bai-inventory/1"
+FORMAT = "bai-inventory/2"
+#: The flat-key format, still read.
+FLAT_FORMAT = "bai-inventory/1"
 #: Largest OUTPUT.json read (a 256-agent stack's output is ~150 KiB).
 MAX_BYTES = 8 * 1024 * 1024
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -40,13 +46,11 @@ SSH_KEYS = {"ssh_hostname": str, "ssh_port": int, "ssh_user": str, "ssh_key": st
             "ssh_config_file": str, "ssh_connect_retries": int}
 #: What each group's role reads from a remote host's data (defaults are loopback, all-in-one).
 REQUIRED = {
-    "manager": ("manager_id", "manager_addr"),
-    "agents": ("agent_id", "agent_rpc_addr", "container_bind_host"),
-    "storage": ("storage_node_id", "storage_client_addr", "storage_manager_addr"),
-    "halfstack": ("etcd_listen",),
+    "manager": ("manager.id", "manager.addr"),
+    "agents": ("agent.id", "agent.rpc_addr", "agent.container_bind_host"),
+    "storage": ("storage_proxy.node_id", "storage_proxy.client_addr", "storage_proxy.manager_addr"),
+    "halfstack": ("etcd.listen",),
 }
-SECRET_KEYS = ("db_password", "redis_password", "rpc_secret", "storage_secret",
-               "storage_manager_secret")
 
 
 class _Document(BaseModel):
@@ -60,26 +64,58 @@ class _Document(BaseModel):
     storage: list[tuple[str, dict[str, Any]]]
 
 
+def unflatten(where: str, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Flat ``bai-inventory/1`` host data -> nested host data, and the keys it cannot place."""
+    out: dict[str, Any] = {}
+    problems = []
+    for key, value in data.items():
+        if key in RENAMED:
+            section, name = RENAMED[key].split(".", 1)
+            out.setdefault(section, {})[name] = value
+        elif key in SSH_KEYS or key in SECRETS:
+            out[key] = value  # (a secret is refused by _check_data, with its reason)
+        else:
+            problems.append(f"{where}: unknown host data key {key!r}")
+    return out, problems
+
+
 def _check_data(where: str, data: dict[str, Any]) -> list[str]:
     problems = []
-    settings_fields = set(Settings.model_fields)
     for key, value in data.items():
-        if key in SECRET_KEYS:
-            problems.append(f"{where}: {key} does not belong in an inventory (secrets live in "
-                            "the hosts' secrets file)")
-        elif key in SSH_KEYS:
-            if not isinstance(value, SSH_KEYS[key]) or isinstance(value, bool):
-                problems.append(f"{where}: {key} must be a {SSH_KEYS[key].__name__}")
-        elif key not in settings_fields:
+        if key in SSH_KEYS and (not isinstance(value, SSH_KEYS[key]) or isinstance(value, bool)):
+            problems.append(f"{where}: {key} must be a {SSH_KEYS[key].__name__}")
+        elif key.startswith("ssh_") and key not in SSH_KEYS:
             problems.append(f"{where}: unknown host data key {key!r}")
+    ours = {k: v for k, v in data.items() if not k.startswith("ssh_")}
+    problems += [f"{where}: {p}" for p in check_host_data(ours)]
     return problems
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _leaves(value, f"{path}.")
+        else:
+            out.append((path, value))
+    return out
 
 
 def _check_address(where: str, key: str, value: Any) -> list[str]:
     """``host`` or ``host:port`` values must name one host, never 0.0.0.0 or ::."""
     if not isinstance(value, str) or not value:
         return []
-    host = value.rsplit(":", 1)[0] if key.endswith("_addr") else value
+    host = value.rsplit(":", 1)[0] if key.endswith("addr") else value
     try:
         if ipaddress.ip_address(host.strip("[]")).is_unspecified:
             return [f"{where}: {key} {value!r} is every address, not a host"]
@@ -97,8 +133,9 @@ def from_outputs(outputs: Any, source: str) -> Inventory:
     if raw == "[secret]" or not isinstance(raw, dict):
         raise InventoryError(f"{source}: the `inventory` output is not an object "
                              f"({type(raw).__name__})")
-    if raw.get("format") != FORMAT:
-        raise InventoryError(f"{source}: inventory format {raw.get('format')!r}, expected {FORMAT!r}")
+    if raw.get("format") not in (FORMAT, FLAT_FORMAT):
+        raise InventoryError(f"{source}: inventory format {raw.get('format')!r}, expected {FORMAT!r} "
+                             f"(or {FLAT_FORMAT!r})")
     try:
         doc = _Document.model_validate(raw)
     except ValidationError as exc:
@@ -107,7 +144,18 @@ def from_outputs(outputs: Any, source: str) -> Inventory:
         raise InventoryError(f"{source}: inventory.{where}: {first['msg']} "
                              f"({exc.error_count()} problem(s))") from None
 
-    problems = [f"{source}: {p}" for p in _check_data("data", doc.data)]
+    problems: list[str] = []
+    flat = doc.format == FLAT_FORMAT
+
+    def nested(where: str, data: dict[str, Any]) -> dict[str, Any]:
+        if not flat:
+            return data
+        out, unknown = unflatten(where, data)
+        problems.extend(unknown)
+        return out
+
+    shared = nested(f"{source}: data", doc.data)
+    problems += _check_data(f"{source}: data", shared)
     groups: dict[str, list[str]] = {}
     data: dict[str, dict[str, Any]] = {}
     for group in GROUPS:
@@ -115,14 +163,14 @@ def from_outputs(outputs: Any, source: str) -> Inventory:
         if not entries:
             problems.append(f"{source}: group {group} is empty")
         names = []
-        for name, host_data in entries:
+        for name, raw_data in entries:
             where = f"{source}: {group} host {name!r}"
             if not (HOST_NAME.match(name) or CONNECTOR_NAME.match(name)):
                 problems.append(f"{where}: not a valid host name")
                 continue
+            host_data = nested(where, raw_data)
             problems += _check_data(where, host_data)
-            merged = data.setdefault(name, dict(doc.data))
-            merged.update(host_data)
+            data[name] = merge(data.get(name, shared), host_data)
             names.append(name)
         groups[group] = names
     for group, names in groups.items():
@@ -131,21 +179,13 @@ def from_outputs(outputs: Any, source: str) -> Inventory:
             host_data = data[name]
             if not name.startswith("@") and not host_data.get("ssh_hostname"):
                 problems.append(f"{where}: ssh_hostname missing")
-            for key in REQUIRED[group]:
-                if not host_data.get(key):
-                    problems.append(f"{where}: {key} missing")
-            for key, value in host_data.items():
-                problems += _check_address(where, key, value)
-    if not problems:
-        for name, host_data in data.items():
-            fields = {k: v for k, v in host_data.items() if k in Settings.model_fields}
-            try:
-                Settings(**fields)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                problems.append(f"{source}: host {name!r}: {first['loc'][0]}: {first['msg']}")
+            for path in REQUIRED[group]:
+                if not _get(host_data, path):
+                    problems.append(f"{where}: {path} missing")
+            for path, value in _leaves(host_data):
+                problems += _check_address(where, path, value)
     if problems:
-        raise InventoryError("\n".join(problems))
+        raise InventoryError("\n".join(dict.fromkeys(problems)))
     return Inventory(path=source, groups=groups, data=data)
 
 

@@ -8,7 +8,7 @@ from io import StringIO
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
-from .settings import SECRET_KEYS, Settings, render_secrets
+from .settings import Settings, render_secrets, secret_values
 
 
 def secrets_file(settings: Settings) -> OperationMeta:
@@ -17,7 +17,7 @@ def secrets_file(settings: Settings) -> OperationMeta:
     files.directory(name="Config directory", path=settings.config_dir, mode="755")
     return files.put(
         name="Write secrets file",
-        src=StringIO(render_secrets({key: getattr(settings, key) for key in SECRET_KEYS})),
+        src=StringIO(render_secrets(secret_values(settings))),
         dest=settings.secrets_path,
         mode="600",
         user="root",

@@ -27,6 +27,7 @@ from . import _ops
 from ._common import secrets_file
 from ._service import Service, ensure_service
 from .bai import code_stamp, unit_text
+from .catalog import PortUse, Role
 from .settings import Settings
 
 USER = "bai-appproxy"
@@ -35,18 +36,18 @@ USER = "bai-appproxy"
 def config(settings: Settings) -> dict[str, Any]:
     """app-proxy.toml, exactly the keys the proxy reads."""
     return {
-        "etcd": {"namespace": settings.etcd_namespace, "addr": settings.etcd_addr},
+        "etcd": {"namespace": settings.etcd.namespace, "addr": settings.etcd.addr},
         "app-proxy": {
-            "id": settings.app_proxy_id,
-            "bind-host": settings.app_proxy_bind_host,
-            "advertised-host": settings.app_proxy_advertised_host,
-            "bind-api-port": settings.app_proxy_api_port,
-            "bind-proxy-port-range": list(settings.app_proxy_port_range),
-            "jwt-encrypt-key": settings.app_proxy_jwt_key,
-            "permit-hash-key": settings.app_proxy_permit_key,
-            "api-secret": settings.app_proxy_api_secret,
-            "token-ttl": settings.app_proxy_token_ttl,
-            "cookie-ttl": settings.app_proxy_cookie_ttl,
+            "id": settings.app_proxy.id,
+            "bind-host": settings.app_proxy.bind_host,
+            "advertised-host": settings.app_proxy.advertised_host,
+            "bind-api-port": settings.app_proxy.api_port,
+            "bind-proxy-port-range": list(settings.app_proxy.port_range),
+            "jwt-encrypt-key": settings.app_proxy.jwt_key,
+            "permit-hash-key": settings.app_proxy.permit_key,
+            "api-secret": settings.app_proxy.api_secret,
+            "token-ttl": settings.app_proxy.token_ttl,
+            "cookie-ttl": settings.app_proxy.cookie_ttl,
         },
         "logging": {"level": settings.log_level},
     }
@@ -57,8 +58,8 @@ def config_text(settings: Settings) -> str:
 
 
 def _local_status_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.app_proxy_bind_host in ("0.0.0.0", "") else settings.app_proxy_bind_host
-    return f"http://{host}:{settings.app_proxy_api_port}/status"
+    host = "127.0.0.1" if settings.app_proxy.bind_host in ("0.0.0.0", "") else settings.app_proxy.bind_host
+    return f"http://{host}:{settings.app_proxy.api_port}/status"
 
 
 def service(settings: Settings) -> Service:
@@ -83,8 +84,8 @@ def register_command(settings: Settings, check: bool) -> str:
         settings.bin("python"), "-m", "bai.appproxy.register",
         "--manager-config", shlex.quote(settings.manager_toml),
         "--app-proxy-config", shlex.quote(settings.app_proxy_toml),
-        "--scaling-group", shlex.quote(settings.scaling_group),
-        "--url", shlex.quote(settings.app_proxy_endpoint),
+        "--scaling-group", shlex.quote(settings.app_proxy.scaling_group),
+        "--url", shlex.quote(settings.app_proxy.endpoint),
         *(["--check"] if check else []),
     ])
 
@@ -108,6 +109,17 @@ def app_proxy(settings: Settings) -> None:
     code = files.put(name="Record the app proxy's code version", src=StringIO(code_stamp()),
                      dest=f"{settings.state_dir}/app-proxy.code", mode="644")
     ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
-    _ops.ensure(name=f"Register the app proxy with resource group {settings.scaling_group}",
+    _ops.ensure(name=f"Register the app proxy with resource group {settings.app_proxy.scaling_group}",
                 check=register_command(settings, check=True), commands=[register_command(settings, check=False)],
-                noop_message=f"{settings.scaling_group} uses {settings.app_proxy_endpoint}")
+                noop_message=f"{settings.app_proxy.scaling_group} uses {settings.app_proxy.endpoint}")
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    a = settings.app_proxy
+    lo, hi = a.port_range
+    return [PortUse(a.api_port, a.bind_host, "app proxy API"),
+            PortUse(lo, a.bind_host, "app proxy circuits (one per open app)", last=hi)]
+
+
+ROLE = Role(name="app-proxy", groups=("manager",), deploy=app_proxy, services=lambda s: [service(s)],
+            ports=ports)

@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from . import _ops
+from .catalog import GROUPS, Role
 from .settings import COMMANDS, Settings
 
 SYSCTL_PATH = "/etc/sysctl.d/99-bai.conf"
@@ -45,7 +46,7 @@ def command_links(settings: Settings) -> tuple[str, list[str]]:
 
 
 def sysctl_text(settings: Settings) -> str:
-    lo, hi = settings.container_port_range
+    lo, hi = settings.agent.container_port_range
     # the ephemeral range must not overlap the containers' published port range
     ephemeral = "40000 65000" if hi < 40000 else f"{hi + 1} 65000"
     values = {
@@ -91,3 +92,6 @@ def base(settings: Settings) -> None:
                 commands=commands, noop_message="links in place")
     files.put(name=f"Put {settings.bin_dir} on PATH for login shells",
               src=StringIO(profile_text(settings)), dest=PROFILE_PATH, mode="644")
+
+
+ROLE = Role(name="base", groups=GROUPS, deploy=base)

@@ -13,6 +13,7 @@ from pyinfra.api import deploy
 from . import _ops
 from ._facts import Check
 from ._service import Service, ensure_service, manager
+from .catalog import Role
 from .settings import Settings
 
 
@@ -38,3 +39,6 @@ def docker(settings: Settings) -> None:
             return
     _ops.packages(name="Install docker.io", packages=["docker.io"])
     ensure_service(svc, timeout=settings.ready_timeout)
+
+
+ROLE = Role(name="docker", groups=("agents",), deploy=docker, services=lambda s: [service(s)])

@@ -9,22 +9,24 @@ from pyinfra.operations import files
 
 from . import _ops
 from ._service import Service, ensure_service
+from .catalog import PortUse, Role
 from .settings import Settings
 
 DEFAULTS = "/etc/default/etcd"
 
 
 def _urls(settings: Settings) -> dict[str, str]:
-    client = f"http://{settings.etcd_listen}:{settings.etcd_client_port}"
-    peer = f"http://{settings.etcd_listen}:{settings.etcd_peer_port}"
+    e = settings.etcd
+    client = f"http://{e.listen}:{e.client_port}"
+    peer = f"http://{e.listen}:{e.peer_port}"
     return {
-        "name": settings.etcd_name,
-        "data-dir": settings.etcd_data_dir,
+        "name": e.name,
+        "data-dir": e.data_dir,
         "listen-client-urls": client,
         "advertise-client-urls": client,
         "listen-peer-urls": peer,
         "initial-advertise-peer-urls": peer,
-        "initial-cluster": f"{settings.etcd_name}={peer}",
+        "initial-cluster": f"{e.name}={peer}",
         "auto-compaction-retention": "1",
     }
 
@@ -44,8 +46,8 @@ def service(settings: Settings) -> Service:
         unit="etcd.service",
         command=f"/usr/bin/etcd {flags}",
         user="etcd",
-        ready=(f"ETCDCTL_API=3 etcdctl --endpoints=http://{settings.etcd_listen}:"
-               f"{settings.etcd_client_port} --dial-timeout=2s endpoint health"),
+        ready=(f"ETCDCTL_API=3 etcdctl --endpoints=http://{settings.etcd.listen}:"
+               f"{settings.etcd.client_port} --dial-timeout=2s endpoint health"),
         log_dir=settings.log_dir,
         directory="/var/lib/etcd",
     )
@@ -54,8 +56,16 @@ def service(settings: Settings) -> Service:
 @deploy("etcd")
 def etcd(settings: Settings) -> None:
     _ops.packages(name="Install etcd", packages=["etcd-server", "etcd-client"])
-    files.directory(name="Data directory", path=settings.etcd_data_dir, user="etcd", group="etcd",
+    files.directory(name="Data directory", path=settings.etcd.data_dir, user="etcd", group="etcd",
                     mode="700")
     conf = files.put(name="Write /etc/default/etcd", src=StringIO(defaults_text(settings)),
                      dest=DEFAULTS, mode="644")
     ensure_service(service(settings), configs=[conf], timeout=settings.ready_timeout)
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    e = settings.etcd
+    return [PortUse(e.client_port, e.listen, "etcd clients"), PortUse(e.peer_port, e.listen, "etcd peers")]
+
+
+ROLE = Role(name="etcd", groups=("halfstack",), deploy=etcd, services=lambda s: [service(s)], ports=ports)

@@ -16,6 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from . import _ops
+from .catalog import Role
 from .settings import Settings
 
 SCRIPT = Path(__file__).parent / "files" / "build-kernel-image.sh"
@@ -42,27 +43,30 @@ def _up_to_date(tag: str, build_id: str) -> str:
 
 @deploy("kernel_image")
 def kernel_image(settings: Settings) -> None:
-    tag = shlex.quote(settings.kernel_image)
+    tag = shlex.quote(settings.kernel_image.image)
     _ops.packages(name="Install debootstrap", packages=["debootstrap"])
     files.put(name="Install the image build script", src=str(SCRIPT), dest=REMOTE_SCRIPT,
               mode="755")
     _ops.ensure(
-        name=f"Build kernel image {settings.kernel_image}",
-        check=_up_to_date(settings.kernel_image, script_build_id()),
-        commands=[f"bash {REMOTE_SCRIPT} {tag} {shlex.quote(settings.kernel_rootfs_cache)}"],
+        name=f"Build kernel image {settings.kernel_image.image}",
+        check=_up_to_date(settings.kernel_image.image, script_build_id()),
+        commands=[f"bash {REMOTE_SCRIPT} {tag} {shlex.quote(settings.kernel_image.rootfs_cache)}"],
         noop_message="image is up to date",
     )
-    if not settings.jupyter_image:
+    if not settings.kernel_image.jupyter_image:
         return
     files.put(name="Install the JupyterLab image build script", src=str(JUPYTER_SCRIPT),
               dest=REMOTE_JUPYTER_SCRIPT, mode="755")
     # The label names the python build the image was layered on (PYTHON_BUILD_ID), as the
     # check above computes it.
     _ops.ensure(
-        name=f"Build kernel image {settings.jupyter_image}",
-        check=_up_to_date(settings.jupyter_image, jupyter_build_id()),
+        name=f"Build kernel image {settings.kernel_image.jupyter_image}",
+        check=_up_to_date(settings.kernel_image.jupyter_image, jupyter_build_id()),
         commands=[f"PYTHON_BUILD_ID={script_build_id()} bash {REMOTE_JUPYTER_SCRIPT} "
-                  f"{shlex.quote(settings.jupyter_image)} {shlex.quote(settings.kernel_rootfs_cache)} "
-                  f"{shlex.quote(settings.jupyter_rootfs_cache)}"],
+                  f"{shlex.quote(settings.kernel_image.jupyter_image)} {shlex.quote(settings.kernel_image.rootfs_cache)} "
+                  f"{shlex.quote(settings.kernel_image.jupyter_rootfs_cache)}"],
         noop_message="image is up to date",
     )
+
+
+ROLE = Role(name="kernel_image", groups=("agents",), deploy=kernel_image)

@@ -12,6 +12,7 @@ from pyinfra.operations import files
 from . import _ops
 from ._common import secret_expr, secrets_file
 from ._service import Service, ensure_service, manager
+from .catalog import PortUse, Role
 from .settings import Settings
 
 
@@ -19,8 +20,8 @@ def conf_text(settings: Settings) -> str:
     # server flags from the original's install guide; loopback only
     return "\n".join([
         "# managed by bai-install; changes are overwritten",
-        f"listen_addresses = '{settings.pg_listen}'",
-        f"port = {settings.pg_port}",
+        f"listen_addresses = '{settings.postgresql.listen}'",
+        f"port = {settings.postgresql.port}",
         "max_connections = 256",
         "deadlock_timeout = 10s",
         "idle_in_transaction_session_timeout = 60000",
@@ -29,14 +30,14 @@ def conf_text(settings: Settings) -> str:
 
 
 def service(settings: Settings) -> Service:
-    v = settings.pg_version
+    v = settings.postgresql.version
     return Service(
         name="postgresql",
         unit=f"postgresql@{v}-main.service",
         command=(f"/usr/lib/postgresql/{v}/bin/postgres -D /var/lib/postgresql/{v}/main "
                  f"-c config_file=/etc/postgresql/{v}/main/postgresql.conf"),
         user="postgres",
-        ready=f"pg_isready -q -h {settings.pg_listen} -p {settings.pg_port}",
+        ready=f"pg_isready -q -h {settings.postgresql.listen} -p {settings.postgresql.port}",
         stopsignal="INT",  # "fast" shutdown
         stopwaitsecs=60,
         log_dir=settings.log_dir,
@@ -46,14 +47,14 @@ def service(settings: Settings) -> Service:
 
 def psql(settings: Settings, sql: str, db: str = "postgres") -> str:
     """Run SQL as the postgres superuser over the local socket; prints tuples only."""
-    return (f"runuser -u postgres -- psql -X -q -t -A -v ON_ERROR_STOP=1 -p {settings.pg_port} "
+    return (f"runuser -u postgres -- psql -X -q -t -A -v ON_ERROR_STOP=1 -p {settings.postgresql.port} "
             f"-d {shlex.quote(db)} -c {shlex.quote(sql)}")
 
 
 @deploy("postgresql")
 def postgresql(settings: Settings) -> None:
-    v = settings.pg_version
-    user, db = settings.db_user, settings.db_name
+    v = settings.postgresql.version
+    user, db = settings.postgresql.user, settings.postgresql.database
     _ops.packages(name="Install PostgreSQL", packages=[f"postgresql-{v}", f"postgresql-client-{v}"])
     _ops.ensure(
         name=f"Create cluster {v}/main",
@@ -65,7 +66,7 @@ def postgresql(settings: Settings) -> None:
                      dest=f"/etc/postgresql/{v}/main/conf.d/bai.conf", user="postgres",
                      group="postgres", mode="644")
     configs = [conf]
-    for cidr in settings.pg_allow_cidrs:  # multi-node: the manager logs in over the network
+    for cidr in settings.postgresql.allow_cidrs:  # multi-node: the manager logs in over the network
         rule = f"host {db} {user} {cidr} scram-sha-256"
         configs.append(files.line(name=f"Allow {user}@{cidr}",
                                   path=f"/etc/postgresql/{v}/main/pg_hba.conf",
@@ -79,7 +80,7 @@ def postgresql(settings: Settings) -> None:
     pw = secret_expr(settings, "db_password")
     role_ok = psql(settings, f"SELECT 1 FROM pg_roles WHERE rolname = '{user}' "
                              "AND rolcanlogin AND rolcreatedb") + " | grep -qx 1"
-    login_ok = (f"PGPASSWORD={pw} psql -X -q -t -A -h {settings.pg_listen} -p {settings.pg_port} "
+    login_ok = (f"PGPASSWORD={pw} psql -X -q -t -A -h {settings.postgresql.listen} -p {settings.postgresql.port} "
                 f"-U {user} -d postgres -c 'SELECT 1' | grep -qx 1")
     # The password reaches psql on stdin (an unquoted here-document that expands $PW; "\$\$"
     # keeps the DO block's dollar quotes literal), never on a command line.
@@ -93,7 +94,7 @@ def postgresql(settings: Settings) -> None:
         check=f"{role_ok} && {login_ok}",
         commands=[
             f"PW={pw}; test -n \"$PW\"; runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 "
-            f"-p {settings.pg_port} -d postgres <<EOSQL\n{role_sql}\nEOSQL"
+            f"-p {settings.postgresql.port} -d postgres <<EOSQL\n{role_sql}\nEOSQL"
         ],
         noop_message=f"role {user} can log in",
     )
@@ -105,7 +106,15 @@ def postgresql(settings: Settings) -> None:
         check=db_ok,
         commands=[
             f"if {db_exists}; then {psql(settings, f'ALTER DATABASE {db} OWNER TO {user}')}; "
-            f"else runuser -u postgres -- createdb -p {settings.pg_port} -O {user} {db}; fi"
+            f"else runuser -u postgres -- createdb -p {settings.postgresql.port} -O {user} {db}; fi"
         ],
         noop_message=f"database {db} exists",
     )
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    return [PortUse(settings.postgresql.port, settings.postgresql.listen, "PostgreSQL")]
+
+
+ROLE = Role(name="postgresql", groups=("halfstack",), deploy=postgresql,
+            services=lambda s: [service(s)], ports=ports)

@@ -19,6 +19,7 @@ from pyinfra.operations import files
 from . import _ops
 from ._common import secret_expr, secrets_file
 from ._service import Service, ensure_service, manager
+from .catalog import PortUse, Role
 from .settings import Settings
 
 CONF = "/etc/redis/redis.conf"
@@ -26,14 +27,14 @@ AUTH_CONF = "/etc/redis/bai-auth.conf"
 
 
 def auth_text(settings: Settings) -> str:
-    return f"# managed by bai-install; changes are overwritten\nrequirepass {settings.redis_password}\n"
+    return f"# managed by bai-install; changes are overwritten\nrequirepass {settings.redis.password}\n"
 
 
 def cli(settings: Settings, *args: str) -> str:
     """A redis-cli command authenticated with the password of the secrets file (through the
     environment, not the command line)."""
     return (f"REDISCLI_AUTH={secret_expr(settings, 'redis_password')} redis-cli --no-auth-warning "
-            f"-h {settings.redis_listen} -p {settings.redis_port} " + " ".join(map(shlex.quote, args)))
+            f"-h {settings.redis.listen} -p {settings.redis.port} " + " ".join(map(shlex.quote, args)))
 
 
 def service(settings: Settings) -> Service:
@@ -51,16 +52,16 @@ def service(settings: Settings) -> Service:
 
 @deploy("redis")
 def redis(settings: Settings) -> None:
-    if not settings.redis_password:
+    if not settings.redis.password:
         raise ValueError("redis_password is empty: the engine generates it (secrets file)")
     _ops.packages(name="Install redis-server", packages=["redis-server", "redis-tools"])
     secrets_file(settings)  # the readiness check reads the password from it
     configs = [
         files.line(name="Bind loopback only", path=CONF, line=r"^bind .*",
-                   replace=f"bind {settings.redis_listen}"),
-        files.line(name="Port", path=CONF, line=r"^port .*", replace=f"port {settings.redis_port}"),
+                   replace=f"bind {settings.redis.listen}"),
+        files.line(name="Port", path=CONF, line=r"^port .*", replace=f"port {settings.redis.port}"),
         files.line(name="Max memory", path=CONF, line=r"^#? ?maxmemory <bytes>$|^maxmemory .*",
-                   replace=f"maxmemory {settings.redis_maxmemory}"),
+                   replace=f"maxmemory {settings.redis.maxmemory}"),
         files.put(name="Write the password file (requirepass)", src=StringIO(auth_text(settings)),
                   dest=AUTH_CONF, mode="640", user="root", group="redis"),
         # last line of the config: it wins over any requirepass above it
@@ -71,3 +72,11 @@ def redis(settings: Settings) -> None:
         files.directory(name="Runtime directory", path="/run/redis", user="redis", group="redis",
                         mode="2755")
     ensure_service(service(settings), configs=configs, timeout=settings.ready_timeout)
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    return [PortUse(settings.redis.port, settings.redis.listen, "Redis")]
+
+
+ROLE = Role(name="redis", groups=("halfstack",), deploy=redis, services=lambda s: [service(s)],
+            ports=ports)

@@ -2,8 +2,8 @@
 ``registry_listen:registry_port`` (127.0.0.1:5000), run by systemd or supervisor, and registered
 in etcd as the original keeps registries (``config/docker/registry/<quoted host:port>`` = URL,
 ``.../type`` = ``docker``), so ``backend.ai admin image rescan -r 127.0.0.1:5000`` reads it and
-agents pull from it. Off unless the host's data sets ``registry_enabled`` (the installer leaves the
-role out otherwise: see ``installer.engine.phases_for``).
+agents pull from it. Off unless the host's data sets ``registry.enabled`` (the catalog's ``enabled`` leaves the
+role out otherwise).
 
 The registry serves plain HTTP on loopback, which Docker accepts for 127.0.0.0/8 without any
 daemon setting; no authentication (only local processes reach it). Sessions may use its images
@@ -22,15 +22,14 @@ from pyinfra.operations import files
 
 from . import _ops
 from ._service import Service, ensure_service
+from .catalog import PortUse, Role
 from .settings import Settings
 
 CONFIG = "/etc/docker/registry/config.yml"
-#: The host data key that turns the role on.
-FLAG = "registry_enabled"
 
 
 def hostname(settings: Settings) -> str:
-    return f"{settings.registry_listen}:{settings.registry_port}"
+    return f"{settings.registry.listen}:{settings.registry.port}"
 
 
 def config_text(settings: Settings) -> str:
@@ -39,7 +38,7 @@ def config_text(settings: Settings) -> str:
         "version: 0.1\n"
         "log:\n  level: info\n  fields:\n    service: registry\n"
         "storage:\n"
-        f"  filesystem:\n    rootdirectory: {settings.registry_data_dir}\n"
+        f"  filesystem:\n    rootdirectory: {settings.registry.data_dir}\n"
         "  delete:\n    enabled: true\n"
         f"http:\n  addr: {hostname(settings)}\n"
         "  headers:\n    X-Content-Type-Options: [nosniff]\n"
@@ -54,7 +53,7 @@ def service(settings: Settings) -> Service:
         user="docker-registry",
         ready=f"curl -fsS -o /dev/null --max-time 2 http://{hostname(settings)}/v2/",
         log_dir=settings.log_dir,
-        directory=settings.registry_data_dir,
+        directory=settings.registry.data_dir,
     )
 
 
@@ -66,10 +65,10 @@ def etcd_entries(settings: Settings) -> list[tuple[str, str]]:
 
 def _register_ops(settings: Settings) -> list[Any]:
     """Each key written (with etcdctl, which needs only etcd) when etcd holds another value."""
-    etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s"
+    etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd.endpoint} --dial-timeout=3s"
     ops = []
     for key, value in etcd_entries(settings):
-        full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+        full = shlex.quote(f"/sorna/{settings.etcd.namespace}/{key}")
         ops.append(_ops.ensure(
             name=f"etcd key {key}",
             check=f'[ "$({etcdctl} get {full} --print-value-only)" = {shlex.quote(value)} ]',
@@ -82,12 +81,16 @@ def _register_ops(settings: Settings) -> list[Any]:
 @deploy("registry")
 def registry(settings: Settings) -> None:
     _ops.packages(name="Install docker-registry", packages=["docker-registry", "curl", "etcd-client"])
-    files.directory(name="Registry storage", path=settings.registry_data_dir, user="docker-registry",
+    files.directory(name="Registry storage", path=settings.registry.data_dir, user="docker-registry",
                     group="docker-registry", mode="750")
     conf = files.put(name=f"Write {CONFIG}", src=StringIO(config_text(settings)), dest=CONFIG, mode="644")
     ensure_service(service(settings), configs=[conf], timeout=settings.ready_timeout)
     _register_ops(settings)
 
 
-# Read by installer.engine.phases_for: the role runs only on hosts whose data sets the flag.
-registry.optional_flag = FLAG  # type: ignore[attr-defined]
+def ports(settings: Settings) -> list[PortUse]:
+    return [PortUse(settings.registry.port, settings.registry.listen, "container registry")]
+
+
+ROLE = Role(name="registry", groups=("manager",), deploy=registry, services=lambda s: [service(s)],
+            ports=ports, enabled=lambda s: s.registry.enabled)

@@ -1,7 +1,19 @@
 """Typed settings every role takes, built from inventory host data plus the generated secrets.
 
-Defaults are the all-in-one values of ``components/CONTRACTS.md``. An inventory overrides any
-field per host (``("db1", {"pg_listen": "10.0.0.5"})``); roles never read host data themselves.
+Settings are nested per component: ``settings.postgresql.port``, ``settings.manager.addr``, ...
+One section model per component (a frozen pydantic model, unknown keys refused); the paths and
+the log level every component shares stay at the top (``settings.config_dir``). Defaults are the
+all-in-one values of ``components/CONTRACTS.md``. Inventory host data is nested the same way and
+overrides any field per host::
+
+    ("db1", {"postgresql": {"listen": "10.0.0.5"}, "redis": {"maxmemory": "1gb"}})
+
+:func:`check_host_data` validates host data up front and names the host and the key path of each
+problem; roles never read host data themselves.
+
+Adding a section: a ``class FooSettings(Section)`` with defaults, then one field
+``foo: FooSettings = FooSettings()`` on :class:`Settings`. A generated secret: a field of the
+section left ``""`` plus one line in :data:`SECRETS` (its name in the secrets file -> its path).
 """
 
 from __future__ import annotations
@@ -9,20 +21,143 @@ from __future__ import annotations
 import secrets as _secrets
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
-#: Keys kept in the secrets file; generated once, reused on every later run.
-SECRET_KEYS = ("db_password", "rpc_secret", "redis_password", "storage_secret",
-               "storage_manager_secret", "app_proxy_jwt_key", "app_proxy_permit_key", "app_proxy_api_secret")
 #: The venv's commands a user types; linked into ``Settings.bin_dir``.
 COMMANDS = ("backend.ai", "bai-install", "bai-manager", "bai-agent")
+#: Host data keys that are pyinfra's, not ours (connector data and global arguments).
+CONNECTOR_PREFIXES = ("ssh_", "docker_", "local_", "winrm_", "chroot_", "podman_", "_")
+
+
+class Section(BaseModel):
+    """Base of every settings section: frozen, unknown keys refused (a typo is an error)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PostgresqlSettings(Section):
+    """Debian's cluster ``<version>/main`` and the database the manager uses."""
+
+    version: int = 15
+    listen: str = "127.0.0.1"
+    port: int = 5432
+    host: str = "127.0.0.1"  # how the manager reaches the database
+    database: str = "backend"
+    user: str = "bai"
+    password: str = ""  # generated (secrets file: db_password)
+    allow_cidrs: tuple[str, ...] = ()  # remote managers allowed to log in as `user`
+
+
+class RedisSettings(Section):
+    listen: str = "127.0.0.1"
+    port: int = 6379
+    addr: str = "127.0.0.1:6379"  # what goes into etcd config/redis/addr
+    maxmemory: str = "512mb"
+    password: str = ""  # generated (secrets file: redis_password); etcd config/redis/password
+
+
+class EtcdSettings(Section):
+    listen: str = "127.0.0.1"
+    client_port: int = 2379
+    peer_port: int = 2380
+    name: str = "default"
+    data_dir: str = "/var/lib/etcd/default"
+    addr: str = "127.0.0.1:2379"  # how the daemons reach etcd
+    namespace: str = "local"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.addr}"
+
+
+class ManagerSettings(Section):
+    id: str = "i-local"
+    addr: str = "127.0.0.1:8081"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.addr}"
+
+
+class AgentSettings(Section):
+    id: str = "i-local"
+    rpc_addr: str = "127.0.0.1:6001"
+    scaling_group: str = "default"
+    container_port_range: tuple[int, int] = (30000, 31000)
+    container_bind_host: str = "127.0.0.1"
+    reserved_mem: str = "512m"
+    rpc_secret: str = ""  # generated (secrets file: rpc_secret); etcd config/agent/rpc-secret
+
+
+class KernelImageSettings(Section):
+    image: str = "bai.local/stable/python:3.11-debian12"
+    rootfs_cache: str = "/var/cache/bai/rootfs-python-bookworm"
+    #: The JupyterLab image (layered on the python rootfs); "" builds none.
+    jupyter_image: str = "bai.local/stable/python-jupyter:3.11-debian12"
+    jupyter_rootfs_cache: str = "/var/cache/bai/rootfs-python-jupyter-bookworm"
+
+
+class RegistrySettings(Section):
+    """The optional local container registry (roles/registry.py; off unless ``enabled``)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: str = "/var/lib/docker-registry"
+
+
+class StorageProxySettings(Section):
+    """One proxy named ``name`` serving one volume; folders are ``<name>:<volume_name>``."""
+
+    node_id: str = "i-storage-local"
+    name: str = "local"
+    client_addr: str = "127.0.0.1:6021"  # client-facing API (tus upload, download)
+    manager_addr: str = "127.0.0.1:6022"  # manager-facing API
+    client_url: str = ""  # what clients are sent to; "" = http://<client_addr>
+    volume_name: str = "volume1"
+    volume_backend: str = "vfs"
+    volume_path: str = "/var/lib/bai/vfroot/local"  # the same path on every agent
+    session_expire: int = 86400  # seconds a client upload/download token lives
+    max_upload_size: int = 107374182400
+    scandir_limit: int = 1000
+    exposed_volume_info: str = "percentage"
+    secret: str = ""  # generated (storage_secret): HS256 key of the client-facing tokens
+    manager_secret: str = ""  # generated (storage_manager_secret): X-BackendAI-Storage-Auth-Token
+
+    @property
+    def client_endpoint(self) -> str:
+        return self.client_url or f"http://{self.client_addr}"
+
+    @property
+    def manager_endpoint(self) -> str:
+        return f"http://{self.manager_addr}"
+
+
+class AppProxySettings(Section):
+    """Opens sessions' web apps; registered as the ``wsproxy_addr`` of ``scaling_group``."""
+
+    id: str = "i-appproxy-local"
+    scaling_group: str = "default"
+    bind_host: str = "127.0.0.1"
+    advertised_host: str = "127.0.0.1"  # what browsers and clients are sent to
+    api_port: int = 5050
+    port_range: tuple[int, int] = (10200, 10300)  # one port per open app (circuit)
+    token_ttl: int = 300  # seconds a start-service token may be used
+    cookie_ttl: int = 14400  # seconds a browser's permit for an app lasts (then: reopen it)
+    jwt_key: str = ""  # generated (app_proxy_jwt_key): HS256 key of the start-service tokens
+    permit_key: str = ""  # generated (app_proxy_permit_key): key of the circuits' permits
+    api_secret: str = ""  # generated (app_proxy_api_secret): the group's wsproxy_api_token
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.advertised_host}:{self.api_port}"
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # where things live
+    # where things live (shared by every component)
     venv: str = "/opt/bai/venv"
     # holds only links to our commands (COMMANDS), put on PATH by /etc/profile.d/bai.sh and by
     # the client env file (the whole venv/bin would shadow python, pip, ...)
@@ -30,90 +165,19 @@ class Settings(BaseModel):
     config_dir: str = "/etc/backend.ai"
     state_dir: str = "/var/lib/bai"
     log_dir: str = "/var/log/bai"
-
-    # PostgreSQL (Debian's cluster <pg_version>/main)
-    pg_version: int = 15
-    pg_listen: str = "127.0.0.1"
-    pg_port: int = 5432
-    db_host: str = "127.0.0.1"  # how the manager reaches the database
-    db_name: str = "backend"
-    db_user: str = "bai"
-    db_password: str = ""
-    pg_allow_cidrs: tuple[str, ...] = ()  # remote managers allowed to log in as db_user
-
-    # Redis
-    redis_listen: str = "127.0.0.1"
-    redis_port: int = 6379
-    redis_addr: str = "127.0.0.1:6379"  # what goes into etcd config/redis/addr
-    redis_maxmemory: str = "512mb"
-    redis_password: str = ""  # generated (secrets file); requirepass, etcd config/redis/password
-
-    # etcd
-    etcd_listen: str = "127.0.0.1"
-    etcd_client_port: int = 2379
-    etcd_peer_port: int = 2380
-    etcd_name: str = "default"
-    etcd_data_dir: str = "/var/lib/etcd/default"
-    etcd_addr: str = "127.0.0.1:2379"  # how manager/agents reach etcd
-    etcd_namespace: str = "local"
-
-    # manager / agent
-    manager_id: str = "i-local"
-    manager_addr: str = "127.0.0.1:8081"
-    agent_id: str = "i-local"
-    agent_rpc_addr: str = "127.0.0.1:6001"
-    scaling_group: str = "default"
-    container_port_range: tuple[int, int] = (30000, 31000)
-    container_bind_host: str = "127.0.0.1"
-    reserved_mem: str = "512m"
     log_level: str = "INFO"
-    rpc_secret: str = ""
-
-    # kernel image
-    kernel_image: str = "bai.local/stable/python:3.11-debian12"
-    kernel_rootfs_cache: str = "/var/cache/bai/rootfs-python-bookworm"
-    #: The JupyterLab image (layered on the python rootfs); "" builds none.
-    jupyter_image: str = "bai.local/stable/python-jupyter:3.11-debian12"
-    jupyter_rootfs_cache: str = "/var/cache/bai/rootfs-python-jupyter-bookworm"
-
-    # optional local container registry (roles/registry.py; off unless registry_enabled)
-    registry_enabled: bool = False
-    registry_listen: str = "127.0.0.1"
-    registry_port: int = 5000
-    registry_data_dir: str = "/var/lib/docker-registry"
-
-    # storage proxy (roles/storage_proxy.py): one proxy named storage_proxy_name serving one
-    # volume; folders are addressed as "<proxy>:<volume>" (local:volume1)
-    storage_node_id: str = "i-storage-local"
-    storage_proxy_name: str = "local"
-    storage_client_addr: str = "127.0.0.1:6021"  # client-facing API (tus upload, download)
-    storage_manager_addr: str = "127.0.0.1:6022"  # manager-facing API
-    storage_client_url: str = ""  # what clients are sent to; "" = http://<storage_client_addr>
-    storage_volume_name: str = "volume1"
-    storage_volume_backend: str = "vfs"
-    storage_volume_path: str = "/var/lib/bai/vfroot/local"  # the same path on every agent
-    storage_session_expire: int = 86400  # seconds a client upload/download token lives
-    storage_max_upload_size: int = 107374182400
-    storage_scandir_limit: int = 1000
-    storage_exposed_volume_info: str = "percentage"
-    storage_secret: str = ""  # generated: HS256 key of the client-facing tokens
-    storage_manager_secret: str = ""  # generated: X-BackendAI-Storage-Auth-Token
-
-    # app proxy (roles/app_proxy.py): opens sessions' web apps; registered as the wsproxy_addr of
-    # the resource group scaling_group
-    app_proxy_id: str = "i-appproxy-local"
-    app_proxy_bind_host: str = "127.0.0.1"
-    app_proxy_advertised_host: str = "127.0.0.1"  # what browsers and clients are sent to
-    app_proxy_api_port: int = 5050
-    app_proxy_port_range: tuple[int, int] = (10200, 10300)  # one port per open app (circuit)
-    app_proxy_token_ttl: int = 300  # seconds a start-service token may be used
-    app_proxy_cookie_ttl: int = 14400  # seconds a browser's permit for an app lasts (then: reopen it)
-    app_proxy_jwt_key: str = ""  # generated: HS256 key of the start-service tokens
-    app_proxy_permit_key: str = ""  # generated: HS256 key of the circuits' tickets and cookies
-    app_proxy_api_secret: str = ""  # generated: the resource group's wsproxy_api_token
-
     # service readiness deadlines, seconds
     ready_timeout: int = 60
+
+    postgresql: PostgresqlSettings = PostgresqlSettings()
+    redis: RedisSettings = RedisSettings()
+    etcd: EtcdSettings = EtcdSettings()
+    manager: ManagerSettings = ManagerSettings()
+    agent: AgentSettings = AgentSettings()
+    kernel_image: KernelImageSettings = KernelImageSettings()
+    registry: RegistrySettings = RegistrySettings()
+    storage_proxy: StorageProxySettings = StorageProxySettings()
+    app_proxy: AppProxySettings = AppProxySettings()
 
     @property
     def manager_toml(self) -> str:
@@ -140,31 +204,76 @@ class Settings(BaseModel):
         return f"{self.config_dir}/app-proxy.toml"
 
     @property
-    def app_proxy_endpoint(self) -> str:
-        return f"http://{self.app_proxy_advertised_host}:{self.app_proxy_api_port}"
-
-    @property
-    def storage_client_endpoint(self) -> str:
-        return self.storage_client_url or f"http://{self.storage_client_addr}"
-
-    @property
-    def storage_manager_endpoint(self) -> str:
-        return f"http://{self.storage_manager_addr}"
-
-    @property
     def path_line(self) -> str:
         return path_line(self.bin_dir)
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.manager_addr}"
-
-    @property
-    def etcd_endpoint(self) -> str:
-        return f"http://{self.etcd_addr}"
+        """The manager's API, as clients use it."""
+        return self.manager.endpoint
 
     def bin(self, name: str) -> str:
         return f"{self.venv}/bin/{name}"
+
+
+#: Generated secrets: their key in the secrets file -> (section, field) they fill. Generated once
+#: and reused on every later run; never taken from an inventory.
+SECRETS: dict[str, tuple[str, str]] = {
+    "db_password": ("postgresql", "password"),
+    "rpc_secret": ("agent", "rpc_secret"),
+    "redis_password": ("redis", "password"),
+    "storage_secret": ("storage_proxy", "secret"),
+    "storage_manager_secret": ("storage_proxy", "manager_secret"),
+    "app_proxy_jwt_key": ("app_proxy", "jwt_key"),
+    "app_proxy_permit_key": ("app_proxy", "permit_key"),
+    "app_proxy_api_secret": ("app_proxy", "api_secret"),
+}
+SECRET_KEYS = tuple(SECRETS)
+
+#: The flat host data keys of inventories written before settings were nested -> their path now.
+#: Refused with the new path named (see :func:`check_host_data`).
+RENAMED: dict[str, str] = {
+    "pg_version": "postgresql.version", "pg_listen": "postgresql.listen",
+    "pg_port": "postgresql.port", "db_host": "postgresql.host", "db_name": "postgresql.database",
+    "db_user": "postgresql.user", "pg_allow_cidrs": "postgresql.allow_cidrs",
+    "redis_listen": "redis.listen", "redis_port": "redis.port", "redis_addr": "redis.addr",
+    "redis_maxmemory": "redis.maxmemory",
+    "etcd_listen": "etcd.listen", "etcd_client_port": "etcd.client_port",
+    "etcd_peer_port": "etcd.peer_port", "etcd_name": "etcd.name", "etcd_data_dir": "etcd.data_dir",
+    "etcd_addr": "etcd.addr", "etcd_namespace": "etcd.namespace",
+    "manager_id": "manager.id", "manager_addr": "manager.addr",
+    "agent_id": "agent.id", "agent_rpc_addr": "agent.rpc_addr", "scaling_group": "agent.scaling_group",
+    "container_port_range": "agent.container_port_range",
+    "container_bind_host": "agent.container_bind_host", "reserved_mem": "agent.reserved_mem",
+    "kernel_image": "kernel_image.image", "kernel_rootfs_cache": "kernel_image.rootfs_cache",
+    "jupyter_image": "kernel_image.jupyter_image",
+    "jupyter_rootfs_cache": "kernel_image.jupyter_rootfs_cache",
+    "registry_enabled": "registry.enabled", "registry_listen": "registry.listen",
+    "registry_port": "registry.port", "registry_data_dir": "registry.data_dir",
+    "storage_node_id": "storage_proxy.node_id", "storage_proxy_name": "storage_proxy.name",
+    "storage_client_addr": "storage_proxy.client_addr",
+    "storage_manager_addr": "storage_proxy.manager_addr",
+    "storage_client_url": "storage_proxy.client_url",
+    "storage_volume_name": "storage_proxy.volume_name",
+    "storage_volume_backend": "storage_proxy.volume_backend",
+    "storage_volume_path": "storage_proxy.volume_path",
+    "storage_session_expire": "storage_proxy.session_expire",
+    "storage_max_upload_size": "storage_proxy.max_upload_size",
+    "storage_scandir_limit": "storage_proxy.scandir_limit",
+    "storage_exposed_volume_info": "storage_proxy.exposed_volume_info",
+    "app_proxy_id": "app_proxy.id", "app_proxy_bind_host": "app_proxy.bind_host",
+    "app_proxy_advertised_host": "app_proxy.advertised_host",
+    "app_proxy_api_port": "app_proxy.api_port", "app_proxy_port_range": "app_proxy.port_range",
+    "app_proxy_token_ttl": "app_proxy.token_ttl", "app_proxy_cookie_ttl": "app_proxy.cookie_ttl",
+}
+
+
+class SettingsError(ValueError):
+    """Host data that does not make valid settings; ``problems`` are ``"key.path: message"``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def path_line(bin_dir: str) -> str:
@@ -180,6 +289,12 @@ def generate_secrets(existing: dict[str, str]) -> dict[str, str]:
             # url-safe alphabet: no quoting needed in SQL, TOML or shell
             out[key] = _secrets.token_urlsafe(24)
     return out
+
+
+def secret_values(settings: Settings) -> dict[str, str]:
+    """{secrets file key: value} of ``settings`` (what the secrets file holds)."""
+    return {key: getattr(getattr(settings, section), name)
+            for key, (section, name) in SECRETS.items()}
 
 
 def render_secrets(values: dict[str, str]) -> str:
@@ -199,8 +314,63 @@ def parse_secrets(text: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if isinstance(v, str)}
 
 
+def is_connector_key(key: str) -> bool:
+    """A pyinfra key (``ssh_user``, ``_sudo`` ...) that host data may carry next to ours."""
+    return key.startswith(CONNECTOR_PREFIXES)
+
+
+def _secret_paths() -> set[tuple[str, str]]:
+    return set(SECRETS.values())
+
+
+def check_host_data(host_data: dict[str, Any]) -> list[str]:
+    """Every problem of ``host_data`` as ``"key.path: message"`` (empty when it is valid):
+    unknown keys (an old flat key names its new path), secrets (they live in the secrets file),
+    values of the wrong type or shape."""
+    problems: list[str] = []
+    ours: dict[str, Any] = {}
+    sections = {name for name, f in Settings.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, Section)}
+    secret_paths = _secret_paths()
+    for key, value in host_data.items():
+        if not isinstance(key, str):
+            problems.append(f"{key!r}: keys must be strings")
+        elif key in RENAMED:
+            problems.append(f"{key}: renamed; nest it as {RENAMED[key]}")
+        elif key in SECRETS:
+            section, name = SECRETS[key]
+            problems.append(f"{key}: a generated secret ({section}.{name}); it lives in the "
+                            "hosts' secrets file, not in an inventory")
+        elif is_connector_key(key):
+            continue
+        elif key in sections and isinstance(value, dict):
+            for name in value:
+                if (key, name) in secret_paths:
+                    problems.append(f"{key}.{name}: a generated secret; it lives in the hosts' "
+                                    "secrets file, not in an inventory")
+            ours[key] = {n: v for n, v in value.items() if (key, n) not in secret_paths}
+        else:
+            ours[key] = value
+    try:
+        Settings.model_validate(ours)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{path}: {msg}")
+    return problems
+
+
 def build(host_data: dict[str, Any], secrets: dict[str, str]) -> Settings:
-    fields = set(Settings.model_fields)
-    values = {k: v for k, v in host_data.items() if k in fields}
-    values.update({k: v for k, v in secrets.items() if k in SECRET_KEYS})
-    return Settings(**values)
+    """Settings of one host: its data (pyinfra's own keys left out) plus the secrets. Raises
+    :class:`SettingsError` naming each bad key path."""
+    problems = check_host_data(host_data)
+    if problems:
+        raise SettingsError(problems)
+    values: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
+                              for k, v in host_data.items() if not is_connector_key(k)}
+    for key, (section, name) in SECRETS.items():
+        if secrets.get(key):
+            values.setdefault(section, {})
+            values[section] = {**values[section], name: secrets[key]}
+    return Settings.model_validate(values)

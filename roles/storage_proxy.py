@@ -30,6 +30,7 @@ from . import _ops
 from ._common import secrets_file
 from ._service import Service, ensure_service
 from .bai import code_stamp, unit_text
+from .catalog import PortUse, Role, host_port
 from .settings import Settings
 
 #: The kernel's uid/gid inside sessions ("work"); the proxy makes folders owned by it.
@@ -38,31 +39,31 @@ KERNEL_UID = 1000
 
 def host_name(settings: Settings) -> str:
     """The volume host as the manager and clients name it: ``<proxy>:<volume>``."""
-    return f"{settings.storage_proxy_name}:{settings.storage_volume_name}"
+    return f"{settings.storage_proxy.name}:{settings.storage_proxy.volume_name}"
 
 
 def config(settings: Settings) -> dict[str, Any]:
     """storage-proxy.toml, exactly the keys the proxy reads."""
     return {
-        "etcd": {"namespace": settings.etcd_namespace, "addr": settings.etcd_addr},
+        "etcd": {"namespace": settings.etcd.namespace, "addr": settings.etcd.addr},
         "storage-proxy": {
-            "node-id": settings.storage_node_id,
-            "secret": settings.storage_secret,
-            "session-expire": settings.storage_session_expire,
-            "max-upload-size": settings.storage_max_upload_size,
-            "scandir-limit": settings.storage_scandir_limit,
+            "node-id": settings.storage_proxy.node_id,
+            "secret": settings.storage_proxy.secret,
+            "session-expire": settings.storage_proxy.session_expire,
+            "max-upload-size": settings.storage_proxy.max_upload_size,
+            "scandir-limit": settings.storage_proxy.scandir_limit,
         },
         "api": {
-            "client": {"service-addr": settings.storage_client_addr},
+            "client": {"service-addr": settings.storage_proxy.client_addr},
             "manager": {
-                "service-addr": settings.storage_manager_addr,
-                "secret": settings.storage_manager_secret,
+                "service-addr": settings.storage_proxy.manager_addr,
+                "secret": settings.storage_proxy.manager_secret,
             },
         },
         "volume": {
-            settings.storage_volume_name: {
-                "backend": settings.storage_volume_backend,
-                "path": settings.storage_volume_path,
+            settings.storage_proxy.volume_name: {
+                "backend": settings.storage_proxy.volume_backend,
+                "path": settings.storage_proxy.volume_path,
             },
         },
         "logging": {"level": settings.log_level},
@@ -75,7 +76,7 @@ def config_text(settings: Settings) -> str:
 
 def service(settings: Settings) -> Service:
     cmd = f"{settings.bin('bai-storage-proxy')} start --config {settings.storage_proxy_toml}"
-    status = shlex.quote(f"{settings.storage_manager_endpoint}/status")
+    status = shlex.quote(f"{settings.storage_proxy.manager_endpoint}/status")
     return Service(
         name="storage-proxy",
         unit="bai-storage-proxy.service",
@@ -91,20 +92,20 @@ def service(settings: Settings) -> Service:
 def etcd_entries(settings: Settings) -> list[tuple[str, str]]:
     """(key, value) of the plain keys; ``_types`` keys enable an ownership type by being there
     (value empty, as the original's sample)."""
-    proxy = f"volumes/proxies/{settings.storage_proxy_name}"
+    proxy = f"volumes/proxies/{settings.storage_proxy.name}"
     return [
         ("volumes/_types/group", ""),
         ("volumes/_types/user", ""),
         ("volumes/default_host", host_name(settings)),
-        ("volumes/exposed_volume_info", settings.storage_exposed_volume_info),
-        (f"{proxy}/client_api", settings.storage_client_endpoint),
-        (f"{proxy}/manager_api", settings.storage_manager_endpoint),
+        ("volumes/exposed_volume_info", settings.storage_proxy.exposed_volume_info),
+        (f"{proxy}/client_api", settings.storage_proxy.client_endpoint),
+        (f"{proxy}/manager_api", settings.storage_proxy.manager_endpoint),
         (f"{proxy}/ssl_verify", "false"),
     ]
 
 
 def secret_key(settings: Settings) -> str:
-    return f"volumes/proxies/{settings.storage_proxy_name}/secret"
+    return f"volumes/proxies/{settings.storage_proxy.name}/secret"
 
 
 def _manager_secret_expr(settings: Settings) -> str:
@@ -119,10 +120,10 @@ def _manager_secret_expr(settings: Settings) -> str:
 def etcd_steps(settings: Settings) -> list[tuple[str, str, str]]:
     """(key, check, command) per etcd key: ``check`` (shell) succeeds when etcd holds the wanted
     value, ``command`` writes it."""
-    etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd_endpoint} --dial-timeout=3s"
+    etcdctl = f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd.endpoint} --dial-timeout=3s"
     steps = []
     for key, value in etcd_entries(settings):
-        full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+        full = shlex.quote(f"/sorna/{settings.etcd.namespace}/{key}")
         # --keys-only tells a key holding "" from a missing key
         present = f'[ "$({etcdctl} get {full} --keys-only)" = {full} ]'
         steps.append((
@@ -131,7 +132,7 @@ def etcd_steps(settings: Settings) -> list[tuple[str, str, str]]:
             f"{etcdctl} put {full} -- {shlex.quote(value)} >/dev/null",
         ))
     key = secret_key(settings)
-    full = shlex.quote(f"/sorna/{settings.etcd_namespace}/{key}")
+    full = shlex.quote(f"/sorna/{settings.etcd.namespace}/{key}")
     value = _manager_secret_expr(settings)
     steps.append((
         key,
@@ -157,8 +158,8 @@ def storage_proxy(settings: Settings) -> None:
     # own secrets on the next run
     secrets_file(settings)
     # (missing parents are made 0755; existing ones, e.g. an NFS mount point, are left alone)
-    files.directory(name=f"Volume {settings.storage_volume_name} at {settings.storage_volume_path}",
-                    path=settings.storage_volume_path, user="root", group="root", mode="755")
+    files.directory(name=f"Volume {settings.storage_proxy.volume_name} at {settings.storage_proxy.volume_path}",
+                    path=settings.storage_proxy.volume_path, user="root", group="root", mode="755")
     conf = files.put(name=f"Write {settings.storage_proxy_toml}", src=StringIO(config_text(settings)),
                      dest=settings.storage_proxy_toml, mode="600", user="root", group="root")
     code = files.put(name="Record the storage proxy's code version", src=StringIO(code_stamp()),
@@ -168,3 +169,14 @@ def storage_proxy(settings: Settings) -> None:
     for key, check, command in etcd_steps(settings):
         _ops.ensure(name=f"etcd key {key}", check=check, commands=[command],
                     noop_message=f"{key} is current")
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    client = host_port(settings.storage_proxy.client_addr)
+    manager = host_port(settings.storage_proxy.manager_addr)
+    return [PortUse(client[1], client[0], "storage proxy client API"),
+            PortUse(manager[1], manager[0], "storage proxy manager API")]
+
+
+ROLE = Role(name="storage-proxy", groups=("storage",), deploy=storage_proxy,
+            services=lambda s: [service(s)], ports=ports)

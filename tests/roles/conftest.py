@@ -151,7 +151,7 @@ def bai_checkout_mounts() -> tuple[str, ...]:
 def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
     """Both test hosts with postgresql, redis and etcd applied twice, in parallel, through the
     engine; ``host.runs`` holds {op label: changed} of each run. A third run applies the redis
-    role alone with another ``redis_maxmemory``, to see a config change restart the service.
+    role alone with another ``redis.maxmemory``, to see a config change restart the service.
     Then each host is put back to a node installed before the Redis password existed (no
     password anywhere, a key and a stream entry in Redis), and a fourth run must migrate it."""
     from installer.engine import Phase, run
@@ -166,7 +166,7 @@ def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
         hosts["systemd"] = _start(f"bai-test-sd-{tag}", host_image, True, started)
         hosts["supervisor"] = _start(f"bai-test-nosd-{tag}", host_image, False, started)
         plain: dict[str, dict[str, Any]] = {h.target: {} for h in hosts.values()}
-        changed: dict[str, dict[str, Any]] = {h.target: {"redis_maxmemory": "128mb"}
+        changed: dict[str, dict[str, Any]] = {h.target: {"redis": {"maxmemory": "128mb"}}
                                               for h in hosts.values()}
         for targets, roles in ((plain, [postgresql, redis, etcd]),
                                (plain, [postgresql, redis, etcd]),

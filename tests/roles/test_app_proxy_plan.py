@@ -47,8 +47,8 @@ def test_config_loads_with_the_proxys_model() -> None:
     assert cfg.app_proxy.bind_host == "127.0.0.1" and cfg.app_proxy.bind_api_port == 5050
     assert cfg.app_proxy.bind_proxy_port_range == (10200, 10300)
     assert cfg.app_proxy.api_secret == "a" * 32 and cfg.app_proxy.jwt_encrypt_key == "j" * 32
-    assert cfg.app_proxy.api_url == s.app_proxy_endpoint == "http://127.0.0.1:5050"
-    other = settings_mod.build({"app_proxy_bind_host": "10.0.0.10", "app_proxy_advertised_host": "apps.example"},
+    assert cfg.app_proxy.api_url == s.app_proxy.endpoint == "http://127.0.0.1:5050"
+    other = settings_mod.build({"app_proxy": {"bind_host": "10.0.0.10", "advertised_host": "apps.example"}},
                                SECRETS)
     cfg = AppProxyConfig.model_validate(tomllib.loads(app_proxy.config_text(other)))
     assert cfg.app_proxy.api_url == "http://apps.example:5050"

@@ -31,10 +31,10 @@ def build(script: str, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def images() -> tuple[str, str]:
-    build("build-kernel-image.sh", SETTINGS.kernel_image, SETTINGS.kernel_rootfs_cache)
-    build("build-jupyter-image.sh", SETTINGS.jupyter_image, SETTINGS.kernel_rootfs_cache,
-          SETTINGS.jupyter_rootfs_cache)
-    return SETTINGS.kernel_image, SETTINGS.jupyter_image
+    build("build-kernel-image.sh", SETTINGS.kernel_image.image, SETTINGS.kernel_image.rootfs_cache)
+    build("build-jupyter-image.sh", SETTINGS.kernel_image.jupyter_image, SETTINGS.kernel_image.rootfs_cache,
+          SETTINGS.kernel_image.jupyter_rootfs_cache)
+    return SETTINGS.kernel_image.image, SETTINGS.kernel_image.jupyter_image
 
 
 def labels(tag: str) -> dict[str, str]:
@@ -57,9 +57,9 @@ def test_images_carry_their_build_labels_and_a_rerun_changes_nothing(images: tup
     assert labels(jupyter)[kernel_image.BUILD_LABEL] == kernel_image.jupyter_build_id()
     ids = [subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", t], capture_output=True,
                           text=True, check=True, timeout=30).stdout for t in images]
-    assert build("build-kernel-image.sh", python, SETTINGS.kernel_rootfs_cache) == "exists"
-    assert build("build-jupyter-image.sh", jupyter, SETTINGS.kernel_rootfs_cache,
-                 SETTINGS.jupyter_rootfs_cache) == "exists"
+    assert build("build-kernel-image.sh", python, SETTINGS.kernel_image.rootfs_cache) == "exists"
+    assert build("build-jupyter-image.sh", jupyter, SETTINGS.kernel_image.rootfs_cache,
+                 SETTINGS.kernel_image.jupyter_rootfs_cache) == "exists"
     assert ids == [subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", t], capture_output=True,
                                   text=True, check=True, timeout=30).stdout for t in images]
 

@@ -19,7 +19,7 @@ from roles.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 INVENTORY = '''halfstack = agents = ["@local"]
-manager = [("@local", {"registry_enabled": True})]
+manager = [("@local", {"registry": {"enabled": True}})]
 '''
 
 

@@ -32,7 +32,7 @@ def registry_hosts(host_image: str) -> Iterator[dict[str, Node]]:
         mounts = bai_checkout_mounts()
         hosts["systemd"] = _start(f"bai-test-reg-sd-{tag}", host_image, True, started, mounts)
         hosts["supervisor"] = _start(f"bai-test-reg-nosd-{tag}", host_image, False, started, mounts)
-        targets: dict[str, dict[str, Any]] = {h.target: {"registry_enabled": True} for h in hosts.values()}
+        targets: dict[str, dict[str, Any]] = {h.target: {"registry": {"enabled": True}} for h in hosts.values()}
         stamps = [code_stamp()]
         for _ in range(2):
             result = run(targets, [Phase("manager", {t: [etcd, registry, storage_proxy] for t in targets})])
@@ -66,7 +66,8 @@ def test_first_run_installs_and_second_changes_nothing(h: Node) -> None:
     changed = [k for k, v in second.items() if v]
     if not code["code unchanged"]:
         changed = [k for k in changed if k not in ("storage-proxy | Record the storage proxy's code version",
-                                                   f"storage-proxy | Restart {_proxy_unit(h)} on changed config")]
+                                                   f"storage-proxy | Restart {_proxy_unit(h)} on changed config",
+                                                   "storage-proxy | Wait for storage-proxy")]
     assert changed == []
 
 

@@ -42,8 +42,9 @@ def test_multi_node_inventory_same_groups() -> None:
     assert phases["storage"] == {"st1": ["base", "storage-proxy"]}
     assert phases["agents"]["gpu1"] == ["base", "docker", "kernel_image", "bai-agent"]
     # shared data reaches every host, a host's own data wins
-    assert inv.data["gpu2"]["etcd_addr"] == "10.0.0.5:2379"
-    assert inv.data["db1"]["pg_listen"] == "10.0.0.5"
+    assert inv.data["gpu2"]["etcd"]["addr"] == "10.0.0.5:2379"
+    assert inv.data["db1"]["postgresql"] == {"host": "10.0.0.5", "listen": "10.0.0.5",
+                                             "allow_cidrs": ["10.0.0.10/32"]}
 
 
 @pytest.fixture(scope="module")

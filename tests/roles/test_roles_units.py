@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 from installer import probe
-from roles import _facts, bai, base, etcd, postgresql, redis
+from roles import _facts, agent, bai, base, etcd, manager, postgresql, redis
 from roles import settings as settings_mod
 from roles._service import Service
 
@@ -27,19 +27,19 @@ def test_secrets_generated_once_and_reused() -> None:
 
 
 def test_settings_from_host_data_ignore_connector_data() -> None:
-    s = settings_mod.build({"redis_maxmemory": "1gb", "ssh_user": "root"}, {"db_password": "pw"})
-    assert s.redis_maxmemory == "1gb" and s.db_password == "pw"
+    s = settings_mod.build({"redis": {"maxmemory": "1gb"}, "ssh_user": "root"}, {"db_password": "pw"})
+    assert s.redis.maxmemory == "1gb" and s.postgresql.password == "pw"
     assert s.endpoint == "http://127.0.0.1:8081"
 
 
 def test_manager_and_agent_toml_match_the_contract() -> None:
     s = settings_mod.build({}, {"db_password": "pw", "rpc_secret": "x"})
-    m = tomllib.loads(bai._toml(bai.manager_config(s)))
+    m = tomllib.loads(bai._toml(manager.manager_config(s)))
     assert m["etcd"] == {"namespace": "local", "addr": "127.0.0.1:2379"}
     assert m["db"] == {"addr": "127.0.0.1:5432", "name": "backend", "user": "bai",
                        "password": "pw", "pool-size": 8}
     assert m["manager"]["service-addr"] == "127.0.0.1:8081"
-    a = tomllib.loads(bai._toml(bai.agent_config(s)))
+    a = tomllib.loads(bai._toml(agent.agent_config(s)))
     assert a["agent"]["rpc-listen-addr"] == "127.0.0.1:6001"
     assert a["agent"]["ipc-base-path"] == "/var/lib/bai/ipc"
     assert a["container"] == {"port-range": [30000, 31000], "bind-host": "127.0.0.1"}
@@ -49,7 +49,7 @@ def test_manager_config_loads_with_the_managers_model() -> None:
     from bai.manager.config import ManagerConfig
 
     s = settings_mod.build({}, {"db_password": "pw", "rpc_secret": "x"})
-    cfg = ManagerConfig.model_validate(bai.manager_config(s))
+    cfg = ManagerConfig.model_validate(manager.manager_config(s))
     assert cfg.db.password == "pw"
 
 
@@ -73,7 +73,7 @@ def test_supervisor_program_file() -> None:
 
 def test_own_units_for_manager_and_agent() -> None:
     s = settings_mod.Settings()
-    for svc in (bai.manager_service(s), bai.agent_service(s)):
+    for svc in (manager.service(s), agent.service(s)):
         assert isinstance(svc, Service) and svc.unit_text
         assert f"ExecStart={svc.command}" in svc.unit_text
         assert "--config /etc/backend.ai/" in svc.command
@@ -182,8 +182,9 @@ def test_redis_password_stays_off_command_lines() -> None:
     assert redis.auth_text(s).splitlines()[-1] == "requirepass pw-xyz"
     ready = redis.service(s).ready
     assert "REDISCLI_AUTH=" in ready and "pw-xyz" not in ready
-    assert "pw-xyz" not in bai.redis_stamp(s)
-    assert bai.redis_stamp(s) != bai.redis_stamp(s.model_copy(update={"redis_password": "other"}))
+    assert "pw-xyz" not in agent.redis_stamp(s)
+    assert agent.redis_stamp(s) != agent.redis_stamp(
+        s.model_copy(update={"redis": s.redis.model_copy(update={"password": "other"})}))
 
 
 def test_code_stamp_changes_with_the_checkout_location(tmp_path: Path) -> None:

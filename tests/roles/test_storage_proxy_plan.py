@@ -22,8 +22,8 @@ from bai.common.storage_client import parse_volume_config
 from bai.storage.config import StorageProxyConfig
 from installer import engine, probe
 from installer import inventory as inventory_mod
+from roles import catalog, storage_proxy
 from roles import settings as settings_mod
-from roles import storage_proxy
 from roles.settings import Settings
 from tests.fixtures.halfstack import HalfStack, free_port, wait_for
 
@@ -43,7 +43,9 @@ def test_the_role_runs_in_the_storage_phase_last() -> None:
     assert multi["storage"] == {"st1": ["base", "storage-proxy"]}
     inv = inventory_mod.load(REPO / "inventories" / "multi-node.py")
     # the volume path is shared data: the same directory on the proxy's host and the agents'
-    assert inv.data["st1"]["storage_volume_path"] == inv.data["gpu1"]["storage_volume_path"]
+    st1, gpu1 = (settings_mod.build(inv.data[h], {}).storage_proxy for h in ("st1", "gpu1"))
+    assert st1.volume_path == gpu1.volume_path == "/mnt/vfroot/local"
+    assert st1.client_addr == "10.0.0.30:6021"  # the host's own section merged over the shared one
 
 
 def test_secrets_are_generated_once_and_kept() -> None:
@@ -52,7 +54,7 @@ def test_secrets_are_generated_once_and_kept() -> None:
     assert first["storage_secret"] != first["storage_manager_secret"]
     assert settings_mod.generate_secrets(settings_mod.parse_secrets(settings_mod.render_secrets(first))) == first
     s = settings_mod.build({}, first)
-    assert (s.storage_secret, s.storage_manager_secret) == (first["storage_secret"], first["storage_manager_secret"])
+    assert (s.storage_proxy.secret, s.storage_proxy.manager_secret) == (first["storage_secret"], first["storage_manager_secret"])
 
 
 def test_config_is_the_contract_and_loads_with_the_proxys_model() -> None:
@@ -72,8 +74,8 @@ def test_config_is_the_contract_and_loads_with_the_proxys_model() -> None:
     assert cfg.storage_proxy.secret == "s" * 32 and cfg.api.manager.secret == "m" * 32
     assert str(cfg.volume["volume1"].path) == "/var/lib/bai/vfroot/local"
     # an inventory moves things without touching the role
-    other = settings_mod.build({"storage_volume_name": "data", "storage_volume_path": "/srv/vf",
-                                "storage_manager_addr": "10.0.0.30:6022"}, SECRETS)
+    other = settings_mod.build({"storage_proxy": {"volume_name": "data", "volume_path": "/srv/vf",
+                                                  "manager_addr": "10.0.0.30:6022"}}, SECRETS)
     assert StorageProxyConfig.model_validate(tomllib.loads(storage_proxy.config_text(other))).volume.keys() == {"data"}
     assert storage_proxy.host_name(other) == "local:data"
 
@@ -86,7 +88,7 @@ def test_service_runs_the_program_with_its_config_and_waits_for_status_ok() -> N
     assert svc.ready == ("/opt/bai/venv/bin/python -m installer.probe http-json "
                          "http://127.0.0.1:6022/status --expect status=ok")
     # status lists it with the other services
-    assert [x.name for x in engine._services("storage", Settings())] == ["storage-proxy"]
+    assert [x.name for x in catalog.by_name("storage-proxy").services(Settings())] == ["storage-proxy"]
 
 
 def test_http_json_probe_expects_fields(tmp_path: Path) -> None:
@@ -126,7 +128,7 @@ def _bash(script: str) -> subprocess.CompletedProcess[str]:
 async def _volumes_keys(s: Settings, changes: dict[str, str | None] | None = None) -> dict[str, str]:
     """What the manager's EtcdStore reads under ``volumes``; then ``changes`` applied (None =
     delete the key)."""
-    async with connect(s.etcd_addr, s.etcd_namespace) as etcd:
+    async with connect(s.etcd.addr, s.etcd.namespace) as etcd:
         found = await etcd.get_prefix("volumes")
         for key, value in (changes or {}).items():
             if value is None:
@@ -139,7 +141,7 @@ async def _volumes_keys(s: Settings, changes: dict[str, str | None] | None = Non
 def test_etcd_keys_written_once_and_read_as_the_manager_reads_them(halfstack: HalfStack,
                                                                     tmp_path: Path) -> None:
     namespace = f"t-{uuid.uuid4().hex[:8]}"
-    s = settings_mod.build({"etcd_addr": halfstack.etcd_addr, "etcd_namespace": namespace,
+    s = settings_mod.build({"etcd": {"addr": halfstack.etcd_addr, "namespace": namespace},
                             "config_dir": str(tmp_path)}, SECRETS)
     steps = storage_proxy.etcd_steps(s)
     # the secret comes from the proxy's config on the host (never on a command line): while the
@@ -174,7 +176,7 @@ def test_etcd_keys_written_once_and_read_as_the_manager_reads_them(halfstack: Ha
         "http://127.0.0.1:6022", "http://127.0.0.1:6021", "m" * 32, False)
     stale = [key for key, check, _ in steps if _bash(check).returncode != 0]
     assert stale == ["volumes/_types/user", "volumes/default_host", "volumes/proxies/local/secret"]
-    r = subprocess.run(["etcdctl", f"--endpoints={s.etcd_endpoint}", "del", "--prefix", f"/sorna/{namespace}/"],
+    r = subprocess.run(["etcdctl", f"--endpoints={s.etcd.endpoint}", "del", "--prefix", f"/sorna/{namespace}/"],
                        capture_output=True, text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"})
     assert r.returncode == 0, r.stderr
 
@@ -184,10 +186,11 @@ def test_the_program_serves_with_the_config_the_role_writes(halfstack: HalfStack
     role's own readiness command passes, and the volume is the proxy's."""
     volume = tmp_path / "vfroot" / "local"
     volume.mkdir(parents=True)
-    s = settings_mod.build({"etcd_addr": halfstack.etcd_addr, "etcd_namespace": f"t-{uuid.uuid4().hex[:8]}",
-                            "config_dir": str(tmp_path), "storage_volume_path": str(volume),
-                            "storage_client_addr": f"127.0.0.1:{free_port()}",
-                            "storage_manager_addr": f"127.0.0.1:{free_port()}"},
+    s = settings_mod.build({"etcd": {"addr": halfstack.etcd_addr, "namespace": f"t-{uuid.uuid4().hex[:8]}"},
+                            "config_dir": str(tmp_path),
+                            "storage_proxy": {"volume_path": str(volume),
+                                              "client_addr": f"127.0.0.1:{free_port()}",
+                                              "manager_addr": f"127.0.0.1:{free_port()}"}},
                            settings_mod.generate_secrets({}))
     Path(s.storage_proxy_toml).write_text(storage_proxy.config_text(s))
     svc = storage_proxy.service(s)
@@ -200,10 +203,10 @@ def test_the_program_serves_with_the_config_the_role_writes(halfstack: HalfStack
     try:
         wait_for(lambda: _bash(f"cd {REPO} && {svc.ready}").returncode == 0, "storage proxy", 60, proc)
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{s.storage_manager_endpoint}/volumes", timeout=10).close()
+            urllib.request.urlopen(f"{s.storage_proxy.manager_endpoint}/volumes", timeout=10).close()
         assert refused.value.code == 403
-        request = urllib.request.Request(f"{s.storage_manager_endpoint}/volumes",
-                                         headers={"X-BackendAI-Storage-Auth-Token": s.storage_manager_secret})
+        request = urllib.request.Request(f"{s.storage_proxy.manager_endpoint}/volumes",
+                                         headers={"X-BackendAI-Storage-Auth-Token": s.storage_proxy.manager_secret})
         with urllib.request.urlopen(request, timeout=10) as resp:
             volumes = json.loads(resp.read())["volumes"]
         assert [(v["name"], v["backend"], v["path"]) for v in volumes] == [("volume1", "vfs", str(volume))]

@@ -58,13 +58,49 @@ def test_every_shape_loads_as_an_inventory(stack_of: StackOf, tmp_path: Path, sh
     lb_url = built.outputs["storage_endpoint"]
     for name in inv.hosts:
         s = settings_mod.build(inv.data[name], {})
-        assert s.storage_client_endpoint == lb_url
-        assert s.etcd_addr == f"{inv.data[first]['ssh_hostname']}:2379"
+        assert s.storage_proxy.client_endpoint == lb_url
+        assert s.etcd.addr == f"{inv.data[first]['ssh_hostname']}:2379"
     for name, data in doc["agents"]:
         s = settings_mod.build(inv.data[name], {})
-        assert s.agent_rpc_addr == f"{data['ssh_hostname']}:6001" and s.container_bind_host == data["ssh_hostname"]
+        assert s.agent.rpc_addr == f"{data['ssh_hostname']}:6001" and s.agent.container_bind_host == data["ssh_hostname"]
     if built.config.managed:
-        assert settings_mod.build(inv.data[first], {}).db_host.endswith(".rds.amazonaws.com")
+        assert settings_mod.build(inv.data[first], {}).postgresql.host.endswith(".rds.amazonaws.com")
+
+
+def _nested(doc: dict[str, Any]) -> dict[str, Any]:
+    """A flat bai-inventory/1 document in the nested bai-inventory/2 form."""
+    def host(data: dict[str, Any]) -> dict[str, Any]:
+        out, unknown = stack_inventory.unflatten("test", data)
+        assert unknown == []
+        return out
+
+    nested: dict[str, Any] = {"format": stack_inventory.FORMAT, "data": host(doc["data"])}
+    for group in ("halfstack", "manager", "agents", "storage"):
+        nested[group] = [[name, host(data)] for name, data in doc[group]]
+    return nested
+
+
+def test_nested_format_reads_as_the_flat_one(stack_of: StackOf, tmp_path: Path) -> None:
+    built = stack_of("ha")
+    assert built.outputs["inventory"]["format"] == stack_inventory.FLAT_FORMAT
+    flat = stack_inventory.load(_write(tmp_path, built.outputs, "flat.json"))
+    nested_doc = _nested(built.outputs["inventory"])
+    nested = stack_inventory.load(_write(tmp_path, {**built.outputs, "inventory": nested_doc}, "nested.json"))
+    assert nested.groups == flat.groups and nested.data == flat.data
+    mgmt = nested_doc["manager"][0][1]
+    assert mgmt["manager"]["addr"].endswith(":8081") and "manager_addr" not in mgmt
+    # a nested document with a bad key path: named with the host and the path
+    nested_doc["agents"][0][1]["agent"]["rpc_adr"] = "x"
+    nested_doc["agents"][1][1]["agent"]["rpc_addr"] = "0.0.0.0:6001"
+    with pytest.raises(InventoryError) as info:
+        stack_inventory.load(_write(tmp_path, {**built.outputs, "inventory": nested_doc}, "bad.json"))
+    assert "agents host 'agent1': agent.rpc_adr: unknown key" in str(info.value)
+    assert "agents host 'agent2': agent.rpc_addr '0.0.0.0:6001' is every address" in str(info.value)
+    # the old flat keys are not taken in the nested format: each names its new path
+    nested_doc = _nested(built.outputs["inventory"])
+    nested_doc["agents"][0][1]["agent_id"] = "i-x"
+    with pytest.raises(InventoryError, match="agent_id: renamed; nest it as agent.id"):
+        stack_inventory.load(_write(tmp_path, {**built.outputs, "inventory": nested_doc}, "old.json"))
 
 
 def test_secrets_output_is_ignored_and_never_becomes_host_data(stack_of: StackOf, tmp_path: Path) -> None:
@@ -100,15 +136,15 @@ def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
     (lambda o: {**o, "inventory": "[secret]"}, "the `inventory` output is not an object"),
     (_set(["format"], "bai-inventory/9"), "inventory format 'bai-inventory/9'"),
     (_set(["agents", 0, 1, "agent_rpc_adr"], "x"), "agents host 'agent1': unknown host data key 'agent_rpc_adr'"),
-    (_set(["data", "db_password"], "hunter2"), "data: db_password does not belong in an inventory"),
+    (_set(["data", "db_password"], "hunter2"), "data: db_password: a generated secret (postgresql.password)"),
     (lambda o: [entry[1].pop("manager_addr") for g in ("halfstack", "manager", "storage")
-                for entry in o["inventory"][g]] and None, "manager host 'mgmt1': manager_addr missing"),
+                for entry in o["inventory"][g]] and None, "manager host 'mgmt1': manager.addr missing"),
     (_set(["agents", 1, 0], "../etc"), "agents host '../etc': not a valid host name"),
     (_set(["agents", 0, 1, "container_bind_host"], "0.0.0.0"), "container_bind_host '0.0.0.0' is every address"),
     (_set(["agents", 0, 1, "ssh_port"], "22"), "ssh_port must be a int"),
     (_set(["agents", 0, 1, "ssh_hostname"], ""), "agents host 'agent1': ssh_hostname missing"),
     (_set(["storage"], []), "group storage is empty"),
-    (_set(["agents", 0, 1, "container_port_range"], [1, 2, 3]), "host 'agent1': container_port_range"),
+    (_set(["agents", 0, 1, "container_port_range"], [1, 2, 3]), "host 'agent1': agent.container_port_range"),
     (_set(["halfstack"], {"mgmt1": {}}), "inventory.halfstack: Input should be a valid list"),
 ])
 def test_bad_stack_outputs_are_refused(stack_of: StackOf, tmp_path: Path,

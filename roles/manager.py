@@ -1,0 +1,165 @@
+"""The manager role: config, DB migration, fixtures, etcd keys, service, client env file. It runs
+from the venv that bootstrap.sh installed.
+
+Every step is guarded, so a rerun on a converged node changes nothing:
+
+* ``db upgrade`` runs only when the database is not at the migrations' head
+  (``installer.probe db-at-head``);
+* ``fixture populate`` runs when the client env file lacks the admin keypair, or right after a
+  migration changed the database;
+* each etcd key is written only when etcdctl reads a different value;
+* the service restarts only when its config or its code changed (roles/bai.py's code stamp).
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from typing import Any
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from . import _ops
+from ._common import secret_expr, secrets_file
+from ._service import Service, ensure_service
+from .bai import code_stamp_file, toml_text, unit_text
+from .bai import precheck as _precheck
+from .catalog import PortUse, Role, host_port
+from .settings import Settings
+
+
+def manager_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "etcd": {"namespace": settings.etcd.namespace, "addr": settings.etcd.addr},
+        "db": {
+            "addr": f"{settings.postgresql.host}:{settings.postgresql.port}",
+            "name": settings.postgresql.database,
+            "user": settings.postgresql.user,
+            "password": settings.postgresql.password,
+            "pool-size": 8,
+        },
+        "manager": {
+            "id": settings.manager.id,
+            "service-addr": settings.manager.addr,
+            "heartbeat-timeout": 40.0,
+        },
+        "logging": {"level": settings.log_level},
+    }
+
+
+def fixtures_stamp() -> str:
+    """A digest of the initial fixtures' source (without the admin's secrets: none are in it)."""
+    import hashlib
+    from pathlib import Path
+
+    from bai.manager.store import fixtures
+
+    return hashlib.sha256(Path(fixtures.__file__).read_bytes()).hexdigest()
+
+
+def service(settings: Settings) -> Service:
+    cmd = f"{settings.bin('bai-manager')} start --config {settings.manager_toml}"
+    return Service(
+        name="manager",
+        unit="bai-manager.service",
+        command=cmd,
+        ready=(f"{settings.bin('python')} -m installer.probe http-json "
+               f"{shlex.quote(settings.endpoint + '/')}"),
+        unit_text=unit_text("bai manager (Backend.AI API)", cmd, f"{settings.log_dir}/manager.log",
+                            "postgresql.service redis-server.service etcd.service"),
+        log_dir=settings.log_dir,
+        stopwaitsecs=15,
+    )
+
+
+def etcd_key_ops(settings: Settings) -> list[Any]:
+    """Write the etcd keys of CONTRACTS.md, each only when etcd holds another value. Plain values
+    go through the manager CLI; secrets are piped from the secrets file into ``etcdctl put`` (it
+    reads the value from stdin), so they never appear on a command line."""
+    etcdctl = (f"ETCDCTL_API=3 etcdctl --endpoints={settings.etcd.endpoint} --dial-timeout=3s")
+    cli = f"{settings.bin('bai-manager')} etcd put"
+    plain = [
+        ("config/redis/addr", shlex.quote(settings.redis.addr)),
+        ("config/docker/image/auto_pull", "none"),
+    ]
+    secret = [
+        ("config/redis/password", "redis_password"),
+        ("config/agent/rpc-secret", "rpc_secret"),
+    ]
+    keys = [(key, value, f"{cli} {key} {value} --config {settings.manager_toml}")
+            for key, value in plain]
+    for key, name in secret:
+        full = shlex.quote(f"/sorna/{settings.etcd.namespace}/{key}")
+        value = secret_expr(settings, name)
+        keys.append((key, value,
+                     f"v={value}; test -n \"$v\"; printf %s \"$v\" | {etcdctl} put {full} >/dev/null"))
+    ops = []
+    for key, value, command in sorted(keys):
+        full = f"/sorna/{settings.etcd.namespace}/{key}"
+        read = f"{etcdctl} get {shlex.quote(full)} --print-value-only"
+        ops.append(_ops.ensure(
+            name=f"etcd key {key}",
+            check=f'v="$({read})"; [ -n "$v" ] && [ "$v" = {value} ]',
+            commands=[command],
+            noop_message=f"{key} is current",
+        ))
+    return ops
+
+
+@deploy("bai-manager")
+def manager(settings: Settings) -> None:
+    _ops.packages(name="Install etcd client", packages=["etcd-client"])
+    _precheck(settings, "bai-manager")
+    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
+        files.directory(name=f"Directory {path}", path=path, mode="755")
+    secrets_file(settings)
+    conf = files.put(name="Write manager.toml", src=StringIO(toml_text(manager_config(settings))),
+                     dest=settings.manager_toml, mode="600", user="root", group="root")
+    cli = settings.bin("bai-manager")
+    py = settings.bin("python")
+    migrate = _ops.ensure(
+        name="Migrate the database (bai-manager db upgrade)",
+        check=f"{py} -m installer.probe db-at-head --config {settings.manager_toml}",
+        commands=[f"{cli} db upgrade --config {settings.manager_toml}"],
+        noop_message="database at head",
+    )
+    env = shlex.quote(settings.client_env)
+    # populate also reruns once after the fixtures themselves changed (e.g. a new default grant
+    # for existing rows): the stamp is written only after it succeeded
+    fixtures = shlex.quote(f"{settings.state_dir}/fixtures.version")
+    version = shlex.quote(fixtures_stamp())
+    _ops.ensure(
+        name="Populate fixtures and write the client env file",
+        # (an env file from before the PATH line existed is rewritten: populate is idempotent and
+        # answers the same admin keypair)
+        check=(f"grep -q '^export BACKEND_ACCESS_KEY=.' {env} && "
+               f"grep -q '^export BACKEND_SECRET_KEY=.' {env} && "
+               f"grep -qxF {shlex.quote(settings.path_line)} {env} && "
+               f"grep -qxF {version} {fixtures}"),
+        commands=[
+            "umask 077; out=$(mktemp); trap 'rm -f \"$out\"' EXIT; "
+            f"{cli} fixture populate --config {settings.manager_toml} --json > \"$out\" && "
+            f"{py} -m installer.probe client-env \"$out\" --endpoint {shlex.quote(settings.endpoint)} "
+            f"--out {env} --bin-dir {shlex.quote(settings.bin_dir)} && "
+            f"printf '%s\\n' {version} > {fixtures} && chmod 644 {fixtures}"
+        ],
+        noop_message="fixtures populated, client env present",
+        also_if=migrate.did_change,
+    )
+    keys = etcd_key_ops(settings)
+    code = code_stamp_file(settings, "manager")
+    ensure_service(service(settings), configs=[conf, migrate, code, *keys],
+                   timeout=settings.ready_timeout)
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    host, port = host_port(settings.manager.addr)
+    return [PortUse(port, host, "manager API")]
+
+
+#: (older name)
+manager_service = service
+
+ROLE = Role(name="bai-manager", groups=("manager",), deploy=manager, services=lambda s: [service(s)],
+            ports=ports)
