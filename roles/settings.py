@@ -335,6 +335,13 @@ def check_host_data(host_data: dict[str, Any]) -> list[str]:
     for key, value in host_data.items():
         if not isinstance(key, str):
             problems.append(f"{key!r}: keys must be strings")
+        elif key in sections and isinstance(value, dict):
+            # (before RENAMED: the old flat key kernel_image is also a section's name now)
+            for name in value:
+                if (key, name) in secret_paths:
+                    problems.append(f"{key}.{name}: a generated secret; it lives in the hosts' "
+                                    "secrets file, not in an inventory")
+            ours[key] = {n: v for n, v in value.items() if (key, n) not in secret_paths}
         elif key in RENAMED:
             problems.append(f"{key}: renamed; nest it as {RENAMED[key]}")
         elif key in SECRETS:
@@ -343,12 +350,6 @@ def check_host_data(host_data: dict[str, Any]) -> list[str]:
                             "hosts' secrets file, not in an inventory")
         elif is_connector_key(key):
             continue
-        elif key in sections and isinstance(value, dict):
-            for name in value:
-                if (key, name) in secret_paths:
-                    problems.append(f"{key}.{name}: a generated secret; it lives in the hosts' "
-                                    "secrets file, not in an inventory")
-            ours[key] = {n: v for n, v in value.items() if (key, n) not in secret_paths}
         else:
             ours[key] = value
     try:

@@ -131,6 +131,10 @@ def test_nested_settings_and_their_errors() -> None:
     with pytest.raises(settings_mod.SettingsError) as info:
         settings_mod.build({"nonsense": 1, "manager": {"addr": 8081}}, {})
     assert sorted(info.value.problems) == ["manager.addr: Input should be a valid string", "nonsense: unknown key"]
+    # kernel_image is both an old flat key (a string) and a section (a dict)
+    assert settings_mod.check_host_data({"kernel_image": {"jupyter_image": ""}}) == []
+    assert settings_mod.check_host_data({"kernel_image": "x"}) == [
+        "kernel_image: renamed; nest it as kernel_image.image"]
     # every old flat key names a real path
     for old, new in settings_mod.RENAMED.items():
         section, name = new.split(".")
