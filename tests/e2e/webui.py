@@ -17,6 +17,7 @@ Import from a test module: ``from .webui import browser, web_endpoint, make_user
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -91,8 +92,11 @@ def _xterm_dir(tmp: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def web_endpoint() -> Iterator[str]:
+@contextlib.contextmanager
+def running_webserver() -> Iterator[str]:
+    """The base URL of a webserver for the UI: the installed one when it answers (with the xterm
+    bundle), else a ``bai-webserver`` started here on a free port against the installed manager
+    (this tree's static/ files), stopped on exit."""
     env = _read_env_file() if ENV_FILE.exists() else {}
     installed = env.get("BAI_WEB_ENDPOINT", "").rstrip("/")
     if installed and _answers(installed + "/server/login-check") and _answers(installed + "/vendor/xterm/bundle.js"):
@@ -130,6 +134,12 @@ def web_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def web_endpoint() -> Iterator[str]:
+    with running_webserver() as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -146,30 +156,35 @@ def admin_api() -> Api:
     return Api(_read_env_file())
 
 
+def create_user(api: Api, role: str = "user", prefix: str = "webui") -> WebUser:
+    """A new active user of the default domain and project with a random password."""
+    email = f"{unique_name(prefix)}@example.com"
+    password = secrets.token_urlsafe(12)
+    status, groups = api.call("POST", "/admin/gql", {"query": 'query { groups(domain_name: "default") { id name } }'})
+    assert status == 200 and not groups.get("errors"), groups
+    group_ids = [g["id"] for g in groups["data"]["groups"] if g["name"] == "default"]
+    query = """mutation($email: String!, $props: UserInput!) {
+        create_user(email: $email, props: $props) { ok msg user { uuid } } }"""
+    props = {"password": password, "username": email, "domain_name": "default", "role": role,
+             "status": "active", "group_ids": group_ids, "resource_policy": "default"}
+    status, body = api.call("POST", "/admin/gql", {"query": query, "variables": {"email": email, "props": props}})
+    assert status == 200 and body["data"]["create_user"]["ok"], body
+    return WebUser(email, password, role, body["data"]["create_user"]["user"]["uuid"])
+
+
 @pytest.fixture(scope="session")
 def make_user(admin_api: Api) -> Iterator[Callable[..., WebUser]]:
     """make_user(role="user"|"admin"|"superadmin"|"monitor") -> WebUser, purged afterwards."""
     made: list[WebUser] = []
 
     def make(role: str = "user", prefix: str = "webui") -> WebUser:
-        email = f"{unique_name(prefix)}@example.com"
-        password = secrets.token_urlsafe(12)
-        status, groups = admin_api.call("POST", "/admin/gql", {"query": 'query { groups(domain_name: "default") { id name } }'})
-        assert status == 200 and not groups.get("errors"), groups
-        group_ids = [g["id"] for g in groups["data"]["groups"] if g["name"] == "default"]
-        query = """mutation($email: String!, $props: UserInput!) {
-            create_user(email: $email, props: $props) { ok msg user { uuid } } }"""
-        props = {"password": password, "username": email, "domain_name": "default", "role": role,
-                 "status": "active", "group_ids": group_ids, "resource_policy": "default"}
-        status, body = admin_api.call("POST", "/admin/gql", {"query": query, "variables": {"email": email, "props": props}})
-        assert status == 200 and body["data"]["create_user"]["ok"], body
-        user = WebUser(email, password, role, body["data"]["create_user"]["user"]["uuid"])
+        user = create_user(admin_api, role, prefix)
         made.append(user)
         return user
 
     yield make
     for user in made:
-        _purge_user(admin_api, user)
+        purge_user(admin_api, user)
 
 
 LIVE = "PENDING,SCHEDULED,PULLING,PREPARING,RUNNING,RESTARTING,RUNNING_DEGRADED,TERMINATING,ERROR"
@@ -183,9 +198,21 @@ def _live_sessions(api: Api, email: str) -> list[tuple[str, str]]:
             if s["user_email"] == email]
 
 
-def _purge_user(api: Api, user: WebUser) -> None:
-    """End the user's sessions, then purge the user (refused while a session is live)."""
+def purge_user(api: Api, user: WebUser) -> None:
+    """End the user's sessions, then purge the user (refused while a session is live); a
+    manager restarting meanwhile (others share the node) is waited for."""
     deadline = time.monotonic() + 60
+    while True:
+        try:
+            _purge(api, user, deadline)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def _purge(api: Api, user: WebUser, deadline: float) -> None:
     while ids := _live_sessions(api, user.email):
         for sid, access_key in ids:
             api.call("DELETE", f"/session/{sid}?forced=true&owner_access_key={access_key}")

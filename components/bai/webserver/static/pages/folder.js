@@ -60,6 +60,7 @@ export async function render({main, params, query, signal}) {
     signal.addEventListener("abort", () => abort.abort());
     cancel.addEventListener("click", () => abort.abort());
     upload(folder, path, file, {signal: abort.signal, onProgress: (sent, total) => {
+      if (item.dataset.startedAt === undefined) item.dataset.startedAt = String(sent); // > 0: resumed
       bar.value = sent;
       label.textContent = `${bytes(sent)} of ${bytes(total)}`;
       item.dataset.sent = String(sent);

@@ -121,15 +121,18 @@ export async function render({main, params, signal, navigate}) {
     }
   };
 
-  const startTerminal = () => once(openTerm, problem, async () => {
-    if (terminal) return;
-    clear(termBox);
-    terminal = await openTerminal(termBox, info.id, {signal, onState: (state, why) => {
-      termState.dataset.state = state;
-      termState.textContent = state === "closed" ? `closed: ${why}` : state;
-      if (state === "closed") { terminal = null; openTerm.disabled = info?.status !== "RUNNING"; openTerm.textContent = "Reopen terminal"; }
-    }});
-  });
+  const startTerminal = async () => {
+    await once(openTerm, problem, async () => {
+      if (terminal) return;
+      clear(termBox);
+      terminal = await openTerminal(termBox, info.id, {signal, onState: (state, why) => {
+        termState.dataset.state = state;
+        termState.textContent = state === "closed" ? `closed: ${why}` : state;
+        if (state === "closed") { terminal = null; openTerm.disabled = info?.status !== "RUNNING"; openTerm.textContent = "Reopen terminal"; }
+      }});
+    });
+    openTerm.disabled = !!terminal || info?.status !== "RUNNING"; // one terminal per page at a time
+  };
   openTerm.addEventListener("click", startTerminal);
 
   showLogs.addEventListener("click", () => once(showLogs, problem, async () => {

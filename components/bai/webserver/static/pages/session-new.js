@@ -5,7 +5,8 @@ import {call, enc, gql} from "../lib/api.js";
 import {h, once, showProblem} from "../lib/dom.js";
 import {bytes, memInput, slots} from "../lib/format.js";
 
-const IMAGES = `query { images(is_installed: true) { name tag registry architecture aliases resource_limits { key min } } }`;
+// Every image the caller may use; those no live agent has yet come last (an agent pulls them).
+const IMAGES = `query { images { name tag registry architecture aliases installed } }`;
 
 function imageRef(img) {
   return img.aliases?.length ? img.aliases[0] : `${img.registry}/${img.name}:${img.tag}`;
@@ -24,12 +25,12 @@ export async function render({main, signal, navigate, query}) {
     call("GET", "/resource/presets", {signal}).catch(() => ({presets: []})),
     call("GET", "/folders", {signal}).catch(() => []),
   ]);
-  const images = (imageData.images || []).slice().sort((a, b) =>
-    (b.aliases?.length ? 1 : 0) - (a.aliases?.length ? 1 : 0) || imageRef(a).localeCompare(imageRef(b)));
+  const rank = (img) => (img.installed ? 0 : 2) + (img.aliases?.length ? 0 : 1);
+  const images = (imageData.images || []).slice().sort((a, b) => rank(a) - rank(b) || imageRef(a).localeCompare(imageRef(b)));
   const wanted = query.get("image") || "python";
   const image = h("select", {id: "new-image", name: "image", required: true},
     images.map((img) => h("option", {value: imageRef(img), selected: imageRef(img) === wanted},
-      img.aliases?.length ? `${img.aliases[0]} (${img.name}:${img.tag})` : imageRef(img))));
+      (img.aliases?.length ? `${img.aliases[0]} (${img.name}:${img.tag})` : imageRef(img)) + (img.installed ? "" : " (to be pulled)"))));
   const name = h("input", {id: "new-name", name: "name", placeholder: "optional: 4-64 letters, digits, - _ .",
     pattern: "[A-Za-z0-9_][A-Za-z0-9_.\\-]{2,62}[A-Za-z0-9_]", value: query.get("name") || ""});
   const presets = presetData.presets || [];
