@@ -18,6 +18,10 @@ on success, 1 with ``{"error": ...}`` on failure.
     switch      point the venv symlink at another release's venv, atomically (rename(2))
     services    stop or start the bai services present here, in dependency order
     record      write the install record (``release.toml``)
+    health      the database, etcd and Redis the manager uses answer
+    sessions    the sessions that hold (or will hold) containers
+    preflight   detect + free + health + sessions in one answer
+    verify      the version endpoint answers, the agents are ALIVE, a session runs print(1)
 """
 
 from __future__ import annotations
@@ -44,6 +48,14 @@ SYSTEMD_DIR = Path("/etc/systemd/system")
 SUPERVISOR_DIR = Path("/etc/supervisor/conf.d")
 #: room kept free beyond what a backup needs
 FREE_MARGIN = 256 * 1024 * 1024
+#: the half-stack's configuration a release writes (e.g. a Redis password since 26.12.0): kept
+#: with each backup and put back by a restore, restarting the service whose files differ.
+#: service -> (paths, systemd unit, supervisor program)
+HALFSTACK: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "postgresql": (("/etc/postgresql",), "postgresql.service", "bai-postgresql"),
+    "redis": (("/etc/redis",), "redis-server.service", "bai-redis"),
+    "etcd": (("/etc/default/etcd",), "etcd.service", "bai-etcd"),
+}
 
 
 class Failure(Exception):
@@ -52,8 +64,9 @@ class Failure(Exception):
 
 def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 600,
          stdin: bytes | None = None) -> str:
-    proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    # (stdin is never inherited: the controller may have sent this script on it)
+    proc = subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise Failure(f"{' '.join(cmd[:3])} failed ({proc.returncode}): "
                       f"{proc.stderr.decode(errors='replace').strip()[-2000:]}")
@@ -144,6 +157,145 @@ def detect(config_dir: Path, venv: Path) -> dict[str, Any]:
     return {"record": record, "migration_head": head, "migration_head_error": head_error,
             "venv": venv_state(venv), "services": services_present(),
             "has_manager_config": (config_dir / "manager.toml").exists()}
+
+
+_SQL_SCRIPT = """
+import asyncio, json, sys, asyncpg
+async def main():
+    c = await asyncpg.connect(host=sys.argv[1], port=int(sys.argv[2]), user=sys.argv[3],
+                              password=sys.argv[4], database=sys.argv[5], timeout=10)
+    try:
+        rows = await c.fetch(sys.argv[6])
+    finally:
+        await c.close()
+    print(json.dumps([[str(v) for v in r.values()] for r in rows]))
+asyncio.run(main())
+"""
+
+
+def query(config_dir: Path, venv: Path, sql: str) -> list[list[str]]:
+    """Rows of ``sql`` on the manager's database, through the venv's asyncpg (the manager host
+    need not have psql)."""
+    db = db_settings(config_dir)
+    if db is None:
+        raise Failure("no manager.toml here: not a manager host")
+    out = _run([str(venv / "bin" / "python"), "-c", _SQL_SCRIPT, db["host"], db["port"],
+                db["user"], db["password"], db["name"], sql], timeout=30)
+    rows: list[list[str]] = json.loads(out)
+    return rows
+
+
+#: session statuses that hold (or may soon hold) containers
+LIVE = ("PENDING", "SCHEDULED", "PREPARING", "PULLING", "PREPARED", "CREATING", "RUNNING",
+        "RESTARTING", "RUNNING_DEGRADED", "TERMINATING")
+
+
+def live_sessions(config_dir: Path, venv: Path) -> list[dict[str, str]]:
+    statuses = ", ".join(f"'{s}'" for s in LIVE)
+    rows = query(config_dir, venv, "SELECT id, coalesce(name, ''), status FROM sessions "
+                                   f"WHERE status IN ({statuses}) ORDER BY created_at")
+    return [{"id": r[0], "name": r[1], "status": r[2]} for r in rows]
+
+
+def _redis_ping(addr: str, password: str | None) -> bool:
+    import socket
+
+    host, _, port = addr.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        wire = b""
+        if password:
+            wire += (f"*2\r\n$4\r\nAUTH\r\n${len(password.encode())}\r\n".encode()
+                     + password.encode() + b"\r\n")
+        sock.sendall(wire + b"*1\r\n$4\r\nPING\r\n")
+        answer = b""
+        while b"PONG" not in answer and b"-" not in answer and len(answer) < 4096:
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            answer += chunk
+        return b"+PONG" in answer and b"-" not in answer
+
+
+def health(config_dir: Path, venv: Path) -> dict[str, Any]:
+    """Is the database, etcd and Redis this host's manager uses answering?"""
+    out: dict[str, Any] = {}
+    try:
+        query(config_dir, venv, "SELECT 1")
+        out["database"] = "ok"
+    except (Failure, subprocess.TimeoutExpired, OSError) as exc:
+        out["database"] = f"failed: {exc}"
+    etcd = etcd_settings(config_dir)
+    keys: dict[str, str] = {}
+    if etcd is not None:
+        try:
+            with urllib.request.urlopen(f"http://{etcd['addr']}/health", timeout=5) as resp:
+                ok = json.loads(resp.read(4096)).get("health") in ("true", True)
+            keys = etcd_dump(etcd)
+            out["etcd"] = "ok" if ok else "unhealthy"
+        except (OSError, ValueError) as exc:
+            out["etcd"] = f"failed: {exc}"
+    prefix = f"/sorna/{etcd['namespace']}/" if etcd else ""
+    redis_addr = keys.get(prefix + "config/redis/addr")
+    if redis_addr:
+        try:
+            ping = _redis_ping(redis_addr, keys.get(prefix + "config/redis/password"))
+            out["redis"] = "ok" if ping else "no PONG"
+        except OSError as exc:
+            out["redis"] = f"failed: {exc}"
+    out["ok"] = all(v == "ok" for v in out.values())
+    return out
+
+
+def verify(config_dir: Path, venv: Path, endpoint: str, agents: int, session: bool,
+           deadline: float) -> dict[str, Any]:
+    """After an upgrade (or a rollback): the version endpoint answers, ``agents`` agents are
+    ALIVE, and a session runs ``print(1)``. Polls each until ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    out: dict[str, Any] = {}
+    last = ""
+    while True:
+        try:
+            with urllib.request.urlopen(endpoint.rstrip("/") + "/", timeout=5) as resp:
+                out["version"] = json.loads(resp.read(65536))
+            break
+        except (OSError, ValueError) as exc:
+            last = str(exc)
+        if time.monotonic() > end:
+            raise Failure(f"the manager at {endpoint} does not answer: {last}")
+        time.sleep(0.5)
+    while agents:
+        rows = query(config_dir, venv, "SELECT id FROM agents WHERE status = 'ALIVE'")
+        if len(rows) >= agents:
+            out["agents_alive"] = sorted(r[0] for r in rows)
+            break
+        if time.monotonic() > end:
+            raise Failure(f"{len(rows)} of {agents} agents ALIVE after {deadline:.0f} s")
+        time.sleep(1)
+    if session:
+        env_file = config_dir / "client.env"
+        left = max(30, int(end - time.monotonic()))
+        script = (f'set -a; . "$1"; set +a; exec timeout {left} "$2" run --rm -c "print(1)" '
+                  "python")
+        text = _run(["bash", "-c", script, "verify", str(env_file),
+                     str(venv / "bin" / "backend.ai")], timeout=left + 10)
+        if "1" not in text.split():
+            raise Failure(f"the test session printed {text[-500:]!r}, not 1")
+        out["session"] = "print(1) ran"
+    return out
+
+
+def preflight(config_dir: Path, venv: Path, backup_root: Path) -> dict[str, Any]:
+    """One round trip before a step: what ``detect``, ``free`` and, on a manager host,
+    ``health`` and ``sessions`` answer."""
+    doc: dict[str, Any] = {"detect": detect(config_dir, venv),
+                           "free": free(backup_root, config_dir)}
+    if db_settings(config_dir) is not None:
+        doc["health"] = health(config_dir, venv)
+        try:
+            doc["sessions"] = live_sessions(config_dir, venv)
+        except (Failure, subprocess.TimeoutExpired, OSError, ValueError) as exc:
+            doc["sessions_error"] = str(exc)
+    return doc
 
 
 # -- services --------------------------------------------------------------------------------------
@@ -311,7 +463,9 @@ def _config_paths(config_dir: Path, state_dir: Path) -> list[Path]:
 
 
 def backup(dest: Path, config_dir: Path, state_dir: Path, venv: Path,
-           release: str | None) -> dict[str, Any]:
+           release: str | None, configs_only: bool = False) -> dict[str, Any]:
+    """``configs_only``: every manager host but the first (the database and etcd are the
+    cluster's, dumped once)."""
     t0 = time.monotonic()
     room = free(dest.parent, config_dir)
     if not room["enough"]:
@@ -320,7 +474,7 @@ def backup(dest: Path, config_dir: Path, state_dir: Path, venv: Path,
     dest.mkdir(parents=True, exist_ok=False, mode=0o700)
     meta: dict[str, Any] = {"created": time.time(), "release": release,
                             "venv": venv_state(venv), "parts": {}, "seconds": {}}
-    db = db_settings(config_dir)
+    db = None if configs_only else db_settings(config_dir)
     if db is not None:
         t = time.monotonic()
         out = dest / "database.dump"
@@ -329,7 +483,7 @@ def backup(dest: Path, config_dir: Path, state_dir: Path, venv: Path,
         meta["parts"]["database"] = {"file": out.name, "sha256": _sha256(out),
                                      "bytes": out.stat().st_size, "db": db["name"]}
         meta["seconds"]["database"] = round(time.monotonic() - t, 3)
-    etcd = etcd_settings(config_dir)
+    etcd = None if configs_only else etcd_settings(config_dir)
     if etcd is not None:
         t = time.monotonic()
         keys = etcd_dump(etcd)
@@ -350,6 +504,15 @@ def backup(dest: Path, config_dir: Path, state_dir: Path, venv: Path,
     meta["parts"]["configs"] = {"file": "configs.tar",
                                 "paths": [str(p) for p in _config_paths(config_dir, state_dir)]}
     meta["seconds"]["configs"] = round(time.monotonic() - t, 3)
+    present = {name: [p for p in paths if Path(p).exists()]
+               for name, (paths, _, _) in HALFSTACK.items()}
+    present = {name: paths for name, paths in present.items() if paths}
+    if present:
+        with tarfile.open(dest / "halfstack.tar", "w") as tar:
+            for hs_paths in present.values():
+                for hs_path in hs_paths:
+                    tar.add(hs_path, arcname=hs_path.lstrip("/"))
+        meta["parts"]["halfstack"] = {"file": "halfstack.tar", "services": present}
     meta["seconds"]["total"] = round(time.monotonic() - t0, 3)
     (dest / "backup.json").write_text(json.dumps(meta, indent=1))
     return {"dir": str(dest), **meta}
@@ -391,9 +554,63 @@ def _restore_configs(src: Path, config_dir: Path, control: bool) -> dict[str, An
     return {"removed_units": removed_units, "removed_files": removed_files}
 
 
+def _files_under(paths: list[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for path in paths:
+        p = Path(path)
+        if p.is_file():
+            out[str(p)] = p.read_bytes()
+        elif p.is_dir():
+            for root, _, files in os.walk(p):
+                for name in files:
+                    full = os.path.join(root, name)
+                    if os.path.isfile(full) and not os.path.islink(full):
+                        out[full] = Path(full).read_bytes()
+    return out
+
+
+def _restore_halfstack(tar_path: Path, services: dict[str, list[str]]) -> list[str]:
+    """Put the half-stack's configuration files back where they differ; restart those services
+    (a rollback across the Redis password, for one, must take it away again)."""
+    restarted = []
+    with tarfile.open(tar_path) as tar:
+        saved = {"/" + m.name: m for m in tar.getmembers() if m.isfile()}
+        for name, paths in services.items():
+            mine = {k: m for k, m in saved.items()
+                    if any(k == p or k.startswith(p.rstrip("/") + "/") for p in paths)}
+            now = _files_under(paths)
+            wanted = {}
+            for k, m in mine.items():
+                data = tar.extractfile(m)
+                assert data is not None
+                wanted[k] = (data.read(), m)
+            if {k: v[0] for k, v in wanted.items()} == now:
+                continue
+            for k in set(now) - set(wanted):
+                os.unlink(k)
+            for k, (content, m) in wanted.items():
+                target = Path(k)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.restore")
+                tmp.write_bytes(content)
+                os.chmod(tmp, m.mode & 0o7777)
+                os.chown(tmp, m.uid, m.gid)
+                os.replace(tmp, target)
+            _, unit, program = HALFSTACK[name]
+            if _systemd():
+                _run(["systemctl", "restart", unit], timeout=180)
+            else:
+                _run(["supervisorctl", "restart", program], timeout=180)
+            restarted.append(name)
+    return restarted
+
+
 def restore(src: Path, config_dir: Path, control: bool = True) -> dict[str, Any]:
     meta = json.loads((src / "backup.json").read_text())
     out: dict[str, Any] = {"dir": str(src), "release": meta.get("release"), "seconds": {}}
+    hs_part = meta["parts"].get("halfstack")
+    if hs_part and control:
+        out["halfstack_restarted"] = _restore_halfstack(src / hs_part["file"], hs_part["services"])
     db_part = meta["parts"].get("database")
     if db_part:
         t = time.monotonic()
@@ -439,13 +656,26 @@ def adopt(venv: Path, releases: Path, version: str) -> dict[str, Any]:
     if home.exists():
         raise Failure(f"{home} exists already; not moving {venv} over it")
     home.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(venv, home)
+    try:
+        os.rename(venv, home)
+    except OSError as exc:
+        if exc.errno != 18:  # EXDEV: another file system (or an overlayfs lower layer)
+            raise
+        part = home.with_name("venv.part")
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.copytree(venv, part, symlinks=True)
+        os.rename(part, home)
+        shutil.rmtree(venv)
     os.symlink(home, venv)
     return {"adopted": True, "symlink": str(home)}
 
 
-def switch(venv: Path, target: Path) -> dict[str, Any]:
-    """Point ``venv`` at ``target`` in one rename(2): there is no moment without a venv."""
+def switch(venv: Path, target: Path, back: bool = False) -> dict[str, Any]:
+    """Point ``venv`` at ``target`` in one rename(2): there is no moment without a venv.
+    ``back`` (a rollback): a venv that is still a plain directory was never switched away from
+    (the step failed before), so there is nothing to do."""
+    if back and venv.is_dir() and not venv.is_symlink():
+        return {"venv": str(venv), "now": str(venv), "was": None, "unchanged": True}
     if not (target / "bin" / "python").exists():
         raise Failure(f"{target} is not a virtual environment")
     if venv.exists() and not venv.is_symlink():
@@ -489,17 +719,28 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("backup")
     s.add_argument("dir", type=Path)
     s.add_argument("--release", default=None)
+    s.add_argument("--configs-only", action="store_true")
     s = sub.add_parser("restore")
     s.add_argument("dir", type=Path)
     s = sub.add_parser("adopt")
     s.add_argument("version")
     s = sub.add_parser("switch")
     s.add_argument("target", type=Path)
+    s.add_argument("--back", action="store_true")
     s = sub.add_parser("services")
     s.add_argument("action", choices=["stop", "start", "restart"])
     s.add_argument("names", nargs="*")
     s = sub.add_parser("record")
     s.add_argument("json")
+    sub.add_parser("health")
+    sub.add_parser("sessions")
+    s = sub.add_parser("preflight")
+    s.add_argument("backup_root", type=Path)
+    s = sub.add_parser("verify")
+    s.add_argument("endpoint")
+    s.add_argument("--agents", type=int, default=0)
+    s.add_argument("--session", action="store_true")
+    s.add_argument("--deadline", type=float, default=120)
     a = p.parse_args(argv)
     try:
         if a.cmd == "detect":
@@ -507,17 +748,25 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "free":
             doc = free(a.path, a.config_dir)
         elif a.cmd == "backup":
-            doc = backup(a.dir, a.config_dir, a.state_dir, a.venv, a.release)
+            doc = backup(a.dir, a.config_dir, a.state_dir, a.venv, a.release, a.configs_only)
         elif a.cmd == "restore":
             doc = restore(a.dir, a.config_dir)
         elif a.cmd == "adopt":
             doc = adopt(a.venv, a.releases, a.version)
         elif a.cmd == "switch":
-            doc = switch(a.venv, a.target)
+            doc = switch(a.venv, a.target, a.back)
         elif a.cmd == "services":
             doc = services(a.action, a.names or None)
-        else:
+        elif a.cmd == "record":
             doc = record(a.config_dir, json.loads(a.json))
+        elif a.cmd == "health":
+            doc = health(a.config_dir, a.venv)
+        elif a.cmd == "sessions":
+            doc = {"sessions": live_sessions(a.config_dir, a.venv)}
+        elif a.cmd == "preflight":
+            doc = preflight(a.config_dir, a.venv, a.backup_root)
+        else:
+            doc = verify(a.config_dir, a.venv, a.endpoint, a.agents, a.session, a.deadline)
     except (Failure, OSError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
         print(json.dumps({"error": f"{a.cmd}: {exc}"}))
         return 1
