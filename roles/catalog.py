@@ -35,6 +35,7 @@ MODULES = (
     "manager",
     "registry",
     "app_proxy",
+    "webserver",
     "docker",
     "kernel_image",
     "agent",

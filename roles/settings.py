@@ -154,6 +154,23 @@ class AppProxySettings(Section):
         return f"http://{self.advertised_host}:{self.api_port}"
 
 
+class WebserverSettings(Section):
+    """The web UI and its signed API proxy (roles/webserver.py), next to each manager."""
+
+    ip: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # what users open; "" = http://<ip>:<port> (127.0.0.1 for 0.0.0.0)
+    redis_db: int = 5  # browser logins, in the cluster's Redis (shared by every manager's webserver)
+    idle_timeout: int = 43200  # seconds without a request that end a login
+    max_age: int = 604800  # seconds a login lasts at most
+    admin_password: str = ""  # generated (webserver_admin_password): admin@lablup.com's password
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.ip in ("0.0.0.0", "::", "") else self.ip
+        return self.public_url.rstrip("/") or f"http://{host}:{self.port}"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -178,6 +195,7 @@ class Settings(BaseModel):
     registry: RegistrySettings = RegistrySettings()
     storage_proxy: StorageProxySettings = StorageProxySettings()
     app_proxy: AppProxySettings = AppProxySettings()
+    webserver: WebserverSettings = WebserverSettings()
 
     @property
     def manager_toml(self) -> str:
@@ -227,6 +245,7 @@ SECRETS: dict[str, tuple[str, str]] = {
     "app_proxy_jwt_key": ("app_proxy", "jwt_key"),
     "app_proxy_permit_key": ("app_proxy", "permit_key"),
     "app_proxy_api_secret": ("app_proxy", "api_secret"),
+    "webserver_admin_password": ("webserver", "admin_password"),
 }
 SECRET_KEYS = tuple(SECRETS)
 

@@ -29,9 +29,9 @@ def _names(phase: engine.Phase) -> dict[str, list[str]]:
 
 def test_the_role_runs_on_the_managers_host_after_the_manager() -> None:
     local = {p.name: _names(p) for p in engine.phases_for(inventory_mod.load(REPO / "inventories" / "local.py"))}
-    assert local["manager"] == {"@local": ["bai-manager", "app-proxy"]}
+    assert local["manager"] == {"@local": ["bai-manager", "app-proxy", "webserver"]}
     multi = {p.name: _names(p) for p in engine.phases_for(inventory_mod.load(REPO / "inventories" / "multi-node.py"))}
-    assert multi["manager"]["mgr1"][-1] == "app-proxy"
+    assert multi["manager"]["mgr1"][-2:] == ["app-proxy", "webserver"]
 
 
 def test_keys_are_generated_once_and_kept() -> None:

@@ -80,7 +80,8 @@ def test_a_host_in_several_groups_gets_each_role_once_in_catalog_order(tmp_path:
               for p in engine.phases_for(inv)]
     assert phases == [
         ("halfstack", {"a": ["base", "postgresql", "redis", "etcd"]}),
-        ("manager", {"a": ["bai-manager", "app-proxy"], "b": ["base", "bai-manager", "app-proxy"]}),
+        ("manager", {"a": ["bai-manager", "app-proxy", "webserver"],
+                     "b": ["base", "bai-manager", "app-proxy", "webserver"]}),
         ("agents", {"b": ["docker", "kernel_image", "bai-agent"],
                     "c": ["base", "docker", "kernel_image", "bai-agent"]}),
         ("storage", {"c": ["storage-proxy"]}),
@@ -98,7 +99,7 @@ def test_optional_roles_follow_their_setting(tmp_path: Path) -> None:
     inv_file.write_text('halfstack = agents = storage = ["@local"]\n'
                         'manager = [("@local", {"registry": {"enabled": True}})]\n')
     phases = {p.name: [r.name for r in p.roles["@local"]] for p in engine.phases_for(inventory_mod.load(inv_file))}
-    assert phases["manager"] == ["bai-manager", "registry", "app-proxy"]
+    assert phases["manager"] == ["bai-manager", "registry", "app-proxy", "webserver"]
     default = engine.phases_for(inventory_mod.load(REPO / "inventories" / "local.py"))
     assert all(r.name != "registry" for p in default for roles in p.roles.values() for r in roles)
 

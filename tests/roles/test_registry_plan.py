@@ -38,7 +38,7 @@ def test_the_role_runs_only_where_enabled(inventory: Path) -> None:
     default = inventory_mod.load(REPO / "inventories" / "local.py")
     assert all("registry" not in roles for p in engine.phases_for(default) for roles in _names(p).values())
     enabled = {p.name: _names(p) for p in engine.phases_for(inventory_mod.load(inventory))}
-    assert enabled["manager"] == {"@local": ["bai-manager", "registry", "app-proxy"]}
+    assert enabled["manager"] == {"@local": ["bai-manager", "registry", "app-proxy", "webserver"]}
 
 
 def test_config_and_etcd_entries_match_what_the_manager_reads() -> None:

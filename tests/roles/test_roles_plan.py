@@ -14,7 +14,7 @@ from installer import engine
 from installer import inventory as inventory_mod
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "app-proxy", "docker", "kernel_image",
+ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "app-proxy", "webserver", "docker", "kernel_image",
          "bai-agent", "storage-proxy"]
 
 
@@ -27,7 +27,7 @@ def test_local_inventory_phases() -> None:
     phases = engine.phases_for(inv)
     assert [(p.name, _names(p)) for p in phases] == [
         ("halfstack", {"@local": ["base", "postgresql", "redis", "etcd"]}),
-        ("manager", {"@local": ["bai-manager", "app-proxy"]}),
+        ("manager", {"@local": ["bai-manager", "app-proxy", "webserver"]}),
         ("agents", {"@local": ["docker", "kernel_image", "bai-agent"]}),
         ("storage", {"@local": ["storage-proxy"]}),
     ]
@@ -38,7 +38,7 @@ def test_multi_node_inventory_same_groups() -> None:
     assert set(inv.groups) == set(inventory_mod.GROUPS)
     phases = {p.name: _names(p) for p in engine.phases_for(inv)}
     assert phases["halfstack"] == {"db1": ["base", "postgresql", "redis", "etcd"]}
-    assert phases["manager"] == {"mgr1": ["base", "bai-manager", "app-proxy"]}
+    assert phases["manager"] == {"mgr1": ["base", "bai-manager", "app-proxy", "webserver"]}
     assert phases["storage"] == {"st1": ["base", "storage-proxy"]}
     assert phases["agents"]["gpu1"] == ["base", "docker", "kernel_image", "bai-agent"]
     # shared data reaches every host, a host's own data wins
