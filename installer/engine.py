@@ -12,21 +12,10 @@ and a host in several groups (all-in-one) gets each role once.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-
-import gevent
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.deploy import add_deploy
-from pyinfra.api.facts import get_fact
-from pyinfra.api.operations import run_host_op
-from pyinfra.api.state import StateStage
-from pyinfra.context import ctx_host, ctx_state
 
 from roles import catalog
 from roles import settings as settings_mod
@@ -34,21 +23,12 @@ from roles.catalog import Role
 from roles.settings import Settings
 
 from . import inventory as inventory_mod
+from . import pyinfra_driver as driver
 
 RoleFn = Callable[..., Any]  # a pyinfra @deploy function taking (settings)
 RoleLike = Role | RoleFn  # a catalog role, or its @deploy function (tests, ad-hoc use)
 
-logging.getLogger("pyinfra").addHandler(logging.NullHandler())
-logging.getLogger("pyinfra").propagate = False
-
-
-def verbose_logging() -> None:
-    """Send pyinfra's own log (commands, noop reasons, failures) to stderr."""
-    log = logging.getLogger("pyinfra")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("pyinfra: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+verbose_logging = driver.verbose_logging
 
 
 @dataclass
@@ -107,6 +87,14 @@ class RunResult:
     def changed_by_host(self, host: str) -> dict[str, bool]:
         return {op.label: bool(op.changed) for op in self.ops if op.host == host}
 
+    def by_host(self) -> dict[str, dict[str, list[OpRecord]]]:
+        """{host: {role: its operations, in order}}, hosts and roles in the order they ran (or
+        would run)."""
+        out: dict[str, dict[str, list[OpRecord]]] = {}
+        for op in self.ops:
+            out.setdefault(op.host, {}).setdefault(op.role, []).append(op)
+        return out
+
 
 # -- roles per group ----------------------------------------------------------------------------
 
@@ -133,30 +121,12 @@ def role_name(role: RoleLike) -> str:
     return catalog.of(role).name
 
 
-# -- pyinfra plumbing -----------------------------------------------------------------------------
-
-def _new_state(targets: Sequence[tuple[str, dict[str, Any]]], check_for_changes: bool) -> State:
-    config = Config()
-    state = State(inventory=Inventory((list(targets), {})), config=config,
-                  check_for_changes=check_for_changes)
-    state.set_stage(StateStage.Connect)
-    connect_all(state)
-    missing = [h.name for h in state.inventory if not h.connected]
-    if missing:
-        raise RuntimeError(f"could not connect to {', '.join(missing)}")
-    return state
-
+# -- running phases through the pyinfra driver ----------------------------------------------------
 
 def read_facts(targets: Sequence[tuple[str, dict[str, Any]]], fact: Any, **kwargs: Any
                ) -> dict[str, Any]:
     """Read one fact from every target (no operations)."""
-    state = _new_state(targets, check_for_changes=False)
-    try:
-        state.set_stage(StateStage.Prepare)
-        return {h.name: get_fact(state, h, fact, kwargs=kwargs) for h in state.inventory}
-    finally:
-        state.set_stage(StateStage.Disconnect)
-        disconnect_all(state)
+    return driver.read_facts(targets, fact, **kwargs)
 
 
 def resolve_secrets(targets: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -177,68 +147,39 @@ def resolve_secrets(targets: dict[str, dict[str, Any]]) -> dict[str, str]:
     return settings_mod.generate_secrets(found)
 
 
-def _finish(rec: OpRecord, meta: Any, seconds: float) -> None:
-    rec.ok = meta.did_succeed()
-    rec.changed = meta.did_change()
-    rec.seconds = round(seconds, 3)
-    if not rec.ok:
-        lines = [line.line for line in (meta._combined_output or [])]
-        rec.error = "\n".join(lines[-40:]) or "failed (no output)"
-
-
-def _execute(state: State, records: dict[tuple[str, str], OpRecord], order: list[str],
-             phase: str, on_event: EventHandler | None) -> None:
-    """Run each host's operations in order, hosts in parallel and independent of each other
-    (a slow host does not hold the others at every step). A host stops at its first failure."""
-    total = {h.name: sum(1 for op_hash in order if (h.name, op_hash) in records)
-             for h in state.inventory}
-
-    def run_host(host: Any) -> None:
-        index = 0
-        for op_hash in order:
-            rec = records.get((host.name, op_hash))
-            if rec is None:
-                continue
-            index += 1
-            if on_event:
-                on_event(Event("start", phase, rec, index, total[host.name]))
-            t0 = time.monotonic()
-            with ctx_host.use(host):
-                ok = run_host_op(state, host, op_hash)
-            _finish(rec, state.ops[host][op_hash].operation_meta, time.monotonic() - t0)
-            if on_event:
-                on_event(Event("end", phase, rec, index, total[host.name]))
-            if not ok:
-                return
-
-    state.is_executing = True
-    with ctx_state.use(state):
-        greenlets = [state.pool.spawn(run_host, host) for host in state.inventory]
-        gevent.joinall(greenlets)
-    for g in greenlets:
-        if g.exception is not None:
-            raise g.exception
-
-
-def _prepare(state: State, phase: Phase, settings: dict[str, Settings]
+def _prepare(session: driver.Session, phase: Phase, settings: dict[str, Settings]
              ) -> dict[tuple[str, str], OpRecord]:
-    """Add every role's operations; return one record per (host, op hash)."""
-    state.set_stage(StateStage.Prepare)
+    """Add every role's operations; return one record per (host, op id)."""
     records: dict[tuple[str, str], OpRecord] = {}
-    for host in state.inventory:
-        for role in phase.roles[host.name]:
-            before = len(host.op_hash_order)
-            add_deploy(state, role.deploy, settings[host.name], host=host)
-            for op_hash in host.op_hash_order[before:]:
-                data = state.ops[host][op_hash]
-                records[(host.name, op_hash)] = OpRecord(
-                    phase=phase.name,
-                    host=host.name,
-                    role=role.name,
-                    name=data.global_arguments.get("name") or "operation",
-                    conditional=bool(data.global_arguments.get("_if")),
-                )
+    for host in session.host_names:
+        for role in phase.roles[host]:
+            for op in session.add(host, role.deploy, settings[host]):
+                records[(host, op.op_id)] = OpRecord(phase=phase.name, host=host, role=role.name,
+                                                     name=op.name, conditional=op.conditional)
     return records
+
+
+def _execute(session: driver.Session, records: dict[tuple[str, str], OpRecord], phase: str,
+             on_event: EventHandler | None) -> None:
+    """Run the phase; one event when each operation starts on a host and one when it ends."""
+    totals = Counter(host for host, _ in records)
+    index: dict[tuple[str, str], int] = {}
+    started: Counter[str] = Counter()
+
+    def on_start(host: str, op_id: str) -> None:
+        started[host] += 1
+        index[(host, op_id)] = started[host]
+        if on_event:
+            on_event(Event("start", phase, records[(host, op_id)], started[host], totals[host]))
+
+    def on_end(host: str, op_id: str, outcome: driver.OpOutcome) -> None:
+        rec = records[(host, op_id)]
+        rec.ok, rec.changed, rec.seconds, rec.error = (outcome.ok, outcome.changed, outcome.seconds,
+                                                       outcome.error)
+        if on_event:
+            on_event(Event("end", phase, rec, index[(host, op_id)], totals[host]))
+
+    session.execute(on_start=on_start, on_end=on_end)
 
 
 def run(targets: dict[str, dict[str, Any]], phases: Sequence[Phase], *, dry: bool = False,
@@ -250,41 +191,41 @@ def run(targets: dict[str, dict[str, Any]], phases: Sequence[Phase], *, dry: boo
     for phase in phases:
         if on_event:
             on_event(Event("phase", phase.name))
-        state = _new_state([(h, targets[h]) for h in phase.roles], check_for_changes=dry)
-        try:
-            records = _prepare(state, phase, result.settings)
-            order = state.get_op_order()
+        with driver.session([(h, targets[h]) for h in phase.roles], check_for_changes=dry) as session:
+            records = _prepare(session, phase, result.settings)
+            order = session.op_order()
             if dry:
-                totals = Counter(host_name for host_name, _ in records)
+                # host by host, each host's operations in order (so grouped by role)
+                totals = Counter(host for host, _ in records)
+                hosts = {h: i for i, h in enumerate(session.host_names)}
+                planned = sorted(_in_order_items(records, order), key=lambda kv: hosts[kv[0][0]])
                 counts: Counter[str] = Counter()
-                for (host_name, op_hash), rec in records.items():
-                    host = state.inventory.get_host(host_name)
-                    rec.changed = bool(state.ops[host][op_hash].operation_meta._maybe_is_change)
+                for (host, op_id), rec in planned:
+                    rec.changed = session.will_change(host, op_id)
                     rec.ok = True
-                    counts[host_name] += 1
+                    counts[host] += 1
                     if on_event:
-                        on_event(Event("end", phase.name, rec, counts[host_name],
-                                       totals[host_name]))
-                result.ops.extend(_in_order(records, order))
+                        on_event(Event("end", phase.name, rec, counts[host], totals[host]))
+                result.ops.extend(rec for _, rec in planned)
                 continue
-            state.set_stage(StateStage.Execute)
-            _execute(state, records, order, phase.name, on_event)
+            _execute(session, records, phase.name, on_event)
             result.ops.extend(_in_order(records, order))
             failed = [r for r in records.values() if r.ok is False]
             if failed:
                 result.failed = True
                 result.error = f"{failed[0].host}: {failed[0].label} failed"
-            if result.failed:
                 break
-        finally:
-            state.set_stage(StateStage.Disconnect)
-            disconnect_all(state)
     return result
 
 
+def _in_order_items(records: dict[tuple[str, str], OpRecord], order: list[str]
+                    ) -> list[tuple[tuple[str, str], OpRecord]]:
+    pos = {op_id: i for i, op_id in enumerate(order)}
+    return sorted(records.items(), key=lambda kv: pos[kv[0][1]])
+
+
 def _in_order(records: dict[tuple[str, str], OpRecord], order: list[str]) -> list[OpRecord]:
-    pos = {op_hash: i for i, op_hash in enumerate(order)}
-    return [rec for (_, op_hash), rec in sorted(records.items(), key=lambda kv: pos[kv[0][1]])]
+    return [rec for _, rec in _in_order_items(records, order)]
 
 
 # -- high level ----------------------------------------------------------------------------------
@@ -316,16 +257,13 @@ def status(inv: inventory_mod.Inventory) -> list[dict[str, Any]]:
     from roles._facts import Check, ServiceManager, SupervisorState, SystemdUnit
 
     rows: list[dict[str, Any]] = []
-    targets = [(h, inv.data[h]) for h in inv.hosts]
-    state = _new_state(targets, check_for_changes=False)
-    try:
-        state.set_stage(StateStage.Prepare)
-        for host in state.inventory:
-            s = settings_mod.build(inv.data[host.name], {})
-            kind = get_fact(state, host, ServiceManager)
-            sup = get_fact(state, host, SupervisorState) if kind == "supervisor" else None
-            for role in catalog.roles_for_host(inv.groups, host.name, s):
-                group = next(g for g in role.groups if host.name in inv.groups.get(g, []))
+    with driver.session([(h, inv.data[h]) for h in inv.hosts]) as session:
+        for host in session.host_names:
+            s = settings_mod.build(inv.data[host], {})
+            kind = session.fact(host, ServiceManager)
+            sup = session.fact(host, SupervisorState) if kind == "supervisor" else None
+            for role in catalog.roles_for_host(inv.groups, host, s):
+                group = next(g for g in role.groups if host in inv.groups.get(g, []))
                 for svc in role.services(s):
                     if sup is not None:
                         st = sup["programs"].get(svc.program, "external" if sup["up"] else
@@ -333,12 +271,9 @@ def status(inv: inventory_mod.Inventory) -> list[dict[str, Any]]:
                         if svc.name == "dockerd" and svc.program not in sup["programs"]:
                             st = "external"
                     else:
-                        unit = get_fact(state, host, SystemdUnit, kwargs={"unit": svc.unit})
+                        unit = session.fact(host, SystemdUnit, unit=svc.unit)
                         st = f"{unit['active']}/{unit['enabled']}"
-                    ready = get_fact(state, host, Check, kwargs={"cmd": svc.ready})
-                    rows.append({"host": host.name, "group": group, "service": svc.name,
+                    ready = session.fact(host, Check, cmd=svc.ready)
+                    rows.append({"host": host, "group": group, "service": svc.name,
                                  "manager": kind, "state": st, "ready": ready})
-    finally:
-        state.set_stage(StateStage.Disconnect)
-        disconnect_all(state)
     return rows
