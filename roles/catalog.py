@@ -36,6 +36,8 @@ MODULES = (
     "registry",
     "app_proxy",
     "webserver",
+    "nfs",
+    "overlay",
     "docker",
     "kernel_image",
     "agent",

@@ -19,7 +19,7 @@ section left ``""`` plus one line in :data:`SECRETS` (its name in the secrets fi
 from __future__ import annotations
 
 import secrets as _secrets
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -154,6 +154,33 @@ class AppProxySettings(Section):
         return f"http://{self.advertised_host}:{self.api_port}"
 
 
+class NfsSettings(Section):
+    """Shared storage for the folders' volume (roles/nfs.py; off unless ``enabled``): the host
+    with ``serve`` exports ``export`` (a manager-group host, or none: an external server), every
+    other host mounts ``server``:``export`` at ``storage_proxy.volume_path``."""
+
+    enabled: bool = False
+    serve: bool = False  # this host exports the directory
+    server: str = ""  # the address the other hosts mount from
+    export: str = ""  # the exported directory; "" = storage_proxy.volume_path
+    allow: tuple[str, ...] = ()  # client networks (CIDRs) allowed to mount
+    #: "sshfs": user-space (FUSE, Debian's sshfs + openssh-server) for kernels without NFS
+    transport: Literal["nfs", "sshfs"] = "nfs"
+    options: str = "rw,hard,noatime,_netdev"  # NFS mount options
+    key: str = ""  # generated (shared_storage_key): seed of the sshfs key pair
+
+
+class OverlaySettings(Section):
+    """The Docker swarm and its attachable overlay network for multi-node cluster sessions
+    (roles/overlay.py; off unless ``enabled``)."""
+
+    enabled: bool = False
+    swarm_manager: bool = False  # this host initialises the swarm (a manager-group host)
+    advertise_addr: str = ""  # this host's address for swarm traffic (required on the manager)
+    network: str = "bai-overlay"
+    subnet: str = ""  # "" = Docker's choice
+
+
 class WebserverSettings(Section):
     """The web UI and its signed API proxy (roles/webserver.py), next to each manager."""
 
@@ -196,6 +223,8 @@ class Settings(BaseModel):
     storage_proxy: StorageProxySettings = StorageProxySettings()
     app_proxy: AppProxySettings = AppProxySettings()
     webserver: WebserverSettings = WebserverSettings()
+    nfs: NfsSettings = NfsSettings()
+    overlay: OverlaySettings = OverlaySettings()
 
     @property
     def manager_toml(self) -> str:
@@ -246,6 +275,7 @@ SECRETS: dict[str, tuple[str, str]] = {
     "app_proxy_permit_key": ("app_proxy", "permit_key"),
     "app_proxy_api_secret": ("app_proxy", "api_secret"),
     "webserver_admin_password": ("webserver", "admin_password"),
+    "shared_storage_key": ("nfs", "key"),
 }
 SECRET_KEYS = tuple(SECRETS)
 

@@ -20,6 +20,11 @@ key=$( { cat "$repo/pyproject.toml" "$here/bai-host.Dockerfile" "${BASH_SOURCE[0
        | sha256sum | cut -c1-12)
 tag=bai-test/bai-host:$key
 if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi
+# one build at a time on this machine (parallel test runs share the wheelhouse and the tag)
+mkdir -p /var/cache/bai
+exec 9>/var/cache/bai/bai-host-image.lock
+flock 9
+if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi
 
 bash "$here/build-systemd-image.sh" "$base" >&2
 # (keyed by the dependencies alone: a pyproject.toml change elsewhere reuses it)
@@ -34,6 +39,7 @@ if [ ! -f "$wheelhouse/.complete" ]; then
     tail -n 30 "$log" >&2; rm -f "$log"; exit 1
   fi
   rm -f "$log"
+  ls "$wheelhouse"/*.whl >/dev/null  # (fails the build when pip left nothing)
   touch "$wheelhouse/.complete"
 fi
 ctx=$(mktemp -d)
