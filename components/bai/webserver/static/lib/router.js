@@ -39,6 +39,12 @@ function match(pathname) {
   return null;
 }
 
+/** Start loading the page module of `url` (e.g. while a login is in flight): no paint waits for it later. */
+export function prefetch(url) {
+  const found = match(new URL(url, location.origin).pathname);
+  if (found?.route.page) found.route.page().catch(() => null);
+}
+
 export function navigate(url, {replace = false} = {}) {
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
@@ -73,8 +79,8 @@ export async function render() {
     main.dataset.page = "forbidden";
     return;
   }
+  for (const key of Object.keys(main.dataset)) delete main.dataset[key]; // the last page's marks
   main.dataset.page = route.path;
-  delete main.dataset.ready;
   try {
     const page = await route.page();
     if (signal.aborted) return;

@@ -38,6 +38,13 @@ export async function render({main, params, query, signal}) {
     h("table", {class: "table", id: "file-list"},
       h("thead", {}, h("tr", {}, ["Name", "Size", "Modified", ""].map((t) => h("th", {}, t)))), rows));
 
+  // A read-only share shows no write actions (the manager would refuse them anyway).
+  const info = await call("GET", `/folders/${enc(folder)}`, {signal});
+  const writable = info.permission !== "ro";
+  main.dataset.permission = info.permission;
+  uploadButton.parentElement.hidden = !writable;
+  mkdirForm.hidden = !writable;
+
   mkdirForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
     once(mkdirButton, problem, async () => {
@@ -107,7 +114,8 @@ export async function render({main, params, query, signal}) {
       await call("POST", `/folders/${enc(folder)}/delete-files`, {body: {files: [path], recursive: isDir}, signal});
       await load();
     }), {dataset: {action: "delete"}});
-    actions.append(dl, rename, del);
+    actions.append(dl);
+    if (writable) actions.append(rename, del);
     return h("tr", {dataset: {file: item.name, type: item.type}},
       h("td", {}, isDir ? h("a", {href: here(path)}, `${item.name}/`) : item.name),
       h("td", {class: "small"}, isDir ? "" : bytes(item.size)),

@@ -2,6 +2,7 @@
 // throttling and an expired login; back to the page the user wanted afterwards.
 import {login, user} from "../lib/auth.js";
 import {h, once, problemBox, showProblem} from "../lib/dom.js";
+import {prefetch} from "../lib/router.js";
 
 function safeNext(next) {
   // Only a path of this site: never an absolute or protocol-relative URL (an open redirect).
@@ -29,6 +30,8 @@ export async function render({main, query, navigate}) {
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     once(submit, slot, async () => {
+      performance.mark("bai:login-submit"); // bench/web_ui.py measures from here
+      prefetch(next); // the next page's code loads while the password is checked
       const result = await login(email.value.trim(), password.value);
       if (!result.ok) {
         showProblem(slot, result);

@@ -67,6 +67,10 @@ export async function render({main, signal}) {
             ? list.items.map((s) => row(s, destroy))
             : h("tr", {class: "empty"}, h("td", {colspan: 7}, "No sessions. ", h("a", {href: "/sessions/new"}, "Start one."))));
           count.textContent = list.total_count > LIMIT ? `${LIMIT} of ${list.total_count}` : `${list.total_count} session(s)`;
+          if (!table.dataset.loaded) {
+            // the rows are in the DOM; the mark is set when the frame showing them is drawn
+            requestAnimationFrame(() => setTimeout(() => performance.mark("bai:session-list-painted"), 0));
+          }
           table.dataset.loaded = "1";
         } catch (err) {
           if (err.name === "AbortError") return;
