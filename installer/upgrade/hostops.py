@@ -145,6 +145,31 @@ def venv_state(venv: Path) -> dict[str, Any]:
     return {"path": str(venv), "exists": venv.exists(), "symlink": target}
 
 
+_CODE_SCRIPT = """
+import json
+try:
+    from installer.upgrade.releases import load
+except ImportError:
+    print("null")
+else:
+    r = load(tree_head="").current
+    print(json.dumps({"version": str(r.version), "config-version": r.config_version}))
+"""
+
+
+def code_release(venv: Path) -> dict[str, Any] | None:
+    """The release the venv's code says it is (releases from 26.12.1 on ship their manifest);
+    None for older code."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    try:
+        doc = json.loads(_run([str(python), "-c", _CODE_SCRIPT], timeout=60))
+    except (Failure, subprocess.TimeoutExpired, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def detect(config_dir: Path, venv: Path) -> dict[str, Any]:
     record = read_record(config_dir)
     head = None
@@ -154,7 +179,8 @@ def detect(config_dir: Path, venv: Path) -> dict[str, Any]:
             head = migration_head(config_dir, venv)
         except (Failure, subprocess.TimeoutExpired, OSError, ValueError) as exc:
             head_error = str(exc)
-    return {"record": record, "migration_head": head, "migration_head_error": head_error,
+    return {"record": record, "code": code_release(venv), "migration_head": head,
+            "migration_head_error": head_error,
             "venv": venv_state(venv), "services": services_present(),
             "has_manager_config": (config_dir / "manager.toml").exists()}
 

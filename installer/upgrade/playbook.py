@@ -180,8 +180,16 @@ def installed_release(m: Manifest, doc: dict[str, Any]) -> tuple[str | None, str
     if "error" in doc:
         return None, f"unknown: {doc['error']}"
     record = doc.get("record")
+    code = doc.get("code")
+    code_version = code.get("version") if isinstance(code, dict) else None
     if isinstance(record, dict) and isinstance(record.get("version"), str):
+        if code_version and code_version != record["version"]:
+            # the code was changed behind the installer's back (a checkout updated in place)
+            return None, (f"unknown: the install record says {record['version']}, the "
+                          f"installed code says {code_version}")
         return record["version"], "record"
+    if isinstance(code_version, str):
+        return code_version, "the installed code's manifest"
     head = doc.get("migration_head")
     if not head:
         if doc.get("has_manager_config"):
