@@ -84,7 +84,6 @@ class Thresholds(BaseModel):
     #: TCP/SSH connection and DNS lookup deadline per host
     connect_timeout: Duration = Field(default=5.0, gt=0)
     docker_min_version: str = "20.10"
-    nvidia_min_driver: str = "525.60"
 
 
 # -- what each host will run ---------------------------------------------------------------------
@@ -114,7 +113,9 @@ class HostPlan:
     #: the systemd units and supervisor programs of its services (a port they hold is ours)
     units: set[str] = field(default_factory=set)
     programs: set[str] = field(default_factory=set)
-    wants_cuda: bool = False
+    #: NVIDIA GPUs on this host: "on" (required), "auto" (checked where found), "off"
+    cuda: str = "off"
+    min_driver: str = ""
     #: (server kind, "host:port") this host's services connect to
     uses: list[tuple[str, str]] = field(default_factory=list)
     #: (server kind, listen address, port) this host serves to others
@@ -188,16 +189,9 @@ def _duties(plan: HostPlan, s: Any) -> None:
                           ("postgresql", f"{s.postgresql.host}:{s.postgresql.port}")]
         elif role == "bai-agent":
             plan.uses.append(("etcd", s.etcd.addr))
-    plan.wants_cuda = _wants_cuda(s)
-
-
-def _wants_cuda(s: Any) -> bool:
-    """Whether the host's settings ask for NVIDIA GPUs."""
-    acc = getattr(s, "accelerators", None)
-    for attr in ("kind", "mode", "plugin", "type"):
-        if str(getattr(acc, attr, "") or "") == "cuda":
-            return True
-    return False
+    acc = s.accelerators
+    if "bai-agent" in plan.roles and not acc.mock:
+        plan.cuda, plan.min_driver = acc.cuda, acc.min_driver
 
 
 # -- facts ---------------------------------------------------------------------------------------
@@ -580,19 +574,22 @@ def check_docker(host: str, rep: dict[str, Any], limits: Thresholds) -> CheckRes
     return CheckResult(host, "docker", "ok", f"{host}: Docker {version}")
 
 
-def check_gpus(host: str, rep: dict[str, Any], limits: Thresholds) -> CheckResult:
+def check_gpus(host: str, rep: dict[str, Any], min_driver: str) -> CheckResult:
+    """``accelerators.cuda = "on"`` (or ``auto`` on a host with GPUs): GPUs there, and the driver
+    no older than ``accelerators.min_driver``."""
     gpus = rep.get("gpus") or []
     if not gpus:
         if rep.get("gpudirs"):
             return CheckResult(host, "gpu", "fail", f"{host}: {rep['gpudirs']} NVIDIA GPU(s) but "
                                "nvidia-smi does not answer", "install or repair the NVIDIA driver")
-        return CheckResult(host, "gpu", "fail", f"{host}: CUDA accelerators are asked for but no "
-                           "NVIDIA GPU was found", "use a GPU host, or the mock accelerator")
+        return CheckResult(host, "gpu", "fail", f"{host}: accelerators.cuda is \"on\" but no "
+                           "NVIDIA GPU was found", "use a GPU host, set accelerators.cuda = "
+                           "\"auto\", or the mock accelerator (accelerators.mock = true)")
     driver = gpus[0]["driver"]
     names = ", ".join(sorted({g["name"] for g in gpus}))
-    if _version(driver) < _version(limits.nvidia_min_driver):
+    if _version(driver) < _version(min_driver):
         return CheckResult(host, "gpu", "fail", f"{host}: NVIDIA driver {driver} is older than "
-                           f"{limits.nvidia_min_driver}", "upgrade the NVIDIA driver")
+                           f"{min_driver} (accelerators.min_driver)", "upgrade the NVIDIA driver")
     return CheckResult(host, "gpu", "ok", f"{host}: {len(gpus)} GPU(s) ({names}), driver {driver}")
 
 
@@ -676,8 +673,8 @@ def run(inv: inventory_mod.Inventory, limits: Thresholds | None = None,
         results.append(check_memory(host, rep, limits))
         if "agents" in plan.groups:
             results.append(check_docker(host, rep, limits))
-        if plan.wants_cuda:
-            results.append(check_gpus(host, rep, limits))
+        if plan.cuda == "on" or (plan.cuda == "auto" and (rep.get("gpus") or rep.get("gpudirs"))):
+            results.append(check_gpus(host, rep, plan.min_driver))
         if g.skew is not None:
             results.append(check_clock(host, g.skew, g.skew_error, limits))
     order = {h: i for i, h in enumerate(["inventory", *inv.hosts])}

@@ -226,9 +226,21 @@ def test_os_docker_gpu_checks_on_readings() -> None:
     driver = nvml["driver"]
     names = [line.split(",")[2].strip() for line in (GPU / "query-gpu.csv").read_text().splitlines()[1:]]
     rep = fact.process([f"gpu {i}, {name}, {driver}" for i, name in enumerate(names)] + ["gpudirs 1"])
-    ok = preflight.check_gpus("gpu1", rep, Thresholds())
+    ok = preflight.check_gpus("gpu1", rep, "525.60.13")
     assert ok.status == "ok" and "H100" in ok.message and str(driver) in ok.message
-    old = preflight.check_gpus("gpu1", rep, Thresholds(nvidia_min_driver="999.1"))
+    old = preflight.check_gpus("gpu1", rep, "999.1")
     assert old.status == "fail" and "older than 999.1" in old.message
-    none = preflight.check_gpus("gpu1", fact.process(["gpudirs 0"]), Thresholds())
+    none = preflight.check_gpus("gpu1", fact.process(["gpudirs 0"]), "525.60.13")
     assert none.status == "fail" and "no NVIDIA GPU" in none.message
+
+
+def test_gpus_required_on_a_host_without_any(tmp_path: Path) -> None:
+    """accelerators.cuda = "on" on this GPU-less machine fails; "auto" does not check; the mock
+    accelerator needs none."""
+    found = {}
+    for cuda, mock in (("on", False), ("auto", False), ("on", True)):
+        inv = inventory.load(local_with(tmp_path, {"accelerators": {"cuda": cuda, "mock": mock}}))
+        found[(cuda, mock)] = of(preflight.run(inv), "gpu")
+    [on] = found[("on", False)]
+    assert on.status == "fail" and 'accelerators.cuda is "on" but no NVIDIA GPU was found' in on.message
+    assert found[("auto", False)] == [] and found[("on", True)] == []
