@@ -27,8 +27,10 @@ function s(tag, attrs = {}, text) {
 /** A value with its unit: "bytes" as KiB/MiB/GiB, counts with at most two decimals. */
 export function formatValue(value, unit) {
   if (unit === "bytes") return bytes(Math.round(value));
-  const rounded = Math.round(value * 100) / 100;
-  return unit && unit !== "count" ? `${rounded} ${unit}` : String(rounded);
+  // two significant digits below 1 (a short session averaged over a long bucket is small, not 0)
+  const abs = Math.abs(value);
+  const shown = abs === 0 ? 0 : abs < 1 ? Number(value.toPrecision(2)) : Math.round(value * 100) / 100;
+  return unit && unit !== "count" ? `${shown} ${unit}` : String(shown);
 }
 
 /** 1, 2 or 5 times a power of ten (or of 1024 for bytes), at or above `max / steps`. */
@@ -141,6 +143,8 @@ export function timeChart({id, title, unit = "count", series, width = 640, heigh
   figure.dataset.points = String(n);
   figure.dataset.nonzero = String(series.reduce((c, sr) => c + sr.points.filter((p) => p.v > 0).length, 0));
   figure.dataset.max = String(max);
+  // the first bucket holding the highest value (tests hover there)
+  figure.dataset.maxIndex = String(Math.max(0, series[0]?.points.findIndex((p) => p.v === max) ?? 0));
   const caption = document.createElement("figcaption");
   caption.textContent = title;
   const plot = document.createElement("div");

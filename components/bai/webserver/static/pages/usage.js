@@ -3,7 +3,7 @@
 // /resource/stats/admin/month). Each figure is the average occupied over a bucket.
 import {call, gql} from "../lib/api.js";
 import {isAdmin} from "../lib/auth.js";
-import {timeChart} from "../lib/chart.js";
+import {formatValue, timeChart} from "../lib/chart.js";
 import {clear, h, showProblem} from "../lib/dom.js";
 
 const RANGES = {
@@ -31,7 +31,7 @@ function charts(prefix, label, series) {
 function totals(series) {
   const active = series.filter((b) => b.num_sessions.value > 0).length;
   const peak = Math.max(0, ...series.map((b) => b.cpu_allocated.value));
-  return `${active} of ${series.length} buckets with sessions; peak ${Math.round(peak * 100) / 100} CPU cores`;
+  return `${active} of ${series.length} buckets with sessions; peak ${formatValue(peak, "count")} CPU cores on average over a bucket`;
 }
 
 export async function render({main, signal, user, query, navigate}) {

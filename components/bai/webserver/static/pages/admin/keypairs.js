@@ -64,10 +64,13 @@ export async function render({main, signal}) {
       h("td", {}, when(k.last_used)), h("td", {class: "actions"}, toggle, del));
   }
 
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     const email = filterEmail.value.trim() || null;
     const active = state.value === "" ? null : state.value === "true";
     const list = (await gql(LIST_Q, {email, active}, {signal})).keypair_list;
+    if (mine !== loads) return;  // a newer load answers instead
     clear(rows, list.items.length ? list.items.map(row) : emptyRow(8, "No keypairs match."));
   }
   await load();

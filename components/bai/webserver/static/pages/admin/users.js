@@ -84,9 +84,12 @@ export async function render({main, signal, user}) {
       h("td", {class: "actions"}, own ? h("span", {class: "muted small"}, "you") : [save, del]));
   }
 
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     const q = search.value.trim();
     const data = await gql(LIST_Q, {filter: q ? likeFilter("email", q) : null, offset: 0}, {signal});
+    if (mine !== loads) return;  // a newer load (another search, a change) answers instead
     const list = data.user_list;
     count.textContent = `${list.items.length} of ${list.total_count}`;
     clear(rows, list.items.length ? list.items.map(row) : emptyRow(7, "No users match."));
