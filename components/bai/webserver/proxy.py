@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from bai.appproxy import upstream_http
 from bai.common.auth import API_VERSION, AUTH_SCHEME, signature
 
 from .config import WebserverConfig
@@ -60,13 +61,26 @@ def _strip(headers: CIMultiDictProxy[str] | CIMultiDict[str], dropped: frozenset
 
 
 class ManagerLink:
-    """The connection pool towards the manager and what every relayed call shares."""
+    """The connections towards the manager and what every relayed call shares.
+
+    GETs and HEADs without a body to a plain-HTTP manager (most of what a browser sends) go over
+    keep-alive connections of the lean HTTP/1.1 client the app proxy uses (``upstream_http``:
+    aiohttp's client costs about as much per request as the manager's answer); everything else
+    (bodies, websockets, TLS) through aiohttp's client.
+    """
 
     def __init__(self, cfg: WebserverConfig, session: aiohttp.ClientSession) -> None:
         self.cfg, self.session = cfg, session
         self.base = URL(cfg.api.endpoint)
         self.host = self.base.raw_authority
         self.slots = asyncio.Semaphore(cfg.service.max_concurrent_requests)
+        self.pool: upstream_http.UpstreamPool | None = None
+        if self.base.scheme == "http" and self.base.host is not None and not self.base.raw_path.strip("/"):
+            self.pool = upstream_http.UpstreamPool(self.base.host, self.base.port or 80, cfg.api.connect_timeout)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
     def upstream_url(self, upstream_path: str) -> URL:
         return URL(f"{self.base.scheme}://{self.host}{self.base.raw_path.rstrip('/')}{upstream_path}", encoded=True)
@@ -127,7 +141,73 @@ async def relay(request: web.Request, link: ManagerLink, path: str, login: Login
     if link.slots.locked():
         raise Busy()
     async with link.slots:
+        if (link.pool is not None and request.method in ("GET", "HEAD") and not request.body_exists
+                and "Expect" not in request.headers):
+            return await _relay_lean(request, link, link.pool, path, login, client)
         return await _relay_http(request, link, path, login, client)
+
+
+async def _relay_lean(request: web.Request, link: ManagerLink, pool: upstream_http.UpstreamPool, path: str,
+                      login: Login | None, client: str) -> web.StreamResponse:
+    read_timeout = link.cfg.api.read_timeout
+    head = upstream_http.serialize_head(request.method, path, link.signed_headers(request, path, login, client),
+                                        link.host)
+    for attempt in (1, 2):
+        try:
+            conn = await pool.acquire()
+        except TimeoutError:
+            raise ManagerTimeout() from None
+        except OSError as exc:
+            raise ManagerUnreachable(f"cannot reach the manager: {exc.__class__.__name__}") from None
+        try:
+            conn.writer.write(head)
+            answer = await upstream_http.read_answer(conn, request.method, read_timeout)
+        except (upstream_http.UpstreamBroke, OSError) as exc:
+            upstream_http.close_quietly(conn)
+            if conn.reused and attempt == 1:
+                pool.drop_idle()
+                continue  # the manager had closed the kept-alive connection: once more on a fresh one
+            raise ManagerUnreachable(f"cannot reach the manager: {exc}") from None
+        except TimeoutError:
+            upstream_http.close_quietly(conn)
+            raise ManagerTimeout() from None
+        except BaseException:
+            upstream_http.close_quietly(conn)
+            raise
+        break
+    try:
+        resp = await _relay_lean_answer(request, conn, answer, read_timeout)
+    except BaseException:  # a vanished client (cancelled), a broken or slow manager: not reusable
+        upstream_http.close_quietly(conn)
+        raise
+    if answer.keep_alive:
+        pool.release(conn)
+    else:
+        upstream_http.close_quietly(conn)
+    return resp
+
+
+async def _relay_lean_answer(request: web.Request, conn: upstream_http.Connection, answer: upstream_http.Answer,
+                             read_timeout: float) -> web.StreamResponse:
+    headers = _strip(answer.headers, DROPPED_ANSWER_HEADERS)
+    try:
+        if answer.framing == "length" and answer.length <= SMALL_BODY:
+            whole = await upstream_http.read_exactly(conn, answer.length, read_timeout)
+            headers.popall("Content-Length", None)
+            return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=whole)
+        resp = web.StreamResponse(status=answer.status, reason=answer.reason)
+        resp.headers.extend(headers)
+        if answer.framing in ("chunked", "eof"):
+            resp.headers.pop("Content-Length", None)
+        await resp.prepare(request)
+        async for chunk in upstream_http.body_chunks(conn, answer, read_timeout):
+            await resp.write(chunk)  # each piece as it comes (server-sent events flow live)
+        await resp.write_eof()
+        return resp
+    except TimeoutError:
+        raise ManagerTimeout() from None
+    except upstream_http.UpstreamBroke as exc:
+        raise ManagerUnreachable(f"the manager broke its answer off: {exc}") from None
 
 
 async def _relay_http(request: web.Request, link: ManagerLink, path: str, login: Login | None,

@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from bai.common.redis import open_redis
+from bai.common.tasks import stop_tasks
 
 from .api import func, login, ui
 from .config import WebserverConfig
@@ -43,17 +44,21 @@ StartUpContext = Callable[[WebState], AbstractAsyncContextManager[None]]
 async def redis_ctx(state: WebState) -> AsyncIterator[None]:
     cfg = state.config.session
     redis = open_redis(cfg.redis.addr, cfg.redis.db, cfg.redis.password)
+    follower: asyncio.Task[None] | None = None
     try:
         try:
             async with asyncio.timeout(15):
                 await redis.ping()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StartUpError(f"cannot reach Redis at {cfg.redis.addr} (db {cfg.redis.db}): {exc!r}") from exc
-        state.store = SessionStore(redis, cfg)
+        store = state.store = SessionStore(redis, cfg)
         if cfg.flush_on_startup:
-            log.info("flush_on_startup: %d logins ended", await state.store.flush())
+            log.info("flush_on_startup: %d logins ended", await store.flush())
+        follower = asyncio.create_task(store.follow_ends(), name="ended-logins")
         yield
     finally:
+        if follower is not None:
+            await stop_tasks([follower])
         await redis.aclose()
 
 
@@ -67,8 +72,11 @@ async def manager_link_ctx(state: WebState) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                      cookie_jar=aiohttp.DummyCookieJar(),
                                      skip_auto_headers=("User-Agent", "Accept-Encoding")) as session:
-        state.link = ManagerLink(state.config, session)
-        yield
+        link = state.link = ManagerLink(state.config, session)
+        try:
+            yield
+        finally:
+            link.close()
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,11 @@ so a leaked Redis dump does not hand out cookies. The key expires after ``idle_t
 request pushes that back (one ``GETEX``); ``max_age`` since login is checked on each read. Logout
 deletes the key, which ends the login for every webserver process at once.
 
+Each process keeps the logins it read for ``CACHE_SECONDS`` (so most requests cost no Redis round
+trip), but only while it listens on the ``bai.web.session-ended`` channel: logout (and any other
+end) publishes the key there and every webserver drops it at once. A process whose subscription is
+down caches nothing and asks Redis every time.
+
 Failed logins are counted per user id and per client address (``INCR`` + ``EXPIRE`` on first
 failure) for ``login_block_time``; past the allowed count a login answers 429 before the manager
 is asked.
@@ -14,8 +19,10 @@ is asked.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -26,7 +33,14 @@ from redis.exceptions import RedisError
 from .config import SessionSection
 from .errors import SessionStoreDown
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "bai.web.session."
+ENDED_CHANNEL = "bai.web.session-ended"
+#: Seconds a process reuses a login it read (ended logins are dropped at once through the channel).
+CACHE_SECONDS = 5.0
+#: Logins a process keeps at most (the cache starts over past it).
+MAX_CACHED = 10000
 FAIL_PREFIX = "bai.web.login-fail."
 #: Bytes of a cookie value we look up at all (token_urlsafe(32) is 43 characters).
 MAX_COOKIE_LENGTH = 128
@@ -60,6 +74,31 @@ def _fail_key(kind: str, value: str) -> str:
 class SessionStore:
     def __init__(self, redis: aioredis.Redis, cfg: SessionSection) -> None:
         self.redis, self.cfg = redis, cfg
+        self._cache: dict[str, tuple[Login, float]] = {}
+        #: Set while the ended-logins subscription is live; the cache is used only then.
+        self.listening = asyncio.Event()
+
+    async def follow_ends(self) -> None:
+        """Drop ended logins from the cache as other processes (and this one) announce them;
+        runs until cancelled, subscribing again after a lost connection."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(ENDED_CHANNEL)
+                async for msg in pubsub.listen():
+                    if msg.get("type") == "subscribe":
+                        self._cache.clear()  # whatever ended while we were not listening
+                        self.listening.set()
+                    elif msg.get("type") == "message":
+                        data = msg.get("data")
+                        self._cache.pop(data.decode() if isinstance(data, bytes) else str(data), None)
+            except (RedisError, OSError) as exc:
+                log.warning("the ended-logins subscription is lost (%r); caching no login until it is back", exc)
+            finally:
+                self.listening.clear()
+                self._cache.clear()
+                await pubsub.aclose()
+            await asyncio.sleep(1.0)
 
     async def create(self, *, access_key: str, secret_key: str, user_id: str, role: str, status: str,
                      domain: str) -> tuple[str, Login]:
@@ -81,6 +120,12 @@ class SessionStore:
         if not session_id or len(session_id) > MAX_COOKIE_LENGTH:
             return None
         key = _key(session_id)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and self.listening.is_set() and now - cached[1] < CACHE_SECONDS:
+            if time.time() - cached[0].created < self.cfg.max_age:
+                return cached[0]
+            self._cache.pop(key, None)
         try:
             raw = await self.redis.getex(key, ex=max(1, int(self.cfg.idle_timeout)))
         except (RedisError, OSError) as exc:
@@ -101,13 +146,22 @@ class SessionStore:
                 await self.redis.expire(key, self._ttl(login))
             except (RedisError, OSError) as exc:
                 raise SessionStoreDown() from exc
+        if self.listening.is_set():
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            self._cache[key] = (login, now)
         return login
 
     async def delete(self, session_id: str | None) -> None:
         if not session_id or len(session_id) > MAX_COOKIE_LENGTH:
             return
+        key = _key(session_id)
+        self._cache.pop(key, None)
         try:
-            await self.redis.delete(_key(session_id))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(key)
+                pipe.publish(ENDED_CHANNEL, key)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise SessionStoreDown() from exc
 
@@ -117,6 +171,7 @@ class SessionStore:
         try:
             async for key in self.redis.scan_iter(match=KEY_PREFIX + "*", count=500):
                 count += await self.redis.delete(key)
+                await self.redis.publish(ENDED_CHANNEL, key)
         except (RedisError, OSError) as exc:
             raise SessionStoreDown() from exc
         return count

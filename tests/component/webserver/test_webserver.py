@@ -20,7 +20,7 @@ from bai.manager.api.events import EVENT_HUB
 from bai.manager.store import fixtures
 from bai.manager.store import tables as t
 from bai.webserver.server import running
-from bai.webserver.sessions import KEY_PREFIX
+from bai.webserver.sessions import CACHE_SECONDS, KEY_PREFIX
 
 from .conftest import ADMIN_PASSWORD, USER_PASSWORD, Browser, Web, poll, web_config
 
@@ -104,6 +104,30 @@ async def test_logout_ends_the_login_everywhere(web: Web, browser: Browser) -> N
             assert "AIOHTTP_SESSION=\"\"" in r.headers.get("Set-Cookie", "")
     status, got, _ = await browser.call("GET", "/server/login-check")
     assert got["authenticated"] is False
+
+
+async def test_logout_on_one_webserver_ends_the_login_on_another_at_once(web: Web, static_root: Path) -> None:
+    """Each process caches logins for CACHE_SECONDS; the ended-logins channel beats that."""
+    cfg = web_config(web.node, static_root)
+    async with running(cfg) as state:
+        other = Web(f"http://127.0.0.1:{cfg.service.port}", state, web.node)
+        assert state.store is not None
+        await poll(state.store.listening.is_set, "the second webserver to follow ended logins")
+        b = web.browser()
+        try:
+            await b.login(web.node.user_email, USER_PASSWORD)
+            cookie = {"Cookie": f"AIOHTTP_SESSION={b.cookie()}"}
+            async with aiohttp.ClientSession() as via_other:
+                async with via_other.get(other.url + "/func/auth/test", headers=cookie) as r:
+                    assert r.status == 200  # now cached there
+                assert (await b.call("POST", "/server/logout", origin=True, csrf=True))[0] == 200
+
+                async def refused() -> bool:
+                    async with via_other.get(other.url + "/func/auth/test", headers=cookie) as r:
+                        return r.status == 401
+                await poll(refused, "the other webserver to drop the login", deadline=CACHE_SECONDS / 2)
+        finally:
+            await b.close()
 
 
 async def test_failed_logins_are_throttled_per_user_and_per_address(web: Web) -> None:
