@@ -228,7 +228,8 @@ def test_expired_login_leads_to_the_login_page_and_back(page: Any, user: WebUser
 
 def test_folder_share_invitation_mkdir_rename_download_delete(browser: Any, web_endpoint: str, make_user: Any,
                                                               tmp_path: Path) -> None:
-    """One user makes a directory, uploads, renames and downloads a file, and shares the folder;
+    """One user makes a directory, uploads (one upload survives a dropped connection), renames and
+    downloads a file, and shares the folder;
     the other accepts the invitation and sees the files read-only (no write actions offered);
     the owner deletes the file."""
     from playwright.sync_api import expect
@@ -251,6 +252,24 @@ def test_folder_share_invitation_mkdir_rename_download_delete(browser: Any, web_
         a.set_input_files("#upload-input", str(src))
         a.click("#upload-start")
         expect(a.locator("#file-rows tr[data-file='notes.txt']")).to_have_count(1)
+        # the connection drops between two chunks (8 MiB each; emulated offline: the next request
+        # fails): the upload backs off, asks the proxy where it stands once back, and goes on
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"\x01" * (9 * 2**20))
+        cdp = a.context.new_cdp_session(a)
+        cdp.send("Network.enable")
+        throttle = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4 * 2**20}
+        cdp.send("Network.emulateNetworkConditions", throttle)
+        a.set_input_files("#upload-input", str(big))
+        a.click("#upload-start")
+        item = a.locator("#uploads li[data-upload='big.bin']")
+        a.wait_for_function("() => Number(document.querySelector('#uploads li[data-upload=\"big.bin\"]')?.dataset.sent || 0) > 0")
+        cdp.send("Network.emulateNetworkConditions", {**throttle, "offline": True})
+        expect(item).to_have_attribute("data-retries", re.compile(r"[1-9]"), timeout=15_000)
+        cdp.send("Network.emulateNetworkConditions", {**throttle, "offline": False, "uploadThroughput": -1})
+        expect(item).to_have_attribute("data-state", "done", timeout=30_000)
+        assert item.get_attribute("data-started-at") == "0"  # one upload throughout, resumed in place
+        expect(a.locator("#file-rows tr[data-file='big.bin']")).to_contain_text("9.0 MiB")
         a.click("#file-rows tr[data-file='notes.txt'] button[data-action='rename']")
         a.fill("#file-rows tr[data-file='notes.txt'] input[name=new_name]", "answer.txt")
         a.click("#file-rows tr[data-file='notes.txt'] button[type=submit]")

@@ -7,7 +7,7 @@
 import {ApiError, call, enc} from "./api.js";
 
 const CHUNK = 8 * 1024 * 1024;
-const RETRIES = 5;
+const RETRIES = 8; // about 45 s of a dropped connection, backing off up to 8 s
 
 function storageKey(folder, path, file) {
   return `bai.tus:${folder}:${path}:${file.size}:${file.lastModified}`;
@@ -58,10 +58,11 @@ function patch(url, blob, offset, {signal, onBytes}) {
 }
 
 /**
- * Upload `file` to `path` in folder `folder`. onProgress(sentBytes, totalBytes). Cancel with
+ * Upload `file` to `path` in folder `folder`. onProgress(sentBytes, totalBytes); onRetry(n, error)
+ * when the connection dropped and the upload is about to resume. Cancel with
  * `signal` (what was sent is kept for a resume). Throws ApiError with the problem on refusal.
  */
-export async function upload(folder, path, file, {signal, onProgress = () => {}} = {}) {
+export async function upload(folder, path, file, {signal, onProgress = () => {}, onRetry = () => {}} = {}) {
   const key = storageKey(folder, path, file);
   let ticket = JSON.parse(sessionStorage.getItem(key) || "null");
   let offset = ticket ? await offsetOf(uploadUrl(ticket), signal).catch(() => null) : null;
@@ -87,9 +88,16 @@ export async function upload(folder, path, file, {signal, onProgress = () => {}}
         throw err;
       }
       failures += 1;
-      await sleep(500 * 2 ** failures, signal);
-      const now = await offsetOf(url, signal).catch(() => null);
-      if (now === null) { sessionStorage.removeItem(key); throw err; }
+      onRetry(failures, err);
+      await sleep(Math.min(500 * 2 ** failures, 8000), signal);
+      let now;
+      try {
+        now = await offsetOf(url, signal);
+      } catch (headErr) {
+        if (headErr.name === "AbortError") throw headErr;
+        continue; // still cut off: the next PATCH (or its HEAD) tries again
+      }
+      if (now === null) { sessionStorage.removeItem(key); throw err; } // the proxy forgot it
       offset = now;
     }
   }

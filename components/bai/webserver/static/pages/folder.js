@@ -71,6 +71,9 @@ export async function render({main, params, query, signal}) {
       bar.value = sent;
       label.textContent = `${bytes(sent)} of ${bytes(total)}`;
       item.dataset.sent = String(sent);
+    }, onRetry: (n) => {
+      item.dataset.retries = String(n);
+      label.textContent = `connection lost; resuming (try ${n})…`;
     }}).then(() => {
       item.dataset.state = "done";
       label.textContent = `${bytes(file.size)} uploaded`;
