@@ -100,6 +100,8 @@ def load(path: str | Path) -> RunConfig:
         cfg.inventory = str(base / cfg.inventory)
     if cfg.from_stack and not Path(cfg.from_stack).is_absolute():
         cfg.from_stack = str(base / cfg.from_stack)
+    if cfg.log_dir and not Path(cfg.log_dir).is_absolute():
+        cfg.log_dir = str(base / cfg.log_dir)
     return cfg
 
 
