@@ -197,3 +197,75 @@ def test_admin_creates_a_user_who_cannot_administer(browser: Any, web_endpoint: 
     assert "admin privilege required" in answers["create"]["body"]["errors"][0]["message"]
     assert answers["stats"] == {"status": 403, "type": "https://api.backend.ai/probs/generic-forbidden"}, answers
     assert _users_named(admin_api, victim) == []
+
+
+@pytest.fixture
+def names(admin_api: Api) -> Iterator[dict[str, str]]:
+    """Names for a project, a keypair policy and a resource group the test makes in the UI;
+    whatever of them exists afterwards is removed."""
+    made = {"project": unique_name("w3-proj"), "policy": unique_name("w3-pol"), "rg": unique_name("w3-rg")}
+    yield made
+
+    def gql(query: str, **variables: Any) -> Any:
+        return admin_api.call("POST", "/admin/gql", {"query": query, "variables": variables})[1]
+
+    groups = gql('query { groups(domain_name: "default") { id name } }')["data"]["groups"] or []
+    for g in (g for g in groups if g["name"] == made["project"]):
+        gql("mutation($sg: String!, $g: UUID!) { disassociate_scaling_group_with_user_group(scaling_group: $sg, "
+            "user_group: $g) { ok } }", sg=made["rg"], g=g["id"])
+        gql("mutation($g: UUID!) { delete_group(gid: $g) { ok } }", g=g["id"])
+        gql("mutation($g: UUID!) { purge_group(gid: $g) { ok } }", g=g["id"])
+    gql("mutation($n: String!) { delete_scaling_group(name: $n) { ok } }", n=made["rg"])
+    gql("mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok } }", n=made["policy"])
+
+
+def test_admin_manages_projects_policies_and_resource_groups(browser: Any, web_endpoint: str, contexts: list[Any],
+                                                             admin: WebUser, make_user: Any,
+                                                             names: dict[str, str]) -> None:
+    from playwright.sync_api import expect
+
+    member: WebUser = make_user("user", prefix="w3-member")
+    page = _page(browser, web_endpoint, contexts)
+    login(page, admin, "/admin/projects")
+    page.wait_for_selector("#shell-main[data-ready='/admin/projects']")
+    page.fill("#new-project-name", names["project"])
+    page.fill("#new-project-description", "made in the browser")
+    page.click("#new-project-form-submit")
+    project = page.locator(f"#project-rows tr[data-project='{names['project']}']")
+    expect(project).to_be_visible()
+    project.locator("[data-action='members']").click()
+    project.locator("input[name='email']").fill(member.email)
+    project.locator("button[type='submit']").click()
+    expect(project.locator(f"li[data-member='{member.email}']")).to_be_visible()
+    shot(page, "admin-projects-member")
+
+    # a policy the manager refuses (a slot amount that is not a number): its reason on the page
+    page.goto("/admin/policies")
+    page.wait_for_selector("#shell-main[data-ready='/admin/policies']")
+    page.fill("#new-kp-policy-name", names["policy"])
+    page.fill("#new-kp-policy-cpu", "lots")
+    page.click("#new-kp-policy-form-submit")
+    expect(page.locator("#admin-problem .problem")).to_be_visible()
+    expect(page.locator(f"#kp-policy-rows tr[data-policy='{names['policy']}']")).to_have_count(0)
+    page.fill("#new-kp-policy-cpu", "2")
+    page.fill("#new-kp-policy-mem", "2g")
+    page.click("#new-kp-policy-form-submit")
+    policy = page.locator(f"#kp-policy-rows tr[data-policy='{names['policy']}']")
+    expect(policy).to_contain_text("cpu 2 · mem 2.0 GiB")
+    shot(page, "admin-policies-created")
+
+    # a resource group the new project may use: still allowed after a reload
+    page.goto("/admin/resource-groups")
+    page.wait_for_selector("#shell-main[data-ready='/admin/resource-groups']")
+    page.fill("#new-rg-name", names["rg"])
+    page.click("#new-rg-form-submit")
+    rg = page.locator(f"#rg-rows tr[data-rg='{names['rg']}']")
+    expect(rg).to_be_visible()
+    allow = rg.locator(f"input[data-project='{names['project']}']")
+    allow.check()
+    expect(allow).to_be_enabled()  # the association call has answered
+    page.reload()
+    page.wait_for_selector("#shell-main[data-ready='/admin/resource-groups']")
+    expect(page.locator(f"#rg-rows tr[data-rg='{names['rg']}'] input[data-project='{names['project']}']")).to_be_checked()
+    expect(page.locator("#admin-problem .problem")).to_have_count(0)
+    shot(page, "admin-resource-groups-created")

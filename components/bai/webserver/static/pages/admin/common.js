@@ -73,6 +73,15 @@ export function likeFilter(column, text) {
   return `${column} ilike ${JSON.stringify(`%${text}%`)}`;
 }
 
+const PROJECT_RGS_Q = `query($gid: String!) { scaling_groups_for_user_group(user_group: $gid) { name } }`;
+
+/** Per project id, the resource groups associated with that project itself (not its domain's). */
+export async function projectResourceGroups(projects, signal) {
+  const lists = await Promise.all(projects.map((p) => gql(PROJECT_RGS_Q, {gid: p.id}, {signal})
+    .then((d) => (d.scaling_groups_for_user_group || []).map((sg) => sg.name))));
+  return new Map(projects.map((p, i) => [p.id, lists[i]]));
+}
+
 export function emptyRow(cols, text) {
   return h("tr", {class: "empty"}, h("td", {colspan: cols}, text));
 }

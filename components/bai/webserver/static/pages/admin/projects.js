@@ -2,9 +2,9 @@
 // (add by email, remove).
 import {gql} from "../../lib/api.js";
 import {clear, confirmButton, h, once} from "../../lib/dom.js";
-import {actionButton, adminHead, emptyRow, field, mutate, submitForm} from "./common.js";
+import {actionButton, adminHead, emptyRow, field, mutate, projectResourceGroups, submitForm} from "./common.js";
 
-const LIST_Q = `query { groups { id name description is_active domain_name resource_policy scaling_groups } }`;
+const LIST_Q = `query { groups { id name description is_active domain_name resource_policy } }`;
 const MEMBERS_Q = `query($gid: UUID!) { users(group_id: $gid) { uuid email } }`;
 const CREATE_Q = `mutation($name: String!, $props: GroupInput!) { create_group(name: $name, props: $props) { ok msg group { id } } }`;
 const MODIFY_Q = `mutation($gid: UUID!, $props: ModifyGroupInput!) { modify_group(gid: $gid, props: $props) { ok msg } }`;
@@ -66,7 +66,7 @@ export async function render({main, signal}) {
     return cell;
   }
 
-  function row(g) {
+  function row(g, resourceGroups) {
     const toggle = actionButton(g.is_active ? "Deactivate" : "Activate", async () => {
       await mutate("modify_group", MODIFY_Q, {gid: g.id, props: {is_active: !g.is_active}}, {signal});
       await load();
@@ -78,12 +78,13 @@ export async function render({main, signal}) {
     return h("tr", {dataset: {project: g.name, projectId: g.id}},
       h("td", {}, g.name, g.description ? h("div", {class: "muted small"}, g.description) : null),
       h("td", {}, g.domain_name), h("td", {}, g.is_active ? "active" : "inactive"), h("td", {}, g.resource_policy || ""),
-      h("td", {}, (g.scaling_groups || []).join(", ")), members(g), h("td", {class: "actions"}, toggle, del));
+      h("td", {}, resourceGroups.join(", ")), members(g), h("td", {class: "actions"}, toggle, del));
   }
 
   async function load() {
     const groups = (await gql(LIST_Q, {}, {signal})).groups || [];
-    clear(rows, groups.length ? groups.map(row) : emptyRow(7, "No projects."));
+    const allowed = await projectResourceGroups(groups, signal);
+    clear(rows, groups.length ? groups.map((g) => row(g, allowed.get(g.id) || [])) : emptyRow(7, "No projects."));
   }
   await load();
 }

@@ -2,13 +2,13 @@
 // agents in each; which projects may use it (associate / disassociate).
 import {gql} from "../../lib/api.js";
 import {clear, confirmButton, h, once} from "../../lib/dom.js";
-import {actionButton, adminHead, emptyRow, field, mutate, submitForm} from "./common.js";
+import {actionButton, adminHead, emptyRow, field, mutate, projectResourceGroups, submitForm} from "./common.js";
 
 const SCHEDULERS = ["fifo", "lifo", "drf", "mof"];
 const LIST_Q = `query { scaling_groups { name description is_active is_public scheduler driver wsproxy_addr } }`;
 const AGENTS_Q = `query($sg: String) { agent_list(limit: 100, offset: 0, scaling_group: $sg, status: "ALIVE,LOST,TERMINATED") {
   items { id status } total_count } }`;
-const PROJECTS_Q = `query { groups { id name domain_name scaling_groups } }`;
+const PROJECTS_Q = `query { groups { id name domain_name } }`;
 const CREATE_Q = `mutation($name: String!, $props: CreateScalingGroupInput!) { create_scaling_group(name: $name, props: $props) { ok msg } }`;
 const MODIFY_Q = `mutation($name: String!, $props: ModifyScalingGroupInput!) { modify_scaling_group(name: $name, props: $props) { ok msg } }`;
 const DELETE_Q = `mutation($name: String!) { delete_scaling_group(name: $name) { ok msg } }`;
@@ -36,9 +36,9 @@ export async function render({main, signal}) {
       h("thead", {}, h("tr", {}, ["Name", "State", "Scheduler", "App proxy", "Agents", "Allowed projects", ""].map((t) => h("th", {}, t)))),
       rows));
 
-  function projectsCell(sg, projects) {
+  function projectsCell(sg, projects, allowedFor) {
     return h("td", {}, projects.map((p) => {
-      const allowed = (p.scaling_groups || []).includes(sg.name);
+      const allowed = (allowedFor.get(p.id) || []).includes(sg.name);
       const box = h("input", {type: "checkbox", checked: allowed, dataset: {project: p.name}});
       box.addEventListener("change", () => once(box, problem, async () => {
         try {
@@ -53,7 +53,7 @@ export async function render({main, signal}) {
     }));
   }
 
-  function row(sg, agents, projects) {
+  function row(sg, agents, projects, allowedFor) {
     const toggle = actionButton(sg.is_active ? "Deactivate" : "Activate", async () => {
       await mutate("modify_scaling_group", MODIFY_Q, {name: sg.name, props: {is_active: !sg.is_active}}, {signal});
       await load();
@@ -68,14 +68,16 @@ export async function render({main, signal}) {
       h("td", {}, sg.scheduler), h("td", {class: "small"}, sg.wsproxy_addr || "—"),
       h("td", {class: "small", dataset: {agents: String(agents.length)}},
         agents.length ? agents.map((a) => h("div", {}, `${a.id} (${a.status})`)) : h("span", {class: "muted"}, "none")),
-      projectsCell(sg, projects), h("td", {class: "actions"}, toggle, del));
+      projectsCell(sg, projects, allowedFor), h("td", {class: "actions"}, toggle, del));
   }
 
   async function load() {
     const [groups, projects] = await Promise.all([gql(LIST_Q, {}, {signal}), gql(PROJECTS_Q, {}, {signal})]);
     const list = groups.scaling_groups || [];
     const agents = await Promise.all(list.map((sg) => gql(AGENTS_Q, {sg: sg.name}, {signal}).then((d) => d.agent_list.items)));
-    clear(rows, list.length ? list.map((sg, i) => row(sg, agents[i], projects.groups || [])) : emptyRow(7, "No resource groups."));
+    const allowedFor = await projectResourceGroups(projects.groups || [], signal);
+    clear(rows, list.length ? list.map((sg, i) => row(sg, agents[i], projects.groups || [], allowedFor))
+      : emptyRow(7, "No resource groups."));
   }
   await load();
 }
