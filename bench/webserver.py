@@ -124,7 +124,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         admin(env, "admin", "keypair", "update", kp["access_key"], "--rate-limit", str(10**9))
         return await run(args, env, user, password, kp["access_key"], kp["secret_key"])
     finally:
-        admin(env, "admin", "user", "purge", "--yes", user)
+        # (retried: on a shared node the manager may be restarting right now)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                admin(env, "admin", "user", "purge", "--yes", user)
+                break
+            except SystemExit:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2)
 
 
 async def run(args: argparse.Namespace, env: dict[str, str], user: str, password: str, access_key: str,
