@@ -164,3 +164,70 @@ class KeyValueFile(FactBase[dict[str, str]]):
     @staticmethod
     def default() -> dict[str, str]:
         return {}
+
+
+class KernelModule(FactBase[dict[str, Any]]):
+    """``{"loaded": bool, "loadable": bool}`` for one kernel module: loaded (or built in) when
+    ``/sys/module/<name>`` exists; loadable when ``modprobe -n`` finds it for the running kernel
+    (never in a container without the host's /lib/modules)."""
+
+    def command(self, module: str) -> str:
+        n = shlex.quote(module)
+        return (f"if [ -d /sys/module/{n} ]; then echo loaded=yes; else echo loaded=no; fi; "
+                f"if command -v modprobe >/dev/null 2>&1 && modprobe -n -q {n} 2>/dev/null; "
+                "then echo loadable=yes; else echo loadable=no; fi")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.strip().partition("=")[::2] for line in output if "=" in line)
+        return {"loaded": values.get("loaded") == "yes", "loadable": values.get("loadable") == "yes"}
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"loaded": False, "loadable": False}
+
+
+class TimeSync(FactBase[dict[str, str]]):
+    """How the host keeps its clock: ``container`` (yes/no: then the host's kernel clock is
+    shared and not ours to set), ``daemon`` (chrony, ntpsec, openntpd, systemd-timesyncd or
+    none), ``synchronized`` (yes/no/unknown, from timedatectl where systemd runs)."""
+
+    def command(self) -> str:
+        return (
+            "v=$(systemd-detect-virt -c 2>/dev/null); c=no; "
+            "if [ -n \"$v\" ] && [ \"$v\" != none ]; then c=yes; fi; "
+            "if [ -f /run/.containerenv ] || [ -f /.dockerenv ]; then c=yes; fi; "
+            "echo container=$c; "
+            "d=none; for p in chrony ntpsec openntpd ntp systemd-timesyncd; do "
+            "if dpkg-query -W -f='${Status}' \"$p\" 2>/dev/null | grep -q 'ok installed'; "
+            "then d=$p; break; fi; done; echo daemon=$d; "
+            "s=$(timedatectl show -p NTPSynchronized --value 2>/dev/null); echo synchronized=${s:-unknown}"
+        )
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        values = {"container": "no", "daemon": "none", "synchronized": "unknown"}
+        for line in output:
+            key, sep, value = line.strip().partition("=")
+            if sep and key in values:
+                values[key] = value
+        return values
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {"container": "no", "daemon": "none", "synchronized": "unknown"}
+
+
+class OpenFilesLimit(FactBase[int]):
+    """The soft open-files limit of the process whose pid is in ``pid_file`` (0: no process)."""
+
+    def command(self, pid_file: str) -> str:
+        return (f'p=$(cat {shlex.quote(pid_file)} 2>/dev/null); '
+                'if [ -n "$p" ] && [ -r "/proc/$p/limits" ]; then '
+                "awk '/^Max open files/ {print $4}' \"/proc/$p/limits\"; else echo 0; fi")
+
+    def process(self, output: list[str]) -> int:
+        text = output[-1].strip() if output else "0"
+        return 2**31 if text == "unlimited" else int(text) if text.isdigit() else 0
+
+    @staticmethod
+    def default() -> int:
+        return 0

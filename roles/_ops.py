@@ -143,3 +143,14 @@ def sysctl_apply(path: str) -> Generator[str, None, None]:
     """Apply a sysctl.d file, best effort: in a container most keys are read-only, and a key
     the kernel refuses must not fail the install. Meant to run with ``_if=<file changed>``."""
     yield f"sysctl -q -e -p {shlex.quote(path)} >/dev/null 2>&1 || true"
+
+
+@operation()
+def note(detail: str = "") -> Generator[str, None, None]:
+    """Run nothing: a line in the plan and the apply output that reports what was found (its
+    ``name``), e.g. a check the role makes but must not act on. Never a change.
+
+    Example: ``note(name="Time sync: a container: the host's clock")``"""
+    host.noop(detail or "reported only")
+    return
+    yield  # (a generator, as pyinfra wants operations)

@@ -10,6 +10,7 @@ from typing import Any
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
+from . import accelerators
 from ._service import Service, ensure_service
 from .bai import code_stamp_file, toml_text, unit_text
 from .bai import precheck as _precheck
@@ -17,7 +18,19 @@ from .catalog import PortUse, Role, host_port
 from .settings import Settings
 
 
-def agent_config(settings: Settings) -> dict[str, Any]:
+def agent_config(settings: Settings, accelerator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """agent.toml; ``accelerator``: the keys roles/accelerators.py wants there (plugins)."""
+    return merge(_base_config(settings), accelerator or {})
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _base_config(settings: Settings) -> dict[str, Any]:
     return {
         "etcd": {"namespace": settings.etcd.namespace, "addr": settings.etcd.addr},
         "agent": {
@@ -66,7 +79,9 @@ def agent(settings: Settings) -> None:
     # root's alone, as the agent makes it at start (kernels get their own traversable subdirs)
     files.directory(name=f"Directory {settings.state_dir}/ipc", path=f"{settings.state_dir}/ipc",
                     mode="700")
-    conf = files.put(name="Write agent.toml", src=StringIO(toml_text(agent_config(settings))),
+    decision, facts = accelerators.host_decision(settings)
+    accel = accelerators.agent_fragment(settings, decision, facts)
+    conf = files.put(name="Write agent.toml", src=StringIO(toml_text(agent_config(settings, accel))),
                      dest=settings.agent_toml, mode="600", user="root", group="root")
     code = code_stamp_file(settings, "agent")
     # The agent reads the Redis address and password from etcd at start: a new password

@@ -99,8 +99,10 @@ def app_proxy(settings: Settings) -> None:
         commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
         noop_message=f"{program} present",
     )
+    # (ensure_home=False: pyinfra would otherwise create /nonexistent and chown it to this user,
+    # fighting every other system user whose home is /nonexistent)
     server.user(name=f"System user {USER}", user=USER, system=True, shell="/usr/sbin/nologin",
-                home="/nonexistent", create_home=False)
+                home="/nonexistent", create_home=False, ensure_home=False)
     for path in (settings.config_dir, settings.log_dir, settings.state_dir):
         files.directory(name=f"Directory {path}", path=path, mode="755")
     secrets_file(settings)

@@ -28,6 +28,7 @@ GROUPS = ("halfstack", "manager", "agents", "storage")
 
 #: Role modules under roles/, in run order.
 MODULES = (
+    "os_prep",
     "base",
     "postgresql",
     "redis",
@@ -38,7 +39,9 @@ MODULES = (
     "webserver",
     "nfs",
     "overlay",
+    "conntrack",
     "docker",
+    "accelerators",
     "kernel_image",
     "agent",
     "storage_proxy",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets as _secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
 #: The venv's commands a user types; linked into ``Settings.bin_dir``.
@@ -34,6 +34,21 @@ class Section(BaseModel):
     """Base of every settings section: frozen, unknown keys refused (a typo is an error)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OsSettings(Section):
+    """OS preparation (roles/os_prep.py, every host; conntrack.py, agents)."""
+
+    user: str = "bai"  # the service account
+    uid: int = Field(1100, ge=1, le=2**31 - 2)
+    gid: int = Field(1100, ge=1, le=2**31 - 2)
+    nofile: int = Field(512000, ge=1024)  # open files, soft and hard (root and the account)
+    nproc: int = Field(65536, ge=1024)
+    #: systemd hosts outside a container: run systemd-timesyncd unless another NTP daemon is
+    #: installed; elsewhere the clock is only reported
+    time_sync: bool = True
+    #: agents: the conntrack table and timeouts of the original's guide (needs nf_conntrack)
+    conntrack: bool = True
 
 
 class PostgresqlSettings(Section):
@@ -88,6 +103,34 @@ class AgentSettings(Section):
     container_bind_host: str = "127.0.0.1"
     reserved_mem: str = "512m"
     rpc_secret: str = ""  # generated (secrets file: rpc_secret); etcd config/agent/rpc-secret
+
+
+class DockerSettings(Section):
+    """The Docker engine of agents (roles/docker.py): what goes into /etc/docker/daemon.json (keys
+    set there by hand are kept)."""
+
+    #: containers keep running while dockerd restarts (incompatible with swarm mode: hosts that
+    #: join a swarm need it off)
+    live_restore: bool = True
+    log_max_size: str = "100m"  # json-file log of each container, per file
+    log_max_file: int = Field(3, ge=1, le=100)
+    storage_driver: str = ""  # "" = Docker's own choice (overlay2)
+
+
+class AcceleratorSettings(Section):
+    """GPUs on agents (roles/accelerators.py)."""
+
+    #: auto: use NVIDIA GPUs where found; on: require them; off: never load the CUDA plugin
+    cuda: Literal["auto", "on", "off"] = "auto"
+    #: discrete: whole GPUs (cuda.device); fractional: cuda.shares through NVIDIA MPS
+    cuda_mode: Literal["discrete", "fractional"] = "discrete"
+    cuda_unit_mem: str = ""  # fractional: device memory of one share ("" = the plugin's 2 GiB)
+    min_driver: str = "525.60.13"  # the oldest driver accepted (CUDA 12.0's minimum on Linux)
+    #: the mock accelerator instead (CPU-only test clusters): make-believe cuda devices
+    mock: bool = False
+    mock_devices: int = Field(2, ge=1, le=64)
+    mock_memory: str = "16g"
+    mock_mode: Literal["discrete", "fractional"] = "discrete"
 
 
 class KernelImageSettings(Section):
@@ -213,11 +256,14 @@ class Settings(BaseModel):
     # service readiness deadlines, seconds
     ready_timeout: int = 60
 
+    os: OsSettings = OsSettings()
     postgresql: PostgresqlSettings = PostgresqlSettings()
     redis: RedisSettings = RedisSettings()
     etcd: EtcdSettings = EtcdSettings()
     manager: ManagerSettings = ManagerSettings()
     agent: AgentSettings = AgentSettings()
+    docker: DockerSettings = DockerSettings()
+    accelerators: AcceleratorSettings = AcceleratorSettings()
     kernel_image: KernelImageSettings = KernelImageSettings()
     registry: RegistrySettings = RegistrySettings()
     storage_proxy: StorageProxySettings = StorageProxySettings()

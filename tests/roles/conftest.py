@@ -149,13 +149,16 @@ def bai_checkout_mounts() -> tuple[str, ...]:
 
 @pytest.fixture(scope="session")
 def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
-    """Both test hosts with postgresql, redis and etcd applied twice, in parallel, through the
-    engine; ``host.runs`` holds {op label: changed} of each run. A third run applies the redis
+    """Both test hosts with os_prep, postgresql, redis, etcd, conntrack and accelerators applied
+    twice, in parallel, through the engine; ``host.runs`` holds {op label: changed} of each run. A third run applies the redis
     role alone with another ``redis.maxmemory``, to see a config change restart the service.
     Then each host is put back to a node installed before the Redis password existed (no
     password anywhere, a key and a stream entry in Redis), and a fourth run must migrate it."""
     from installer.engine import Phase, run
+    from roles.accelerators import accelerators
+    from roles.conntrack import conntrack
     from roles.etcd import etcd
+    from roles.os_prep import os_prep
     from roles.postgresql import postgresql
     from roles.redis import redis
 
@@ -168,8 +171,9 @@ def halfstack_hosts(host_image: str) -> Iterator[dict[str, Node]]:
         plain: dict[str, dict[str, Any]] = {h.target: {} for h in hosts.values()}
         changed: dict[str, dict[str, Any]] = {h.target: {"redis": {"maxmemory": "128mb"}}
                                               for h in hosts.values()}
-        for targets, roles in ((plain, [postgresql, redis, etcd]),
-                               (plain, [postgresql, redis, etcd]),
+        full = [os_prep, postgresql, redis, etcd, conntrack, accelerators]
+        for targets, roles in ((plain, full),
+                               (plain, full),
                                (changed, [redis]),
                                (changed, [redis])):
             if len(hosts["systemd"].runs) == 3:

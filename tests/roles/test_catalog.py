@@ -79,11 +79,11 @@ def test_a_host_in_several_groups_gets_each_role_once_in_catalog_order(tmp_path:
     phases = [(p.name, {h: [r.name for r in roles] for h, roles in p.roles.items()})
               for p in engine.phases_for(inv)]
     assert phases == [
-        ("halfstack", {"a": ["base", "postgresql", "redis", "etcd"]}),
+        ("halfstack", {"a": ["os_prep", "base", "postgresql", "redis", "etcd"]}),
         ("manager", {"a": ["bai-manager", "app-proxy", "webserver"],
-                     "b": ["base", "bai-manager", "app-proxy", "webserver"]}),
-        ("agents", {"b": ["docker", "kernel_image", "bai-agent"],
-                    "c": ["base", "docker", "kernel_image", "bai-agent"]}),
+                     "b": ["os_prep", "base", "bai-manager", "app-proxy", "webserver"]}),
+        ("agents", {"b": ["conntrack", "docker", "accelerators", "kernel_image", "bai-agent"],
+                    "c": ["os_prep", "base", "conntrack", "docker", "accelerators", "kernel_image", "bai-agent"]}),
         ("storage", {"c": ["storage-proxy"]}),
     ]
     # every host's roles, once each, in catalog order (what status and preflight read)

@@ -101,3 +101,17 @@ def test_supervisor_programs_running(halfstack_hosts: dict[str, Any], program: s
     out = h.run(f"supervisorctl status {program}").stdout
     assert out.split()[1] == "RUNNING", out
     assert h.run(f"test -s /var/log/bai/{program.removeprefix('bai-')}.log").returncode == 0
+
+
+def test_os_prep_on_both_kinds_of_host(h: Any) -> None:
+    """The service account, the tuning files, limits; the clock reported, not set (a container)."""
+    assert h.run("getent passwd bai").stdout.strip() == "bai:x:1100:1100::/var/lib/bai:/usr/sbin/nologin"
+    assert h.run("getent group bai").stdout.startswith("bai:x:1100:")
+    r = h.run("cat /etc/sysctl.d/90-bai.conf /etc/security/limits.d/90-bai.conf")
+    assert "net.core.somaxconn = 1024" in r.stdout and "bai hard nofile 512000" in r.stdout
+    first = h.runs[0]
+    assert first["os_prep | Write sysctl tuning"] and not first["os_prep | uid 1100 / gid 1100 free for bai"]
+    notes = [label for label in first if label.startswith("os_prep | Time sync: ")]
+    assert len(notes) == 1 and ("a container" in notes[0] or "no systemd" in notes[0]), notes
+    assert "accelerators | no NVIDIA GPU found: CUDA not configured" in first
+

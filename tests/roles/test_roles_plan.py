@@ -14,8 +14,8 @@ from installer import engine
 from installer import inventory as inventory_mod
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ["base", "postgresql", "redis", "etcd", "bai-manager", "app-proxy", "webserver", "docker", "kernel_image",
-         "bai-agent", "storage-proxy"]
+ROLES = ["os_prep", "base", "postgresql", "redis", "etcd", "bai-manager", "app-proxy", "webserver", "conntrack",
+         "docker", "accelerators", "kernel_image", "bai-agent", "storage-proxy"]
 
 
 def _names(phase: engine.Phase) -> dict[str, list[str]]:
@@ -26,9 +26,9 @@ def test_local_inventory_phases() -> None:
     inv = inventory_mod.load(REPO / "inventories" / "local.py")
     phases = engine.phases_for(inv)
     assert [(p.name, _names(p)) for p in phases] == [
-        ("halfstack", {"@local": ["base", "postgresql", "redis", "etcd"]}),
+        ("halfstack", {"@local": ["os_prep", "base", "postgresql", "redis", "etcd"]}),
         ("manager", {"@local": ["bai-manager", "app-proxy", "webserver"]}),
-        ("agents", {"@local": ["docker", "kernel_image", "bai-agent"]}),
+        ("agents", {"@local": ["conntrack", "docker", "accelerators", "kernel_image", "bai-agent"]}),
         ("storage", {"@local": ["storage-proxy"]}),
     ]
 
@@ -37,10 +37,11 @@ def test_multi_node_inventory_same_groups() -> None:
     inv = inventory_mod.load(REPO / "inventories" / "multi-node.py")
     assert set(inv.groups) == set(inventory_mod.GROUPS)
     phases = {p.name: _names(p) for p in engine.phases_for(inv)}
-    assert phases["halfstack"] == {"db1": ["base", "postgresql", "redis", "etcd"]}
-    assert phases["manager"] == {"mgr1": ["base", "bai-manager", "app-proxy", "webserver"]}
-    assert phases["storage"] == {"st1": ["base", "storage-proxy"]}
-    assert phases["agents"]["gpu1"] == ["base", "docker", "kernel_image", "bai-agent"]
+    assert phases["halfstack"] == {"db1": ["os_prep", "base", "postgresql", "redis", "etcd"]}
+    assert phases["manager"] == {"mgr1": ["os_prep", "base", "bai-manager", "app-proxy", "webserver"]}
+    assert phases["storage"] == {"st1": ["os_prep", "base", "storage-proxy"]}
+    assert phases["agents"]["gpu1"] == ["os_prep", "base", "conntrack", "docker", "accelerators", "kernel_image",
+                                        "bai-agent"]
     # shared data reaches every host, a host's own data wins
     assert inv.data["gpu2"]["etcd"]["addr"] == "10.0.0.5:2379"
     assert inv.data["db1"]["postgresql"] == {"host": "10.0.0.5", "listen": "10.0.0.5",
@@ -69,7 +70,9 @@ def test_plan_names_each_roles_operations(local_plan: dict) -> None:
         assert op["label"] == f"{op['role']} | {op['name']}"
     labels = {op["label"] for op in plan}
     for expected in [
-        "base | Write sysctl tuning",
+        "os_prep | Write sysctl tuning",
+        "os_prep | Service account bai (1100)",
+        "docker | Write /etc/docker/daemon.json (log limits, live-restore)",
         "postgresql | Install PostgreSQL",
         "postgresql | Role bai (LOGIN CREATEDB, password from the secrets file)",
         "postgresql | Database backend owned by bai",

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 from installer import probe
-from roles import _facts, agent, bai, base, etcd, manager, postgresql, redis
+from roles import _facts, agent, bai, base, etcd, manager, os_prep, postgresql, redis
 from roles import settings as settings_mod
 from roles._service import Service
 
@@ -80,7 +80,7 @@ def test_own_units_for_manager_and_agent() -> None:
 
 
 def test_ephemeral_ports_do_not_overlap_container_ports() -> None:
-    text = base.sysctl_text(settings_mod.Settings())
+    text = os_prep.sysctl_text(os_prep.sysctl_values(settings_mod.Settings()))
     line = next(x for x in text.splitlines() if x.startswith("net.ipv4.ip_local_port_range"))
     lo = int(line.split("=")[1].split()[0])
     assert lo > 31000

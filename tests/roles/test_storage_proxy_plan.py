@@ -40,7 +40,7 @@ def test_the_role_runs_in_the_storage_phase_last() -> None:
     assert [name for name, _ in local] == ["halfstack", "manager", "agents", "storage"]
     assert dict(local)["storage"] == {"@local": ["storage-proxy"]}  # base already applied there
     multi = {p.name: _names(p) for p in engine.phases_for(inventory_mod.load(REPO / "inventories" / "multi-node.py"))}
-    assert multi["storage"] == {"st1": ["base", "storage-proxy"]}
+    assert multi["storage"] == {"st1": ["os_prep", "base", "storage-proxy"]}
     inv = inventory_mod.load(REPO / "inventories" / "multi-node.py")
     # the volume path is shared data: the same directory on the proxy's host and the agents'
     st1, gpu1 = (settings_mod.build(inv.data[h], {}).storage_proxy for h in ("st1", "gpu1"))

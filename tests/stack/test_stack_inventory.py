@@ -49,10 +49,10 @@ def test_every_shape_loads_as_an_inventory(stack_of: StackOf, tmp_path: Path, sh
     phases = _roles(inv)
     assert list(phases) == ["halfstack", "manager", "agents", "storage"]
     first = doc["halfstack"][0][0]
-    assert phases["halfstack"] == {first: ["base", "postgresql", "redis", "etcd"]}
+    assert phases["halfstack"] == {first: ["os_prep", "base", "postgresql", "redis", "etcd"]}
     assert "bai-manager" in phases["manager"][first]
     for name, _ in doc["agents"]:
-        assert phases["agents"][name][-3:] == ["docker", "kernel_image", "bai-agent"]
+        assert phases["agents"][name][-5:] == ["conntrack", "docker", "accelerators", "kernel_image", "bai-agent"]
     assert phases["storage"] == {first: ["storage-proxy"]}
     # each host's settings, as the roles will see them
     lb_url = built.outputs["storage_endpoint"]
