@@ -133,14 +133,14 @@ class _BoundedBody:
 
 async def relay(request: web.Request, link: ManagerLink, path: str, login: Login | None,
                 client: str) -> web.StreamResponse:
-    if request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET":
-        return await relay_websocket(request, link, path, login, client)
     limit = link.cfg.service.max_body_size
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the request body exceeds {limit} bytes")
-    if link.slots.locked():
+    if link.slots.locked():  # calls, streams and websockets in flight, together
         raise Busy()
     async with link.slots:
+        if request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET":
+            return await relay_websocket(request, link, path, login, client)
         if (link.pool is not None and request.method in ("GET", "HEAD") and not request.body_exists
                 and "Expect" not in request.headers):
             return await _relay_lean(request, link, link.pool, path, login, client)

@@ -96,10 +96,15 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     response.headers.popall("Server", None)
 
 
+def _quoted(path: str) -> str:
+    # one token per field, whatever the path holds (spaces, quotes, control characters)
+    return path if path.isprintable() and " " not in path and '"' not in path else repr(path)
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: method, path (never the query: it may carry tokens), status, time,
-    user. A request whose client vanished is logged as 499."""
+    """One ``key=value`` line per request: method, path (never the query: it may carry tokens),
+    status, milliseconds, user, peer. A request whose client vanished is logged as 499."""
     started = time.monotonic()
     status = 499
     try:
@@ -107,8 +112,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         status = resp.status
         return resp
     finally:
-        access_log.info("%s %s %d %.1fms user=%s", request.method, request.path, status,
-                        (time.monotonic() - started) * 1000, request.get(USER, "-"))
+        access_log.info("method=%s path=%s status=%d ms=%.1f user=%s peer=%s", request.method,
+                        _quoted(request.path), status, (time.monotonic() - started) * 1000, request.get(USER, "-"),
+                        request.remote)
 
 
 def build_app(state: WebState) -> web.Application:
