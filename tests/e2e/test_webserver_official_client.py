@@ -60,8 +60,12 @@ def test_official_client_session_mode(official_client: Path, session_env: dict[s
     assert "Login succeeded" in _said(_cli(official_client, env, "login", stdin=f"{user}\n{password}\n"))
     cookie = _cookie_file(env)
     assert json.loads(_ok(_cli(official_client, env, "--output", "json", "ps")))["items"] is not None
-    out = _ok(_cli(official_client, env, "run", "--rm", "-c", "print(6*7)", "python"))
-    assert "42" in out.splitlines()
+    name = unique_name("webrun")
+    try:
+        out = _ok(_cli(official_client, env, "run", "--rm", "-t", name, "-c", "print(6*7)", "python"))
+        assert "42" in out.splitlines()
+    finally:  # whatever happened (a timeout, a full node), the session does not outlive the test
+        _cli(official_client, env, "session", "destroy", "-f", name)
     listing = json.loads(_ok(_cli(official_client, env, "--output", "json", "vfolder", "list")))
     assert "items" in listing
     kept = cookie.with_suffix(".kept")
