@@ -27,8 +27,8 @@ def _keypair_api(admin_api: Api, email: str) -> Api:
 
 
 @pytest.fixture(scope="module")
-def runner(make_user: Any, admin_api: Api) -> WebUser:
-    """A user who ran (and ended) one session just now."""
+def run(make_user: Any, admin_api: Api) -> tuple[WebUser, str]:
+    """A user who ran (and ended) one session just now, and the session's name."""
     user: WebUser = make_user("user", prefix="usage")
     api = _keypair_api(admin_api, user.email)
     name = unique_name("usage")
@@ -51,7 +51,12 @@ def runner(make_user: Any, admin_api: Api) -> WebUser:
         return any(b["num_sessions"]["value"] > 0 for b in series)
 
     wait_until(ended, "the session to show in the user's usage", 60)
-    return user
+    return user, name
+
+
+@pytest.fixture(scope="module")
+def runner(run: tuple[WebUser, str]) -> WebUser:
+    return run[0]
 
 
 @pytest.fixture
@@ -63,7 +68,7 @@ def page(browser: Any, web_endpoint: str) -> Iterator[Any]:
         p.context.close()
 
 
-def test_user_sees_charts_of_their_use(page: Any, runner: WebUser) -> None:
+def test_user_sees_charts_of_their_use(page: Any, runner: WebUser, run: tuple[WebUser, str]) -> None:
     from playwright.sync_api import expect
 
     login(page, runner)
@@ -89,6 +94,9 @@ def test_user_sees_charts_of_their_use(page: Any, runner: WebUser) -> None:
     assert value and float(value.group(1)) > 0, tip.inner_text()
     # a plain user has no project section and gets no one else's figures
     assert page.locator("#usage-scope").count() == 0
+    # the period's report lists the session (theirs only)
+    expect(page.locator("#usage-report tbody tr")).to_have_count(1)
+    expect(page.locator("#usage-report tbody tr")).to_contain_text(run[1])
     shot(page, "usage-user")
 
     page.select_option("#usage-range", "30d")

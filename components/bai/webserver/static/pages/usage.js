@@ -5,6 +5,7 @@ import {call, gql} from "../lib/api.js";
 import {isAdmin} from "../lib/auth.js";
 import {formatValue, timeChart} from "../lib/chart.js";
 import {clear, h, showProblem} from "../lib/dom.js";
+import {bytes, when} from "../lib/format.js";
 
 const RANGES = {
   "24h": {label: "Last 24 hours (15-minute buckets)", interval: "15m", days: 1},
@@ -34,6 +35,30 @@ function totals(series) {
   return `${active} of ${series.length} buckets with sessions; peak ${formatValue(peak, "count")} CPU cores on average over a bucket`;
 }
 
+const MAX_ROWS = 50;
+
+function ymd(date) {
+  return date.toISOString().slice(0, 10).replaceAll("-", "");
+}
+
+/** The kernels that ran in the period, per project (GET /resource/usage/period; the manager scopes it). */
+async function report(days, signal) {
+  const end = new Date();
+  const start = new Date(end.getTime() - (days - 1) * 86400_000);
+  const groups = await call("GET", "/resource/usage/period", {query: {start_date: ymd(start), end_date: ymd(end)}, signal});
+  const kernels = groups.flatMap((g) => g.c_infos.map((c) => ({...c, project: g.g_name})))
+    .sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+  const rows = kernels.slice(0, MAX_ROWS).map((c) => h("tr", {dataset: {kernel: c.id}},
+    h("td", {}, c.name || ""), h("td", {}, c.project), h("td", {}, c.email || ""), h("td", {class: "small"}, c.image_name || ""),
+    h("td", {}, when(c.created_at)), h("td", {}, c.terminated_at === "None" ? c.status : when(c.terminated_at)),
+    h("td", {}, formatValue(c.cpu_allocated, "count")), h("td", {}, bytes(c.mem_allocated)),
+    h("td", {}, c.gpu_allocated ? formatValue(c.gpu_allocated, "count") : "")));
+  const note = kernels.length > MAX_ROWS ? h("p", {class: "muted small"}, `The newest ${MAX_ROWS} of ${kernels.length}.`) : null;
+  return [note, h("table", {class: "table", id: "usage-report"},
+    h("thead", {}, h("tr", {}, ["Session", "Project", "Owner", "Image", "Started", "Ended", "CPU", "Memory", "GPU"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {class: "empty"}, h("td", {colspan: 9}, "No sessions in this period."))))];
+}
+
 export async function render({main, signal, user, query, navigate}) {
   const rangeKey = RANGES[query.get("range")] ? query.get("range") : "24h";
   const range = RANGES[rangeKey];
@@ -55,7 +80,20 @@ export async function render({main, signal, user, query, navigate}) {
     clear(mine);
     showProblem(problem, err);
   }
-  if (!isAdmin(user)) return;
+  const sessions = h("section", {id: "usage-sessions"});
+  async function showReport() {
+    main.append(sessions);
+    try {
+      clear(sessions, h("h2", {}, isAdmin(user) ? "Sessions in this period (your scope)" : "Your sessions in this period"),
+        await report(range.days, signal));
+    } catch (err) {
+      if (err?.name !== "AbortError") showProblem(problem, err);
+    }
+  }
+  if (!isAdmin(user)) {
+    await showReport();
+    return;
+  }
 
   // Admins: a project of their scope, or everyone in it.
   const scoped = h("section", {id: "usage-scope"});
@@ -87,4 +125,5 @@ export async function render({main, signal, user, query, navigate}) {
   }
   picker.addEventListener("change", load);
   await load();
+  await showReport();
 }
