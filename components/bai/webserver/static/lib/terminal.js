@@ -29,7 +29,7 @@ function fromBase64(data) {
  * Open a terminal of session `ref` in `container`. onState("connecting" | "open" | "closed", why)
  * tracks the connection. Answers {close()}.
  */
-export async function openTerminal(container, ref, {signal, onState = () => {}}) {
+export async function openTerminal(container, ref, {signal, query, onState = () => {}}) {
   ensureCss();
   onState("connecting");
   const {Terminal} = await import("/vendor/xterm/bundle.js");
@@ -38,7 +38,8 @@ export async function openTerminal(container, ref, {signal, onState = () => {}})
   const term = new Terminal({cursorBlink: true, screenReaderMode: true, fontSize: 14, scrollback: 5000});
   term.open(container);
   term.fit();
-  const ws = pipe(`/stream/session/${enc(ref)}/pty`);
+  const qs = query ? "?" + new URLSearchParams(query) : "";
+  const ws = pipe(`/stream/session/${enc(ref)}/pty${qs}`);
   const encoder = new TextEncoder();
   const decoder = new TextDecoder("utf-8"); // streaming: a character may straddle two frames
   const send = (frame) => { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame)); };

@@ -15,7 +15,7 @@ function randomToken() {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const INFO = `query($id: UUID!) { compute_session(id: $id) {
-  session_id name image status status_info created_at terminated_at occupied_slots requested_slots mounts service_ports } }`;
+  session_id name image status status_info created_at terminated_at occupied_slots requested_slots mounts service_ports access_key } }`;
 
 function parseJson(value, fallback) {
   if (typeof value !== "string") return value ?? fallback;
@@ -31,7 +31,7 @@ async function fetchInfo(ref, signal) {
     return {id: s.session_id, name: s.name, image: s.image, status: s.status, statusInfo: s.status_info,
             creationTime: s.created_at, terminationTime: s.terminated_at, mounts: s.mounts,
             occupiedSlots: parseJson(s.occupied_slots, {}), requestedSlots: parseJson(s.requested_slots, {}),
-            servicePorts: parseJson(s.service_ports, [])};
+            servicePorts: parseJson(s.service_ports, []), accessKey: s.access_key};
   }
   const got = await call("GET", `/session/${enc(ref)}`, {signal});
   return {...got, id: ref, name: ref};
@@ -51,7 +51,7 @@ async function openApp(sessionId, app, tab) {
   tab.location.href = `${answer.wsproxy_addr}/v2/proxy/auth?${query}`;
 }
 
-export async function render({main, params, signal, navigate}) {
+export async function render({main, params, signal, navigate, user}) {
   const ref = params.ref;
   const problem = h("div", {class: "problem-slot", id: "session-problem"});
   const title = h("h1", {id: "session-title"}, ref);
@@ -64,7 +64,7 @@ export async function render({main, params, signal, navigate}) {
   const logs = h("pre", {class: "logs", id: "session-logs", hidden: true});
   const showLogs = h("button", {type: "button", class: "secondary", id: "show-logs"}, "Show logs");
   const destroy = confirmButton("Destroy", "Really destroy?", (btn) => once(btn, problem, async () => {
-    await call("DELETE", `/session/${enc(info?.id || ref)}`, {signal});
+    await call("DELETE", `/session/${enc(info?.id || ref)}`, {query: owner(), signal});
     await navigate("/sessions");
   }), {id: "destroy-session"});
 
@@ -78,6 +78,8 @@ export async function render({main, params, signal, navigate}) {
 
   let info = null;
   let terminal = null;
+  // An admin looking at someone else's session names its owner on the calls that take it.
+  const owner = () => (info?.accessKey && user && info.accessKey !== user.accessKey ? {owner_access_key: info.accessKey} : undefined);
 
   const paint = () => {
     title.textContent = info.name;
@@ -125,7 +127,7 @@ export async function render({main, params, signal, navigate}) {
     await once(openTerm, problem, async () => {
       if (terminal) return;
       clear(termBox);
-      terminal = await openTerminal(termBox, info.id, {signal, onState: (state, why) => {
+      terminal = await openTerminal(termBox, info.id, {signal, query: owner(), onState: (state, why) => {
         termState.dataset.state = state;
         termState.textContent = state === "closed" ? `closed: ${why}` : state;
         if (state === "closed") { terminal = null; openTerm.disabled = info?.status !== "RUNNING"; openTerm.textContent = "Reopen terminal"; }
@@ -136,7 +138,7 @@ export async function render({main, params, signal, navigate}) {
   openTerm.addEventListener("click", startTerminal);
 
   showLogs.addEventListener("click", () => once(showLogs, problem, async () => {
-    const answer = await call("GET", `/session/${enc(info?.id || ref)}/logs`, {signal});
+    const answer = await call("GET", `/session/${enc(info?.id || ref)}/logs`, {query: owner(), signal});
     logs.textContent = answer?.result?.logs || "(no log lines yet)";
     logs.hidden = false;
     showLogs.textContent = "Refresh logs";
