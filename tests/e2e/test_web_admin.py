@@ -269,3 +269,23 @@ def test_admin_manages_projects_policies_and_resource_groups(browser: Any, web_e
     expect(page.locator(f"#rg-rows tr[data-rg='{names['rg']}'] input[data-project='{names['project']}']")).to_be_checked()
     expect(page.locator("#admin-problem .problem")).to_have_count(0)
     shot(page, "admin-resource-groups-created")
+
+
+def test_domain_admin_pages(browser: Any, web_endpoint: str, contexts: list[Any], make_user: Any) -> None:
+    """A domain admin manages their domain's users and projects; resource groups and agents are
+    the superadmin's, and the page says the manager refused them."""
+    from playwright.sync_api import expect
+
+    domain_admin: WebUser = make_user("admin", prefix="w3-domadmin")
+    page = _page(browser, web_endpoint, contexts)
+    login(page, domain_admin, "/admin/users")
+    page.wait_for_selector("#shell-main[data-ready='/admin/users']")
+    # they may grant user and admin only
+    assert page.locator("#new-user-role option").all_inner_texts() == ["user", "admin"]
+    expect(page.locator(f"#user-rows tr[data-email='{domain_admin.email}']")).to_be_visible()
+    page.goto("/admin/projects")
+    page.wait_for_selector("#shell-main[data-ready='/admin/projects']")
+    expect(page.locator("#project-rows tr[data-project='default']")).to_be_visible()
+    page.goto("/admin/resource-groups")
+    expect(page.locator("#shell-main .problem-detail")).to_contain_text("superadmin privilege required")
+    shot(page, "admin-domain-admin-refused-resource-groups")

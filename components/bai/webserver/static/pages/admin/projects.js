@@ -84,7 +84,7 @@ export async function render({main, signal}) {
   async function load() {
     const groups = (await gql(LIST_Q, {}, {signal})).groups || [];
     const allowed = await projectResourceGroups(groups, signal);
-    clear(rows, groups.length ? groups.map((g) => row(g, allowed.get(g.id) || [])) : emptyRow(7, "No projects."));
+    clear(rows, groups.length ? groups.map((g) => row(g, allowed.get(g.id) || ["—"])) : emptyRow(7, "No projects."));
   }
   await load();
 }
