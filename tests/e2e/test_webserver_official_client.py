@@ -12,6 +12,7 @@ import base64
 import json
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,23 @@ def _said(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
 
 
+def _destroy(exe: Path, env: dict[str, str], name: str, deadline: float = 90.0) -> None:
+    """Until no live session has this name (a destroy that came while it was still being created
+    may not have ended it)."""
+    end = time.monotonic() + deadline
+    while True:
+        _cli(exe, env, "session", "destroy", "-f", name, timeout=60)
+        listing = _cli(exe, env, "--output", "json", "ps", timeout=60)
+        try:
+            names = {s.get("name") for s in json.loads(listing.stdout)["items"]}
+        except (ValueError, KeyError):
+            names = {name}
+        if name not in names:
+            return
+        assert time.monotonic() < end, f"session {name} would not go away"
+        time.sleep(1.0)
+
+
 def _cookie_file(env: dict[str, str]) -> Path:
     found = list(Path(env["HOME"]).rglob("cookie.dat"))
     assert len(found) == 1, found
@@ -62,10 +80,10 @@ def test_official_client_session_mode(official_client: Path, session_env: dict[s
     assert json.loads(_ok(_cli(official_client, env, "--output", "json", "ps")))["items"] is not None
     name = unique_name("webrun")
     try:
-        out = _ok(_cli(official_client, env, "run", "--rm", "-t", name, "-c", "print(6*7)", "python"))
-        assert "42" in out.splitlines()
+        proc = _cli(official_client, env, "run", "--rm", "-t", name, "-c", "print(6*7)", "python")
+        assert "42" in _ok(proc).splitlines(), proc.stdout + proc.stderr
     finally:  # whatever happened (a timeout, a full node), the session does not outlive the test
-        _cli(official_client, env, "session", "destroy", "-f", name)
+        _destroy(official_client, env, name)
     listing = json.loads(_ok(_cli(official_client, env, "--output", "json", "vfolder", "list")))
     assert "items" in listing
     kept = cookie.with_suffix(".kept")
@@ -128,7 +146,7 @@ def test_terminal_through_pipe_and_cross_site_write_refused(official_client: Pat
         listing = json.loads(_ok(_cli(official_client, env, "--output", "json", "ps")))
         assert not [s for s in listing["items"] if s.get("name") == name + "-x"]
     finally:
-        _cli(official_client, env, "session", "destroy", name)
+        _destroy(official_client, env, name)
 
 
 def test_web_address_serves_the_ui_with_security_headers(session_env: dict[str, str]) -> None:
