@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Api, unique_name
+from .conftest import Api, unique_name, wait_until
 from .webui import WebUser, admin_api, browser, login, make_user, open_page, shot, web_endpoint
 
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
@@ -257,7 +257,7 @@ def test_folder_share_invitation_mkdir_rename_download_delete(browser: Any, web_
         big.write_bytes(b"\x01" * (9 * 2**20))
         cdp = a.context.new_cdp_session(a)
         cdp.send("Network.enable")
-        throttle = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 4 * 2**20}
+        throttle = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 8 * 2**20}
         cdp.send("Network.emulateNetworkConditions", throttle)
         a.set_input_files("#upload-input", str(big))
         a.click("#upload-start")
@@ -307,3 +307,38 @@ def test_folder_share_invitation_mkdir_rename_download_delete(browser: Any, web_
     finally:
         a.context.close()
         b.context.close()
+
+
+def test_admin_sees_and_ends_another_users_session(browser: Any, web_endpoint: str, make_user: Any,
+                                                   user: WebUser, admin_api: Api) -> None:
+    """A superadmin's list names the owner of a user's session; its page opens the terminal and
+    the logs on the owner's behalf, and destroys it."""
+    from playwright.sync_api import expect
+
+    boss = make_user("superadmin")
+    status, body = admin_api.call("POST", "/admin/gql", {
+        "query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }", "variables": {"e": user.email}})
+    assert status == 200 and body["data"]["keypairs"], body
+    pair = body["data"]["keypairs"][0]
+    as_user = Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": pair["access_key"],
+                   "BACKEND_SECRET_KEY": pair["secret_key"]})
+    name = unique_name("owned")
+    status, created = as_user.call("POST", "/session", {"name": name, "image": "python"})
+    assert status == 201 and created["status"] == "RUNNING", created
+    page = open_page(browser, web_endpoint)
+    try:
+        login(page, boss, next_path="/sessions")
+        row = page.locator(f"#session-rows tr[data-session-name='{name}']")
+        expect(row).to_contain_text(user.email)
+        row.locator("a.session-link").click()
+        expect(page.locator("#session-status")).to_have_attribute("data-status", "RUNNING")
+        page.click("#open-terminal")
+        expect(page.locator(TERMINAL_ROWS)).to_contain_text("work@", timeout=30_000)  # the owner's kernel user
+        page.click("#show-logs")
+        expect(page.locator("#session-logs")).to_be_visible()
+        page.click("#destroy-session")
+        page.click("#destroy-session")
+        page.wait_for_selector("#shell-main[data-ready='/sessions']")
+        wait_until(lambda: name not in [s["name"] for s in _sessions_of(admin_api, user.email)], "the session to end")
+    finally:
+        page.context.close()
