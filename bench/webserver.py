@@ -9,12 +9,13 @@ the end; the admin keypair's own rate limit is never spent):
       the client's own cost is the same in both);
   (2) through the webserver: ``GET /func/auth/test`` with the login cookie (the webserver looks the
       login up in Redis, signs with the login's keypair and relays to the manager).
-Each runs twice, interleaved (direct, webserver, direct, webserver); the better run of each counts.
+Each runs ``--rounds`` times, interleaved (direct, webserver, direct, ...); the best run of each counts
+(on a shared machine the other load comes and goes).
 Prints requests/s and p50/p99 of both and webserver/direct (target >= 70 %), and the time from
 ``POST /server/login`` to the first ``/func/`` answer (median of ``--logins``; a login costs the
 manager one PBKDF2 password hash).
 
-Usage: /opt/bai/venv/bin/python bench/webserver.py [--seconds 8] [--conns 16] [--logins 5] [--json]
+Usage: /opt/bai/venv/bin/python bench/webserver.py [--seconds 8] [--conns 16] [--rounds 3] [--logins 5] [--json]
   [--web URL]   (default: BAI_WEB_ENDPOINT from /etc/backend.ai/client.env; root only)
 """
 
@@ -150,7 +151,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], user: str, password
     login_ms = await login_to_first_answer(web, user, password, args.logins)
 
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "webserver": []}
-    for _ in range(2):
+    for _ in range(args.rounds):
         runs["direct"].append(await load(manager + PATH, direct_headers, args.seconds, args.conns, None))
         runs["webserver"].append(await load(web + "/func" + PATH, {}, args.seconds, args.conns, jar))
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
@@ -161,7 +162,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], user: str, password
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"GET {PATH}, {args.conns} keep-alive connections, {args.seconds:.0f} s per run, best of 2 interleaved")
+        print(f"GET {PATH}, {args.conns} keep-alive connections, {args.seconds:.0f} s per run, best of {args.rounds} interleaved")
         for name in ("direct", "webserver"):
             r = best[name]
             print(f"{name:9s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
@@ -177,6 +178,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--conns", type=int, default=16)
     parser.add_argument("--logins", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--web")
     parser.add_argument("--json", action="store_true")
     asyncio.run(main(parser.parse_args()))
