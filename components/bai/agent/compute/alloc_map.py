@@ -41,6 +41,10 @@ def is_whole(value: Decimal) -> bool:
 
 
 class _BaseAllocMap(AllocMap):
+    #: True where one kernel's amount of a slot must lie on one device (cuda.shares through MPS):
+    #: the agent then reports each device's free amount so that the manager places by it.
+    single_device: bool = False
+
     def __init__(self, devices: Mapping[SlotName, Mapping[DeviceId, Decimal]],
                  strategy: Strategy = "fill") -> None:
         if strategy not in STRATEGIES:
@@ -278,6 +282,18 @@ class CompositeAllocMap(AllocMap):
 
     def used(self) -> dict[SlotName, Decimal]:
         return {slot: amount for amap in self.maps for slot, amount in amap.used().items()}
+
+
+def single_device_free(amap: AllocMap) -> dict[SlotName, dict[DeviceId, Decimal]]:
+    """Per slot that one kernel must take from one device, each device's free amount now (the
+    heartbeat's ``compute_plugins.<key>.placement``); empty for maps without such slots."""
+    maps = amap.maps if isinstance(amap, CompositeAllocMap) else [amap]
+    out: dict[SlotName, dict[DeviceId, Decimal]] = {}
+    for part in maps:
+        if isinstance(part, _BaseAllocMap) and part.single_device:
+            for slot in part.device_capacity:
+                out[slot] = part.free_per_device(slot)
+    return out
 
 
 def merge_allocations(allocations: Iterable[DeviceAllocation]) -> DeviceAllocation:

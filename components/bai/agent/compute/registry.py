@@ -26,6 +26,7 @@ from typing import Any
 
 from bai.common.types import ResourceSlots
 
+from .alloc_map import single_device_free
 from .base import AllocationError, AllocMap, ComputePlugin, DeviceAllocation, Measurement, SlotName
 
 log = logging.getLogger(__name__)
@@ -345,4 +346,9 @@ class ComputeRegistry:
                 log.warning("compute plugin %s: extra_info failed: %s", key, exc)
                 extra = {}
             infos[key] = {"version": version, **extra}
+            if (alloc_map := self.alloc_maps.get(key)) is not None and (free := single_device_free(alloc_map)):
+                # slots one kernel takes from one device: each device's free amount, so that the
+                # manager holds back what fits the agent's total but no single device
+                infos[key]["placement"] = {slot: {dev: _plain(amount) for dev, amount in per_device.items()}
+                                           for slot, per_device in free.items()}
         return infos

@@ -38,7 +38,7 @@ from bai.manager.store.db import try_advisory_xact_lock
 
 from .context import ManagerContext
 from .images import registry_for_agent
-from .scheduling import dependencies, predicates, queues, selectors
+from .scheduling import dependencies, devices, predicates, queues, selectors
 from .scheduling.model import (
     AgentCapacity,
     Ledger,
@@ -62,6 +62,9 @@ FIFO_RETRIES_KEY = "config/plugins/scheduler/fifo/num_retries_to_skip"
 ETCD_CONFIG_TTL = 10.0
 #: etcd: the most kernels (containers) one agent may hold; unset or 0: no cap.
 MAX_CONTAINERS_KEY = "config/agent/max-container-count"
+#: Kernels RUNNING since this long before an agent's last heartbeat count as possibly not in its
+#: per-device report (scheduling/devices.py): events and heartbeats may cross on the way.
+UNCONFIRMED_MARGIN = timedelta(seconds=5)
 #: etcd: round-robin positions, one key per resource group and architecture (as the original).
 ROUNDROBIN_PREFIX = "roundrobin_states"
 
@@ -224,11 +227,13 @@ class Scheduler:
         agent_rows = await agent_store.schedulable_in_groups(conn, list(policies), lock=True)
         occupied, containers = await agent_store.occupancy_by_agent(conn, [a.id for a in agent_rows])
         max_containers = await self._max_container_count()
+        reporting = [r.id for r in agent_rows if devices.parse_placement(r.compute_plugins)]
+        unconfirmed = await agent_store.unconfirmed_by_agent(conn, reporting, UNCONFIRMED_MARGIN) if reporting else {}
         agents: dict[tuple[str, str], list[AgentCapacity]] = defaultdict(list)
         for row in agent_rows:
             agents[(row.scaling_group, row.architecture)].append(AgentCapacity(
                 row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id], containers[row.id],
-                max_containers))
+                max_containers, devices.one_device_slots(row.compute_plugins, unconfirmed.get(row.id, []))))
 
         self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
                                default=None)
@@ -285,8 +290,14 @@ class Scheduler:
                 candidates = agents.get((group, sess.architecture), [])
                 chosen = await self._place(policy, sess, candidates, rr_states, rr_changed)
                 if chosen is None:
+                    per_kernel, kernels = ((sess.per_kernel(), 1) if sess.is_multi_node
+                                           else (sess.requested, max(sess.cluster_size, 1)))
+                    per_device = devices.shortfall_message(
+                        {a.id: a.one_device for a in candidates if a.fits_total(per_kernel, kernels)},
+                        per_kernel, kernels)
                     sched.update(retries=sess.retries + 1, msg=(
                         "No agents found to be compatible with the image architecture" if not candidates else
+                        per_device or
                         "Could not find a contiguous resource region in any agent big enough to host the "
                         f"session (id: {sess.id}, resource group: {group})"))
                     notes.append((sess.id, "no-available-instances", {**sess.status_data, "scheduler": sched}))

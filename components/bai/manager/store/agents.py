@@ -231,7 +231,7 @@ async def scheduler_settings(conn: AsyncConnection, scaling_groups: Sequence[str
 async def schedulable_in_groups(conn: AsyncConnection, scaling_groups: Sequence[str],
                                 lock: bool = False) -> list[Any]:
     """ALIVE, schedulable agents of the given groups (any architecture), by id."""
-    q = sa.select(_a.id, _a.addr, _a.scaling_group, _a.architecture, _a.available_slots).where(
+    q = sa.select(_a.id, _a.addr, _a.scaling_group, _a.architecture, _a.available_slots, _a.compute_plugins).where(
         _a.status == "ALIVE", _a.schedulable.is_(True), _a.scaling_group.in_(list(scaling_groups)),
     ).order_by(_a.id)
     if lock:
@@ -258,6 +258,23 @@ async def occupancy_by_agent(conn: AsyncConnection, agent_ids: Sequence[str]
         for k, v in slots_from_json(slots).items():
             total[k] = total.get(k, Decimal(0)) + v
     return out, counts
+
+
+async def unconfirmed_by_agent(conn: AsyncConnection, agent_ids: Sequence[str], margin: timedelta
+                               ) -> dict[str, list[ResourceSlots]]:
+    """What each agent's last heartbeat may not show yet (scheduling/devices.py): the slots of
+    each of its resource-holding kernels that is not RUNNING, or RUNNING only since ``margin``
+    before that heartbeat was recorded, in one query."""
+    out: dict[str, list[ResourceSlots]] = {a: [] for a in agent_ids}
+    k = t.kernels.c
+    rows = await conn.execute(
+        sa.select(k.agent, k.requested_slots).select_from(t.kernels.join(t.agents, _a.id == k.agent)).where(
+            k.agent.in_(list(agent_ids)), k.status.in_(OCCUPYING_KERNEL_STATUSES),
+            sa.or_(k.status != "RUNNING", k.status_changed.is_(None), _a.last_seen.is_(None),
+                   k.status_changed >= _a.last_seen - margin)))
+    for agent, slots in rows:
+        out[agent].append(slots_from_json(slots))
+    return out
 
 
 async def set_occupied_slots_many(conn: AsyncConnection, occupied: dict[str, ResourceSlots]) -> None:

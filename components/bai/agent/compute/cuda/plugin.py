@@ -304,7 +304,10 @@ class CUDAPlugin(ComputePlugin):
 class OneGPUShares(FractionAllocMap):
     """``cuda.shares`` whose every allocation lies on one GPU: an MPS client talks to one MPS
     server (one GPU's daemon). The fraction map already prefers one GPU that fits; where only a
-    split would fit, the kernel is refused as not fitting now."""
+    split would fit, the kernel is refused as not fitting now; the manager avoids that by
+    placing with the per-GPU free shares the heartbeat reports (``single_device``)."""
+
+    single_device = True
 
     def allocate(self, requested: Mapping[SlotName, Decimal]) -> DeviceAllocation:
         taken = super().allocate(requested)

@@ -12,6 +12,7 @@ from typing import Any
 from bai.common.types import ResourceSlots
 
 from .dependencies import Dependency
+from .devices import OneDeviceFree, fits_devices
 
 INFINITY = Decimal("Infinity")
 
@@ -69,6 +70,8 @@ class AgentCapacity:
     #: its kernels (containers) now, and the most it may have (etcd ``config/agent/max-container-count``)
     containers: int = 0
     max_containers: int | None = None
+    #: Slots one kernel takes from one device, with what each device has free (scheduling/devices.py).
+    one_device: dict[str, OneDeviceFree] = field(default_factory=dict)
 
     def free(self) -> ResourceSlots:
         return {k: v - self.occupied.get(k, Decimal(0)) for k, v in self.available.items()}
@@ -77,17 +80,28 @@ class AgentCapacity:
         return self.max_containers is None or self.containers + kernels <= self.max_containers
 
     def fits(self, request: ResourceSlots, kernels: int = 1) -> bool:
+        return self.fits_total(request, kernels) and self.fits_devices(request, kernels)
+
+    def fits_total(self, request: ResourceSlots, kernels: int = 1) -> bool:
+        """Room for ``request`` by the agent's totals (not asking whether single devices hold it)."""
         free = self.free()
         return self.has_room_for(kernels) and all(
             amount <= free.get(slot, Decimal(0)) for slot, amount in request.items() if amount > 0)
 
+    def fits_devices(self, request: ResourceSlots, kernels: int = 1) -> bool:
+        return not self.one_device or fits_devices(self.one_device, request, kernels)
+
     def reserve(self, request: ResourceSlots, kernels: int = 1) -> None:
         add_slots(self.occupied, request)
         self.containers += kernels
+        for slot, state in self.one_device.items():
+            state.take(request.get(slot, Decimal(0)), kernels)
 
     def unreserve(self, request: ResourceSlots, kernels: int = 1) -> None:
         for slot, amount in request.items():
             self.occupied[slot] = self.occupied.get(slot, Decimal(0)) - amount
+            if slot in self.one_device:
+                self.one_device[slot].give_back(amount, kernels)
         self.containers -= kernels
 
 

@@ -51,7 +51,7 @@ def _pick_by(candidates: Sequence[AgentCapacity], request: ResourceSlots, key: _
         if not agent.has_room_for(kernels):
             continue
         free = agent.free()
-        if all(amount <= free.get(slot, _ZERO) for slot, amount in wanted):
+        if all(amount <= free.get(slot, _ZERO) for slot, amount in wanted) and agent.fits_devices(request, kernels):
             fitting.append((agent, free))
     if not fitting:
         return None
