@@ -324,7 +324,7 @@ def _install(inv: inventory_mod.Inventory, cfg: runconfig.RunConfig, log: RunLog
         "preflight": {"skipped": cfg.skip_preflight, **preflight.summary(checks)},
         **summary,
     }
-    log.data("summary", {k: v for k, v in doc.items() if k != "secret_key"})
+    log.data("summary", {k: v for k, v in doc.items() if k not in ("secret_key", "web_password")})
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return 0 if doc["ok"] else 1
@@ -344,6 +344,8 @@ def _install(inv: inventory_mod.Inventory, cfg: runconfig.RunConfig, log: RunLog
         click.echo(f"endpoint:   {summary['endpoint']}")
         click.echo(f"access key: {summary['access_key']}")
         click.echo(f"secret key: {summary['secret_key']}")
+        if summary.get("web"):
+            click.echo(f"web UI:     {summary['web']}  (log in as {summary['web_user']} / {summary['web_password']})")
         click.echo(f"client env: {summary['client_env']}  (use: . {summary['client_env']})")
     if not changed:
         click.echo("nothing changed")

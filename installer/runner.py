@@ -90,7 +90,7 @@ def account(inv: inventory_mod.Inventory, tracker: Tracker) -> Account:
 
 
 def client_summary(inv: inventory_mod.Inventory, result: engine.RunResult) -> dict[str, Any]:
-    """Endpoint and admin keypair, read back from the client env file on the first manager."""
+    """Endpoint, admin keypair and web login, read back from the client env file on the first manager."""
     from roles._facts import KeyValueFile
 
     managers = inv.groups.get("manager") or []
@@ -105,4 +105,8 @@ def client_summary(inv: inventory_mod.Inventory, result: engine.RunResult) -> di
         "access_key": env.get("BACKEND_ACCESS_KEY"),
         "secret_key": env.get("BACKEND_SECRET_KEY"),
         "client_env": settings.client_env if env else None,
+        # the web UI and the admin's login there (roles/webserver.py writes them)
+        "web": env.get("BAI_WEB_ENDPOINT"),
+        "web_user": env.get("BACKEND_USER_ID"),
+        "web_password": env.get("BACKEND_PASSWORD"),
     }

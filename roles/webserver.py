@@ -110,7 +110,7 @@ def webserver(settings: Settings) -> None:
     )
     _ops.packages(name="Install the browser terminal (xterm.js)", packages=PACKAGES)
     server.user(name=f"System user {USER}", user=USER, system=True, shell="/usr/sbin/nologin",
-                home="/nonexistent", create_home=False)
+                home="/nonexistent", create_home=False, ensure_home=False)
     for path in (settings.config_dir, settings.log_dir, settings.state_dir):
         files.directory(name=f"Directory {path}", path=path, mode="755")
     secrets_file(settings)
