@@ -33,6 +33,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
 from . import _ops
+from ._service import Service
 from .catalog import PortUse, Role
 from .settings import Settings
 
@@ -173,13 +174,25 @@ def nfs(settings: Settings) -> None:
         _mount(settings)
 
 
-def ports(settings: Settings) -> list[PortUse]:
+def services(settings: Settings) -> list[Service]:
+    """The serving host's server (``status``; preflight counts its ports as ours)."""
     if not settings.nfs.serve:
         return []
     if settings.nfs.transport == "sshfs":
+        return [Service(name="sshd", unit="ssh.service", command="/usr/sbin/sshd -D",
+                        ready="systemctl is-active --quiet ssh.service", log_dir=settings.log_dir)]
+    return [Service(name="nfs-server", unit="nfs-server.service", command="/usr/sbin/rpc.nfsd",
+                    ready=f"exportfs -s | grep -q '^{export_path(settings)} '",
+                    log_dir=settings.log_dir)]
+
+
+def ports(settings: Settings) -> list[PortUse]:
+    # (the kernel NFS server's 2049 has no process to call ours, and an NFS server already
+    # running is no conflict: the export is one more file in /etc/exports.d)
+    if settings.nfs.serve and settings.nfs.transport == "sshfs":
         return [PortUse(22, "0.0.0.0", "shared storage (sftp)")]
-    return [PortUse(2049, "0.0.0.0", "NFS"), PortUse(111, "0.0.0.0", "rpcbind")]
+    return []
 
 
-ROLE = Role(name="nfs", groups=("manager", "agents", "storage"), deploy=nfs, ports=ports,
-            enabled=lambda s: s.nfs.enabled)
+ROLE = Role(name="nfs", groups=("manager", "agents", "storage"), deploy=nfs, services=services,
+            ports=ports, enabled=lambda s: s.nfs.enabled)

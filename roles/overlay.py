@@ -141,4 +141,5 @@ def ports(settings: Settings) -> list[PortUse]:
 
 
 ROLE = Role(name="overlay", groups=("manager", "agents"), deploy=overlay, ports=ports,
-            enabled=lambda s: s.overlay.enabled)
+            # dockerd holds the swarm's ports (and is what the manager host runs for the swarm)
+            services=lambda s: [docker_service(s)], enabled=lambda s: s.overlay.enabled)

@@ -3,8 +3,8 @@
 #
 #   build-bai-host-image.sh [PYTHON]      PYTHON: runs `pip wheel` (default /opt/bai/venv/bin/python)
 #
-# The tag is bai-test/bai-host:<key>, the key a hash of pyproject.toml (dependencies, entry
-# points), the Dockerfile and this script: an unchanged key reuses the cached image at once; a changed one
+# The tag is bai-test/bai-host:<key>, the key a hash of pyproject.toml's dependencies, entry
+# points and package layout, the Dockerfile and this script: an unchanged key reuses the cached image at once; a changed one
 # builds a new image. The wheelhouse (/var/cache/bai/wheelhouse/<hash of the dependencies>, ~35 MB) is built
 # once per dependency list with `pip wheel` and baked into the image (and kept for hosts that pip-install again).
 # The base image comes from build-systemd-image.sh (cached the same way).
@@ -16,7 +16,10 @@ base=${BAI_TEST_HOST_IMAGE:-bai-test/systemd-host:bookworm}
 say() { printf 'build-bai-host-image: %s\n' "$*" >&2; }
 
 deps=$("$python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$repo/pyproject.toml")
-key=$( { cat "$repo/pyproject.toml" "$here/bai-host.Dockerfile" "${BASH_SOURCE[0]}"; printf '%s\n' "$base"; } \
+# what the image's install depends on: the dependencies, entry points and package layout (not
+# the test extras, which hosts do not get)
+metadata=$("$python" -c 'import json, sys, tomllib; d = tomllib.load(open(sys.argv[1], "rb")); p = d["project"]; print(json.dumps([p["dependencies"], p.get("scripts"), p.get("entry-points"), d["tool"]["setuptools"]], sort_keys=True))' "$repo/pyproject.toml")
+key=$( { printf '%s\n' "$metadata"; cat "$here/bai-host.Dockerfile" "${BASH_SOURCE[0]}"; printf '%s\n' "$base"; } \
        | sha256sum | cut -c1-12)
 tag=bai-test/bai-host:$key
 if docker image inspect "$tag" >/dev/null 2>&1; then echo "$tag"; exit 0; fi

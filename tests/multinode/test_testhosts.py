@@ -11,6 +11,7 @@ def test_hosts_run_docker_with_bai_and_kernel_image(test_hosts) -> None:  # type
     a, b = hosts["th-a"], hosts["th-b"]
     assert a.network == b.network and a.address != b.address
     for h in (a, b):
+        assert h.testinfra().service("docker").is_running
         assert h.run("systemctl is-active docker").stdout.strip() == "active"
         assert h.run("docker info --format '{{.Driver}}'").stdout.strip() == "overlay2"
         r = h.run("/opt/bai/venv/bin/bai-agent --help", check=True)

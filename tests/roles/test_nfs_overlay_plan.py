@@ -52,7 +52,8 @@ def test_server_and_swarm_manager_come_before_the_agents(tmp_path: Path) -> None
         # mounted and joined before the agent starts and bind-mounts folders from the volume
         assert roles.index("nfs") < roles.index("overlay") < roles.index("bai-agent")
     # a storage-only host mounts before its proxy starts, and joins no swarm
-    assert phases["storage"]["st1"] == ["base", "nfs", "storage-proxy"]
+    st1 = phases["storage"]["st1"]
+    assert st1.index("nfs") < st1.index("storage-proxy") and "overlay" not in st1
 
 
 def test_exports_and_fstab() -> None:
@@ -101,13 +102,18 @@ def test_bad_values_are_named() -> None:
 
 def test_ports() -> None:
     server = settings_mod.build({"nfs": {"enabled": True, "serve": True}}, {})
-    assert {p.port for p in nfs.ports(server)} == {2049, 111}
-    assert nfs.ports(settings_mod.build({"nfs": {"enabled": True, "server": "x"}}, {})) == []
+    assert nfs.ports(server) == [] and [s.unit for s in nfs.services(server)] == ["nfs-server.service"]
+    sftp = settings_mod.build({"nfs": {"enabled": True, "serve": True, "transport": "sshfs"}}, {})
+    assert [p.port for p in nfs.ports(sftp)] == [22]
+    assert [s.unit for s in nfs.services(sftp)] == ["ssh.service"]  # preflight: port 22 is ours
+    client = settings_mod.build({"nfs": {"enabled": True, "server": "x"}}, {})
+    assert nfs.ports(client) == [] and nfs.services(client) == []
     mgr = settings_mod.build({"overlay": {"enabled": True, "swarm_manager": True,
                                           "advertise_addr": "10.0.0.10"}}, {})
     assert [(p.port, p.protocol) for p in overlay.ports(mgr)] == [
         (2377, "tcp"), (7946, "tcp"), (7946, "udp"), (4789, "udp")]
     assert overlay.manager_addr(mgr) == "10.0.0.10:2377"
+    assert [s.unit for s in overlay.ROLE.services(mgr)] == ["docker.service"]
     assert overlay.etcd_key(mgr, "swarm-worker/token") == "/sorna/local/sgroup/default/swarm-worker/token"
 
 
@@ -119,4 +125,10 @@ def test_half_configured_hosts_are_refused_before_any_operation() -> None:
     with pytest.raises(ValueError, match="nfs.server"):
         nfs.check(settings_mod.build({"nfs": {"enabled": True}}, {}))
     nfs.check(settings_mod.build({"nfs": {"enabled": True, "serve": True}}, {}))
-    overlay.check(settings_mod.build({"overlay": {"enabled": True}}, {}))
+    if "docker" in settings_mod.Settings.model_fields:  # (the docker section: roles/docker.py)
+        with pytest.raises(ValueError, match="docker.live_restore"):
+            overlay.check(settings_mod.build({"overlay": {"enabled": True}}, {}))
+        overlay.check(settings_mod.build({"overlay": {"enabled": True},
+                                          "docker": {"live_restore": False}}, {}))
+    else:
+        overlay.check(settings_mod.build({"overlay": {"enabled": True}}, {}))
