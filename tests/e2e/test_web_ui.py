@@ -115,6 +115,7 @@ def test_user_uploads_starts_a_session_uses_terminal_and_jupyter_and_logs_out(
     assert page.locator("#file-rows tr[data-file='hello.txt']").count() == 0  # no half file shown
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0,
              "downloadThroughput": -1, "uploadThroughput": -1})
+    cdp.detach()  # no emulation left behind
     page.set_input_files("#upload-input", str(payload))
     page.click("#upload-start")
     expect(page.locator("#uploads li").first).to_have_attribute("data-state", "done", timeout=30_000)
@@ -266,6 +267,7 @@ def test_folder_share_invitation_mkdir_rename_download_delete(browser: Any, web_
         cdp.send("Network.emulateNetworkConditions", {**throttle, "offline": True})
         expect(item).to_have_attribute("data-retries", re.compile(r"[1-9]"), timeout=15_000)
         cdp.send("Network.emulateNetworkConditions", {**throttle, "offline": False, "uploadThroughput": -1})
+        cdp.detach()  # no emulation left behind
         expect(item).to_have_attribute("data-state", "done", timeout=30_000)
         assert item.get_attribute("data-started-at") == "0"  # one upload throughout, resumed in place
         expect(a.locator("#file-rows tr[data-file='big.bin']")).to_contain_text("9.0 MiB")
