@@ -66,6 +66,15 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _serves(url: str) -> bool:
+    """A GET of `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -99,7 +108,7 @@ def running_webserver() -> Iterator[str]:
     (this tree's static/ files), stopped on exit."""
     env = _read_env_file() if ENV_FILE.exists() else {}
     installed = env.get("BAI_WEB_ENDPOINT", "").rstrip("/")
-    if installed and _answers(installed + "/server/login-check") and _answers(installed + "/vendor/xterm/bundle.js"):
+    if installed and _answers(installed + "/server/login-check") and _serves(installed + "/vendor/xterm/bundle.js"):
         yield installed
         return
     tmp = Path(tempfile.mkdtemp(prefix="bai-webui-"))
@@ -139,7 +148,10 @@ def web_endpoint() -> Iterator[str]:
         yield base
 
 
-@pytest.fixture(scope="session")
+# Module scope: every test module that imports these fixtures gets its own copy of them, and
+# Playwright's sync API cannot run two instances at once, so each module's browser is closed
+# before the next module starts its own.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
