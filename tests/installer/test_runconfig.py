@@ -64,9 +64,11 @@ def test_unknown_host_section_and_bad_set(tmp_path: Path) -> None:
 
 def test_settings_override_reaches_the_plan_and_the_log(tmp_path: Path) -> None:
     """``--config`` with a settings override: the real plan on this node shows the Redis config
-    change (and changes nothing), and the run's log lands where the file says."""
+    change (and changes nothing), and the run's log lands where the file says (paths in the
+    file are relative to it)."""
+    write_inventory(tmp_path, "halfstack = ['@local']\n")  # this node's half-stack only: a shorter plan
     cfg = tmp_path / "bai-install.toml"
-    cfg.write_text('log_dir = "logs"\n[settings]\nredis = { maxmemory = "384mb" }\n')
+    cfg.write_text('inventory = "inv.py"\nlog_dir = "logs"\n[settings]\nredis = { maxmemory = "384mb" }\n')
     r = cli("install", "--config", str(cfg), "--dry-run", "--json", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     plan = json.loads(r.stdout)
