@@ -13,7 +13,11 @@ e.g. ``. /etc/backend.ai/client.env``)::
    workload in it (ctypes against libcuda: cuInit, cuDeviceGetCount, cuMemAlloc/cuMemsetD8/cuMemFree:
    no CUDA toolkit or torch needed in the image);
 3. with ``--shares`` and where the agents offer ``cuda.shares`` (fractional mode), does the same in
-   a session holding that many shares and prints its MPS limits;
+   a session holding that many shares and prints its MPS limits, then checks that they hold: a
+   process in the session that raises ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` to 100 and
+   ``CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`` to the whole GPU must still get no more SMs than its share
+   (``cuCtxGetExecAffinity``) and must fail to allocate 512 MiB beyond its memory limit; it also
+   reports (without failing) whether a process that avoids MPS on purpose gets a plain context;
 4. prints each session's live stats (cuda_util, cuda_mem) once the agent has reported them.
 
 Exit status: 0 all passed; 1 a check failed; 2 no NVIDIA GPU here (the message says why).
@@ -56,6 +60,51 @@ check(cuda.cuDevicePrimaryCtxRelease_v2(device), "cuDevicePrimaryCtxRelease")
 print(f"CUDA OK: {count.value} device(s); CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}; "
       f"MPS threads={os.environ.get('CUDA_MPS_ACTIVE_THREAD_PERCENTAGE', '-')} "
       f"mem={os.environ.get('CUDA_MPS_PINNED_DEVICE_MEM_LIMIT', '-')}")
+'''
+
+#: Runs inside a cuda.shares session: the probe below in child processes whose environment tries to
+#: raise the session's MPS limits (and, for information, to avoid MPS); prints one JSON line each.
+LIMIT_CHECK = r'''
+import json, os, subprocess, sys
+PROBE = r"""
+import ctypes, json, os
+cuda = ctypes.CDLL("libcuda.so.1")
+out = {}
+def call(what, code):
+    if code != 0:
+        out[what] = f"CUDA error {code}"
+        print(json.dumps(out)); raise SystemExit(0)
+call("cuInit", cuda.cuInit(0))
+device, ctx, ptr, sms = ctypes.c_int(), ctypes.c_void_p(), ctypes.c_uint64(), ctypes.c_int()
+call("cuDeviceGet", cuda.cuDeviceGet(ctypes.byref(device), 0))
+call("cuDeviceGetAttribute", cuda.cuDeviceGetAttribute(ctypes.byref(sms), 16, device))  # MULTIPROCESSOR_COUNT
+out["sm_total"] = sms.value
+call("cuDevicePrimaryCtxRetain", cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), device))
+call("cuCtxSetCurrent", cuda.cuCtxSetCurrent(ctx))
+class Affinity(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("sm_count", ctypes.c_uint), ("pad", ctypes.c_byte * 60)]
+affinity = Affinity()
+code = cuda.cuCtxGetExecAffinity(ctypes.byref(affinity), 0)  # CU_EXEC_AFFINITY_TYPE_SM_COUNT
+out["sm_usable"] = affinity.sm_count if code == 0 else None
+out["affinity_error"] = None if code == 0 else code
+size = int(os.environ["PROBE_ALLOC_BYTES"])
+code = cuda.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(size))
+out["over_limit_alloc"] = "allowed" if code == 0 else f"refused ({code})"
+if code == 0:
+    cuda.cuMemFree_v2(ptr)
+print(json.dumps(out))
+"""
+granted_pct = os.environ.get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100")
+granted_mem = os.environ.get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "0=0M").split("=")[-1]
+limit_bytes = int(granted_mem.rstrip("M")) << 20
+for name, env in (("raised", {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "100",
+                              "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=1000000M"}),
+                  ("bypass", {"CUDA_MPS_PIPE_DIRECTORY": "/nonexistent-mps-pipes"})):
+    child = {**os.environ, **env, "PROBE_ALLOC_BYTES": str(limit_bytes + (512 << 20))}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=child, capture_output=True, text=True, timeout=120)
+    line = (done.stdout.strip().splitlines() or ["{}"])[-1]
+    report = json.loads(line) if line.startswith("{") else {"error": done.stderr[-500:]}
+    print(json.dumps({"probe": name, "granted_pct": int(granted_pct), "granted_mem_bytes": limit_bytes, **report}))
 '''
 
 SESSION_STAT_QUERY = (
@@ -115,6 +164,27 @@ def format_live_stat(stat: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "no cuda_* figures yet"
 
 
+def limit_problems(report: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one ``raised`` probe report of LIMIT_CHECK (empty: the limits held). The
+    SM count may round up to the hardware's granularity: up to 2 SMs over the exact share."""
+    problems = []
+    for key in ("cuInit", "cuDeviceGet", "cuDeviceGetAttribute", "cuDevicePrimaryCtxRetain", "cuCtxSetCurrent"):
+        if key in report:
+            problems.append(f"{key}: {report[key]}")
+    if problems or "error" in report:
+        return problems or [f"probe failed: {report['error']}"]
+    total, usable, pct = report.get("sm_total"), report.get("sm_usable"), report.get("granted_pct")
+    if usable is None:
+        problems.append(f"cuCtxGetExecAffinity failed (CUDA error {report.get('affinity_error')}): SM limit unknown")
+    elif isinstance(total, int) and isinstance(pct, int):
+        allowed = -(-total * pct // 100) + 2
+        if usable > allowed:
+            problems.append(f"the raised environment got {usable} of {total} SMs; its share ({pct}%) allows {allowed}")
+    if report.get("over_limit_alloc") == "allowed":
+        problems.append(f"allocating 512 MiB beyond the {report.get('granted_mem_bytes')}-byte limit succeeded")
+    return problems
+
+
 def offered(agent_items: Sequence[Mapping[str, Any]], slot: str) -> bool:
     for agent in agent_items:
         slots = agent.get("available_slots") or {}
@@ -146,6 +216,29 @@ async def discover(mode: str | None) -> tuple[str, bool]:
         await asyncio.to_thread(plugin.nvml.close)
 
 
+async def check_limits(api: Any, ref: str, label: str, limit_s: float) -> bool:
+    """LIMIT_CHECK in the session: the raised probe must stay within the share; the bypass probe
+    is reported only (MPS cannot bind a process that avoids it in the DEFAULT compute mode)."""
+    from bai.client import session
+
+    result = await asyncio.wait_for(session.execute(api, ref, LIMIT_CHECK), limit_s)
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    by_probe = {r.get("probe"): r for r in reports}
+    raised = by_probe.get("raised")
+    if raised is None:
+        print(f"[{label}] limit check produced no report: {result.stderr.strip()[-2000:]}", file=sys.stderr)
+        return False
+    print(f"[{label}] raised environment: {json.dumps(raised)}")
+    if "bypass" in by_probe:
+        print(f"[{label}] MPS avoided on purpose (informational): {json.dumps(by_probe['bypass'])}")
+    problems = limit_problems(raised)
+    for problem in problems:
+        print(f"[{label}] MPS LIMIT NOT HELD: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"[{label}] MPS limits held against a raised environment")
+    return not problems
+
+
 async def run_session(api: Any, image: str, resources: Mapping[str, str], limit_s: float) -> bool:
     from bai.client import gql, session
 
@@ -161,6 +254,8 @@ async def run_session(api: Any, image: str, resources: Mapping[str, str], limit_
         print(f"[{label}] {result.stdout.strip()}")
         if result.stderr.strip() or "CUDA OK" not in result.stdout:
             print(f"[{label}] workload failed: {result.stderr.strip()[-2000:]}", file=sys.stderr)
+            return False
+        if "cuda.shares" in resources and not await check_limits(api, ref, label, limit_s):
             return False
         deadline = time.monotonic() + 60
         while True:

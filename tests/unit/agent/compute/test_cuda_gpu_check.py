@@ -4,6 +4,8 @@ no-GPU exit). The session part needs a GPU host."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -83,3 +85,29 @@ async def test_no_gpu_here_exits_2_with_a_message(gpu_check, capsys):
     out = capsys.readouterr()
     assert "slots: none" in out.out
     assert "no NVIDIA GPU found" in out.err
+
+
+def test_limit_verdicts(gpu_check):
+    """--shares: a process raising its MPS environment must stay within the session's share."""
+    held = {"probe": "raised", "granted_pct": 2, "granted_mem_bytes": 2**30, "sm_total": 132, "sm_usable": 4,
+            "affinity_error": None, "over_limit_alloc": "refused (2)"}
+    assert gpu_check.limit_problems(held) == []                     # ceil(132 * 2%) = 3, +2 granularity
+    assert gpu_check.limit_problems({**held, "sm_usable": 132}) == [
+        "the raised environment got 132 of 132 SMs; its share (2%) allows 5"]
+    assert gpu_check.limit_problems({**held, "over_limit_alloc": "allowed"}) == [
+        "allocating 512 MiB beyond the 1073741824-byte limit succeeded"]
+    assert gpu_check.limit_problems({**held, "sm_usable": None, "affinity_error": 801}) == [
+        "cuCtxGetExecAffinity failed (CUDA error 801): SM limit unknown"]
+    assert gpu_check.limit_problems({"probe": "raised", "cuInit": "CUDA error 100"}) == ["cuInit: CUDA error 100"]
+    assert gpu_check.limit_problems({"error": "OSError: libcuda.so.1"}) == ["probe failed: OSError: libcuda.so.1"]
+
+
+def test_the_limit_check_runs_and_reports_without_a_gpu(gpu_check, tmp_path):
+    """The in-session script itself (here: no libcuda, so each probe reports its failure)."""
+    done = subprocess.run([sys.executable, "-c", gpu_check.LIMIT_CHECK], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "5",
+                               "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=2048M"})
+    reports = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["probe"] for r in reports] == ["raised", "bypass"]
+    assert reports[0]["granted_pct"] == 5 and reports[0]["granted_mem_bytes"] == 2048 << 20
+    assert gpu_check.limit_problems(reports[0])                     # no GPU here: the check fails, loudly

@@ -123,9 +123,10 @@ async def test_a_refusing_daemon_is_logged_not_raised(tmp_path, caplog):
     assert "refused the limits" in caplog.text
 
 
-async def fractional_plugin(tmp_path, control, gpus: int = 1) -> CUDAPlugin:
+async def fractional_plugin(tmp_path, control, gpus: int = 1, isolation: str = "gpu") -> CUDAPlugin:
     fake = FakeNVML.from_nvml_json() if gpus == 1 else with_copies(FakeNVML.from_nvml_json(), gpus)
-    plugin = CUDAPlugin({"mode": "fractional", "mps-root": str(tmp_path / "mps")}, None, nvml_lib=fake,
+    plugin = CUDAPlugin({"mode": "fractional", "mps-root": str(tmp_path / "mps"), "mps-isolation": isolation},
+                        None, nvml_lib=fake,
                         mps_control=control, host_facts=HostFacts(device_nodes=frozenset({"/dev/nvidiactl"})))
     await plugin.init()
     return plugin

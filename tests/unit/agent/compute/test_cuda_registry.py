@@ -115,7 +115,8 @@ async def test_the_real_plugin_on_this_gpu_less_host(tmp_path: Path) -> None:
 async def test_released_and_restored_allocations_reach_the_mps_limits(tmp_path: Path) -> None:
     # The registry's release/restore hooks (called by the agent after freeing a kernel's devices and
     # after re-applying a re-adopted container's) keep the GPU's MPS holders in step.
-    registry = await ComputeRegistry.load(config(tmp_path), {"accelerator/cuda/allocation_mode": "fractional"},
+    registry = await ComputeRegistry.load(config(tmp_path, **{"mps-isolation": "gpu"}),
+                                          {"accelerator/cuda/allocation_mode": "fractional"},
                                           eps(**INTRINSIC, cuda=f"{__name__}:H100HostCUDAPlugin"))
     try:
         plugin = registry.plugins["cuda"]

@@ -23,6 +23,28 @@ running server). :class:`MPSDaemons` does the bookkeeping; the process work is t
 :class:`MPSControl` seam (the daemon cannot run without a GPU; tests record what it is asked).
 
 A kernel's shares must lie on one GPU: an MPS client talks to one server (one pipe directory).
+
+What MPS enforces (NVIDIA's MPS documentation): a client's ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``
+only narrows the limit its *server* has (set through the control daemon: ``set_default_*`` for
+servers spawned later, ``set_* <pid>`` for a running one); a control daemon runs one server per
+user id at a time; several control daemons, each with its own ``CUDA_MPS_PIPE_DIRECTORY``, may
+run side by side. Hence two isolation modes (``[plugins.cuda] mps-isolation``):
+
+* ``"kernel"`` (default, :class:`KernelDaemons`): one control daemon per kernel holding shares,
+  under ``<mps-root>/kernels/<token>/``, its server-level defaults set to that kernel's own limits
+  before any server exists, its pipe directory mounted read-only into that container only. A
+  kernel cannot raise its limits (its server has them) nor reach another kernel's daemon. Cost:
+  kernels on one GPU are served by separate MPS servers, which the GPU time-slices rather than
+  running their work concurrently. The token is recorded in the kernel's allocation (see
+  :func:`instance_token`) so that release stops that daemon and a restarted agent re-adopts it.
+* ``"gpu"`` (:class:`MPSDaemons`): one daemon per GPU shared by its kernels (concurrent
+  execution), the server limits being the largest any holder has: a kernel may raise its own
+  environment limits up to that ceiling.
+
+Neither mode binds a process that bypasses MPS on purpose (points ``CUDA_MPS_PIPE_DIRECTORY`` at
+an empty directory) while the GPU is in the DEFAULT compute mode, which several servers per GPU
+need: such a process gets an ordinary CUDA context. scripts/gpu_check.py --shares checks the limits
+on hardware.
 """
 
 from __future__ import annotations
@@ -31,6 +53,9 @@ import asyncio
 import logging
 import math
 import os
+import re
+import secrets
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -261,6 +286,96 @@ class ProcessMPSControl:
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:1])} exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
         return out.decode(errors="replace")
+
+
+#: The device id prefix of the zero-amount entry that names a kernel's MPS daemon in its allocation.
+INSTANCE_PREFIX = "mps-instance:"
+_TOKEN_RE = re.compile(r"[0-9a-f]{16,64}")
+
+
+def instance_token(per_device: Mapping[str, Decimal]) -> str | None:
+    """The kernel's MPS daemon token recorded in its ``cuda.shares`` allocation, if any."""
+    for device_id in per_device:
+        if device_id.startswith(INSTANCE_PREFIX):
+            token = device_id[len(INSTANCE_PREFIX):]
+            if _TOKEN_RE.fullmatch(token):
+                return token
+    return None
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def kernel_binds(dirs: DaemonDirs) -> list[str]:
+    """A kernel's own daemon: its pipe directory read-only (clients connect to sockets and open
+    pipes there, creating nothing), its shared memory read-write."""
+    return [f"{dirs.pipe}:{CONTAINER_PIPE_DIR}:ro", f"{dirs.shm}:/dev/shm:rw"]
+
+
+def kernel_commands(limits: ClientLimits, server_pids: Sequence[int] = ()) -> list[str]:
+    """A kernel's own daemon: its limits as the server defaults and on any running server."""
+    return control_commands(limits, server_pids)
+
+
+class KernelDaemons:
+    """One MPS control daemon per kernel holding ``cuda.shares`` (``mps-isolation = "kernel"``)."""
+
+    def __init__(self, control: MPSControl, root: Path = DEFAULT_MPS_ROOT) -> None:
+        self.control = control
+        self.root = root / "kernels"
+        self._running: dict[str, tuple[str, ClientLimits]] = {}
+        self._lock = asyncio.Lock()
+
+    def dirs(self, token: str) -> DaemonDirs:
+        if not _TOKEN_RE.fullmatch(token):
+            raise ValueError(f"not an MPS instance token: {token!r}")
+        return DaemonDirs(self.root / token)
+
+    @property
+    def running(self) -> dict[str, tuple[str, ClientLimits]]:
+        """``{token: (GPU uuid, limits)}`` of the daemons this agent started or re-adopted."""
+        return dict(self._running)
+
+    async def attach(self, token: str, uuid: str, limits: ClientLimits) -> DaemonDirs:
+        """Start (or, after an agent restart, re-adopt) the kernel's daemon on ``uuid`` and give
+        its server ``limits``; raises when the daemon refuses them (the kernel must not run
+        without its limits)."""
+        async with self._lock:
+            dirs = self.dirs(token)
+            if token in self._running:
+                return dirs
+            for path in (dirs.pipe, dirs.log, dirs.shm):
+                path.mkdir(parents=True, exist_ok=True)
+            os.chmod(dirs.pipe, 0o755)
+            os.chmod(dirs.shm, 0o1777)
+            try:
+                await self.control.start(uuid, dirs)
+                servers = parse_server_list(await self.control.send(dirs, ["get_server_list"]))
+                await self.control.send(dirs, kernel_commands(limits, servers))
+            except (OSError, RuntimeError):
+                await self._stop(token, dirs)
+                raise
+            self._running[token] = (uuid, limits)
+            return dirs
+
+    async def detach(self, token: str) -> None:
+        """The kernel ended: stop its daemon (and server) and remove its directories."""
+        async with self._lock:
+            self._running.pop(token, None)
+            await self._stop(token, self.dirs(token))
+
+    async def _stop(self, token: str, dirs: DaemonDirs) -> None:
+        try:
+            await self.control.stop(dirs)
+        except (OSError, RuntimeError) as exc:
+            log.warning("stopping the MPS daemon of kernel instance %s: %s", token, exc)
+        shutil.rmtree(dirs.root, ignore_errors=True)
+
+    def forget_all(self) -> None:
+        """Agent shutdown: the daemons stay with their running kernels (a restarted agent
+        re-adopts them through the kernels' allocations)."""
+        self._running.clear()
 
 
 def describe(limits: ClientLimits) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Slots, by allocation mode (``[plugins.cuda] mode`` in agent.toml, or etcd
   ``cuda.device:<profile>-mig`` (unique: one MIG slice) per MIG profile present on MIG-enabled
   GPUs. A MIG-enabled GPU is never offered whole.
 * ``fractional``: ``cuda.shares`` (count, 0.01 steps) on GPUs without MIG, one share = ``unit_mem``
-  bytes of device memory (default 2 GiB), enforced through NVIDIA MPS (see :mod:`.mps`); MIG
-  slices are offered as in discrete mode.
+  bytes of device memory (default 2 GiB), enforced through NVIDIA MPS (see :mod:`.mps`; ``[plugins.cuda]
+  mps-isolation = "kernel"`` (default: one MPS daemon per kernel, limits held by its server) or
+  ``"gpu"`` (one shared daemon per GPU)); MIG slices are offered as in discrete mode.
 
 ``cuda.device``, ``cuda.shares`` and ``cuda.device:*-mig`` are exclusive: a kernel holds one kind.
 """
@@ -43,6 +44,7 @@ from .nvml import NVML, DeviceReading, GPUInfo, MIGInfo
 log = logging.getLogger(__name__)
 
 Mode = Literal["discrete", "fractional"]
+Isolation = Literal["kernel", "gpu"]
 DEVICE_SLOT = "cuda.device"
 SHARES_SLOT = "cuda.shares"
 PLUGIN_VERSION = "1.0"
@@ -58,6 +60,7 @@ class CUDASettings:
     unit_mem: int = mps.DEFAULT_UNIT_MEM
     strategy: Strategy = "fill"
     mps_root: Path = mps.DEFAULT_MPS_ROOT
+    mps_isolation: Isolation = "kernel"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CUDASettings:
@@ -81,8 +84,12 @@ class CUDASettings:
         strategy = str(get("strategy") or "fill")
         if strategy not in STRATEGIES:
             raise ValueError(f"[plugins.cuda] strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+        isolation = str(get("mps_isolation") or "kernel").lower()
+        if isolation not in ("kernel", "gpu"):
+            raise ValueError(f"[plugins.cuda] mps-isolation must be kernel or gpu, not {isolation!r}")
         return cls(mode=mode, unit_mem=unit_mem, strategy=strategy,  # type: ignore[arg-type]
-                   mps_root=Path(get("mps_root") or mps.DEFAULT_MPS_ROOT))
+                   mps_root=Path(get("mps_root") or mps.DEFAULT_MPS_ROOT),
+                   mps_isolation=isolation)  # type: ignore[arg-type]
 
 
 async def docker_runtimes() -> set[str]:
@@ -113,7 +120,9 @@ class CUDAPlugin(ComputePlugin):
         super().__init__(plugin_config, agent_config)
         self.settings = CUDASettings.from_config(plugin_config)
         self.nvml = NVML(nvml_lib)
-        self.mps = mps.MPSDaemons(mps_control or mps.ProcessMPSControl(), self.settings.mps_root)
+        control = mps_control or mps.ProcessMPSControl()
+        self.mps = mps.MPSDaemons(control, self.settings.mps_root)
+        self.kernel_mps = mps.KernelDaemons(control, self.settings.mps_root)
         self.driver_version: str | None = None
         self.cuda_version: str | None = None
         self.gpus: list[GPUInfo] = []
@@ -153,6 +162,7 @@ class CUDAPlugin(ComputePlugin):
 
     async def cleanup(self) -> None:
         await self.mps.stop_all()
+        self.kernel_mps.forget_all()   # per-kernel daemons stay with their kernels
         await asyncio.to_thread(self.nvml.close)
 
     async def list_devices(self) -> list[Device]:
@@ -200,7 +210,7 @@ class CUDAPlugin(ComputePlugin):
         shares: dict[str, Decimal] = {}
         for slot, per_device in allocation.items():
             for device_id, amount in per_device.items():
-                if amount <= 0:
+                if amount <= 0 or device_id.startswith(mps.INSTANCE_PREFIX):
                     continue
                 if slot == SHARES_SLOT and device_id in self._by_uuid:
                     shares[device_id] = shares.get(device_id, Decimal(0)) + amount
@@ -228,29 +238,46 @@ class CUDAPlugin(ComputePlugin):
         return uuid, mps.client_limits(amount, capacity, self._by_uuid[uuid].memory_total, self.settings.unit_mem)
 
     async def generate_docker_args(self, allocation: DeviceAllocation) -> dict[str, Any]:
+        """Also, with ``mps-isolation = "kernel"``, starts the kernel's own MPS daemon and records
+        its token in ``allocation`` (a zero-amount ``mps-instance:<token>`` entry of cuda.shares,
+        which the agent then stores in the container's label with the rest)."""
         held, _ = self._resolve(allocation)
         args = docker_args(held, self.facts)
         shared = self.mps_limits(allocation)
         if shared is not None:
             uuid, limits = shared
-            dirs = await self.mps.attach(uuid, limits)
+            if self.settings.mps_isolation == "kernel":
+                shares = allocation[SHARES_SLOT]
+                token = mps.instance_token(shares) or mps.new_token()
+                shares[mps.INSTANCE_PREFIX + token] = Decimal(0)
+                binds = mps.kernel_binds(await self.kernel_mps.attach(token, uuid, limits))
+            else:
+                binds = (await self.mps.attach(uuid, limits)).binds()
             args.setdefault("Env", []).extend(mps.client_env(limits))
-            args.setdefault("HostConfig", {}).setdefault("Binds", []).extend(dirs.binds())
+            args.setdefault("HostConfig", {}).setdefault("Binds", []).extend(binds)
         return args
 
     async def release(self, allocation: DeviceAllocation) -> None:
-        """The kernel holding ``allocation`` is gone: its MPS GPU may lower its server limits.
-        (For the agent's wiring to call after freeing; without it ceilings only stay as high as
-        the largest kernel seen.)"""
+        """The kernel holding ``allocation`` is gone: stop its own MPS daemon, or (shared daemons)
+        let its GPU lower its server limits."""
+        token = mps.instance_token(allocation.get(SHARES_SLOT) or {})
+        if token is not None:
+            await self.kernel_mps.detach(token)
+            return
         shared = self.mps_limits(allocation)
         if shared is not None:
             await self.mps.detach(*shared)
 
     async def restore(self, allocation: DeviceAllocation) -> None:
-        """A container that outlived an agent restart holds ``allocation``: re-register its MPS
-        limits (starting or re-adopting the GPU's daemon)."""
+        """A container that outlived an agent restart holds ``allocation``: re-adopt its own MPS
+        daemon (giving its server its limits again), or re-register its limits with its GPU's."""
         shared = self.mps_limits(allocation)
-        if shared is not None:
+        if shared is None:
+            return
+        token = mps.instance_token(allocation.get(SHARES_SLOT) or {})
+        if token is not None:
+            await self.kernel_mps.attach(token, *shared)
+        else:
             await self.mps.attach(*shared)
 
     def generate_resource_data(self, allocation: DeviceAllocation) -> dict[str, str]:
