@@ -142,3 +142,27 @@ async def test_the_label_carries_the_daemon_across_an_agent_restart(tmp_path: Pa
         assert second.used()["cuda.shares"] == Decimal(0)
     finally:
         await second.cleanup()
+
+
+async def test_daemons_nobody_re_adopted_are_swept_after_the_grace(tmp_path: Path) -> None:
+    """A kernel that ended while no agent ran leaves its daemon: once the restarted agent had
+    time to re-adopt its kernels, the daemons none of them claimed are stopped and removed."""
+    control = RecordingControl()
+    cuda = plugin(tmp_path, control)
+    await cuda.init()
+    uuid = cuda.gpus[0].uuid
+    kept, orphan = "a" * 32, "b" * 32
+    await cuda.kernel_mps.attach(orphan, uuid, mps.ClientLimits(2, GiB))
+    cuda.kernel_mps.forget_all()                                     # the agent went away
+    await cuda.kernel_mps.attach(kept, uuid, mps.ClientLimits(2, GiB))  # re-adopted by a kernel
+    (tmp_path / "mps" / "kernels" / "not-a-token").mkdir()
+    cuda.retain(set())
+    assert cuda._sweep is None                                       # within the grace: nothing
+    cuda._started_at -= 10 * 60
+    cuda.retain(set())
+    assert cuda._sweep is not None and await cuda._sweep == [orphan]
+    assert control.stopped == [orphan]
+    assert sorted(p.name for p in (tmp_path / "mps" / "kernels").iterdir()) == [kept, "not-a-token"]
+    cuda.retain(set())                                               # once per agent start
+    assert control.stopped == [orphan]
+    await cuda.cleanup()

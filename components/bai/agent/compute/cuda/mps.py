@@ -372,6 +372,20 @@ class KernelDaemons:
             log.warning("stopping the MPS daemon of kernel instance %s: %s", token, exc)
         shutil.rmtree(dirs.root, ignore_errors=True)
 
+    async def sweep(self) -> list[str]:
+        """Stop the daemons no kernel holds (their kernel ended while no agent ran, so nothing
+        released them); call once the restarted agent has re-adopted its kernels."""
+        async with self._lock:
+            try:
+                found = [p.name for p in self.root.iterdir() if p.is_dir() and _TOKEN_RE.fullmatch(p.name)]
+            except FileNotFoundError:
+                return []
+            orphans = sorted(set(found) - set(self._running))
+        for token in orphans:
+            log.info("stopping the MPS daemon of kernel instance %s: no kernel holds it", token)
+            await self.detach(token)
+        return orphans
+
     def forget_all(self) -> None:
         """Agent shutdown: the daemons stay with their running kernels (a restarted agent
         re-adopts them through the kernels' allocations)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -48,6 +49,8 @@ Isolation = Literal["kernel", "gpu"]
 DEVICE_SLOT = "cuda.device"
 SHARES_SLOT = "cuda.shares"
 PLUGIN_VERSION = "1.0"
+#: After an agent start, per-kernel MPS daemons no re-adopted kernel claimed by then are stopped.
+ORPHAN_GRACE_SECONDS = 120.0
 
 
 def mig_slot(profile: str) -> SlotName:
@@ -133,6 +136,8 @@ class CUDAPlugin(ComputePlugin):
         self._by_uuid: dict[str, GPUInfo] = {}
         self._mig_by_uuid: dict[str, MIGInfo] = {}
         self._capacity: dict[SlotName, dict[str, Decimal]] = {}
+        self._started_at = time.monotonic()
+        self._sweep: asyncio.Task[list[str]] | None = None
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -160,7 +165,15 @@ class CUDAPlugin(ComputePlugin):
         # No GPU: no slot types either, so a GPU-less agent announces no cuda.* slot to the manager.
         self.slot_types = tuple(types)
 
+    def retain(self, container_ids: set[str]) -> None:
+        """Called with the running containers at every stats round: once the grace after start
+        is over, stop the per-kernel MPS daemons nobody re-adopted (once per agent start)."""
+        if self._sweep is None and time.monotonic() - self._started_at >= ORPHAN_GRACE_SECONDS:
+            self._sweep = asyncio.create_task(self.kernel_mps.sweep(), name="cuda-mps-sweep")
+
     async def cleanup(self) -> None:
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep.cancel()
         await self.mps.stop_all()
         self.kernel_mps.forget_all()   # per-kernel daemons stay with their kernels
         await asyncio.to_thread(self.nvml.close)
