@@ -337,11 +337,20 @@ class Scheduler:
             return [agent]
         request = sess.per_kernel()
         chosen: list[AgentCapacity] = []
+        # A session that is rolled back leaves the round-robin position where it was.
+        key = (sess.scaling_group, sess.architecture)
+        if policy.roundrobin and key not in rr_states:
+            rr_states[key] = await self._rr_state(*key)
+        rr_before, rr_was_changed = rr_states.get(key), key in rr_changed
         for _ in range(sess.cluster_size):
             agent = await self._pick(policy, sess, candidates, request, 1, rr_states, rr_changed)
             if agent is None:
                 for placed in chosen:
                     placed.unreserve(request)
+                if policy.roundrobin:
+                    rr_states[key] = rr_before
+                    if not rr_was_changed:
+                        rr_changed.discard(key)
                 return None
             agent.reserve(request)
             chosen.append(agent)
