@@ -11,7 +11,9 @@ the end; the admin keypair's own rate limit is never spent):
       login up in Redis, signs with the login's keypair and relays to the manager).
 Each runs ``--rounds`` times, interleaved (direct, webserver, direct, ...); the best run of each counts
 (on a shared machine the other load comes and goes).
-Prints requests/s and p50/p99 of both and webserver/direct (target >= 70 %), and the time from
+Prints requests/s and p50/p99 of both and webserver/direct (target >= 70 %); the CPU time the
+manager and the webserver processes spent per request in each run (from /proc: a figure the other
+load on a shared machine does not move much, unlike requests/s); and the time from
 ``POST /server/login`` to the first ``/func/`` answer (median of ``--logins``; a login costs the
 manager one PBKDF2 password hash).
 
@@ -53,8 +55,27 @@ def client_env() -> dict[str, str]:
     return env
 
 
+def listener_pid(port: int) -> int | None:
+    """The process listening on 127.0.0.1:port (from ss), or None."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    for token in out.replace(",", " ").split():
+        if token.startswith("pid="):
+            return int(token[4:])
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 async def load(url: str, headers: dict[str, str], seconds: float, conns: int,
-               jar: aiohttp.AbstractCookieJar | None) -> dict[str, float]:
+               jar: aiohttp.AbstractCookieJar | None, pids: dict[str, int | None]) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=conns)
@@ -72,8 +93,10 @@ async def load(url: str, headers: dict[str, str], seconds: float, conns: int,
                 latencies.append(time.perf_counter() - t0)
 
         started = time.monotonic()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         await asyncio.gather(*(worker() for _ in range(conns)))
         elapsed = time.monotonic() - started
+        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     if errors:
         raise SystemExit(f"{url}: {errors} answers were not 200")
     latencies.sort()
@@ -81,7 +104,9 @@ async def load(url: str, headers: dict[str, str], seconds: float, conns: int,
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    return {"rps": len(latencies) / elapsed, "requests": len(latencies), "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+    n = len(latencies)
+    return {"rps": n / elapsed, "requests": n, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            **{f"cpu_ms_{name}": used * 1000 / n for name, used in cpu_used.items()}}
 
 
 async def login(http: aiohttp.ClientSession, web: str, user: str, password: str) -> None:
@@ -150,10 +175,11 @@ async def run(args: argparse.Namespace, env: dict[str, str], user: str, password
         await login(http, web, user, password)
     login_ms = await login_to_first_answer(web, user, password, args.logins)
 
+    pids = {"manager": listener_pid(int(manager.rsplit(":", 1)[1])), "webserver": listener_pid(int(web.rsplit(":", 1)[1]))}
     runs: dict[str, list[dict[str, float]]] = {"direct": [], "webserver": []}
     for _ in range(args.rounds):
-        runs["direct"].append(await load(manager + PATH, direct_headers, args.seconds, args.conns, None))
-        runs["webserver"].append(await load(web + "/func" + PATH, {}, args.seconds, args.conns, jar))
+        runs["direct"].append(await load(manager + PATH, direct_headers, args.seconds, args.conns, None, pids))
+        runs["webserver"].append(await load(web + "/func" + PATH, {}, args.seconds, args.conns, jar, pids))
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
     ratio = best["webserver"]["rps"] / best["direct"]["rps"]
     result = {"direct": best["direct"], "webserver": best["webserver"], "ratio": ratio, "runs": runs,
@@ -168,6 +194,10 @@ async def run(args: argparse.Namespace, env: dict[str, str], user: str, password
             print(f"{name:9s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
                   f"({int(r['requests'])} requests)")
         print(f"webserver/direct: {ratio:.0%} (target >= 70%)")
+        d, w = best["direct"], best["webserver"]
+        if d.get("cpu_ms_manager"):
+            print(f"CPU per request: direct: manager {d['cpu_ms_manager']:.2f} ms; through the webserver: "
+                  f"webserver {w['cpu_ms_webserver']:.2f} ms + manager {w['cpu_ms_manager']:.2f} ms")
         print(f"login -> first /func/ answer: median {statistics.median(login_ms):.0f} ms "
               f"(runs: {', '.join(f'{t:.0f}' for t in login_ms)})")
     return result
