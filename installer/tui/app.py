@@ -40,6 +40,8 @@ from .. import inventory as inventory_mod
 from ..runlog import RunLog, open_log
 from .backend import KEY_SETTINGS, Backend, MachineInfo, get_path, nested
 
+#: Summary values kept out of the run log.
+SECRET_KEYS = ("secret_key", "web_password")
 STEPS = ("This machine", "What to install", "Settings", "Preflight", "Plan", "Apply", "Finish")
 
 
@@ -513,7 +515,8 @@ class ApplyScreen(WizardScreen):
                     outcome["summary_error"] = str(exc)
         if outcome["state"] != "done":
             outcome["account"] = runner.account(w.inv, w.tracker).lines()
-        w.run_log.data("summary", {k: v for k, v in outcome.items() if k != "secret_key"})
+        # the credentials are shown on the finish screen, never written to the log
+        w.run_log.data("summary", {k: v for k, v in outcome.items() if k not in SECRET_KEYS})
         self.app.call_from_thread(self.finished, outcome)
 
     def finished(self, outcome: dict[str, Any]) -> None:
@@ -566,7 +569,11 @@ class FinishScreen(WizardScreen):
                 lines += ["", f"API endpoint:     {o['endpoint']}",
                           f"Admin access key: {o['access_key']}",
                           f"Admin secret key: {o['secret_key']}",
-                          f"Client env file:  {o['client_env']}", "",
+                          f"Client env file:  {o['client_env']}"]
+                if o.get("web"):
+                    lines.append(f"Web UI:           {o['web']}  (log in as {o.get('web_user')} / "
+                                 f"{o.get('web_password')})")
+                lines += ["",
                           "Next steps:",
                           f"  . {o['client_env']}",
                           "  backend.ai run --rm -c 'print(6*7)' python",

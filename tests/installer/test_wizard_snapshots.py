@@ -74,7 +74,8 @@ class FixedBackend(Backend):
     def summary(self, inv: inventory_mod.Inventory, result: engine.RunResult) -> dict[str, Any]:
         return {"endpoint": "http://127.0.0.1:8081", "access_key": "AKIAEXAMPLE0123456789",
                 "secret_key": "sEcReTeXaMpLe/0123456789abcdefghijklmnop",
-                "client_env": "/etc/backend.ai/client.env"}
+                "client_env": "/etc/backend.ai/client.env", "web": "http://127.0.0.1:8090",
+                "web_user": "admin@lablup.com", "web_password": "wEbPaSsWoRdExAmPlE"}
 
 
 def _op(phase: str, role: str, name: str, changed: bool, conditional: bool = False
@@ -125,6 +126,10 @@ def test_screen(snap_compare: Any, step: int, name: str) -> None:
     async def run_before(pilot: Pilot[Any]) -> None:
         await to_step(pilot, step)
         assert isinstance(pilot.app.screen, wizard.STEP_SCREENS[step - 1])
+        if name == "finish":  # shown on the screen, never written to the run log
+            text = (LOG_DIR / "install-snapshot.log").read_text()
+            assert '"state": "done"' in text
+            assert "sEcReTeXaMpLe" not in text and "wEbPaSsWoRdExAmPlE" not in text
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
