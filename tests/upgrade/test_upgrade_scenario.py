@@ -1,0 +1,141 @@
+"""The upgrade playbook end to end, on a Docker-capable systemd test host running the first
+release (26.11.0, the walking skeleton, installed from its commit by its own installer):
+
+1. ``upgrade --check`` reports the release (derived from the database: it predates the install
+   record), the target (the tree, 26.12.1) and the one major step;
+2. a running session refuses the major step, and nothing changes;
+3. a release whose migration fails (a migration that raises, added to the tree's source by this
+   test only: no switch in the product can trigger it) rolls back automatically to a working
+   26.11.0 with its data;
+4. the upgrade to the tree: data intact, the old admin keypair still signs, verification
+   (version endpoint, agent ALIVE, a session runs print(1)) passed, the install record written;
+5. a downgrade is refused and changes nothing;
+6. ``bai-install rollback`` brings 26.11.0 back (code, database, etcd, configs), verified.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from installer.upgrade import cli, playbook
+from installer.upgrade.releases import load, tree_migration_head
+
+from .conftest import PIP_ARGS, OldNode, snapshot
+
+pytestmark = pytest.mark.timeout(900)
+
+USER = "kept-across-upgrades@example.com"
+
+
+def _failing_release(tmp: Path) -> Path:
+    m = load()
+    tar = playbook.release_tarball(m.current, tmp)
+    heads = tree_migration_head().split("+")
+    down = repr(heads[0]) if len(heads) == 1 else repr(tuple(heads))
+    body = (f'revision = "0099_upgrade_test_failure"\ndown_revision = {down}\n'
+            "def upgrade():\n    raise RuntimeError('injected by tests/upgrade: this migration "
+            "always fails')\n\ndef downgrade():\n    pass\n")
+    src = tmp / "0099_upgrade_test_failure.py"
+    src.write_text(body)
+    with tarfile.open(tar, "a") as t:
+        t.add(src, arcname="components/bai/manager/store/migrations/versions/"
+                           "0099_upgrade_test_failure.py")
+    return tar
+
+
+def _upgrade(node: OldNode, **kw: object) -> dict[str, object]:
+    return playbook.upgrade(node.inv, record_dir=node.record_dir, pip_args=PIP_ARGS,
+                            **kw)  # type: ignore[arg-type]
+
+
+def test_1_check_reports_the_old_release(old_node: OldNode) -> None:
+    old_node.sql(f"INSERT INTO users (uuid, email, domain_name, full_name) VALUES "
+                 f"(gen_random_uuid(), '{USER}', 'default', 'Kept')")
+    result = CliRunner().invoke(cli.upgrade, ["--check", "--json", "-i", old_node.inv.path])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["installed"] == "26.11.0" and doc["target"] == str(load().current.version)
+    host = doc["hosts"][0]
+    assert host["how"] == "derived from migration head 0002"
+    assert set(host["components"]) == {"manager", "agent"}
+    assert [s["kind"] for s in doc["path"]["steps"]] == ["major"]
+    assert doc["path"]["requires_drain"] is True
+
+
+def test_2_a_running_session_refuses_the_major_step(old_node: OldNode) -> None:
+    old_node.client("session create -t keep1 python")
+    old_node.client("run -t keep1 -c 'x = 41' python")
+    before = snapshot(old_node)
+    with pytest.raises(playbook.Refused, match="keep1 .RUNNING."):
+        _upgrade(old_node)
+    assert snapshot(old_node) == before
+    assert "backups" not in old_node.sh("ls /var/lib/bai/upgrades 2>/dev/null || true")
+    old_node.client("session destroy keep1")
+
+
+def test_3_a_failing_migration_rolls_back_to_the_old_release(old_node: OldNode,
+                                                              tmp_path: Path) -> None:
+    before = snapshot(old_node)
+    with pytest.raises(playbook.StepFailed, match="injected by tests/upgrade") as info:
+        _upgrade(old_node, tarballs={str(load().current.version): _failing_release(tmp_path)})
+    assert info.value.rolled_back is True
+    after = snapshot(old_node)
+    # the old venv moved under releases/ and the symlink points at it: same code, same data
+    # (plus the TERMINATED session the rollback's verification ran)
+    assert after["venv"] == "/opt/bai/releases/26.11.0/venv"
+    assert after["sessions"][: len(before["sessions"])] == before["sessions"]
+    assert all(row.endswith("|TERMINATED") for row in after["sessions"])
+    same = ("users", "keypairs", "record", "head")
+    assert {k: after[k] for k in same} == {k: before[k] for k in same}
+    assert old_node.client("run --rm -c 'print(6*7)' python").split()[-1] == "42"
+    lines = [json.loads(x) for p in old_node.record_dir.glob("*.jsonl")
+             for x in p.read_text().splitlines()]
+    assert [x["status"] for x in lines if x["phase"] == "rollback"] == ["start", "done"]
+
+
+def test_4_upgrade_to_the_tree_keeps_the_data(old_node: OldNode) -> None:
+    before = snapshot(old_node)
+    done = _upgrade(old_node)
+    tree = str(load().current.version)
+    assert done["from"] == "26.11.0" and done["to"] == tree
+    after = snapshot(old_node)
+    assert after["users"] == before["users"] and USER in " ".join(after["users"])
+    assert after["keypairs"][: len(before["keypairs"])] == before["keypairs"] or \
+        set(before["keypairs"]) <= set(after["keypairs"])
+    assert ("keep1|TERMINATED" in after["sessions"])
+    assert after["head"] == [tree_migration_head()]
+    assert after["venv"] == f"/opt/bai/releases/{tree}/venv"
+    assert f'version = "{tree}"' in after["record"]
+    # the old admin keypair (client.env of 26.11.0) signs against the new manager
+    assert old_node.client("run --rm -c 'print(6*7)' python").split()[-1] == "42"
+    check = playbook.check(old_node.inv)
+    assert check.installed == tree and check.hosts[0].how == "record"
+
+
+def test_5_a_downgrade_is_refused_and_changes_nothing(old_node: OldNode) -> None:
+    before = snapshot(old_node)
+    result = CliRunner().invoke(cli.upgrade, ["--to", "26.11.0", "--json", "-i",
+                                              old_node.inv.path])
+    assert result.exit_code == 2, result.output
+    assert "no-downgrade" in result.output
+    assert snapshot(old_node) == before
+
+
+def test_6_rollback_restores_the_previous_release(old_node: OldNode) -> None:
+    result = CliRunner().invoke(cli.rollback, ["--json", "--yes", "-i", old_node.inv.path,
+                                               "--record-dir", str(old_node.record_dir)])
+    assert result.exit_code == 0, result.output
+    after = snapshot(old_node)
+    assert after["head"] == ["0002"] and after["record"] == "none"
+    assert after["venv"] == "/opt/bai/releases/26.11.0/venv"
+    assert USER in " ".join(after["users"])
+    assert playbook.check(old_node.inv).installed == "26.11.0"
+    # the services the newer release added are gone again
+    units = old_node.sh("ls /etc/systemd/system | grep '^bai-' || true").split()
+    assert sorted(units) == ["bai-agent.service", "bai-manager.service"]
+    assert old_node.client("run --rm -c 'print(6*7)' python").split()[-1] == "42"
