@@ -1,8 +1,9 @@
 """Webserver benchmark (issue 12), one run against the installed node, stops by itself.
 
 The same load (``--conns`` keep-alive connections, each sending GETs back to back for
-``--seconds``) of a cheap authenticated call, ``GET /auth/test`` (the manager checks the signature,
-looks up the keypair and counts the rate limit), goes in the same run, as one throwaway user
+``--seconds``) of each of ``--paths``: ``GET /auth/test``, the cheapest authenticated call (the
+manager checks the signature, looks up the keypair and counts the rate limit), and ``GET /folders``,
+a typical page's call (a database query), goes in the same run, as one throwaway user
 (created with the admin keypair, its rate limit raised so that the load is not refused, purged at
 the end; the admin keypair's own rate limit is never spent):
   (1) direct: to the manager, signed with the user's keypair (signed once, the headers reused, so
@@ -17,7 +18,7 @@ load on a shared machine does not move much, unlike requests/s); and the time fr
 ``POST /server/login`` to the first ``/func/`` answer (median of ``--logins``; a login costs the
 manager one PBKDF2 password hash).
 
-Usage: /opt/bai/venv/bin/python bench/webserver.py [--seconds 8] [--conns 16] [--rounds 3] [--logins 5] [--json]
+Usage: /opt/bai/venv/bin/python bench/webserver.py [--seconds 8] [--conns 16] [--rounds 3] [--logins 5] [--paths P,P] [--json]
   [--web URL]   (default: BAI_WEB_ENDPOINT from /etc/backend.ai/client.env; root only)
 """
 
@@ -41,6 +42,9 @@ from bai.common.auth import API_VERSION, sign_request
 
 CLIENT_ENV = Path("/etc/backend.ai/client.env")
 CLI = "/opt/bai/venv/bin/backend.ai"
+#: The cheapest signed call (the manager checks the signature, finds the keypair, counts the rate
+#: limit) and a typical page's call (the caller's folders: a database query).
+PATHS = "/auth/test,/folders"
 PATH = "/auth/test"
 
 
@@ -162,44 +166,50 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(2)
 
 
+async def measure(args: argparse.Namespace, manager: str, web: str, path: str, access_key: str, secret_key: str,
+                  jar: aiohttp.CookieJar, pids: dict[str, int | None]) -> dict[str, Any]:
+    host = manager.split("://", 1)[1]
+    signed = sign_request(access_key, secret_key, "GET", path, host, "application/octet-stream")
+    direct_headers = {"X-BackendAI-Version": API_VERSION, "Date": signed.date, "Authorization": signed.authorization}
+    runs: dict[str, list[dict[str, float]]] = {"direct": [], "webserver": []}
+    for _ in range(args.rounds):
+        runs["direct"].append(await load(manager + path, direct_headers, args.seconds, args.conns, None, pids))
+        runs["webserver"].append(await load(web + "/func" + path, {}, args.seconds, args.conns, jar, pids))
+    best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
+    return {"path": path, "direct": best["direct"], "webserver": best["webserver"],
+            "ratio": best["webserver"]["rps"] / best["direct"]["rps"], "runs": runs}
+
+
 async def run(args: argparse.Namespace, env: dict[str, str], user: str, password: str, access_key: str,
               secret_key: str) -> dict[str, Any]:
     web = (args.web or env.get("BAI_WEB_ENDPOINT", "http://127.0.0.1:8080")).rstrip("/")
     manager = env["BACKEND_ENDPOINT"].rstrip("/")
-    host = manager.split("://", 1)[1]
-    signed = sign_request(access_key, secret_key, "GET", PATH, host, "application/octet-stream")
-    direct_headers = {"X-BackendAI-Version": API_VERSION, "Date": signed.date, "Authorization": signed.authorization}
-
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
         await login(http, web, user, password)
     login_ms = await login_to_first_answer(web, user, password, args.logins)
-
     pids = {"manager": listener_pid(int(manager.rsplit(":", 1)[1])), "webserver": listener_pid(int(web.rsplit(":", 1)[1]))}
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], "webserver": []}
-    for _ in range(args.rounds):
-        runs["direct"].append(await load(manager + PATH, direct_headers, args.seconds, args.conns, None, pids))
-        runs["webserver"].append(await load(web + "/func" + PATH, {}, args.seconds, args.conns, jar, pids))
-    best = {k: max(v, key=lambda r: r["rps"]) for k, v in runs.items()}
-    ratio = best["webserver"]["rps"] / best["direct"]["rps"]
-    result = {"direct": best["direct"], "webserver": best["webserver"], "ratio": ratio, "runs": runs,
-              "login_to_first_answer_ms": {"median": statistics.median(login_ms), "all": login_ms},
-              "conns": args.conns, "seconds": args.seconds, "web": web, "manager": manager}
+    results = [await measure(args, manager, web, path, access_key, secret_key, jar, pids)
+               for path in args.paths.split(",")]
+    result = {"calls": results, "login_to_first_answer_ms": {"median": statistics.median(login_ms), "all": login_ms},
+              "conns": args.conns, "seconds": args.seconds, "rounds": args.rounds, "web": web, "manager": manager}
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"GET {PATH}, {args.conns} keep-alive connections, {args.seconds:.0f} s per run, best of {args.rounds} interleaved")
+        return result
+    print(f"{args.conns} keep-alive connections, {args.seconds:.0f} s per run, best of {args.rounds} interleaved")
+    for res in results:
+        print(f"GET {res['path']}")
         for name in ("direct", "webserver"):
-            r = best[name]
-            print(f"{name:9s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+            r = res[name]
+            print(f"  {name:9s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
                   f"({int(r['requests'])} requests)")
-        print(f"webserver/direct: {ratio:.0%} (target >= 70%)")
-        d, w = best["direct"], best["webserver"]
+        print(f"  webserver/direct: {res['ratio']:.0%} (target >= 70%)")
+        d, w = res["direct"], res["webserver"]
         if d.get("cpu_ms_manager"):
-            print(f"CPU per request: direct: manager {d['cpu_ms_manager']:.2f} ms; through the webserver: "
+            print(f"  CPU per request: direct: manager {d['cpu_ms_manager']:.2f} ms; through the webserver: "
                   f"webserver {w['cpu_ms_webserver']:.2f} ms + manager {w['cpu_ms_manager']:.2f} ms")
-        print(f"login -> first /func/ answer: median {statistics.median(login_ms):.0f} ms "
-              f"(runs: {', '.join(f'{t:.0f}' for t in login_ms)})")
+    print(f"login -> first /func/ answer: median {statistics.median(login_ms):.0f} ms "
+          f"(runs: {', '.join(f'{t:.0f}' for t in login_ms)})")
     return result
 
 
@@ -209,6 +219,7 @@ if __name__ == "__main__":
     parser.add_argument("--conns", type=int, default=16)
     parser.add_argument("--logins", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paths", default=PATHS, help="comma-separated manager GET paths to measure")
     parser.add_argument("--web")
     parser.add_argument("--json", action="store_true")
     asyncio.run(main(parser.parse_args()))
