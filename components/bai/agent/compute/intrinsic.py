@@ -32,6 +32,8 @@ from .base import (
     SlotName,
     SlotType,
 )
+from .host_cores import DEFAULT_DIR as PINNED_CORES_DIR
+from .host_cores import HostCoreClaims, open_claims
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -66,7 +68,21 @@ def cpuset_string(cores: Sequence[int]) -> str:
 
 class CpuAllocMap(FractionAllocMap):
     """Cores of capacity 1: whole requests get whole free cores (lowest ids first), the rest is
-    booked in hundredths on the fullest cores that hold it (best fit), so whole cores stay free."""
+    booked in hundredths on the fullest cores that hold it (best fit), so whole cores stay free.
+    With ``claims`` (host_cores.py), cores another agent of this host pins are never given whole."""
+
+    def __init__(self, devices: Mapping[SlotName, Mapping[DeviceId, Decimal]],
+                 claims: HostCoreClaims | None = None) -> None:
+        super().__init__(devices)
+        self.claims = claims
+        self._elsewhere: set[str] = set()
+
+    def free_per_device(self, slot: SlotName) -> dict[DeviceId, Decimal]:
+        free = super().free_per_device(slot)
+        if self._elsewhere:   # pinned by another agent: bookable in hundredths, never whole
+            free = {dev: min(amount, 1 - self.quantum) if dev in self._elsewhere else amount
+                    for dev, amount in free.items()}
+        return free
 
     def _plan(self, slot: SlotName, amount: Decimal) -> dict[DeviceId, Decimal]:
         if is_whole(amount):
@@ -75,6 +91,35 @@ class CpuAllocMap(FractionAllocMap):
             if len(whole) >= amount:
                 return {dev: Decimal(1) for dev in whole[:int(amount)]}
         return super()._plan(slot, amount)
+
+    def allocate(self, requested: Mapping[SlotName, Decimal]) -> DeviceAllocation:
+        if self.claims is None:
+            return super().allocate(requested)
+        with self.claims.locked():
+            self._elsewhere = {str(core) for core in self.claims.others()}
+            try:
+                taken = super().allocate(requested)
+            finally:
+                self._elsewhere = set()
+            self._publish()
+        return taken
+
+    def apply(self, allocation: DeviceAllocation) -> None:
+        super().apply(allocation)
+        if self.claims is not None:
+            with self.claims.locked():
+                self._publish()
+
+    def free(self, allocation: DeviceAllocation) -> None:
+        super().free(allocation)
+        if self.claims is not None:
+            with self.claims.locked():
+                self._publish()
+
+    def _publish(self) -> None:
+        assert self.claims is not None
+        self.claims.publish(int(dev) for dev, held in self.allocations.get("cpu", {}).items()
+                            if held >= 1 and dev.isdigit())
 
 
 def pinned_cores(allocation: DeviceAllocation) -> list[int] | None:
@@ -146,11 +191,20 @@ class CpuPlugin(ComputePlugin):
         super().__init__(plugin_config, agent_config)
         self.cores: list[int] = []
         self._last_usage: dict[str, tuple[float, int]] = {}
+        self.claims: HostCoreClaims | None = None
 
     async def init(self) -> None:
         resource = self.agent_config.resource
         self.cores = usable_cores(sorted(os.sched_getaffinity(0)), resource.reserved_cores,
                                   resource.reserved_cpu)
+        # other agents on this host: pin no core twice (host_cores.py)
+        owner = getattr(getattr(self.agent_config, "agent", None), "id", None)
+        if isinstance(owner, str):
+            self.claims = open_claims(owner, Path(str(self.plugin_config.get("pinned-cores-dir") or PINNED_CORES_DIR)))
+
+    async def cleanup(self) -> None:
+        if self.claims is not None:
+            self.claims.close()
 
     async def list_devices(self) -> Sequence[Device]:
         return [Device(device_id=str(core), hw_location="cpu", numa_node=None, memory_size=0,
@@ -160,7 +214,7 @@ class CpuPlugin(ComputePlugin):
         return {"cpu": Decimal(len(self.cores))}
 
     def create_alloc_map(self) -> AllocMap:
-        return CpuAllocMap({"cpu": {str(core): Decimal(1) for core in self.cores}})
+        return CpuAllocMap({"cpu": {str(core): Decimal(1) for core in self.cores}}, self.claims)
 
     async def generate_docker_args(self, allocation: DeviceAllocation) -> dict[str, Any]:
         amount = sum((allocation.get("cpu") or {}).values(), Decimal(0))
