@@ -101,3 +101,29 @@ def test_stop_on_request_says_what_was_done(halfstack_inventory: Path, tmp_path:
     lines = log.splitlines()
     # nothing started after the stop was asked for beyond the operations already under way
     assert sum(1 for line in lines if line.split()[1:2] == ["start"]) <= started + 1
+
+
+@pytest.mark.timeout(900)
+def test_failed_operation_stops_and_says_what_was_and_was_not_done(halfstack_inventory: Path,
+                                                                  tmp_path: Path) -> None:
+    """An operation that fails (etcd's data directory below a file: preflight sees nothing wrong
+    with it, mkdir does): the run stops there, exit 1, and says what was done, what failed and what
+    was not done; the same inventory without the mistake then completes (here: nothing left to
+    change, the failure changed nothing)."""
+    r = cli("install", "-i", str(halfstack_inventory), "--non-interactive", "--json",
+            "--log-dir", str(tmp_path / "first"), timeout=600)  # a no-op after the tests above
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    bad = tmp_path / "bad.py"
+    bad.write_text(halfstack_inventory.read_text().replace(
+        "halfstack = [", "halfstack = [(").replace("]\n", ", {'etcd': {'data_dir': '/etc/hostname/etcd'}})]\n"))
+    r = cli("install", "-i", str(bad), "--non-interactive", "--log-dir", str(tmp_path / "bad"), timeout=600)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "install failed" in r.stderr and "etcd | Data directory failed" in r.stderr, r.stderr[-3000:]
+    assert "FAILED   " in r.stderr and "done: " in r.stderr
+    assert "not done: the rest of the stopped phase" in r.stderr
+    assert "a re-run with the same inventory completes the install" in r.stderr
+    assert "Not a directory" in r.stderr  # mkdir's own words
+    r = cli("install", "-i", str(halfstack_inventory), "--non-interactive", "--json",
+            "--log-dir", str(tmp_path / "good"), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads(r.stdout)["nothing_changed"] is True
