@@ -69,7 +69,8 @@ def cpuset_string(cores: Sequence[int]) -> str:
 class CpuAllocMap(FractionAllocMap):
     """Cores of capacity 1: whole requests get whole free cores (lowest ids first), the rest is
     booked in hundredths on the fullest cores that hold it (best fit), so whole cores stay free.
-    With ``claims`` (host_cores.py), cores another agent of this host pins are never given whole."""
+    With ``claims`` (host_cores.py), whole requests prefer cores no other agent of this host pins;
+    a kernel that still ends up with such a core is not pinned (see CpuPlugin.pinning)."""
 
     def __init__(self, devices: Mapping[SlotName, Mapping[DeviceId, Decimal]],
                  claims: HostCoreClaims | None = None) -> None:
@@ -77,17 +78,10 @@ class CpuAllocMap(FractionAllocMap):
         self.claims = claims
         self._elsewhere: set[str] = set()
 
-    def free_per_device(self, slot: SlotName) -> dict[DeviceId, Decimal]:
-        free = super().free_per_device(slot)
-        if self._elsewhere:   # pinned by another agent: bookable in hundredths, never whole
-            free = {dev: min(amount, 1 - self.quantum) if dev in self._elsewhere else amount
-                    for dev, amount in free.items()}
-        return free
-
     def _plan(self, slot: SlotName, amount: Decimal) -> dict[DeviceId, Decimal]:
         if is_whole(amount):
-            whole = sorted((dev for dev, free in self.free_per_device(slot).items() if free >= 1),
-                           key=device_order)
+            whole = sorted((dev for dev, free in self.free_per_device(slot).items()
+                            if free >= 1 and dev not in self._elsewhere), key=device_order)
             if len(whole) >= amount:
                 return {dev: Decimal(1) for dev in whole[:int(amount)]}
         return super()._plan(slot, amount)
@@ -216,16 +210,27 @@ class CpuPlugin(ComputePlugin):
     def create_alloc_map(self) -> AllocMap:
         return CpuAllocMap({"cpu": {str(core): Decimal(1) for core in self.cores}}, self.claims)
 
+    def pinning(self, allocation: DeviceAllocation) -> list[int] | None:
+        """The cores to pin the kernel to: its whole cores, unless another agent of this host
+        pins one of them (then the kernel runs unpinned, within its quota)."""
+        pinned = pinned_cores(allocation)
+        if pinned is not None and self.claims is not None:
+            with self.claims.locked():
+                elsewhere = self.claims.others()
+            if any(core in elsewhere for core in pinned):
+                return None
+        return pinned
+
     async def generate_docker_args(self, allocation: DeviceAllocation) -> dict[str, Any]:
         amount = sum((allocation.get("cpu") or {}).values(), Decimal(0))
-        pinned = pinned_cores(allocation)
+        pinned = self.pinning(allocation)
         host_config: dict[str, Any] = {"CpusetCpus": cpuset_string(pinned if pinned is not None else self.cores)}
         if amount > 0:
             host_config["NanoCpus"] = int(amount * 10**9)
         return {"HostConfig": host_config}
 
     def generate_resource_data(self, allocation: DeviceAllocation) -> dict[str, str]:
-        pinned = pinned_cores(allocation)
+        pinned = self.pinning(allocation)
         return {"CPU_SHARES": ",".join(f"{dev}:{amount}" for dev, amount in (allocation.get("cpu") or {}).items()),
                 "CPU_PINNED": cpuset_string(pinned) if pinned is not None else ""}
 
