@@ -2,6 +2,7 @@
 status. With no arguments on a terminal it opens the wizard (installer/tui/).
 
     bai-install                                   (a terminal: the wizard; otherwise this help, exit 2)
+    bai-install wizard [--config bai-install.toml] (the wizard, its choices pre-filled)
     bai-install preflight [-i INV | --from-stack OUT.json] [--config F] [--json]
     bai-install install [-i INV | --from-stack OUT.json] [--config bai-install.toml]
                         [--set KEY.PATH=VALUE ...] [--non-interactive] [--dry-run] [--json]
@@ -169,6 +170,20 @@ def _with_source(fn: Any) -> Any:
     for option in reversed(_source_options):
         fn = option(fn)
     return fn
+
+
+@main.command()
+@click.option("--config", "config_path", default=None, metavar="bai-install.toml",
+              help="pre-fill the wizard's choices (inventory, settings overrides, thresholds)")
+def wizard(config_path: str | None) -> None:
+    """The install wizard (what `bai-install` with no arguments opens on a terminal)."""
+    cfg = _config(config_path, None, None)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.UsageError("the wizard needs a terminal; without one use "
+                               "`bai-install install --non-interactive [--config FILE]`")
+    from .tui.app import run_wizard
+
+    raise SystemExit(run_wizard(cfg))
 
 
 @main.command("preflight")

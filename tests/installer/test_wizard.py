@@ -219,3 +219,6 @@ def test_without_a_terminal_prints_help_and_exits_2() -> None:
                        text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == 2
     assert "preflight" in r.stdout and "install" in r.stdout and "no terminal" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "installer.cli", "wizard"], cwd=REPO, capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert r.returncode == 2 and "the wizard needs a terminal" in r.stderr
