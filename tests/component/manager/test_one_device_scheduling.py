@@ -8,10 +8,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from bai.manager import errors
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.scheduler import Scheduler
+from bai.manager.services.scheduling import admission
 from bai.manager.store import tables as t
 from bench import scheduler as bench
 
@@ -108,3 +111,27 @@ async def test_kernels_newer_than_the_heartbeat_count_against_its_report(
         await conn.execute(t.kernels.update().where(t.kernels.c.status == "RUNNING").values(
             status_changed=datetime.now(UTC) - timedelta(minutes=1)))
     assert [s.name for s in (await Scheduler(ctx).decide()).scheduled] == [want]
+
+
+async def test_a_request_no_single_gpu_could_ever_hold_is_refused_at_create(
+        world: tuple[bench.World, ManagerContext]) -> None:
+    """Create-time: each kernel's cuda.shares must fit one GPU of some agent (the heartbeat's
+    ``placement_capacity``), not only the agent's total."""
+    w, _ = world
+    await _agents(w, "ever", {"ever-a": ("79.64", {"g0": "39.82", "g1": "39.82"})})
+    async with w.db.begin() as conn:
+        await conn.execute(t.agents.update().where(t.agents.c.id == "ever-a").values(compute_plugins={"cuda": {
+            "placement": {"cuda.shares": {"g0": "39.82", "g1": "39.82"}},
+            "placement_capacity": {"cuda.shares": {"g0": "39.82", "g1": "39.82"}}}}))
+    arch = bench._arch()
+    async with w.db.connect() as conn:
+        with pytest.raises(errors.InvalidAPIParameters) as refused:
+            await admission.check_capacity(conn, "ever", arch, {"cuda.shares": Decimal(50)}, "single-node", 1)
+        assert refused.value.msg == (
+            "No agent of resource group 'ever' could ever hold this request (no single device holds 50 "
+            "cuda.shares (one kernel's cuda.shares must lie on one device; the largest has 39.82)).")
+        await admission.check_capacity(conn, "ever", arch, {"cuda.shares": Decimal(30)}, "single-node", 1)
+        # two kernels of 30 on one agent: one on each GPU
+        await admission.check_capacity(conn, "ever", arch, {"cuda.shares": Decimal(30)}, "single-node", 2)
+        with pytest.raises(errors.InvalidAPIParameters, match="cuda.shares: 120 > 79.64"):
+            await admission.check_capacity(conn, "ever", arch, {"cuda.shares": Decimal(30)}, "single-node", 4)

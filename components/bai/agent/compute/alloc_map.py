@@ -284,15 +284,16 @@ class CompositeAllocMap(AllocMap):
         return {slot: amount for amap in self.maps for slot, amount in amap.used().items()}
 
 
-def single_device_free(amap: AllocMap) -> dict[SlotName, dict[DeviceId, Decimal]]:
+def single_device_free(amap: AllocMap, *, capacity: bool = False) -> dict[SlotName, dict[DeviceId, Decimal]]:
     """Per slot that one kernel must take from one device, each device's free amount now (the
-    heartbeat's ``compute_plugins.<key>.placement``); empty for maps without such slots."""
+    heartbeat's ``compute_plugins.<key>.placement``) or, with ``capacity``, its whole capacity
+    (``placement_capacity``); empty for maps without such slots."""
     maps = amap.maps if isinstance(amap, CompositeAllocMap) else [amap]
     out: dict[SlotName, dict[DeviceId, Decimal]] = {}
     for part in maps:
         if isinstance(part, _BaseAllocMap) and part.single_device:
             for slot in part.device_capacity:
-                out[slot] = part.free_per_device(slot)
+                out[slot] = dict(part.device_capacity[slot]) if capacity else part.free_per_device(slot)
     return out
 
 

@@ -351,4 +351,7 @@ class ComputeRegistry:
                 # manager holds back what fits the agent's total but no single device
                 infos[key]["placement"] = {slot: {dev: _plain(amount) for dev, amount in per_device.items()}
                                            for slot, per_device in free.items()}
+                infos[key]["placement_capacity"] = {
+                    slot: {dev: _plain(amount) for dev, amount in per_device.items()}
+                    for slot, per_device in single_device_free(alloc_map, capacity=True).items()}
         return infos

@@ -118,6 +118,16 @@ async def capacities_in_group(conn: AsyncConnection, scaling_group: str, archite
     return [slots_from_json(slots) for (slots,) in rows]
 
 
+async def capacities_with_plugins_in_group(conn: AsyncConnection, scaling_group: str, architecture: str
+                                           ) -> list[tuple[ResourceSlots, Any]]:
+    """As :func:`capacities_in_group`, each with the agent's ``compute_plugins`` (per-device
+    capacities of single-device slots: scheduling/devices.py)."""
+    rows = await conn.execute(sa.select(t.agents.c.available_slots, t.agents.c.compute_plugins).where(
+        t.agents.c.status == "ALIVE", t.agents.c.scaling_group == scaling_group,
+        t.agents.c.architecture == architecture))
+    return [(slots_from_json(slots), plugins) for slots, plugins in rows]
+
+
 async def known_slot_types(conn: AsyncConnection) -> set[str]:
     rows = await conn.execute(sa.select(t.agents.c.available_slots).where(t.agents.c.status == "ALIVE"))
     names = {"cpu", "mem"}

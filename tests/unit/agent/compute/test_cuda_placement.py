@@ -42,12 +42,14 @@ async def test_heartbeat_reports_each_gpus_free_shares(tmp_path: Path) -> None:
         capacity = registry.available["cuda.shares"] / 2
         info = (await registry.extra_infos("9.9"))["cuda"]
         assert info["placement"] == {"cuda.shares": {g: format(capacity.normalize(), "f") for g in gpus}}
+        assert info["placement_capacity"] == info["placement"]          # nothing held yet
         # fragment: most of each GPU taken, so the total free exceeds what any one GPU has
         first = registry.allocate({"cuda.shares": capacity - D(10)})
         second = registry.allocate({"cuda.shares": capacity - D(10)})
         assert {dev for held in (first, second) for dev in held["cuda"]["cuda.shares"]} == set(gpus)
         placement = (await registry.extra_infos("9.9"))["cuda"]["placement"]["cuda.shares"]
         assert {D(v) for v in placement.values()} == {D(10)}
+        assert (await registry.extra_infos("9.9"))["cuda"]["placement_capacity"] == info["placement_capacity"]
         # 15 shares: the agent's total (20) has them, no GPU does -- the agent refuses, changing nothing
         with pytest.raises(AllocationError, match="no single GPU"):
             registry.allocate({"cuda.shares": D(15)})

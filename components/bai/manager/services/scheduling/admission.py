@@ -16,6 +16,7 @@ from bai.manager.store import agents as agent_store
 from bai.manager.store import sessions as session_store
 from bai.manager.store.keypairs import Requester
 
+from . import devices
 from .model import add_slots, humanize
 from .starts_at import parse_starts_at
 
@@ -33,15 +34,24 @@ async def check_capacity(conn: AsyncConnection, scaling_group: str, architecture
                          per_kernel: ResourceSlots, cluster_mode: str, cluster_size: int) -> None:
     """Refuse (400, naming the slots) a request no ALIVE agent of the resource group could ever
     hold, even empty: a single-node session needs all its kernels on one agent, a multi-node one
-    each kernel on some agent. With no ALIVE agent in the group the session may wait for one."""
-    agents = await agent_store.capacities_in_group(conn, scaling_group, architecture)
-    if not agents:
+    each kernel on some agent, and each kernel's amount of a single-device slot (cuda.shares) must
+    fit one device. With no ALIVE agent in the group the session may wait for one."""
+    rows = await agent_store.capacities_with_plugins_in_group(conn, scaling_group, architecture)
+    if not rows:
         return
+    agents = [slots for slots, _ in rows]
+    pieces = 1 if cluster_mode == "multi-node" else max(cluster_size, 1)
     needed = dict(per_kernel) if cluster_mode == "multi-node" else \
         {slot: amount * cluster_size for slot, amount in per_kernel.items()}
     needed = {slot: amount for slot, amount in needed.items() if amount > 0}
-    if any(all(amount <= agent.get(slot, Decimal(0)) for slot, amount in needed.items()) for agent in agents):
+    by_total = [(slots, plugins) for slots, plugins in rows
+                if all(amount <= slots.get(slot, Decimal(0)) for slot, amount in needed.items())]
+    empty = {str(i): devices.one_device_slots_of(plugins, "placement_capacity") for i, (_, plugins) in enumerate(by_total)}
+    if any(devices.fits_devices(one, needed, pieces) for one in empty.values()):
         return
+    if by_total and (per_device := devices.shortfall_message(empty, needed, pieces, ever=True)) is not None:
+        raise errors.InvalidAPIParameters(
+            f"No agent of resource group {scaling_group!r} could ever hold this request ({per_device}).")
     largest = {slot: max(agent.get(slot, Decimal(0)) for agent in agents) for slot in needed}
     over = [f"{slot}: {humanize(slot, needed[slot])} > {humanize(slot, largest[slot])}"
             for slot in sorted(needed) if needed[slot] > largest[slot]]

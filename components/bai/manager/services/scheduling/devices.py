@@ -87,14 +87,15 @@ class OneDeviceFree:
                 self.unconfirmed.remove(amount / max(kernels, 1))
 
 
-def parse_placement(compute_plugins: Any) -> dict[str, tuple[Decimal, ...]]:
-    """``{slot: per-device free amounts}`` from an agent's ``compute_plugins``; anything malformed
-    is left out (such a slot is then placed by the agent's total alone, as before)."""
+def parse_placement(compute_plugins: Any, key: str = "placement") -> dict[str, tuple[Decimal, ...]]:
+    """``{slot: per-device free amounts}`` from an agent's ``compute_plugins`` (``key``
+    ``placement_capacity``: the devices' whole capacities); anything malformed is left out (such
+    a slot is then placed by the agent's total alone, as before)."""
     out: dict[str, tuple[Decimal, ...]] = {}
     if not isinstance(compute_plugins, Mapping):
         return out
     for info in compute_plugins.values():
-        placement = info.get("placement") if isinstance(info, Mapping) else None
+        placement = info.get(key) if isinstance(info, Mapping) else None
         if not isinstance(placement, Mapping):
             continue
         for slot, per_device in placement.items():
@@ -116,6 +117,11 @@ def one_device_slots(compute_plugins: Any, unconfirmed: Sequence[Mapping[str, De
             for slot, free in parse_placement(compute_plugins).items()}
 
 
+def one_device_slots_of(compute_plugins: Any, key: str) -> dict[str, OneDeviceFree]:
+    """The single-device slots of a report under ``key`` (``placement_capacity``: empty devices)."""
+    return {slot: OneDeviceFree(amounts) for slot, amounts in parse_placement(compute_plugins, key).items()}
+
+
 def fits_devices(one_device: Mapping[str, OneDeviceFree], request: Mapping[str, Decimal], kernels: int) -> bool:
     """``request`` is what ``kernels`` alike kernels ask for together (one piece each)."""
     pieces = max(kernels, 1)
@@ -124,9 +130,10 @@ def fits_devices(one_device: Mapping[str, OneDeviceFree], request: Mapping[str, 
 
 
 def shortfall_message(one_device_by_agent: Mapping[str, Mapping[str, OneDeviceFree]],
-                      request: Mapping[str, Decimal], kernels: int) -> str | None:
+                      request: Mapping[str, Decimal], kernels: int, *, ever: bool = False) -> str | None:
     """The pending reason when agents have the room in total but on no single device, naming the
-    slot and the largest amount one device offers; None when that is not why."""
+    slot and the largest amount one device offers; None when that is not why. ``ever``: the
+    states are empty devices (the create-time check: no device could ever hold it)."""
     pieces = max(kernels, 1)
     for slot in sorted(request):
         if request[slot] <= 0:
@@ -135,6 +142,9 @@ def shortfall_message(one_device_by_agent: Mapping[str, Mapping[str, OneDeviceFr
         if not states or any(s.fits(request[slot] / pieces, pieces) for s in states):
             continue
         best = max(s.largest() for s in states)
+        if ever:
+            return (f"no single device holds {_plain(request[slot] / pieces)} {slot} (one kernel's {slot} "
+                    f"must lie on one device; the largest has {_plain(best)})")
         return (f"No agent has {_plain(request[slot] / pieces)} {slot} free on a single device (one "
                 f"kernel's {slot} must lie on one device; the most one device has free now: {_plain(best)})")
     return None
