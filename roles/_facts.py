@@ -95,20 +95,43 @@ class SupervisordUp(FactBase[bool]):
 
 
 class SupervisorState(FactBase[dict[str, Any]]):
-    """``{"up": bool, "programs": {name: STATE}}`` from supervisorctl; down when unreachable."""
+    """``{"up": bool, "programs": {name: STATE}}`` of supervisord; down when unreachable.
+
+    Asked over supervisord's XML-RPC socket with curl where both are there (~0.1 s), else with
+    supervisorctl (a Python start: seconds on a busy host, for every service of a run)."""
 
     CONF = "/etc/supervisor/supervisord.conf"
+    SOCKET = "/var/run/supervisor.sock"
+    CALL = ("<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
+            "</methodName></methodCall>")
 
     def command(self) -> str:
         ctl = f"supervisorctl -c {self.CONF}"
+        rpc = (f"curl -s --max-time 10 --unix-socket {self.SOCKET} -H 'Content-Type: text/xml' "
+               f"--data {shlex.quote(self.CALL)} http://localhost/RPC2")
         return (
-            f"if command -v supervisorctl >/dev/null 2>&1 && {ctl} pid >/dev/null 2>&1; then "
+            f"if [ -S {self.SOCKET} ] && command -v curl >/dev/null 2>&1 && "
+            f"out=$({rpc} 2>/dev/null) && printf '%s' \"$out\" | grep -q '<methodResponse>' && "
+            "! printf '%s' \"$out\" | grep -q '<fault>'; then echo __xml__; printf '%s\\n' \"$out\"; "
+            f"elif command -v supervisorctl >/dev/null 2>&1 && {ctl} pid >/dev/null 2>&1; then "
             f"echo __up__; {ctl} status 2>/dev/null; else echo __down__; fi; true"
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        up = bool(output) and output[0].strip() == "__up__"
         programs: dict[str, str] = {}
+        if output and output[0].strip() == "__xml__":
+            import xmlrpc.client
+
+            try:
+                params, _ = xmlrpc.client.loads("\n".join(output[1:]))
+            except Exception:  # noqa: BLE001 - an answer we cannot read: as if down
+                return {"up": False, "programs": {}}
+            infos: list[dict[str, Any]] = params[0] if params and isinstance(params[0], list) else []
+            for info in infos:
+                name = info["name"] if info.get("group") == info.get("name") else f"{info['group']}:{info['name']}"
+                programs[name] = str(info.get("statename", "UNKNOWN"))
+            return {"up": True, "programs": programs}
+        up = bool(output) and output[0].strip() == "__up__"
         for line in output[1:]:
             parts = line.split()
             if len(parts) >= 2:
@@ -231,3 +254,24 @@ class OpenFilesLimit(FactBase[int]):
     @staticmethod
     def default() -> int:
         return 0
+
+
+class Account(FactBase[dict[str, list[str]]]):
+    """``{"passwd": fields or [], "group": fields or []}`` of one account and its same-named
+    group, from getent (one cheap command; pyinfra's Users fact reads every account)."""
+
+    def command(self, account: str) -> str:
+        a = shlex.quote(account)
+        return f"echo \"passwd=$(getent passwd {a})\"; echo \"group=$(getent group {a})\""
+
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"passwd": [], "group": []}
+        for line in output:
+            key, sep, value = line.partition("=")
+            if sep and key in out and value.strip():
+                out[key] = value.strip().split(":")
+        return out
+
+    @staticmethod
+    def default() -> dict[str, list[str]]:
+        return {"passwd": [], "group": []}

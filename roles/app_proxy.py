@@ -21,7 +21,7 @@ from typing import Any
 
 import tomli_w
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from . import _ops
 from ._common import secrets_file
@@ -99,10 +99,7 @@ def app_proxy(settings: Settings) -> None:
         commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
         noop_message=f"{program} present",
     )
-    # (ensure_home=False: pyinfra would otherwise create /nonexistent and chown it to this user,
-    # fighting every other system user whose home is /nonexistent)
-    server.user(name=f"System user {USER}", user=USER, system=True, shell="/usr/sbin/nologin",
-                home="/nonexistent", create_home=False, ensure_home=False)
+    _ops.system_account(name=f"System user {USER}", account=USER, home="/nonexistent")
     for path in (settings.config_dir, settings.log_dir, settings.state_dir):
         files.directory(name=f"Directory {path}", path=path, mode="755")
     secrets_file(settings)

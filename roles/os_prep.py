@@ -16,7 +16,7 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, systemd
 
 from . import _ops
 from ._facts import OpenFilesLimit, TimeSync
@@ -28,7 +28,7 @@ SYSCTL_PATH = "/etc/sysctl.d/90-bai.conf"
 LIMITS_PATH = "/etc/security/limits.d/90-bai.conf"
 #: Where earlier installers put the same values (removed, so that one file holds them).
 OLD_PATHS = ("/etc/sysctl.d/99-bai.conf", "/etc/security/limits.d/99-bai.conf")
-PACKAGES = ("ca-certificates", "procps", "iproute2", "python3", "util-linux", "kmod")
+PACKAGES = ("ca-certificates", "procps", "iproute2", "python3", "util-linux", "kmod", "curl")
 #: NTP daemons that keep the clock when installed (then timesyncd is not wanted)
 OTHER_NTP = ("chrony", "ntpsec", "openntpd", "ntp")
 
@@ -120,10 +120,8 @@ def os_prep(settings: Settings) -> None:
     check, fail = account_check(settings)
     _ops.ensure(name=f"uid {o.uid} / gid {o.gid} free for {o.user}", check=check, commands=[fail],
                 noop_message="ids free or already the account's")
-    server.group(name=f"Group {o.user} ({o.gid})", group=o.user, gid=o.gid, system=True)
-    server.user(name=f"Service account {o.user} ({o.uid})", user=o.user, uid=o.uid, group=o.user,
-                system=True, shell="/usr/sbin/nologin", home=settings.state_dir, create_home=False,
-                ensure_home=False)
+    _ops.system_account(name=f"Service account {o.user} ({o.uid}:{o.gid})", account=o.user,
+                        home=settings.state_dir, uid=o.uid, gid=o.gid)
     for old in OLD_PATHS:
         files.file(name=f"Remove {old} (moved to 90-bai.conf)", path=old, present=False)
     sysctl = files.put(name="Write sysctl tuning", src=StringIO(sysctl_text(sysctl_values(settings))),

@@ -15,7 +15,7 @@ import pytest
 from bai.agent.compute.cuda.plugin import CUDASettings
 from bai.agent.compute.mock import load_mock_config
 from bai.agent.config import AgentConfig
-from roles import accelerators, agent, conntrack, docker, os_prep
+from roles import _ops, accelerators, agent, conntrack, docker, os_prep
 from roles import settings as settings_mod
 from roles.accelerators import GPUFacts, decide
 
@@ -59,6 +59,26 @@ def test_account_check_refuses_ids_of_another_account() -> None:
     _, fail = os_prep.account_check(_settings(os={"uid": 65534}))
     r = subprocess.run(["sh", "-c", fail], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "uid 65534 or gid 1100 belongs to another account (nobody" in r.stderr
+
+
+def test_account_commands_only_for_what_differs() -> None:
+    def cmds(passwd: str, group: str, **kw: object) -> list[str]:
+        found = {"passwd": passwd.split(":") if passwd else [], "group": group.split(":") if group else []}
+        args = {"home": "/var/lib/bai", "shell": "/usr/sbin/nologin", "uid": 1100, "gid": 1100, **kw}
+        return _ops.account_commands(found, "bai", **args)  # type: ignore[arg-type]
+
+    assert cmds("", "") == ["groupadd --system -g 1100 bai",
+                            "useradd --system -u 1100 -g bai -d /var/lib/bai -M -s /usr/sbin/nologin bai"]
+    ok = "bai:x:1100:1100::/var/lib/bai:/usr/sbin/nologin"
+    assert cmds(ok, "bai:x:1100:") == []
+    assert cmds("bai:x:1100:1100::/home/bai:/bin/bash", "bai:x:1100:") == [
+        "usermod -d /var/lib/bai -s /usr/sbin/nologin bai"]
+    assert cmds("bai:x:1001:1001::/var/lib/bai:/usr/sbin/nologin", "bai:x:1001:") == [
+        "groupmod -g 1100 bai", "usermod -u 1100 -g bai bai"]
+    # no fixed ids (the app proxy's user): whatever the system gave it stays
+    assert cmds("bai:x:999:995::/var/lib/bai:/usr/sbin/nologin", "bai:x:995:", uid=None, gid=None) == []
+    assert cmds("", "", uid=None, gid=None) == [
+        "groupadd --system bai", "useradd --system -g bai -d /var/lib/bai -M -s /usr/sbin/nologin bai"]
 
 
 def test_conntrack_applies_only_where_the_module_is() -> None:

@@ -8,6 +8,10 @@ from typing import Any
 
 import pytest
 
+# the session fixture (two hosts booted, four runs of the roles) is timed with the first test:
+# ~4 min on a busy 2-core machine
+pytestmark = pytest.mark.timeout(600)
+
 KINDS = ["systemd", "supervisor"]
 PORTS = {"postgresql": 5432, "redis": 6379, "etcd": 2379, "etcd-peer": 2380}
 UNITS = ["postgresql@15-main.service", "redis-server.service", "etcd.service"]

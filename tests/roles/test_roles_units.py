@@ -91,6 +91,13 @@ def test_fact_parsers() -> None:
         ["__up__", "bai-redis  RUNNING   pid 1, uptime 0:00:01", "bai-etcd  FATAL  Exited"]
     ) == {"up": True, "programs": {"bai-redis": "RUNNING", "bai-etcd": "FATAL"}}
     assert _facts.SupervisorState().process(["__down__"])["up"] is False
+    import xmlrpc.client
+
+    answer = xmlrpc.client.dumps(([{"name": "bai-redis", "group": "bai-redis", "statename": "RUNNING"},
+                                   {"name": "w1", "group": "web", "statename": "FATAL"}],), methodresponse=True)
+    assert _facts.SupervisorState().process(["__xml__", *answer.splitlines()]) == {
+        "up": True, "programs": {"bai-redis": "RUNNING", "web:w1": "FATAL"}}
+    assert _facts.SupervisorState().process(["__xml__", "<garbage"])["up"] is False
     assert _facts.KeyValueFile().process(
         ["# c", "export BACKEND_ACCESS_KEY=AKIA1", "export BACKEND_ENDPOINT='http://x:1'"]
     ) == {"BACKEND_ACCESS_KEY": "AKIA1", "BACKEND_ENDPOINT": "http://x:1"}

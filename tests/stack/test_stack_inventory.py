@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -242,7 +243,10 @@ def container_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 
 def test_plan_from_stack_on_container_hosts(container_stack: tuple[Path, dict[str, str]]) -> None:
     path, names = container_stack
-    r = _cli("install", "--from-stack", str(path), "--dry-run", "--json")
+    t0 = time.monotonic()
+    # (two hosts' facts, the agent's over docker exec: minutes on a loaded 2-core machine)
+    r = _cli("install", "--from-stack", str(path), "--dry-run", "--json", timeout=480)
+    print(f"plan from the stack: {time.monotonic() - t0:.1f}s")
     assert r.returncode == 0, r.stderr[-3000:]
     plan = json.loads(r.stdout)
     assert plan["mode"] == "plan" and plan["ok"] is True and plan["inventory"] == str(path)
