@@ -77,6 +77,8 @@ def upgrade(inventory_path: str | None, to: str | None, check_only: bool, as_jso
         c = playbook.check(inv, to)
     except ManifestError as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # a host that cannot be reached, a connector error
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     if check_only:
         if as_json:
             click.echo(json.dumps(c.as_dict(), indent=2))
@@ -100,6 +102,8 @@ def upgrade(inventory_path: str | None, to: str | None, check_only: bool, as_jso
         _fail(as_json, "refused", str(exc), 2)
     except playbook.StepFailed as exc:
         _fail(as_json, "failed", str(exc), 1, rolled_back=exc.rolled_back)
+    except Exception as exc:  # before any change (a host unreachable while preparing)
+        _fail(as_json, "failed", f"{type(exc).__name__}: {exc}", 1)
     if as_json:
         click.echo(json.dumps({"ok": True, **done}, indent=2))
     else:
@@ -137,7 +141,7 @@ def rollback(inventory_path: str | None, as_json: bool, yes: bool, record_dir: s
         done = playbook.rollback(inv, record_dir=record_dir, emit=_progress(as_json))
     except playbook.Refused as exc:
         _fail(as_json, "refused", str(exc), 2)
-    except playbook.StepFailed as exc:
+    except (playbook.StepFailed, RuntimeError) as exc:
         _fail(as_json, "failed", str(exc), 1)
     if as_json:
         click.echo(json.dumps({"ok": True, **done}, indent=2))

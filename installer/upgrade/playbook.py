@@ -123,7 +123,11 @@ def read(inv: inventory_mod.Inventory, hosts: Sequence[str], *args: str) -> dict
     out: dict[str, Any] = {}
     for host in hosts:
         cmd = hostops_cmd(_settings(inv, host), *args, or_else="true")
-        out.update(engine.read_facts([(host, inv.data.get(host, {}))], HostOps, cmd=cmd))
+        try:
+            out.update(engine.read_facts([(host, inv.data.get(host, {}))], HostOps, cmd=cmd))
+        except Exception as exc:  # pyinfra says "No hosts remaining!" for a host it lost
+            raise RuntimeError(f"{host}: could not read its state (unreachable? "
+                               f"{type(exc).__name__}: {exc})") from exc
     return out
 
 
