@@ -71,7 +71,7 @@ def test_plan_names_each_roles_operations(local_plan: dict) -> None:
     labels = {op["label"] for op in plan}
     for expected in [
         "os_prep | Write sysctl tuning",
-        "os_prep | Service account bai (1100)",
+        "os_prep | Service account bai (1100:1100)",
         "docker | Write /etc/docker/daemon.json (log limits, live-restore)",
         "postgresql | Install PostgreSQL",
         "postgresql | Role bai (LOGIN CREATEDB, password from the secrets file)",
