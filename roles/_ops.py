@@ -42,12 +42,19 @@ def packages(packages: Sequence[str], hold_services: bool = True) -> Generator[s
         host.noop(f"packages already installed: {' '.join(packages)}")
         return
     names = " ".join(shlex.quote(p) for p in missing)
+    # An apt-get left running by an earlier run (an installer killed mid-apply leaves its remote
+    # command running) holds apt's locks: wait for it instead of failing. `install` waits through
+    # DPkg::Lock::Timeout; `update` ignores that option for the lists lock, so it is retried (only
+    # on that error, for up to 10 minutes).
     update = (
         "if [ -z \"$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null"
-        ' | head -n1)" ]; then apt-get update -q; fi'
+        ' | head -n1)" ]; then for i in $(seq 600); do out=$(apt-get update -q 2>&1) && break; '
+        "echo \"$out\" | grep -q 'Could not get lock' || { echo \"$out\" >&2; exit 1; }; sleep 1; "
+        "done; fi"
     )
     install = (
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "-o DPkg::Lock::Timeout=600 "
         "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold " + names
     )
     if hold_services:
