@@ -45,8 +45,7 @@ def all_in_one_inventory(host: testhosts.TestHost, build_images: bool) -> str:
 def timed_install(inventory: Path) -> tuple[float, dict[str, Any]]:
     run = scenario.install(inventory, timeout=1800)
     if not run.ok:
-        raise SystemExit(f"install failed: {run.doc.get('error')}\n{run.doc.get('failed_ops')}\n"
-                         f"{run.stderr[-3000:]}")
+        raise SystemExit(f"install failed: {run.problem}")
     return run.seconds, run.doc
 
 

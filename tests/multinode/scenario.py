@@ -5,14 +5,13 @@ pyinfra's docker connector.
 
 The inventory (nested settings, the same groups as inventories/multi-node.py)::
 
-    data = {"postgresql": {"host": M}, "redis": {"addr": "M:6379"}, "etcd": {"addr": "M:2379"},
+    data = {"redis": {"addr": "M:6379"}, "etcd": {"addr": "M:2379"},
             "kernel_image": {"jupyter_image": ""},
             "storage_proxy": {"volume_path": VOLUME},
             # shared storage served by the management host (sshfs: this kernel has no NFS)
             "nfs": {"enabled": True, "transport": "sshfs", "server": M, "allow": [NET]},
             "overlay": {"enabled": True}, "docker": {"live_restore": False}}
-    halfstack = [(mgmt, {"postgresql": {"listen": M, "allow_cidrs": ["M/32"]},
-                         "redis": {"listen": M}, "etcd": {"listen": M}})]
+    halfstack = [(mgmt, {"redis": {"listen": M}, "etcd": {"listen": M}})]  # PostgreSQL: loopback
     manager = [(mgmt, {"manager": {"id": "i-mgmt", "addr": "M:8081"},
                        "app_proxy": {"bind_host": M, "advertised_host": M},
                        "nfs": {"serve": True},
@@ -58,7 +57,6 @@ def inventory_text(hosts: dict[str, TestHost], extra: dict[str, Any] | None = No
     ma = m.address
     net = net or subnet(m.network)
     data: dict[str, Any] = {
-        "postgresql": {"host": ma},
         "redis": {"addr": f"{ma}:6379"},
         "etcd": {"addr": f"{ma}:2379"},
         # the agents get the python image docker-loaded; JupyterLab's is not needed here
@@ -72,8 +70,9 @@ def inventory_text(hosts: dict[str, TestHost], extra: dict[str, Any] | None = No
         "docker": {"live_restore": False},
         **(extra or {}),
     }
-    halfstack = [(m.target, {"postgresql": {"listen": ma, "allow_cidrs": [f"{ma}/32"]},
-                             "redis": {"listen": ma}, "etcd": {"listen": ma}})]
+    # PostgreSQL stays on loopback (the defaults): only the manager, on the same host, uses it;
+    # Redis and etcd listen on the private address, for the agents and the storage proxy
+    halfstack = [(m.target, {"redis": {"listen": ma}, "etcd": {"listen": ma}})]
     manager = [(m.target, {"manager": {"id": "i-mgmt", "addr": f"{ma}:8081"},
                            "app_proxy": {"bind_host": ma, "advertised_host": ma},
                            "nfs": {"serve": True},
@@ -100,6 +99,14 @@ class InstallRun:
     @property
     def ok(self) -> bool:
         return bool(self.doc.get("ok"))
+
+    @property
+    def problem(self) -> str:
+        """Why it failed: the error, the failed operations, the failed preflight checks."""
+        failed_checks = [c.get("message") for c in self.doc.get("preflight") or []
+                         if isinstance(c, dict) and c.get("status") == "fail"]
+        return "\n".join(str(x) for x in (self.doc.get("error"), self.doc.get("failed_ops"),
+                                           *failed_checks, self.stderr[-4000:]) if x)
 
 
 def install(inventory: Path, timeout: float = 900) -> InstallRun:

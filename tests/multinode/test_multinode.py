@@ -1,0 +1,142 @@
+"""Multi-node scenario: one management host and two agent hosts (Docker inside each), installed
+with ``bai-install install -i <inventory>`` from this machine, then used as a user would: both
+agents register, a session on each agent (two sessions whose CPU requests fit one agent each)
+runs ``print(1)``, a file one session writes into a virtual folder is read by the session on the
+other agent (the folders' volume is shared), the swarm overlay connects containers on both
+agents, and a second install changes nothing. See scenario.py for the inventory's shape.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.testhosts import TestHost
+
+from . import scenario
+
+# host start, two installs of three hosts (the first one installs the half-stack, Docker's
+# swarm and everything else), all on a shared 2-core machine
+pytestmark = pytest.mark.timeout(1500)
+
+
+@dataclass
+class Installed:
+    hosts: dict[str, TestHost]
+    inventory: Path
+    first: scenario.InstallRun
+    second: scenario.InstallRun
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def installed(test_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    hosts: dict[str, TestHost] = test_hosts(list(scenario.HOSTS),
+                                            kernel_images=list(scenario.AGENTS))
+    inventory = tmp_path_factory.mktemp("multinode") / "inventory.py"
+    inventory.write_text(scenario.inventory_text(hosts))
+    first = scenario.install(inventory)
+    (inventory.parent / "first-install.log").write_text(first.stderr)
+    print(f"multi-node install: {first.seconds:.1f}s, {len(first.doc.get('changed_ops', []))} changed")
+    if not first.ok:
+        pytest.fail(f"first install failed: {first.problem}")
+    second = scenario.install(inventory)
+    print(f"multi-node re-run: {second.seconds:.1f}s, {len(second.doc.get('changed_ops', []))} changed")
+    yield Installed(hosts, inventory, first, second, scenario.client_env(hosts["mgmt"]))
+
+
+def test_rerun_changes_nothing(installed: Installed) -> None:
+    assert installed.first.doc["changed_ops"]
+    assert installed.second.ok, installed.second.doc
+    assert installed.second.doc["changed_ops"] == [], "\n".join(installed.second.doc["changed_ops"])
+    assert installed.second.doc["nothing_changed"] is True
+
+
+def test_both_agents_registered(installed: Installed) -> None:
+    def alive() -> bool:
+        out = scenario.cli(installed.env, "admin", "agent", "list").stdout
+        return all(f"i-{a}" in out for a in scenario.AGENTS)
+
+    scenario.wait_until("both agents ALIVE", alive, 60)
+    for a in scenario.AGENTS:
+        info = scenario.cli(installed.env, "admin", "agent", "info", f"i-{a}").stdout
+        assert installed.hosts[a].address in info, info
+
+
+def test_session_on_each_agent_sees_the_shared_folder(installed: Installed) -> None:
+    env = installed.env
+    folder = f"mn{uuid.uuid4().hex[:6]}"
+    scenario.cli(env, "vfolder", "create", folder)
+    names = [f"mn-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
+    try:
+        # each agent has 2 CPUs: two sessions asking for 2 each must land on different agents
+        # (the manager does not honour --assign-agent / agentList yet)
+        for name in names:
+            scenario.cli(env, "session", "create", "-t", name, "-r", "cpu=2", "-r", "mem=256m",
+                         "-m", folder, "python", timeout=180)
+        placed = {}
+        for a in scenario.AGENTS:
+            ps = installed.hosts[a].run("docker ps --format '{{.Names}}'", check=True).stdout
+            kernels = [line for line in ps.splitlines() if line.startswith("kernel.")]
+            assert len(kernels) == 1, (a, ps)  # in that agent's own Docker engine
+            placed[a] = kernels[0]
+        assert placed["ag1"] != placed["ag2"]
+        first, second = names
+        out = scenario.cli(env, "run", "-t", first, "-c", "print(1)", "python").stdout
+        assert out == "1\n"
+        assert scenario.cli(env, "run", "-t", second, "-c", "print(1)", "python").stdout == "1\n"
+        stamp = f"written at {time.time()}"
+        code = f"open('/home/work/{folder}/note.txt', 'w').write({stamp!r}); print(1)"
+        assert scenario.cli(env, "run", "-t", first, "-c", code, "python").stdout == "1\n"
+        code = f"print(open('/home/work/{folder}/note.txt').read())"
+        assert scenario.cli(env, "run", "-t", second, "-c", code, "python").stdout == stamp + "\n"
+    finally:
+        for name in names:
+            if _exists(env, name):
+                scenario.cli(env, "session", "destroy", name)
+
+
+def _exists(env: dict[str, str], name: str) -> bool:
+    try:
+        out = scenario.cli(env, "session", "list", "--name-only").stdout
+    except AssertionError:
+        return False
+    return name in out.split()
+
+
+def test_shared_storage_is_mounted_on_every_agent(installed: Installed) -> None:
+    mgmt = installed.hosts["mgmt"]
+    for a in scenario.AGENTS:
+        r = installed.hosts[a].run(f"findmnt -n -o SOURCE,FSTYPE {scenario.VOLUME}", check=True)
+        assert r.stdout.split() == [f"root@{mgmt.address}:{scenario.VOLUME}", "fuse.sshfs"]
+
+
+def test_swarm_overlay_spans_both_agents(installed: Installed) -> None:
+    mgmt, ag1, ag2 = (installed.hosts[n] for n in scenario.HOSTS)
+    nodes = mgmt.run("docker node ls --format '{{.Hostname}} {{.Status}}'", check=True).stdout
+    assert sorted(nodes.splitlines()) == sorted(f"{n} Ready" for n in scenario.HOSTS), nodes
+    for h in (ag1, ag2):
+        assert h.run("docker info --format '{{.Swarm.LocalNodeState}}'").stdout.strip() == "active"
+    image = "bai.local/stable/python:3.11-debian12"
+    server = f"ov-{uuid.uuid4().hex[:6]}"
+    # a container on ag1 serves on the overlay; one on ag2 reaches it by name through it
+    ag1.run(f"docker run -d --rm --name {server} --network bai-overlay {image} "
+            "python3 -m http.server 8000", check=True)
+    try:
+        code = (f"import urllib.request, time\n"
+                f"for i in range(100):\n"
+                f"    try:\n"
+                f"        print(urllib.request.urlopen('http://{server}:8000/', timeout=2).status); break\n"
+                f"    except OSError: time.sleep(0.2)\n")
+        r = ag2.run(f"docker run --rm --network bai-overlay {image} python3 -c {shlex.quote(code)}",
+                    check=True, timeout=120)
+        assert r.stdout.strip() == "200"
+    finally:
+        ag1.run(f"docker rm -f {server}")
