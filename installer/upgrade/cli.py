@@ -68,10 +68,17 @@ def _progress(as_json: bool) -> playbook.Emit:
 @click.option("--yes", "-y", is_flag=True, help="do not ask before upgrading")
 @click.option("--record-dir", default=playbook.DEFAULT_RECORD_DIR, show_default=True,
               help="where each run's JSON-lines record goes")
+@click.option("--plain", is_flag=True, help="on a terminal too: print and ask, no full-screen view")
 def upgrade(inventory_path: str | None, to: str | None, check_only: bool, as_json: bool,
-            yes: bool, record_dir: str) -> None:
+            yes: bool, record_dir: str, plain: bool) -> None:
     """Upgrade every host to a newer release along the allowed path (backup first, automatic
-    rollback of a failed step). Exit status: 0 done, 1 failed (rolled back), 2 refused."""
+    rollback of a failed step). On a terminal (without --check, --json, --yes or --plain) this
+    opens the upgrade screen. Exit status: 0 done, 1 failed (rolled back), 2 refused."""
+    if not (check_only or as_json or yes or plain) and sys.stdin.isatty() and sys.stdout.isatty():
+        from installer.tui.upgrade import run_upgrade_tui
+
+        run_upgrade_tui(inventory_path, to, record_dir)
+        return
     inv = _load(inventory_path)
     try:
         c = playbook.check(inv, to)
