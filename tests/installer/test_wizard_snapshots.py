@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Input
+from textual.widgets import Button
 
 from installer import engine, preflight, runconfig
 from installer import inventory as inventory_mod
@@ -140,15 +140,3 @@ def test_preflight_failure_screen(snap_compare: Any) -> None:
         assert pilot.app.screen.query_one("#next").disabled
 
     assert snap_compare(make_app(preflight_fails=True), terminal_size=SIZE, run_before=run_before)
-
-
-def test_bad_settings_screen(snap_compare: Any) -> None:
-    async def run_before(pilot: Pilot[Any]) -> None:
-        await to_step(pilot, 3)
-        field = pilot.app.screen.query_one("#set-postgresql-port", Input)
-        field.value = "many"
-        pilot.app.screen.query_one("#next", Button).press()
-        await settle(pilot)
-        assert isinstance(pilot.app.screen, wizard.SettingsScreen)
-
-    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
