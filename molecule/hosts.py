@@ -56,7 +56,11 @@ def converge(name: str, containers: list[str]) -> int:
     if name == "all-in-one":
         text = all_in_one_inventory(containers[0])
     elif name == "multi-node":
-        hosts = {n: _host(c, n) for n, c in zip(scenario.HOSTS, containers, strict=True)}
+        # by name (ansible lists the platforms in its own order): bai-molecule-mgmt is mgmt
+        by_role = {n: [c for c in containers if c.endswith(f"-{n}")] for n in scenario.HOSTS}
+        if any(len(found) != 1 for found in by_role.values()):
+            raise SystemExit(f"multi-node needs one container per name {scenario.HOSTS}: {containers}")
+        hosts = {n: _host(found[0], n) for n, found in by_role.items()}
         text = scenario.inventory_text(hosts)
     else:
         raise SystemExit(f"unknown scenario {name}")
