@@ -81,7 +81,8 @@ def postgresql(settings: Settings) -> None:
     role_ok = psql(settings, f"SELECT 1 FROM pg_roles WHERE rolname = '{user}' "
                              "AND rolcanlogin AND rolcreatedb") + " | grep -qx 1"
     login_ok = (f"PGPASSWORD={pw} psql -X -q -t -A -h {settings.postgresql.listen} -p {settings.postgresql.port} "
-                f"-U {user} -d postgres -c 'SELECT 1' | grep -qx 1")
+                # the role's own database: a multi-node pg_hba rule admits the role to it only
+                f"-U {user} -d {shlex.quote(db)} -c 'SELECT 1' | grep -qx 1")
     # The password reaches psql on stdin (an unquoted here-document that expands $PW; "\$\$"
     # keeps the DO block's dollar quotes literal), never on a command line.
     role_sql = (
