@@ -63,7 +63,9 @@ def agent_config(tmp_path: Path, toml: str = MOCK_TOML, **resource: Any) -> Agen
     return AgentConfig.model_validate({
         "agent": {"allow-compute-plugins": ["mock"]},
         "resource": {"reserved-cpu": 0, "reserved-mem": "0", **resource},
-        "plugins": {"mock": {"config-path": str(path)}},
+        # this test's own claims directory: the machine's (/run/bai/pinned-cores) holds the
+        # installed agent's and other tests' pinned cores, which would move the cores handed out
+        "plugins": {"mock": {"config-path": str(path)}, "cpu": {"pinned-cores-dir": str(tmp_path / "pinned")}},
     })
 
 
