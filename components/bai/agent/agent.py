@@ -271,7 +271,13 @@ class Agent:
         async def batch_finished(exit_code: int) -> None:
             await self._batch_finished(kernel, runner, exit_code)
 
+        async def oom_killed() -> None:
+            # Docker's "oom" event is not always delivered (seen on cgroup v1 hosts where
+            # OOMKilled stays false); the runner reads the cgroup's OOM-kill count itself
+            await self._on_container_oom(kernel.kernel_id)
+
         runner.on_batch_finished = batch_finished
+        runner.on_oom_killed = oom_killed
         return runner
 
     async def _batch_finished(self, kernel: Kernel, runner: KernelRunner, exit_code: int) -> None:

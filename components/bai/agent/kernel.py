@@ -248,6 +248,8 @@ class KernelRunner:
         #: Called with the exit code when a batch session's startup command ends (see
         #: :mod:`bai.kernel.batch`); it acknowledges with :meth:`ack_batch` once passed on.
         self.on_batch_finished: Callable[[int], Coroutine[Any, Any, None]] | None = None
+        #: the runner saw its user-code process killed by the cgroup's OOM killer
+        self.on_oom_killed: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._batch_reports: set[asyncio.Task[None]] = set()
         #: Terminals (login shells on ptys) relayed to the manager's websockets.
         self.terminals = TerminalHub(self)
@@ -425,6 +427,12 @@ class KernelRunner:
             data = record.get("data")
             if reply is not None and not reply.done() and isinstance(data, dict):
                 reply.set_result(data)
+            return
+        if kind == "oom-killed":
+            if self.on_oom_killed is not None:
+                task = asyncio.create_task(self.on_oom_killed(), name=f"oom-{self.kernel_id}")
+                self._batch_reports.add(task)
+                task.add_done_callback(self._batch_reports.discard)
             return
         if kind == "batch-finished":
             data = record.get("data")

@@ -569,6 +569,8 @@ class Runner:
         oom_killed = rc == 128 + signal.SIGKILL and oom_kills > self.oom_kills
         self.oom_kills = oom_kills
         _log(f"user-code process exited with status {rc}" + (" (OOM-killed)" if oom_killed else ""))
+        if oom_killed:
+            self._send({"type": "oom-killed"})  # the agent reports it (Docker's event may not come)
         if self.busy:
             if oom_killed:
                 why = (f"\nThe kernel process was killed for exceeding the memory limit ({_memory_limit()}); "
