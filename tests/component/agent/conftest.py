@@ -55,6 +55,9 @@ class AgentEnv:
             },
             "resource": {"reserved-cpu": 0, "reserved-mem": "0"},
             "container": {"runner-start-timeout": 20.0},
+            # its own pinned-cores claims: in-process agents share the test process's pid, so a
+            # claim left by an earlier test's agent would look alive (see host_cores.py)
+            "plugins": {"cpu": {"pinned-cores-dir": str(self.root / "pinned" / agent_id)}},
         })
 
 

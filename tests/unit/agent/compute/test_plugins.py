@@ -63,10 +63,14 @@ def agent_config(tmp_path: Path, toml: str = MOCK_TOML, **resource: Any) -> Agen
     return AgentConfig.model_validate({
         "agent": {"allow-compute-plugins": ["mock"]},
         "resource": {"reserved-cpu": 0, "reserved-mem": "0", **resource},
-        # this test's own claims directory: the machine's (/run/bai/pinned-cores) holds the
-        # installed agent's and other tests' pinned cores, which would move the cores handed out
-        "plugins": {"mock": {"config-path": str(path)}, "cpu": {"pinned-cores-dir": str(tmp_path / "pinned")}},
+        "plugins": {"mock": {"config-path": str(path)}},
     })
+
+
+def own_claims(tmp_path: Path) -> dict[str, Any]:
+    """The cpu plugin's own config with this test's claims directory: the machine's
+    (/run/bai/pinned-cores) holds the installed agent's and other tests' pinned cores."""
+    return {"pinned-cores-dir": str(tmp_path / "pinned")}
 
 
 def test_cpu_helpers() -> None:
@@ -97,7 +101,7 @@ def test_cpu_alloc_map_pins_whole_requests_and_packs_fractions() -> None:
 
 
 async def test_cpu_plugin_docker_args(tmp_path: Path) -> None:
-    plugin = CpuPlugin({}, agent_config(tmp_path))
+    plugin = CpuPlugin(own_claims(tmp_path), agent_config(tmp_path))
     await plugin.init()
     cores = sorted(os.sched_getaffinity(0))
     assert await plugin.available_slots() == {"cpu": D(len(cores))}
@@ -109,7 +113,7 @@ async def test_cpu_plugin_docker_args(tmp_path: Path) -> None:
 
 async def test_cpu_plugin_honours_reserved_cores(tmp_path: Path) -> None:
     cores = sorted(os.sched_getaffinity(0))
-    plugin = CpuPlugin({}, agent_config(tmp_path, **{"reserved-cores": [cores[0]]}))
+    plugin = CpuPlugin(own_claims(tmp_path), agent_config(tmp_path, **{"reserved-cores": [cores[0]]}))
     await plugin.init()
     assert [d.device_id for d in await plugin.list_devices()] == [str(c) for c in cores[1:]]
     args = await plugin.generate_docker_args({"cpu": {}})
