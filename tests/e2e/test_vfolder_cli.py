@@ -28,6 +28,9 @@ from .conftest import VENV_BIN, Api, json_out, unique_name
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 BIG = 20 * 2**20
+# the interrupted upload's file: big enough that the signal lands before the last chunk even when
+# the proxy is fast (with 20 MiB a Ctrl-C once arrived after the upload had finished)
+RESUMABLE = 64 * 2**20
 
 
 def runner(env: dict[str, str]) -> Run:
@@ -206,7 +209,7 @@ def test_an_upload_killed_midway_resumes_from_the_proxy_offset(vf: Run, env: dic
     folders.append(name)
     vf("vfolder", "create", name)
     src = tmp_path / "src"
-    digest = make_file(src / "big.bin", BIG)
+    digest = make_file(src / "big.bin", RESUMABLE)
     state_dir = tmp_path / "cache" / "backend.ai" / "uploads"
     args = [str(VENV_BIN / "backend.ai"), "vfolder", "upload", name, "big.bin", "-b", str(src), "--chunk-size", "64k"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -236,11 +239,11 @@ def test_an_upload_killed_midway_resumes_from_the_proxy_offset(vf: Run, env: dic
     found = _upload_url(state_dir)
     assert found is not None, "the killed upload left its resume state"
     held = _proxy_offset(*found)
-    assert held is not None and killed_at <= held < BIG
+    assert held is not None and killed_at <= held < RESUMABLE
 
     again = json_out(vf("--output", "json", "vfolder", "upload", name, "big.bin", "-b", str(src)))
     (result,) = again["uploaded"]
-    assert result["resumed_from"] == held and result["size"] == BIG
+    assert result["resumed_from"] == held and result["size"] == RESUMABLE
     assert not list(state_dir.glob("*.json")), "the state is removed once the upload completes"
     vf("vfolder", "download", name, "big.bin", "-b", str(tmp_path / "dl"))
     assert sha256(tmp_path / "dl" / "big.bin") == digest
