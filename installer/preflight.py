@@ -213,7 +213,9 @@ class HostReport(FactBase[dict[str, Any]]):
             "awk '/^MemTotal:/{print \"mem\", $2}' /proc/meminfo; "
             f"{df}; "
             "if command -v docker >/dev/null; then "
-            "echo \"docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo down)\"; "
+            # an engine that does not answer prints an empty version and exits 1
+            "v=$(docker version --format '{{.Server.Version}}' 2>/dev/null) || v=''; "
+            'echo "docker ${v:-down}"; '
             "else echo 'docker absent'; fi; "
             "if command -v nvidia-smi >/dev/null; then "
             "nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>/dev/null"
@@ -249,7 +251,7 @@ class HostReport(FactBase[dict[str, Any]]):
             elif kind == "df" and len(parts) >= 3 and parts[1].isdigit():
                 rep["df"][parts[0]] = {"free": int(parts[1]) * 1024, "mount": parts[2]}
             elif kind == "docker":
-                rep["docker"] = None if rest == "absent" else rest
+                rep["docker"] = None if rest == "absent" else (rest or "down")
             elif kind == "gpu":
                 cols = [c.strip() for c in rest.split(",")]
                 if len(cols) >= 3:

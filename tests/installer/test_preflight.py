@@ -234,6 +234,21 @@ def test_os_docker_gpu_checks_on_readings() -> None:
     assert none.status == "fail" and "no NVIDIA GPU" in none.message
 
 
+def test_docker_engine_down_reads_as_down_not_as_a_version(tmp_path: Path) -> None:
+    """With the CLI installed and no engine answering, `docker version --format` prints an empty
+    line and exits 1 (Docker 28): the reading is "down" (the docker role starts the engine), not
+    an empty version that fails as "older than 20.10" (a fresh machine's first install did)."""
+    stub = tmp_path / "docker"
+    stub.write_text("#!/bin/sh\necho\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    fact = preflight.HostReport()
+    out = subprocess.run(["bash", "-c", fact.command(("/",))], capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}, check=True)
+    rep = fact.process(out.stdout.splitlines())
+    assert rep["docker"] == "down"
+    assert preflight.check_docker("h", rep, Thresholds()).status == "warn"
+
+
 def test_gpus_required_on_a_host_without_any(tmp_path: Path) -> None:
     """accelerators.cuda = "on" on this GPU-less machine fails; "auto" does not check; the mock
     accelerator needs none."""
