@@ -22,4 +22,5 @@ if ! command -v chromium >/dev/null; then
 fi
 "$VENV/bin/ruff" check components installer roles tests bench stack
 "$VENV/bin/mypy" --no-error-summary components/bai
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+# the slowest tests, for keeping CI inside its budget
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=40 --durations-min=15 tests "$@"
