@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roles._ha import check_topology
 from roles.catalog import GROUPS
 from roles.settings import check_host_data
 
@@ -93,4 +94,8 @@ def load(path: str | Path | None = None) -> Inventory:
     if not any(groups.values()):
         raise InventoryError(f"{p}: defines none of the groups {', '.join(GROUPS)}")
     validate(str(p), data)
+    # the HA half-stack across hosts (roles/_ha.py): after each host's own data is valid
+    topology = check_topology(groups, data)
+    if topology:
+        raise InventoryError("\n".join(f"{p}: {problem}" for problem in topology))
     return Inventory(path=str(p), groups=groups, data=data)

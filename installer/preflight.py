@@ -183,12 +183,12 @@ def _duties(plan: HostPlan, s: Any) -> None:
             plan.paths[s.kernel_image.rootfs_cache] = "images"
         elif role == "storage-proxy":
             plan.paths[s.storage_proxy.volume_path] = "volumes"
-            plan.uses.append(("etcd", s.etcd.addr))
-        elif role == "bai-manager":
-            plan.uses += [("etcd", s.etcd.addr), ("redis", s.redis.addr),
-                          ("postgresql", f"{s.postgresql.host}:{s.postgresql.port}")]
+            plan.uses += [("etcd", a) for a in s.etcd.addr.split(",")]
+        elif role == "bai-manager":  # (HA: comma lists of etcd members and PostgreSQL servers)
+            plan.uses += [*(("etcd", a) for a in s.etcd.addr.split(",")), ("redis", s.redis.addr),
+                          *(("postgresql", a) for a in s.postgresql.addr.split(","))]
         elif role == "bai-agent":
-            plan.uses.append(("etcd", s.etcd.addr))
+            plan.uses += [("etcd", a) for a in s.etcd.addr.split(",")]
     acc = s.accelerators
     if "bai-agent" in plan.roles and not acc.mock:
         plan.cuda, plan.min_driver = acc.cuda, acc.min_driver

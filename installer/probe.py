@@ -20,6 +20,7 @@ import socket
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def _migrations_dir() -> Path:
@@ -44,11 +45,16 @@ def db_at_head(config: str) -> bool:
 
     cfg = load(config)
     heads = set(ScriptDirectory(str(_migrations_dir())).get_heads())
-    host, _, port = cfg.db.addr.rpartition(":")
+    # "host:port", or (HA) a primary and its replicas: "pg1:5432,pg2:5432", asked read-write
+    addrs = [a.strip().rpartition(":") for a in cfg.db.addr.split(",") if a.strip()]
+    where: dict[str, Any] = {"host": addrs[0][0], "port": int(addrs[0][2])}
+    if len(addrs) > 1:
+        where = {"host": [h for h, _, _ in addrs], "port": [int(p) for _, _, p in addrs],
+                 "target_session_attrs": "read-write"}
 
     async def current() -> set[str]:
-        conn = await asyncpg.connect(host=host, port=int(port), user=cfg.db.user,
-                                     password=cfg.db.password, database=cfg.db.name, timeout=10)
+        conn = await asyncpg.connect(**where, user=cfg.db.user, password=cfg.db.password,
+                                     database=cfg.db.name, timeout=10)
         try:
             rows = await conn.fetch("SELECT version_num FROM alembic_version")
         except asyncpg.UndefinedTableError:

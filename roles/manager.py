@@ -33,7 +33,7 @@ def manager_config(settings: Settings) -> dict[str, Any]:
     return {
         "etcd": {"namespace": settings.etcd.namespace, "addr": settings.etcd.addr},
         "db": {
-            "addr": f"{settings.postgresql.host}:{settings.postgresql.port}",
+            "addr": settings.postgresql.addr,  # HA: "primary:port,replica:port"
             "name": settings.postgresql.database,
             "user": settings.postgresql.user,
             "password": settings.postgresql.password,
@@ -83,6 +83,9 @@ def etcd_key_ops(settings: Settings) -> list[Any]:
         ("config/redis/addr", shlex.quote(settings.redis.addr)),
         ("config/docker/image/auto_pull", "none"),
     ]
+    if settings.redis.sentinel:  # HA: the daemons ask the sentinels for the primary
+        plain += [("config/redis/sentinel", shlex.quote(",".join(settings.redis.sentinel))),
+                  ("config/redis/service_name", shlex.quote(settings.redis.service_name))]
     secret = [
         ("config/redis/password", "redis_password"),
         ("config/agent/rpc-secret", "rpc_secret"),
@@ -118,10 +121,12 @@ def manager(settings: Settings) -> None:
                      dest=settings.manager_toml, mode="600", user="root", group="root")
     cli = settings.bin("bai-manager")
     py = settings.bin("python")
+    at_head = f"{py} -m installer.probe db-at-head --config {settings.manager_toml}"
     migrate = _ops.ensure(
         name="Migrate the database (bai-manager db upgrade)",
-        check=f"{py} -m installer.probe db-at-head --config {settings.manager_toml}",
-        commands=[f"{cli} db upgrade --config {settings.manager_toml}"],
+        check=at_head,
+        # several managers (HA) migrate at once: one that loses the race waits for the winner's
+        commands=[f"{cli} db upgrade --config {settings.manager_toml} || {_ops.poll(at_head, 300, 1)}"],
         noop_message="database at head",
     )
     env = shlex.quote(settings.client_env)
@@ -139,7 +144,9 @@ def manager(settings: Settings) -> None:
                f"grep -qxF {version} {fixtures}"),
         commands=[
             "umask 077; out=$(mktemp); trap 'rm -f \"$out\"' EXIT; "
-            f"{cli} fixture populate --config {settings.manager_toml} --json > \"$out\" && "
+            # (a second try: another manager (HA) may have been inserting the same rows)
+            f"{{ {cli} fixture populate --config {settings.manager_toml} --json > \"$out\" || "
+            f"{cli} fixture populate --config {settings.manager_toml} --json > \"$out\"; }} && "
             f"{py} -m installer.probe client-env \"$out\" --endpoint {shlex.quote(settings.endpoint)} "
             f"--out {env} --bin-dir {shlex.quote(settings.bin_dir)} && "
             f"printf '%s\\n' {version} > {fixtures} && chmod 644 {fixtures}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import secrets as _secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SECRETS_PATH = "/etc/backend.ai/secrets.toml"
 #: The venv's commands a user types; linked into ``Settings.bin_dir``.
@@ -62,6 +62,35 @@ class PostgresqlSettings(Section):
     user: str = "bai"
     password: str = ""  # generated (secrets file: db_password)
     allow_cidrs: tuple[str, ...] = ()  # remote managers allowed to log in as `user`
+    #: HA (the same on every host): the primary's address; the half-stack host whose ``listen``
+    #: it is runs the primary. "" = one server at ``host``.
+    primary: str = ""
+    #: HA: the streaming replicas' addresses (half-stack hosts' ``listen``); the manager's
+    #: ``[db] addr`` lists the primary and them (it connects to whichever is read-write).
+    replicas: tuple[str, ...] = ()
+    #: HA: the role the replicas stream as (its password derives from ``password``)
+    replication_user: str = "replicator"
+    #: False: this half-stack host runs no PostgreSQL (HA: a third etcd + Redis host)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _replication(self) -> PostgresqlSettings:
+        if self.replicas and not self.primary:
+            raise ValueError("postgresql.replicas without postgresql.primary: a replica needs "
+                             "the primary's address")
+        if self.primary and self.primary in self.replicas:
+            raise ValueError(f"postgresql.primary {self.primary} is also in postgresql.replicas")
+        if len(set(self.replicas)) != len(self.replicas):
+            raise ValueError("postgresql.replicas lists an address twice")
+        return self
+
+    @property
+    def addr(self) -> str:
+        """The manager's ``[db] addr``: ``host:port``, or (HA) the primary's and each replica's,
+        comma-separated."""
+        if self.primary:
+            return ",".join(f"{h}:{self.port}" for h in (self.primary, *self.replicas))
+        return f"{self.host}:{self.port}"
 
 
 class RedisSettings(Section):
@@ -70,6 +99,33 @@ class RedisSettings(Section):
     addr: str = "127.0.0.1:6379"  # what goes into etcd config/redis/addr
     maxmemory: str = "512mb"
     password: str = ""  # generated (secrets file: redis_password); etcd config/redis/password
+    #: HA (the same on every host): every Sentinel's "host:port" (one on each half-stack host:
+    #: its ``listen``:``sentinel_port``); etcd config/redis/sentinel. () = no Sentinel.
+    sentinel: tuple[str, ...] = ()
+    service_name: str = "mymaster"  # the name Sentinel monitors the primary as
+    sentinel_port: int = 26379
+    quorum: int = Field(2, ge=1)  # sentinels that must agree the primary is down
+    #: HA: the first primary's "host:port" (the other half-stack hosts start as its replicas);
+    #: after that Sentinel decides, and a re-run never moves the primary back
+    primary: str = ""
+    down_after_ms: int = Field(5000, ge=100)  # unanswered this long: the primary is down
+    failover_timeout_ms: int = Field(60000, ge=1000)
+
+    @model_validator(mode="after")
+    def _sentinel(self) -> RedisSettings:
+        if self.sentinel:
+            if len(set(self.sentinel)) != len(self.sentinel):
+                raise ValueError("redis.sentinel lists an address twice")
+            if self.quorum > len(self.sentinel):
+                raise ValueError(f"redis.quorum {self.quorum} is more than the "
+                                 f"{len(self.sentinel)} sentinel(s) of redis.sentinel")
+            if not self.primary:
+                raise ValueError("redis.sentinel without redis.primary: Sentinel needs the first "
+                                 "primary's host:port")
+        elif self.primary:
+            raise ValueError("redis.primary without redis.sentinel: replicas are run with "
+                             "Sentinel only (list the sentinels)")
+        return self
 
 
 class EtcdSettings(Section):
@@ -78,12 +134,27 @@ class EtcdSettings(Section):
     peer_port: int = 2380
     name: str = "default"
     data_dir: str = "/var/lib/etcd/default"
-    addr: str = "127.0.0.1:2379"  # how the daemons reach etcd
+    addr: str = "127.0.0.1:2379"  # how the daemons reach etcd (HA: "h1:2379,h2:2379,h3:2379")
     namespace: str = "local"
+    #: HA (the same on every host): every member's address (a half-stack host's ``listen``),
+    #: 3 or 5 of them; each member is named after its address. () = one member, ``name``.
+    members: tuple[str, ...] = ()
+    cluster_token: str = "bai-etcd"  # initial-cluster-token (read only when the cluster is made)
+
+    @field_validator("members")
+    @classmethod
+    def _odd_members(cls, members: tuple[str, ...]) -> tuple[str, ...]:
+        if members and (len(members) % 2 == 0 or len(members) < 3):
+            raise ValueError(f"{len(members)} members: an etcd cluster needs an odd number, 3 or "
+                             "more (an even one tolerates no more failures than one member less)")
+        if len(set(members)) != len(members):
+            raise ValueError("a member is listed twice")
+        return members
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.addr}"
+        """etcdctl's ``--endpoints`` (every address of ``addr``)."""
+        return ",".join(f"http://{a.strip()}" for a in self.addr.split(",") if a.strip())
 
 
 class ManagerSettings(Section):

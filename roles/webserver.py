@@ -51,7 +51,10 @@ def config(settings: Settings) -> dict[str, Any]:
         "service": {"ip": w.ip, "port": w.port},
         "api": {"domain": "default", "endpoint": settings.manager.endpoint},
         "session": {
-            "redis": {"addr": settings.redis.addr, "db": w.redis_db, "password": settings.redis.password},
+            "redis": {"addr": settings.redis.addr, "db": w.redis_db, "password": settings.redis.password,
+                      # HA: logins live on whichever server the sentinels name the primary
+                      **({"sentinel": list(settings.redis.sentinel),
+                          "service-name": settings.redis.service_name} if settings.redis.sentinel else {})},
             "max_age": w.max_age,
             "idle_timeout": w.idle_timeout,
         },
