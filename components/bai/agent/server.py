@@ -38,7 +38,7 @@ from bai.common.agent_rpc import (
     Unauthorized,
 )
 from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
-from bai.common.redis import open_redis
+from bai.common.redis import RedisTarget, open_redis_target, redis_target_from_etcd
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from . import files, host_mounts
@@ -250,13 +250,12 @@ class AgentServer:
     async def _start(self) -> None:
         cfg = self.config
         self._etcd = await self._stack.enter_async_context(etcd_mod.connect(cfg.etcd.addr, cfg.etcd.namespace))
-        redis_addr = await self._etcd.get("config/redis/addr") or "127.0.0.1:6379"
+        # the installer publishes the address (or the sentinels) and, with requirepass, the password
+        redis_target = await redis_target_from_etcd(self._etcd) or RedisTarget()
         secret = await self._etcd.get("config/agent/rpc-secret")
         if not secret:
             raise RuntimeError("etcd has no config/agent/rpc-secret; run `bai-manager fixture populate` first")
-        # the installer sets requirepass and publishes the password here (None: no password)
-        redis_password = await self._etcd.get("config/redis/password") or None
-        redis = open_redis(redis_addr, REDIS_DB_STREAM, redis_password)
+        redis = open_redis_target(redis_target, REDIS_DB_STREAM)
         self._stack.push_async_callback(redis.aclose)
         # Signed with a key only etcd readers can derive: managers drop events they cannot verify.
         events = EventProducer(redis, signing_key=event_signing_key(secret))

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_STREAM
-from bai.common.redis import open_redis
+from bai.common.redis import open_redis_target, redis_target_from_etcd
 from bai.common.tasks import stop_tasks
 
 from . import http_forward, session_watch, tcp_forward
@@ -84,13 +84,12 @@ async def session_watch_ctx(state: ProxyState) -> AsyncIterator[None]:
     assert state.circuits is not None
     try:
         async with etcd_mod.connect(cfg.etcd.addr, cfg.etcd.namespace) as etcd, asyncio.timeout(30):
-            addr = await etcd.get("config/redis/addr")
-            password = await etcd.get("config/redis/password")
-    except (OSError, TimeoutError, etcd_mod.EtcdError) as exc:
+            target = await redis_target_from_etcd(etcd)
+    except (OSError, TimeoutError, etcd_mod.EtcdError, ValueError) as exc:
         raise StartUpError(f"cannot read the Redis address from etcd at {cfg.etcd.addr}: {exc!r}") from exc
-    if not addr:
-        raise StartUpError("etcd has no config/redis/addr (run the installer)")
-    redis = open_redis(addr, REDIS_DB_STREAM, password)
+    if target is None:
+        raise StartUpError("etcd has no config/redis/addr (nor config/redis/sentinel); run the installer")
+    redis = open_redis_target(target, REDIS_DB_STREAM)
     task = asyncio.create_task(session_watch.watch(redis, state.circuits, state.watching), name="session-watch")
     try:
         yield

@@ -7,7 +7,9 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from bai.common.etcd import parse_addr_list
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,7 +57,14 @@ class EtcdConfig(Section):
     """``[etcd]``, the same in every daemon's file."""
 
     namespace: str = "local"
+    #: One member's ``host:port``, or a cluster's members comma-separated (``"h1:2379,h2:2379,h3:2379"``):
+    #: calls go to the member that answered last and move on to the next when it cannot be reached.
     addr: str = "127.0.0.1:2379"
+
+    @field_validator("addr")
+    @classmethod
+    def _members(cls, value: str) -> str:
+        return ",".join(f"{host}:{port}" for host, port in parse_addr_list(value, 2379))
 
 
 class ConfigError(Exception):

@@ -12,9 +12,11 @@ Keys are laid out as the original: ``/sorna/<namespace>/<key>``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote, unquote
@@ -26,6 +28,8 @@ from bai.common.bounded import read_bounded
 #: The most we read of one etcd answer: a whole config tree is a few KiB; anything near this
 #: is not an answer we can use.
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 class EtcdError(Exception):
@@ -60,24 +64,78 @@ def _prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # every key
 
 
-class _Gateway:
-    """One aiohttp session to one etcd member; every call bounded by ``deadline`` seconds."""
+#: How long one connection attempt to one member may take before the next member is tried
+#: (a member whose host is down drops SYNs; a refused connection fails at once anyway).
+CONNECT_TIMEOUT = 3.0
 
-    def __init__(self, base_url: str, deadline: float) -> None:
-        self._base = base_url.rstrip("/")
+
+class _Gateway:
+    """aiohttp calls to the members of one etcd cluster; every call bounded by ``deadline`` seconds.
+
+    A member that cannot be reached (refused, reset, silent past its share of the deadline, or
+    answering 503 "unavailable", e.g. without a leader) makes the call move on to the next one;
+    the member that last answered is asked first next time. A call that etcd answered with an
+    error is not tried elsewhere: every member would say the same. A transaction (which is not
+    idempotent) moves on only when its request cannot have reached the member, i.e. when the
+    connection could not be made."""
+
+    def __init__(self, base_urls: Sequence[str], deadline: float) -> None:
+        if not base_urls:
+            raise ValueError("no etcd endpoint given")
+        self._bases = [u.rstrip("/") for u in base_urls]
+        self._current = 0
+        self._deadline = deadline
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=deadline),
             connector=aiohttp.TCPConnector(limit=8),
             json_serialize=json.dumps,
         )
 
-    async def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    @property
+    def current(self) -> str:
+        """The member asked first (the one that answered last)."""
+        return self._bases[self._current]
+
+    async def call(self, path: str, body: Mapping[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self._deadline
+        count = len(self._bases)
+        failures: list[str] = []
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            left = ends - loop.time()
+            if left <= 0:
+                break
+            # Each member still to try gets an equal share of what is left of the deadline, so
+            # one silent member cannot use up the time of the others (a single member: all of it).
+            share = left / (count - attempt)
+            try:
+                reply = await self._call_one(self._bases[index], path, body, share, idempotent)
+            except _MemberUnusable as exc:
+                failures.append(str(exc))
+                continue
+            if index != self._current:
+                log.warning("etcd: %s answers; %s did not", self._bases[index], self.current)
+                self._current = index
+            return reply
+        raise EtcdError(f"etcd unreachable for {path}: " + "; ".join(failures or ["deadline passed"]))
+
+    async def _call_one(self, base: str, path: str, body: Mapping[str, Any], budget: float,
+                        idempotent: bool) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, CONNECT_TIMEOUT))
         try:
-            async with self._session.post(self._base + path, json=body) as resp:
+            async with self._session.post(base + path, json=body, timeout=timeout) as resp:
                 raw = await read_bounded(resp, MAX_REPLY_BYTES)
                 status = resp.status
+        except aiohttp.ClientConnectorError as exc:  # the request never left: safe to send elsewhere
+            raise _MemberUnusable(f"{base}: {exc!r}") from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _MemberUnusable(f"{base}: no connection within {timeout.sock_connect:.1f} s") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise EtcdError(f"etcd at {self._base} unreachable: {exc!r}") from exc
+            if idempotent:
+                raise _MemberUnusable(f"{base}: {exc!r}") from exc
+            raise EtcdError(f"etcd at {base} failed during {path} (it may or may not have been applied): "
+                            f"{exc!r}") from exc
         if len(raw) > MAX_REPLY_BYTES:
             raise EtcdError(f"etcd answered {path} with more than {MAX_REPLY_BYTES} bytes")
         try:
@@ -86,11 +144,18 @@ class _Gateway:
             raise EtcdError(f"etcd answered {path} with malformed JSON") from exc
         if status != 200 or not isinstance(reply, dict):
             message = reply.get("message") or reply.get("error") if isinstance(reply, dict) else None
-            raise EtcdError(f"etcd refused {path}: HTTP {status} {message or ''}".rstrip())
+            text = f"HTTP {status} {message or ''}".rstrip()
+            if status == 503 and idempotent:  # this member cannot serve (no leader, stopping)
+                raise _MemberUnusable(f"{base}: {text}")
+            raise EtcdError(f"etcd refused {path}: {text}")
         return reply
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class _MemberUnusable(Exception):
+    """One member could not serve a call another member may serve."""
 
 
 class Lease:
@@ -135,7 +200,7 @@ class EtcdStore:
     async def put_if_absent(self, key: str, value: str) -> bool:
         """Atomically create ``key``; return False if it already existed."""
         k = _b64(self._k(key))
-        reply = await self._gw.call("/v3/kv/txn", {
+        reply = await self._gw.call("/v3/kv/txn", idempotent=False, body={
             "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
             "success": [{"request_put": {"key": k, "value": _b64(value.encode())}}],
         })
@@ -178,12 +243,28 @@ def parse_addr(addr: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_addr_list(addrs: str, default_port: int) -> list[tuple[str, int]]:
+    """``"h1:2379,h2:2379"`` (a single address too) as ``[(host, port), ...]``; ValueError names
+    the entry that is not ``host[:port]`` with a port in 1-65535."""
+    out: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in addrs.split(",")):
+        try:
+            host, port = parse_addr(entry, default_port)
+        except ValueError:
+            host, port = "", 0
+        if not host or not 0 < port < 65536 or any(c in host for c in "/ @?#"):
+            raise ValueError(f"not a host:port address: {entry!r}")
+        out.append((host, port))
+    return out
+
+
 @asynccontextmanager
 async def connect(addr: str, namespace: str, call_deadline: int = 10) -> AsyncIterator[EtcdStore]:
-    """``call_deadline`` (seconds) bounds every etcd call: a hung etcd must fail a request, not
-    hold it forever (we use no watches, whose streams such a deadline would cut)."""
-    host, port = parse_addr(addr, 2379)
-    gateway = _Gateway(f"http://{host}:{port}", call_deadline)
+    """``addr`` is one member's ``host:port`` or a comma-separated list of a cluster's members.
+    ``call_deadline`` (seconds) bounds every etcd call, over all the members it tries: a hung
+    etcd must fail a request, not hold it forever (we use no watches, whose streams such a
+    deadline would cut)."""
+    gateway = _Gateway([f"http://{host}:{port}" for host, port in parse_addr_list(addr, 2379)], call_deadline)
     try:
         yield EtcdStore(gateway, namespace)
     finally:

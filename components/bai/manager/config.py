@@ -5,14 +5,19 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from sqlalchemy.engine import URL
 
 from bai.common.config import Duration, EtcdConfig, Section, find_config, load_config
+from bai.common.etcd import parse_addr_list
 from bai.common.host_mounts import HostMountsConfig
 
 
 class DBConfig(Section):
     type: str = "postgresql"
+    #: ``host:port``, or a primary and its standbys comma-separated (``"pg1:5432,pg2:5432"``): the
+    #: manager connects to whichever of them accepts writes (``target_session_attrs=read-write``),
+    #: so after a standby is promoted new connections go to it.
     addr: str = "127.0.0.1:5432"
     name: str = Field("backend", min_length=2, max_length=64)
     user: str = "bai"
@@ -20,9 +25,26 @@ class DBConfig(Section):
     pool_size: int = Field(8, alias="pool-size", ge=1)
     max_overflow: int = Field(64, alias="max-overflow", ge=0)
 
+    @field_validator("addr")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        return ",".join(f"{host}:{port}" for host, port in parse_addr_list(value, 5432))
+
+    @property
+    def hosts(self) -> list[tuple[str, int]]:
+        return parse_addr_list(self.addr, 5432)
+
     @property
     def dsn(self) -> str:
-        return f"postgresql+asyncpg://{self.user}:{self.password}@{self.addr}/{self.name}"
+        """The SQLAlchemy URL (user and password escaped); several hosts go in its query, as
+        SQLAlchemy's asyncpg dialect passes them on to asyncpg, with ``target_session_attrs``."""
+        hosts = self.hosts
+        if len(hosts) == 1:
+            url = URL.create("postgresql+asyncpg", self.user, self.password, *hosts[0], self.name)
+        else:
+            query = {"host": [f"{h}:{p}" for h, p in hosts], "target_session_attrs": "read-write"}
+            url = URL.create("postgresql+asyncpg", self.user, self.password, database=self.name, query=query)
+        return url.render_as_string(hide_password=False)
 
 
 class ManagerSection(Section):

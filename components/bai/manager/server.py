@@ -27,7 +27,7 @@ from bai.common.events import (
     EventProducer,
     event_signing_key,
 )
-from bai.common.redis import open_redis
+from bai.common.redis import RedisTarget, open_redis_target, redis_target_from_etcd
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.manager.api import (
     auth,
@@ -77,9 +77,12 @@ log = logging.getLogger(__name__)
 class SharedSettings:
     """What the manager reads from etcd at start-up (the installer writes it)."""
 
-    redis_addr: str
-    redis_password: str | None
+    redis: RedisTarget
     rpc_secret: str
+
+    @property
+    def redis_addr(self) -> str:
+        return self.redis.addr
 
 
 @dataclass(frozen=True)
@@ -105,15 +108,15 @@ async def etcd_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with etcd_mod.connect(config.etcd.addr, config.etcd.namespace) as etcd:
         async with asyncio.timeout(config.manager.etcd_timeout * 3):
-            redis_addr = await etcd.get("config/redis/addr")
-            if not redis_addr:
-                raise ServiceUnavailable("etcd has no config/redis/addr; run the installer or `bai-manager etcd put`")
-            redis_password = await etcd.get("config/redis/password")
+            redis = await redis_target_from_etcd(etcd)
+            if redis is None:
+                raise ServiceUnavailable("etcd has no config/redis/addr (nor config/redis/sentinel); "
+                                         "run the installer or `bai-manager etcd put`")
             rpc_secret = await etcd.get("config/agent/rpc-secret") or ""
         if not rpc_secret:
             log.error("etcd has no config/agent/rpc-secret: no agent event can be verified")
         app[ETCD] = etcd
-        app[SETTINGS] = SharedSettings(redis_addr, redis_password, rpc_secret)
+        app[SETTINGS] = SharedSettings(redis, rpc_secret)
         yield
 
 
@@ -128,8 +131,8 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, timeout = app[SETTINGS], app[CONFIG].manager.redis_timeout
     clients = app[REDIS] = RedisClients(
-        stream=open_redis(settings.redis_addr, REDIS_DB_STREAM, settings.redis_password, timeout),
-        ratelimit=open_redis(settings.redis_addr, REDIS_DB_RATELIMIT, settings.redis_password, timeout))
+        stream=open_redis_target(settings.redis, REDIS_DB_STREAM, timeout),
+        ratelimit=open_redis_target(settings.redis, REDIS_DB_RATELIMIT, timeout))
     try:
         yield
     finally:

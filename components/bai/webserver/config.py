@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from bai.common.config import ByteSize, Duration, Section, find_config, load_config
+from bai.common.redis import DEFAULT_SERVICE_NAME, RedisTarget, SentinelAddrs, ServiceName
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -81,9 +82,22 @@ class ApiSection(Section):
 
 
 class RedisSection(Section):
+    """``[session.redis]``: one Redis server (``addr``), or the primary Redis Sentinel names."""
+
     addr: str = "127.0.0.1:6379"
     db: int = Field(5, ge=0, le=15)
     password: str | None = None
+    #: The sentinels' ``"host:port"`` (a list, or one comma-separated string); when set, ``addr``
+    #: is not used and logins live on whichever server the sentinels name the primary.
+    sentinel: SentinelAddrs = ()
+    #: The name the sentinels monitor the primary under (``service_name`` is read too).
+    service_name: ServiceName = Field(DEFAULT_SERVICE_NAME, validation_alias=AliasChoices("service-name", "service_name"))
+
+    @property
+    def target(self) -> RedisTarget:
+        """Where the logins' Redis is (for :func:`bai.common.redis.open_redis_target`)."""
+        return RedisTarget(addr=self.addr, password=self.password, sentinel=self.sentinel,
+                           service_name=self.service_name)
 
 
 class SessionSection(Section):

@@ -17,7 +17,7 @@ import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bai.common.redis import open_redis
+from bai.common.redis import open_redis_target
 from bai.common.tasks import stop_tasks
 
 from .api import func, login, ui
@@ -43,14 +43,14 @@ StartUpContext = Callable[[WebState], AbstractAsyncContextManager[None]]
 @contextlib.asynccontextmanager
 async def redis_ctx(state: WebState) -> AsyncIterator[None]:
     cfg = state.config.session
-    redis = open_redis(cfg.redis.addr, cfg.redis.db, cfg.redis.password)
+    redis = open_redis_target(cfg.redis.target, cfg.redis.db)
     follower: asyncio.Task[None] | None = None
     try:
         try:
             async with asyncio.timeout(15):
                 await redis.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StartUpError(f"cannot reach Redis at {cfg.redis.addr} (db {cfg.redis.db}): {exc!r}") from exc
+            raise StartUpError(f"cannot reach Redis at {cfg.redis.target.describe()} (db {cfg.redis.db}): {exc!r}") from exc
         store = state.store = SessionStore(redis, cfg)
         if cfg.flush_on_startup:
             log.info("flush_on_startup: %d logins ended", await store.flush())

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import redis.exceptions as redis_exc
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,17 +30,82 @@ T = TypeVar("T")
 PING_IF_IDLE_FOR = 1.0
 
 
+#: Seconds to open one database connection (over all the hosts of a multi-host ``[db] addr``).
+CONNECT_TIMEOUT = 10.0
+#: Seconds one statement may run.
+COMMAND_TIMEOUT = 60.0
+
+
 def create_engine(cfg: DBConfig) -> AsyncEngine:
+    options: dict[str, Any] = {}
+    if len(cfg.hosts) > 1:
+        options["async_creator"] = WritableHostConnector(cfg)
+    else:
+        options["connect_args"] = {"timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT}
     engine = create_async_engine(
         cfg.dsn,
         pool_size=cfg.pool_size,
         max_overflow=cfg.max_overflow,
         pool_recycle=3600,
-        connect_args={"timeout": 10, "command_timeout": 60},
         json_serializer=_dumps,
+        **options,
     )
     _ping_if_idle(engine)
     return engine
+
+
+class NoWritableDatabase(ConnectionError):
+    """None of the database hosts accepts writes right now (the primary is down and no standby
+    has been promoted yet): a transient outage, answered 503."""
+
+
+class WritableHostConnector:
+    """Opens connections to whichever of a primary/standby set accepts writes.
+
+    asyncpg's own multi-host connect bounds all hosts together by one timeout, so a primary whose
+    host went silent (dropping packets) would use it all and the promoted standby would never be
+    reached; here each host still to try gets an equal share of what is left of it. The host that
+    last accepted a connection is tried first, so after a promotion new connections go straight
+    to the new primary."""
+
+    def __init__(self, cfg: DBConfig, timeout: float = CONNECT_TIMEOUT) -> None:
+        self._hosts = cfg.hosts
+        self._params: dict[str, Any] = {"user": cfg.user, "password": cfg.password or None,
+                                        "database": cfg.name, "command_timeout": COMMAND_TIMEOUT}
+        self._timeout = timeout
+        self._first = 0
+
+    async def __call__(self) -> asyncpg.Connection:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self._timeout
+        count = len(self._hosts)
+        problems: list[str] = []
+        for attempt in range(count):
+            index = (self._first + attempt) % count
+            host, port = self._hosts[index]
+            share = (ends - loop.time()) / (count - attempt)
+            if share <= 0:
+                break
+            try:
+                conn = await asyncpg.connect(host=host, port=port, timeout=share,
+                                             target_session_attrs="read-write", **self._params)
+            except (OSError, TimeoutError, asyncpg.TargetServerAttributeNotMatched,
+                    asyncpg.CannotConnectNowError) as exc:
+                problems.append(f"{host}:{port}: {_why(exc)}")
+                continue
+            if index != self._first:
+                log.warning("database: %s:%d accepts writes (connecting there first from now on)", host, port)
+                self._first = index
+            return conn
+        raise NoWritableDatabase("no database host accepts writes: " + "; ".join(problems or ["timed out"]))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        return "read-only (a standby)"
+    if isinstance(exc, TimeoutError):
+        return "no connection in time"
+    return str(exc) or type(exc).__name__
 
 
 def _ping_if_idle(engine: AsyncEngine) -> None:
