@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--build-images", action="store_true",
                     help="build the kernel images in the all-in-one host (a real fresh install)")
     ap.add_argument("--skip-multinode", action="store_true")
+    ap.add_argument("--skip-ha", action="store_true", help="leave out the HA half-stack scenario")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     image = testhosts.build_image()
@@ -119,6 +120,15 @@ def main() -> None:
             figures["multi-node: converge"], _ = timed_install(inv)
             figures["multi-node: re-run"], again = timed_install(inv)
             figures["multi-node: re-run changed ops"] = float(again["changed"])
+        if not args.skip_ha:  # (c) tests/ha/scenario.py: three half-stack hosts, a manager on one
+            from tests.ha import scenario as ha
+
+            hosts = testhosts.start_hosts(list(ha.HOSTS), image=image, started=started)
+            inv = work / "ha.py"
+            inv.write_text(ha.inventory_text(hosts))
+            figures["HA half-stack: converge"], _ = timed_install(inv)
+            figures["HA half-stack: re-run"], again = timed_install(inv)
+            figures["HA half-stack: re-run changed ops"] = float(again["changed"])
     finally:
         testhosts.remove_hosts(started)
     if args.json:
