@@ -82,3 +82,64 @@ def precheck(settings: Settings, program: str) -> None:
 # (older names, kept for the roles and tests that import them)
 _toml = toml_text
 _stamp = code_stamp_file
+
+
+# -- the install record (/etc/backend.ai/release.toml) -------------------------------------------
+
+RELEASE_RECORD = "release.toml"
+
+
+def tree_release() -> dict[str, Any]:
+    """This code's release, from the release manifest it ships (installer/releases.toml: the last
+    entry is this tree): version and config-version, and the git commit when the code is a
+    checkout (else none is known)."""
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    last = tomllib.loads((root / "installer" / "releases.toml").read_text())["release"][-1]
+    out: dict[str, Any] = {"version": str(last["version"]),
+                           "config-version": int(last["config-version"])}
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                  text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            head = None
+        if head is not None and head.returncode == 0 and len(head.stdout.strip()) == 40:
+            out["commit"] = head.stdout.strip()
+    return out
+
+
+def release_record_text(release: dict[str, Any], installed: str) -> str:
+    """The record's text (the keys bai-install upgrade writes too, see installer/upgrade)."""
+    lines = ["# written by bai-install: the bai release installed on this host",
+             f'version = "{release["version"]}"', f'config-version = {release["config-version"]}']
+    if release.get("commit"):
+        lines.append(f'commit = "{release["commit"]}"')
+    lines.append(f'installed = "{installed}"')
+    return "\n".join(lines) + "\n"
+
+
+def release_record(settings: Settings) -> Any:
+    """Record the release this install puts on the host in ``<config_dir>/release.toml``, which
+    is how ``bai-install upgrade`` knows it. Written only when the host has no record of this
+    release (version and config-version): a re-run, or an upgrade's own record (which names the
+    previous release too), stays as it is; the time is the first install's."""
+    import shlex
+    import time
+
+    release = tree_release()
+    path = f"{settings.config_dir}/{RELEASE_RECORD}"
+    q = shlex.quote
+    version_line = 'version = "{}"'.format(release["version"])
+    config_line = "config-version = {}".format(release["config-version"])
+    check = f"grep -qxF {q(version_line)} {q(path)} && grep -qxF {q(config_line)} {q(path)}"
+    text = release_record_text(release, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return _ops.ensure(
+        name=f"Record release {release['version']} in {path}",
+        check=check,
+        commands=[f"umask 022; printf '%s' {q(text)} > {q(path + '.tmp')} && mv -f {q(path + '.tmp')} {q(path)}"],
+        noop_message=f"release {release['version']} recorded",
+    )

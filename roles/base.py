@@ -1,5 +1,6 @@
 """What every bai host gets besides the OS preparation (roles/os_prep.py): the bai directories,
-the bai commands linked into ``bin_dir``, and ``bin_dir`` on PATH for login shells.
+the bai commands linked into ``bin_dir``, ``bin_dir`` on PATH for login shells, and the install
+record (``<config_dir>/release.toml``: the release this install put there, roles/bai.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from . import _ops
+from .bai import release_record
 from .catalog import GROUPS, Role
 from .settings import COMMANDS, Settings
 
@@ -49,6 +51,7 @@ def base(settings: Settings) -> None:
                 commands=commands, noop_message="links in place")
     files.put(name=f"Put {settings.bin_dir} on PATH for login shells",
               src=StringIO(profile_text(settings)), dest=PROFILE_PATH, mode="644")
+    release_record(settings)
 
 
 ROLE = Role(name="base", groups=GROUPS, deploy=base)

@@ -397,7 +397,8 @@ SECRETS: dict[str, tuple[str, str]] = {
 SECRET_KEYS = tuple(SECRETS)
 
 #: The flat host data keys of inventories written before settings were nested -> their path now.
-#: Refused with the new path named (see :func:`check_host_data`).
+#: Within the release line that nested them (26.12) they are read as their new path with a
+#: :class:`FlatKeyWarning` naming it; the next line refuses them (see :func:`nest_flat_keys`).
 RENAMED: dict[str, str] = {
     "pg_version": "postgresql.version", "pg_listen": "postgresql.listen",
     "pg_port": "postgresql.port", "db_host": "postgresql.host", "db_name": "postgresql.database",
@@ -489,11 +490,54 @@ def _secret_paths() -> set[tuple[str, str]]:
     return set(SECRETS.values())
 
 
+class FlatKeyWarning(UserWarning):
+    """Host data uses an old flat key (inventories of 26.12.0 and before): read as its nested
+    path within the 26.12 line; the next release line refuses it."""
+
+
+#: The last release line that reads the old flat keys (with a :class:`FlatKeyWarning`).
+FLAT_KEYS_READ_UNTIL = "26.12"
+_FLAT_WARNED: set[str] = set()
+
+
+def nest_flat_keys(host_data: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """``host_data`` with each old flat key (:data:`RENAMED`) moved to its nested path, a warning
+    per moved key naming that path, and a problem per flat key whose path is also given nested
+    with another value. (``kernel_image`` is a flat key as a string, a section as a dict.)"""
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in host_data.items()
+                           if not (k in RENAMED and not isinstance(v, dict))}
+    warnings_: list[str] = []
+    problems: list[str] = []
+    for key, value in host_data.items():
+        if key not in RENAMED or isinstance(value, dict):
+            continue
+        section, name = RENAMED[key].split(".", 1)
+        nested = out.get(section)
+        if not isinstance(nested, dict):
+            nested = out[section] = {} if nested is None else nested
+        if not isinstance(nested, dict):
+            continue  # the section itself is malformed: validation names it
+        if name in nested and nested[name] != value:
+            problems.append(f"{key}: an old flat key for {RENAMED[key]}, which is given too with "
+                            "another value; keep the nested one")
+            continue
+        nested[name] = value
+        warnings_.append(f"{key}: an old flat key, read as {RENAMED[key]}; nest it (release lines "
+                         f"after {FLAT_KEYS_READ_UNTIL} refuse flat keys)")
+    return out, warnings_, problems
+
+
 def check_host_data(host_data: dict[str, Any]) -> list[str]:
     """Every problem of ``host_data`` as ``"key.path: message"`` (empty when it is valid):
-    unknown keys (an old flat key names its new path), secrets (they live in the secrets file),
-    values of the wrong type or shape."""
-    problems: list[str] = []
+    unknown keys, secrets (they live in the secrets file), values of the wrong type or shape.
+    An old flat key is read as its nested path with a :class:`FlatKeyWarning` naming it."""
+    import warnings
+
+    host_data, moved, problems = nest_flat_keys(host_data)
+    for message in moved:
+        if message not in _FLAT_WARNED:  # once per process, not once per caller
+            _FLAT_WARNED.add(message)
+            warnings.warn(message, FlatKeyWarning, stacklevel=2)
     ours: dict[str, Any] = {}
     sections = {name for name, f in Settings.model_fields.items()
                 if isinstance(f.annotation, type) and issubclass(f.annotation, Section)}
@@ -502,14 +546,11 @@ def check_host_data(host_data: dict[str, Any]) -> list[str]:
         if not isinstance(key, str):
             problems.append(f"{key!r}: keys must be strings")
         elif key in sections and isinstance(value, dict):
-            # (before RENAMED: the old flat key kernel_image is also a section's name now)
             for name in value:
                 if (key, name) in secret_paths:
                     problems.append(f"{key}.{name}: a generated secret; it lives in the hosts' "
                                     "secrets file, not in an inventory")
             ours[key] = {n: v for n, v in value.items() if (key, n) not in secret_paths}
-        elif key in RENAMED:
-            problems.append(f"{key}: renamed; nest it as {RENAMED[key]}")
         elif key in SECRETS:
             section, name = SECRETS[key]
             problems.append(f"{key}: a generated secret ({section}.{name}); it lives in the "
@@ -535,7 +576,8 @@ def build(host_data: dict[str, Any], secrets: dict[str, str]) -> Settings:
     if problems:
         raise SettingsError(problems)
     values: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
-                              for k, v in host_data.items() if not is_connector_key(k)}
+                              for k, v in nest_flat_keys(host_data)[0].items()
+                              if not is_connector_key(k)}
     for key, (section, name) in SECRETS.items():
         if secrets.get(key):
             values.setdefault(section, {})

@@ -358,6 +358,8 @@ class UpgradeScreen(Screen[None]):
                 f"Step {self._step_index} of {self._step_total or 1}: {line.get('from')} -> {line.get('to')} ({kind})")
             self._set_phase("preflight", "running")
         elif phase in dict(PHASES) and status == "done":
+            if phase == "switch" and self.query_one("#phases", DataTable).get_cell("stop", "Status") != "done":
+                self._set_phase("stop", "none: a rolling patch step")  # nothing stops for a patch
             self._set_phase(phase, "done", line.get("seconds"))
             if phase == "preflight":
                 self.query_one("#preflight", Static).update(self._preflight_text(line))
@@ -369,6 +371,9 @@ class UpgradeScreen(Screen[None]):
             elif phase == "verify":
                 self.query_one("#verify", Static).update(
                     "[green]Verified[/green]: version endpoint, agent heartbeats, a session ran print(1)")
+        elif phase == "agent":  # a rolling patch step: each agent drained, restarted, ready
+            self._set_phase("converge", f"agent {line.get('index')}/{line.get('total')} {line.get('agent')}: "
+                                        f"{status}")
         elif phase == "step" and status == "failed":
             running = self._running_phase()
             if running is not None:

@@ -18,6 +18,8 @@ on success, 1 with ``{"error": ...}`` on failure.
     switch      point the venv symlink at another release's venv, atomically (rename(2))
     services    stop or start the bai services present here, in dependency order
     record      write the install record (``release.toml``)
+    clone-venv  copy the venv in use to a new release's venv, relocated (pip then adds only what
+                the new release's dependencies change)
     health      the database, etcd and Redis the manager uses answer
     sessions    the sessions that hold (or will hold) containers
     preflight   detect + free + health + sessions in one answer
@@ -715,6 +717,72 @@ def switch(venv: Path, target: Path, back: bool = False) -> dict[str, Any]:
     return {"venv": str(venv), "now": str(target), "was": previous}
 
 
+def _venv_version(venv: Path) -> tuple[int, int] | None:
+    try:
+        cfg = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    for line in cfg.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version", "version_info"):
+            parts = value.strip().split(".")
+            if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+                return int(parts[0]), int(parts[1])
+    return None
+
+
+def clone_venv(venv: Path, dest: Path) -> dict[str, Any]:
+    """Copy the venv now in use (``venv``, resolved) to ``dest`` and relocate it there (the
+    scripts' ``#!`` lines and the activate scripts name the venv's path), so that a new release's
+    venv starts with every dependency already installed and pip adds only what changed. A copy,
+    not links: the old release's venv stays exactly as it was, for a rollback. Answers
+    ``cloned: false`` (and copies nothing) when the venv is not one of this host's Python."""
+    src = Path(os.path.realpath(venv))
+    mine = sys.version_info[:2]
+    if not (src / "bin" / "python").exists():
+        return {"cloned": False, "why": f"{src} is not a virtual environment"}
+    if _venv_version(src) != mine:
+        return {"cloned": False, "why": f"{src} is Python {_venv_version(src)}, not {mine}"}
+    part = dest.with_name(dest.name + ".part")  # renamed to dest once complete
+    for stale in (dest, part):
+        if stale.is_symlink():
+            stale.unlink()
+        elif stale.exists():
+            shutil.rmtree(stale)
+    t = time.monotonic()
+    shutil.copytree(src, part, symlinks=True)
+    old_prefixes: set[bytes] = set()
+    new_prefix = str(dest).encode()
+    for script in sorted((part / "bin").iterdir()):
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        first, nl, rest = data.partition(b"\n")
+        if first.startswith(b"#!") and b"/bin/python" in first:
+            interp = first[2:].strip()
+            prefix = interp[: interp.rindex(b"/bin/python")]
+            if prefix != new_prefix:
+                old_prefixes.add(prefix)
+                _rewrite(script, b"#!" + new_prefix + interp[len(prefix):] + nl + rest)
+    for name in ("activate", "activate.csh", "activate.fish", "Activate.ps1"):
+        path = part / "bin" / name
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            for prefix in old_prefixes | {str(src).encode(), str(venv).encode()}:
+                data = data.replace(prefix, new_prefix)
+            _rewrite(path, data)
+    os.rename(part, dest)
+    return {"cloned": True, "from": str(src), "relocated": sorted(p.decode() for p in old_prefixes),
+            "seconds": round(time.monotonic() - t, 2)}
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.reloc")
+    tmp.write_bytes(data)
+    os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+
+
 def record(config_dir: Path, values: dict[str, Any]) -> dict[str, Any]:
     lines = ["# written by bai-install: the bai release installed on this host"]
     for key, value in values.items():
@@ -758,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("names", nargs="*")
     s = sub.add_parser("record")
     s.add_argument("json")
+    s = sub.add_parser("clone-venv")
+    s.add_argument("dest", type=Path)
     sub.add_parser("health")
     sub.add_parser("sessions")
     s = sub.add_parser("preflight")
@@ -785,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
             doc = services(a.action, a.names or None)
         elif a.cmd == "record":
             doc = record(a.config_dir, json.loads(a.json))
+        elif a.cmd == "clone-venv":
+            doc = clone_venv(a.venv, a.dest)
         elif a.cmd == "health":
             doc = health(a.config_dir, a.venv)
         elif a.cmd == "sessions":

@@ -26,12 +26,17 @@ refused connection for up to 10 s: bai.common.agent_rpc.RECONNECTING_METHODS).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import shlex
+import sys
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -144,16 +149,53 @@ async def rolling_restart(agent_ids: Sequence[str], control: AgentControl, resta
     return done
 
 
-async def _restart_one(agent_id: str, index: int, control: AgentControl, restart: Restart, drain_timeout: float,
-                       ready_timeout: float, poll_interval: float, report: Callable[[str, str, str, int], None],
-                       done: list[AgentOutcome]) -> AgentOutcome:
+@dataclass
+class Drained:
+    """An agent drained for its restart: what :func:`await_back` needs afterwards (also as JSON,
+    between two commands on the manager host: :func:`main`)."""
+
+    agent_id: str
+    was_schedulable: bool
+    kernels_before: list[str]
+    protocol_before: str | None
+    drained_at: float
+    #: The clock (Unix time, where the control runs) when the drain ended: the restart comes
+    #: after it, so the new process serves since a later time.
+    restart_after: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Drained:
+        return cls(agent_id=str(doc["agent_id"]), was_schedulable=bool(doc["was_schedulable"]),
+                   kernels_before=[str(k) for k in doc["kernels_before"]],
+                   protocol_before=doc.get("protocol_before"), drained_at=float(doc["drained_at"]),
+                   restart_after=float(doc["restart_after"]))
+
+
+Report = Callable[[str, str, str, int], None]
+
+
+def _no_report(agent_id: str, stage: str, detail: str = "", index: int = 0) -> None:
+    return None
+
+
+async def drain_agent(agent_id: str, control: AgentControl, *, drain_timeout: float = 120.0,
+                      poll_interval: float = 0.2, report: Report = _no_report, index: int = 0,
+                      done: list[AgentOutcome] | None = None) -> Drained:
+    """Step 1: no new sessions on the agent, and nothing still being created on it. Raises
+    :class:`RollingError` (the flag put back as it was) when it does not get quiet in time."""
     view = await control.describe(agent_id)
-    outcome = AgentOutcome(agent_id, protocol_before=view.protocol)
+    if view.status != "ALIVE":
+        raise RollingError(agent_id, f"the agent is {view.status}, not ALIVE: not draining it",
+                           done or [])
     was_schedulable = view.schedulable
     report(agent_id, "draining", "no new sessions placed here", index)
-    outcome.drained_at = time.time()
+    drained_at = time.time()
     if was_schedulable:
         await control.set_schedulable(agent_id, False)
+    kernels_before: list[str] = []
 
     async def quiet() -> str | None:
         # Placements decided before the flag changed are committed (the scheduler locks the
@@ -168,7 +210,7 @@ async def _restart_one(agent_id: str, index: int, control: AgentControl, restart
             return f"kernels still starting: {', '.join(creating)}"
         if now.container_count > len(kernels):
             return f"{now.container_count - len(kernels)} kernels booked by the manager not on the agent yet"
-        outcome.kernels_before = sorted(kernels)
+        kernels_before[:] = sorted(kernels)
         return None
 
     waiting = await _poll(quiet, drain_timeout, poll_interval)
@@ -177,17 +219,20 @@ async def _restart_one(agent_id: str, index: int, control: AgentControl, restart
             await control.set_schedulable(agent_id, True)
         report(agent_id, "failed", f"not drained within {drain_timeout:g} s: {waiting}", index)
         raise RollingError(agent_id, f"not drained within {drain_timeout:g} s ({waiting}); left schedulable "
-                           "as it was, nothing restarted", done)
-    report(agent_id, "drained", f"{len(outcome.kernels_before)} running kernels", index)
+                           "as it was, nothing restarted", done or [])
+    report(agent_id, "drained", f"{len(kernels_before)} running kernels", index)
+    return Drained(agent_id, was_schedulable, kernels_before, view.protocol, drained_at, time.time())
 
-    began = time.time()
-    report(agent_id, "restarting", "", index)
-    try:
-        await restart(agent_id)
-    except Exception as exc:
-        report(agent_id, "failed", f"restart failed: {exc}", index)
-        raise RollingError(agent_id, f"the restart failed: {exc!r}; the agent stays drained", done) from exc
-    report(agent_id, "waiting", "for the agent to serve again with its kernels", index)
+
+async def await_back(drained: Drained, control: AgentControl, *, ready_timeout: float = 120.0,
+                     poll_interval: float = 0.2, report: Report = _no_report, index: int = 0,
+                     done: list[AgentOutcome] | None = None) -> AgentOutcome:
+    """Step 3 and 4, after the restart: the new process serves with every kernel it ran before
+    and the manager has it ALIVE; then its flag goes back. Raises :class:`RollingError` (the agent
+    stays drained) when it is not back in time or lost kernels."""
+    agent_id, began = drained.agent_id, drained.restart_after
+    outcome = AgentOutcome(agent_id, kernels_before=list(drained.kernels_before),
+                           protocol_before=drained.protocol_before, drained_at=drained.drained_at)
 
     async def back() -> str | None:
         now = await control.describe(agent_id)
@@ -211,19 +256,36 @@ async def _restart_one(agent_id: str, index: int, control: AgentControl, restart
     if waiting is not None:
         report(agent_id, "failed", f"not back within {ready_timeout:g} s: waiting for {waiting}", index)
         raise RollingError(agent_id, f"not back within {ready_timeout:g} s (waiting for {waiting}); "
-                           "the agent stays drained", done)
+                           "the agent stays drained", done or [])
     outcome.restart_seconds = time.time() - began
     missing = sorted(set(outcome.kernels_before) - set(outcome.kernels_after))
     if missing:
         report(agent_id, "failed", f"kernels not re-adopted: {', '.join(missing)}", index)
         raise RollingError(agent_id, f"kernels not re-adopted after the restart: {', '.join(missing)} "
-                           "(destroyed meanwhile, or lost); the agent stays drained", done)
-    if was_schedulable:
+                           "(destroyed meanwhile, or lost); the agent stays drained", done or [])
+    if drained.was_schedulable:
         await control.set_schedulable(agent_id, True)
     outcome.undrained_at = time.time()
     report(agent_id, "ready", f"back in {outcome.restart_seconds:.1f} s with {len(outcome.kernels_after)} kernels, "
            f"protocol {outcome.protocol_after}", index)
     return outcome
+
+
+async def _restart_one(agent_id: str, index: int, control: AgentControl, restart: Restart, drain_timeout: float,
+                       ready_timeout: float, poll_interval: float, report: Report,
+                       done: list[AgentOutcome]) -> AgentOutcome:
+    drained = await drain_agent(agent_id, control, drain_timeout=drain_timeout, poll_interval=poll_interval,
+                                report=report, index=index, done=done)
+    drained.restart_after = time.time()
+    report(agent_id, "restarting", "", index)
+    try:
+        await restart(agent_id)
+    except Exception as exc:
+        report(agent_id, "failed", f"restart failed: {exc}", index)
+        raise RollingError(agent_id, f"the restart failed: {exc!r}; the agent stays drained", done) from exc
+    report(agent_id, "waiting", "for the agent to serve again with its kernels", index)
+    return await await_back(drained, control, ready_timeout=ready_timeout, poll_interval=poll_interval,
+                            report=report, index=index, done=done)
 
 
 # --- the manager's API and the agents' RPC ----------------------------------------------------
@@ -317,3 +379,72 @@ class ManagerAgentControl:
             return None
         since = info.get("serving_since")
         return float(since) if isinstance(since, (int, float)) else None
+
+
+# --- on the manager host: one step of a rolling restart per command (the upgrade playbook) ----
+
+
+def _client_env(path: Path) -> dict[str, str]:
+    """The ``export KEY=value`` lines of the client env file (values shell-quoted)."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("export "):
+            line = line[len("export "):]
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier():
+            words = shlex.split(value) if value else [""]
+            out[key] = words[0] if words else ""
+    return out
+
+
+def control_from_config(config_dir: Path) -> ManagerAgentControl:
+    """A :class:`ManagerAgentControl` with the credentials a manager host keeps: the admin
+    keypair and endpoint of ``client.env`` and the agents' RPC secret of ``secrets.toml`` (read
+    from the files, never from a command line)."""
+    env = _client_env(config_dir / "client.env")
+    secrets = tomllib.loads((config_dir / "secrets.toml").read_text())
+    missing = [k for k in ("BACKEND_ENDPOINT", "BACKEND_ACCESS_KEY", "BACKEND_SECRET_KEY") if not env.get(k)]
+    if missing or not secrets.get("rpc_secret"):
+        raise RuntimeError(f"{config_dir}: no {', '.join(missing) or 'rpc_secret'} (not a manager host?)")
+    return ManagerAgentControl(env["BACKEND_ENDPOINT"], env["BACKEND_ACCESS_KEY"], env["BACKEND_SECRET_KEY"],
+                               str(secrets["rpc_secret"]))
+
+
+async def _cli(args: argparse.Namespace) -> dict[str, Any]:
+    async with control_from_config(args.config_dir) as control:
+        if args.cmd == "drain":
+            drained = await drain_agent(args.agent_id, control, drain_timeout=args.timeout)
+            return {"drained": drained.as_dict()}
+        drained = Drained.from_dict(json.loads(args.drained))
+        outcome = await await_back(drained, control, ready_timeout=args.timeout)
+        return {"ready": asdict(outcome)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m installer.upgrade.rolling [--config-dir DIR] drain AGENT_ID [--timeout S]``
+    prints ``{"drained": {...}}``; ``... ready DRAINED_JSON [--timeout S]`` prints
+    ``{"ready": {...}}`` once the restarted agent is back. Failures print ``{"error": ...}`` and
+    exit 1. The restart in between is the caller's."""
+    p = argparse.ArgumentParser(prog="python -m installer.upgrade.rolling")
+    p.add_argument("--config-dir", type=Path, default=Path("/etc/backend.ai"))
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("drain")
+    d.add_argument("agent_id")
+    d.add_argument("--timeout", type=float, default=120.0)
+    r = sub.add_parser("ready")
+    r.add_argument("drained")
+    r.add_argument("--timeout", type=float, default=120.0)
+    args = p.parse_args(argv)
+    try:
+        doc = asyncio.run(_cli(args))
+    except (RollingError, RuntimeError, OSError, ValueError, KeyError, AgentError, aiohttp.ClientError,
+            TimeoutError) as exc:
+        print(json.dumps({"error": f"{args.cmd}: {exc}"}))
+        return 1
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

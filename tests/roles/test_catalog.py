@@ -126,7 +126,9 @@ def test_nested_settings_and_their_errors() -> None:
     })
     assert "postgresql.prot: unknown key" in problems
     assert any(p.startswith("redis.port: ") for p in problems)
-    assert "pg_listen: renamed; nest it as postgresql.listen" in problems
+    # (an old flat key is read as its nested path; here that path is given too, differently)
+    assert ("pg_listen: an old flat key for postgresql.listen, which is given too with another value; "
+            "keep the nested one") in problems
     assert any(p.startswith("agent.rpc_secret: a generated secret") for p in problems)
     assert any(p.startswith("redis_password: a generated secret (redis.password)") for p in problems)
     with pytest.raises(settings_mod.SettingsError) as info:
@@ -134,8 +136,10 @@ def test_nested_settings_and_their_errors() -> None:
     assert sorted(info.value.problems) == ["manager.addr: Input should be a valid string", "nonsense: unknown key"]
     # kernel_image is both an old flat key (a string) and a section (a dict)
     assert settings_mod.check_host_data({"kernel_image": {"jupyter_image": ""}}) == []
-    assert settings_mod.check_host_data({"kernel_image": "x"}) == [
-        "kernel_image: renamed; nest it as kernel_image.image"]
+    assert settings_mod.nest_flat_keys({"kernel_image": "x"}) == (
+        {"kernel_image": {"image": "x"}},
+        ["kernel_image: an old flat key, read as kernel_image.image; nest it (release lines after 26.12 "
+         "refuse flat keys)"], [])
     # every old flat key names a real path
     for old, new in settings_mod.RENAMED.items():
         section, name = new.split(".")
@@ -146,13 +150,14 @@ def test_inventory_errors_name_the_host_and_the_key_path(tmp_path: Path) -> None
     inv_file = tmp_path / "bad.py"
     inv_file.write_text('data = {"etcd": {"adr": "10.0.0.5:2379"}}\n'
                         'halfstack = [("db1", {"postgresql": {"port": "x"}})]\n'
-                        'manager = [("mgr1", {"manager_addr": "10.0.0.10:8081"})]\n')
+                        'manager = [("mgr1", {"manager_addr": "10.0.0.10:8081", "manager": {"addr": "x:1"}})]\n')
     with pytest.raises(inventory_mod.InventoryError) as info:
         inventory_mod.load(inv_file)
     text = str(info.value)
     assert f"{inv_file}: host 'db1': etcd.adr: unknown key" in text
     assert f"{inv_file}: host 'db1': postgresql.port: " in text
-    assert f"{inv_file}: host 'mgr1': manager_addr: renamed; nest it as manager.addr" in text
+    assert (f"{inv_file}: host 'mgr1': manager_addr: an old flat key for manager.addr, which is given too with "
+            "another value; keep the nested one") in text
 
 
 def test_shared_data_merges_section_by_section(tmp_path: Path) -> None:

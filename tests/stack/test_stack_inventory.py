@@ -97,10 +97,10 @@ def test_nested_format_reads_as_the_flat_one(stack_of: StackOf, tmp_path: Path) 
         stack_inventory.load(_write(tmp_path, {**built.outputs, "inventory": nested_doc}, "bad.json"))
     assert "agents host 'agent1': agent.rpc_adr: unknown key" in str(info.value)
     assert "agents host 'agent2': agent.rpc_addr '0.0.0.0:6001' is every address" in str(info.value)
-    # the old flat keys are not taken in the nested format: each names its new path
+    # an old flat key next to its nested path with another value: refused, naming both
     nested_doc = _nested(built.outputs["inventory"])
     nested_doc["agents"][0][1]["agent_id"] = "i-x"
-    with pytest.raises(InventoryError, match="agent_id: renamed; nest it as agent.id"):
+    with pytest.raises(InventoryError, match="agent_id: an old flat key for agent.id, which is given too"):
         stack_inventory.load(_write(tmp_path, {**built.outputs, "inventory": nested_doc}, "old.json"))
 
 

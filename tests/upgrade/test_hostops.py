@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,44 @@ def test_cli_answers_json(host: dict[str, Path], tmp_path: Path) -> None:
     bad = subprocess.run(["/usr/bin/python3", "-I", str(HOSTOPS), "restore", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "restore:" in json.loads(bad.stdout)["error"]
+
+
+def _hostops(tmp_path: Path, *args: str, venv: Path) -> dict[str, Any]:
+    run = subprocess.run(["/usr/bin/python3", "-I", str(HOSTOPS), "--config-dir", str(tmp_path / "etc"),
+                          "--venv", str(venv), *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    doc: dict[str, Any] = json.loads(run.stdout)
+    return doc
+
+
+def test_clone_venv_copies_and_relocates_leaving_the_source_alone(tmp_path: Path) -> None:
+    """A new release's venv starts as a copy of the one in use: its scripts run its own python,
+    the packages are there, and the old venv (a rollback's) is byte for byte what it was."""
+    src = tmp_path / "releases" / "26.12.0" / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(src)], check=True, timeout=60)
+    site = next((src / "lib").glob("python3*/site-packages"))
+    (site / "kept_dep.py").write_text("VALUE = 42\n")
+    tool = src / "bin" / "tool"
+    tool.write_text(f"#!{src}/bin/python\nimport kept_dep, sys\nprint(kept_dep.VALUE, sys.prefix)\n")
+    tool.chmod(0o755)
+    link = tmp_path / "venv"
+    link.symlink_to(src)
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file() and not p.is_symlink()}
+    dest = tmp_path / "releases" / "26.12.1" / "venv"
+    doc = _hostops(tmp_path, "clone-venv", str(dest), venv=link)
+    assert doc["cloned"] is True and doc["from"] == str(src) and doc["relocated"] == [str(src)]
+    out = subprocess.run([str(dest / "bin" / "tool")], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split()
+    assert out == ["42", str(dest)]
+    activate = (dest / "bin" / "activate").read_text()
+    assert str(dest) in activate and str(src) not in activate
+    assert (dest / "bin" / "python").is_symlink()
+    assert not dest.with_name("venv.part").exists()
+    assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file() and not p.is_symlink()}
+    # a venv of another Python is not copied (the caller builds a fresh one)
+    cfg = src / "pyvenv.cfg"
+    cfg.write_text(cfg.read_text().replace(f"version = {sys.version_info[0]}.{sys.version_info[1]}",
+                                           "version = 2.7"))
+    again = _hostops(tmp_path, "clone-venv", str(tmp_path / "other"), venv=link)
+    assert again["cloned"] is False and "not" in again["why"]
+    assert not (tmp_path / "other").exists()
