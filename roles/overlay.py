@@ -8,7 +8,11 @@ Optional: runs only where ``overlay.enabled`` (off by default; single-node clust
   already is in a swarm, the attachable overlay network unless it exists, then the etcd keys
   through which the agents join, in the original's layout: ``sgroup/<group>/swarm-manager/host``
   (``<addr>:2377``) and ``sgroup/<group>/swarm-worker/token`` (each written only when etcd holds
-  another value; the token is piped into etcdctl, never on a command line).
+  another value; the token is piped into etcdctl, never on a command line), and
+  ``config/network/overlay/enabled = true``: the manager (on this host, root, so it reaches the
+  local Docker engine, the swarm manager) then creates a ``bai-multinode-<session id>`` overlay
+  for each multi-node session whose kernels are on several hosts (MTU: etcd
+  ``config/network/overlay/mtu``, 1500 when unset) and removes it when the session ends.
 * Every other host of the role (the agents): ``docker swarm join`` with the token read from etcd
   at that moment, unless its engine already is a swarm member.
 
@@ -31,6 +35,8 @@ from .settings import Settings
 
 SWARM_PORT = 2377
 SWARM_STATE = "docker info --format '{{.Swarm.LocalNodeState}}'"
+#: What tells the manager to make per-session overlays (bai.manager.services.cluster_networks).
+OVERLAY_ENABLED_KEY = "config/network/overlay/enabled"
 
 
 def _etcdctl(settings: Settings) -> str:
@@ -84,6 +90,18 @@ def _swarm_manager(settings: Settings) -> None:
         check=f'[ "$({etcdctl} get {token_key} --print-value-only)" = {token} ]',
         commands=[f"docker swarm join-token -q worker | tr -d '\\n' | {etcdctl} put {token_key} "
                   ">/dev/null"],
+        noop_message="current",
+    )
+    _overlay_enabled_key(settings)
+
+
+def _overlay_enabled_key(settings: Settings) -> None:
+    etcdctl = _etcdctl(settings)
+    key = shlex.quote(f"/sorna/{settings.etcd.namespace}/{OVERLAY_ENABLED_KEY}")
+    _ops.ensure(
+        name=f"etcd key {OVERLAY_ENABLED_KEY}",
+        check=f'[ "$({etcdctl} get {key} --print-value-only)" = true ]',
+        commands=[f"{etcdctl} put {key} true >/dev/null"],
         noop_message="current",
     )
 

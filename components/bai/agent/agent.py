@@ -50,7 +50,7 @@ from bai.common.agent_rpc import (
 )
 from bai.common.events import EventProducer
 from bai.common.service_ports import LABEL_SERVICE_PORTS, ServicePort
-from bai.common.tasks import stop_tasks
+from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
 from .compute.base import AllocationError
@@ -79,6 +79,7 @@ from .docker import (
     host_ulimits,
 )
 from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
+from .networks import LOCAL_PREFIX, NetworkRefused, SessionNetworks, attach, network_for
 from .ports import NoFreePorts, PortPool
 from .resources import InsufficientResources
 from .services import (
@@ -122,6 +123,8 @@ class Kernel:
     #: The image (canonical name) and the service ports published for it (bai.agent.services).
     image: str = ""
     service_ports: list[ServicePort] = field(default_factory=list)
+    #: On its session's bridge, which this agent removes with the session's last kernel here.
+    local_network: bool = False
 
 
 def agent_version() -> str:
@@ -151,6 +154,7 @@ class Agent:
         self.addr = ""  # set by the server once it listens
         self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
         self.image_services = ImageServices(docker.docker)
+        self.networks = SessionNetworks(docker.docker, self.id)
 
     # --- start / stop -----------------------------------------------------------------------
 
@@ -170,6 +174,11 @@ class Agent:
         self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since,
                                                                      self._on_container_oom))
         await self._adopt_containers()
+        try:
+            await self.networks.remove_orphans({k.session_id for k in self.kernels.values()})
+        except Exception as exc:
+            raise_if_cancelling()
+            log.warning("cannot look for cluster networks left behind: %r", exc)
 
     async def stop(self) -> None:
         """Detach from the kernels, which keep running and are re-adopted on the next start."""
@@ -244,6 +253,8 @@ class Agent:
             self._readopt_devices(kernel, labels)
             kernel.image = str(info.get("Image") or "")
             kernel.service_ports = restore_from_labels(kernel_id, labels, self.ports)
+            networks = ((info.get("NetworkSettings") or {}).get("Networks") or {})
+            kernel.local_network = any(str(net).startswith(LOCAL_PREFIX) for net in networks)
             if info.get("State") != "running":
                 # It stopped while we were away.
                 kernel.status = "TERMINATING"
@@ -333,6 +344,10 @@ class Agent:
         clashes = [kid for kid in req.kernel_ids if kid in self.kernels]
         if clashes:
             raise InvalidInput(f"kernels already exist: {', '.join(clashes)}")
+        try:
+            network = network_for(req.session_id, req.cluster_info, len(req.kernel_ids))
+        except NetworkRefused as exc:
+            raise InvalidInput(str(exc)) from exc
         for config in req.configs:
             # What could never be placed here is refused now, not reported later as a failed start.
             try:
@@ -342,9 +357,10 @@ class Agent:
         for kernel_id, config in zip(req.kernel_ids, req.configs, strict=True):
             kernel = Kernel(kernel_id, req.session_id, self.ipc_base / kernel_id)
             self.kernels[kernel_id] = kernel
-            kernel.creation = asyncio.create_task(self._create(kernel, config), name=f"create-{kernel_id}")
+            kernel.creation = asyncio.create_task(self._create(kernel, config, network), name=f"create-{kernel_id}")
 
-    async def _create(self, kernel: Kernel, config: KernelCreationConfig) -> None:
+    async def _create(self, kernel: Kernel, config: KernelCreationConfig,
+                      network: tuple[str, bool] | None = None) -> None:
         kid, sid = kernel.kernel_id, kernel.session_id
         began = time.perf_counter()
         try:
@@ -380,6 +396,12 @@ class Agent:
                 body["Labels"][LABEL_DEVICE_ALLOCATION] = json.dumps(allocation_to_json(kernel.allocation))
                 kernel.service_ports = publish(kid, planned_ports, self.ports, body,
                                                labels.get(LABEL_SERVICE_PORTS))
+                if network is not None:  # several kernels: they meet on the session's network
+                    name, local = network
+                    if local:
+                        kernel.local_network = True
+                        name = await self.networks.ensure(sid)  # by id: names may clash (networks.py)
+                    attach(body, name, config.cluster_hostname)
                 try:
                     await self._start_container(kernel, body)
                 except ImageNotFound:
@@ -510,6 +532,7 @@ class Agent:
         self._release_devices(kernel)
         self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
+        await self._release_network(kernel)
 
     # --- RPC: destroy -----------------------------------------------------------------------
 
@@ -559,6 +582,7 @@ class Agent:
         self._release_devices(kernel)
         self.ports.release(kernel.kernel_id)
         self.kernels.pop(kernel.kernel_id, None)
+        await self._release_network(kernel)
         try:
             log_digest = None
             if container_log is not None:
@@ -572,6 +596,17 @@ class Agent:
         finally:
             if not kernel.gone.done():
                 kernel.gone.set_result(None)
+
+    async def _release_network(self, kernel: Kernel) -> None:
+        """The session's bridge goes with its last kernel here (never failing the cleanup)."""
+        if not kernel.local_network:
+            return
+        sid = kernel.session_id
+        try:
+            await self.networks.release(sid, lambda: any(k.session_id == sid for k in self.kernels.values()))
+        except Exception as exc:
+            raise_if_cancelling()
+            log.warning("session %s: cannot remove its cluster network: %r", sid, exc)
 
     async def _final_log(self, kernel: Kernel) -> str | None:
         """The last of the container's log, read before it is removed so that the manager can

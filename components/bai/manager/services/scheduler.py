@@ -30,12 +30,14 @@ from bai.common.etcd import quote_key
 from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_from_json
 from bai.manager.store import agents as agent_store
+from bai.manager.store import cluster as cluster_store
 from bai.manager.store import images as image_store
 from bai.manager.store import session_dependencies as dependency_store
 from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
 from bai.manager.store.db import try_advisory_xact_lock
 
+from . import cluster_networks
 from .context import ManagerContext
 from .images import registry_for_agent
 from .scheduling import dependencies, devices, predicates, queues, selectors
@@ -142,6 +144,28 @@ class Scheduler:
         self._next_start: datetime | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await cluster_networks.of(self.ctx).close()
+
+    async def _remove_overlay_leftovers(self) -> None:
+        """Overlays of sessions that ended while no manager could remove them (once, at start)."""
+        async def live(ids: list[uuid_t]) -> set[uuid_t]:
+            async with self.ctx.db.connect() as conn:
+                return await cluster_store.live_among(conn, ids)
+        try:
+            removed = await cluster_networks.of(self.ctx).remove_leftovers(live)
+            if removed:
+                log.info("removed overlay networks of ended sessions: %s", ", ".join(removed))
+        except Exception as exc:
+            raise_if_cancelling()
+            log.warning("cannot look for overlay networks of ended sessions: %r", exc)
+
+    async def _run(self) -> None:
+        leftovers = asyncio.create_task(self._remove_overlay_leftovers(), name="overlay-leftovers")
+        self._tasks.add(leftovers)
+        leftovers.add_done_callback(self._tasks.discard)
         while True:
             if self.locked_out:
                 # Another manager is mid-pass: wake-ups do not shorten this wait (no busy loop);
@@ -238,6 +262,12 @@ class Scheduler:
         self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
                                default=None)
         snap = await self._snapshot(conn, pending, now)
+        # kernels a superadmin assigned to agents at create (agentList), per session in rank order
+        manual = await cluster_store.preset_agents(conn, [s.id for s in pending])
+        # without the overlay, a multi-node session must stay on one host (its kernels meet on a
+        # local bridge there); asked only when a multi-node session waits
+        overlay = any(s.is_multi_node for s in pending) and (
+            await cluster_networks.of(self.ctx).overlay()).enabled
         doomed = dependencies.failed_dependencies(snap.dependencies)
         cancel_data: dict[uuid_t, dict[str, Any]] = {}
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
@@ -288,7 +318,12 @@ class Scheduler:
                     notes.append((sess.id, "predicate-checks-failed", {**sess.status_data, "scheduler": sched}))
                     continue
                 candidates = agents.get((group, sess.architecture), [])
-                chosen = await self._place(policy, sess, candidates, rr_states, rr_changed)
+                chosen, why = await self._place(policy, sess, candidates, rr_states, rr_changed,
+                                                manual.get(sess.id), overlay)
+                if chosen is None and why is not None:
+                    sched.update(retries=sess.retries + 1, msg=why)
+                    notes.append((sess.id, "no-available-instances", {**sess.status_data, "scheduler": sched}))
+                    continue
                 if chosen is None:
                     per_kernel, kernels = ((sess.per_kernel(), 1) if sess.is_multi_node
                                            else (sess.requested, max(sess.cluster_size, 1)))
@@ -323,11 +358,94 @@ class Scheduler:
 
     async def _place(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                      rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
-                     rr_changed: set[tuple[str, str]]) -> list[AgentCapacity] | None:
+                     rr_changed: set[tuple[str, str]], manual: list[str] | None = None,
+                     overlay: bool = False) -> tuple[list[AgentCapacity] | None, str | None]:
         """The agent of each kernel, in local-rank order, with the slots reserved there: one agent
         for a single-node session; for a multi-node one each kernel is placed in turn (the
-        original's ``assign_agent_for_kernel``). None, with nothing reserved, when some kernel
-        finds no room: a session is placed whole or not at all."""
+        original's ``assign_agent_for_kernel``) -- on one host unless ``overlay`` (kernels on
+        different hosts meet only over the swarm overlay). ``manual``: the agents a superadmin
+        assigned (agentList), which are checked, not chosen. None, with nothing reserved, when
+        some kernel finds no room (a session is placed whole or not at all), with the reason
+        when there is one more telling than "no room"."""
+        if manual:
+            placed = self._place_manual(sess, candidates, manual, overlay)
+            return (None, placed) if isinstance(placed, str) else (placed, None)
+        if sess.is_multi_node and not overlay:
+            return await self._place_on_one_host(policy, sess, candidates, rr_states, rr_changed)
+        return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed), None
+
+    def _place_manual(self, sess: PendingSession, candidates: list[AgentCapacity],
+                      manual: list[str], overlay: bool) -> list[AgentCapacity] | str:
+        by_id = {a.id: a for a in candidates}
+        if sess.is_multi_node and not overlay and cluster_networks.spans_hosts(
+                [by_id[a].addr for a in manual if a in by_id]):
+            return (f"The assigned agents are on different hosts: a multi-node session across hosts needs the "
+                    f"overlay network (etcd {cluster_networks.OVERLAY_ENABLED_KEY})")
+        if sess.is_multi_node:
+            wanted = [(aid, sess.per_kernel(), 1) for aid in manual]
+        else:  # one agent holds every kernel
+            wanted = [(manual[0], sess.requested, max(sess.cluster_size, 1))]
+        chosen: list[AgentCapacity] = []
+        for aid, request, kernels in wanted:
+            agent = by_id.get(aid)
+            problem = None
+            if agent is None:
+                problem = (f"The assigned agent {aid} is not available in resource group {sess.scaling_group} "
+                           f"(not alive, not schedulable, or not of architecture {sess.architecture})")
+            elif not agent.fits(request, kernels):
+                free = agent.free()
+                short = ", ".join(f"{slot} {free.get(slot, Decimal(0))} free < {amount}"
+                                  for slot, amount in sorted(request.items())
+                                  if amount > 0 and amount > free.get(slot, Decimal(0)))
+                problem = (f"The assigned agent {aid} has not enough free capacity"
+                           f" ({short or 'no room for more containers or on one device'})")
+            if problem is not None:
+                for placed, (_, req, n) in zip(chosen, wanted, strict=False):
+                    placed.unreserve(req, n)
+                return problem
+            assert agent is not None
+            agent.reserve(request, kernels)
+            chosen.append(agent)
+        return chosen
+
+    async def _place_on_one_host(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
+                                 rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
+                                 rr_changed: set[tuple[str, str]]) -> tuple[list[AgentCapacity] | None, str | None]:
+        """A multi-node session without the overlay: placed by the policy among the agents of
+        one host (the agents sharing a Docker engine), trying the host of the policy's first
+        choice first."""
+        by_host: dict[str, list[AgentCapacity]] = defaultdict(list)
+        for agent in candidates:
+            by_host[cluster_networks.host_of(agent.addr)].append(agent)
+        if len(by_host) <= 1:
+            return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed), None
+        key = (sess.scaling_group, sess.architecture)
+        rr_before, rr_was_changed = rr_states.get(key), key in rr_changed
+        first = await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed)
+        if first is not None and not cluster_networks.spans_hosts([a.addr for a in first]):
+            return first, None
+        hosts = list(by_host)
+        if first is not None:  # undo it: it needs the overlay
+            for placed in first:
+                placed.unreserve(sess.per_kernel())
+            if policy.roundrobin:
+                rr_states[key] = rr_before
+                if not rr_was_changed:
+                    rr_changed.discard(key)
+            hosts.sort(key=lambda h: h != cluster_networks.host_of(first[0].addr))
+        for host in hosts:
+            chosen = await self._place_by_policy(policy, sess, by_host[host], rr_states, rr_changed)
+            if chosen is not None:
+                return chosen, None
+        if first is None:
+            return None, None  # no room even across hosts: the usual message
+        return None, (f"A multi-node session across hosts needs the overlay network (etcd "
+                      f"{cluster_networks.OVERLAY_ENABLED_KEY}); no single host has room for all "
+                      f"{sess.cluster_size} kernels")
+
+    async def _place_by_policy(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
+                               rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
+                               rr_changed: set[tuple[str, str]]) -> list[AgentCapacity] | None:
         if not sess.is_multi_node:
             kernels = max(sess.cluster_size, 1)
             agent = await self._pick(policy, sess, candidates, sess.requested, kernels, rr_states, rr_changed)
@@ -465,6 +583,17 @@ class Scheduler:
             })
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
+        if sess.cluster_mode == "multi-node" and cluster_networks.spans_hosts([k.agent_addr for k in kernels]):
+            # kernels on several hosts meet on the session's overlay, made before any of them
+            networks = cluster_networks.of(self.ctx)
+            if (await networks.overlay()).enabled:
+                try:
+                    cluster_info["network_name"] = await networks.create(session_id)
+                except cluster_networks.OverlayUnavailable as unavailable:
+                    log.warning("session %s: %s", session_id, unavailable)
+                    await termination.cancel_whole(self.ctx, session_id, "failed-to-start",
+                                                   {"error": {"src": "manager", "repr": str(unavailable)}})
+                    return
         # One create_kernels per agent (a multi-node session's kernels are on several), at once.
         by_agent: dict[str, list[int]] = defaultdict(list)
         for idx, k in enumerate(kernels):

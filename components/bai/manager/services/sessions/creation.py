@@ -31,7 +31,7 @@ from ..scheduling.admission import check_capacity, check_create_limits, starts_a
 from ..schemas import CreateSession
 from ..vfolders.mounts import MountRequest
 from ..vfolders.mounts import prepare as prepare_mounts
-from . import dependencies
+from . import assignment, dependencies
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
 
@@ -47,6 +47,7 @@ MAX_AMOUNT_EXPONENT = MAX_SLOT_AMOUNT_EXPONENT
 async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) -> dict[str, Any]:
     """``POST /session``: the new session (or the live one of that name, when reusable)."""
     ensure_not_frozen(ctx)
+    assignment.check_privilege(requester, req)
     owner = await resolve_owner(ctx, requester, req.owner_access_key)
     if not SESSION_NAME_RE.match(req.name) or req.name == "from-template":
         raise errors.InvalidAPIParameters(
@@ -72,6 +73,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
             raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
         await check_registry_allowed(conn, image.registry, req.domain, group_id)
         sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
+        assigned = await assignment.resolve(ctx, conn, req, sgroup, image.architecture)
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
@@ -96,6 +98,8 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
                 "registry": image.registry, "requested_slots": slots_to_json(requested),
                 "resource_opts": resource_opts, "environ": environ,
             })
+            if assigned is not None:  # the scheduler places it there (services/scheduler.py)
+                kernels[-1]["agent"] = assigned[idx] if req.cluster_mode == "multi-node" else assigned[0]
         total = {k: v * req.cluster_size for k, v in requested.items()}
         session = {
             "id": session_id, "creation_id": secrets.token_hex(16), "name": req.name,

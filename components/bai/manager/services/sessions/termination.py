@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bai.common.agent_rpc import KernelNotFound
+from bai.common.tasks import raise_if_cancelling
 from bai.common.types import KernelStatus, SessionStatus
 from bai.manager import errors
 from bai.manager.store import agents as agent_store
@@ -18,6 +19,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.db import is_deadlock
 from bai.manager.store.keypairs import Requester
 
+from .. import cluster_networks
 from ..context import ManagerContext
 from .lookup import get_one, resolve_owner
 from .payloads import broadcast_kernel, broadcast_session
@@ -177,3 +179,17 @@ async def close(
         if changed and row is not None:
             ctx.waiters.notify(session_id, status.value)
             ctx.request_schedule()
+            if row.cluster_mode == "multi-node" and row.cluster_size > 1:
+                await _drop_overlay(ctx, session_id)
+
+
+async def _drop_overlay(ctx: ManagerContext, session_id: uuid.UUID) -> None:
+    """A multi-node session's overlay network goes with it (in the background: its kernels may
+    still be detaching); only where the overlay is enabled."""
+    try:
+        networks = cluster_networks.of(ctx)
+        if (await networks.overlay()).enabled:
+            networks.remove_later(session_id)
+    except Exception as exc:
+        raise_if_cancelling()
+        log.warning("session %s: cannot schedule the removal of its overlay network: %r", session_id, exc)
