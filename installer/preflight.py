@@ -221,6 +221,8 @@ class HostReport(FactBase[dict[str, Any]]):
             "nvidia-smi --query-gpu=index,name,driver_version --format=csv,noheader 2>/dev/null"
             " | sed 's/^/gpu /'; fi; "
             'echo "gpudirs $(ls /proc/driver/nvidia/gpus 2>/dev/null | wc -l)"; '
+            # the names and addresses others may reach it by (a server listening on 0.0.0.0)
+            'echo "names $(hostname 2>/dev/null) $(hostname -I 2>/dev/null)"; '
             "if command -v supervisorctl >/dev/null; then "
             "supervisorctl -c /etc/supervisor/supervisord.conf status 2>/dev/null"
             " | awk '$2==\"RUNNING\"{sub(\",\",\"\",$4); print \"prog\", $1, $4}'; fi; "
@@ -258,6 +260,8 @@ class HostReport(FactBase[dict[str, Any]]):
                     rep["gpus"].append({"index": cols[0], "name": cols[1], "driver": cols[2]})
             elif kind == "gpudirs" and rest.isdigit():
                 rep["gpudirs"] = int(rest)
+            elif kind == "names":
+                rep["names"] = parts
             elif kind == "prog" and len(parts) == 2 and parts[1].isdigit():
                 rep["programs"][int(parts[1])] = parts[0]
             elif kind == "listen" and len(parts) == 5 and ":" in parts[0]:
@@ -609,9 +613,10 @@ def check_clock(host: str, skew: float, error: float, limits: Thresholds) -> Che
                        "of this machine's")
 
 
-def check_contradictions(plans: dict[str, HostPlan], inv: inventory_mod.Inventory
-                         ) -> list[CheckResult]:
-    """Each client address (etcd, Redis, PostgreSQL) must be one some half-stack host serves."""
+def check_contradictions(plans: dict[str, HostPlan], inv: inventory_mod.Inventory,
+                         names: dict[str, set[str]] | None = None) -> list[CheckResult]:
+    """Each client address (etcd, Redis, PostgreSQL) must be one some half-stack host serves.
+    ``names``: what each host said its names and addresses are (hostname, ``hostname -I``)."""
     results = []
     for plan in plans.values():
         for kind, addr in plan.uses:
@@ -623,7 +628,8 @@ def check_contradictions(plans: dict[str, HostPlan], inv: inventory_mod.Inventor
                 continue
             servers = [(p.name, listen, port) for p in plans.values()
                        for k, listen, port in p.serves if k == kind]
-            if any(_serves(inv, plan.name, want_host, want_port, server, listen, port)
+            if any(_serves(inv, plan.name, want_host, want_port, server, listen, port,
+                           (names or {}).get(server, set()))
                    for server, listen, port in servers):
                 continue
             offer = ", ".join(f"{server} on {listen}:{port}" for server, listen, port in servers)
@@ -637,14 +643,20 @@ def check_contradictions(plans: dict[str, HostPlan], inv: inventory_mod.Inventor
 
 
 def _serves(inv: inventory_mod.Inventory, client: str, want_host: str, want_port: int,
-            server: str, listen: str, port: int) -> bool:
+            server: str, listen: str, port: int, known: Iterable[str] = ()) -> bool:
     if want_port != port:
         return False
     loopback = listen.startswith("127.") or listen in ("localhost", "::1")
     if loopback:  # only the same machine reaches it
         return client == server and (want_host.startswith("127.") or want_host == "localhost")
     names = {listen, address_of(server, inv.data.get(server, {})), server}
-    if listen in ("0.0.0.0", "::"):
+    if listen in ("0.0.0.0", "::", "*", ""):
+        # Every address of the server serves: the inventory's name for it, and what the host
+        # itself reports (a connector target such as @docker/<container> is reached by its
+        # container name, its hostname or an address, none of which the inventory names).
+        names.update(known)
+        if _is_connector(server) and "/" in server:
+            names.add(server.partition("/")[2])
         return want_host in names or (client == server and want_host.startswith("127."))
     return want_host in names
 
@@ -657,9 +669,9 @@ def run(inv: inventory_mod.Inventory, limits: Thresholds | None = None,
         plans = host_plans(inv)
     except InvalidSettings as exc:
         return exc.problems
-    results = check_contradictions(plans, inv)
     found, reach = gather(inv, plans, limits, clock_reader)
-    results += reach
+    reported = {h: set(g.report.get("names") or ()) for h, g in found.items() if g.report}
+    results = check_contradictions(plans, inv, reported) + reach
     for host in inv.hosts:
         g = found[host]
         plan = plans[host]

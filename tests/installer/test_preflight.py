@@ -259,3 +259,30 @@ def test_gpus_required_on_a_host_without_any(tmp_path: Path) -> None:
     [on] = found[("on", False)]
     assert on.status == "fail" and 'accelerators.cuda is "on" but no NVIDIA GPU was found' in on.message
     assert found[("auto", False)] == [] and found[("on", True)] == []
+
+
+def test_a_wildcard_listen_is_served_at_every_address_the_host_reports(tmp_path: Path) -> None:
+    """``postgresql.listen = "0.0.0.0"`` on a ``@docker/...`` target: a manager on another host
+    reaching it by the container's address, hostname or container name is served (it read as
+    "no half-stack host serves" because the inventory names such a host by its connector only);
+    an address the server does not have still fails."""
+    inv = inventory.load(write_inventory(tmp_path, """
+halfstack = [("@docker/bai-db", {"postgresql": {"listen": "0.0.0.0"}, "redis": {"listen": "0.0.0.0"},
+                                 "etcd": {"listen": "0.0.0.0"}})]
+manager = agents = storage = [("@docker/bai-mgr", {"postgresql": {"host": "172.30.0.2"},
+                                                   "redis": {"addr": "db:6379"},
+                                                   "etcd": {"addr": "bai-db:2379"}})]
+"""))
+    plans = preflight.host_plans(inv)
+    # what HostReport reads on the server: `hostname` and `hostname -I`
+    reported = {"@docker/bai-db": {"db", "172.30.0.2", "fd00::2"}}
+    assert preflight.check_contradictions(plans, inv, reported) == []
+    bad = preflight.check_contradictions(plans, inv, {"@docker/bai-db": {"other", "172.30.0.9"}})
+    assert {r.host for r in bad} == {"@docker/bai-mgr"} and all(r.status == "fail" for r in bad)
+    assert sorted(r.message.split(" points at ")[1].split(",")[0] for r in bad) == [
+        "postgresql 172.30.0.2:5432", "redis db:6379"]  # the container name serves without a report
+    # the report's line, as the real command prints it on this machine
+    out = subprocess.run(["sh", "-c", preflight.HostReport().command(("/",))], capture_output=True,
+                         text=True, timeout=60).stdout.splitlines()
+    names = preflight.HostReport().process(out)["names"]
+    assert socket.gethostname() in names and len(names) >= 2, out
