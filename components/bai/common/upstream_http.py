@@ -2,8 +2,9 @@
 HEADs without a body.
 
 aiohttp's client builds a request object, a timer, a tracing context and a response object per
-request; on the proxy's hot path that cost about as much as serving the request. This speaks
-HTTP/1.1 over keep-alive connections kept per circuit (``UpstreamPool``) and parses only what a
+request; on a proxy's hot path that cost about as much as serving the request. This speaks
+HTTP/1.1 over keep-alive connections kept per upstream (``UpstreamPool``: one per app proxy
+circuit, one per webserver towards its manager; see bai.common.relay) and parses only what a
 proxy needs: the status line, the header lines and the body's framing (a length, chunked, or up
 to the end). Everything else (bodies, websockets) goes through aiohttp's client as before.
 
@@ -24,7 +25,7 @@ from multidict import CIMultiDict
 
 CHUNK = 64 * 1024
 HEAD_LIMIT = 64 * 1024
-#: Idle keep-alive connections a circuit keeps to its service (more are closed after use).
+#: Idle keep-alive connections a pool keeps to its service (more are closed after use).
 MAX_IDLE = 64
 
 
@@ -144,12 +145,12 @@ async def read_answer(conn: Connection, method: str, read_timeout: float) -> Ans
             try:
                 raw = await conn.reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
-                raise UpstreamBroke("the app closed the connection") from exc
+                raise UpstreamBroke("the service closed the connection") from exc
             except asyncio.LimitOverrunError as exc:
-                raise UpstreamBroke("the app's answer head is too large") from exc
+                raise UpstreamBroke("the service's answer head is too large") from exc
         answer = _parse_head(raw, method)
         if answer.status == 101:
-            raise UpstreamBroke("the app switched protocols unasked")
+            raise UpstreamBroke("the service switched protocols unasked")
         if not 100 <= answer.status < 200:
             return answer
 
@@ -159,7 +160,7 @@ async def read_exactly(conn: Connection, size: int, read_timeout: float) -> byte
         try:
             return await conn.reader.readexactly(size)
         except asyncio.IncompleteReadError as exc:
-            raise UpstreamBroke("the app broke its answer off") from exc
+            raise UpstreamBroke("the service broke its answer off") from exc
 
 
 async def body_chunks(conn: Connection, answer: Answer, read_timeout: float) -> AsyncIterator[bytes]:
@@ -171,7 +172,7 @@ async def body_chunks(conn: Connection, answer: Answer, read_timeout: float) -> 
             async with asyncio.timeout(read_timeout):
                 piece = await reader.read(min(CHUNK, left))
             if not piece:
-                raise UpstreamBroke("the app broke its answer off")
+                raise UpstreamBroke("the service broke its answer off")
             left -= len(piece)
             yield piece
     elif answer.framing == "chunked":
