@@ -16,17 +16,13 @@ resource group's app proxy (the original's ``wsproxy_addr`` / ``wsproxy_api_toke
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 from typing import Any
 
-import tomli_w
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from . import _ops
-from ._common import secrets_file
 from ._service import Service, ensure_service
-from .bai import code_stamp, unit_text
+from .bai import account_daemon_service, precheck, toml_text, unprivileged_daemon_files
 from .catalog import PortUse, Role
 from .settings import Settings
 
@@ -54,7 +50,7 @@ def config(settings: Settings) -> dict[str, Any]:
 
 
 def config_text(settings: Settings) -> str:
-    return "# managed by bai-install; changes are overwritten\n" + tomli_w.dumps(config(settings))
+    return toml_text(config(settings))
 
 
 def _local_status_url(settings: Settings) -> str:
@@ -63,20 +59,9 @@ def _local_status_url(settings: Settings) -> str:
 
 
 def service(settings: Settings) -> Service:
-    cmd = f"{settings.bin('bai-app-proxy')} start --config {settings.app_proxy_toml}"
-    unit = unit_text("bai app proxy (sessions' web apps)", cmd, f"{settings.log_dir}/app-proxy.log",
-                     "etcd.service").replace("[Service]\n", f"[Service]\nUser={USER}\nGroup={USER}\n", 1)
-    return Service(
-        name="app-proxy",
-        unit="bai-app-proxy.service",
-        command=cmd,
-        user=USER,
-        ready=(f"{settings.bin('python')} -m installer.probe http-json "
-               f"{shlex.quote(_local_status_url(settings))} --expect status=healthy"),
-        unit_text=unit,
-        log_dir=settings.log_dir,
-        stopwaitsecs=15,
-    )
+    return account_daemon_service(settings, name="app-proxy", description="bai app proxy (sessions' web apps)",
+                                  config_path=settings.app_proxy_toml, after="etcd.service", account=USER,
+                                  ready_url=_local_status_url(settings), expect="status=healthy")
 
 
 def register_command(settings: Settings, check: bool) -> str:
@@ -92,21 +77,9 @@ def register_command(settings: Settings, check: bool) -> str:
 
 @deploy("app-proxy")
 def app_proxy(settings: Settings) -> None:
-    program = settings.bin("bai-app-proxy")
-    _ops.ensure(
-        name="Check bai-app-proxy is installed",
-        check=f"test -x {program}",
-        commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
-        noop_message=f"{program} present",
-    )
-    _ops.system_account(name=f"System user {USER}", account=USER, home="/nonexistent")
-    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
-        files.directory(name=f"Directory {path}", path=path, mode="755")
-    secrets_file(settings)
-    conf = files.put(name=f"Write {settings.app_proxy_toml}", src=StringIO(config_text(settings)),
-                     dest=settings.app_proxy_toml, mode="640", user="root", group=USER)
-    code = files.put(name="Record the app proxy's code version", src=StringIO(code_stamp()),
-                     dest=f"{settings.state_dir}/app-proxy.code", mode="644")
+    precheck(settings, "bai-app-proxy")
+    conf, code = unprivileged_daemon_files(settings, account=USER, label="app proxy", stamp="app-proxy",
+                                           config_path=settings.app_proxy_toml, config_text=config_text(settings))
     ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
     _ops.ensure(name=f"Register the app proxy with resource group {settings.app_proxy.scaling_group}",
                 check=register_command(settings, check=True), commands=[register_command(settings, check=False)],

@@ -9,6 +9,7 @@ operations :func:`roles._service.ensure_service` watches.
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 from typing import Any
 
@@ -16,6 +17,8 @@ import tomli_w
 from pyinfra.operations import files
 
 from . import _ops
+from ._common import secrets_file
+from ._service import Service
 from .settings import Settings
 
 
@@ -46,7 +49,9 @@ def toml_text(data: dict[str, Any]) -> str:
     return "# managed by bai-install; changes are overwritten\n" + tomli_w.dumps(data)
 
 
-def unit_text(description: str, exec_start: str, log: str, after: str) -> str:
+def unit_text(description: str, exec_start: str, log: str, after: str, user: str | None = None) -> str:
+    """``user``: the account (and its group) the daemon runs as; root when None."""
+    account = f"User={user}\nGroup={user}\n" if user else ""
     return f"""# managed by bai-install
 [Unit]
 Description={description}
@@ -54,7 +59,7 @@ After=network-online.target {after}
 Wants=network-online.target
 
 [Service]
-Type=simple
+{account}Type=simple
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5
@@ -77,6 +82,41 @@ def precheck(settings: Settings, program: str) -> None:
         commands=[f"echo '{path} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
         noop_message=f"{path} present",
     )
+
+
+def account_daemon_service(settings: Settings, *, name: str, description: str, config_path: str, after: str,
+                           account: str, ready_url: str, expect: str) -> Service:
+    """``bai-<name> start --config <config_path>`` as the system ``account``, logging to
+    ``<log_dir>/<name>.log``, ready once ``ready_url`` answers JSON with ``expect`` (key=value)."""
+    program = f"bai-{name}"
+    cmd = f"{settings.bin(program)} start --config {config_path}"
+    return Service(
+        name=name,
+        unit=f"{program}.service",
+        command=cmd,
+        user=account,
+        ready=f"{settings.bin('python')} -m installer.probe http-json {shlex.quote(ready_url)} --expect {expect}",
+        unit_text=unit_text(description, cmd, f"{settings.log_dir}/{name}.log", after, user=account),
+        log_dir=settings.log_dir,
+        stopwaitsecs=15,
+    )
+
+
+def unprivileged_daemon_files(settings: Settings, *, account: str, label: str, stamp: str, config_path: str,
+                              config_text: str) -> tuple[Any, Any]:
+    """The steps before a daemon that runs as its own system ``account`` (no login, no home) can
+    start: the account, the directories, the secrets file, its config (root:``account``, mode 640:
+    it holds secrets only the daemon may read) and its code stamp (``<state_dir>/<stamp>.code``).
+    Returns the config and code-stamp operations, the ones its service restarts on."""
+    _ops.system_account(name=f"System user {account}", account=account, home="/nonexistent")
+    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
+        files.directory(name=f"Directory {path}", path=path, mode="755")
+    secrets_file(settings)
+    conf = files.put(name=f"Write {config_path}", src=StringIO(config_text), dest=config_path, mode="640",
+                     user="root", group=account)
+    code = files.put(name=f"Record the {label}'s code version", src=StringIO(code_stamp()),
+                     dest=f"{settings.state_dir}/{stamp}.code", mode="644")
+    return conf, code
 
 
 # (older names, kept for the roles and tests that import them)

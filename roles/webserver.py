@@ -17,17 +17,14 @@
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 from typing import Any
 from urllib.parse import urlsplit
 
 from pyinfra.api.deploy import deploy
-from pyinfra.operations import files, server
 
 from . import _ops
-from ._common import secrets_file
 from ._service import Service, ensure_service
-from .bai import code_stamp, toml_text, unit_text
+from .bai import account_daemon_service, precheck, toml_text, unprivileged_daemon_files
 from .catalog import PortUse, Role
 from .settings import Settings
 
@@ -75,20 +72,9 @@ def _local_url(settings: Settings) -> str:
 
 
 def service(settings: Settings) -> Service:
-    cmd = f"{settings.bin('bai-webserver')} start --config {config_path(settings)}"
-    unit = unit_text("bai webserver (web UI and API proxy)", cmd, f"{settings.log_dir}/webserver.log",
-                     "bai-manager.service").replace("[Service]\n", f"[Service]\nUser={USER}\nGroup={USER}\n", 1)
-    return Service(
-        name="webserver",
-        unit="bai-webserver.service",
-        command=cmd,
-        user=USER,
-        ready=(f"{settings.bin('python')} -m installer.probe http-json "
-               f"{shlex.quote(_local_url(settings) + '/server/login-check')} --expect authenticated=False"),
-        unit_text=unit,
-        log_dir=settings.log_dir,
-        stopwaitsecs=15,
-    )
+    return account_daemon_service(settings, name="webserver", description="bai webserver (web UI and API proxy)",
+                                  config_path=config_path(settings), after="bai-manager.service", account=USER,
+                                  ready_url=_local_url(settings) + "/server/login-check", expect="authenticated=False")
 
 
 def admin_login_command(settings: Settings, check: bool) -> str:
@@ -104,23 +90,10 @@ def admin_login_command(settings: Settings, check: bool) -> str:
 
 @deploy("webserver")
 def webserver(settings: Settings) -> None:
-    program = settings.bin("bai-webserver")
-    _ops.ensure(
-        name="Check bai-webserver is installed",
-        check=f"test -x {program}",
-        commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
-        noop_message=f"{program} present",
-    )
+    precheck(settings, "bai-webserver")
     _ops.packages(name="Install the browser terminal (xterm.js)", packages=PACKAGES)
-    server.user(name=f"System user {USER}", user=USER, system=True, shell="/usr/sbin/nologin",
-                home="/nonexistent", create_home=False, ensure_home=False)
-    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
-        files.directory(name=f"Directory {path}", path=path, mode="755")
-    secrets_file(settings)
-    conf = files.put(name=f"Write {config_path(settings)}", src=StringIO(config_text(settings)),
-                     dest=config_path(settings), mode="640", user="root", group=USER)
-    code = files.put(name="Record the webserver's code version", src=StringIO(code_stamp()),
-                     dest=f"{settings.state_dir}/webserver.code", mode="644")
+    conf, code = unprivileged_daemon_files(settings, account=USER, label="webserver", stamp="webserver",
+                                           config_path=config_path(settings), config_text=config_text(settings))
     ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
     _ops.ensure(name="Give the admin a web login and write it into the client env file",
                 check=admin_login_command(settings, check=True), commands=[admin_login_command(settings, check=False)],
