@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
-
 import click
 
-from bai.common.config import ConfigError
+from bai.common import daemon
 
 from . import config as config_mod
 from .server import serve
@@ -20,19 +16,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="agent.toml (default: $BACKEND_CONFIG_FILE, ./agent.toml, /etc/backend.ai/agent.toml)")
+@daemon.config_option("agent.toml")
 def start(config_path: str | None) -> None:
     """Run the agent until SIGINT/SIGTERM."""
-    try:
-        cfg = config_mod.load(config_path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
-    logging.basicConfig(
-        level=cfg.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiohttp/aiodocker chatter is not useful at INFO.
-    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, logging.getLogger().level))
-    asyncio.run(serve(cfg))
+    daemon.run("bai-agent", config_path, config_mod.load, serve)
