@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from textual import on, work
@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.widgets import (
     Button,
     DataTable,
@@ -71,20 +72,26 @@ class WizardScreen(Screen[None]):
     def error(self, text: str) -> None:
         self.query_one("#error", Static).update(text)
 
+    def frame(self, step: int, *body: Widget, buttons: Iterable[Button], error_line: bool = True) -> ComposeResult:
+        """What every step shows around its own widgets: the header, which step it is, the line
+        errors show on (``#error``), its row of buttons and the key bindings."""
+        yield Header()
+        yield Label(_step(step), classes="step")
+        yield from body
+        if error_line:
+            yield Static("", id="error", classes="error")
+        yield Horizontal(*buttons, classes="buttons")
+        yield Footer()
+
 
 class DetectScreen(WizardScreen):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.quit_wizard", "Quit")]
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Label(_step(1), classes="step")
-        yield Static("Looking at this machine...", id="intro")
-        yield DataTable(id="machine", cursor_type="none", show_cursor=False)
-        yield Static("", id="error", classes="error")
-        with Horizontal(classes="buttons"):
-            yield Button("Quit", id="quit")
-            yield Button("Next", id="next", variant="primary", disabled=True)
-        yield Footer()
+        yield from self.frame(1, Static("Looking at this machine...", id="intro"),
+                              DataTable(id="machine", cursor_type="none", show_cursor=False),
+                              buttons=[Button("Quit", id="quit"),
+                                       Button("Next", id="next", variant="primary", disabled=True)])
 
     def on_mount(self) -> None:
         table = self.query_one("#machine", DataTable)
@@ -131,22 +138,16 @@ class DetectScreen(WizardScreen):
 class ModeScreen(WizardScreen):
     def compose(self) -> ComposeResult:
         cfg = self.wizard.cfg
-        yield Header()
-        yield Label(_step(2), classes="step")
-        with RadioSet(id="mode"):
-            yield RadioButton("All-in-one: everything on this machine", id="aio",
-                              value=not (cfg.inventory or cfg.from_stack))
-            yield RadioButton("The hosts of an inventory file (inventories/*.py)", id="file",
-                              value=bool(cfg.inventory))
-            yield RadioButton("The inventory of a Pulumi stack (stack output JSON)", id="stack",
-                              value=bool(cfg.from_stack))
-        yield Input(value=cfg.inventory or cfg.from_stack or "", placeholder="path of the file",
-                    id="path")
-        yield Static("", id="error", classes="error")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Next", id="next", variant="primary")
-        yield Footer()
+        mode = RadioSet(
+            RadioButton("All-in-one: everything on this machine", id="aio",
+                        value=not (cfg.inventory or cfg.from_stack)),
+            RadioButton("The hosts of an inventory file (inventories/*.py)", id="file", value=bool(cfg.inventory)),
+            RadioButton("The inventory of a Pulumi stack (stack output JSON)", id="stack",
+                        value=bool(cfg.from_stack)),
+            id="mode")
+        yield from self.frame(2, mode, Input(value=cfg.inventory or cfg.from_stack or "",
+                                             placeholder="path of the file", id="path"),
+                              buttons=[Button("Back", id="back"), Button("Next", id="next", variant="primary")])
 
     def on_mount(self) -> None:
         self._sync()
@@ -188,20 +189,12 @@ class SettingsScreen(WizardScreen):
     def compose(self) -> ComposeResult:
         inv = self.wizard.inv
         assert inv is not None
-        yield Header()
-        yield Label(_step(3), classes="step")
-        yield Select([(h, h) for h in inv.hosts], allow_blank=False, value=inv.hosts[0],
-                     id="host")
-        with VerticalScroll(id="form"):
-            for path, label in KEY_SETTINGS:
-                with Horizontal(classes="field"):
-                    yield Label(label, classes="label")
-                    yield Input(id=f"set-{path.replace('.', '-')}", classes="value")
-        yield Static("", id="error", classes="error")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Next", id="next", variant="primary")
-        yield Footer()
+        form = VerticalScroll(*(Horizontal(Label(label, classes="label"),
+                                           Input(id=f"set-{path.replace('.', '-')}", classes="value"),
+                                           classes="field")
+                                for path, label in KEY_SETTINGS), id="form")
+        yield from self.frame(3, Select([(h, h) for h in inv.hosts], allow_blank=False, value=inv.hosts[0], id="host"),
+                              form, buttons=[Button("Back", id="back"), Button("Next", id="next", variant="primary")])
 
     def on_mount(self) -> None:
         self._host = self.query_one("#host", Select).value
@@ -275,17 +268,10 @@ class PreflightScreen(WizardScreen):
     STYLE: ClassVar[dict[str, str]] = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Label(_step(4), classes="step")
-        yield Static("Checking every host (nothing is changed)...", id="verdict")
-        yield DataTable(id="checks", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="remedies")
-        yield Static("", id="error", classes="error")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Check again", id="again", disabled=True)
-            yield Button("Next", id="next", variant="primary", disabled=True)
-        yield Footer()
+        yield from self.frame(4, Static("Checking every host (nothing is changed)...", id="verdict"),
+                              DataTable(id="checks", cursor_type="row", zebra_stripes=True), Static("", id="remedies"),
+                              buttons=[Button("Back", id="back"), Button("Check again", id="again", disabled=True),
+                                       Button("Next", id="next", variant="primary", disabled=True)])
 
     def on_mount(self) -> None:
         self.query_one("#checks", DataTable).add_columns("", "host", "check", "result")
@@ -346,15 +332,10 @@ class PreflightScreen(WizardScreen):
 
 class PlanScreen(WizardScreen):
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Label(_step(5), classes="step")
-        yield Static("Planning: reading every host's facts (nothing is changed)...", id="summary")
-        yield DataTable(id="plan", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="error", classes="error")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Apply", id="apply", variant="primary", disabled=True)
-        yield Footer()
+        yield from self.frame(5, Static("Planning: reading every host's facts (nothing is changed)...", id="summary"),
+                              DataTable(id="plan", cursor_type="row", zebra_stripes=True),
+                              buttons=[Button("Back", id="back"),
+                                       Button("Apply", id="apply", variant="primary", disabled=True)])
 
     def on_mount(self) -> None:
         self.query_one("#plan", DataTable).add_columns("host", "role", "operation", "")
@@ -428,21 +409,15 @@ class ApplyScreen(WizardScreen):
     def compose(self) -> ComposeResult:
         w = self.wizard
         assert w.inv is not None
-        yield Header()
-        yield Label(_step(6), classes="step")
-        yield Static("Applying...", id="status")
-        with VerticalScroll(id="hosts"):
-            for i, host in enumerate(self._hosts()):
-                with Horizontal(classes="host"):
-                    yield Label(host, classes="hostname")
-                    yield ProgressBar(total=self._totals.get(host) or None, show_eta=False,
-                                      id=f"bar-{i}")
-                    yield Label("", id=f"op-{i}", classes="current")
-        yield RichLog(id="log", markup=True, wrap=False, max_lines=2000)
-        with Horizontal(classes="buttons"):
-            yield Button("Stop", id="stop", variant="error")
-            yield Button("Next", id="next", variant="primary", disabled=True)
-        yield Footer()
+        hosts = VerticalScroll(*(Horizontal(Label(host, classes="hostname"),
+                                            ProgressBar(total=self._totals.get(host) or None, show_eta=False,
+                                                        id=f"bar-{i}"),
+                                            Label("", id=f"op-{i}", classes="current"), classes="host")
+                                 for i, host in enumerate(self._hosts())), id="hosts")
+        yield from self.frame(6, Static("Applying...", id="status"), hosts,
+                              RichLog(id="log", markup=True, wrap=False, max_lines=2000), error_line=False,
+                              buttons=[Button("Stop", id="stop", variant="error"),
+                                       Button("Next", id="next", variant="primary", disabled=True)])
 
     def _hosts(self) -> list[str]:
         w = self.wizard
@@ -548,12 +523,8 @@ class FinishScreen(WizardScreen):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.quit_wizard", "Quit")]
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Label(_step(7), classes="step")
-        yield Static(self._text(), id="finish")
-        with Horizontal(classes="buttons"):
-            yield Button("Quit", id="quit", variant="primary")
-        yield Footer()
+        yield from self.frame(7, Static(self._text(), id="finish"), error_line=False,
+                              buttons=[Button("Quit", id="quit", variant="primary")])
 
     def on_mount(self) -> None:
         self.query_one("#quit", Button).focus()
