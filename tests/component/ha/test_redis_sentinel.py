@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,6 +19,10 @@ from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_STREAM, EventConsumer, EventProducer
 from bai.common.redis import RedisTarget, open_redis_target, redis_target_from_etcd
 from bai.manager.api.events import EventHub
+from bai.webserver import config as webserver_config
+from bai.webserver.server import redis_ctx
+from bai.webserver.sessions import KEY_PREFIX
+from bai.webserver.state import WebState
 from tests.fixtures.ha_halfstack import SentinelRedis
 from tests.fixtures.halfstack import HalfStack
 
@@ -105,3 +112,22 @@ async def test_clients_subscribers_and_stream_consumers_survive_a_failover(
             await hub_task
         await publisher.aclose()
         await redis.aclose()
+
+
+async def test_the_webserver_keeps_logins_on_the_primary_its_sentinels_name(sentinel_redis: SentinelRedis,
+                                                                              tmp_path: Path) -> None:
+    path = tmp_path / "webserver.toml"  # as the installer renders it for an HA cluster
+    path.write_text(f'[session.redis]\nsentinel = {json.dumps(sentinel_redis.sentinels.split(","))}\n'
+                    f'service-name = "{sentinel_redis.service_name}"\npassword = "{sentinel_redis.password}"\n')
+    path.chmod(0o600)
+    state = WebState(webserver_config.load(path))
+    async with redis_ctx(state):
+        assert state.store is not None
+        sid, login = await _until("a login", lambda: state.store.create(  # type: ignore[union-attr]
+            access_key="AKIA", secret_key="s", user_id="u@example.com", role="user", status="active",
+            domain="default"))
+        await asyncio.wait_for(state.store.listening.wait(), 10)  # ended logins are followed, too
+        assert await state.store.get(sid) == login
+    key = KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()
+    assert sentinel_redis.cli(sentinel_redis.primary_per_sentinels(), "-n", str(state.config.session.redis.db),
+                              "exists", key) == "1"
