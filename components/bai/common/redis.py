@@ -95,8 +95,8 @@ class _SentinelRedis(aioredis.Redis):
         pool = self.connection_pool
         await super().aclose(close_connection_pool)
         manager = getattr(pool, "sentinel_manager", None)
-        if isinstance(manager, Sentinel):
-            await manager.aclose()
+        for sentinel in getattr(manager, "sentinels", ()):  # each client: older redis-py has no Sentinel.aclose
+            await sentinel.aclose()
 
 
 def open_redis_target(target: RedisTarget, db: int, timeout: float = 10.0) -> aioredis.Redis:
