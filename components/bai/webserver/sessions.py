@@ -20,11 +20,13 @@ is asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import redis.asyncio as aioredis
@@ -42,6 +44,9 @@ CACHE_SECONDS = 5.0
 #: Logins a process keeps at most (the cache starts over past it).
 MAX_CACHED = 10000
 FAIL_PREFIX = "bai.web.login-fail."
+#: Seconds a request waits for the session store at most (then 503): Redis answers in
+#: milliseconds, and redis-py retries a refused connection for seconds before it gives up.
+STORE_DEADLINE = 1.5
 #: Bytes of a cookie value we look up at all (token_urlsafe(32) is 43 characters).
 MAX_COOKIE_LENGTH = 128
 
@@ -78,6 +83,17 @@ class SessionStore:
         #: Set while the ended-logins subscription is live; the cache is used only then.
         self.listening = asyncio.Event()
 
+    @contextlib.asynccontextmanager
+    async def _answering(self) -> AsyncIterator[None]:
+        """One exchange with Redis on a request's behalf: an unreachable, failing or slow Redis
+        (past ``STORE_DEADLINE``, its client's own retries included) is a 503, never a 500 or a
+        request that hangs."""
+        try:
+            async with asyncio.timeout(STORE_DEADLINE):
+                yield
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise SessionStoreDown() from exc
+
     async def follow_ends(self) -> None:
         """Drop ended logins from the cache as other processes (and this one) announce them;
         runs until cancelled, subscribing again after a lost connection."""
@@ -105,10 +121,8 @@ class SessionStore:
         session_id = secrets.token_urlsafe(32)
         login = Login(access_key=access_key, secret_key=secret_key, user_id=user_id, role=role, status=status,
                       domain=domain, created=time.time(), csrf_token=secrets.token_urlsafe(32))
-        try:
+        async with self._answering():
             await self.redis.set(_key(session_id), json.dumps(asdict(login)), ex=self._ttl(login))
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
         return session_id, login
 
     def _ttl(self, login: Login) -> int:
@@ -126,10 +140,8 @@ class SessionStore:
             if time.time() - cached[0].created < self.cfg.max_age:
                 return cached[0]
             self._cache.pop(key, None)
-        try:
+        async with self._answering():
             raw = await self.redis.getex(key, ex=max(1, int(self.cfg.idle_timeout)))
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
         if raw is None:
             return None
         try:
@@ -142,10 +154,8 @@ class SessionStore:
             return None
         if self.cfg.max_age - (time.time() - login.created) < self.cfg.idle_timeout:
             # Near the end of max_age: the key must not outlive it.
-            try:
+            async with self._answering():
                 await self.redis.expire(key, self._ttl(login))
-            except (RedisError, OSError) as exc:
-                raise SessionStoreDown() from exc
         if self.listening.is_set():
             if len(self._cache) >= MAX_CACHED:
                 self._cache.clear()
@@ -157,13 +167,11 @@ class SessionStore:
             return
         key = _key(session_id)
         self._cache.pop(key, None)
-        try:
+        async with self._answering():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(key)
                 pipe.publish(ENDED_CHANNEL, key)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
 
     async def flush(self) -> int:
         """Every login ends (``flush_on_startup``); answers how many there were."""
@@ -181,14 +189,12 @@ class SessionStore:
     async def blocked_for(self, user_id: str, address: str) -> int:
         """Seconds until this user id or address may try again (0: now)."""
         user_key, addr_key = _fail_key("user", user_id.lower()), _fail_key("addr", address)
-        try:
+        async with self._answering():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key in (user_key, addr_key):
                     pipe.get(key)
                     pipe.ttl(key)
                 user_fails, user_ttl, addr_fails, addr_ttl = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
         wait = 0
         if user_fails is not None and int(user_fails) >= self.cfg.login_allowed_fail_count:
             wait = max(wait, int(user_ttl), 1)
@@ -198,20 +204,16 @@ class SessionStore:
 
     async def record_failure(self, user_id: str, address: str) -> None:
         block = max(1, int(self.cfg.login_block_time))
-        try:
+        async with self._answering():
             async with self.redis.pipeline(transaction=True) as pipe:
                 for key in (_fail_key("user", user_id.lower()), _fail_key("addr", address)):
                     # NX: the window starts at the first failure and is not pushed back by later ones.
                     pipe.incr(key)
                     pipe.expire(key, block, nx=True)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
 
     async def clear_failures(self, user_id: str) -> None:
         """A successful login clears its user id's count (not its address's: a valid account of
         one's own must not reset the count of guesses at others)."""
-        try:
+        async with self._answering():
             await self.redis.delete(_fail_key("user", user_id.lower()))
-        except (RedisError, OSError) as exc:
-            raise SessionStoreDown() from exc
