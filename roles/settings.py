@@ -213,12 +213,33 @@ class KernelImageSettings(Section):
 
 
 class RegistrySettings(Section):
-    """The optional local container registry (roles/registry.py; off unless ``enabled``)."""
+    """The optional container registry (roles/registry.py; off unless ``enabled``). On loopback
+    it serves plain HTTP without credentials; on any other address (or with ``tls``) it serves
+    TLS with a certificate of the installer's own CA and asks for ``username``/``password``.
+    Agents with ``enabled`` push the kernel images to it (roles/kernel_image.py)."""
 
     enabled: bool = False
     listen: str = "127.0.0.1"
     port: int = 5000
     data_dir: str = "/var/lib/docker-registry"
+    #: the name or address the agents and the manager reach it at ("" = ``listen``; required
+    #: when ``listen`` is a wildcard); the server certificate is made for it
+    advertised_host: str = ""
+    tls: bool = False  # TLS and credentials on loopback too (always on elsewhere)
+    username: str = "bai"
+    password: str = ""  # generated (secrets file: registry_password)
+    project: str = "stable"  # kernel images are pushed as <host:port>/<project>/<name>:<tag>
+    #: the agent (its ``agent.id``) that builds the kernel images and pushes them; the other
+    #: agents pull them on first use. "" = every agent builds and pushes its own
+    builder: str = ""
+    ca_seed: str = ""  # generated (registry_ca_seed): the CA's and the server's keys derive from it
+
+    @model_validator(mode="after")
+    def _reachable_name(self) -> RegistrySettings:
+        if self.enabled and self.listen in ("0.0.0.0", "::", "") and not self.advertised_host:
+            raise ValueError(f"registry.advertised_host is required when registry.listen is "
+                             f"{self.listen!r} (the name or address agents reach it at)")
+        return self
 
 
 class StorageProxySettings(Section):
@@ -393,6 +414,8 @@ SECRETS: dict[str, tuple[str, str]] = {
     "app_proxy_api_secret": ("app_proxy", "api_secret"),
     "webserver_admin_password": ("webserver", "admin_password"),
     "shared_storage_key": ("nfs", "key"),
+    "registry_password": ("registry", "password"),
+    "registry_ca_seed": ("registry", "ca_seed"),
 }
 SECRET_KEYS = tuple(SECRETS)
 

@@ -81,7 +81,11 @@ def test_registry_answers_on_loopback_and_is_registered(h: Node) -> None:
     assert [addr for addr, port in h.listeners() if port == 5000] == ["127.0.0.1"]
     r = h.run("ETCDCTL_API=3 etcdctl get --prefix /sorna/local/config/docker/registry/")
     assert r.stdout.split() == ["/sorna/local/config/docker/registry/127.0.0.1%3A5000", "http://127.0.0.1:5000",
+                                "/sorna/local/config/docker/registry/127.0.0.1%3A5000/project", "stable",
                                 "/sorna/local/config/docker/registry/127.0.0.1%3A5000/type", "docker"]
+    # on loopback: plain HTTP, no credentials, no CA
+    assert "auth:" not in h.run("cat /etc/docker/registry/config.yml").stdout
+    assert h.run("test -e /usr/local/share/ca-certificates/bai-registry.crt").returncode == 1
     if h.init == "systemd":
         assert h.run("systemctl is-active docker-registry").stdout.strip() == "active"
         assert h.run("systemctl is-enabled docker-registry").stdout.strip() == "enabled"

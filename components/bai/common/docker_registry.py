@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urljoin
@@ -73,15 +74,23 @@ class RegistryClient:
     username: str | None = None
     password: str | None = None
     ssl_verify: bool = True
+    #: a CA bundle (PEM) to verify the registry's certificate with, instead of the system store
+    ca_file: str | None = None
     limits: RegistryLimits = field(default_factory=RegistryLimits)
     _session: aiohttp.ClientSession | None = None
     _tokens: dict[str, str] = field(default_factory=dict)
 
     async def __aenter__(self) -> RegistryClient:
         self.url = self.url.rstrip("/") + "/"
+        tls: bool | ssl.SSLContext = self.ssl_verify
+        if self.ssl_verify and self.ca_file:
+            try:
+                tls = ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise RegistryError(f"cannot read the CA file {self.ca_file}: {exc}") from exc
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.limits.timeout),
-            connector=aiohttp.TCPConnector(limit=self.limits.concurrency * 2, ssl=self.ssl_verify),
+            connector=aiohttp.TCPConnector(limit=self.limits.concurrency * 2, ssl=tls),
         )
         return self
 
@@ -247,4 +256,7 @@ def _json(body: bytes, what: str) -> dict[str, Any]:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer within the deadline"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return (f"its TLS certificate is not trusted ({exc.certificate_error}); trust the CA that "
+                "signed it (the system store, or the registry's ssl-verify setting)")
     return str(exc) or type(exc).__name__
