@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import subprocess
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,9 +71,12 @@ async def test_the_manager_rides_out_a_postgresql_failover_on_an_ha_half_stack(
                 assert status == 200
 
                 async def replica_has(name: str) -> bool:
-                    got = await asyncio.to_thread(
-                        pair.psql, pair.replica_port,
-                        f"select full_name from users where email = '{admin.email}'", "backend_ha")
+                    try:
+                        got = await asyncio.to_thread(
+                            pair.psql, pair.replica_port,
+                            f"select full_name from users where email = '{admin.email}'", "backend_ha")
+                    except subprocess.CalledProcessError:  # the database itself not replayed yet
+                        return False
                     return got == name
 
                 await _poll("the write streamed to the replica", lambda: replica_has("before"), 10)
