@@ -3,7 +3,8 @@ with ``bai-install install -i <inventory>`` from this machine, then used as a us
 agents register, a session on each agent (two sessions whose CPU requests fit one agent each)
 runs ``print(1)``, a file one session writes into a virtual folder is read by the session on the
 other agent (the folders' volume is shared), the swarm overlay connects containers on both
-agents, and a second install changes nothing. See scenario.py for the inventory's shape.
+agents, a multi-node session across both agents talks over an overlay of its own (removed with
+it), and a second install changes nothing. See scenario.py for the inventory's shape.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ def test_session_on_each_agent_sees_the_shared_folder(installed: Installed) -> N
     names = [f"mn-{i}-{uuid.uuid4().hex[:6]}" for i in range(2)]
     try:
         # each agent has 2 CPUs: two sessions asking for 2 each must land on different agents
-        # (the manager does not honour --assign-agent / agentList yet)
         for name in names:
             scenario.cli(env, "session", "create", "-t", name, "-r", "cpu=2", "-r", "mem=256m",
                          "-m", folder, "python", timeout=180)
@@ -140,3 +140,44 @@ def test_swarm_overlay_spans_both_agents(installed: Installed) -> None:
         assert r.stdout.strip() == "200"
     finally:
         ag1.run(f"docker rm -f {server}")
+
+
+def test_multi_node_session_talks_over_its_own_overlay(installed: Installed) -> None:
+    """A two-kernel multi-node session assigned to both agent hosts (``--assign-agent``, the
+    admin is a superadmin): the manager makes ``bai-multinode-<session id>`` on the swarm
+    manager, each agent attaches its kernel with its cluster hostname, main1 (on ag1) resolves
+    and reaches sub1 (on ag2) by name, and the overlay is removed when the session ends."""
+    env, mgmt = installed.env, installed.hosts["mgmt"]
+    scenario.cli(env, "admin", "keypair-resource-policy", "update", "default", "--max-containers-per-session", "2")
+    name = f"mnc-{uuid.uuid4().hex[:6]}"
+    overlay = ""
+    try:
+        scenario.cli(env, "session", "create", "-t", name, "--cluster-mode", "multi-node", "--cluster-size", "2",
+                     "--assign-agent", "i-ag1,i-ag2", "-r", "cpu=1", "-r", "mem=256m", "python", timeout=180)
+        nets = mgmt.run("docker network ls --filter driver=overlay --format '{{.Name}}'", check=True).stdout.split()
+        overlay, = (n for n in nets if n.startswith("bai-multinode-"))
+        sid = overlay.removeprefix("bai-multinode-")
+        info = mgmt.run(f"docker network inspect {overlay} --format "
+                        "'{{.Scope}} {{.Attachable}} {{index .Labels \"ai.backend.cluster-network\"}}'",
+                        check=True).stdout.split()
+        assert info == ["swarm", "true", "1"], info
+        ps = f"docker ps --filter label=ai.backend.session-id={sid} --format '{{{{.Names}}}}'"
+        main1, = installed.hosts["ag1"].run(ps, check=True).stdout.split()
+        sub1, = installed.hosts["ag2"].run(ps, check=True).stdout.split()
+        assert main1 != sub1
+        installed.hosts["ag2"].run(f"docker exec -d {sub1} python3 -m http.server 8000 --bind 0.0.0.0", check=True)
+        code = ("import subprocess, time, urllib.request\n"
+                "print(subprocess.run(['getent', 'hosts', 'sub1'], capture_output=True, text=True).stdout.split()[1])\n"
+                "for i in range(150):\n"
+                "    try:\n"
+                "        print(urllib.request.urlopen('http://sub1:8000/', timeout=2).status); break\n"
+                "    except OSError: time.sleep(0.2)\n")
+        out = scenario.cli(env, "run", "-t", name, "-c", code, "python", timeout=120).stdout
+        assert out.split() == ["sub1", "200"], out
+    finally:
+        if _exists(env, name):
+            scenario.cli(env, "session", "destroy", name)
+    assert overlay
+    scenario.wait_until(
+        "the session's overlay removed",
+        lambda: mgmt.run(f"docker network inspect {overlay}").returncode != 0, 60)
