@@ -191,7 +191,10 @@ def run(targets: dict[str, dict[str, Any]], phases: Sequence[Phase], *, dry: boo
     for phase in phases:
         if on_event:
             on_event(Event("phase", phase.name))
-        with driver.session([(h, targets[h]) for h in phase.roles], check_for_changes=dry) as session:
+        # the phase's group is each host's pyinfra group (roles/overlay.py: manager-group hosts
+        # join the swarm as managers)
+        with driver.session([(h, targets[h]) for h in phase.roles], check_for_changes=dry,
+                            groups={phase.name: list(phase.roles)}) as session:
             records = _prepare(session, phase, result.settings)
             order = session.op_order()
             if dry:

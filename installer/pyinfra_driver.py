@@ -93,9 +93,11 @@ class _Events(BaseStateCallback):
 class Session:
     """Connected targets and the operations added for them (see the module docstring)."""
 
-    def __init__(self, targets: Sequence[Target], check_for_changes: bool) -> None:
-        self.state = State(inventory=Inventory((list(targets), {})), config=Config(),
-                           check_for_changes=check_for_changes)
+    def __init__(self, targets: Sequence[Target], check_for_changes: bool,
+                 groups: dict[str, list[str]] | None = None) -> None:
+        # groups: pyinfra's inventory groups ({name: host names}), seen by deploys as host.groups
+        inventory = Inventory((list(targets), {}), **{g: (names, {}) for g, names in (groups or {}).items()})
+        self.state = State(inventory=inventory, config=Config(), check_for_changes=check_for_changes)
         self._ops: dict[str, list[PlannedOp]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -197,9 +199,10 @@ class Session:
 
 
 @contextmanager
-def session(targets: Sequence[Target], check_for_changes: bool = False) -> Iterator[Session]:
+def session(targets: Sequence[Target], check_for_changes: bool = False,
+            groups: dict[str, list[str]] | None = None) -> Iterator[Session]:
     """A connected :class:`Session`, disconnected at the end."""
-    s = Session(targets, check_for_changes)
+    s = Session(targets, check_for_changes, groups)
     try:
         s.connect()
         yield s

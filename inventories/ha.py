@@ -48,6 +48,13 @@ data = {
                    "allow_cidrs": [f"{a}/32" for a in [*MANAGERS.values(), *_db]]},
     "app_proxy": {"advertised_host": "apps.bai.example"},
     "storage_proxy": {"volume_path": "/mnt/vfroot/local"},
+    # Multi-node sessions across hosts (roles/overlay.py, off here): mgr1 ("swarm_manager")
+    # initialises the swarm, mgr2 joins it as a swarm MANAGER (every manager-group host does:
+    # only a swarm manager's engine can create a session's overlay, and either manager may
+    # schedule it), the agents join as workers; every member needs docker.live_restore off and
+    # its "advertise_addr" (below). Raft quorum: with 3 manager hosts one may be down; with 2,
+    # losing either stops new session overlays until it is back (existing ones keep working).
+    "overlay": {"enabled": False, "mtu": 1500},
 }
 
 halfstack = [(name, {"ssh_hostname": addr, "etcd": {"listen": addr}, "redis": {"listen": addr},
@@ -55,7 +62,9 @@ halfstack = [(name, {"ssh_hostname": addr, "etcd": {"listen": addr}, "redis": {"
              for name, addr in HALFSTACK.items()]
 manager = [(name, {"ssh_hostname": addr,
                    "manager": {"id": f"i-{name}", "addr": f"{addr}:8081"},
-                   "app_proxy": {"bind_host": addr}})
+                   "app_proxy": {"bind_host": addr},
+                   # (used once overlay is enabled in data above)
+                   "overlay": {"swarm_manager": name == "mgr1", "advertise_addr": addr}})
            for name, addr in MANAGERS.items()]
 storage = [("st1", {"ssh_hostname": "10.0.0.30",
                     "storage_proxy": {"node_id": "i-st1", "client_addr": "10.0.0.30:6021",

@@ -31,10 +31,18 @@ data = {
     "nfs": {"enabled": False, "server": "10.0.0.10", "export": "", "allow": ["10.0.0.0/24"],
             "transport": "nfs", "options": "rw,hard,noatime,_netdev"},
     # Multi-node cluster sessions (roles/overlay.py): a Docker swarm initialised by the host
-    # with "swarm_manager" (mgr1), joined by every agent, and an attachable overlay network.
-    # Each host's "advertise_addr" is its own address (below). Swarm mode needs
-    # docker.live_restore off.
-    "overlay": {"enabled": False, "network": "bai-overlay", "subnet": ""},
+    # with "swarm_manager" (mgr1), joined by every other manager-group host as a swarm manager
+    # and by every agent as a worker, and an attachable overlay network. Each host's
+    # "advertise_addr" is its own address (below). Swarm mode needs docker.live_restore off.
+    # "mtu": of the per-session overlays (576-9000; lower it where the hosts' network carries
+    # less than 1500 bytes plus 50 of VXLAN).
+    "overlay": {"enabled": False, "network": "bai-overlay", "subnet": "", "mtu": 1500},
+    # Docker's own address pools hold about 30 local networks per engine, and every
+    # multi-kernel session on a host takes one: "address_pools" (e.g. [{"base":
+    # "10.201.0.0/16", "size": 24}] = 256 networks) goes into daemon.json's
+    # default-address-pools. Changing it restarts dockerd: set it before sessions run (on swarm
+    # members, live-restore off, running containers stop). [] = Docker's own pools.
+    "docker": {"address_pools": []},
     # A private container registry (roles/registry.py) on mgr1: off loopback it serves TLS with
     # a CA of this installation (every agent trusts it; no insecure-registries) and asks for
     # credentials (user "username", the generated registry_password of the secrets file). The

@@ -1,6 +1,7 @@
 """The agent role: config and service, from the venv that bootstrap.sh installed. The agent
 restarts only when its config, its code (roles/bai.py's code stamp) or the Redis settings it
-reads from etcd changed (a digest is kept next to the config)."""
+reads from etcd (address, password, sentinels, service name) changed (a digest is kept next to
+the config)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,15 @@ def _base_config(settings: Settings) -> dict[str, Any]:
 
 
 def redis_stamp(settings: Settings) -> str:
-    """A digest (not the password itself) of the Redis settings the daemons read from etcd."""
+    """A digest (not the password itself) of the Redis settings the daemons read from etcd:
+    the address and password, and with Sentinel the sentinels and the service name (without
+    Sentinel the text is what it always was, so an upgrade restarts no agent for it)."""
     import hashlib
 
-    text = f"{settings.redis.addr}\n{settings.redis.password}"
+    r = settings.redis
+    text = f"{r.addr}\n{r.password}"
+    if r.sentinel:
+        text += f"\n{','.join(r.sentinel)}\n{r.service_name}"
     return hashlib.sha256(text.encode()).hexdigest() + "\n"
 
 
@@ -84,8 +90,8 @@ def agent(settings: Settings) -> None:
     conf = files.put(name="Write agent.toml", src=StringIO(toml_text(agent_config(settings, accel))),
                      dest=settings.agent_toml, mode="600", user="root", group="root")
     code = code_stamp_file(settings, "agent")
-    # The agent reads the Redis address and password from etcd at start: a new password
-    # (e.g. the first run that sets one) must restart it, as it restarts the manager.
+    # The agent reads the Redis settings from etcd at start: a new password (e.g. the first
+    # run that sets one) or other sentinels must restart it, as they restart the manager.
     redis = files.put(name="Record the Redis settings the agent uses",
                       src=StringIO(redis_stamp(settings)),
                       dest=f"{settings.state_dir}/agent.redis", mode="600")

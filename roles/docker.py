@@ -2,11 +2,15 @@
 
 ``/etc/docker/daemon.json``: the containers' json-file logs bounded (``docker.log_max_size`` x
 ``docker.log_max_file``), ``live-restore`` (containers keep running while dockerd restarts), and
-the storage driver only when ``docker.storage_driver`` sets one (else Docker's choice). Keys set
-there by hand are kept; the file is rewritten only when a value of ours differs. On a change
+the storage driver only when ``docker.storage_driver`` sets one (else Docker's choice), and
+``default-address-pools`` only when ``docker.address_pools`` lists some (Docker's own pools hold
+about 30 local networks per engine, and every multi-kernel session on a host takes one). Keys
+set there by hand are kept; the file is rewritten only when a value of ours differs. On a change
 dockerd first reloads (SIGHUP: live-restore is a reloadable setting, so it is on before any
 restart), then restarts only when a key it cannot reload changed (log or storage settings):
-with live-restore on, running containers survive that restart.
+with live-restore on, running containers survive that restart. Address pools are such a key:
+on a swarm member (live-restore off) that restart stops the running containers, so set them
+before sessions run.
 
 Under systemd: Debian's docker.service, running and enabled. Without systemd: a supervisor
 program runs dockerd, unless a Docker engine already answers ``docker info`` (one started by
@@ -67,6 +71,8 @@ def daemon_config(settings: Settings, existing: str | None) -> dict[str, Any]:
     wanted.update({"log-driver": "json-file", "log-opts": log_opts, "live-restore": d.live_restore})
     if d.storage_driver:
         wanted["storage-driver"] = d.storage_driver
+    if d.address_pools:  # unset: whatever the file holds (Docker's own pools by default)
+        wanted["default-address-pools"] = [{"base": p.base, "size": p.size} for p in d.address_pools]
     return wanted
 
 

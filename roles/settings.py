@@ -176,6 +176,27 @@ class AgentSettings(Section):
     rpc_secret: str = ""  # generated (secrets file: rpc_secret); etcd config/agent/rpc-secret
 
 
+class AddressPool(Section):
+    """One entry of daemon.json's ``default-address-pools``: local networks of prefix length
+    ``size`` carved from ``base`` (e.g. base 10.201.0.0/16, size 24: 256 networks)."""
+
+    base: str
+    size: int = Field(ge=1, le=128)
+
+    @model_validator(mode="after")
+    def _fits(self) -> AddressPool:
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(self.base)
+        except ValueError as exc:
+            raise ValueError(f"base {self.base!r} is not a network in CIDR form ({exc})") from None
+        if not net.prefixlen <= self.size <= net.max_prefixlen:
+            raise ValueError(f"size {self.size} must lie between the prefix length of base "
+                             f"({net.prefixlen}) and {net.max_prefixlen}")
+        return self
+
+
 class DockerSettings(Section):
     """The Docker engine of agents (roles/docker.py): what goes into /etc/docker/daemon.json (keys
     set there by hand are kept)."""
@@ -186,6 +207,10 @@ class DockerSettings(Section):
     log_max_size: str = "100m"  # json-file log of each container, per file
     log_max_file: int = Field(3, ge=1, le=100)
     storage_driver: str = ""  # "" = Docker's own choice (overlay2)
+    #: daemon.json ``default-address-pools`` when set; () = Docker's own pools (room for about
+    #: 30 local networks per engine; each multi-kernel session on a host takes one). Changing it
+    #: restarts dockerd: set it before sessions run (swarm members, live-restore off, lose them)
+    address_pools: tuple[AddressPool, ...] = ()
 
 
 class AcceleratorSettings(Section):
@@ -310,10 +335,16 @@ class OverlaySettings(Section):
     (roles/overlay.py; off unless ``enabled``)."""
 
     enabled: bool = False
-    swarm_manager: bool = False  # this host initialises the swarm (a manager-group host)
-    advertise_addr: str = ""  # this host's address for swarm traffic (required on the manager)
+    #: this host initialises the swarm (one manager-group host); the other manager-group hosts
+    #: join it as swarm managers too, agents as workers
+    swarm_manager: bool = False
+    #: this host's address for swarm traffic (required on every manager-group host)
+    advertise_addr: str = ""
     network: str = "bai-overlay"
     subnet: str = ""  # "" = Docker's choice
+    #: MTU of the per-session overlays (etcd config/network/overlay/mtu, read by the manager):
+    #: lower it where the hosts' own network carries less than 1500 + 50 bytes of VXLAN
+    mtu: int = Field(1500, ge=576, le=9000)
 
 
 class WebserverSettings(Section):

@@ -6,6 +6,8 @@ authorisation), and the errors of a half-configured inventory. The multi-node sc
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -132,3 +134,148 @@ def test_half_configured_hosts_are_refused_before_any_operation() -> None:
                                           "docker": {"live_restore": False}}, {}))
     else:
         overlay.check(settings_mod.build({"overlay": {"enabled": True}}, {}))
+
+
+# -- HA managers in the swarm, overlay MTU, address pools, the agent's Redis stamp -----------------
+
+HA_INVENTORY = """
+data = {"overlay": {"enabled": True}, "docker": {"live_restore": False}}
+halfstack = [("db1", {})]
+manager = [("mgr1", {"overlay": {"swarm_manager": True, "advertise_addr": "10.0.0.10"}}),
+           ("mgr2", {"overlay": {"advertise_addr": "10.0.0.11"}})]
+agents = [("gpu1", {}), ("mgr2", {})]
+"""
+
+
+def test_every_manager_group_host_is_a_swarm_manager(tmp_path: Path) -> None:
+    phases = _phases(tmp_path, HA_INVENTORY)
+    # both managers join in the manager phase (mgr2 also an agent: still a manager), before agents
+    assert "overlay" in phases["manager"]["mgr1"] and "overlay" in phases["manager"]["mgr2"]
+    assert "overlay" in phases["agents"]["gpu1"] and "overlay" not in phases["agents"]["mgr2"]
+    inv = inventory_mod.load(tmp_path / "inv.py")
+    kinds = {h: overlay.member_kind(settings_mod.build(inv.data[h], {}), (group,))
+             for group, hosts in (("manager", ["mgr1", "mgr2"]), ("agents", ["gpu1"])) for h in hosts}
+    assert kinds == {"mgr1": "init", "mgr2": "manager", "gpu1": "worker"}
+
+
+def test_the_engine_names_the_phase_group_to_the_deploys() -> None:
+    from installer import pyinfra_driver
+
+    s = pyinfra_driver.Session([("mgr2", {}), ("gpu1", {})], False, {"manager": ["mgr2"]})
+    assert "manager" in s.state.inventory.get_host("mgr2").groups
+    assert "manager" not in s.state.inventory.get_host("gpu1").groups
+
+
+def test_a_joining_manager_needs_its_address() -> None:
+    s = settings_mod.build({"overlay": {"enabled": True}, "docker": {"live_restore": False}}, {})
+    overlay.check(s, "worker")  # a worker may let Docker pick its address
+    with pytest.raises(ValueError, match="overlay.advertise_addr: a manager-group host"):
+        overlay.check(s, "manager")
+
+
+def test_the_manager_token_never_reaches_a_command_line() -> None:
+    s = settings_mod.build({"overlay": {"enabled": True, "advertise_addr": "10.0.0.11"},
+                            "docker": {"live_restore": False}}, {})
+    cmd = overlay.join_as_manager_command(s, 90)
+    assert subprocess.run(["sh", "-n", "-c", cmd], capture_output=True).returncode == 0
+    assert "--token" not in cmd and "docker swarm join" not in cmd
+    # printf (a builtin) pipes the body, curl reads it from stdin
+    assert "--data-binary @- http://localhost/swarm/join" in cmd and "--unix-socket /var/run/docker.sock" in cmd
+    assert "/sorna/local/sgroup/default/swarm-manager/token" in cmd
+    # the body it sends: listen, advertise, remote address and token, as JSON
+    printf = re.search(r"printf .*?\"\$token\"", cmd)
+    assert printf is not None
+    body = subprocess.run(["sh", "-c", printf.group(0)], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "addr": "10.0.0.10:2377", "token": "SWMTKN-1-x"}).stdout
+    assert json.loads(body) == {"ListenAddr": "10.0.0.11:2377", "AdvertiseAddr": "10.0.0.11",
+                                "RemoteAddrs": ["10.0.0.10:2377"], "JoinToken": "SWMTKN-1-x"}
+    assert "end=$(( $(date +%s) + 90 ))" in cmd  # waits for the initialising host, bounded
+
+
+def _ensure_commands(fn: object, s: settings_mod.Settings) -> list[tuple[str, str, list[str]]]:
+    """(name, check, commands) of every _ops.ensure a role step prepares (pyinfra bypassed)."""
+    seen: list[tuple[str, str, list[str]]] = []
+
+    def fake_ensure(**kwargs: object) -> None:
+        seen.append((str(kwargs["name"]), str(kwargs["check"]), list(kwargs["commands"])))  # type: ignore[call-overload]
+
+    original = overlay._ops.ensure
+    overlay._ops.ensure = fake_ensure  # type: ignore[assignment]
+    try:
+        fn(s)  # type: ignore[operator]
+    finally:
+        overlay._ops.ensure = original  # type: ignore[assignment]
+    return seen
+
+
+def test_the_initialising_host_publishes_both_tokens_and_the_mtu() -> None:
+    s = settings_mod.build({"overlay": {"enabled": True, "swarm_manager": True, "advertise_addr": "10.0.0.10",
+                                        "mtu": 1450}, "docker": {"live_restore": False}}, {})
+    ops = {name: (check, cmds) for name, check, cmds in _ensure_commands(overlay._swarm_init, s)}
+    for kind, name in (("worker", "swarm-worker/token"), ("manager", "swarm-manager/token")):
+        check, (cmd,) = ops[f"etcd key {name}"]
+        assert cmd.startswith(f"docker swarm join-token -q {kind} | tr -d ")  # piped to etcdctl
+        assert f"put /sorna/local/sgroup/default/{name} >/dev/null" in cmd
+    check, (cmd,) = ops["etcd key config/network/overlay/mtu"]
+    assert cmd.endswith("put /sorna/local/config/network/overlay/mtu -- 1450 >/dev/null")
+    assert check.endswith("= 1450 ]")  # written only when etcd holds another value
+    assert "etcd key config/network/overlay/enabled" in ops
+    # a worker where a manager is wanted is refused, saying what to do
+    check, (cmd,) = _ensure_commands(overlay._not_a_worker, s)[0][1:]
+    assert check.endswith('!= "active false" ]') and "docker node promote" in cmd and "exit 1" in cmd
+
+
+def test_overlay_mtu_bounds_are_named() -> None:
+    assert settings_mod.build({}, {}).overlay.mtu == 1500
+    assert any(p.startswith("overlay.mtu:") for p in settings_mod.check_host_data({"overlay": {"mtu": 9001}}))
+    assert any(p.startswith("overlay.mtu:") for p in settings_mod.check_host_data({"overlay": {"mtu": 575}}))
+
+
+def test_address_pools_go_into_daemon_json_only_when_set() -> None:
+    from roles import docker
+
+    plain = settings_mod.build({}, {})
+    assert "default-address-pools" not in docker.daemon_config(plain, None)
+    # a pool set by hand stays when the inventory sets none
+    hand = '{"default-address-pools": [{"base": "172.80.0.0/16", "size": 24}]}'
+    assert docker.daemon_config(plain, hand)["default-address-pools"] == [{"base": "172.80.0.0/16", "size": 24}]
+    s = settings_mod.build({"docker": {"address_pools": [{"base": "10.201.0.0/16", "size": 24},
+                                                         {"base": "10.202.0.0/16", "size": 26}]}}, {})
+    wanted = docker.daemon_config(s, None)
+    assert wanted["default-address-pools"] == [{"base": "10.201.0.0/16", "size": 24},
+                                               {"base": "10.202.0.0/16", "size": 26}]
+    before = docker.daemon_config(plain, None)
+    assert docker.needs_restart(before, wanted)  # not reloadable: dockerd restarts
+    text = docker.daemon_json_text(wanted)
+    assert docker.daemon_json_text(docker.daemon_config(s, text)) == text  # a rerun: same bytes
+    assert not docker.needs_restart(wanted, docker.daemon_config(s, text))
+
+
+def test_bad_address_pools_are_named() -> None:
+    for pool, why in (({"base": "10.0.0.0/33", "size": 24}, "not a network in CIDR form"),
+                      ({"base": "10.0.0.1/16", "size": 24}, "not a network in CIDR form"),  # host bits set
+                      ({"base": "10.0.0.0/16", "size": 8}, "must lie between"),
+                      ({"base": "10.0.0.0/16"}, "Field required"),
+                      ({"base": "10.0.0.0/16", "size": 24, "extra": 1}, "unknown key")):
+        problems = settings_mod.check_host_data({"docker": {"address_pools": [pool]}})
+        assert problems and problems[0].startswith("docker.address_pools.0") and why in problems[0], problems
+
+
+def test_agent_restart_stamp_covers_sentinel_settings() -> None:
+    import hashlib
+
+    from roles import agent
+
+    secrets = {"redis_password": "pw"}
+    plain = settings_mod.build({}, secrets)
+    # without Sentinel the stamp is what it was before (an upgrade restarts no agent for it)
+    assert agent.redis_stamp(plain) == hashlib.sha256(b"127.0.0.1:6379\npw").hexdigest() + "\n"
+    sentinels = ["10.0.0.5:26379", "10.0.0.6:26379"]
+
+    def with_redis(**redis: object) -> settings_mod.Settings:
+        return settings_mod.build({"redis": {"primary": "10.0.0.5:6379", "sentinel": sentinels, **redis}}, secrets)
+
+    ha, other_name = with_redis(), with_redis(service_name="other")
+    other_sentinels = with_redis(sentinel=["10.0.0.5:26379", "10.0.0.7:26379"])
+    stamps = {agent.redis_stamp(s) for s in (plain, ha, other_name, other_sentinels)}
+    assert len(stamps) == 4 and all("pw" not in st for st in stamps)
