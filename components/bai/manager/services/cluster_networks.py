@@ -9,6 +9,14 @@ kernels are created, names it in ``cluster_info.network_name``, and removes it w
 ends. Without the overlay the scheduler keeps a multi-node session on one host
 (services/scheduler.py); the agents then connect its kernels with a local bridge.
 
+Only a swarm MANAGER engine can create an overlay, and the manager that schedules a session
+prepares it. So a manager schedules sessions across hosts only when its local engine is a swarm
+manager (:meth:`ClusterNetworks.usable`, asked only while a multi-node session waits, cached a
+few seconds); one that is not (a manager host without Docker, or a swarm worker) keeps such
+sessions on one host or leaves them PENDING, saying why, for a manager that can (with several
+managers, whichever takes the scheduler lock next). The ``overlay`` role makes every
+manager-group host a swarm manager.
+
 Least privilege: the manager opens the Docker socket (``DOCKER_HOST`` or
 ``/var/run/docker.sock``) only when the overlay is enabled and a session needs it.
 """
@@ -26,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiodocker
+import aiohttp
 from aiodocker.exceptions import DockerError
 
 from bai.common.etcd import EtcdStore
@@ -45,6 +54,8 @@ CONFIG_TTL = 10.0
 REMOVE_DEADLINE = 60.0
 #: Seconds one Docker call may take.
 DOCKER_TIMEOUT = 20.0
+#: Seconds the scheduler waits for the engine's swarm state (it holds the scheduler lock).
+INFO_TIMEOUT = 5.0
 
 
 def overlay_name(session_id: uuid.UUID | str) -> str:
@@ -79,11 +90,55 @@ def _truthy(raw: str | None) -> bool:
 
 
 class ClusterNetworks:
-    def __init__(self, etcd: EtcdStore, docker_factory: Callable[[], aiodocker.Docker] = aiodocker.Docker) -> None:
+    def __init__(self, etcd: EtcdStore, docker_factory: Callable[[], aiodocker.Docker] = aiodocker.Docker,
+                 manager_id: str = "") -> None:
         self._etcd = etcd
         self._docker_factory = docker_factory
+        self._manager_id = manager_id
         self._config: tuple[float, OverlayConfig] | None = None
+        #: (when asked, None or why the local engine cannot create overlays)
+        self._engine_problem: tuple[float, str | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def usable(self) -> bool:
+        """Whether this manager can give a session across hosts its overlay: enabled in etcd and
+        the local Docker engine is a swarm manager. When not, :meth:`needs` says why."""
+        if not (await self.overlay()).enabled:
+            return False
+        return await self.engine_problem() is None
+
+    async def engine_problem(self) -> str | None:
+        """None when the local Docker engine is a swarm manager; else why it cannot create
+        overlays (cached like the etcd settings)."""
+        now = time.monotonic()
+        if self._engine_problem is None or now - self._engine_problem[0] > CONFIG_TTL:
+            problem: str | None = None
+            try:
+                async with asyncio.timeout(INFO_TIMEOUT), self._engine() as docker:
+                    info = await docker.system.info()
+                swarm = info.get("Swarm") or {}
+                if swarm.get("LocalNodeState") != "active":
+                    problem = "its Docker engine is in no swarm"
+                elif not swarm.get("ControlAvailable"):
+                    problem = "its Docker engine is a swarm worker, not a manager"
+            except (DockerError, OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+                # ValueError: aiodocker finds no Docker socket at all (a host without Docker)
+                problem = f"it reaches no Docker engine ({exc})"
+            if problem is not None:
+                log.info("this manager cannot create overlay networks: %s", problem)
+            self._engine_problem = (now, problem)
+        return self._engine_problem[1]
+
+    def needs(self) -> str:
+        """Why a multi-node session across hosts cannot be placed by this manager now (after
+        :meth:`usable` said False): "needs the overlay network ..."."""
+        config = self._config[1] if self._config else OverlayConfig()
+        problem = self._engine_problem[1] if self._engine_problem else None
+        if not config.enabled or problem is None:
+            return f"needs the overlay network (etcd {OVERLAY_ENABLED_KEY})"
+        me = f" ({self._manager_id})" if self._manager_id else ""
+        return (f"needs the overlay network, which this manager{me} cannot create: {problem}; a manager "
+                "whose Docker engine is a swarm manager places it")
 
     async def overlay(self) -> OverlayConfig:
         now = time.monotonic()
@@ -204,6 +259,6 @@ def of(ctx: Any) -> ClusterNetworks:
     """The manager's one ClusterNetworks (in ``ctx.extra``), made on first use."""
     networks = ctx.extra.get("cluster_networks")
     if networks is None:
-        networks = ctx.extra["cluster_networks"] = ClusterNetworks(ctx.etcd)
+        networks = ctx.extra["cluster_networks"] = ClusterNetworks(ctx.etcd, manager_id=ctx.config.manager.id)
     assert isinstance(networks, ClusterNetworks)
     return networks

@@ -265,9 +265,9 @@ class Scheduler:
         # kernels a superadmin assigned to agents at create (agentList), per session in rank order
         manual = await cluster_store.preset_agents(conn, [s.id for s in pending])
         # without the overlay, a multi-node session must stay on one host (its kernels meet on a
-        # local bridge there); asked only when a multi-node session waits
-        overlay = any(s.is_multi_node for s in pending) and (
-            await cluster_networks.of(self.ctx).overlay()).enabled
+        # local bridge there); asked only when a multi-node session waits. A manager whose Docker
+        # engine cannot create overlays (no swarm manager) leaves sessions across hosts to one that can
+        overlay = any(s.is_multi_node for s in pending) and await cluster_networks.of(self.ctx).usable()
         doomed = dependencies.failed_dependencies(snap.dependencies)
         cancel_data: dict[uuid_t, dict[str, Any]] = {}
         notes: list[tuple[uuid_t, str, dict[str, Any]]] = []
@@ -379,8 +379,8 @@ class Scheduler:
         by_id = {a.id: a for a in candidates}
         if sess.is_multi_node and not overlay and cluster_networks.spans_hosts(
                 [by_id[a].addr for a in manual if a in by_id]):
-            return (f"The assigned agents are on different hosts: a multi-node session across hosts needs the "
-                    f"overlay network (etcd {cluster_networks.OVERLAY_ENABLED_KEY})")
+            return ("The assigned agents are on different hosts: a multi-node session across hosts "
+                    + cluster_networks.of(self.ctx).needs())
         if sess.is_multi_node:
             wanted = [(aid, sess.per_kernel(), 1) for aid in manual]
         else:  # one agent holds every kernel
@@ -439,9 +439,8 @@ class Scheduler:
                 return chosen, None
         if first is None:
             return None, None  # no room even across hosts: the usual message
-        return None, (f"A multi-node session across hosts needs the overlay network (etcd "
-                      f"{cluster_networks.OVERLAY_ENABLED_KEY}); no single host has room for all "
-                      f"{sess.cluster_size} kernels")
+        return None, (f"A multi-node session across hosts {cluster_networks.of(self.ctx).needs()}; no single "
+                      f"host has room for all {sess.cluster_size} kernels")
 
     async def _place_by_policy(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                                rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
