@@ -47,7 +47,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(test_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    hosts: dict[str, TestHost] = test_hosts(list(scenario.HOSTS))
+    # the half-stack's packages come pre-installed (apt is not this test's subject)
+    hosts: dict[str, TestHost] = test_hosts(list(scenario.HOSTS), halfstack_packages=True)
     inventory = tmp_path_factory.mktemp("ha") / "inventory.py"
     inventory.write_text(scenario.inventory_text(hosts))
     first = install(inventory)
