@@ -24,7 +24,14 @@ import pytest
 from bai.common.docker_registry import RegistryClient, RegistryError
 from installer.engine import RunResult
 from roles.settings import Settings
-from tests.fixtures.testhosts import TestHost, bai_host_image, kernel_seed, remove_hosts, start_hosts  # noqa: F401
+from tests.fixtures.testhosts import (  # noqa: F401 (bai_host_image: a fixture)
+    TestHost,
+    bai_host_image,
+    build_halfstack_image,
+    kernel_seed,
+    remove_hosts,
+    start_hosts,
+)
 
 LOCAL_IMAGE = "bai.local/stable/python:3.11-debian12"
 
@@ -56,7 +63,9 @@ def cluster(bai_host_image: str) -> Iterator[Cluster]:  # noqa: F811 (the fixtur
     try:
         t0 = time.monotonic()
         seed = kernel_seed(bai_host_image)
-        hosts = start_hosts(["reg", "agent"], image=bai_host_image, kernel_seed_volume=seed,
+        # etcd's, the registry's and curl's packages pre-installed (apt is not this test's subject)
+        hosts = start_hosts(["reg", "agent"], image=build_halfstack_image(bai_host_image),
+                            kernel_seed_volume=seed,
                             kernel_images=["agent"], started=started)
         reg, agent = hosts["reg"], hosts["agent"]
         print(f"hosts up: {time.monotonic() - t0:.1f}s")
