@@ -171,3 +171,16 @@ async def test_only_a_swarm_manager_engine_places_it_across_hosts(
     assert inspect.stdout.split() == ["overlay", "true", "1400"], inspect.stderr
     assert await networks.remove(session_id, deadline=10)
     assert _docker(private_engine, "network", "inspect", name).returncode != 0
+
+    # the overlay of a session that ended on a manager that cannot remove it: that manager
+    # leaves it, the sweep of one whose engine is a swarm manager removes it
+    ended = uuid.uuid4()
+    await networks.create(ended)
+
+    async def none_live(ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        return set()
+
+    cannot = cluster_networks.ClusterNetworks(etcd, lambda: aiodocker.Docker(url="unix:///nonexistent/docker.sock"))
+    assert await cannot.remove_leftovers(none_live) == []
+    assert await networks.remove_leftovers(none_live) == [cluster_networks.overlay_name(ended)]
+    assert _docker(private_engine, "network", "inspect", cluster_networks.overlay_name(ended)).returncode != 0

@@ -34,7 +34,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiodocker
-import aiohttp
 from aiodocker.exceptions import DockerError
 
 from bai.common.etcd import EtcdStore
@@ -56,6 +55,8 @@ REMOVE_DEADLINE = 60.0
 DOCKER_TIMEOUT = 20.0
 #: Seconds the scheduler waits for the engine's swarm state (it holds the scheduler lock).
 INFO_TIMEOUT = 5.0
+#: How often a manager looks for overlays of ended sessions (one Docker call when enabled).
+LEFTOVER_SWEEP_SECONDS = 300.0
 
 
 def overlay_name(session_id: uuid.UUID | str) -> str:
@@ -121,8 +122,9 @@ class ClusterNetworks:
                     problem = "its Docker engine is in no swarm"
                 elif not swarm.get("ControlAvailable"):
                     problem = "its Docker engine is a swarm worker, not a manager"
-            except (DockerError, OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
-                # ValueError: aiodocker finds no Docker socket at all (a host without Docker)
+            except (DockerError, OSError, TimeoutError, ValueError) as exc:
+                # DockerError 900: no engine behind the socket; ValueError: aiodocker finds no
+                # Docker socket at all (a host without Docker)
                 problem = f"it reaches no Docker engine ({exc})"
             if problem is not None:
                 log.info("this manager cannot create overlay networks: %s", problem)
@@ -223,6 +225,11 @@ class ClusterNetworks:
 
     async def _remove_logged(self, session_id: uuid.UUID) -> None:
         try:
+            problem = await self.engine_problem()
+            if problem is not None:  # a swarm manager's sweep removes it (remove_leftovers)
+                log.info("session %s: its overlay network is left to a manager that can remove it "
+                         "(this one cannot: %s)", session_id, problem)
+                return
             await self.remove(session_id)
         except Exception:
             raise_if_cancelling()
@@ -230,8 +237,9 @@ class ClusterNetworks:
 
     async def remove_leftovers(self, is_live: Callable[[list[uuid.UUID]], Awaitable[set[uuid.UUID]]]) -> list[str]:
         """Remove the overlays of sessions that are not live any more (a manager that stopped
-        before their removal). Only when the overlay is enabled: otherwise Docker is not ours."""
-        if not (await self.overlay()).enabled:
+        before their removal, or that ended on a manager whose engine cannot remove them). Only
+        when the overlay is enabled (otherwise Docker is not ours) and this engine can."""
+        if not (await self.overlay()).enabled or await self.engine_problem() is not None:
             return []
         async with asyncio.timeout(DOCKER_TIMEOUT), self._engine() as docker:
             nets = await docker.networks.list(filters={"label": [f"{LABEL_CLUSTER_NETWORK}=1"]})

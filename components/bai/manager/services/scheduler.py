@@ -144,28 +144,31 @@ class Scheduler:
         self._next_start: datetime | None = None
 
     async def run(self) -> None:
+        sweep = asyncio.create_task(self._remove_overlay_leftovers(), name="overlay-leftovers")
         try:
             await self._run()
         finally:
+            sweep.cancel()  # it sleeps between sweeps: it ends with the scheduler
+            await asyncio.gather(sweep, return_exceptions=True)
             await cluster_networks.of(self.ctx).close()
 
     async def _remove_overlay_leftovers(self) -> None:
-        """Overlays of sessions that ended while no manager could remove them (once, at start)."""
+        """Overlays of sessions that ended while no manager could remove them (at start, then
+        every few minutes: a session may end on a manager whose engine cannot remove overlays)."""
         async def live(ids: list[uuid_t]) -> set[uuid_t]:
             async with self.ctx.db.connect() as conn:
                 return await cluster_store.live_among(conn, ids)
-        try:
-            removed = await cluster_networks.of(self.ctx).remove_leftovers(live)
-            if removed:
-                log.info("removed overlay networks of ended sessions: %s", ", ".join(removed))
-        except Exception as exc:
-            raise_if_cancelling()
-            log.warning("cannot look for overlay networks of ended sessions: %r", exc)
+        while True:
+            try:
+                removed = await cluster_networks.of(self.ctx).remove_leftovers(live)
+                if removed:
+                    log.info("removed overlay networks of ended sessions: %s", ", ".join(removed))
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("cannot look for overlay networks of ended sessions: %r", exc)
+            await asyncio.sleep(cluster_networks.LEFTOVER_SWEEP_SECONDS)
 
     async def _run(self) -> None:
-        leftovers = asyncio.create_task(self._remove_overlay_leftovers(), name="overlay-leftovers")
-        self._tasks.add(leftovers)
-        leftovers.add_done_callback(self._tasks.discard)
         while True:
             if self.locked_out:
                 # Another manager is mid-pass: wake-ups do not shorten this wait (no busy loop);
