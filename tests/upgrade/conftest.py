@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 
 from installer import inventory as inventory_mod
 from installer.upgrade.releases import Release, load
+from roles.settings import FlatKeyWarning
 from tests.fixtures.testhosts import TestHost, bai_host_image, test_hosts  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,10 +104,14 @@ class OldNode:
 
 
 def write_inventory(path: Path, target: str) -> inventory_mod.Inventory:
-    # the jupyter image is left out: building it needs PyPI inside the host
-    path.write_text(f'host = ("{target}", {{"kernel_image": {{"jupyter_image": ""}}}})\n'
+    """The operator's inventory, as 26.12.0 wrote them: FLAT host data (``jupyter_image``, not
+    ``kernel_image.jupyter_image``), which the 26.12 line still reads, with a warning naming the
+    nested path. (The jupyter image is left out: building it needs PyPI inside the host.)"""
+    path.write_text(f'host = ("{target}", {{"jupyter_image": ""}})\n'
                     "halfstack = manager = agents = storage = [host]\n")
-    return inventory_mod.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FlatKeyWarning)
+        return inventory_mod.load(path)
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +136,43 @@ def snapshot(node: OldNode) -> dict[str, Any]:
         "record": node.sh("cat /etc/backend.ai/release.toml 2>/dev/null || echo none").strip(),
         "head": node.sql("SELECT version_num FROM alembic_version"),
     }
+
+
+#: An execute round trip after another in a running session, inside the host (its client, its
+#: client.env), each logged with its start and end time and the last line it printed.
+LOOP = """set -a; . /etc/backend.ai/client.env; set +a
+while [ ! -e /tmp/loop.stop ]; do
+  t0=$(date +%s.%N)
+  out=$(timeout 60 /opt/bai/venv/bin/backend.ai run -t "$1" -c "$2" python 2>&1)
+  if printf '%s\n' "$out" | grep -qx "$3"; then said=ok; else said="failed: $(printf '%s' "$out" | tail -n 1)"; fi
+  echo "$t0 $(date +%s.%N) $said" >> /tmp/loop.log
+done
+touch /tmp/loop.done
+"""
+
+
+def start_exec_loop(host: TestHost, session: str, code: str, expect: str) -> None:
+    """Round trips of ``code`` in ``session``, each answered when it printed the line ``expect``."""
+    host.run("rm -f /tmp/loop.log /tmp/loop.stop /tmp/loop.done", check=True)
+    host.run("cat > /tmp/loop.sh", input=LOOP.encode(), check=True)
+    subprocess.run(["docker", "exec", "-d", host.container, "sh", "/tmp/loop.sh", session,
+                    code, expect], check=True, timeout=30)
+
+
+def stop_exec_loop(host: TestHost, deadline: float = 90) -> dict[str, Any]:
+    """Stop the loop (after its round trip under way) and say how it went: round trips, those
+    answered, the longest time between two answers, and whether the last was answered."""
+    host.run("touch /tmp/loop.stop", check=True)
+    end = time.monotonic() + deadline
+    while host.run("test -e /tmp/loop.done").returncode != 0:
+        if time.monotonic() > end:
+            raise TimeoutError("the execute loop did not stop")
+        time.sleep(0.5)
+    rows = [line.split(" ", 2) for line in host.run("cat /tmp/loop.log", check=True).stdout.splitlines()]
+    rows = [r + [""] * (3 - len(r)) for r in rows]
+    ok = [float(r[1]) for r in rows if r[2] == "ok"]
+    gaps = [b - a for a, b in zip(ok, ok[1:], strict=False)]
+    return {"round_trips": len(rows), "answered": len(ok),
+            "longest_gap_s": round(max(gaps, default=0.0), 1),
+            "last_answered": bool(rows) and rows[-1][2] == "ok",
+            "last_lines": [" ".join(r) for r in rows[-3:]]}
