@@ -1,7 +1,10 @@
 #!/bin/bash
 # Build the half-stack test host image (halfstack-host.Dockerfile) and print its tag.
 #
-#   build-halfstack-host-image.sh BASE_TAG      BASE_TAG: the bai test host image (build-bai-host-image.sh)
+#   build-halfstack-host-image.sh BASE_TAG [PACKAGE...]
+#
+# BASE_TAG: the image to start from (the bai test host of build-bai-host-image.sh, or the bare
+# systemd host of build-systemd-image.sh); PACKAGE...: another package list than the default.
 #
 # It is the bai test host with the Debian packages the half-stack, registry and web roles install
 # (HALFSTACK_PACKAGES below) already installed the way roles/_ops.py's packages() installs them
@@ -16,11 +19,13 @@
 # list, the Dockerfile and this script: cached per machine, built once (~1-2 min).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-base=${1:?usage: build-halfstack-host-image.sh BASE_TAG}
+base=${1:?usage: build-halfstack-host-image.sh BASE_TAG [PACKAGE...]}
+shift
 # what roles/{os_prep,postgresql,redis,etcd,registry,webserver,kernel_image,manager}.py install
 HALFSTACK_PACKAGES="ca-certificates procps iproute2 python3 util-linux kmod curl
 postgresql-15 postgresql-client-15 redis-server redis-tools etcd-server etcd-client
 docker-registry apache2-utils libjs-xterm node-xterm debootstrap"
+if [ $# -gt 0 ]; then HALFSTACK_PACKAGES="$*"; fi
 base_id=$(docker image inspect -f '{{.Id}}' "$base")
 key=$( { printf '%s\n' "$base_id" "$HALFSTACK_PACKAGES"; cat "$here/halfstack-host.Dockerfile" "${BASH_SOURCE[0]}"; } \
        | sha256sum | cut -c1-12)
