@@ -39,7 +39,8 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def installed(test_hosts: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    hosts: dict[str, TestHost] = test_hosts(list(scenario.HOSTS),
+    # the half-stack's packages come pre-installed (apt is not this test's subject)
+    hosts: dict[str, TestHost] = test_hosts(list(scenario.HOSTS), halfstack_packages=True,
                                             kernel_images=list(scenario.AGENTS))
     inventory = tmp_path_factory.mktemp("multinode") / "inventory.py"
     inventory.write_text(scenario.inventory_text(hosts))
