@@ -125,8 +125,10 @@ def manager(settings: Settings) -> None:
     migrate = _ops.ensure(
         name="Migrate the database (bai-manager db upgrade)",
         check=at_head,
-        # several managers (HA) migrate at once: one that loses the race waits for the winner's
-        commands=[f"{cli} db upgrade --config {settings.manager_toml} || {_ops.poll(at_head, 300, 1)}"],
+        # several managers (HA) may migrate at once: `db upgrade` takes an advisory lock, so the
+        # second waits for the first and then finds the schema at head (a failing migration fails
+        # at once)
+        commands=[f"{cli} db upgrade --config {settings.manager_toml}"],
         noop_message="database at head",
     )
     env = shlex.quote(settings.client_env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -12,8 +13,14 @@ from bai.manager.store.tables import metadata
 
 config = context.config
 
+#: The advisory lock every `bai-manager db upgrade` holds while it migrates (an arbitrary constant).
+MIGRATION_LOCK = 0x6261692D6D6967  # "bai-mig"
+
 
 def _run(connection: Connection) -> None:
+    # Managers installed side by side (HA) may migrate at once: the second waits here until the
+    # first's transaction ends, then Alembic finds the schema at head and does nothing.
+    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     context.configure(connection=connection, target_metadata=metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
