@@ -118,7 +118,7 @@ class _Gateway:
                 log.warning("etcd: %s answers; %s did not", self._bases[index], self.current)
                 self._current = index
             return reply
-        raise EtcdError(f"etcd unreachable for {path}: " + "; ".join(failures or ["deadline passed"]))
+        raise EtcdUnreachable(f"etcd unreachable for {path}: " + "; ".join(failures or ["deadline passed"]))
 
     async def _call_one(self, base: str, path: str, body: Mapping[str, Any], budget: float,
                         idempotent: bool) -> dict[str, Any]:
@@ -152,6 +152,11 @@ class _Gateway:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class EtcdUnreachable(EtcdError, ConnectionError):
+    """No member could serve the call within its deadline: transient (a ConnectionError, so the
+    daemons answer 503 and retry, as for any backing service that is away for a moment)."""
 
 
 class _MemberUnusable(Exception):
