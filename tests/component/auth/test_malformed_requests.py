@@ -77,8 +77,11 @@ def check_reply(reply: RawReply, sent: bytes) -> None:
             assert problem["type"].startswith(PROBS) and problem["title"]
     else:  # refused by the HTTP parser (a 400, or a reset): only for what is not valid HTTP
         head = sent.partition(b"\r\n\r\n")[0]
+        # a generated field holding a blank line ends the head early: what follows is a second,
+        # pipelined "request" of leftover bytes, which the parser rightly refuses
+        cut_short = sent.find(b"\r\n\r\n") < sent.find(b"\r\nConnection: close\r\n\r\n")
         assert reply.status in (400, RESET), (reply.status, sent[:300])
-        assert _FORBIDDEN_IN_FIELD.search(head.replace(b"\r\n", b"")) or any(
+        assert cut_short or _FORBIDDEN_IN_FIELD.search(head.replace(b"\r\n", b"")) or any(
             len(line) > HEADER_LINE_LIMIT for line in head.split(b"\r\n")), sent[:300]
 
 
