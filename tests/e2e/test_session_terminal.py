@@ -41,9 +41,11 @@ def test_interactive_terminal(bai, node_env) -> None:
     try:
         pid, fd = pty.fork()
         if pid == 0:  # the child: our CLI on the pty as its controlling terminal
+            # the window has its size before the program starts, as a terminal emulator's does (set
+            # from the parent it raced the CLI's first size read, which then saw 24x80)
+            _set_size(0, 30, 100)
             os.execve(str(VENV_BIN / "backend.ai"), ["backend.ai", "session", "terminal", name], node_env)
         try:
-            _set_size(fd, 30, 100)
             seen = bytearray()
             _read_until(fd, b"$ ", seen)  # the remote prompt
             os.write(fd, b"echo term-$((6*7)) $(id -un)\r")
