@@ -303,6 +303,9 @@ class ManagerAgentControl:
         self._timeout = timeout
         self._http: aiohttp.ClientSession | None = None
         self._agents: dict[str, AgentClient] = {}
+        # A connection per call: polls are seconds apart, and an agent being stopped waits for
+        # its idle keep-alive connections to go (bai.agent.server.STOP_GRACE) before it exits.
+        self._rpc: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ManagerAgentControl:
         return self
@@ -314,6 +317,9 @@ class ManagerAgentControl:
         for client in self._agents.values():
             await client.close()
         self._agents.clear()
+        if self._rpc is not None:
+            await self._rpc.close()
+            self._rpc = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -358,7 +364,9 @@ class ManagerAgentControl:
     def _client(self, addr: str) -> AgentClient:
         client = self._agents.get(addr)
         if client is None:
-            client = self._agents[addr] = AgentClient(addr, self._rpc_secret, reconnect_window=0)
+            if self._rpc is None:
+                self._rpc = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+            client = self._agents[addr] = AgentClient(addr, self._rpc_secret, session=self._rpc, reconnect_window=0)
         return client
 
     async def kernels_on(self, addr: str) -> dict[str, str]:

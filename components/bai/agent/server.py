@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiodocker
@@ -22,9 +23,11 @@ from pydantic import BaseModel, ValidationError
 from bai.common import etcd as etcd_mod
 from bai.common import protocol as proto
 from bai.common.agent_rpc import (
+    IDLE_KEEPALIVE,
     REQUEST_MODELS,
     AgentError,
     AgentFailure,
+    AgentStopping,
     AgentTimeout,
     CreateKernelsRequest,
     DestroyKernelRequest,
@@ -57,6 +60,20 @@ PROTOCOL = web.AppKey("protocol", proto.ProtocolVersion)
 SERVING_SINCE = web.AppKey("serving_since", float)
 #: The caller's protocol version, per request.
 PEER_PROTOCOL = web.RequestKey("peer_protocol", proto.ProtocolVersion)
+#: How long a stopping agent waits at most for its idle connections to go: longer than clients
+#: keep them for reuse (IDLE_KEEPALIVE), so it never closes one a client is about to send on.
+STOP_GRACE = IDLE_KEEPALIVE + 1.0
+
+
+@dataclass
+class Admission:
+    """Whether the server still admits requests, and the connections with one in progress."""
+
+    stopping: bool = False
+    busy: set[object] = field(default_factory=set)
+
+
+ADMISSION = web.AppKey("admission", Admission)
 
 Handler = Callable[[AgentBackend, Any], Awaitable[dict[str, Any]]]
 
@@ -159,6 +176,21 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
 
 
 @web.middleware
+async def _admit(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> web.StreamResponse:
+    """Once the agent stops (:func:`stop_serving`) nothing new is admitted: clients may send the
+    request again, to the next process. What was admitted before runs to its end."""
+    admission = request.app[ADMISSION]
+    if admission.stopping:
+        raise AgentStopping("this agent process is stopping and did nothing; send the request again")
+    admission.busy.add(request.protocol)
+    try:
+        return await handler(request)
+    finally:
+        admission.busy.discard(request.protocol)
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     expected = f"Bearer {request.app[SECRET]}".encode()
     given = request.headers.get("Authorization", "").encode()
@@ -182,6 +214,8 @@ async def _protocol(request: web.Request, handler: Callable[[web.Request], Await
 
 async def _announce_protocol(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[proto.HEADER] = str(request.app[PROTOCOL])
+    if request.app[ADMISSION].stopping:
+        response.force_close()  # no client may reuse a connection to a stopping process
 
 
 async def _rpc(request: web.Request) -> web.Response:
@@ -216,7 +250,8 @@ async def _pty(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(agent: AgentBackend, secret: str, protocol: proto.ProtocolVersion | None = None) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth, _protocol], client_max_size=64 * 2**20)
+    app = web.Application(middlewares=[_errors, _admit, _auth, _protocol], client_max_size=64 * 2**20)
+    app[ADMISSION] = Admission()
     app[AGENT] = agent
     app[SECRET] = secret
     app[PROTOCOL] = protocol or proto.advertised()
@@ -226,6 +261,27 @@ def build_app(agent: AgentBackend, secret: str, protocol: proto.ProtocolVersion 
     app.router.add_get("/pty/{kernel_id}", _pty)  # a websocket: bai.agent.terminal
     files.add_routes(app, lambda request: request.app[AGENT])
     return app
+
+
+async def stop_serving(runner: web.AppRunner, grace: float = STOP_GRACE) -> None:
+    """Stops the RPC server without cutting off a request it could have read.
+
+    A keep-alive connection closed by the server while its client sends on it loses that
+    request, and the client cannot tell whether it was read, so it cannot send it again. So:
+    admit nothing new from now on (503 ``agent-stopping``: clients send it again, to the next
+    process) and close every connection after its reply; wait until no connection sits idle (at
+    most ``grace`` seconds, longer than clients keep idle connections); only then close the
+    listener and wait for the requests in progress."""
+    admission = runner.app[ADMISSION]
+    admission.stopping = True
+    loop = asyncio.get_running_loop()
+    end = loop.time() + grace
+    server = runner.server
+    # Polled: aiohttp tells nobody when a connection closes.
+    while server is not None and loop.time() < end and any(  # noqa: ASYNC110
+            c not in admission.busy for c in server.connections):
+        await asyncio.sleep(0.02)
+    await runner.cleanup()
 
 
 class AgentServer:
@@ -272,7 +328,7 @@ class AgentServer:
 
         runner = web.AppRunner(build_app(agent, secret), access_log=None, handle_signals=False)
         await runner.setup()
-        self._stack.push_async_callback(runner.cleanup)
+        self._stack.push_async_callback(stop_serving, runner)
         rpc_host, rpc_port = cfg.rpc_host_port
         site = web.TCPSite(runner, rpc_host, rpc_port, reuse_address=True)
         await site.start()

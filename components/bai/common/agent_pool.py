@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from bai.common.agent_rpc import AgentClient
+from bai.common.agent_rpc import AgentClient, agent_connector
 
 
 class AgentPool:
@@ -31,7 +31,7 @@ class AgentPool:
         if client is None:
             if self._session is None:
                 # Many concurrent executes may target one agent: don't let the pool serialise them.
-                self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+                self._session = aiohttp.ClientSession(connector=agent_connector(limit=0, limit_per_host=0))
             client = self._clients[addr] = AgentClient(
                 addr, self._secret, session=self._session, timeouts=self._timeouts,
                 connect_timeout=self._connect_timeout, on_unreachable=self.unreachable.add)

@@ -107,9 +107,18 @@ class UnsupportedCall(_TypedAgentError):
     default_status = 501
 
 
+class AgentStopping(_TypedAgentError):
+    """The agent process is stopping (a restart, typically): it admitted nothing of this request,
+    so sending it again (to the next process) is safe whatever the method."""
+
+    error_type = "agent-stopping"
+    default_title = "Agent stopping"
+    default_status = 503
+
+
 _ERROR_CLASSES: dict[str, type[_TypedAgentError]] = {
     cls.error_type: cls for cls in (AgentFailure, InvalidInput, AgentTimeout, KernelNotFound, ProtocolMismatch,
-                                    UnsupportedCall)
+                                    UnsupportedCall, AgentStopping)
 }
 
 
@@ -437,16 +446,36 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "agent_info": 5.0,
 }
 
-#: Calls a user waits on while the kernel keeps running: when the agent refuses the connection
-#: (its process is restarting: nothing was sent), they are tried again for up to
-#: ``reconnect_window`` seconds instead of failing at once.
+#: Calls a user waits on while the kernel keeps running: when the agent restarts (it refuses the
+#: connection, or answers ``agent-stopping``: nothing was done either way) they are tried again
+#: for up to ``reconnect_window`` seconds instead of failing at once.
 RECONNECTING_METHODS = frozenset({"execute", "get_completions", "list_files", "get_logs", "interrupt_kernel"})
 #: Pause between two connection attempts to a restarting agent.
 RECONNECT_INTERVAL = 0.1
+#: How long a client keeps an idle connection to an agent for reuse. A stopping agent keeps its
+#: idle connections open for longer than this (bai.agent.server.STOP_GRACE), so no client sends a
+#: request on a connection the agent is closing (HTTP/1.1 cannot tell whether such a request was
+#: read, so it could not be sent again safely).
+IDLE_KEEPALIVE = 2.0
 
 
 def _refused(exc: aiohttp.ClientError) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno == errno.ECONNREFUSED
+
+
+def _says_stopping(status: int, raw: bytes) -> bool:
+    if status != AgentStopping.default_status:
+        return False
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("type") == AgentStopping.error_type
+
+
+def agent_connector(**kwargs: Any) -> aiohttp.TCPConnector:
+    """The connector for a pool of agent connections (idle ones dropped after :data:`IDLE_KEEPALIVE`)."""
+    return aiohttp.TCPConnector(keepalive_timeout=IDLE_KEEPALIVE, **kwargs)
 
 
 class AgentClient:
@@ -479,6 +508,9 @@ class AgentClient:
         self._timeouts = {**DEFAULT_METHOD_TIMEOUTS, **(timeouts or {})}
         self._connect_timeout = connect_timeout
         self._on_unreachable = on_unreachable
+        #: The agent's last reply said it is stopping: until another reply says otherwise, a
+        #: request sent meets a process that admits nothing new (or no process at all).
+        self._peer_stopping = False
 
     def timeout_for(self, method: str) -> float:
         return self._timeouts.get(method, self._timeout)
@@ -504,7 +536,7 @@ class AgentClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(connector=agent_connector())
         return self._session
 
     async def close(self) -> None:
@@ -527,6 +559,7 @@ class AgentClient:
         try:
             while True:
                 limit = aiohttp.ClientTimeout(total=total, sock_connect=min(total, self._connect_timeout))
+                sent_to_stopping = self._peer_stopping
                 try:
                     async with self._get_session().post(
                         url, data=json.dumps(body).encode(), headers=self._headers, timeout=limit,
@@ -534,13 +567,18 @@ class AgentClient:
                         raw = await resp.read()
                         status = resp.status
                         self.note_peer_protocol(resp.headers.get(proto.HEADER))
-                    break
                 except aiohttp.ClientError as exc:
-                    # Refused: nobody listens (the agent restarts), so nothing was sent and
-                    # sending again is safe whatever the method.
-                    if not _refused(exc) or loop.time() + RECONNECT_INTERVAL >= reconnect_until:
+                    # Nothing was done when nobody listens (refused: the agent restarts), nor when
+                    # the agent had said it is stopping before we sent: it admits nothing new then.
+                    # Any other lost connection may have lost a request the agent acted on.
+                    safe = _refused(exc) or (sent_to_stopping and isinstance(exc, aiohttp.ClientConnectionError))
+                    if not safe or loop.time() + RECONNECT_INTERVAL >= reconnect_until:
                         raise
-                    await asyncio.sleep(RECONNECT_INTERVAL)
+                else:
+                    self._peer_stopping = _says_stopping(status, raw)
+                    if not self._peer_stopping or loop.time() + RECONNECT_INTERVAL >= reconnect_until:
+                        break
+                await asyncio.sleep(RECONNECT_INTERVAL)
         except TimeoutError as exc:
             if self._on_unreachable is not None:  # whatever we asked may or may not have happened
                 self._on_unreachable(self.base_url)
