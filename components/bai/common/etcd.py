@@ -211,6 +211,18 @@ class EtcdStore:
         })
         return bool(reply.get("succeeded"))
 
+    async def put_if_less(self, key: str, value: str) -> bool:
+        """Atomically set ``key`` to ``value`` when it is absent or its value sorts before
+        ``value`` (bytewise: pad numbers to one width); False if it was kept."""
+        if await self.put_if_absent(key, value):
+            return True
+        k = _b64(self._k(key))
+        reply = await self._gw.call("/v3/kv/txn", idempotent=False, body={
+            "compare": [{"key": k, "target": "VALUE", "result": "LESS", "value": _b64(value.encode())}],
+            "success": [{"request_put": {"key": k, "value": _b64(value.encode())}}],
+        })
+        return bool(reply.get("succeeded"))
+
     async def put_dict(self, prefix: str, values: Mapping[str, object]) -> None:
         """Flatten a nested mapping under ``prefix`` (``{"a": {"b": 1}}`` -> ``prefix/a/b = 1``)."""
         for key, value in values.items():

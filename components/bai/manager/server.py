@@ -56,6 +56,7 @@ from bai.manager.errors import ServiceUnavailable
 from bai.manager.services import audit, idle, manager_admin
 from bai.manager.services.auth import retire_rotated_keypairs_forever
 from bai.manager.services.context import ManagerContext
+from bai.manager.services.db_timelines import EtcdTimelineRecord
 from bai.manager.services.lifecycle import (
     LifecycleHandler,
     consume_events,
@@ -121,7 +122,7 @@ async def etcd_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
-    engine = app[DB] = create_engine(app[CONFIG].db)
+    engine = app[DB] = create_engine(app[CONFIG].db, timelines=EtcdTimelineRecord(app[ETCD]))
     try:
         yield
     finally:

@@ -1,17 +1,23 @@
 """The manager's connections with several ``[db] addr`` hosts: a host that accepts connections
-but never answers (its machine half gone) costs only its share of the connect timeout, and the
-host that answered is tried first from then on."""
+but never answers (its machine half gone) costs only its share of the connect timeout, the host
+that answered is tried first from then on, and an old primary back after a promotion is fenced."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
+from bai.common import etcd as etcd_mod
 from bai.manager.config import DBConfig
+from bai.manager.services.db_timelines import EtcdTimelineRecord
 from bai.manager.store.db import NoWritableDatabase, WritableHostConnector
+from tests.fixtures.ha_halfstack import running_postgres_pair
 from tests.fixtures.halfstack import HalfStack
 
 
@@ -53,3 +59,58 @@ async def test_no_reachable_host_is_a_transient_error_naming_each(silent_host: i
     cfg = DBConfig(addr=f"127.0.0.1:{silent_host},127.0.0.1:1", name="postgres", user="postgres")
     with pytest.raises(NoWritableDatabase, match=rf"127.0.0.1:{silent_host}: no connection in time; 127.0.0.1:1: "):
         await WritableHostConnector(cfg, timeout=1.0)()
+
+
+async def test_put_if_less_keeps_the_larger_value(halfstack: HalfStack) -> None:
+    async with etcd_mod.connect(halfstack.etcd_addr, f"dbfence-{secrets.token_hex(4)}") as etcd:
+        assert await etcd.put_if_less("k", "0000000002")  # absent: set
+        assert not await etcd.put_if_less("k", "0000000001")
+        assert not await etcd.put_if_less("k", "0000000002")
+        assert await etcd.get("k") == "0000000002"
+        assert await etcd.put_if_less("k", "0000000010")
+        assert await etcd.get("k") == "0000000010"
+
+
+async def _served_by(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("select inet_server_port()"))
+
+
+async def test_an_old_primary_back_after_a_promotion_is_never_written_on(
+        halfstack: HalfStack, caplog: pytest.LogCaptureFixture) -> None:
+    """The primary dies, its replica is promoted (a new timeline), managers write there; then the
+    old primary's host comes back, still a writable primary: no manager writes on it, not even
+    one started afterwards that lists it first, and with the new primary down too the answer is
+    503 naming the stale host rather than a write that would split the database."""
+    async with etcd_mod.connect(halfstack.etcd_addr, f"dbfence-{secrets.token_hex(4)}") as etcd:
+        record = EtcdTimelineRecord(etcd)
+        with running_postgres_pair() as pair:
+            cfg = DBConfig(addr=pair.addr, name="postgres", user="postgres")
+            running = WritableHostConnector(cfg, timeout=5.0, timelines=record)
+            conn = await running()
+            system_id = await conn.fetchval("select system_identifier::text from pg_control_system()")
+            assert await _served_by(conn) == pair.primary_port
+            await conn.close()
+            assert await record.newest(system_id) == 1
+
+            await asyncio.to_thread(pair.stop_primary)
+            await asyncio.to_thread(pair.promote_replica)
+            conn = await running()  # follows the promotion, and records its timeline
+            assert await _served_by(conn) == pair.replica_port
+            await conn.close()
+            assert await record.newest(system_id) == 2
+
+            await asyncio.to_thread(pair.restart_primary)
+            assert pair.psql(pair.primary_port, "select pg_is_in_recovery()") == "f"  # writable again
+            started_later = WritableHostConnector(cfg, timeout=5.0, timelines=record)
+            with caplog.at_level(logging.ERROR, "bai.manager.store.db"):
+                conn = await started_later()  # the stale one is listed first
+            assert await _served_by(conn) == pair.replica_port
+            await conn.close()
+            assert f"127.0.0.1:{pair.primary_port} is a stale primary" in caplog.text
+
+            await asyncio.to_thread(pair.stop_replica)
+            for connect in (running, started_later):
+                with pytest.raises(NoWritableDatabase, match=(
+                        rf"127.0.0.1:{pair.primary_port}: a stale primary \(timeline 1, while the database "
+                        r"was written on timeline 2\)")):
+                    await connect()

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import redis.exceptions as redis_exc
@@ -36,10 +36,12 @@ CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
 
 
-def create_engine(cfg: DBConfig) -> AsyncEngine:
+def create_engine(cfg: DBConfig, timelines: TimelineRecord | None = None) -> AsyncEngine:
+    """``timelines``: where managers share the newest timeline they wrote on (several hosts only;
+    see :class:`WritableHostConnector`)."""
     options: dict[str, Any] = {}
     if len(cfg.hosts) > 1:
-        options["async_creator"] = WritableHostConnector(cfg)
+        options["async_creator"] = WritableHostConnector(cfg, timelines=timelines)
     else:
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT}
     engine = create_async_engine(
@@ -59,6 +61,24 @@ class NoWritableDatabase(ConnectionError):
     has been promoted yet): a transient outage, answered 503."""
 
 
+class TimelineRecord(Protocol):
+    """The newest timeline written on, per database cluster, shared by every manager (etcd)."""
+
+    async def newest(self, system_id: str) -> int:
+        """0 when none is recorded."""
+
+    async def record(self, system_id: str, timeline: int) -> None:
+        """Keeps the larger of the recorded timeline and ``timeline``."""
+
+
+#: The cluster a writable server belongs to and the timeline it writes on (a promoted standby
+#: writes on a new, higher timeline than the primary it followed).
+POSITION_SQL = ("select system_identifier::text, substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) "
+                "from pg_control_system()")
+#: Seconds the shared timeline record may take before a connection goes ahead without it.
+RECORD_TIMEOUT = 1.0
+
+
 class WritableHostConnector:
     """Opens connections to whichever of a primary/standby set accepts writes.
 
@@ -66,14 +86,23 @@ class WritableHostConnector:
     host went silent (dropping packets) would use it all and the promoted standby would never be
     reached; here each host still to try gets an equal share of what is left of it. The host that
     last accepted a connection is tried first, so after a promotion new connections go straight
-    to the new primary."""
+    to the new primary.
 
-    def __init__(self, cfg: DBConfig, timeout: float = CONNECT_TIMEOUT) -> None:
+    Fencing: an old primary that comes back after its standby was promoted accepts writes too,
+    and writing there would split the database in two. A promotion starts a new timeline, so a
+    writable host on an older timeline than the newest one any manager wrote on (``timelines``,
+    shared through etcd, and what this process saw) is refused as stale, naming it."""
+
+    def __init__(self, cfg: DBConfig, timeout: float = CONNECT_TIMEOUT,
+                 timelines: TimelineRecord | None = None) -> None:
         self._hosts = cfg.hosts
         self._params: dict[str, Any] = {"user": cfg.user, "password": cfg.password or None,
                                         "database": cfg.name, "command_timeout": COMMAND_TIMEOUT}
         self._timeout = timeout
         self._first = 0
+        self._timelines = timelines
+        #: system identifier -> the newest timeline this process wrote on
+        self._seen: dict[str, int] = {}
 
     async def __call__(self) -> asyncpg.Connection:
         loop = asyncio.get_running_loop()
@@ -93,11 +122,50 @@ class WritableHostConnector:
                     asyncpg.CannotConnectNowError) as exc:
                 problems.append(f"{host}:{port}: {_why(exc)}")
                 continue
+            try:
+                stale = await self._stale(conn)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                conn.terminate()
+                problems.append(f"{host}:{port}: {_why(exc)}")
+                continue
+            except BaseException:
+                conn.terminate()
+                raise
+            if stale is not None:
+                log.error("database: %s:%d is a stale primary (%s): not writing there; stop it, or make it a "
+                          "replica of the new primary", host, port, stale)
+                problems.append(f"{host}:{port}: a stale primary ({stale})")
+                await conn.close()
+                continue
             if index != self._first:
                 log.warning("database: %s:%d accepts writes (connecting there first from now on)", host, port)
                 self._first = index
             return conn
         raise NoWritableDatabase("no database host accepts writes: " + "; ".join(problems or ["timed out"]))
+
+    async def _stale(self, conn: asyncpg.Connection) -> str | None:
+        """Why the writable server behind ``conn`` must not be written on, or None (after
+        recording its timeline when it is the newest yet)."""
+        system_id, wal_file = await conn.fetchrow(POSITION_SQL)
+        timeline = int(wal_file, 16)
+        newest = self._seen.get(system_id, 0)
+        if self._timelines is not None:
+            try:
+                async with asyncio.timeout(RECORD_TIMEOUT):
+                    newest = max(newest, await self._timelines.newest(system_id))
+            except Exception as exc:  # etcd away: what this process saw still fences
+                log.warning("database: the shared timeline record is unreachable (%r)", exc)
+        if timeline < newest:
+            return f"timeline {timeline}, while the database was written on timeline {newest}"
+        if timeline > self._seen.get(system_id, 0):
+            self._seen[system_id] = timeline
+            if self._timelines is not None and timeline > newest:
+                try:
+                    async with asyncio.timeout(RECORD_TIMEOUT):
+                        await self._timelines.record(system_id, timeline)
+                except Exception as exc:
+                    log.warning("database: cannot record timeline %d in the shared record (%r)", timeline, exc)
+        return None
 
 
 def _why(exc: BaseException) -> str:
