@@ -310,6 +310,24 @@ session_dependencies = sa.Table(
               index=True),
 )
 
+session_templates = sa.Table(
+    "session_templates", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("domain_name", sa.String(64), sa.ForeignKey("domains.name", onupdate="CASCADE", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("group_id", UUID(as_uuid=True), sa.ForeignKey("groups.id", onupdate="CASCADE", ondelete="CASCADE"),
+              index=True),
+    sa.Column("user_uuid", UUID(as_uuid=True), sa.ForeignKey("users.uuid", onupdate="CASCADE", ondelete="CASCADE"),
+              nullable=False, index=True),
+    #: TASK (a session template) or CLUSTER (a cluster template naming session templates)
+    sa.Column("type", sa.String(16), nullable=False, server_default="TASK"),
+    sa.Column("name", sa.String(128)),
+    sa.Column("template", JSONB, nullable=False),
+    sa.CheckConstraint("type in ('TASK', 'CLUSTER')", name="type"),
+)
+
 kernels = sa.Table(
     "kernels", metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
