@@ -39,6 +39,8 @@ domains = sa.Table(
     sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
     sa.Column("integration_id", sa.String(512)),
     sa.Column("allowed_vfolder_hosts", JSONB, nullable=False, server_default="{}"),
+    # 0016: [{path, perm, data}] written into every new session's home in the domain
+    sa.Column("dotfiles", JSONB, nullable=False, server_default="[]"),
 )
 
 keypair_resource_policies = sa.Table(
@@ -129,6 +131,10 @@ keypairs = sa.Table(
     sa.Column("ssh_private_key", sa.String(2000)),
     # 0005: account columns
     sa.Column("modified_at", sa.DateTime(timezone=True), server_default=_now, nullable=False),
+    # 0016: the keypair's dotfiles ([{path, perm, data}]) and the bootstrap script its
+    # sessions run when the create request brings none
+    sa.Column("dotfiles", JSONB, nullable=False, server_default="[]"),
+    sa.Column("bootstrap_script", sa.Text, nullable=False, server_default=""),
 )
 
 groups = sa.Table(
@@ -152,6 +158,8 @@ groups = sa.Table(
     # 0010: the project's own registry ({"registry": host, "project": name}); its images are
     # allowed for the project's sessions on top of the domain's allowed_docker_registries
     sa.Column("container_registry", JSONB),
+    # 0016: the project's dotfiles ([{path, perm, data}])
+    sa.Column("dotfiles", JSONB, nullable=False, server_default="[]"),
 )
 
 association_groups_users = sa.Table(
