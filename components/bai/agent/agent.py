@@ -38,6 +38,7 @@ from bai.common.agent_rpc import (
     LOG_TAIL_LINES,
     AgentError,
     AgentFailure,
+    CommitKernelRequest,
     CreateKernelsRequest,
     DestroyKernelRequest,
     ExecuteRequest,
@@ -53,6 +54,7 @@ from bai.common.service_ports import LABEL_SERVICE_PORTS, ServicePort
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
+from .commit import KernelCommits
 from .compute.base import AllocationError
 from .compute.registry import (
     LABEL_DEVICE_ALLOCATION,
@@ -155,6 +157,7 @@ class Agent:
         self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
         self.image_services = ImageServices(docker.docker)
         self.networks = SessionNetworks(docker.docker, self.id)
+        self.commits = KernelCommits(docker.docker)
 
     # --- start / stop -----------------------------------------------------------------------
 
@@ -715,6 +718,13 @@ class Agent:
             raise AgentFailure(f"service {req.service} did not start in time", title="Service start failed") from exc
         except RunnerUnavailable as exc:
             raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    async def commit_kernel(self, req: CommitKernelRequest) -> dict[str, Any]:
+        """Save the running kernel's container as a new image (bai.agent.commit)."""
+        kernel = self._running(req.kernel_id)
+        assert kernel.container_id is not None
+        return await self.commits.commit(kernel.kernel_id, kernel.container_id, kernel.image, req.canonical,
+                                         dict(req.labels))
 
     def list_kernels(self) -> list[dict[str, Any]]:
         return [

@@ -29,6 +29,7 @@ from bai.common.agent_rpc import (
     AgentFailure,
     AgentStopping,
     AgentTimeout,
+    CommitKernelRequest,
     CreateKernelsRequest,
     DestroyKernelRequest,
     ExecuteRequest,
@@ -121,6 +122,14 @@ async def _start_service(agent: AgentBackend, req: StartServiceRequest) -> dict[
     return await start(req)
 
 
+async def _commit_kernel(agent: AgentBackend, req: CommitKernelRequest) -> dict[str, Any]:
+    # Only an agent that runs containers can commit one (not the dummy backend).
+    commit: Callable[[CommitKernelRequest], Awaitable[dict[str, Any]]] | None = getattr(agent, "commit_kernel", None)
+    if commit is None:
+        raise InvalidInput("this agent runs no containers, so it cannot commit one", title="Cannot commit")
+    return await commit(req)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping,
     "create_kernels": _create_kernels,
@@ -137,6 +146,7 @@ HANDLERS: dict[str, Handler] = {
     "read_fstab": host_mounts.read_fstab,
     "get_completions": files.rpc_get_completions,
     "list_files": files.rpc_list_files,
+    "commit_kernel": _commit_kernel,
 }
 
 

@@ -398,6 +398,19 @@ class MountHostRequest(UmountHostRequest):
         return None if value is None else host_mounts.check_options(value)
 
 
+#: A Docker image reference with a tag (``registry/project/name:tag``), as the agent will tag it.
+IMAGE_REFERENCE_PATTERN = r"^[a-z0-9][a-z0-9._:-]*(/[a-z0-9][a-z0-9._-]*)*:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+
+
+class CommitKernelRequest(KernelRequest):
+    """``commit_kernel`` (protocol 1.1): save the kernel's container as the image ``canonical``
+    with the base image's labels plus ``labels`` (``ai.backend.customized-image.*`` only);
+    ``{"image", "digest", "labels"}``. 409 while another commit of the kernel runs."""
+
+    canonical: str = Field(max_length=255, pattern=IMAGE_REFERENCE_PATTERN)
+    labels: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=16)
+
+
 #: method name -> request model; the agent serves exactly these.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "ping": PingRequest,
@@ -416,6 +429,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "get_completions": GetCompletionsRequest,
     "list_files": ListFilesRequest,
     "agent_info": AgentInfoRequest,
+    "commit_kernel": CommitKernelRequest,
 }
 
 
@@ -444,6 +458,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "get_completions": 10.0,
     "list_files": 40.0,
     "agent_info": 5.0,
+    # the agent bounds a commit by bai.agent.commit.COMMIT_TIMEOUT (600 s)
+    "commit_kernel": 630.0,
 }
 
 #: Calls a user waits on while the kernel keeps running: when the agent restarts (it refuses the
@@ -652,6 +668,10 @@ class AgentClient:
         """``{"id", "version", "protocol", "started_at", "kernels"}`` (protocol 1.1; an older agent:
         UnsupportedCall, or its 404 when its version was not known yet)."""
         return await self.call("agent_info", {})
+
+    async def commit_kernel(self, kernel_id: str, canonical: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Save the kernel's container as the image ``canonical`` (see :class:`CommitKernelRequest`)."""
+        return await self.call("commit_kernel", {"kernel_id": kernel_id, "canonical": canonical, "labels": labels})
 
     async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
                             envs: dict[str, str] | None = None) -> dict[str, Any]:
