@@ -125,6 +125,19 @@ def _is_operation(labels: dict[str, str]) -> bool:
     return "operation" in (labels.get(LABEL_FEATURES) or "").split()
 
 
+def customized_for(labels: dict[str, str], user_uuid: uuid.UUID) -> bool:
+    """Whether a user may see and use the image: any image but another user's customized one
+    (a session committed as an image, labelled ``ai.backend.customized-image.owner=user:<uuid>``)."""
+    owner = labels.get(image_store.CUSTOMIZED_OWNER)
+    return not owner or owner == f"user:{user_uuid}"
+
+
+def check_customized_owner(labels: dict[str, str], user_uuid: uuid.UUID, reference: str) -> None:
+    """Session creation: another user's customized image is as unknown as a missing one (404)."""
+    if not customized_for(labels, user_uuid):
+        raise errors.ImageNotFound(f"Unknown image: {reference}")
+
+
 async def list_images(ctx: ManagerContext, req: Requester, *, is_installed: bool | None = None,
                       is_operation: bool | None = None) -> list[ImageInfo]:
     """The original's ``images``: operation images only with ``is_operation``, the others
@@ -134,7 +147,8 @@ async def list_images(ctx: ManagerContext, req: Requester, *, is_installed: bool
         rows = await image_store.image_rows(conn, registries=registries)
         alive = await image_store.alive_agent_ids(conn)
     found = [_info(r, alive, _sees_agents(req)) for r in rows]
-    found = [i for i in found if _is_operation(i.labels) == bool(is_operation)]
+    found = [i for i in found if _is_operation(i.labels) == bool(is_operation)
+             and (_sees_all(req) or customized_for(i.labels, req.user_uuid))]
     if is_installed is not None:
         found = [i for i in found if i.installed == is_installed]
     return found
@@ -163,6 +177,8 @@ async def _one(ctx: ManagerContext, req: Requester,
         alive = await image_store.alive_agent_ids(conn)
     if registries is not None and row.registry not in registries:
         return None  # as if it did not exist: the caller may not use it
+    if not _sees_all(req) and not customized_for(dict(row.labels or {}), req.user_uuid):
+        return None  # another user's customized image
     return _info(row, alive, _sees_agents(req))
 
 

@@ -203,3 +203,40 @@ async def forget(conn: AsyncConnection, name: str, architecture: str) -> bool:
     res = await conn.execute(sa.delete(_i).where(_i.c.name == name, _i.c.architecture == architecture))
     await _drop_orphan_aliases(conn, [name])
     return bool(res.rowcount)
+
+
+# ------------------------------------------------------------------ customized images (imagify)
+
+#: ``user:<uuid>``: whose image a session's commit made (only its owner sees and uses it).
+CUSTOMIZED_OWNER = "ai.backend.customized-image.owner"
+
+
+async def customized_of(conn: AsyncConnection, owner: str) -> list[sa.Row[Any]]:
+    """The images whose owner label is ``owner`` (``user:<uuid>``): name, architecture, labels."""
+    q: sa.Select[Any] = (sa.select(_i.c.name, _i.c.architecture, _i.c.labels)
+         .where(_i.c.labels[CUSTOMIZED_OWNER].astext == owner).order_by(_i.c.name))
+    return list((await conn.execute(q)).all())
+
+
+async def customized_image_limit(conn: AsyncConnection, user_uuid: uuid.UUID) -> int | None:
+    """``max_customized_image_count`` of the user's resource policy (None: no such user)."""
+    u, p = t.users.c, t.user_resource_policies.c
+    found: int | None = await conn.scalar(
+        sa.select(p.max_customized_image_count)
+        .select_from(t.users.join(t.user_resource_policies, u.resource_policy == p.name))
+        .where(u.uuid == user_uuid))
+    return found
+
+
+async def register_customized(conn: AsyncConnection, name: str, architecture: str, digest: str,
+                              labels: dict[str, str], agent_id: str | None) -> None:
+    """Record an image an agent has just committed, as held by that agent (its heartbeats
+    agree); a commit to the same name replaces what the row said of the previous one."""
+    registry, tag = split_registry(name)
+    holders = [agent_id] if agent_id else []
+    stmt = insert(_i).values(id=uuid.uuid4(), name=name, architecture=architecture, registry=registry, tag=tag,
+                             config_digest=digest, labels=labels, is_local=True, installed_agents=holders)
+    await conn.execute(stmt.on_conflict_do_update(
+        constraint="uq_images_name_architecture",
+        set_={"config_digest": digest, "labels": labels, "is_local": True, "installed_agents": holders},
+    ))

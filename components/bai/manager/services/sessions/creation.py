@@ -25,7 +25,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
-from ..images import check_registry_allowed
+from ..images import check_customized_owner, check_registry_allowed
 from ..manager_admin import ensure_not_frozen
 from ..scheduling.admission import check_capacity, check_create_limits, starts_at_of
 from ..schemas import CreateSession
@@ -72,6 +72,7 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         if image is None:
             raise errors.ImageNotFound(f"Unknown image: {req.image} ({req.architecture})")
         await check_registry_allowed(conn, image.registry, req.domain, group_id)
+        check_customized_owner(image.labels, owner.user_uuid, req.image)
         sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
         assigned = await assignment.resolve(ctx, conn, req, sgroup, image.architecture)
         known_slots = await agent_store.known_slot_types(conn)

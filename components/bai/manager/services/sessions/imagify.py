@@ -1,0 +1,132 @@
+"""Saving a running session as an image of its owner (``POST /session/{ref}/imagify``, the
+official client's ``session convert-to-image``).
+
+The session's main kernel is committed by its agent (``commit_kernel``) in a background task;
+the image is then recorded in ``images`` as held by that agent, so the owner can start a
+session from it at once (the agent's next heartbeat reports the same image). Its reference is
+the base image's repository with the base tag plus ``-customized_<id>``, and it carries
+``ai.backend.customized-image.{owner,name,id,user.email}``: only its owner sees it or starts
+sessions from it (services/images.py). Committing under a name the owner already used for the
+same base image replaces that image (same id, same reference); new names count against the
+user resource policy's ``max_customized_image_count`` (negative: no limit).
+
+The image stays on the agent that made it (no registry push): sessions from it must run there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from bai.common.agent_rpc import AgentError
+from bai.manager import errors
+from bai.manager.store import images as image_store
+from bai.manager.store import sessions as store
+from bai.manager.store.keypairs import Requester
+
+from .. import bgtasks
+from ..context import ManagerContext
+from .lookup import get_one, resolve_owner
+
+__all__ = ["IMAGE_NAME_PATTERN", "CommitInProgress", "imagify"]
+
+log = logging.getLogger(__name__)
+
+#: What the original accepts as the new image's name (a label value, not the reference).
+IMAGE_NAME_PATTERN = r"^[a-zA-Z0-9\.\-_]+$"
+MAX_IMAGE_NAME = 128
+LABEL_NAME = "ai.backend.customized-image.name"
+LABEL_ID = "ai.backend.customized-image.id"
+LABEL_EMAIL = "ai.backend.customized-image.user.email"
+_TAG_MARK = "customized_"
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class CommitInProgress(errors.ApiError):
+    status, error_type, title = 409, errors.PROBS + "commit-in-progress", "The session is being committed already."
+
+
+def _committing(ctx: ManagerContext) -> set[uuid.UUID]:
+    """The kernels this manager is committing now (the agent refuses a second one anyway)."""
+    found = ctx.extra.get("imagify.committing")
+    if not isinstance(found, set):
+        found = ctx.extra["imagify.committing"] = set()
+    return found
+
+
+def base_tag(tag: str) -> str:
+    """The tag without an earlier commit's ``-customized_<id>`` part."""
+    return "-".join(part for part in tag.split("-") if not part.startswith(_TAG_MARK))
+
+
+def _check_name(image_name: str) -> None:
+    if not re.fullmatch(IMAGE_NAME_PATTERN, image_name) or len(image_name) > MAX_IMAGE_NAME:
+        raise errors.InvalidAPIParameters(
+            f"image_name must be 1-{MAX_IMAGE_NAME} characters of letters, digits, '.', '-' and '_'",
+            data={"image_name": image_name[:200]})
+
+
+async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_name: str, *,
+                  visibility: str = "user", owner_access_key: str | None = None) -> uuid.UUID:
+    """Start committing the session ``ref`` as the image ``image_name``; the background task's id."""
+    _check_name(image_name)
+    if visibility != "user":
+        raise errors.InvalidAPIParameters("image_visibility: only 'user' is supported")
+    owner = await resolve_owner(ctx, requester, owner_access_key)
+    async with ctx.db.connect() as conn:
+        row = await get_one(conn, ref, owner.access_key)
+        kernels = await store.kernels_of(conn, row.id)
+        owner_label = f"user:{owner.user_uuid}"
+        mine = await image_store.customized_of(conn, owner_label)
+        limit = await image_store.customized_image_limit(conn, owner.user_uuid)
+    main = next((k for k in kernels if k.cluster_role == "main"), None)
+    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
+        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
+    repository, sep, tag = str(main.image).rpartition(":")
+    if not sep or "/" in tag:
+        raise errors.InvalidAPIParameters(f"The session's image {main.image} has no tag to derive a new one from.")
+    same = [r for r in mine if r.labels.get(LABEL_NAME) == image_name and r.name.startswith(repository + ":")
+            and _ID_RE.match(str(r.labels.get(LABEL_ID) or ""))]
+    if same:
+        custom_id = str(same[0].labels[LABEL_ID])
+    else:
+        taken = {str(r.labels.get(LABEL_ID) or r.name) for r in mine}
+        if limit is not None and 0 <= limit <= len(taken):
+            raise errors.QuotaExceeded(f"You have reached your customized image count quota ({limit}).")
+        custom_id = uuid.uuid4().hex
+    canonical = f"{repository}:{base_tag(tag)}-{_TAG_MARK}{custom_id}"
+    labels = {image_store.CUSTOMIZED_OWNER: owner_label, LABEL_NAME: image_name, LABEL_ID: custom_id,
+              LABEL_EMAIL: owner.email}
+    busy = _committing(ctx)
+    if main.id in busy:
+        raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
+    busy.add(main.id)
+    try:
+        return await bgtasks.of(ctx).start(_commit_body(ctx, main, canonical, labels, busy),
+                                           owner=requester.access_key, name="imagify")
+    except BaseException:
+        busy.discard(main.id)
+        raise
+
+
+def _commit_body(ctx: ManagerContext, main: Any, canonical: str, labels: dict[str, str],
+                 busy: set[uuid.UUID]) -> bgtasks.TaskBody:
+    async def body(progress: bgtasks.Progress) -> str:
+        try:
+            await progress.update(total=2, message=f"Committing the session as {canonical}")
+            try:
+                result = await ctx.agents.get(main.agent_addr).commit_kernel(str(main.id), canonical, labels)
+            except AgentError as exc:
+                raise RuntimeError(f"the agent could not commit the session: {exc.msg or exc.title}") from exc
+            await progress.update(increment=1, message=f"Committed {canonical}")
+            async with ctx.db.begin() as conn:
+                await image_store.register_customized(conn, canonical, main.architecture, str(result["digest"]),
+                                                      dict(result["labels"]), main.agent)
+            log.info("kernel %s committed as %s", main.id, canonical)
+            await progress.update(increment=1, message=f"Image ready: {canonical}")
+            return canonical
+        finally:
+            busy.discard(main.id)
+    return body

@@ -1,0 +1,161 @@
+"""``POST /session/{ref}/imagify`` through the real manager and agent: a session saved as an image
+only its owner sees, a new session of it finds what the first one wrote; bad input, another
+user's session and a session that is not running are refused with problem+json and start nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiodocker
+import pytest
+import sqlalchemy as sa
+
+from bai.manager.store import tables as t
+
+from .conftest import Node
+
+pytestmark = pytest.mark.timeout(240)
+
+PROBS = "https://api.backend.ai/probs/"
+MARKER = "/home/work/.imagify-marker.txt"
+POLICY = {"total_resource_slots": {}, "max_concurrent_sessions": 5, "max_containers_per_session": 1}
+
+
+def name() -> str:
+    return f"s-{secrets.token_hex(5)}"
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            out.append((fields["event"], json.loads(fields.get("data") or "{}")))
+    return out
+
+
+async def bgtask_events(node: Node, task_id: str, keys: tuple[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    async with asyncio.timeout(120):  # the stream ends once the task has
+        status, text = await node.call("GET", f"/events/background-task?task_id={task_id}", keys=keys)
+    assert status == 200, text
+    return sse_events(text)
+
+
+async def bgtask_count(node: Node) -> int:
+    import redis.asyncio as aioredis
+
+    host, _, port = node.redis_addr.rpartition(":")
+    async with aioredis.Redis(host=host, port=int(port), db=4) as redis:
+        return len([k async for k in redis.scan_iter(match="bgtask.*")])
+
+
+@pytest.fixture
+async def owner(node: Node) -> AsyncIterator[tuple[str, str]]:
+    """A user whose customized images are removed after the test (found by their owner label)."""
+    keys = await node.add_keypair(POLICY)
+    async with node.db.connect() as conn:
+        user = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == keys[0]))
+    try:
+        yield keys
+    finally:
+        async with aiodocker.Docker() as docker:
+            label = f"ai.backend.customized-image.owner=user:{user}"
+            for image in await docker.images.list(filters={"label": [label]}):
+                await docker.images.delete(image["Id"], force=True)
+
+
+async def test_imagify_then_a_session_of_the_image(node: Node, owner: tuple[str, str]) -> None:
+    other = await node.add_keypair(POLICY)
+    first, run = name(), secrets.token_hex(4)
+    st, body = await node.call("POST", "/session", {"name": first, "image": "python",
+                                                    "config": {"resources": {"cpu": "1", "mem": "320m"}}}, keys=owner)
+    assert st == 201 and body["status"] == "RUNNING", body
+    canonical = ""
+    try:
+        st, res = await node.call("POST", f"/session/{first}",
+                                  {"mode": "query", "code": f"open({MARKER!r}, 'w').write('kept {run}')",
+                                   "runId": None}, keys=owner)
+        assert st == 200 and res["result"]["exitCode"] == 0, res
+
+        # Refused, and no background task started: a bad name, someone else's session (as if it
+        # did not exist, or 403 when asked on the owner's behalf), a visibility we do not offer.
+        tasks_before = await bgtask_count(node)
+        for query, keys, status, kind in [
+            ("image_name=bad%20name!", owner, 400, "invalid-api-params"),
+            ("image_name=", owner, 400, "invalid-api-params"),
+            ("image_name=ok&image_visibility=project", owner, 400, "invalid-api-params"),
+            ("image_name=ok", other, 404, "object-not-found"),
+            (f"image_name=ok&owner_access_key={owner[0]}", other, 403, "generic-forbidden"),
+        ]:
+            st, err = await node.call("POST", f"/session/{first}/imagify?{query}", keys=keys)
+            assert st == status, (query, err)
+            assert node.last_headers["Content-Type"] == "application/problem+json"
+            assert err["type"] == PROBS + kind, err
+        assert await bgtask_count(node) == tasks_before
+
+        st, started = await node.call("POST", f"/session/{first}/imagify?image_name=my-env.{run}", keys=owner)
+        assert st == 200, started
+        events = await bgtask_events(node, started["task_id"], owner)
+        names = [e for e, _ in events]
+        assert names[-2:] == ["bgtask_done", "server_close"], events
+        canonical = events[-2][1]["message"]
+        assert canonical.startswith("bai.local/stable/python:3.11-debian12-customized_"), canonical
+        # Another user may not follow the owner's task.
+        assert (await node.call("GET", f"/events/background-task?task_id={started['task_id']}", keys=other))[0] == 404
+    finally:
+        assert (await node.call("DELETE", f"/session/{first}", keys=owner))[0] == 200
+
+    async with node.db.connect() as conn:
+        row = (await conn.execute(sa.select(t.images).where(t.images.c.name == canonical))).one()
+        owner_uuid = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == owner[0]))
+    assert row.labels["ai.backend.customized-image.owner"] == f"user:{owner_uuid}"
+    assert row.labels["ai.backend.customized-image.name"] == f"my-env.{run}"
+    assert row.labels["ai.backend.kernelspec"] == "1" and row.installed_agents == [node.agent.config.agent.id]
+
+    # Only the owner sees it and starts sessions from it.
+    query = {"query": "{ images { name tag } }"}
+    mine = (await node.call("POST", "/admin/gql", query, keys=owner))[1]["data"]["images"]
+    theirs = (await node.call("POST", "/admin/gql", query, keys=other))[1]["data"]["images"]
+    assert any(i["tag"] == canonical.rpartition(":")[2] for i in mine)
+    assert not any(i["tag"] == canonical.rpartition(":")[2] for i in theirs)
+    st, err = await node.call("POST", "/session", {"name": name(), "image": canonical}, keys=other)
+    assert st == 404 and err["type"] == PROBS + "object-not-found", err
+
+    second = name()
+    st, body = await node.call("POST", "/session", {"name": second, "image": canonical,
+                                                    "config": {"resources": {"cpu": "1", "mem": "320m"}}},
+                               keys=owner)
+    assert st == 201 and body["status"] == "RUNNING", body
+    try:
+        st, res = await node.call("POST", f"/session/{second}",
+                                  {"mode": "query", "code": f"print(1); print(open({MARKER!r}).read())",
+                                   "runId": None}, keys=owner)
+        assert res["result"]["console"] == [["stdout", f"1\nkept {run}\n"]], res
+        # Committing under the same name again replaces that image (same reference).
+        st, again = await node.call("POST", f"/session/{second}/imagify?image_name=my-env.{run}", keys=owner)
+        assert st == 200, again
+        events = await bgtask_events(node, again["task_id"], owner)
+        assert events[-2] == ("bgtask_done", {**events[-2][1], "message": canonical}), events
+    finally:
+        assert (await node.call("DELETE", f"/session/{second}", keys=owner))[0] == 200
+
+
+async def test_imagify_needs_a_running_session(node: Node, owner: tuple[str, str]) -> None:
+    pending = name()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    st, body = await node.call("POST", "/session", {"name": pending, "image": "python", "type": "batch",
+                                                    "startupCommand": "true", "startsAt": later,
+                                                    "enqueueOnly": True}, keys=owner)
+    assert st == 201 and body["status"] == "PENDING", body
+    try:
+        st, err = await node.call("POST", f"/session/{pending}/imagify?image_name=x", keys=owner)
+        assert st == 400 and err["type"] == PROBS + "invalid-api-params" and "not running" in err["msg"], err
+        st, err = await node.call("POST", "/session/no-such-session/imagify?image_name=x", keys=owner)
+        assert st == 404 and node.last_headers["Content-Type"] == "application/problem+json", err
+    finally:
+        assert (await node.call("DELETE", f"/session/{pending}", keys=owner))[0] == 200
