@@ -136,10 +136,14 @@ class RunnerFiles:
         files = data.get("files")
         return {"files": files if isinstance(files, list) else [], "abspath": str(data.get("abspath", path))}
 
-    async def upload(self, path: str, body: AsyncIterator[bytes]) -> int:
-        """Write ``body`` to ``path`` (relative to /home/work); all or nothing."""
+    async def upload(self, path: str, body: AsyncIterator[bytes], mode: int | None = None) -> int:
+        """Write ``body`` to ``path`` (relative to /home/work); all or nothing. ``mode``: the
+        file's permission bits (default 0644 less the umask)."""
         tid = secrets.token_hex(8)
-        await self._request({"op": "file-put-begin", "id": tid, "path": path})
+        begin: dict[str, Any] = {"op": "file-put-begin", "id": tid, "path": path}
+        if mode is not None:
+            begin["mode"] = mode
+        await self._request(begin)
         try:
             header = encode_frame({"op": "file-put-data", "id": tid, "binary": True})
             pending = b""

@@ -190,6 +190,15 @@ def check_kernel_path(value: str) -> str:
     return value
 
 
+class DotfileSpec(BaseModel):
+    """A dotfile for the kernel's home: ``path`` relative to it, ``perm`` three octal digits."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    path: str = Field(min_length=1, max_length=1024)
+    perm: str = Field(pattern=r"^[0-7]{3}$")
+    data: str = Field(max_length=65536)
+
+
 class KernelCreationConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     image: ImageRef
@@ -205,6 +214,8 @@ class KernelCreationConfig(BaseModel):
     startup_command: str | None = None
     owner: dict[str, Any] = {}
     mounts: list[VFolderMountSpec] = []
+    #: since 1.1: written into the home directory before the kernel counts as started (agent/dotfiles.py)
+    dotfiles: list[DotfileSpec] = Field([], max_length=300)
 
     @field_validator("resource_slots", mode="before")
     @classmethod

@@ -62,7 +62,10 @@ METHODS_SINCE: dict[str, ProtocolVersion] = {
     "commit_kernel": ProtocolVersion(1, 1),
 }
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.
-FIELDS_SINCE: dict[str, dict[str, ProtocolVersion]] = {}
+#: ``"list[].field"`` names a field of each item of the list ``list``.
+FIELDS_SINCE: dict[str, dict[str, ProtocolVersion]] = {
+    "create_kernels": {"configs[].dotfiles": ProtocolVersion(1, 1)},
+}
 
 
 def advertised(environ: Mapping[str, str] | None = None) -> ProtocolVersion:
@@ -113,5 +116,16 @@ def for_peer(method: str, body: dict[str, Any], peer: ProtocolVersion) -> dict[s
     newer = FIELDS_SINCE.get(method)
     if not newer:
         return body
-    drop = {name for name, since in newer.items() if peer < since and name in body}
-    return {k: v for k, v in body.items() if k not in drop} if drop else body
+    result = body
+    for name, since in newer.items():
+        if peer >= since:
+            continue
+        outer, nested, inner = name.partition("[].")
+        if not nested:
+            if name in result:
+                result = {k: v for k, v in result.items() if k != name}
+        elif isinstance(items := result.get(outer), list) and any(
+                isinstance(i, dict) and inner in i for i in items):
+            result = {**result, outer: [{k: v for k, v in i.items() if k != inner} if isinstance(i, dict) else i
+                                        for i in items]}
+    return result

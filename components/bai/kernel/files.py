@@ -308,7 +308,7 @@ class FileOps:
             if op == "file-list":
                 self._result(tid, self._list(str(message.get("path", "."))))
             elif op == "file-put-begin":
-                self._put_begin(tid, str(message.get("path", "")))
+                self._put_begin(tid, str(message.get("path", "")), message.get("mode"))
                 self._result(tid, {})
             elif op == "file-put-data" and message.get("binary") is True:
                 self._binary_for = tid
@@ -368,10 +368,12 @@ class FileOps:
 
     # --- uploads ------------------------------------------------------------------------------
 
-    def _put_begin(self, tid: str, path: str) -> None:
+    def _put_begin(self, tid: str, path: str, mode: Any = None) -> None:
         parts = split_path(path, self.work_dir)
         if not parts:
             raise FileOpError("refused", f"{path}: not a file path")
+        if mode is not None and (type(mode) is not int or not 0 <= mode <= 0o777):
+            raise FileOpError("refused", f"{path}: invalid file mode")
         if tid in self._uploads or len(self._uploads) >= MAX_TRANSFERS:
             raise FileOpError("busy", "too many uploads at once")
         try:
@@ -386,6 +388,12 @@ class FileOps:
             os.close(dir_fd)
             raise _oserror(exc, path) from None
         self._uploads[tid] = _Upload(dir_fd, parts[-1], tmp, fd)
+        if mode is not None:  # exactly this mode, whatever the umask (dotfiles: agent/dotfiles.py)
+            try:
+                os.fchmod(fd, mode)
+            except OSError as exc:
+                self._uploads.pop(tid).discard()
+                raise _oserror(exc, path) from None
 
     def _put_data(self, tid: str, data: Any) -> None:
         try:

@@ -32,6 +32,7 @@ from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.manager.api import (
     auth,
     bgtask,
+    dotfiles,
     events,
     folder_mounts,
     folder_sharing,
@@ -265,6 +266,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     folders.routes(app)
     folder_mounts.routes(app)
     folder_sharing.routes(app)
+    dotfiles.routes(app)
     openapi.routes(app)
     return app
 

@@ -37,7 +37,7 @@ from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
 from bai.manager.store.db import try_advisory_xact_lock
 
-from . import cluster_networks
+from . import cluster_networks, dotfiles
 from .context import ManagerContext
 from .images import registry_for_agent
 from .scheduling import dependencies, devices, predicates, queues, selectors
@@ -554,6 +554,10 @@ class Scheduler:
                 await store.set_kernel_status(conn, k.id, KernelStatus.PREPARING, only_from=["SCHEDULED"])
             email = await user_store.email_of(conn, sess.user_uuid)
             image_labels = await image_store.labels_of(conn, sess.image, sess.architecture)
+            # the domain's, project's and keypair's dotfiles, and the keypair's stored bootstrap
+            # script for a session created without one: as they are when the session starts
+            home_files, stored_script = await dotfiles.for_session(conn, sess.access_key, sess.domain_name,
+                                                                   sess.group_id)
         # where the agent pulls the image from if it lacks it (None for local images: no lookup)
         registry = await registry_for_agent(self.ctx, kernels[0].registry or "")
         hosts = ",".join(k.cluster_hostname for k in kernels)
@@ -577,12 +581,15 @@ class Scheduler:
                 "session_type": k.session_type, "cluster_role": k.cluster_role, "cluster_idx": k.cluster_idx,
                 "local_rank": k.local_rank, "cluster_hostname": k.cluster_hostname,
                 "resource_slots": k.requested_slots, "resource_opts": k.resource_opts, "environ": environ,
-                "bootstrap_script": sess.bootstrap_script, "startup_command": sess.startup_command,
+                "bootstrap_script": sess.bootstrap_script or stored_script or None,
+                "startup_command": sess.startup_command,
                 "owner": {"access_key": sess.access_key, "user_uuid": str(sess.user_uuid), "user_email": email},
                 # resolved and checked when the session was created (services/vfolders/mounts.py)
                 "mounts": [{"host_path": m["host_path"], "kernel_path": m["kernel_path"],
                             "permission": m["mount_perm"]} for m in sess.vfolder_mounts or ()],
             })
+            if home_files:  # protocol 1.1; left out for older agents (bai.common.protocol.FIELDS_SINCE)
+                configs[-1]["dotfiles"] = home_files
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
         if sess.cluster_mode == "multi-node" and cluster_networks.spans_hosts([k.agent_addr for k in kernels]):
