@@ -74,6 +74,10 @@ class GroupNotFound(ObjectNotFound):
     title = "No such user group (project)."
 
 
+class TaskTemplateNotFound(ObjectNotFound):
+    error_type, title = PROBS + "task-template-not-found", "No such task template."
+
+
 class TooManySessionsMatched(ApiError, LookupError):
     status, error_type, title = 404, PROBS + "too-many-sessions-matched", "Too many sessions matched."
 

@@ -46,6 +46,7 @@ from bai.manager.api import (
     scaling_groups,
     session,
     session_dependencies,
+    session_templates,
     stream,
     usage_stats,
 )
@@ -256,6 +257,7 @@ def build_app(config: ManagerConfig) -> web.Application:
     stream.routes(app)
     pty.routes(app)
     session_dependencies.routes(app)
+    session_templates.routes(app)
     events.routes(app)
     bgtask.routes(app)
     gql.routes(app)
