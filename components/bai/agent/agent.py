@@ -47,6 +47,7 @@ from bai.common.agent_rpc import (
     InvalidInput,
     KernelCreationConfig,
     KernelNotFound,
+    ShutdownServiceRequest,
     StartServiceRequest,
 )
 from bai.common.events import EventProducer
@@ -87,6 +88,7 @@ from .ports import NoFreePorts, PortPool
 from .resources import InsufficientResources
 from .services import (
     SERVICE_START_TIMEOUT,
+    SERVICE_STOP_TIMEOUT,
     ImageServices,
     plan_service_ports,
     publish,
@@ -718,6 +720,24 @@ class Agent:
                 return await runner.start_service(message)
         except TimeoutError as exc:
             raise AgentFailure(f"service {req.service} did not start in time", title="Service start failed") from exc
+        except RunnerUnavailable as exc:
+            raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
+
+    async def shutdown_service(self, req: ShutdownServiceRequest) -> dict[str, Any]:
+        """Stop one of the kernel's service ports (``{"status": "stopped" | "not-running"}``);
+        a service the kernel does not have is a 400."""
+        kernel = self._running(req.kernel_id)
+        runner = kernel.runner
+        assert runner is not None
+        if not any(sp.name == req.service for sp in kernel.service_ports):
+            known = ", ".join(sp.name for sp in kernel.service_ports) or "none"
+            raise InvalidInput(f"the kernel has no service {req.service!r} (its services: {known})",
+                               title="Unknown service")
+        try:
+            async with asyncio.timeout(SERVICE_STOP_TIMEOUT):
+                return await runner.shutdown_service(req.service)
+        except TimeoutError as exc:
+            raise AgentFailure(f"service {req.service} did not stop in time", title="Service stop failed") from exc
         except RunnerUnavailable as exc:
             raise AgentFailure(str(exc), title="Kernel runner unreachable") from exc
 

@@ -583,6 +583,11 @@ class KernelRunner:
         finally:
             self._service_replies.pop(req, None)
 
+    async def shutdown_service(self, name: str) -> dict[str, Any]:
+        """Send a ``shutdown-service`` op and return the runner's result (``{"status": "stopped" |
+        "not-running"}``; callers bound it with ``asyncio.timeout``)."""
+        return await self.start_service({"op": "shutdown-service", "name": name})  # same request/reply
+
     async def request_exit(self) -> None:
         with contextlib.suppress(OSError, RunnerUnavailable):
             await self._send({"op": "exit"})

@@ -38,6 +38,7 @@ from bai.common.agent_rpc import (
     KernelRequest,
     PingRequest,
     ProtocolMismatch,
+    ShutdownServiceRequest,
     StartServiceRequest,
     Unauthorized,
 )
@@ -130,6 +131,13 @@ async def _commit_kernel(agent: AgentBackend, req: CommitKernelRequest) -> dict[
     return await commit(req)
 
 
+async def _shutdown_service(agent: AgentBackend, req: ShutdownServiceRequest) -> dict[str, Any]:
+    stop: Callable[[ShutdownServiceRequest], Awaitable[dict[str, Any]]] | None = getattr(agent, "shutdown_service", None)
+    if stop is None:
+        raise InvalidInput("this agent runs no kernels, so no services", title="Unknown service")
+    return await stop(req)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping,
     "create_kernels": _create_kernels,
@@ -140,6 +148,7 @@ HANDLERS: dict[str, Handler] = {
     "get_logs": _get_logs,
     "list_kernels": _list_kernels,
     "start_service": _start_service,
+    "shutdown_service": _shutdown_service,
     "host_mounts": host_mounts.list_host_mounts,
     "mount_host": host_mounts.mount_host,
     "umount_host": host_mounts.umount_host,

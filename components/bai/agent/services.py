@@ -53,6 +53,8 @@ MAX_ARCHIVE_BYTES = 4 * 2**20
 READ_TIMEOUT = 30.0
 #: How long the runner may take to get a service listening, and the RPC's margin on top.
 SERVICE_START_TIMEOUT = 60.0
+#: How long a shutdown-service waits for the runner (which kills a service after a few seconds).
+SERVICE_STOP_TIMEOUT = 15.0
 
 
 class ImageServices:

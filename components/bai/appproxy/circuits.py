@@ -154,6 +154,16 @@ class CircuitRegistry:
             await self.close(circuit, why)
         return len(circuits)
 
+    async def close_service(self, session_id: uuid.UUID, kernel_host: str, kernel_ports: frozenset[int],
+                            why: str) -> int:
+        """Close the session's circuits to ``kernel_host`` on one of ``kernel_ports`` (a service
+        that was stopped)."""
+        circuits = [c for c in self.of_session(session_id)
+                    if c.kernel_host == kernel_host and c.kernel_port in kernel_ports]
+        for circuit in circuits:
+            await self.close(circuit, why)
+        return len(circuits)
+
     async def close_all(self, why: str) -> None:
         for circuit in list(self._by_id.values()):
             await self.close(circuit, why)

@@ -1,5 +1,6 @@
 """Ending circuits with their sessions: the manager announces every session's end on the pub/sub
-channel ``bai.session-events``; the proxy listens and closes the session's circuits.
+channel ``bai.session-events``; the proxy listens and closes the session's circuits (and, on
+``session_service_stopped``, those to the service that a shutdown-service stopped).
 
 A subscription lost (Redis restarted, network cut) may have missed an end, and a service port
 of a finished session may be handed to another session later: so after a gap every circuit that
@@ -38,6 +39,23 @@ def ended_session(data: bytes | str) -> uuid.UUID | None:
     return None
 
 
+#: Broadcast when one service of a session was stopped (shutdown-service).
+SERVICE_STOPPED = "session_service_stopped"
+
+
+def stopped_service(data: bytes | str) -> tuple[uuid.UUID, str, frozenset[int]] | None:
+    """``(session, kernel host, host ports)`` of the service a broadcast says was stopped."""
+    try:
+        payload: dict[str, Any] = json.loads(data)
+        if payload.get("name") == SERVICE_STOPPED:
+            args = payload["args"]
+            return (uuid.UUID(str(args["sessionId"])), str(args["kernelHost"]),
+                    frozenset(int(p) for p in args["kernelPorts"]))
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass
+    return None
+
+
 async def watch(redis: aioredis.Redis, circuits: CircuitRegistry, subscribed: asyncio.Event | None = None,
                 retry: float = 1.0) -> None:
     """Runs for the life of the proxy."""
@@ -58,6 +76,8 @@ async def watch(redis: aioredis.Redis, circuits: CircuitRegistry, subscribed: as
                 sid = ended_session(msg["data"])
                 if sid is not None:
                     await circuits.close_session(sid, "session ended")
+                elif (stopped := stopped_service(msg["data"])) is not None:
+                    await circuits.close_service(*stopped, why="service stopped")
         except asyncio.CancelledError:
             raise
         except Exception as exc:

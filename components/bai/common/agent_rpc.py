@@ -324,6 +324,13 @@ class StartServiceRequest(KernelRequest):
     opts: StartServiceOptions = Field(default_factory=StartServiceOptions)
 
 
+class ShutdownServiceRequest(KernelRequest):
+    """``shutdown_service`` (protocol 1.1): stop a service port's process that start_service
+    began (``{"status": "stopped" | "not-running"}``); 400 for a service the kernel lacks."""
+
+    service: str = Field(pattern=r"^[\w-]{1,64}$")
+
+
 class GetCompletionsRequest(KernelRequest):
     """``get_completions``: ``{"completions": [str]}`` for the word before the cursor (empty while
     code runs)."""
@@ -433,6 +440,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "get_logs": GetLogsRequest,
     "list_kernels": ListKernelsRequest,
     "start_service": StartServiceRequest,
+    "shutdown_service": ShutdownServiceRequest,
     "host_mounts": ListHostMountsRequest,
     "mount_host": MountHostRequest,
     "umount_host": UmountHostRequest,
@@ -461,6 +469,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "list_kernels": 10.0,
     # the runner waits up to 60 s for a service to listen (bai.agent.services)
     "start_service": 75.0,
+    # the runner gives a stopping service a few seconds before it kills it
+    "shutdown_service": 20.0,
     # mount/umount run under the agent's [host-mounts] command-timeout (at most 40 s)
     "host_mounts": 10.0,
     "mount_host": 50.0,
@@ -689,6 +699,10 @@ class AgentClient:
         """``{"status": "started" | "running" | "failed", "error"?}`` (see :class:`StartServiceRequest`)."""
         return await self.call("start_service", {"kernel_id": kernel_id, "service": service,
                                                  "opts": {"arguments": arguments or {}, "envs": envs or {}}})
+
+    async def shutdown_service(self, kernel_id: str, service: str) -> dict[str, Any]:
+        """``{"status": "stopped" | "not-running"}`` (see :class:`ShutdownServiceRequest`)."""
+        return await self.call("shutdown_service", {"kernel_id": kernel_id, "service": service})
 
     async def get_completions(self, kernel_id: str, code: str, options: dict[str, Any]) -> list[str]:
         reply = await self.call("get_completions", {"kernel_id": kernel_id, "code": code, "options": options})

@@ -59,6 +59,7 @@ UNVERSIONED = ProtocolVersion(1, 0)
 #: RPC methods added after 1.0, with the version that added them.
 METHODS_SINCE: dict[str, ProtocolVersion] = {
     "agent_info": ProtocolVersion(1, 1),
+    "shutdown_service": ProtocolVersion(1, 1),
     "commit_kernel": ProtocolVersion(1, 1),
 }
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.

@@ -389,6 +389,8 @@ class Runner:
             self._send({"type": "restarted"})
         elif op == "start-service":
             self.services.start(message)
+        elif op == "shutdown-service":
+            self.services.stop(message)
 
     # --- batch startup command and restart ---------------------------------------------------
 

@@ -37,6 +37,8 @@ WORK_DIR = "/home/work"
 POLL_INTERVAL = 0.05
 DEFAULT_START_TIMEOUT = 60.0
 PRESTART_COMMAND_TIMEOUT = 10.0
+#: How long a stopped service has to end after SIGTERM before it is killed.
+STOP_GRACE = 3.0
 #: How much of a service's log a failure report quotes.
 _LOG_TAIL = 2048
 _PRESTART_OUTPUT_LIMIT = 64 * 2**10
@@ -275,6 +277,33 @@ class Services:
             proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             pass
+
+    def stop(self, message: dict[str, Any]) -> None:
+        """``shutdown-service``: end the service's process group (SIGTERM, then SIGKILL after
+        :data:`STOP_GRACE` seconds) and reply ``stopped``, or ``not-running`` when it was not up.
+        Requests still waiting for it to start get ``failed``. The wait blocks the loop for at
+        most STOP_GRACE: services die on SIGTERM at once, and a stop is rare."""
+        import subprocess
+
+        req, name = str(message.get("req") or ""), str(message.get("name") or "")
+        service = self._services.pop(name, None)
+        if service is None or (service.proc is not None and service.proc.poll() is not None):
+            self._reply(req, "not-running")
+            return
+        for waiting, _status in service.waiting:
+            self._reply(waiting, "failed", "the service was stopped by shutdown-service")
+        service.waiting.clear()
+        if service.proc is not None:
+            try:
+                os.killpg(service.proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                service.proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self._kill(service.proc)
+        _log(f"service {name}: stopped")
+        self._reply(req, "stopped")
 
     def shutdown(self) -> None:
         for service in self._services.values():

@@ -8,7 +8,7 @@ from bai.manager import errors
 from bai.manager.services import schemas
 from bai.manager.services.manager_admin import ServerFrozen
 
-from . import app_proxy, routing, session_files, session_images
+from . import app_proxy, routing, session_extras, session_files, session_images
 from .keys import SESSIONS, requester
 from .middlewares import auth_required
 from .replies import Executed, Logs, SessionCreated, SessionDestroyed, SessionInfo
@@ -114,3 +114,4 @@ def routes(app: web.Application) -> None:
     session_files.routes(app)  # interrupt, complete, upload, download, files
     app_proxy.routes(app)  # start-service, the apps and their tunnels
     session_images.routes(app)  # imagify
+    session_extras.routes(app)  # rename, status-history, abusing-report, shutdown-service, ...

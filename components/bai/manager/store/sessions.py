@@ -252,6 +252,23 @@ async def note_kernel_condition(conn: AsyncConnection, session_id: uuid.UUID, ke
     return True
 
 
+async def rename_running(conn: AsyncConnection, session_id: uuid.UUID, new_name: str) -> bool:
+    """Rename a RUNNING session and its kernels; False when it is not RUNNING (any more).
+    DuplicateSessionName when the owner has another live session of that name (the unique
+    index says so, so two renames cannot race past each other); the transaction is aborted."""
+    try:
+        changed = await conn.execute(t.sessions.update().where(
+            t.sessions.c.id == session_id, t.sessions.c.status == SessionStatus.RUNNING.value).values(name=new_name))
+    except IntegrityError as exc:
+        if t.UNIQUE_LIVE_SESSION_NAME in str(exc.orig):
+            raise DuplicateSessionName(new_name) from exc
+        raise
+    if not changed.rowcount:
+        return False
+    await conn.execute(t.kernels.update().where(t.kernels.c.session_id == session_id).values(session_name=new_name))
+    return True
+
+
 async def lock_session(conn: AsyncConnection, session_id: uuid.UUID) -> None:
     """Lock the session's row until the transaction ends (closing takes it before its kernels)."""
     await conn.execute(sa.select(t.sessions.c.id).where(t.sessions.c.id == session_id).with_for_update())

@@ -35,7 +35,7 @@ from . import assignment, dependencies
 from .lookup import resolve_owner, service_ports_for_client
 from .payloads import broadcast_session
 
-__all__ = ["DEFAULT_SHMEM", "SETTLED", "create"]
+__all__ = ["DEFAULT_SHMEM", "SETTLED", "check_session_name", "create"]
 
 #: Statuses after which a blocking create stops waiting.
 SETTLED = frozenset({"RUNNING", "ERROR", "CANCELLED", "TERMINATED", "TERMINATING"})
@@ -44,14 +44,19 @@ DEFAULT_SHMEM = 64 * 2**20
 MAX_AMOUNT_EXPONENT = MAX_SLOT_AMOUNT_EXPONENT
 
 
+def check_session_name(name: str) -> None:
+    """A session's name (at creation and rename): 4-64 ASCII word characters, '.' or '-'."""
+    if not SESSION_NAME_RE.match(name) or name == "from-template":
+        raise errors.InvalidAPIParameters(
+            "Input validation error", {"name": "Session name must be 4-64 ASCII word characters, '.' or '-'."})
+
+
 async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) -> dict[str, Any]:
     """``POST /session``: the new session (or the live one of that name, when reusable)."""
     ensure_not_frozen(ctx)
     assignment.check_privilege(requester, req)
     owner = await resolve_owner(ctx, requester, req.owner_access_key)
-    if not SESSION_NAME_RE.match(req.name) or req.name == "from-template":
-        raise errors.InvalidAPIParameters(
-            "Input validation error", {"name": "Session name must be 4-64 ASCII word characters, '.' or '-'."})
+    check_session_name(req.name)
     if req.type == "batch" and not req.startup_command:
         raise errors.InvalidAPIParameters("Batch sessions must have a non-empty startup command.")
     if req.starts_at and req.type != "batch":
