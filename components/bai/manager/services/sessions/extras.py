@@ -107,6 +107,8 @@ async def shutdown_service(ctx: ManagerContext, requester: Requester, ref: str, 
         except AgentError as exc:
             if exc.status == 404:
                 raise errors.SessionNotFound(f"Session (id={ref}) has no kernel on its agent any more.") from exc
+            if exc.status == 400:  # the agent's kernel lacks it (its agent and the database disagree)
+                raise errors.ObjectNotFound(exc.msg or exc.title, title="No such app service.") from exc
             raise errors.InternalServerError(f"Cannot stop service {service!r}: {exc.msg or exc.title}") from exc
     await ctx.events.broadcast(SERVICE_STOPPED_EVENT, ctx.manager_id, sessionId=str(row.id), service=service,
                                kernelHost=main.kernel_host or "127.0.0.1",
