@@ -47,6 +47,7 @@ from bai.common.agent_rpc import (
     InvalidInput,
     KernelCreationConfig,
     KernelNotFound,
+    SaveKernelRequest,
     ShutdownServiceRequest,
     StartServiceRequest,
 )
@@ -160,7 +161,7 @@ class Agent:
         self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
         self.image_services = ImageServices(docker.docker)
         self.networks = SessionNetworks(docker.docker, self.id)
-        self.commits = KernelCommits(docker.docker)
+        self.commits = KernelCommits(docker.docker, save_base=config.agent.image_commit_path)
 
     # --- start / stop -----------------------------------------------------------------------
 
@@ -747,6 +748,17 @@ class Agent:
         assert kernel.container_id is not None
         return await self.commits.commit(kernel.kernel_id, kernel.container_id, kernel.image, req.canonical,
                                          dict(req.labels))
+
+    async def save_kernel(self, req: SaveKernelRequest) -> dict[str, Any]:
+        """Save the running kernel's container as an image tar on this host (bai.agent.commit)."""
+        kernel = self._running(req.kernel_id)
+        assert kernel.container_id is not None
+        return await self.commits.save(kernel.kernel_id, kernel.container_id, kernel.image, req.subdir, req.filename)
+
+    def commit_status(self, kernel_id: str) -> dict[str, Any]:
+        if kernel_id not in self.kernels:
+            raise KernelNotFound(f"kernel {kernel_id} is not on this agent")
+        return {"kernel": kernel_id, "status": "ongoing" if self.commits.in_progress(kernel_id) else "ready"}
 
     def list_kernels(self) -> list[dict[str, Any]]:
         return [

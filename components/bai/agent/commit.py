@@ -12,15 +12,26 @@ The image keeps the base image's kernel labels (``ai.backend.kernelspec``, runti
 service ports, ...) so the agent runs it as a kernel like its base, and gains the labels the
 caller asked for (``ai.backend.customized-image.*`` only).
 
+``save_kernel`` (the older ``POST /session/{ref}/commit``) commits the container the same way
+to an untagged image and writes that image as a ``docker save`` tar to
+``<image-commit-path>/<subdir>/<filename>`` (root only, 0600; written aside and renamed, so a
+file there is always whole), then removes the image. It refuses to overwrite a file, and to
+start when the image would not fit on the disk with :data:`DISK_RESERVE` to spare.
+
 The container is not paused (its user keeps working; what was half-written at that instant is
-what the image gets). One commit per kernel at a time (a second one: 409), each bounded by
-:data:`COMMIT_TIMEOUT`.
+what the image gets). One commit of either kind per kernel at a time (a second one: 409), each
+bounded by :data:`COMMIT_TIMEOUT`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import aiodocker
@@ -34,6 +45,12 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT = 600.0
 #: The labels a caller may add to the image.
 CUSTOM_LABEL_PREFIX = "ai.backend.customized-image."
+#: Free bytes a saved tar must leave on its filesystem.
+DISK_RESERVE = 2**30
+#: ``save_kernel`` names: a directory (the owner's e-mail address, as the original) and a file.
+SUBDIR_RE = re.compile(r"^[A-Za-z0-9@_+-][A-Za-z0-9@._+-]{0,127}$")
+FILENAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.tar$")
+_CHUNK = 2**20
 
 
 class CommitInProgress(InvalidInput):
@@ -61,27 +78,24 @@ def image_labels(base: dict[str, str], container: dict[str, str], extra: dict[st
 class KernelCommits:
     """The commits in progress on this agent, one per kernel at most."""
 
-    def __init__(self, docker: aiodocker.Docker, timeout: float = COMMIT_TIMEOUT) -> None:
+    def __init__(self, docker: aiodocker.Docker, timeout: float = COMMIT_TIMEOUT,
+                 save_base: Path = Path("/var/lib/bai/commit")) -> None:
         self._docker = docker
         self._timeout = timeout
+        self._save_base = save_base
         self._busy: set[str] = set()
 
     def in_progress(self, kernel_id: str) -> bool:
         return kernel_id in self._busy
 
-    async def commit(self, kernel_id: str, container_id: str, base_image: str, canonical: str,
-                     extra_labels: dict[str, str]) -> dict[str, Any]:
-        """Commit the kernel's container to ``canonical``; ``{"image", "digest", "labels"}``."""
-        repository, tag = split_reference(canonical)
-        bad = sorted(k for k in extra_labels if not k.startswith(CUSTOM_LABEL_PREFIX))
-        if bad:
-            raise InvalidInput(f"only {CUSTOM_LABEL_PREFIX}* labels may be added, not {', '.join(bad)}")
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, kernel_id: str) -> Any:
         if kernel_id in self._busy:
             raise CommitInProgress(f"kernel {kernel_id} is being committed already; wait for that commit to end")
         self._busy.add(kernel_id)
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._commit(container_id, base_image, repository, tag, extra_labels)
+                yield
         except TimeoutError as exc:
             raise AgentTimeout(f"committing kernel {kernel_id} took longer than {self._timeout:g} s") from exc
         except DockerError as exc:
@@ -90,7 +104,59 @@ class KernelCommits:
         finally:
             self._busy.discard(kernel_id)
 
-    async def _commit(self, container_id: str, base_image: str, repository: str, tag: str,
+    async def save(self, kernel_id: str, container_id: str, base_image: str, subdir: str,
+                   filename: str) -> dict[str, Any]:
+        """Commit the kernel's container and save the image as a tar file on this host;
+        ``{"kernel", "path", "size"}``."""
+        if not SUBDIR_RE.match(subdir) or not FILENAME_RE.match(filename):
+            raise InvalidInput("subdir and filename must be plain names (filename ending in .tar)")
+        directory = self._save_base / subdir
+        target = directory / filename
+        async with self._one_at_a_time(kernel_id):
+            if target.exists():
+                raise InvalidInput(f"{target} exists already", title="Commit file exists", status=409)
+            await asyncio.to_thread(_make_private_dirs, self._save_base, directory)
+            reply = await self._commit(container_id, base_image, None, None, {})
+            image_id = reply["digest"]
+            part = directory / f".{filename}.part"
+            try:
+                size = int((await self._docker.images.inspect(image_id)).get("Size") or 0)
+                free = (await asyncio.to_thread(shutil.disk_usage, directory)).free
+                if size + DISK_RESERVE > free:
+                    raise AgentFailure(f"{size} bytes of image would leave less than {DISK_RESERVE} bytes free "
+                                       f"in {directory}", title="Not enough disk space")
+                written = await self._export(image_id, part)
+                await asyncio.to_thread(os.replace, part, target)
+            finally:
+                with contextlib.suppress(DockerError):
+                    await self._docker.images.delete(image_id, force=True)
+                await asyncio.to_thread(part.unlink, missing_ok=True)
+        log.info("kernel %s saved to %s (%d bytes)", kernel_id, target, written)
+        return {"kernel": kernel_id, "path": str(target), "size": written}
+
+    async def _export(self, image_id: str, part: Path) -> int:
+        written = 0
+        fd = await asyncio.to_thread(os.open, part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            async with self._docker.images.export_image(image_id) as stream:
+                while chunk := await stream.read(_CHUNK):
+                    await asyncio.to_thread(out.write, chunk)
+                    written += len(chunk)
+            await asyncio.to_thread(out.flush)
+            await asyncio.to_thread(os.fsync, out.fileno())
+        return written
+
+    async def commit(self, kernel_id: str, container_id: str, base_image: str, canonical: str,
+                     extra_labels: dict[str, str]) -> dict[str, Any]:
+        """Commit the kernel's container to ``canonical``; ``{"image", "digest", "labels"}``."""
+        repository, tag = split_reference(canonical)
+        bad = sorted(k for k in extra_labels if not k.startswith(CUSTOM_LABEL_PREFIX))
+        if bad:
+            raise InvalidInput(f"only {CUSTOM_LABEL_PREFIX}* labels may be added, not {', '.join(bad)}")
+        async with self._one_at_a_time(kernel_id):
+            return await self._commit(container_id, base_image, repository, tag, extra_labels)
+
+    async def _commit(self, container_id: str, base_image: str, repository: str | None, tag: str | None,
                       extra_labels: dict[str, str]) -> dict[str, Any]:
         container = self._docker.containers.container(container_id)
         shown = await container.show()
@@ -107,7 +173,18 @@ class KernelCommits:
         reply = await container.commit(repository=repository, tag=tag, config={"Labels": labels}, pause=False,
                                        message=f"committed from {base_image} by the agent", timeout=self._timeout)
         digest = str(reply.get("Id") or "")
+        if not digest:
+            raise AgentFailure("docker reported no image id for the commit", title="Commit failed")
         # What Docker recorded, not what we asked for: the heartbeat reports the same.
-        info = await self._docker.images.inspect(digest or f"{repository}:{tag}")
-        return {"image": f"{repository}:{tag}", "digest": str(info.get("Id") or digest),
+        info = await self._docker.images.inspect(digest)
+        return {"image": f"{repository}:{tag}" if repository else digest, "digest": str(info.get("Id") or digest),
                 "labels": dict((info.get("Config") or {}).get("Labels") or {})}
+
+
+def _make_private_dirs(base: Path, directory: Path) -> None:
+    """``base`` and ``directory`` below it, root's only (saved images may hold users' secrets)."""
+    for path in (base, directory):
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.is_symlink() or not path.is_dir():
+            raise AgentFailure(f"{path} is not a directory", title="Commit failed")
+        path.chmod(0o700)

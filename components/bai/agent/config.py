@@ -20,6 +20,8 @@ class AgentSection(Section):
     scaling_group: str = Field("default", alias="scaling-group")
     region: str | None = None
     ipc_base_path: Path = Field(Path("/var/lib/bai/ipc"), alias="ipc-base-path")
+    #: Where ``POST /session/{ref}/commit`` leaves image tars: ``<path>/<owner e-mail>/<file>.tar``.
+    image_commit_path: Path = Field(Path("/var/lib/bai/commit"), alias="image-commit-path")
     #: Compute plugins (entry points of ``bai.compute_plugins``) to load: None = every registered
     #: one except opt-in ones (``mock``); ``cpu`` and ``mem`` are always loaded.
     allow_compute_plugins: tuple[str, ...] | None = Field(None, alias="allow-compute-plugins")

@@ -38,6 +38,7 @@ from bai.common.agent_rpc import (
     KernelRequest,
     PingRequest,
     ProtocolMismatch,
+    SaveKernelRequest,
     ShutdownServiceRequest,
     StartServiceRequest,
     Unauthorized,
@@ -131,6 +132,20 @@ async def _commit_kernel(agent: AgentBackend, req: CommitKernelRequest) -> dict[
     return await commit(req)
 
 
+async def _save_kernel(agent: AgentBackend, req: SaveKernelRequest) -> dict[str, Any]:
+    save: Callable[[SaveKernelRequest], Awaitable[dict[str, Any]]] | None = getattr(agent, "save_kernel", None)
+    if save is None:
+        raise InvalidInput("this agent runs no containers, so it cannot commit one", title="Cannot commit")
+    return await save(req)
+
+
+async def _get_commit_status(agent: AgentBackend, req: KernelRequest) -> dict[str, Any]:
+    status: Callable[[str], dict[str, Any]] | None = getattr(agent, "commit_status", None)
+    if status is None:
+        raise InvalidInput("this agent runs no containers, so it commits none", title="Cannot commit")
+    return status(req.kernel_id)
+
+
 async def _shutdown_service(agent: AgentBackend, req: ShutdownServiceRequest) -> dict[str, Any]:
     stop: Callable[[ShutdownServiceRequest], Awaitable[dict[str, Any]]] | None = getattr(agent, "shutdown_service", None)
     if stop is None:
@@ -156,6 +171,8 @@ HANDLERS: dict[str, Handler] = {
     "get_completions": files.rpc_get_completions,
     "list_files": files.rpc_list_files,
     "commit_kernel": _commit_kernel,
+    "save_kernel": _save_kernel,
+    "get_commit_status": _get_commit_status,
 }
 
 

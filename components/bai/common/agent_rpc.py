@@ -429,6 +429,16 @@ class CommitKernelRequest(KernelRequest):
     labels: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=16)
 
 
+class SaveKernelRequest(KernelRequest):
+    """``save_kernel`` (protocol 1.1): commit the kernel's container and save the image as a tar
+    at ``<image-commit-path>/<subdir>/<filename>`` on the agent; ``{"kernel", "path", "size"}``.
+    409 while another commit of the kernel runs or when the file exists.
+    ``get_commit_status`` (a :class:`KernelRequest`): ``{"kernel", "status": "ongoing" | "ready"}``."""
+
+    subdir: str = Field(pattern=r"^[A-Za-z0-9@_+-][A-Za-z0-9@._+-]{0,127}$")
+    filename: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.tar$")
+
+
 #: method name -> request model; the agent serves exactly these.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "ping": PingRequest,
@@ -449,6 +459,8 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "list_files": ListFilesRequest,
     "agent_info": AgentInfoRequest,
     "commit_kernel": CommitKernelRequest,
+    "save_kernel": SaveKernelRequest,
+    "get_commit_status": KernelRequest,
 }
 
 
@@ -481,6 +493,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "agent_info": 5.0,
     # the agent bounds a commit by bai.agent.commit.COMMIT_TIMEOUT (600 s)
     "commit_kernel": 630.0,
+    "save_kernel": 630.0,
+    "get_commit_status": 10.0,
 }
 
 #: Calls a user waits on while the kernel keeps running: when the agent restarts (it refuses the
@@ -693,6 +707,14 @@ class AgentClient:
     async def commit_kernel(self, kernel_id: str, canonical: str, labels: dict[str, str]) -> dict[str, Any]:
         """Save the kernel's container as the image ``canonical`` (see :class:`CommitKernelRequest`)."""
         return await self.call("commit_kernel", {"kernel_id": kernel_id, "canonical": canonical, "labels": labels})
+
+    async def save_kernel(self, kernel_id: str, subdir: str, filename: str) -> dict[str, Any]:
+        """Save the kernel's container as an image tar on the agent (see :class:`SaveKernelRequest`)."""
+        return await self.call("save_kernel", {"kernel_id": kernel_id, "subdir": subdir, "filename": filename})
+
+    async def get_commit_status(self, kernel_id: str) -> str:
+        """``ongoing`` while a commit of the kernel runs on the agent, else ``ready``."""
+        return str((await self.call("get_commit_status", {"kernel_id": kernel_id}))["status"])
 
     async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
                             envs: dict[str, str] | None = None) -> dict[str, Any]:

@@ -61,6 +61,8 @@ METHODS_SINCE: dict[str, ProtocolVersion] = {
     "agent_info": ProtocolVersion(1, 1),
     "shutdown_service": ProtocolVersion(1, 1),
     "commit_kernel": ProtocolVersion(1, 1),
+    "save_kernel": ProtocolVersion(1, 1),
+    "get_commit_status": ProtocolVersion(1, 1),
 }
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.
 #: ``"list[].field"`` names a field of each item of the list ``list``.

@@ -5,15 +5,20 @@ what the first one wrote in its own filesystem, and nothing of the first kernel 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import secrets
+import stat
 import subprocess
+import tarfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiodocker
 import pytest
 
 from bai.agent.agent import Agent
-from bai.agent.commit import CommitInProgress
+from bai.agent.commit import CommitInProgress, KernelCommits
 from bai.agent.server import AgentServer
 from bai.common.agent_rpc import AgentClient, InvalidInput
 
@@ -109,3 +114,46 @@ async def test_one_commit_per_kernel_at_a_time(agent: AgentServer, rpc: AgentCli
         assert not backend.commits.in_progress(kernel_id)
     finally:
         await rpc.destroy_kernel(kernel_id)
+
+
+async def test_save_a_kernel_as_an_image_tar(agent: AgentServer, rpc: AgentClient, events: EventLog,
+                                            kernel_image: str, tmp_path: Path) -> None:
+    backend = agent.agent
+    assert isinstance(backend, Agent)
+    kernel_id = (await create_kernel(rpc, events, agent.config.agent.id, kernel_config(kernel_image)))["kernel_id"]
+    container_id = backend.kernels[kernel_id].container_id
+    assert container_id is not None
+    commits = KernelCommits(backend.docker.docker, save_base=tmp_path / "commit")
+    try:
+        wrote = await rpc.execute(None, kernel_id, None, "query", f"open({MARKER!r}, 'w').write('in the tar')")
+        assert wrote["exitCode"] == 0, wrote
+        saved = await commits.save(kernel_id, container_id, kernel_image, "user@example.com", "mine.tar")
+        # A plain name only, never over an earlier file.
+        with pytest.raises(InvalidInput):
+            await commits.save(kernel_id, container_id, kernel_image, "../etc", "mine.tar")
+        with pytest.raises(InvalidInput, match="exists already") as refused:
+            await commits.save(kernel_id, container_id, kernel_image, "user@example.com", "mine.tar")
+        assert refused.value.status == 409
+        assert (await rpc.call("get_commit_status", {"kernel_id": kernel_id})) == {"kernel": kernel_id,
+                                                                                   "status": "ready"}
+    finally:
+        await rpc.destroy_kernel(kernel_id)
+    path = tmp_path / "commit" / "user@example.com" / "mine.tar"
+    assert saved == {"kernel": kernel_id, "path": str(path), "size": path.stat().st_size}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mine.tar"]  # nothing half-written left
+
+    def read_tar() -> tuple[dict[str, str], bytes]:
+        with tarfile.open(path) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+            config = json.load(tar.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+            layer = tar.extractfile(manifest[0]["Layers"][-1])
+            assert layer is not None
+            with tarfile.open(fileobj=io.BytesIO(layer.read())) as top:
+                marker = top.extractfile(MARKER.lstrip("/"))
+                assert marker is not None
+                return config["config"]["Labels"], marker.read()
+
+    labels, marker = await asyncio.to_thread(read_tar)
+    assert labels["ai.backend.kernelspec"] == "1" and labels["ai.backend.kernel-id"] == ""
+    assert marker == b"in the tar"

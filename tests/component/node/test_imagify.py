@@ -159,3 +159,34 @@ async def test_imagify_needs_a_running_session(node: Node, owner: tuple[str, str
         assert st == 404 and node.last_headers["Content-Type"] == "application/problem+json", err
     finally:
         assert (await node.call("DELETE", f"/session/{pending}", keys=owner))[0] == 200
+
+
+async def test_commit_to_a_tar_on_the_agent(node: Node, owner: tuple[str, str]) -> None:
+    """The older ``session commit``: an image tar under the agent's image-commit-path."""
+    session = name()
+    st, body = await node.call("POST", "/session", {"name": session, "image": "python"}, keys=owner)
+    assert st == 201 and body["status"] == "RUNNING", body
+    async with node.db.connect() as conn:
+        email = await conn.scalar(sa.select(t.keypairs.c.user_id).where(t.keypairs.c.access_key == owner[0]))
+    folder = node.agent.config.agent.image_commit_path / str(email)
+    try:
+        st, err = await node.call("POST", f"/session/{session}/commit?fname=../x", keys=owner)
+        assert st == 400 and err["type"] == PROBS + "invalid-api-params", err
+        st, started = await node.call("POST", f"/session/{session}/commit?fname=mine", keys=owner)
+        assert st == 201 and started["path"] == f"{email}/mine.tar", started
+        events = await bgtask_events(node, started["bgtask_id"], owner)
+        assert events[-2] == ("bgtask_done", {**events[-2][1], "message": str(folder / "mine.tar")}), events
+        assert (folder / "mine.tar").stat().st_size > 0
+        st, status = await node.call("GET", f"/session/{session}/commit", keys=owner)
+        assert st == 200 and status == {"status": "ready", "kernel": started["kernel"]}, status
+        # The same file again: the agent refuses to overwrite it, and the task says so.
+        st, again = await node.call("POST", f"/session/{session}/commit?fname=mine", keys=owner)
+        assert st == 201, again
+        events = await bgtask_events(node, again["bgtask_id"], owner)
+        assert events[-2][0] == "bgtask_failed" and "exists already" in events[-2][1]["message"], events
+    finally:
+        assert (await node.call("DELETE", f"/session/{session}", keys=owner))[0] == 200
+        for leftover in folder.glob("*") if folder.exists() else []:
+            leftover.unlink()
+        if folder.exists():
+            folder.rmdir()

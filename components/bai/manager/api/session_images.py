@@ -1,5 +1,6 @@
-"""``POST /session/{ref}/imagify``: save a running session as an image of its owner (a
-background task; see bai.manager.services.sessions.imagify)."""
+"""``POST /session/{ref}/imagify``: save a running session as an image of its owner; ``POST
+/session/{ref}/commit``: save it as an image tar on its agent; ``GET /session/{ref}/commit``: whether
+such a commit is ongoing. Both commits are background tasks (bai.manager.services.sessions.imagify)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,41 @@ class ImagifyStarted(BaseModel):
                                      "message is the new image's reference.")
 
 
+class CommitParams(SessionQuery):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    filename: str | None = Field(None, max_length=124, alias="fname", pattern=imagify.FILENAME_PATTERN,
+                                 description="The tar's name (`.tar` is added); default: the session's name and "
+                                             "the time. Also accepted as `filename`.")
+
+
+class CommitStarted(BaseModel):
+    bgtask_id: str = Field(description="The background task (`GET /events/background-task?task_id=`); its final "
+                                       "message is the tar's path on the agent host.")
+    kernel: str
+    path: str = Field(description="`<owner e-mail>/<file>.tar` under the agent's `image-commit-path`.")
+
+
+class CommitStatus(BaseModel):
+    status: str = Field(description="`ongoing` or `ready`.")
+    kernel: str
+
+
+@auth_required()
+async def commit(request: web.Request) -> web.Response:
+    params = await routing.params(request, CommitParams)
+    started = await imagify.commit_to_file(request.app[CTX], requester(request), request.match_info["ref"],
+                                           params.filename, owner_access_key=params.owner_access_key)
+    return web.json_response(started, status=201)
+
+
+@auth_required()
+async def commit_status(request: web.Request) -> web.Response:
+    q = routing.query(request, SessionQuery)
+    status = await imagify.commit_status(request.app[CTX], requester(request), request.match_info["ref"],
+                                         owner_access_key=q.owner_access_key)
+    return web.json_response(status)
+
+
 @auth_required()
 async def convert_to_image(request: web.Request) -> web.Response:
     params = await routing.params(request, ImagifyParams)
@@ -38,6 +74,17 @@ async def convert_to_image(request: web.Request) -> web.Response:
 
 
 def routes(app: web.Application) -> None:
+    running = (errors.SessionNotFound, errors.TooManySessionsMatched, errors.InvalidAPIParameters,
+               errors.GenericForbidden)
+    routing.add(app, "POST", "/session/{ref}/commit", commit, operation_id="commit_session", tag="session",
+                summary="Save the running session's main container as an image tar on its agent host "
+                        "(a background task).", query=CommitParams,
+                answers=(Answer(201, "The background task started.", CommitStarted),),
+                problems=(*running, imagify.CommitInProgress))
+    routing.add(app, "GET", "/session/{ref}/commit", commit_status, operation_id="get_commit_status",
+                tag="session", summary="Whether a commit of the session's main container is in progress.",
+                query=SessionQuery, answers=(Answer(200, "The commit status.", CommitStatus),),
+                problems=(*running, errors.InternalServerError))
     routing.add(app, "POST", "/session/{ref}/imagify", convert_to_image, operation_id="convert_session_to_image",
                 tag="session", summary="Save the running session's main container as an image only its owner "
                                        "sees and uses (a background task).",

@@ -11,6 +11,11 @@ same base image replaces that image (same id, same reference); new names count a
 user resource policy's ``max_customized_image_count`` (negative: no limit).
 
 The image stays on the agent that made it (no registry push): sessions from it must run there.
+
+The older ``POST /session/{ref}/commit`` (``session commit``) has the agent save the main kernel
+as an image tar on its host instead (``<image-commit-path>/<owner e-mail>/<file>.tar``, agent.toml),
+also in a background task; ``GET /session/{ref}/commit`` says whether a commit of the kernel is
+``ongoing`` or the kernel is ``ready`` for one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from bai.common.agent_rpc import AgentError
@@ -30,7 +36,7 @@ from .. import bgtasks
 from ..context import ManagerContext
 from .lookup import get_one, resolve_owner
 
-__all__ = ["IMAGE_NAME_PATTERN", "CommitInProgress", "imagify"]
+__all__ = ["IMAGE_NAME_PATTERN", "CommitInProgress", "commit_status", "commit_to_file", "imagify"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ LABEL_ID = "ai.backend.customized-image.id"
 LABEL_EMAIL = "ai.backend.customized-image.user.email"
 _TAG_MARK = "customized_"
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: ``POST /session/{ref}/commit``: the tar's name, and the directory it goes to (the owner's e-mail).
+FILENAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,123}$"
+_SUBDIR_RE = re.compile(r"^[A-Za-z0-9@_+-][A-Za-z0-9@._+-]{0,127}$")
 
 
 class CommitInProgress(errors.ApiError):
@@ -68,22 +77,78 @@ def _check_name(image_name: str) -> None:
             data={"image_name": image_name[:200]})
 
 
+async def _running_main(ctx: ManagerContext, requester: Requester, ref: str,
+                        owner_access_key: str | None) -> tuple[Requester, Any, Any]:
+    """The owner, the session and its main kernel, which must be running (else 400)."""
+    owner = await resolve_owner(ctx, requester, owner_access_key)
+    async with ctx.db.connect() as conn:
+        row = await get_one(conn, ref, owner.access_key)
+        kernels = await store.kernels_of(conn, row.id)
+    main = next((k for k in kernels if k.cluster_role == "main"), None)
+    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
+        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
+    return owner, row, main
+
+
+async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, filename: str | None, *,
+                         owner_access_key: str | None = None) -> dict[str, str]:
+    """Start saving the session's main kernel as an image tar on its agent:
+    ``{"bgtask_id", "kernel", "path"}`` (the path on the agent host once the task is done)."""
+    if filename is not None and not re.fullmatch(FILENAME_PATTERN, filename):
+        raise errors.InvalidAPIParameters("filename must be a plain file name (letters, digits, '.', '-', '_')")
+    owner, row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    name = filename or f"{row.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    name = name if name.endswith(".tar") else f"{name}.tar"
+    subdir = owner.email if _SUBDIR_RE.match(owner.email) else str(owner.user_uuid)
+    busy = _committing(ctx)
+    if main.id in busy:
+        raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
+
+    async def body(progress: bgtasks.Progress) -> str:
+        try:
+            await progress.update(total=1, message=f"Saving the session as {subdir}/{name} on its agent")
+            try:
+                saved = await ctx.agents.get(main.agent_addr).save_kernel(str(main.id), subdir, name)
+            except AgentError as exc:
+                raise RuntimeError(f"the agent could not commit the session: {exc.msg or exc.title}") from exc
+            await progress.update(increment=1, message=f"Saved {saved['path']} ({saved['size']} bytes)")
+            return str(saved["path"])
+        finally:
+            busy.discard(main.id)
+
+    busy.add(main.id)
+    try:
+        task_id = await bgtasks.of(ctx).start(body, owner=requester.access_key, name="commit")
+    except BaseException:
+        busy.discard(main.id)
+        raise
+    return {"bgtask_id": str(task_id), "kernel": str(main.id), "path": f"{subdir}/{name}"}
+
+
+async def commit_status(ctx: ManagerContext, requester: Requester, ref: str, *,
+                        owner_access_key: str | None = None) -> dict[str, str]:
+    """``{"status": "ongoing" | "ready", "kernel"}`` of the session's main kernel."""
+    _owner, _row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    if main.id in _committing(ctx):
+        return {"status": "ongoing", "kernel": str(main.id)}
+    try:
+        status = await ctx.agents.get(main.agent_addr).get_commit_status(str(main.id))
+    except AgentError as exc:
+        raise errors.InternalServerError(f"the session's agent did not answer: {exc.msg or exc.title}") from exc
+    return {"status": status, "kernel": str(main.id)}
+
+
 async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_name: str, *,
                   visibility: str = "user", owner_access_key: str | None = None) -> uuid.UUID:
     """Start committing the session ``ref`` as the image ``image_name``; the background task's id."""
     _check_name(image_name)
     if visibility != "user":
         raise errors.InvalidAPIParameters("image_visibility: only 'user' is supported")
-    owner = await resolve_owner(ctx, requester, owner_access_key)
+    owner, row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    owner_label = f"user:{owner.user_uuid}"
     async with ctx.db.connect() as conn:
-        row = await get_one(conn, ref, owner.access_key)
-        kernels = await store.kernels_of(conn, row.id)
-        owner_label = f"user:{owner.user_uuid}"
         mine = await image_store.customized_of(conn, owner_label)
         limit = await image_store.customized_image_limit(conn, owner.user_uuid)
-    main = next((k for k in kernels if k.cluster_role == "main"), None)
-    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
-        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
     repository, sep, tag = str(main.image).rpartition(":")
     if not sep or "/" in tag:
         raise errors.InvalidAPIParameters(f"The session's image {main.image} has no tag to derive a new one from.")
