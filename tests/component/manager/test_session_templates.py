@@ -274,3 +274,64 @@ async def test_create_from_template_refusals(node: Node) -> None:
         made = await conn.scalar(sa.select(sa.func.count()).select_from(t.sessions).where(
             t.sessions.c.name.in_([c[1]["name"] for c in cases])))
     assert made == 0
+
+
+def cluster_yaml(name: str, *nodes: tuple[str, str, int], **spec: Any) -> str:
+    return yaml.safe_dump({
+        "api_version": "6", "kind": "clusterTemplate", "mode": "single-node", "metadata": {"name": name},
+        "spec": {"environ": {"FROM_CLUSTER": "c"},
+                 "nodes": [{"role": role, "session_template": tid, "replicas": n} for role, tid, n in nodes],
+                 **spec}})
+
+
+async def test_cluster_templates_and_create_cluster(node: Node) -> None:
+    owner = await node.add_keypair({**POLICY, "max_containers_per_session": 2})
+    st, [task] = await node.call("POST", "/template/session", {"payload": task_yaml("node")}, keys=owner)
+    other = task_yaml("other", resources={"cpu": "1", "mem": "512m"})
+    st, [differs] = await node.call("POST", "/template/session", {"payload": other}, keys=owner)
+    st, [cluster] = await node.call("POST", "/template/cluster", {
+        "payload": cluster_yaml("pair", ("main", task["id"], 1), ("sub", task["id"], 1))}, keys=owner)
+    assert st == 200
+    cid = cluster["id"]
+    # the two kinds stay apart
+    st, listed = await node.call("GET", "/template/cluster", keys=owner)
+    assert [x["id"] for x in listed if x["is_owner"]] == [cid] and listed[0]["type"] == "cluster"
+    st, body = await node.call("GET", f"/template/session/{cid}?format=json", keys=owner)
+    assert st == 404
+    st, body = await node.call("POST", "/template/cluster", {"payload": task_yaml("wrong-kind")}, keys=owner)
+    assert st == 400 and "payload.kind" in problem(st, body)["data"]
+    st, body = await node.call("POST", "/template/cluster", {
+        "payload": cluster_yaml("bad", ("main", "not-a-uuid", 1))}, keys=owner)
+    assert st == 400 and "payload.spec.nodes.0.session_template" in problem(st, body)["data"]
+
+    name = f"cl-{secrets.token_hex(4)}"
+    st, body = await node.call("POST", "/session/_/create-cluster", {
+        "clientSessionToken": name, "template_id": cid, "tag": "cluster-tag"}, keys=owner)
+    assert st == 201, body
+    assert body["status"] == "RUNNING" and body["created"] is True
+    sid = body["kernelId"]
+    try:
+        async with node.db.connect() as conn:
+            row = (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == uuid.UUID(sid)))).one()
+        assert (row.name, row.cluster_size, row.cluster_mode, row.tag) == (name, 2, "single-node", "cluster-tag")
+        assert row.environ == {"FROM_TEMPLATE": "1", "SHARED": "template", "FROM_CLUSTER": "c"}
+    finally:
+        st, _ = await node.call("DELETE", f"/session/{name}", keys=owner)
+        await wait_status(node, sid, {"TERMINATED"})
+
+    # nodes must agree on the image and resources; a node's template must be readable
+    st, [mixed] = await node.call("POST", "/template/cluster", {
+        "payload": cluster_yaml("mixed", ("main", task["id"], 1), ("sub", differs["id"], 1))}, keys=owner)
+    st, body = await node.call("POST", "/session/_/create-cluster", {
+        "clientSessionToken": "mixed-nodes", "template_id": mixed["id"]}, keys=owner)
+    assert st == 400 and "spec.nodes[1].session_template" in problem(st, body)["data"]
+    st, [dangling] = await node.call("POST", "/template/cluster", {
+        "payload": cluster_yaml("dangling", ("main", uuid.uuid4().hex, 1))}, keys=owner)
+    st, body = await node.call("POST", "/session/_/create-cluster", {
+        "clientSessionToken": "dangling", "template_id": dangling["id"]}, keys=owner)
+    assert st == 400 and "spec.nodes[0].session_template" in problem(st, body)["data"]
+    st, body = await node.call("DELETE", f"/template/cluster/{cid}", keys=owner)
+    assert st == 200
+    st, body = await node.call("POST", "/session/_/create-cluster", {
+        "clientSessionToken": "deleted-tpl", "template_id": cid}, keys=owner)
+    assert st == 404 and problem(st, body, "task-template-not-found")

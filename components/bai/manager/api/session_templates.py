@@ -54,6 +54,14 @@ class TemplateList(RootModel[list[TemplateListed]]):
     pass
 
 
+class ClusterCreated(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    kernelId: str = Field(description="The new session's id (the original's key name).")
+    status: str
+    servicePorts: list[dict[str, Any]] = Field(default_factory=list)
+    created: bool
+
+
 class Success(BaseModel):
     success: bool
 
@@ -125,6 +133,18 @@ async def create_from_template(request: web.Request) -> web.Response:
     return web.json_response(result, status=201)
 
 
+@auth_required()
+async def create_cluster(request: web.Request) -> web.Response:
+    req = await routing.params(request, templates.CreateCluster)
+    who = requester(request)
+    create_req = await templates.cluster_request(request.app[CTX], who, req)
+    result = await request.app[SESSIONS].create(who, create_req)
+    return web.json_response({
+        "kernelId": result["sessionId"], "status": result["status"],
+        "servicePorts": result.get("servicePorts", result.get("service_ports", [])),
+        "created": result["created"]}, status=201)
+
+
 def routes(app: web.Application) -> None:
     ref = (errors.TaskTemplateNotFound, errors.InsufficientPrivilege, errors.GenericForbidden)
     for base, what in (("/template/session", "session (task)"), ("/template/cluster", "cluster")):
@@ -156,6 +176,15 @@ def routes(app: web.Application) -> None:
                 summary="Create a session from a task template: the request's fields override the template's.",
                 body=templates.CreateFromTemplate,
                 answers=(Answer(201, "The session (created, or reused when reuseIfExists).", SessionCreated),),
+                problems=(errors.TaskTemplateNotFound, errors.ImageNotFound, errors.ScalingGroupNotFound,
+                          errors.SessionAlreadyExists, errors.QuotaExceeded, errors.InsufficientPrivilege,
+                          errors.GenericForbidden, ServerFrozen))
+    routing.add(app, "POST", "/session/_/create-cluster", create_cluster,
+                operation_id="create_session_from_cluster_template", tag="session",
+                summary="Create a cluster session from a cluster template (its nodes' replicas make the "
+                        "cluster size; every node runs the same image).",
+                body=templates.CreateCluster,
+                answers=(Answer(201, "The session (key kernelId, as the original's).", ClusterCreated),),
                 problems=(errors.TaskTemplateNotFound, errors.ImageNotFound, errors.ScalingGroupNotFound,
                           errors.SessionAlreadyExists, errors.QuotaExceeded, errors.InsufficientPrivilege,
                           errors.GenericForbidden, ServerFrozen))

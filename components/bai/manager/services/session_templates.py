@@ -53,9 +53,9 @@ from .schemas import CreateSession, CreationConfig, Scalar, nul_at, parse
 from .sessions.lookup import resolve_owner
 
 __all__ = [
-    "CLUSTER", "MAX_PAYLOAD_CHARS", "MAX_TEMPLATES", "TASK", "CreateFromTemplate", "TemplateCreate",
+    "CLUSTER", "MAX_PAYLOAD_CHARS", "MAX_TEMPLATES", "TASK", "CreateCluster", "CreateFromTemplate", "TemplateCreate",
     "TemplateGetQuery", "TemplateListQuery", "TemplateRefQuery", "create", "delete", "get", "git_clone_snippet",
-    "list_templates", "session_request", "to_yaml", "update",
+    "cluster_request", "list_templates", "session_request", "to_yaml", "update",
 ]
 
 Kind = Literal["TASK", "CLUSTER"]
@@ -139,6 +139,22 @@ class CreateFromTemplate(_Strict):
     dependencies: list[StrictStr] | None = None
     callback_url: StrictStr | None = Field(
         None, validation_alias=AliasChoices("callback_url", "callbackUrl", "callbackURL"))
+    owner_access_key: StrictStr | None = None
+
+
+class CreateCluster(_Strict):
+    """``POST /session/_/create-cluster``: a session from a cluster template."""
+
+    name: StrictStr = Field(validation_alias=AliasChoices("clientSessionToken", "name", "session_name"))
+    template_id: uuid.UUID = Field(validation_alias=AliasChoices("template_id", "templateId"))
+    type: Literal["interactive", "batch", "inference"] = Field(
+        "interactive", validation_alias=AliasChoices("type", "sessionType"))
+    group: StrictStr = Field("default", validation_alias=AliasChoices("group", "groupName", "group_name"))
+    domain: StrictStr = Field("default", validation_alias=AliasChoices("domain", "domainName", "domain_name"))
+    scaling_group: StrictStr | None = Field(None, validation_alias=AliasChoices("scaling_group", "scalingGroup"))
+    tag: StrictStr | None = None
+    enqueue_only: StrictBool = Field(False, validation_alias=AliasChoices("enqueueOnly", "enqueue_only"))
+    max_wait_seconds: StrictInt = Field(0, ge=0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"))
     owner_access_key: StrictStr | None = None
 
 
@@ -631,6 +647,56 @@ async def session_request(ctx: ManagerContext, requester: Requester, req: Create
             k: v for k, v in config.get("mount_map", {}).items() if k in config_override["mounts"]}
     fields.update(override)
     fields["config"] = {**config, **config_override}
+    if git is not None:
+        fields["bootstrap_script"] = _with_git(fields.get("bootstrap_script"), git)
+    result: CreateSession = parse(CreateSession, fields)
+    return result
+
+
+async def cluster_request(ctx: ManagerContext, requester: Requester, req: CreateCluster) -> CreateSession:
+    """The create request a cluster template makes: as many kernels as its nodes' replicas, in
+    its mode, from its nodes' task templates. A session runs one image (as in the original's
+    24.03), so the nodes' task templates must agree on image, architecture and resources; the
+    first one's bootstrap, startup command and git settings are used, the cluster's environ is
+    laid over its environ and the cluster's mounts replace its mounts."""
+    who = await resolve_owner(ctx, requester, req.owner_access_key)
+    async with ctx.db.connect() as conn:
+        row = await _row_for(conn, who, CLUSTER, req.template_id)
+        cluster = ClusterTemplate.model_validate(row.template)
+        tasks = []
+        for idx, node in enumerate(cluster.spec.nodes):
+            try:
+                tasks.append(await _row_for(conn, who, TASK, node.session_template))
+            except errors.TaskTemplateNotFound:
+                raise _invalid("Failed to find session template", f"spec.nodes[{idx}].session_template",
+                               f"no session template {node.session_template.hex} the owner may read") from None
+    made = [_from_template(task) for task in tasks]
+    fields, git = made[0]
+
+    def shape(f: dict[str, Any]) -> tuple[Any, ...]:
+        return f["image"], f["architecture"], f["config"].get("resources")
+
+    for idx, (other, _) in enumerate(made[1:], 1):
+        if shape(other) != shape(fields):
+            raise _invalid("Every node of a cluster runs the same image with the same resources",
+                           f"spec.nodes[{idx}].session_template",
+                           "its image, architecture or resources differ from the first node's")
+    config = dict(fields.pop("config"))
+    if cluster.spec.environ:
+        config["environ"] = {**config.get("environ", {}), **cluster.spec.environ}
+    if cluster.spec.mounts:
+        config["mounts"] = list(cluster.spec.mounts)
+        config["mount_map"] = {name: path for name, path in cluster.spec.mounts.items() if path}
+    if req.scaling_group is not None:
+        config["scaling_group"] = req.scaling_group
+    fields.update(
+        name=req.name, type=req.type, group=req.group, domain=req.domain, config=config,
+        cluster_size=sum(node.replicas for node in cluster.spec.nodes), cluster_mode=cluster.mode,
+        enqueue_only=req.enqueue_only, max_wait_seconds=req.max_wait_seconds)
+    if req.tag is not None:
+        fields["tag"] = req.tag
+    if req.owner_access_key is not None:
+        fields["owner_access_key"] = req.owner_access_key
     if git is not None:
         fields["bootstrap_script"] = _with_git(fields.get("bootstrap_script"), git)
     result: CreateSession = parse(CreateSession, fields)
