@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import uuid
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
+from bai.manager.services.session_templates import GitSpec, git_clone_snippet, script_text
 from bai.manager.store import tables as t
 from tests.component.node import conftest as node_fixtures
 from tests.component.node.conftest import Node
@@ -23,6 +25,13 @@ from tests.component.node.test_sessions import wait_status
 node = node_fixtures.node
 
 PROBS = "https://api.backend.ai/probs/"
+#: A stand-in for git (see test_create_from_template_merges_overrides_and_clones_git).
+FAKE_GIT = """git() {
+  printf 'git %s\\n' "$*" >> /home/work/git-calls
+  case "$1" in -c) f="${2#credential.helper=store --file=}"; echo "$(cat "$f") $(stat -c %a "$f")" >> /home/work/git-calls ;; esac
+  case "$*" in *" clone "*) mkdir -p code ;; esac
+}
+"""
 POLICY = {"total_resource_slots": {}, "max_concurrent_sessions": 5, "max_containers_per_session": 1,
           "idle_timeout": 600}
 
@@ -137,8 +146,6 @@ async def test_bad_documents_are_refused_naming_the_field_and_nothing_is_written
         (yaml.safe_dump({**good, "kind": "clusterTemplate"}), "payload.kind"),
         (yaml.safe_dump({**good, "spec": {**good["spec"], "kernel": {**good["spec"]["kernel"], "imagee": "x"}}}),
          "payload.spec.kernel.imagee"),
-        (task_yaml("b64", kernel={"image": "python", "run": {"bootstrap": "not base64!"}}),
-         "payload.spec.kernel.run.bootstrap"),
         (task_yaml("git", kernel={"image": "python", "git": {"repository": "x", "branch": "-x; rm -rf /"}}),
          "payload.spec.kernel.git.branch"),
         (yaml.safe_dump([good] * 101), "payload"),
@@ -211,7 +218,10 @@ async def test_who_may_read_and_change_whose_templates(node: Node) -> None:
 
 async def test_create_from_template_merges_overrides_and_clones_git(node: Node) -> None:
     owner = await node.add_keypair(POLICY)
-    own_script = base64.b64encode(b"echo template-bootstrap").decode()
+    # The kernel image has no git (and the test no repository to reach): the template's own
+    # bootstrap defines a git that records how the appended snippet calls it, and what the
+    # credential file it is pointed at holds, so the session shows what really ran at its start.
+    own_script = base64.b64encode(FAKE_GIT.encode()).decode()
     payload = task_yaml("runs", kernel={
         "image": "python", "environ": {"FROM_TEMPLATE": "1", "SHARED": "template"},
         "run": {"bootstrap": own_script},
@@ -242,12 +252,22 @@ async def test_create_from_template_merges_overrides_and_clones_git(node: Node) 
         assert row.tag == "from-tpl" and row.image.endswith("python:3.11-debian12")
         assert kernel.requested_slots["mem"] == str(320 * 2**20)
         script = base64.b64decode(row.bootstrap_script).decode()
-        assert script.startswith("echo template-bootstrap\n")
-        assert "clone -b main -- https://git.example.com/org/code.git code\n" in script
-        assert "(cd code && git checkout -q abc123)" in script
-        # the password reaches git through a credential file, never on git's command line
-        clone_line = next(line for line in script.splitlines() if " clone " in line)
-        assert "p%40ss%20word%27" not in clone_line and "p%40ss%20word%27" in script
+        assert script.startswith(FAKE_GIT)
+        st, res = await node.call("POST", f"/session/{name}", {
+            "mode": "query", "runId": None,
+            "code": "import os; print(open('/home/work/git-calls').read(), end='')"}, keys=owner)
+        [[_, calls]] = res["result"]["console"]
+        clone, credential, checkout = calls.splitlines()
+        # the password reaches git through a private file, never on its command line; the file is gone
+        cred_file = re.fullmatch(r"git -c credential.helper=store --file=(\S+) clone -b main -- "
+                                 r"https://git.example.com/org/code.git code", clone)
+        assert cred_file, calls
+        assert credential == "https://me:p%40ss%20word%27@git.example.com 600"
+        assert checkout == "git checkout -q abc123"
+        st, res = await node.call("POST", f"/session/{name}", {
+            "mode": "query", "runId": None,
+            "code": f"import os; print(os.path.exists({cred_file.group(1)!r}))"}, keys=owner)
+        assert res["result"]["console"] == [["stdout", "False\n"]]
     finally:
         st, _ = await node.call("DELETE", f"/session/{name}", keys=owner)
         await wait_status(node, sid, {"TERMINATED"})
@@ -262,7 +282,7 @@ async def test_create_from_template_refusals(node: Node) -> None:
         (owner, {"name": "nothing-to-run"}, 400, "invalid-api-params"),
         (owner, {"name": "no-such", "template_id": uuid.uuid4().hex}, 404, "task-template-not-found"),
         (outsider, {"name": "not-theirs", "template_id": private["id"]}, 404, "task-template-not-found"),
-        (owner, {"name": "bad-script", "template_id": with_git["id"], "bootstrap_script": "%%%"}, 400,
+        (owner, {"name": "bad-config", "template_id": with_git["id"], "config": {"mounts": "x"}}, 400,
          "invalid-api-params"),
         (owner, {"name": "x", "template_id": private["id"]}, 400, "invalid-api-params"),  # the session name
         (owner, {"name": "bad-type", "template_id": private["id"], "type": "weird"}, 400, "invalid-api-params"),
@@ -335,3 +355,12 @@ async def test_cluster_templates_and_create_cluster(node: Node) -> None:
     st, body = await node.call("POST", "/session/_/create-cluster", {
         "clientSessionToken": "deleted-tpl", "template_id": cid}, keys=owner)
     assert st == 404 and problem(st, body, "task-template-not-found")
+
+
+def test_bootstrap_scripts_are_read_as_the_agent_reads_them() -> None:
+    text = "echo hi\nls -l\n"
+    assert script_text(text) == text
+    assert script_text(base64.b64encode(text.encode()).decode()) == text
+    assert script_text("echo") == "echo"  # valid base64 characters, but not of UTF-8 text
+    snippet = git_clone_snippet(GitSpec(repository="https://h/o/r", destination_dir="my dir"))
+    assert snippet.splitlines()[1:] == ["git clone -- https://h/o/r 'my dir'"]

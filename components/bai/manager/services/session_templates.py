@@ -55,7 +55,7 @@ from .sessions.lookup import resolve_owner
 __all__ = [
     "CLUSTER", "MAX_PAYLOAD_CHARS", "MAX_TEMPLATES", "TASK", "CreateCluster", "CreateFromTemplate", "TemplateCreate",
     "TemplateGetQuery", "TemplateListQuery", "TemplateRefQuery", "create", "delete", "get", "git_clone_snippet",
-    "cluster_request", "list_templates", "session_request", "to_yaml", "update",
+    "cluster_request", "list_templates", "script_text", "session_request", "to_yaml", "update",
 ]
 
 Kind = Literal["TASK", "CLUSTER"]
@@ -170,12 +170,21 @@ def _api_version(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _is_base64_text(value: str) -> bool:
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def script_text(raw: str) -> str:
+    """A bootstrap script as the agent will run it: the API documents ``bootstrap_script`` as
+    base64 while the official CLI and the web UI send the text, so base64 of UTF-8 text is
+    decoded and anything else taken as is (the agent's rule, bai.agent.dotfiles.script_text)."""
+    packed = raw.replace("\n", "").replace("\r", "")
+    if not packed or len(packed) % 4 or not _BASE64.fullmatch(packed):
+        return raw
     try:
-        base64.b64decode(value, validate=True).decode()
+        decoded = base64.b64decode(packed, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
-        return False
-    return True
+        return raw
+    return raw if "\x00" in decoded else decoded
 
 
 class Metadata(_Open):
@@ -184,16 +193,10 @@ class Metadata(_Open):
 
 
 class RunSpec(_Strict):
-    bootstrap: StrictStr | None = Field(None, description="A base64-encoded shell script, as bootstrap_script.")
+    bootstrap: StrictStr | None = Field(
+        None, description="A shell script run when the session starts (its text, or base64 of it).")
     startup_command: StrictStr | None = Field(
         None, validation_alias=AliasChoices("startup_command", "startup", "startupCommand"))
-
-    @field_validator("bootstrap")
-    @classmethod
-    def _base64(cls, v: str | None) -> str | None:
-        if v is not None and not _is_base64_text(v):
-            raise ValueError("must be base64-encoded UTF-8 text (as the API's bootstrap_script)")
-        return v
 
 
 class GitCredential(_Strict):
@@ -610,16 +613,11 @@ def _from_template(row: Any) -> tuple[dict[str, Any], GitSpec | None]:
     return fields, kernel.git
 
 
-def _with_git(bootstrap_b64: str | None, git: GitSpec) -> str:
-    script = ""
-    if bootstrap_b64:
-        try:
-            script = base64.b64decode(bootstrap_b64, validate=True).decode()
-        except (binascii.Error, ValueError):
-            raise _invalid("Invalid bootstrap script", "bootstrap_script",
-                           "must be base64-encoded UTF-8 text") from None
-        if not script.endswith("\n"):
-            script += "\n"
+def _with_git(bootstrap: str | None, git: GitSpec) -> str:
+    """The bootstrap script (text or base64) with the clone snippet after it, as base64."""
+    script = script_text(bootstrap or "")
+    if script and not script.endswith("\n"):
+        script += "\n"
     return base64.b64encode((script + git_clone_snippet(git)).encode()).decode()
 
 
