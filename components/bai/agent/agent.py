@@ -82,7 +82,7 @@ from .docker import (
     exit_code_from_status,
     host_ulimits,
 )
-from .dotfiles import write_dotfiles
+from .dotfiles import prepare_home
 from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
 from .networks import LOCAL_PREFIX, NetworkRefused, SessionNetworks, attach, network_for
 from .ports import NoFreePorts, PortPool
@@ -417,7 +417,7 @@ class Agent:
                     await self._ensure_image(kernel, config)
                     await self._start_container(kernel, body)
                 await self._wait_runner(kernel, runner)
-                await write_dotfiles(runner.files, config, kid)  # before anyone can run code in it
+                await prepare_home(runner, config, kid)  # dotfiles, bootstrap: before anyone runs code in it
                 kernel.status = "RUNNING"
             log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
                      (kernel.container_id or "")[:12])

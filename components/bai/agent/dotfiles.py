@@ -1,4 +1,5 @@
-"""Dotfiles into a new kernel's home directory, before it counts as started.
+"""A new kernel's home, prepared before it counts as started: its dotfiles, then its bootstrap
+script (:func:`prepare_home`, the one call kernel creation makes).
 
 The manager sends the merged list (domain, project, keypair; later wins) in
 ``KernelCreationConfig.dotfiles``. The agent never opens a container path itself: each file goes
@@ -9,20 +10,36 @@ dotfile's permission. Paths are checked again here (the manager's rules are not 
 a dotfile that would land in a mounted folder (the user's persistent storage) is skipped, and one
 the runner refuses (e.g. a symlink on the way) is logged and skipped: a dotfile never fails a
 session.
+
+The bootstrap script (the create request's, or else the keypair's stored one: the manager
+decides) runs once, through ``/bin/sh -c`` in ``/home/work`` as the kernel user, as a batch run of
+the user-code process, so nothing else runs before it ends. It is bounded by
+:data:`BOOTSTRAP_TIMEOUT` (then interrupted); its exit code and the end of its output go to the
+agent's log, and a failing script does not fail the session (the user can see what it left).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from bai.common.agent_rpc import AgentError, DotfileSpec, KernelCreationConfig
 
 from .files import RunnerFiles
+from .kernel import KernelRunner, RunnerUnavailable
 
 log = logging.getLogger(__name__)
 
 HOME = "/home/work"
+#: Seconds a bootstrap script may run before it is interrupted (the session starts anyway).
+BOOTSTRAP_TIMEOUT = 120.0
+#: Characters of its output kept for the agent's log.
+LOG_TAIL = 2000
+_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 def home_path(path: str) -> str | None:
@@ -73,3 +90,59 @@ async def write_dotfiles(files: RunnerFiles, config: KernelCreationConfig, kerne
 
 def _mode(dotfile: DotfileSpec) -> int:
     return int(dotfile.perm, 8)
+
+
+def script_text(raw: str) -> str:
+    """The script itself: the API documents ``bootstrap_script`` as base64 (templates store it so)
+    while the official CLI and the web UI send the text; base64 of UTF-8 text is decoded, anything
+    else (text with a space, a newline inside a line, a character outside base64) is taken as is."""
+    packed = raw.replace("\n", "").replace("\r", "")
+    if not packed or len(packed) % 4 or not _B64.fullmatch(packed):
+        return raw
+    try:
+        decoded = base64.b64decode(packed, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return raw
+    return raw if "\x00" in decoded else decoded
+
+
+async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str) -> None:
+    """The dotfiles, then the bootstrap script."""
+    await write_dotfiles(runner.files, config, kernel_id)
+    await run_bootstrap(runner, config, kernel_id)
+
+
+async def run_bootstrap(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str,
+                        within: float = BOOTSTRAP_TIMEOUT) -> int | None:
+    """Run the bootstrap script to its end; its exit code (None: none to run, or it did not end)."""
+    script = script_text(config.bootstrap_script or "")
+    if not script.strip():
+        return None
+    output: list[str] = []
+    try:
+        async with asyncio.timeout(within):
+            result = await runner.execute(None, "batch", "", 5.0, {"exec": script})
+            while True:
+                output.extend(str(item[1]) for item in result.get("console") or ()
+                              if isinstance(item, list) and len(item) == 2 and item[0] in ("stdout", "stderr"))
+                del output[:-200]
+                if result.get("status") == "finished":
+                    break
+                if result.get("status") == "waiting-input":  # nobody can answer it
+                    raise TimeoutError
+                result = await runner.execute(str(result["runId"]), "continue", "", 5.0)
+    except (TimeoutError, RunnerUnavailable, AgentError) as exc:
+        log.warning("kernel %s: the bootstrap script did not finish (%s); the session starts anyway",
+                    kernel_id, type(exc).__name__)
+        try:
+            await runner.interrupt()
+        except (OSError, RunnerUnavailable):
+            pass
+        return None
+    code = result.get("exitCode")
+    tail = "".join(output)[-LOG_TAIL:]
+    if code == 0:
+        log.info("kernel %s: the bootstrap script ended (exit code 0)", kernel_id)
+    else:
+        log.warning("kernel %s: the bootstrap script failed (exit code %s): %s", kernel_id, code, tail)
+    return code if isinstance(code, int) else None

@@ -6,6 +6,7 @@ wins), confined to the home by the runner even against symlinks planted there.""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from bai.agent.agent import Agent
-from bai.agent.dotfiles import write_dotfiles
+from bai.agent.dotfiles import run_bootstrap, script_text, write_dotfiles
 from bai.common import protocol as proto
 from bai.common.agent_rpc import KernelCreationConfig
 from bai.manager.services import dotfiles
@@ -224,8 +225,8 @@ async def test_a_new_session_gets_the_merged_dotfiles(world: World) -> None:
             st, body = await world.call(who, "POST", path, {**scope, "path": name, "data": f"# {text}\n",
                                                              "permission": perm})
             assert st == 200, body
-    assert await world.call("carol", "POST", "/user-config/bootstrap-script", {"script": "echo boot\n"}) == (200, {})
-    sess = f"dot-{secrets.token_hex(4)}"
+    assert await world.call("carol", "POST", "/user-config/bootstrap-script", {"script": "echo boot > ~/.booted\n"}) == (200, {})
+    sess, other = f"dot-{secrets.token_hex(4)}", f"dot-{secrets.token_hex(4)}"
     try:
         st, body = await world.call("carol", "POST", "/session", {"name": sess, "image": "python",
                                                                   "config": {"resources": {"cpu": "1", "mem": "320m"}}})
@@ -250,7 +251,17 @@ async def test_a_new_session_gets_the_merged_dotfiles(world: World) -> None:
         assert [(d["path"], d["perm"]) for d in merged] == [
             (".config/domain.toml", "604"), (".config/project.toml", "604"), (".bashrc", "750"),
             (".config/keypair.toml", "604")]
-        assert script == "echo boot\n"
+        assert script == "echo boot > ~/.booted\n"
+        # the stored bootstrap script ran before the session was answered RUNNING
+        assert (await _run(world, "carol", sess, "print(open('/home/work/.booted').read())")).strip() == "boot"
+        # a create request's own script is run instead of the stored one (base64, as templates send it)
+        st, body = await world.call("carol", "POST", "/session", {
+            "name": other, "image": "python", "bootstrap_script": base64.b64encode(b"echo own > ~/.own\n").decode(),
+            "config": {"resources": {"cpu": "1", "mem": "320m"}}})
+        assert st == 201 and body["status"] == "RUNNING", body
+        assert (await _run(world, "carol", other, (
+            "import os; print(open('/home/work/.own').read().strip(), os.path.exists('/home/work/.booted'))"
+        ))).strip() == "own False"
         agent = live.agent.agent
         assert isinstance(agent, Agent)
         kernel = agent.kernels[kid]
@@ -276,8 +287,15 @@ async def test_a_new_session_gets_the_merged_dotfiles(world: World) -> None:
             "      open('/home/work/.linkfile').read(), oct(os.stat('/home/work/ok/nested').st_mode & 0o777),\n"
             "      os.path.exists('/home/escape'), os.path.exists('/etc/escape'))\n"))
         assert out.strip() == "[] False replaced 0o700 False False"
+        # a script that does not end in time is interrupted, and the kernel still serves
+        hanging = KernelCreationConfig.model_validate({"image": {"canonical": "x"}, "bootstrap_script": "sleep 60"})
+        assert await run_bootstrap(kernel.runner, hanging, kid, within=0.5) is None
+        failing = KernelCreationConfig.model_validate({"image": {"canonical": "x"}, "bootstrap_script": "exit 3"})
+        assert await run_bootstrap(kernel.runner, failing, kid) == 3
+        assert (await _run(world, "carol", sess, "print('still here')")).strip() == "still here"
     finally:
-        await world.call("carol", "DELETE", f"/session/{sess}")
+        for name in (sess, other):
+            await world.call("carol", "DELETE", f"/session/{name}")
         for who, path, scope, _ in layers:
             for name in (".bashrc", f".config/{_}.toml"):
                 await world.call(who, "DELETE", path, {**scope, "path": name})
@@ -291,3 +309,11 @@ def test_an_agent_older_than_1_1_is_not_sent_dotfiles() -> None:
         "session_id": "s", "kernel_ids": ["a", "b"], "configs": [{"image": {"canonical": "x"}}] * 2}
     assert proto.for_peer("create_kernels", body, proto.ProtocolVersion(1, 1)) is body
     assert body["configs"][0]["dotfiles"]  # the caller's body is left alone
+
+
+def test_a_bootstrap_script_is_text_or_base64_of_text() -> None:
+    assert script_text(base64.b64encode(b"echo hi\n").decode()) == "echo hi\n"
+    assert script_text("ZWNobyBo\naQo=") == "echo hi\n"  # wrapped base64
+    for text in ("true", "date", "ls", "echo hi", "echo boot > ~/.booted\n", "abcd",
+                 base64.b64encode(b"\xff\xfe").decode(), base64.b64encode(b"a\x00b").decode()):
+        assert script_text(text) == text
