@@ -161,6 +161,7 @@ class Agent:
         self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
         self.image_services = ImageServices(docker.docker)
         self.networks = SessionNetworks(docker.docker, self.id)
+        self.commits = KernelCommits(docker.docker)
         self.commits = KernelCommits(docker.docker, save_base=config.agent.image_commit_path)
 
     # --- start / stop -----------------------------------------------------------------------
@@ -747,7 +748,7 @@ class Agent:
         kernel = self._running(req.kernel_id)
         assert kernel.container_id is not None
         return await self.commits.commit(kernel.kernel_id, kernel.container_id, kernel.image, req.canonical,
-                                         dict(req.labels))
+                                         dict(req.labels), push=req.push.model_dump() if req.push else None)
 
     async def save_kernel(self, req: SaveKernelRequest) -> dict[str, Any]:
         """Save the running kernel's container as an image tar on this host (bai.agent.commit)."""

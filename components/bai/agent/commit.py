@@ -18,6 +18,9 @@ to an untagged image and writes that image as a ``docker save`` tar to
 file there is always whole), then removes the image. It refuses to overwrite a file, and to
 start when the image would not fit on the disk with :data:`DISK_RESERVE` to spare.
 
+With registry credentials in the request the committed image is pushed to the registry its
+reference names, so that other agents can pull it.
+
 The container is not paused (its user keeps working; what was half-written at that instant is
 what the image gets). One commit of either kind per kernel at a time (a second one: 409), each
 bounded by :data:`COMMIT_TIMEOUT`.
@@ -147,14 +150,34 @@ class KernelCommits:
         return written
 
     async def commit(self, kernel_id: str, container_id: str, base_image: str, canonical: str,
-                     extra_labels: dict[str, str]) -> dict[str, Any]:
-        """Commit the kernel's container to ``canonical``; ``{"image", "digest", "labels"}``."""
+                     extra_labels: dict[str, str], *, push: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Commit the kernel's container to ``canonical``; ``{"image", "digest", "labels", "pushed"}``.
+        With ``push`` (``{"username", "password"}``, None values: anonymous) the image is then
+        pushed to the registry the reference names."""
         repository, tag = split_reference(canonical)
         bad = sorted(k for k in extra_labels if not k.startswith(CUSTOM_LABEL_PREFIX))
         if bad:
             raise InvalidInput(f"only {CUSTOM_LABEL_PREFIX}* labels may be added, not {', '.join(bad)}")
         async with self._one_at_a_time(kernel_id):
-            return await self._commit(container_id, base_image, repository, tag, extra_labels)
+            done = await self._commit(container_id, base_image, repository, tag, extra_labels)
+            if push is not None:
+                await self._push(repository, tag, push)
+            return {**done, "pushed": push is not None}
+
+    async def _push(self, repository: str, tag: str, credentials: dict[str, str | None]) -> None:
+        if "/" not in repository:
+            raise InvalidInput(f"{repository} names no registry to push to")
+        auth = None
+        if credentials.get("username"):
+            auth = {"username": credentials["username"], "password": credentials.get("password") or ""}
+        log.info("pushing %s:%s", repository, tag)
+        try:
+            async for item in self._docker.images.push(repository, tag=tag, auth=auth, stream=True,
+                                                       timeout=self._timeout):
+                if item.get("error"):
+                    raise AgentFailure(f"cannot push {repository}:{tag}: {item['error']}", title="Push failed")
+        except DockerError as exc:
+            raise AgentFailure(f"cannot push {repository}:{tag}: {exc.message}", title="Push failed") from exc
 
     async def _commit(self, container_id: str, base_image: str, repository: str | None, tag: str | None,
                       extra_labels: dict[str, str]) -> dict[str, Any]:

@@ -420,13 +420,23 @@ class MountHostRequest(UmountHostRequest):
 IMAGE_REFERENCE_PATTERN = r"^[a-z0-9][a-z0-9._:-]*(/[a-z0-9][a-z0-9._-]*)*:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 
 
+class RegistryCredentials(BaseModel):
+    """How to log in to a registry (both None: anonymously)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    username: str | None = Field(None, max_length=256)
+    password: str | None = Field(None, max_length=4096)
+
+
 class CommitKernelRequest(KernelRequest):
     """``commit_kernel`` (protocol 1.1): save the kernel's container as the image ``canonical``
     with the base image's labels plus ``labels`` (``ai.backend.customized-image.*`` only);
-    ``{"image", "digest", "labels"}``. 409 while another commit of the kernel runs."""
+    ``{"image", "digest", "labels", "pushed"}``. With ``push``, the image is then pushed to the
+    registry its reference names, with those credentials. 409 while another commit of the kernel runs."""
 
     canonical: str = Field(max_length=255, pattern=IMAGE_REFERENCE_PATTERN)
     labels: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=16)
+    push: RegistryCredentials | None = None
 
 
 class SaveKernelRequest(KernelRequest):
@@ -704,9 +714,12 @@ class AgentClient:
         UnsupportedCall, or its 404 when its version was not known yet)."""
         return await self.call("agent_info", {})
 
-    async def commit_kernel(self, kernel_id: str, canonical: str, labels: dict[str, str]) -> dict[str, Any]:
-        """Save the kernel's container as the image ``canonical`` (see :class:`CommitKernelRequest`)."""
-        return await self.call("commit_kernel", {"kernel_id": kernel_id, "canonical": canonical, "labels": labels})
+    async def commit_kernel(self, kernel_id: str, canonical: str, labels: dict[str, str], *,
+                            push: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """Save the kernel's container as the image ``canonical`` and, with ``push`` (registry
+        credentials), push it (see :class:`CommitKernelRequest`)."""
+        return await self.call("commit_kernel", {"kernel_id": kernel_id, "canonical": canonical, "labels": labels,
+                                                 "push": push})
 
     async def save_kernel(self, kernel_id: str, subdir: str, filename: str) -> dict[str, Any]:
         """Save the kernel's container as an image tar on the agent (see :class:`SaveKernelRequest`)."""

@@ -5,8 +5,10 @@ user's session and a session that is not running are refused with problem+json a
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from bai.manager.store import tables as t
+from tests.fixtures.registry import Registry
 
 from .conftest import Node
 
@@ -190,3 +193,61 @@ async def test_commit_to_a_tar_on_the_agent(node: Node, owner: tuple[str, str]) 
             leftover.unlink()
         if folder.exists():
             folder.rmdir()
+
+
+async def test_imagify_pushes_to_the_projects_registry(node: Node, owner: tuple[str, str],
+                                                       docker_registry: Registry) -> None:
+    """With a configured registry of the session's project, the image is pushed there (with the
+    registry's credentials) and a session of it pulls it on an agent that lacks it."""
+    host = docker_registry.auth_hostname
+    status, created = await node.call("POST", "/admin/gql", {
+        "query": "mutation($h: String!, $p: CreateContainerRegistryInput!) { create_container_registry("
+                 "hostname: $h, props: $p) { ok msg } }",
+        "variables": {"h": host, "p": {"url": f"http://{host}", "type": "docker", "username": docker_registry.username,
+                                       "password": docker_registry.password}}})
+    assert status == 200 and created["data"]["create_container_registry"]["ok"], created
+    groups = t.groups.update().where(t.groups.c.name == "default")
+    async with node.db.begin() as conn:
+        await conn.execute(groups.values(container_registry={"registry": host, "project": "bai-test"}))
+    first, second, run = name(), name(), secrets.token_hex(4)
+    try:
+        st, body = await node.call("POST", "/session", {"name": first, "image": "python"}, keys=owner)
+        assert st == 201 and body["status"] == "RUNNING", body
+        try:
+            st, res = await node.call("POST", f"/session/{first}", {
+                "mode": "query", "code": f"open({MARKER!r}, 'w').write('pushed {run}')", "runId": None}, keys=owner)
+            assert res["result"]["exitCode"] == 0, res
+            st, started = await node.call("POST", f"/session/{first}/imagify?image_name=pushed", keys=owner)
+            assert st == 200, started
+            events = await bgtask_events(node, started["task_id"], owner)
+            assert events[-2][0] == "bgtask_done", events
+        finally:
+            assert (await node.call("DELETE", f"/session/{first}", keys=owner))[0] == 200
+        canonical = events[-2][1]["message"]
+        assert canonical.startswith(f"{host}/bai-test/python:3.11-debian12-customized_"), canonical
+        tags = await asyncio.to_thread(_registry_tags, docker_registry, "bai-test/python")
+        assert canonical.rpartition(":")[2] in tags
+
+        # Gone from this agent: the session's agent pulls it from the registry, credentials and all.
+        async with aiodocker.Docker() as docker:
+            await docker.images.delete(canonical, force=True)
+        st, body = await node.call("POST", "/session", {"name": second, "image": canonical}, keys=owner)
+        assert st == 201 and body["status"] == "RUNNING", body
+        st, res = await node.call("POST", f"/session/{second}", {
+            "mode": "query", "code": f"print(open({MARKER!r}).read())", "runId": None}, keys=owner)
+        assert res["result"]["console"] == [["stdout", f"pushed {run}\n"]], res
+    finally:
+        await node.call("DELETE", f"/session/{second}", keys=owner)
+        async with node.db.begin() as conn:
+            await conn.execute(groups.values(container_registry=None))
+        await node.call("POST", "/admin/gql", {
+            "query": "mutation($h: String!) { delete_container_registry(hostname: $h) { ok } }",
+            "variables": {"h": host}})
+
+
+def _registry_tags(registry: Registry, repository: str) -> list[str]:
+    request = urllib.request.Request(f"http://{registry.auth_hostname}/v2/{repository}/tags/list")
+    token = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return list(json.load(resp)["tags"])

@@ -234,9 +234,18 @@ async def register_customized(conn: AsyncConnection, name: str, architecture: st
     agree); a commit to the same name replaces what the row said of the previous one."""
     registry, tag = split_registry(name)
     holders = [agent_id] if agent_id else []
+    local = registry == LOCAL_REGISTRY  # else pushed: other agents pull it from there
     stmt = insert(_i).values(id=uuid.uuid4(), name=name, architecture=architecture, registry=registry, tag=tag,
-                             config_digest=digest, labels=labels, is_local=True, installed_agents=holders)
+                             config_digest=digest, labels=labels, is_local=local, installed_agents=holders)
     await conn.execute(stmt.on_conflict_do_update(
         constraint="uq_images_name_architecture",
-        set_={"config_digest": digest, "labels": labels, "is_local": True, "installed_agents": holders},
+        set_={"config_digest": digest, "labels": labels, "is_local": local, "installed_agents": holders},
     ))
+
+
+async def project_registry(conn: AsyncConnection, group_id: uuid.UUID) -> tuple[str, str] | None:
+    """The project's own registry and project there (``groups.container_registry``), if set."""
+    found = await conn.scalar(sa.select(t.groups.c.container_registry).where(t.groups.c.id == group_id))
+    if isinstance(found, dict) and found.get("registry") and found.get("project"):
+        return str(found["registry"]), str(found["project"])
+    return None

@@ -10,7 +10,11 @@ sessions from it (services/images.py). Committing under a name the owner already
 same base image replaces that image (same id, same reference); new names count against the
 user resource policy's ``max_customized_image_count`` (negative: no limit).
 
-The image stays on the agent that made it (no registry push): sessions from it must run there.
+When the session's project has a registry of its own (``groups.container_registry`` =
+``{"registry", "project"}``) that is configured (etcd ``config/docker/registry/<host>``), the image
+is named ``<registry>/<project>/<image name>:<tag>-customized_<id>`` and the agent pushes it
+there with the registry's credentials, so any agent can pull it. Otherwise (the all-in-one node
+has no registry) it stays on the agent that made it: sessions from it must run there.
 
 The older ``POST /session/{ref}/commit`` (``session commit``) has the agent save the main kernel
 as an image tar on its host instead (``<image-commit-path>/<owner e-mail>/<file>.tar``, agent.toml),
@@ -29,6 +33,7 @@ from typing import Any
 from bai.common.agent_rpc import AgentError
 from bai.manager import errors
 from bai.manager.store import images as image_store
+from bai.manager.store import registries as registry_store
 from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
@@ -149,9 +154,18 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
     async with ctx.db.connect() as conn:
         mine = await image_store.customized_of(conn, owner_label)
         limit = await image_store.customized_image_limit(conn, owner.user_uuid)
+        project_registry = await image_store.project_registry(conn, row.group_id)
     repository, sep, tag = str(main.image).rpartition(":")
     if not sep or "/" in tag:
         raise errors.InvalidAPIParameters(f"The session's image {main.image} has no tag to derive a new one from.")
+    push: dict[str, str | None] | None = None
+    if project_registry is not None:
+        host, project = project_registry
+        settings = await registry_store.registry(ctx.etcd, host)
+        if settings is not None:  # a project registry nobody configured cannot be pushed to
+            _registry, _, path = repository.partition("/")
+            repository = f"{host}/{project}/{path.split('/', 1)[-1]}"
+            push = {"username": settings.username, "password": settings.password}
     same = [r for r in mine if r.labels.get(LABEL_NAME) == image_name and r.name.startswith(repository + ":")
             and _ID_RE.match(str(r.labels.get(LABEL_ID) or ""))]
     if same:
@@ -169,7 +183,7 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
         raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
     busy.add(main.id)
     try:
-        return await bgtasks.of(ctx).start(_commit_body(ctx, main, canonical, labels, busy),
+        return await bgtasks.of(ctx).start(_commit_body(ctx, main, canonical, labels, push, busy),
                                            owner=requester.access_key, name="imagify")
     except BaseException:
         busy.discard(main.id)
@@ -177,15 +191,17 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
 
 
 def _commit_body(ctx: ManagerContext, main: Any, canonical: str, labels: dict[str, str],
-                 busy: set[uuid.UUID]) -> bgtasks.TaskBody:
+                 push: dict[str, str | None] | None, busy: set[uuid.UUID]) -> bgtasks.TaskBody:
     async def body(progress: bgtasks.Progress) -> str:
         try:
-            await progress.update(total=2, message=f"Committing the session as {canonical}")
+            doing = "Committing and pushing" if push is not None else "Committing"
+            await progress.update(total=2, message=f"{doing} the session as {canonical}")
             try:
-                result = await ctx.agents.get(main.agent_addr).commit_kernel(str(main.id), canonical, labels)
+                result = await ctx.agents.get(main.agent_addr).commit_kernel(str(main.id), canonical, labels,
+                                                                             push=push)
             except AgentError as exc:
                 raise RuntimeError(f"the agent could not commit the session: {exc.msg or exc.title}") from exc
-            await progress.update(increment=1, message=f"Committed {canonical}")
+            await progress.update(increment=1, message=f"{'Pushed' if push is not None else 'Committed'} {canonical}")
             async with ctx.db.begin() as conn:
                 await image_store.register_customized(conn, canonical, main.architecture, str(result["digest"]),
                                                       dict(result["labels"]), main.agent)
