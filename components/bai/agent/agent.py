@@ -161,7 +161,6 @@ class Agent:
         self.ports = PortPool(*c.port_range, bind_host=c.bind_host)
         self.image_services = ImageServices(docker.docker)
         self.networks = SessionNetworks(docker.docker, self.id)
-        self.commits = KernelCommits(docker.docker)
         self.commits = KernelCommits(docker.docker, save_base=config.agent.image_commit_path)
 
     # --- start / stop -----------------------------------------------------------------------
