@@ -147,6 +147,21 @@ async def test_imagify_then_a_session_of_the_image(node: Node, owner: tuple[str,
     finally:
         assert (await node.call("DELETE", f"/session/{second}", keys=owner))[0] == 200
 
+    # The official `image list --customized` and `image forget`: the owner's own, only theirs.
+    listing = {"query": "{ customized_images { id tag labels { key value } } }"}
+    [own] = (await node.call("POST", "/admin/gql", listing, keys=owner))[1]["data"]["customized_images"]
+    assert own["tag"] == canonical.rpartition(":")[2]
+    assert {"key": "ai.backend.customized-image.name", "value": f"my-env.{run}"} in own["labels"]
+    assert (await node.call("POST", "/admin/gql", listing, keys=other))[1]["data"]["customized_images"] == []
+    forget = {"query": "mutation($i: String!) { forget_image_by_id(image_id: $i) { ok msg } }",
+              "variables": {"i": own["id"]}}
+    st, out = await node.call("POST", "/admin/gql", forget, keys=other)
+    assert out.get("errors") and "superadmin" in out["errors"][0]["message"], out
+    st, out = await node.call("POST", "/admin/gql", forget, keys=owner)
+    assert out["data"]["forget_image_by_id"] == {"ok": True, "msg": ""}, out
+    async with node.db.connect() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).where(t.images.c.id == own["id"])) == 0
+
 
 async def test_imagify_needs_a_running_session(node: Node, owner: tuple[str, str]) -> None:
     pending = name()

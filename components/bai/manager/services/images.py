@@ -132,6 +132,24 @@ def customized_for(labels: dict[str, str], user_uuid: uuid.UUID) -> bool:
     return not owner or owner == f"user:{user_uuid}"
 
 
+def _owns_customized(req: Requester, labels: dict[str, str]) -> bool:
+    return labels.get(image_store.CUSTOMIZED_OWNER) == f"user:{req.user_uuid}"
+
+
+def _require_owner_or_superadmin(req: Requester, row: Any) -> None:
+    """Forgetting or untagging: superadmins, and the owner of a customized image for that image."""
+    if row is None or not _owns_customized(req, dict(row.labels or {})):
+        require_superadmin_write(req)
+
+
+async def list_customized(ctx: ManagerContext, req: Requester) -> list[ImageInfo]:
+    """The original's ``customized_images``: the caller's own customized images (any registry)."""
+    async with ctx.db.connect() as conn:
+        rows = await image_store.image_rows(conn)
+        alive = await image_store.alive_agent_ids(conn)
+    return [_info(r, alive, _sees_agents(req)) for r in rows if _owns_customized(req, dict(r.labels or {}))]
+
+
 def check_customized_owner(labels: dict[str, str], user_uuid: uuid.UUID, reference: str) -> None:
     """Session creation: another user's customized image is as unknown as a missing one (404)."""
     if not customized_for(labels, user_uuid):
@@ -218,22 +236,23 @@ async def dealias_image(ctx: ManagerContext, req: Requester, alias: str) -> Outc
 
 
 async def forget_image(ctx: ManagerContext, req: Requester, reference: str, architecture: str) -> Outcome:
-    require_superadmin_write(req)
     async with ctx.db.begin() as conn:
         row = await image_store.find(conn, reference, architecture)
+        _require_owner_or_superadmin(req, row)
         if row is None or not await image_store.forget(conn, row.name, architecture):
             return Outcome(False, f"no image {reference!r} ({architecture})")
     return Outcome(True, "")
 
 
 async def forget_image_by_id(ctx: ManagerContext, req: Requester, image_id: str) -> Outcome:
-    require_superadmin_write(req)
     try:
         ident = uuid.UUID(image_id)
     except ValueError:
+        require_superadmin_write(req)
         return Outcome(False, f"not an image id: {image_id!r}")
     async with ctx.db.begin() as conn:
         row = await image_store.by_id(conn, ident)
+        _require_owner_or_superadmin(req, row)
         if row is None or not await image_store.forget(conn, row.name, row.architecture):
             return Outcome(False, f"no image with id {image_id}")
     return Outcome(True, "")
@@ -241,13 +260,14 @@ async def forget_image_by_id(ctx: ManagerContext, req: Requester, image_id: str)
 
 async def untag_image_from_registry(ctx: ManagerContext, req: Requester, image_id: str) -> Outcome:
     """Delete the image's manifest from its registry (so every tag of it there) and forget it."""
-    require_superadmin_write(req)
     try:
         ident = uuid.UUID(image_id)
     except ValueError:
+        require_superadmin_write(req)
         return Outcome(False, f"not an image id: {image_id!r}")
     async with ctx.db.connect() as conn:
         row = await image_store.by_id(conn, ident)
+    _require_owner_or_superadmin(req, row)
     if row is None or row.is_local:
         return Outcome(False, f"no registry image with id {image_id}")
     settings = await registry_store.registry(ctx.etcd, row.registry)

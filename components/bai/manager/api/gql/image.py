@@ -24,6 +24,9 @@ QUERIES = '''
   (or has not).
   """
   images(is_installed: Boolean, is_operation: Boolean): [Image]
+
+  "The caller's own customized images (sessions saved with POST /session/{ref}/imagify)."
+  customized_images: [Image]
 '''
 
 MUTATIONS = '''
@@ -36,13 +39,13 @@ MUTATIONS = '''
   "Remove an alias (superadmin)."
   dealias_image(alias: String!): DealiasImage
 
-  "Forget an image (the database row only; registries and agents keep their copies; superadmin)."
+  "Forget an image (the database row only; registries and agents keep their copies; superadmin, or the owner of a customized image)."
   forget_image(reference: String!, architecture: String = "x86_64"): ForgetImage
 
-  "Forget an image by its id (superadmin)."
+  "Forget an image by its id (superadmin, or the owner of a customized image)."
   forget_image_by_id(image_id: String!): ForgetImageById
 
-  "Delete an image's manifest from its registry (its tags there go with it) and forget it (superadmin)."
+  "Delete an image's manifest from its registry (its tags there go with it) and forget it (superadmin, or the owner of a customized image)."
   untag_image_from_registry(id: String!): UntagImageFromRegistry
 '''
 
@@ -145,6 +148,12 @@ async def resolve_images(_: Any, info: Any, is_installed: bool | None = None,
     ctx = context_of(info)
     found = await svc.list_images(ctx.manager, ctx.requester, is_installed=is_installed, is_operation=is_operation)
     return [image_obj(i) for i in found]
+
+
+@query.field("customized_images")
+async def resolve_customized_images(_: Any, info: Any) -> list[dict[str, Any]]:
+    ctx = context_of(info)
+    return [image_obj(i) for i in await svc.list_customized(ctx.manager, ctx.requester)]
 
 
 @mutation.field("rescan_images")
