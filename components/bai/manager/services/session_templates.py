@@ -512,9 +512,11 @@ async def get(ctx: ManagerContext, requester: Requester, kind: Kind, template_id
     who = await resolve_owner(ctx, requester, owner_access_key)
     async with ctx.db.connect() as conn:
         row = await _row_for(conn, who, kind, template_id)
-    document: dict[str, Any] = dict(row.template)
-    document["metadata"] = {**document.get("metadata", {}), "name": row.name}
-    return document
+    stored: dict[str, Any] = dict(row.template)
+    stored["metadata"] = {**stored.get("metadata", {}), "name": row.name}
+    # JSONB keeps keys in its own order: give the top level the order people write it in
+    first = [key for key in ("api_version", "kind", "mode", "metadata", "spec") if key in stored]
+    return {**{key: stored[key] for key in first}, **stored}
 
 
 async def update(ctx: ManagerContext, requester: Requester, kind: Kind, template_id: str,
