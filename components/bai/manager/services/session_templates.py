@@ -18,6 +18,7 @@ sends either becomes rows exactly as validated or a 400 naming the field, with n
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -384,6 +385,12 @@ def _entries(payload: str) -> list[_Entry]:
     return entries
 
 
+async def _entries_off_loop(payload: str) -> list[_Entry]:
+    """:func:`_entries` in a worker thread: parsing a hostile 64 KiB YAML payload takes up to about
+    half a second of pure-Python work, which must not stall the manager's event loop."""
+    return await asyncio.to_thread(_entries, payload)
+
+
 def _validated(kind: Kind, document: dict[str, Any], at: str) -> dict[str, Any]:
     """The document validated as a template of ``kind``, normalised (canonical key names,
     defaults filled in, unset optional parts left out); 400 naming the first bad fields."""
@@ -461,7 +468,7 @@ async def _project(conn: Any, owner: Requester, domain: str | None, group: str |
 async def create(ctx: ManagerContext, requester: Requester, kind: Kind, req: TemplateCreate) -> list[dict[str, str]]:
     """Store every template of the payload (all or none): ``[{"id", "user"}]`` (hex)."""
     owner = await resolve_owner(ctx, requester, req.owner_access_key)
-    entries = _entries(req.payload)
+    entries = await _entries_off_loop(req.payload)
     single = len(entries) == 1
     async with ctx.db.begin() as conn:
         default_group = await _project(conn, owner, req.domain, req.group, "group")
@@ -523,7 +530,7 @@ async def update(ctx: ManagerContext, requester: Requester, kind: Kind, template
                  req: TemplateCreate) -> None:
     """Replace the document (exactly one template) and, with ``group``, move it to that project."""
     who = await resolve_owner(ctx, requester, req.owner_access_key)
-    entries = _entries(req.payload)
+    entries = await _entries_off_loop(req.payload)
     if len(entries) != 1:
         raise _invalid("Invalid template", "payload", "an update takes exactly one template")
     [entry] = entries
