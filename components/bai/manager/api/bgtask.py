@@ -89,7 +89,8 @@ async def _follow(resp: web.StreamResponse, pubsub: Any, redis: Any, state: bgta
     """Write the task's records until it ends. Progress is coalesced: the newest update at most
     every UPDATE_INTERVAL, the first one UPDATE_INTERVAL after the stream opened (a client that
     sets up its progress display after the headers, as the official CLI does, is ready by then);
-    the final record goes at once."""
+    the final record goes at once, after the newest update not sent yet (a quick task's last
+    message, e.g. the image a session was saved as, would be lost to the client otherwise)."""
     loop = asyncio.get_running_loop()
 
     async def write(data: bytes) -> None:
@@ -111,6 +112,8 @@ async def _follow(resp: web.StreamResponse, pubsub: Any, redis: Any, state: bgta
                 continue
             state = _state_of(payload, state.owner)
             if state.finished:
+                if pending is not None:
+                    await write(_record(pending))
                 await write(_record(state))
                 return
             pending = state
