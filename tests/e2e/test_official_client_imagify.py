@@ -51,6 +51,8 @@ def test_convert_to_image_then_a_session_of_it(official_client: Path, node_env: 
                    "the tar commit to end", deadline=120)
         tars = wait_until(lambda: glob.glob(f"{COMMIT_PATH}/*/{first}-*.tar"), "the tar to appear", deadline=10)
         assert os.path.getsize(tars[0]) > 0
+        # The node may have room for one session only (2 cores): the first one makes way.
+        _run(official_client, node_env, "session", "destroy", first)
 
         _run(official_client, node_env, "session", "create", "-t", second, reference)
         ran = _run(official_client, node_env, "run", "-t", second, "-c", f"print(1); print(open({MARKER!r}).read())",
