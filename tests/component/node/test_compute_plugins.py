@@ -113,7 +113,9 @@ async def cnode(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Comput
             base = parts.agent.config
             config = base.model_copy(update={
                 "agent": base.agent.model_copy(update={"allow_compute_plugins": ("mock",)}),
-                "plugins": {"mock": {"config-path": str(tmp / "mock-accelerator.toml")}},
+                # keeps node_parts' own pinned-cores claims (cpu): with the host's shared ones, the
+                # installed node's kernels pinning cores would leave this agent's kernels unpinned
+                "plugins": {**base.plugins, "mock": {"config-path": str(tmp / "mock-accelerator.toml")}},
             })
             client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
             await client.start_server()
