@@ -21,13 +21,11 @@ agent's log, and a failing script does not fail the session (the user can see wh
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-import re
 from collections.abc import AsyncIterator, Sequence
 
 from bai.common.agent_rpc import AgentError, DotfileSpec, KernelCreationConfig
+from bai.common.bootstrap_script import script_text
 
 from .files import RunnerFiles
 from .kernel import KernelRunner, RunnerUnavailable
@@ -39,7 +37,6 @@ HOME = "/home/work"
 BOOTSTRAP_TIMEOUT = 120.0
 #: Characters of its output kept for the agent's log.
 LOG_TAIL = 2000
-_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 def home_path(path: str) -> str | None:
@@ -90,20 +87,6 @@ async def write_dotfiles(files: RunnerFiles, config: KernelCreationConfig, kerne
 
 def _mode(dotfile: DotfileSpec) -> int:
     return int(dotfile.perm, 8)
-
-
-def script_text(raw: str) -> str:
-    """The script itself: the API documents ``bootstrap_script`` as base64 (templates store it so)
-    while the official CLI and the web UI send the text; base64 of UTF-8 text is decoded, anything
-    else (text with a space, a newline inside a line, a character outside base64) is taken as is."""
-    packed = raw.replace("\n", "").replace("\r", "")
-    if not packed or len(packed) % 4 or not _B64.fullmatch(packed):
-        return raw
-    try:
-        decoded = base64.b64decode(packed, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return raw
-    return raw if "\x00" in decoded else decoded
 
 
 async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str) -> None:

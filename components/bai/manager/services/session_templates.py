@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import math
 import re
@@ -43,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from bai.common.bootstrap_script import script_text
 from bai.manager import errors
 from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import session_templates as store
@@ -169,23 +169,6 @@ class _Open(BaseModel):
 
 def _api_version(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-
-
-def script_text(raw: str) -> str:
-    """A bootstrap script as the agent will run it: the API documents ``bootstrap_script`` as
-    base64 while the official CLI and the web UI send the text, so base64 of UTF-8 text is
-    decoded and anything else taken as is (the agent's rule, bai.agent.dotfiles.script_text)."""
-    packed = raw.replace("\n", "").replace("\r", "")
-    if not packed or len(packed) % 4 or not _BASE64.fullmatch(packed):
-        return raw
-    try:
-        decoded = base64.b64decode(packed, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return raw
-    return raw if "\x00" in decoded else decoded
 
 
 class Metadata(_Open):

@@ -17,7 +17,7 @@ from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
 from .creation import check_session_name
-from .lookup import get_one, resolve_owner
+from .lookup import get_one, resolve_owner, running_main
 
 __all__ = ["SERVICE_STOPPED_EVENT", "abusing_report", "direct_access_info", "rename", "shutdown_service",
            "status_history", "sync_agent_registry"]
@@ -91,13 +91,7 @@ async def shutdown_service(ctx: ManagerContext, requester: Requester, ref: str, 
     (the runner ends the process that start-service began; nothing happens if it is not
     running) and have the app proxies close their circuits to it. 404 for a session the
     requester may not see or a service the session does not have, 400 when it is not running."""
-    owner = await resolve_owner(ctx, requester, owner_access_key)
-    async with ctx.db.connect() as conn:
-        row = await get_one(conn, ref, owner.access_key)
-        kernels = await store.kernels_of(conn, row.id)
-    main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
-    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
-        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
+    owner, row, main = await running_main(ctx, requester, ref, owner_access_key)
     found = next((sp for sp in main.service_ports or [] if isinstance(sp, dict) and sp.get("name") == service), None)
     if found is None:
         raise errors.ObjectNotFound(f"The session has no service {service!r}.", title="No such app service.")

@@ -34,12 +34,11 @@ from bai.common.agent_rpc import AgentError
 from bai.manager import errors
 from bai.manager.store import images as image_store
 from bai.manager.store import registries as registry_store
-from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from .. import bgtasks
 from ..context import ManagerContext
-from .lookup import get_one, resolve_owner
+from .lookup import running_main
 
 __all__ = ["IMAGE_NAME_PATTERN", "CommitInProgress", "commit_status", "commit_to_file", "imagify"]
 
@@ -82,26 +81,13 @@ def _check_name(image_name: str) -> None:
             data={"image_name": image_name[:200]})
 
 
-async def _running_main(ctx: ManagerContext, requester: Requester, ref: str,
-                        owner_access_key: str | None) -> tuple[Requester, Any, Any]:
-    """The owner, the session and its main kernel, which must be running (else 400)."""
-    owner = await resolve_owner(ctx, requester, owner_access_key)
-    async with ctx.db.connect() as conn:
-        row = await get_one(conn, ref, owner.access_key)
-        kernels = await store.kernels_of(conn, row.id)
-    main = next((k for k in kernels if k.cluster_role == "main"), None)
-    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
-        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
-    return owner, row, main
-
-
 async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, filename: str | None, *,
                          owner_access_key: str | None = None) -> dict[str, str]:
     """Start saving the session's main kernel as an image tar on its agent:
     ``{"bgtask_id", "kernel", "path"}`` (the path on the agent host once the task is done)."""
     if filename is not None and not re.fullmatch(FILENAME_PATTERN, filename):
         raise errors.InvalidAPIParameters("filename must be a plain file name (letters, digits, '.', '-', '_')")
-    owner, row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    owner, row, main = await running_main(ctx, requester, ref, owner_access_key)
     name = filename or f"{row.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     name = name if name.endswith(".tar") else f"{name}.tar"
     subdir = owner.email if _SUBDIR_RE.match(owner.email) else str(owner.user_uuid)
@@ -133,7 +119,7 @@ async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, fi
 async def commit_status(ctx: ManagerContext, requester: Requester, ref: str, *,
                         owner_access_key: str | None = None) -> dict[str, str]:
     """``{"status": "ongoing" | "ready", "kernel"}`` of the session's main kernel."""
-    _owner, _row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    _owner, _row, main = await running_main(ctx, requester, ref, owner_access_key)
     if main.id in _committing(ctx):
         return {"status": "ongoing", "kernel": str(main.id)}
     try:
@@ -149,7 +135,7 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
     _check_name(image_name)
     if visibility != "user":
         raise errors.InvalidAPIParameters("image_visibility: only 'user' is supported")
-    owner, row, main = await _running_main(ctx, requester, ref, owner_access_key)
+    owner, row, main = await running_main(ctx, requester, ref, owner_access_key)
     owner_label = f"user:{owner.user_uuid}"
     async with ctx.db.connect() as conn:
         mine = await image_store.customized_of(conn, owner_label)

@@ -14,7 +14,7 @@ from bai.manager.store.keypairs import Requester
 from ..context import ManagerContext
 from .queries import query_counter
 
-__all__ = ["describe", "get_one", "resolve_owner", "service_ports_for_client"]
+__all__ = ["describe", "get_one", "resolve_owner", "running_main", "service_ports_for_client"]
 
 
 async def resolve_owner(ctx: ManagerContext, requester: Requester, owner_access_key: str | None) -> Requester:
@@ -43,6 +43,19 @@ async def get_one(conn: Any, ref: str, access_key: str | None, include_dead: boo
             {"id": str(r.id), "name": r.name, "status": r.status, "created_at": r.created_at.isoformat()}
             for r in rows]})
     return rows[0]
+
+
+async def running_main(ctx: ManagerContext, requester: Requester, ref: str,
+                       owner_access_key: str | None) -> tuple[Requester, Any, Any]:
+    """The owner, the session and its main kernel, which must be running on an agent (else 400)."""
+    owner = await resolve_owner(ctx, requester, owner_access_key)
+    async with ctx.db.connect() as conn:
+        row = await get_one(conn, ref, owner.access_key)
+        kernels = await store.kernels_of(conn, row.id)
+    main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
+    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
+        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
+    return owner, row, main
 
 
 async def describe(ctx: ManagerContext, requester: Requester, ref: str,

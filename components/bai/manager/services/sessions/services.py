@@ -16,11 +16,10 @@ from typing import Any
 
 from bai.common.agent_rpc import AgentError
 from bai.manager import errors
-from bai.manager.store import sessions as store
 from bai.manager.store.keypairs import Requester
 
 from ..context import ManagerContext
-from .lookup import get_one, resolve_owner
+from .lookup import running_main
 
 __all__ = ["start_service"]
 
@@ -52,13 +51,7 @@ async def start_service(ctx: ManagerContext, requester: Requester, ref: str, app
     message lists the session's services), a port the service does not have, or arguments/envs
     its definition does not allow; 500 when the service fails to start (the runner's reason)."""
     env_values, arg_values = _options(envs, "envs"), _options(arguments, "arguments")
-    owner = await resolve_owner(ctx, requester, owner_access_key)
-    async with ctx.db.connect() as conn:
-        row = await get_one(conn, ref, owner.access_key)
-        kernels = await store.kernels_of(conn, row.id)
-    main = next((k for k in kernels if k.cluster_role == "main"), kernels[0] if kernels else None)
-    if row.status != "RUNNING" or main is None or main.status != "RUNNING" or not main.agent_addr:
-        raise errors.InvalidAPIParameters(f"The session is not running (status: {row.status}).")
+    owner, row, main = await running_main(ctx, requester, ref, owner_access_key)
     services = [sp for sp in main.service_ports or [] if isinstance(sp, dict)]
     found = next((sp for sp in services if sp.get("name") == app), None)
     if found is None:
