@@ -112,16 +112,21 @@ def parse(model: type[_Strict] | type[BaseModel], raw: Any) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        data: dict[str, str] = {}
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "body"
-            if err["type"] == "extra_forbidden":
-                data[loc] = f"{loc} is not allowed key"
-            elif err["type"] == "missing":
-                data[loc] = "is required"
-            else:
-                data[loc] = err["msg"]
-        raise InvalidAPIParameters("Input validation error", data) from None
+        raise InvalidAPIParameters("Input validation error", field_problems(exc)) from None
+
+
+def field_problems(exc: ValidationError, at: str = "") -> dict[str, str]:
+    """The original's per-field ``data`` map of a validation error (dotted paths under ``at``)."""
+    data: dict[str, str] = {}
+    for err in exc.errors():
+        loc = ".".join([*([at] if at else []), *(str(p) for p in err["loc"])]) or "body"
+        if err["type"] == "extra_forbidden":
+            data[loc] = f"{loc} is not allowed key"
+        elif err["type"] == "missing":
+            data[loc] = "is required"
+        else:
+            data[loc] = err["msg"]
+    return data
 
 
 def nul_at(value: Any, path: str = "") -> str | None:

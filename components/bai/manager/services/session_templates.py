@@ -50,7 +50,7 @@ from bai.manager.store import users as user_store
 from bai.manager.store.keypairs import Requester
 
 from .context import ManagerContext
-from .schemas import CreateSession, CreationConfig, Scalar, nul_at, parse
+from .schemas import CreateSession, CreationConfig, Scalar, field_problems, nul_at, parse
 from .sessions.lookup import resolve_owner
 
 __all__ = [
@@ -381,16 +381,7 @@ def _validated(kind: Kind, document: dict[str, Any], at: str) -> dict[str, Any]:
     try:
         parsed = model.model_validate(document)
     except ValidationError as exc:
-        data: dict[str, str] = {}
-        for err in exc.errors():
-            loc = ".".join([at, *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                data[loc] = f"{loc} is not allowed key"
-            elif err["type"] == "missing":
-                data[loc] = "is required"
-            else:
-                data[loc] = err["msg"]
-        raise errors.InvalidAPIParameters("Invalid template", data) from None
+        raise errors.InvalidAPIParameters("Invalid template", field_problems(exc, at)) from None
     result: dict[str, Any] = parsed.model_dump(mode="json", exclude_none=True)
     return result
 
