@@ -71,7 +71,7 @@ from bai.manager.services.scheduler import Scheduler
 from bai.manager.services.sessions import SessionService
 from bai.manager.services.sessions.queries import flush_forever as flush_query_counts_forever
 from bai.manager.services.vfolders import proxies as storage_proxies
-from bai.manager.store.db import create_engine
+from bai.manager.store.db import create_engine, following_timelines
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ async def etcd_ctx(app: web.Application) -> AsyncIterator[None]:
 async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[DB] = create_engine(app[CONFIG].db, timelines=EtcdTimelineRecord(app[ETCD]))
     try:
-        yield
+        async with following_timelines(engine):
+            yield
     finally:
         await engine.dispose()
 

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 
 from bai.common import etcd as etcd_mod
 from bai.manager.config import DBConfig
 from bai.manager.services.db_timelines import EtcdTimelineRecord
-from bai.manager.store.db import NoWritableDatabase, WritableHostConnector
+from bai.manager.store.db import NoWritableDatabase, WritableHostConnector, create_engine, following_timelines
 from tests.fixtures.ha_halfstack import running_postgres_pair
 from tests.fixtures.halfstack import HalfStack
 
@@ -114,3 +115,35 @@ async def test_an_old_primary_back_after_a_promotion_is_never_written_on(
                         rf"127.0.0.1:{pair.primary_port}: a stale primary \(timeline 1, while the database "
                         r"was written on timeline 2\)")):
                     await connect()
+
+
+async def test_pooled_connections_to_a_primary_that_kept_running_are_given_up(halfstack: HalfStack) -> None:
+    """A partition: the primary keeps running while its standby is promoted and another manager
+    writes there. This manager's pooled connection to the old primary is given up at its next
+    use once the shared record says so, and the pool reconnects to the promoted server."""
+    async with etcd_mod.connect(halfstack.etcd_addr, f"dbfence-{secrets.token_hex(4)}") as etcd:
+        record = EtcdTimelineRecord(etcd)
+        with running_postgres_pair() as pair:
+            engine = create_engine(DBConfig(addr=pair.addr, name="postgres", user="postgres"), timelines=record)
+
+            async def served_port() -> int:
+                async with engine.connect() as conn:
+                    return int(await conn.scalar(sa.text("select inet_server_port()")))
+
+            try:
+                async with following_timelines(engine, interval=0.1):
+                    assert await served_port() == pair.primary_port  # and the connection stays pooled
+                    await asyncio.to_thread(pair.promote_replica)
+                    other_manager = WritableHostConnector(
+                        DBConfig(addr=f"127.0.0.1:{pair.replica_port}", name="postgres", user="postgres"),
+                        timeout=5.0, timelines=record)
+                    await (await other_manager()).close()  # writes on timeline 2, and records it
+                    deadline = time.monotonic() + 10
+                    while (port := await served_port()) != pair.replica_port:
+                        assert port == pair.primary_port
+                        assert time.monotonic() < deadline, "the pooled connection still writes on the old primary"
+                        await asyncio.sleep(0.05)
+                    assert pair.psql(pair.primary_port, "select pg_is_in_recovery()") == "f"  # still writable
+                    assert await served_port() == pair.replica_port
+            finally:
+                await engine.dispose()

@@ -8,9 +8,11 @@ moment from real failures, and :func:`retry_transient` retries an operation over
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -40,8 +42,9 @@ def create_engine(cfg: DBConfig, timelines: TimelineRecord | None = None) -> Asy
     """``timelines``: where managers share the newest timeline they wrote on (several hosts only;
     see :class:`WritableHostConnector`)."""
     options: dict[str, Any] = {}
-    if len(cfg.hosts) > 1:
-        options["async_creator"] = WritableHostConnector(cfg, timelines=timelines)
+    connector = WritableHostConnector(cfg, timelines=timelines) if len(cfg.hosts) > 1 else None
+    if connector is not None:
+        options["async_creator"] = connector
     else:
         options["connect_args"] = {"timeout": CONNECT_TIMEOUT, "command_timeout": COMMAND_TIMEOUT}
     engine = create_async_engine(
@@ -53,7 +56,16 @@ def create_engine(cfg: DBConfig, timelines: TimelineRecord | None = None) -> Asy
         **options,
     )
     _ping_if_idle(engine)
+    if connector is not None:
+        _fence_pooled(engine, connector)
+        _CONNECTORS[engine.sync_engine] = connector
     return engine
+
+
+#: The multi-host connector behind each engine that has one (see :func:`following_timelines`).
+_CONNECTORS: weakref.WeakKeyDictionary[Any, WritableHostConnector] = weakref.WeakKeyDictionary()
+#: Seconds between two reads of the shared timeline record by :func:`following_timelines`.
+TIMELINE_REFRESH = 2.0
 
 
 class NoWritableDatabase(ConnectionError):
@@ -101,8 +113,11 @@ class WritableHostConnector:
         self._timeout = timeout
         self._first = 0
         self._timelines = timelines
-        #: system identifier -> the newest timeline this process wrote on
+        #: system identifier -> the newest timeline this process wrote on or heard of
         self._seen: dict[str, int] = {}
+        #: the (system identifier, timeline) each open connection writes on
+        self._positions: weakref.WeakKeyDictionary[asyncpg.Connection, tuple[str, int]] = (
+            weakref.WeakKeyDictionary())
 
     async def __call__(self) -> asyncpg.Connection:
         loop = asyncio.get_running_loop()
@@ -123,7 +138,7 @@ class WritableHostConnector:
                 problems.append(f"{host}:{port}: {_why(exc)}")
                 continue
             try:
-                stale = await self._stale(conn)
+                stale_or_position = await self._stale(conn)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 conn.terminate()
                 problems.append(f"{host}:{port}: {_why(exc)}")
@@ -131,7 +146,8 @@ class WritableHostConnector:
             except BaseException:
                 conn.terminate()
                 raise
-            if stale is not None:
+            if isinstance(stale_or_position, str):
+                stale = stale_or_position
                 log.error("database: %s:%d is a stale primary (%s): not writing there; stop it, or make it a "
                           "replica of the new primary", host, port, stale)
                 problems.append(f"{host}:{port}: a stale primary ({stale})")
@@ -140,12 +156,35 @@ class WritableHostConnector:
             if index != self._first:
                 log.warning("database: %s:%d accepts writes (connecting there first from now on)", host, port)
                 self._first = index
+            self._positions[conn] = stale_or_position
             return conn
         raise NoWritableDatabase("no database host accepts writes: " + "; ".join(problems or ["timed out"]))
 
-    async def _stale(self, conn: asyncpg.Connection) -> str | None:
-        """Why the writable server behind ``conn`` must not be written on, or None (after
-        recording its timeline when it is the newest yet)."""
+    def outdated(self, conn: asyncpg.Connection) -> str | None:
+        """Why an open connection must no longer be written on (its server's timeline is older
+        than the newest one known now), or None."""
+        position = self._positions.get(conn)
+        if position is None:
+            return None
+        system_id, timeline = position
+        newest = self._seen.get(system_id, 0)
+        return f"timeline {timeline}, while the database was written on timeline {newest}" if timeline < newest else None
+
+    async def refresh(self) -> None:
+        """Learn the newest timelines other managers wrote on (a promotion this process has not
+        connected to yet), so that its pooled connections to an old primary are given up."""
+        if self._timelines is None:
+            return
+        for system_id in list(self._seen):
+            async with asyncio.timeout(RECORD_TIMEOUT):
+                newest = await self._timelines.newest(system_id)
+            if newest > self._seen.get(system_id, 0):
+                log.warning("database: another manager writes on timeline %d (a standby was promoted)", newest)
+                self._seen[system_id] = newest
+
+    async def _stale(self, conn: asyncpg.Connection) -> str | tuple[str, int]:
+        """Why the writable server behind ``conn`` must not be written on, or its (system
+        identifier, timeline) (after recording the timeline when it is the newest yet)."""
         system_id, wal_file = await conn.fetchrow(POSITION_SQL)
         timeline = int(wal_file, 16)
         newest = self._seen.get(system_id, 0)
@@ -156,6 +195,7 @@ class WritableHostConnector:
             except Exception as exc:  # etcd away: what this process saw still fences
                 log.warning("database: the shared timeline record is unreachable (%r)", exc)
         if timeline < newest:
+            self._seen[system_id] = newest  # also fences this process's pooled connections to it
             return f"timeline {timeline}, while the database was written on timeline {newest}"
         if timeline > self._seen.get(system_id, 0):
             self._seen[system_id] = timeline
@@ -165,7 +205,47 @@ class WritableHostConnector:
                         await self._timelines.record(system_id, timeline)
                 except Exception as exc:
                     log.warning("database: cannot record timeline %d in the shared record (%r)", timeline, exc)
-        return None
+        return system_id, timeline
+
+
+def _fence_pooled(engine: AsyncEngine, connector: WritableHostConnector) -> None:
+    """A pooled connection opened before a promotion still writes on the old primary when that
+    primary did not die (a network partition; an operator promoting by hand): at checkout, one
+    whose timeline is older than the newest known is discarded, and the pool opens another through
+    ``connector``, which refuses the old primary. An in-memory comparison: free on the hot path."""
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        why = connector.outdated(dbapi_connection.driver_connection)
+        if why is not None:
+            log.error("database: giving up a pooled connection to a stale primary (%s)", why)
+            raise sa_exc.DisconnectionError(f"pooled connection to a stale primary ({why})")
+
+
+@contextlib.asynccontextmanager
+async def following_timelines(engine: AsyncEngine, interval: float = TIMELINE_REFRESH) -> AsyncIterator[None]:
+    """While open, reads the shared timeline record every ``interval`` seconds (engines with
+    several hosts only), so that a promotion another manager wrote on fences this one's pool too."""
+    connector = _CONNECTORS.get(engine.sync_engine)
+    if connector is None:
+        yield
+        return
+
+    async def follow() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await connector.refresh()
+            except Exception as exc:  # etcd away: what this process saw still fences
+                log.warning("database: the shared timeline record is unreachable (%r)", exc)
+
+    task = asyncio.create_task(follow(), name="db-timelines")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _why(exc: BaseException) -> str:
