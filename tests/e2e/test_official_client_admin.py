@@ -66,7 +66,9 @@ def test_admin_lists_and_infos_as_superadmin(as_admin: Run, plain_user: tuple[Ru
                                              node_env: dict[str, str]) -> None:
     _, email, ak, sk = plain_user
     admin_ak = node_env["BACKEND_ACCESS_KEY"]
-    users = as_admin("admin", "user", "list")
+    # one page of up to 100 (the client pages 20 by default; users other tests left behind on a
+    # reused machine must not push ours off the page)
+    users = as_admin("admin", "user", "list", "--limit", "100")
     assert users["total_count"] == len(users["items"]) >= 2
     by_email = {u["email"]: u for u in users["items"]}
     assert by_email[fixtures.ADMIN_EMAIL]["role"] == "superadmin"
@@ -77,7 +79,7 @@ def test_admin_lists_and_infos_as_superadmin(as_admin: Run, plain_user: tuple[Ru
     info = as_admin("admin", "user", "info", "-e", email)["items"][0]
     assert info["email"] == email and info["full_name"] == "E2E User" and info["domain_name"] == "default"
 
-    keypairs = {k["access_key"]: k for k in as_admin("admin", "keypair", "list")["items"]}
+    keypairs = {k["access_key"]: k for k in as_admin("admin", "keypair", "list", "--limit", "100")["items"]}
     assert keypairs[ak]["secret_key"] == sk and keypairs[ak]["user_id"] == email  # superadmins see secrets
     assert keypairs[ak]["projects"] == ["default"] and keypairs[admin_ak]["is_admin"] is True
     assert keypairs[main_key]["user_id"] == email and keypairs[ak]["is_admin"] is False
