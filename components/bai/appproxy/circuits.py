@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
+
+from bai.common.session_activity import PendingStamps, Throttled
 
 from .config import ProxySection
 from .errors import NoPortLeft
@@ -56,6 +59,8 @@ class Circuit:
     permits: dict[str, float] = field(default_factory=dict)
     #: When a request or connection last arrived (time.monotonic()).
     last_used: float = field(default_factory=time.monotonic)
+    #: Stamps the session's activity (the manager's idle timeout) on traffic, throttled.
+    stamper: Throttled | None = None
 
     @property
     def cookie_name(self) -> str:
@@ -64,6 +69,11 @@ class Circuit:
 
     def key(self) -> tuple[object, ...]:
         return (self.session_id, self.user_uuid, self.kernel_host, self.kernel_port, self.protocol)
+
+    def note_traffic(self) -> None:
+        """A request, message or chunk went through (either way)."""
+        if self.stamper is not None:
+            self.stamper()
 
     def track(self, task: asyncio.Task[object]) -> None:
         self.last_used = time.monotonic()
@@ -77,9 +87,12 @@ ListenerFactory = Callable[[Circuit, str, int], Awaitable[Listener]]
 class CircuitRegistry:
     """The open circuits, by id, port and what they lead to; allocates ports from the range."""
 
-    def __init__(self, config: ProxySection, listeners: dict[Protocol_, ListenerFactory]) -> None:
+    def __init__(self, config: ProxySection, listeners: dict[Protocol_, ListenerFactory],
+                 activity: PendingStamps | None = None) -> None:
         self.config = config
         self._listeners = listeners
+        #: Where circuits stamp their sessions' activity (None: not counted).
+        self.activity = activity
         self._by_id: dict[uuid.UUID, Circuit] = {}
         self._by_key: dict[tuple[object, ...], Circuit] = {}
         self._lock = asyncio.Lock()
@@ -108,7 +121,9 @@ class CircuitRegistry:
             circuit = Circuit(id=uuid.uuid4(), app=app, protocol=protocol, session_id=claims.session,
                               user_uuid=claims.user, access_key=claims.access_key,
                               kernel_host=claims.kernel_host, kernel_port=claims.kernel_port, port=0,
-                              allowed_client_ips=frozenset({client_ip} if client_ip else ()))
+                              allowed_client_ips=frozenset({client_ip} if client_ip else ()),
+                              stamper=None if self.activity is None else
+                              Throttled(functools.partial(self.activity.touch, claims.session)))
             await self._listen(circuit)
             self._by_id[circuit.id] = circuit
             self._by_key[key] = circuit

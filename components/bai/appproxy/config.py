@@ -57,6 +57,9 @@ class ProxySection(Section):
     max_connections_per_circuit: int = Field(256, alias="max-connections-per-circuit", ge=1)
     #: Follow the manager's session events (Redis, found through etcd) to end circuits with their session.
     watch_sessions: bool = Field(True, alias="watch-sessions")
+    #: How often the traffic through circuits is written to Redis as the sessions' activity (the
+    #: manager's idle timeout; needs watch-sessions, whose Redis it uses).
+    activity_flush: Duration = Field(10.0, alias="activity-flush", gt=0, le=600)
 
     @model_validator(mode="after")
     def _range(self) -> ProxySection:

@@ -119,6 +119,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     if request.path == LOGIN_PATH:
         return await login(request)
     check_cookie(request, circuit, cfg.permit_hash_key)
+    circuit.note_traffic()  # the session's activity (idle timeout)
     if circuit.in_flight + len(circuit.active) >= cfg.max_connections_per_circuit:
         raise Busy()
     if relay.is_websocket(request):
@@ -126,7 +127,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
         assert task is not None
         circuit.track(task)
-        return await _forward_websocket(request, _upstream_url(request, circuit))
+        return await _forward_websocket(request, _upstream_url(request, circuit), circuit)
     # (a plain request ends with the circuit's listener: its cleanup cancels what is in flight)
     circuit.last_used = time.monotonic()
     circuit.in_flight += 1
@@ -164,11 +165,12 @@ async def _forward_http(request: web.Request, url: URL) -> web.StreamResponse:
                                   relay.HOP_BY_HOP, FAILURES)
 
 
-async def _forward_websocket(request: web.Request, url: URL) -> web.StreamResponse:
+async def _forward_websocket(request: web.Request, url: URL, circuit: Circuit) -> web.StreamResponse:
     cfg = request.app[SETTINGS]
     return await relay.relay_websocket(request, request.app[UPSTREAM], url.with_scheme("ws"),
                                        request_headers(request), max_msg_size=cfg.max_wsmsg_size,
-                                       heartbeat=cfg.ws_heartbeat, send_timeout=cfg.idle_timeout, fail=FAILURES)
+                                       heartbeat=cfg.ws_heartbeat, send_timeout=cfg.idle_timeout, fail=FAILURES,
+                                       on_message=circuit.note_traffic)
 
 
 class HttpListener:

@@ -13,14 +13,16 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from bai.common import etcd as etcd_mod
 from bai.common.events import REDIS_DB_STREAM
 from bai.common.redis import open_redis_target, redis_target_from_etcd
+from bai.common.session_activity import PendingStamps
 from bai.common.tasks import stop_tasks
 
-from . import http_forward, session_watch, tcp_forward
+from . import activity, http_forward, session_watch, tcp_forward
 from .api import coordinator
 from .circuits import CircuitRegistry, sweep_idle_forever
 from .config import AppProxyConfig
@@ -39,6 +41,10 @@ class ProxyState:
     circuits: CircuitRegistry | None = None
     #: Set once the session-event subscription is up (tests wait for it).
     watching: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The manager's Redis (stream DB), found through etcd; None with watch-sessions off.
+    redis: aioredis.Redis | None = None
+    #: Traffic through circuits, as the sessions' activity, until written to Redis.
+    activity: PendingStamps = field(default_factory=PendingStamps)
 
 
 StartUpContext = Callable[[ProxyState], AbstractAsyncContextManager[None]]
@@ -64,7 +70,7 @@ async def circuits_ctx(state: ProxyState) -> AsyncIterator[None]:
     circuits = state.circuits = CircuitRegistry(cfg, {
         "http": http_forward.listener_factory(cfg, state.upstream),
         "tcp": tcp_forward.listener_factory(cfg),  # type: ignore[dict-item]
-    })
+    }, activity=state.activity if cfg.watch_sessions else None)
     sweeper = asyncio.create_task(sweep_idle_forever(circuits, cfg.circuit_idle_timeout), name="idle-circuits")
     try:
         yield
@@ -89,13 +95,28 @@ async def session_watch_ctx(state: ProxyState) -> AsyncIterator[None]:
         raise StartUpError(f"cannot read the Redis address from etcd at {cfg.etcd.addr}: {exc!r}") from exc
     if target is None:
         raise StartUpError("etcd has no config/redis/addr (nor config/redis/sentinel); run the installer")
-    redis = open_redis_target(target, REDIS_DB_STREAM)
+    redis = state.redis = open_redis_target(target, REDIS_DB_STREAM)
     task = asyncio.create_task(session_watch.watch(redis, state.circuits, state.watching), name="session-watch")
     try:
         yield
     finally:
         await stop_tasks([task])
         await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def activity_ctx(state: ProxyState) -> AsyncIterator[None]:
+    """Traffic through circuits written to the manager's Redis as session activity (the idle
+    timeout), every ``activity-flush``; written once more on the way out."""
+    if state.redis is None:
+        yield
+        return
+    task = asyncio.create_task(activity.flush_forever(state.activity, state.redis,
+                                                      state.config.app_proxy.activity_flush), name="activity-flush")
+    try:
+        yield
+    finally:
+        await stop_tasks([task], grace=activity.FINAL_FLUSH_TIMEOUT + 1.0)
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +138,7 @@ async def api_ctx(state: ProxyState) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-START_UP: tuple[StartUpContext, ...] = (upstream_ctx, circuits_ctx, session_watch_ctx, api_ctx)
+START_UP: tuple[StartUpContext, ...] = (upstream_ctx, circuits_ctx, session_watch_ctx, activity_ctx, api_ctx)
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from .circuits import Circuit
 from .config import ProxySection
@@ -20,13 +21,17 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float) -> None:
-    """Copy until EOF, then half-close ``writer`` (the other direction may still be talking)."""
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle: float,
+               on_chunk: Callable[[], None] | None = None) -> None:
+    """Copy until EOF, then half-close ``writer`` (the other direction may still be talking);
+    ``on_chunk`` is called for each chunk read."""
     while True:
         async with asyncio.timeout(idle):
             chunk = await reader.read(CHUNK)
         if not chunk:
             break
+        if on_chunk is not None:
+            on_chunk()
         writer.write(chunk)
         async with asyncio.timeout(idle):
             await writer.drain()
@@ -36,9 +41,11 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle:
 
 
 async def splice(a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                 b: tuple[asyncio.StreamReader, asyncio.StreamWriter], idle: float) -> None:
+                 b: tuple[asyncio.StreamReader, asyncio.StreamWriter], idle: float,
+                 on_chunk: Callable[[], None] | None = None) -> None:
     """Both directions until both have ended, or either fails or idles out."""
-    tasks = [asyncio.create_task(pipe(a[0], b[1], idle)), asyncio.create_task(pipe(b[0], a[1], idle))]
+    tasks = [asyncio.create_task(pipe(a[0], b[1], idle, on_chunk)),
+             asyncio.create_task(pipe(b[0], a[1], idle, on_chunk))]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         if any(t.exception() for t in done if not t.cancelled()):
@@ -89,7 +96,8 @@ def listener_factory(cfg: ProxySection) -> object:
                     log.info("circuit %s: cannot reach the app: %r", circuit.id, exc)
                     return
                 try:
-                    await splice((reader, writer), up, cfg.idle_timeout)
+                    circuit.note_traffic()  # a connection is activity even before its first byte
+                    await splice((reader, writer), up, cfg.idle_timeout, circuit.note_traffic)
                 finally:
                     await _close(up[1])
             finally:

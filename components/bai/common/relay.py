@@ -220,9 +220,10 @@ def offered_protocols(request: web.Request) -> list[str]:
 
 async def relay_websocket(request: web.Request, session: aiohttp.ClientSession, url: URL,
                           headers: CIMultiDict[str], *, max_msg_size: int, heartbeat: float, send_timeout: float,
-                          fail: Failures) -> web.StreamResponse:
+                          fail: Failures, on_message: Callable[[], None] | None = None) -> web.StreamResponse:
     """Open the upstream websocket first (its refusal answers the client's handshake), then
-    accept the client's with the subprotocol the upstream chose and pump messages both ways."""
+    accept the client's with the subprotocol the upstream chose and pump messages both ways
+    (``on_message`` is called for each, either way: keep it cheap)."""
     try:
         up_ws = await session.ws_connect(url, headers=headers, protocols=offered_protocols(request),
                                          max_msg_size=max_msg_size, heartbeat=heartbeat, autoclose=True,
@@ -237,16 +238,18 @@ async def relay_websocket(request: web.Request, session: aiohttp.ClientSession, 
         down_ws = web.WebSocketResponse(protocols=(up_ws.protocol,) if up_ws.protocol else (),
                                         max_msg_size=max_msg_size, heartbeat=heartbeat, writer_limit=CHUNK)
         await down_ws.prepare(request)
-        await _splice(down_ws, up_ws, send_timeout)
+        await _splice(down_ws, up_ws, send_timeout, on_message)
         return down_ws
     finally:
         await up_ws.close()
 
 
-async def _pump(src: Any, dst: Any, send_timeout: float) -> None:
+async def _pump(src: Any, dst: Any, send_timeout: float, on_message: Callable[[], None] | None) -> None:
     """Messages from ``src`` to ``dst`` until either closes; a send that waits longer than
     ``send_timeout`` (a reader that stopped) ends the pump."""
     async for msg in src:
+        if on_message is not None:
+            on_message()
         async with asyncio.timeout(send_timeout):
             if msg.type == WSMsgType.TEXT:
                 await dst.send_str(msg.data)
@@ -265,10 +268,12 @@ def _close_code(up: aiohttp.ClientWebSocketResponse) -> int:
     return code if 1000 <= code < 5000 and code not in (1005, 1006) else 1011
 
 
-async def _splice(down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse, send_timeout: float) -> None:
+async def _splice(down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse, send_timeout: float,
+                  on_message: Callable[[], None] | None = None) -> None:
     """Pump both ways until one direction ends (a close, an error, a stalled reader), then stop
     the other and close the client's side."""
-    pumps = (asyncio.create_task(_pump(down, up, send_timeout)), asyncio.create_task(_pump(up, down, send_timeout)))
+    pumps = (asyncio.create_task(_pump(down, up, send_timeout, on_message)),
+             asyncio.create_task(_pump(up, down, send_timeout, on_message)))
     try:
         await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel
@@ -49,8 +50,10 @@ async def apps(request: web.Request) -> web.Response:
     return web.json_response(found)
 
 
-async def _ws_to_tcp(ws: web.WebSocketResponse, writer: asyncio.StreamWriter, send_timeout: float) -> None:
+async def _ws_to_tcp(ws: web.WebSocketResponse, writer: asyncio.StreamWriter, send_timeout: float,
+                     on_data: Callable[[], None]) -> None:
     async for msg in ws:
+        on_data()
         if msg.type == WSMsgType.BINARY:
             writer.write(msg.data)
         elif msg.type == WSMsgType.TEXT:
@@ -63,8 +66,10 @@ async def _ws_to_tcp(ws: web.WebSocketResponse, writer: asyncio.StreamWriter, se
             await writer.drain()
 
 
-async def _tcp_to_ws(reader: asyncio.StreamReader, ws: web.WebSocketResponse, send_timeout: float) -> None:
+async def _tcp_to_ws(reader: asyncio.StreamReader, ws: web.WebSocketResponse, send_timeout: float,
+                     on_data: Callable[[], None]) -> None:
     while chunk := await reader.read(CHUNK):
+        on_data()
         async with asyncio.timeout(send_timeout):
             await ws.send_bytes(chunk)
 
@@ -86,8 +91,10 @@ async def tunnel(request: web.Request) -> web.StreamResponse:
         raise errors.ServiceUnavailable(f"The app {q.app} does not accept connections.") from None
     try:
         await ws.prepare(request)
-        tasks = [asyncio.create_task(_ws_to_tcp(ws, writer, cfg.stream_send_timeout)),
-                 asyncio.create_task(_tcp_to_ws(reader, ws, cfg.stream_send_timeout))]
+        on_data = svc.traffic_stamper(ctx, target)  # the session's activity while data flows (idle timeout)
+        on_data()
+        tasks = [asyncio.create_task(_ws_to_tcp(ws, writer, cfg.stream_send_timeout, on_data)),
+                 asyncio.create_task(_tcp_to_ws(reader, ws, cfg.stream_send_timeout, on_data))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

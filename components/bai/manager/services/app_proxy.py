@@ -8,11 +8,15 @@ a resource group has no app proxy (503 "No coordinator configured for this resou
 
 from __future__ import annotations
 
+import functools
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from bai.appproxy.client import CoordinatorError, register_service
+from bai.common.session_activity import Throttled
 from bai.manager import errors
 from bai.manager.store import app_proxies as store
 from bai.manager.store import sessions as session_store
@@ -20,10 +24,11 @@ from bai.manager.store.keypairs import Requester
 
 from .context import ManagerContext
 from .sessions import services
+from .sessions.activity import touch
 from .sessions.lookup import get_one, resolve_owner, service_ports_for_client
 
 __all__ = ["NO_COORDINATOR", "AppsQuery", "ServiceTarget", "StartService", "TunnelQuery", "apps",
-           "start_service", "tunnel_target"]
+           "start_service", "traffic_stamper", "tunnel_target"]
 
 NO_COORDINATOR = "No coordinator configured for this resource group"
 APP_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$"
@@ -63,6 +68,7 @@ class ServiceTarget(BaseModel):
     kernel_host: str
     kernel_port: int
     protocol: str = "http"
+    session_id: uuid.UUID | None = None
 
 
 async def _coordinator(ctx: ManagerContext, requester: Requester, ref: str) -> Any:
@@ -97,6 +103,14 @@ async def tunnel_target(ctx: ManagerContext, requester: Requester, ref: str, q: 
     found = await services.start_service(ctx, requester, ref, q.app, port=q.port, envs=q.envs,
                                          arguments=q.arguments, owner_access_key=q.owner_access_key)
     return ServiceTarget.model_validate(found)
+
+
+def traffic_stamper(ctx: ManagerContext, target: ServiceTarget) -> Callable[[], None]:
+    """What a tunnel calls for each chunk, either way: the session's activity (the idle timeout),
+    stamped at most once a second."""
+    if target.session_id is None:
+        return lambda: None
+    return Throttled(functools.partial(touch, ctx, target.session_id))
 
 
 async def apps(ctx: ManagerContext, requester: Requester, ref: str, owner_access_key: str | None) -> list[dict[str, Any]]:
