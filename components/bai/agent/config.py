@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from bai.common.config import EtcdConfig, Section, find_config, load_config
 from bai.common.host_mounts import HostMountsConfig
@@ -134,6 +134,13 @@ class AgentConfig(Section):
                                           alias="host-mounts")
     #: ``[plugins.<key>]``: each compute plugin's own settings (e.g. ``[plugins.mock] config-path``).
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: The file this was read from (:func:`load`; None when built in code): the agent keeps a
+    #: resource group the manager moves it to there (bai.agent.config_file).
+    _source_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
 
     @property
     def rpc_host_port(self) -> tuple[str, int]:
@@ -142,4 +149,7 @@ class AgentConfig(Section):
 
 
 def load(path: str | Path | None = None) -> AgentConfig:
-    return load_config(AgentConfig, find_config("agent", path))
+    source = find_config("agent", path)
+    config = load_config(AgentConfig, source)
+    config._source_path = source.absolute()
+    return config

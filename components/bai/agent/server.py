@@ -42,12 +42,13 @@ from bai.common.agent_rpc import (
     ShutdownServiceRequest,
     StartServiceRequest,
     Unauthorized,
+    UpdateScalingGroupRequest,
 )
 from bai.common.events import REDIS_DB_STREAM, EventProducer, event_signing_key
 from bai.common.redis import RedisTarget, open_redis_target, redis_target_from_etcd
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 
-from . import files, host_mounts
+from . import config_file, files, host_mounts
 from .agent import Agent, AgentBackend, agent_version
 from .config import AgentConfig
 from .docker import DockerKernels
@@ -153,6 +154,10 @@ async def _shutdown_service(agent: AgentBackend, req: ShutdownServiceRequest) ->
     return await stop(req)
 
 
+async def _update_scaling_group(agent: AgentBackend, req: UpdateScalingGroupRequest) -> dict[str, Any]:
+    return await config_file.update_scaling_group(agent, req)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": _ping,
     "create_kernels": _create_kernels,
@@ -173,6 +178,7 @@ HANDLERS: dict[str, Handler] = {
     "commit_kernel": _commit_kernel,
     "save_kernel": _save_kernel,
     "get_commit_status": _get_commit_status,
+    "update_scaling_group": _update_scaling_group,
 }
 
 

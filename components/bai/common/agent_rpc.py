@@ -307,6 +307,26 @@ class AgentInfoRequest(_Request):
     what a rolling restart waits for (the new process is up, its kernels re-adopted)."""
 
 
+#: The manager's rule for resource group names (services/admin_inputs.name, at most 64 characters).
+SCALING_GROUP_NAME_MAX = 64
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UpdateScalingGroupRequest(_Request):
+    """``update_scaling_group`` (protocol 1.1): the agent joins this resource group at once (its
+    next heartbeat says so) and keeps it in its agent.toml. Replies ``{"scaling_group",
+    "previous", "config_changed"}``; fails, changing nothing, when the file cannot be rewritten."""
+
+    scaling_group: str = Field(min_length=1, max_length=SCALING_GROUP_NAME_MAX)
+
+    @field_validator("scaling_group")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value != value.strip() or _CONTROL_CHARS.search(value):
+            raise ValueError("a resource group name has no control characters or surrounding spaces")
+        return value
+
+
 class StartServiceOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     #: Option name -> value (None: a bare flag); only the definition's allowed_arguments.
@@ -471,6 +491,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "commit_kernel": CommitKernelRequest,
     "save_kernel": SaveKernelRequest,
     "get_commit_status": KernelRequest,
+    "update_scaling_group": UpdateScalingGroupRequest,
 }
 
 
@@ -505,6 +526,7 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "commit_kernel": 630.0,
     "save_kernel": 630.0,
     "get_commit_status": 10.0,
+    "update_scaling_group": 10.0,
 }
 
 #: Calls a user waits on while the kernel keeps running: when the agent restarts (it refuses the
@@ -728,6 +750,10 @@ class AgentClient:
     async def get_commit_status(self, kernel_id: str) -> str:
         """``ongoing`` while a commit of the kernel runs on the agent, else ``ready``."""
         return str((await self.call("get_commit_status", {"kernel_id": kernel_id}))["status"])
+
+    async def update_scaling_group(self, scaling_group: str) -> dict[str, Any]:
+        """Move the agent to another resource group, for good (see :class:`UpdateScalingGroupRequest`)."""
+        return await self.call("update_scaling_group", {"scaling_group": scaling_group})
 
     async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
                             envs: dict[str, str] | None = None) -> dict[str, Any]:

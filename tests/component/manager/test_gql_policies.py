@@ -483,10 +483,17 @@ async def test_modify_agent(world: World) -> None:
         assert await agent_store.alive_in_group(conn, "default", "x86_64") == []
     await ok(world, SG_CREATE_Q, {"name": "moved", "input": {"driver": "static", "scheduler": "fifo"}},
              "create_scaling_group")
-    await ok(world, MODIFY_AGENT_Q, {"id": AGENT, "p": {"schedulable": True, "scaling_group": "moved"}},
-             "modify_agent")
-    row = await agent_row()
-    assert (row["schedulable"], row["scaling_group"]) == (True, "moved")
+    await ok(world, MODIFY_AGENT_Q, {"id": AGENT, "p": {"schedulable": True}}, "modify_agent")
+    # A move is the agent's first (tests/component/node/test_move_agent.py): one that is not ALIVE
+    # cannot be asked, so the mutation answers ok=false and changes nothing (schedulable neither).
+    async with world.db.engine.begin() as conn:
+        await conn.execute(t.agents.update().where(t.agents.c.id == AGENT).values(status="LOST"))
+    before = await agent_row()
+    assert "is LOST: only a live agent can be moved" in await not_ok(world, MODIFY_AGENT_Q, {"id": AGENT, "p": {
+        "schedulable": False, "scaling_group": "moved"}}, "modify_agent")
+    assert await agent_row() == before
+    async with world.db.engine.begin() as conn:
+        await conn.execute(t.agents.update().where(t.agents.c.id == AGENT).values(status="ALIVE"))
     before = await agent_row()
     assert "No such scaling group" in await not_ok(world, MODIFY_AGENT_Q, {"id": AGENT, "p": {
         "schedulable": False, "scaling_group": "nowhere"}}, "modify_agent")

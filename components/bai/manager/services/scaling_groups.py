@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from bai.common.agent_rpc import AgentError
 from bai.common.types import SessionTypes
 from bai.manager.store import agents as agent_store
 from bai.manager.store import scaling_groups as store
@@ -210,9 +211,8 @@ def group_id(value: str) -> uuid.UUID | None:
 
 async def modify_agent(ctx: ManagerContext, req: Requester, agent_id: str, props: Mapping[str, Any]) -> Outcome:
     """``schedulable`` (false: the scheduler places no new session there) and ``scaling_group``.
-    The agent re-declares its group with every heartbeat (``[agent] scaling-group`` in its
-    agent.toml), as with the original, so a group set here lasts until the next heartbeat unless
-    the agent's configuration says the same."""
+    The agent re-declares its group with every heartbeat (``[agent] scaling-group``), so, as with
+    the original, a move is the agent's first (:func:`_move_agent`); the row follows it."""
     require_superadmin_write(req)
     check.not_null(props, ("schedulable", "scaling_group"))
     values: dict[str, Any] = {}
@@ -220,13 +220,36 @@ async def modify_agent(ctx: ManagerContext, req: Requester, agent_id: str, props
         if not isinstance(props["schedulable"], bool):
             raise check.bad("schedulable", "must be a boolean")
         values["schedulable"] = props["schedulable"]
+    if "scaling_group" in props:
+        refusal = await _move_agent(ctx, agent_id, props["scaling_group"])
+        if refusal is not None:
+            return Outcome(False, refusal)
+        values["scaling_group"] = props["scaling_group"]
     async with ctx.db.begin() as conn:
-        if "scaling_group" in props:
-            if not await store.exists(conn, props["scaling_group"]):
-                return Outcome(False, f"No such scaling group: {props['scaling_group']!r}.")
-            values["scaling_group"] = props["scaling_group"]
         if not await agent_store.modify_agent(conn, agent_id, values):
             return Outcome(False, f"No such agent: {agent_id!r}.")
     if values.get("schedulable") or "scaling_group" in values:
         ctx.request_schedule()  # pending sessions may fit there now
     return Outcome(True, SUCCESS)
+
+
+async def _move_agent(ctx: ManagerContext, agent_id: str, group: Any) -> str | None:
+    """Tells the agent to join ``group`` for good (update_scaling_group: it switches at once and
+    keeps the group in its agent.toml, so its heartbeats and restarts keep it); why not, or None.
+    Nothing is written here: the caller updates the row only after the agent has switched."""
+    async with ctx.db.connect() as conn:
+        if not isinstance(group, str) or not await store.exists(conn, group):
+            return f"No such scaling group: {group!r}."
+        agent = await agent_store.placement(conn, agent_id)
+    if agent is None:
+        return f"No such agent: {agent_id!r}."
+    if agent.scaling_group == group:
+        return None  # already there (its heartbeats say so): nothing to ask of it
+    if agent.status != "ALIVE":
+        return (f"The agent {agent_id!r} is {agent.status}: only a live agent can be moved to another "
+                "scaling group (it would go back to the group of its agent.toml when it returns).")
+    try:
+        await ctx.agents.get(agent.addr).update_scaling_group(group)
+    except AgentError as exc:
+        return f"The agent {agent_id!r} did not move to {group!r}: {exc.msg or exc.title}"
+    return None

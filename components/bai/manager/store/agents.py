@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -198,6 +198,19 @@ async def modify_agent(conn: AsyncConnection, agent_id: str, values: dict[str, A
     if not values:
         return bool(await conn.scalar(sa.select(sa.func.count()).select_from(t.agents).where(_a.id == agent_id)))
     return (await conn.execute(t.agents.update().where(_a.id == agent_id).values(**values))).rowcount > 0
+
+
+class Placement(NamedTuple):
+    """What moving an agent to another resource group needs to know of it."""
+
+    status: str
+    addr: str
+    scaling_group: str
+
+
+async def placement(conn: AsyncConnection, agent_id: str) -> Placement | None:
+    row = (await conn.execute(sa.select(_a.status, _a.addr, _a.scaling_group).where(_a.id == agent_id))).first()
+    return None if row is None else Placement(str(row.status), str(row.addr), str(row.scaling_group))
 
 
 async def free_capacity(conn: AsyncConnection, scaling_groups: Sequence[str]) -> dict[str, list[ResourceSlots]]:

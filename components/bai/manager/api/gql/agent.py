@@ -69,7 +69,7 @@ type AgentList implements PaginatedList {
 input ModifyAgentInput {
   "false: the scheduler places no new session on the agent (running ones stay)."
   schedulable: Boolean
-  "Until the agent's next heartbeat, which re-declares the group of its agent.toml."
+  "Moves a live agent: it switches at once and keeps the group in its agent.toml (ok=false, nothing changed, when it cannot)."
   scaling_group: String
 }
 
