@@ -225,7 +225,14 @@ async def test_registry_down_fails_the_session_clearly(node: Node, pullable: str
     down = f"127.0.0.1:{free_port()}"
     await allow(node, slow_registry, down)
     image = f"{down}/{REPOSITORY}:{reference.rsplit(':', 1)[1]}"
-    info, data = await _failing_session(node, image, reference)
+    # configured (so agents pull its images: scheduling/images.py ``pullable``), then down
+    created = await gql(node, "mutation($h: String!, $u: String!) { create_container_registry(hostname: $h, "
+                              "props: {url: $u, type: \"docker\"}) { ok msg } }", {"h": down, "u": f"http://{down}"})
+    assert created["create_container_registry"]["ok"], created
+    try:
+        info, data = await _failing_session(node, image, reference)
+    finally:
+        await gql(node, "mutation($h: String!) { delete_container_registry(hostname: $h) { ok } }", {"h": down})
     assert info == "image-pull-failed"
     assert data["error"]["repr"].startswith(f"cannot pull {image}: "), data
     assert "connection refused" in data["error"]["repr"], data

@@ -32,6 +32,7 @@ from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_f
 from bai.manager.store import agents as agent_store
 from bai.manager.store import cluster as cluster_store
 from bai.manager.store import images as image_store
+from bai.manager.store import registries as registry_store
 from bai.manager.store import session_dependencies as dependency_store
 from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
@@ -41,6 +42,7 @@ from . import cluster_networks, dotfiles
 from .context import ManagerContext
 from .images import registry_for_agent
 from .scheduling import dependencies, devices, predicates, queues, selectors
+from .scheduling import images as image_locality
 from .scheduling.model import (
     AgentCapacity,
     Ledger,
@@ -114,6 +116,7 @@ def _pending(row: Any) -> PendingSession:
         session_type=row.session_type, created_at=row.created_at, starts_at=row.starts_at,
         requested=slots_from_json(row.requested_slots), status_info=row.status_info,
         status_data=dict(row.status_data or {}), cluster_mode=row.cluster_mode, cluster_size=row.cluster_size,
+        image=row.image or "",
     )
 
 
@@ -261,6 +264,8 @@ class Scheduler:
             agents[(row.scaling_group, row.architecture)].append(AgentCapacity(
                 row.id, row.addr, slots_from_json(row.available_slots), occupied[row.id], containers[row.id],
                 max_containers, devices.one_device_slots(row.compute_plugins, unconfirmed.get(row.id, []))))
+        # sessions of an image no agent can pull go only where it is (scheduling/images.py)
+        image_holders = await self._image_holders(conn, pending, agent_rows)
 
         self._next_start = min((s.starts_at for s in pending if s.starts_at is not None and s.starts_at > now),
                                default=None)
@@ -321,8 +326,9 @@ class Scheduler:
                     notes.append((sess.id, "predicate-checks-failed", {**sess.status_data, "scheduler": sched}))
                     continue
                 candidates = agents.get((group, sess.architecture), [])
+                holders = image_holders.get((sess.image, sess.architecture))
                 chosen, why = await self._place(policy, sess, candidates, rr_states, rr_changed,
-                                                manual.get(sess.id), overlay)
+                                                manual.get(sess.id), overlay, holders)
                 if chosen is None and why is not None:
                     sched.update(retries=sess.retries + 1, msg=why)
                     notes.append((sess.id, "no-available-instances", {**sess.status_data, "scheduler": sched}))
@@ -335,6 +341,7 @@ class Scheduler:
                         per_kernel, kernels)
                     sched.update(retries=sess.retries + 1, msg=(
                         "No agents found to be compatible with the image architecture" if not candidates else
+                        image_locality.not_held_message(sess.image, group) if holders is not None else
                         per_device or
                         "Could not find a contiguous resource region in any agent big enough to host the "
                         f"session (id: {sess.id}, resource group: {group})"))
@@ -362,23 +369,26 @@ class Scheduler:
     async def _place(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                      rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
                      rr_changed: set[tuple[str, str]], manual: list[str] | None = None,
-                     overlay: bool = False) -> tuple[list[AgentCapacity] | None, str | None]:
+                     overlay: bool = False, holders: frozenset[str] | None = None
+                     ) -> tuple[list[AgentCapacity] | None, str | None]:
         """The agent of each kernel, in local-rank order, with the slots reserved there: one agent
         for a single-node session; for a multi-node one each kernel is placed in turn (the
         original's ``assign_agent_for_kernel``) -- on one host unless ``overlay`` (kernels on
         different hosts meet only over the swarm overlay). ``manual``: the agents a superadmin
         assigned (agentList), which are checked, not chosen. None, with nothing reserved, when
         some kernel finds no room (a session is placed whole or not at all), with the reason
-        when there is one more telling than "no room"."""
+        when there is one more telling than "no room". ``holders``: the only agents that may take
+        any kernel (its image cannot be pulled; None: any agent)."""
         if manual:
-            placed = self._place_manual(sess, candidates, manual, overlay)
+            placed = self._place_manual(sess, candidates, manual, overlay, holders)
             return (None, placed) if isinstance(placed, str) else (placed, None)
         if sess.is_multi_node and not overlay:
-            return await self._place_on_one_host(policy, sess, candidates, rr_states, rr_changed)
-        return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed), None
+            return await self._place_on_one_host(policy, sess, candidates, rr_states, rr_changed, holders)
+        return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed, holders), None
 
     def _place_manual(self, sess: PendingSession, candidates: list[AgentCapacity],
-                      manual: list[str], overlay: bool) -> list[AgentCapacity] | str:
+                      manual: list[str], overlay: bool,
+                      holders: frozenset[str] | None = None) -> list[AgentCapacity] | str:
         by_id = {a.id: a for a in candidates}
         if sess.is_multi_node and not overlay and cluster_networks.spans_hosts(
                 [by_id[a].addr for a in manual if a in by_id]):
@@ -395,6 +405,9 @@ class Scheduler:
             if agent is None:
                 problem = (f"The assigned agent {aid} is not available in resource group {sess.scaling_group} "
                            f"(not alive, not schedulable, or not of architecture {sess.architecture})")
+            elif holders is not None and aid not in holders:
+                problem = (f"The assigned agent {aid} does not hold the image {sess.image} "
+                           "(no configured registry serves it, so it cannot pull it)")
             elif not agent.fits(request, kernels):
                 free = agent.free()
                 short = ", ".join(f"{slot} {free.get(slot, Decimal(0))} free < {amount}"
@@ -413,7 +426,8 @@ class Scheduler:
 
     async def _place_on_one_host(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                                  rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
-                                 rr_changed: set[tuple[str, str]]) -> tuple[list[AgentCapacity] | None, str | None]:
+                                 rr_changed: set[tuple[str, str]], holders: frozenset[str] | None = None
+                                 ) -> tuple[list[AgentCapacity] | None, str | None]:
         """A multi-node session without the overlay: placed by the policy among the agents of
         one host (the agents sharing a Docker engine), trying the host of the policy's first
         choice first."""
@@ -421,10 +435,10 @@ class Scheduler:
         for agent in candidates:
             by_host[cluster_networks.host_of(agent.addr)].append(agent)
         if len(by_host) <= 1:
-            return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed), None
+            return await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed, holders), None
         key = (sess.scaling_group, sess.architecture)
         rr_before, rr_was_changed = rr_states.get(key), key in rr_changed
-        first = await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed)
+        first = await self._place_by_policy(policy, sess, candidates, rr_states, rr_changed, holders)
         if first is not None and not cluster_networks.spans_hosts([a.addr for a in first]):
             return first, None
         hosts = list(by_host)
@@ -437,7 +451,7 @@ class Scheduler:
                     rr_changed.discard(key)
             hosts.sort(key=lambda h: h != cluster_networks.host_of(first[0].addr))
         for host in hosts:
-            chosen = await self._place_by_policy(policy, sess, by_host[host], rr_states, rr_changed)
+            chosen = await self._place_by_policy(policy, sess, by_host[host], rr_states, rr_changed, holders)
             if chosen is not None:
                 return chosen, None
         if first is None:
@@ -447,10 +461,12 @@ class Scheduler:
 
     async def _place_by_policy(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                                rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
-                               rr_changed: set[tuple[str, str]]) -> list[AgentCapacity] | None:
+                               rr_changed: set[tuple[str, str]],
+                               holders: frozenset[str] | None = None) -> list[AgentCapacity] | None:
         if not sess.is_multi_node:
             kernels = max(sess.cluster_size, 1)
-            agent = await self._pick(policy, sess, candidates, sess.requested, kernels, rr_states, rr_changed)
+            agent = await self._pick(policy, sess, candidates, sess.requested, kernels, rr_states, rr_changed,
+                                     holders)
             if agent is None:
                 return None
             agent.reserve(sess.requested, kernels)
@@ -463,7 +479,7 @@ class Scheduler:
             rr_states[key] = await self._rr_state(*key)
         rr_before, rr_was_changed = rr_states.get(key), key in rr_changed
         for _ in range(sess.cluster_size):
-            agent = await self._pick(policy, sess, candidates, request, 1, rr_states, rr_changed)
+            agent = await self._pick(policy, sess, candidates, request, 1, rr_states, rr_changed, holders)
             if agent is None:
                 for placed in chosen:
                     placed.unreserve(request)
@@ -479,21 +495,40 @@ class Scheduler:
     async def _pick(self, policy: GroupPolicy, sess: PendingSession, candidates: list[AgentCapacity],
                     request: ResourceSlots, kernels: int,
                     rr_states: dict[tuple[str, str], selectors.RoundRobinState | None],
-                    rr_changed: set[tuple[str, str]]) -> AgentCapacity | None:
+                    rr_changed: set[tuple[str, str]], holders: frozenset[str] | None = None) -> AgentCapacity | None:
         agent: AgentCapacity | None = None
         key = (sess.scaling_group, sess.architecture)
         if policy.roundrobin and candidates:
             if key not in rr_states:
                 rr_states[key] = await self._rr_state(*key)
-            agent, state = selectors.pick_round_robin(candidates, request, rr_states[key], kernels)
+            agent, state = selectors.pick_round_robin(candidates, request, rr_states[key], kernels, holders)
             if state != rr_states[key]:
                 rr_states[key] = state
                 rr_changed.add(key)
         if agent is None:
             strategy = "mof" if policy.scheduler == "mof" else policy.strategy
+            if holders is not None:
+                candidates = [a for a in candidates if a.id in holders]
             agent = selectors.pick_agent(strategy, candidates, request,
                                          self.ctx.config.manager.agent_selection_resource_priority, kernels)
         return agent
+
+    async def _image_holders(self, conn: AsyncConnection, pending: list[PendingSession],
+                             agent_rows: list[Any]) -> dict[tuple[str, str], frozenset[str]]:
+        """For each image (name, architecture) of the pending sessions that agents cannot pull
+        (scheduling/images.py ``pullable``): the agents that may take its sessions, i.e. those
+        holding it and those that run no images. One query for all the images (never one per
+        agent or session); etcd's registries read only when an image names a non-local one. An
+        image without a row (forgotten since) is left to the agent, as before."""
+        rows = await image_store.locality_of(conn, [(s.image, s.architecture) for s in pending if s.image])
+        if not rows:
+            return {}
+        configured: set[str] = set()
+        if any(r.registry != image_locality.LOCAL_REGISTRY for r in rows):
+            configured = set(await registry_store.registries(self.ctx.etcd))
+        anywhere = frozenset(r.id for r in agent_rows if image_locality.runs_without_images(r.compute_plugins))
+        return {(r.name, r.architecture): frozenset(r.installed_agents or ()) | anywhere
+                for r in rows if not image_locality.pullable(r.registry, configured)}
 
     async def _snapshot(self, conn: AsyncConnection, pending: list[PendingSession], now: datetime) -> Snapshot:
         access_keys = sorted({s.access_key for s in pending})

@@ -134,6 +134,31 @@ async def alive_agent_ids(conn: AsyncConnection) -> set[str]:
     return set((await conn.scalars(sa.select(t.agents.c.id).where(t.agents.c.status == "ALIVE"))).all())
 
 
+async def alive_agents_holding(conn: AsyncConnection, name: str, architecture: str,
+                               scaling_group: str) -> list[tuple[str, bool, Any]]:
+    """The ALIVE agents of the resource group and architecture (schedulable or not, as
+    ``agents.capacities_in_group``): id, whether the image's row lists it among its holders, and
+    its ``compute_plugins``; one query."""
+    a = t.agents.c
+    holds = sa.func.coalesce(_i.c.installed_agents.has_key(a.id), sa.false())  # jsonb `?`
+    q = (sa.select(a.id, holds, a.compute_plugins)
+         .select_from(t.agents.outerjoin(_i, sa.and_(_i.c.name == name, _i.c.architecture == architecture)))
+         .where(a.status == "ALIVE", a.scaling_group == scaling_group, a.architecture == architecture)
+         .order_by(a.id))
+    return [(agent_id, bool(held), plugins) for agent_id, held, plugins in await conn.execute(q)]
+
+
+async def locality_of(conn: AsyncConnection, refs: Iterable[tuple[str, str]]) -> list[sa.Row[Any]]:
+    """Registry and holders (``installed_agents``) of the images ``refs`` ((name, architecture)
+    pairs) that have a row, in one query (a scheduling pass asks once for all its sessions)."""
+    wanted = sorted(set(refs))
+    if not wanted:
+        return []
+    q: sa.Select[Any] = (sa.select(_i.c.name, _i.c.architecture, _i.c.registry, _i.c.installed_agents)
+         .where(sa.tuple_(_i.c.name, _i.c.architecture).in_(wanted)))
+    return list((await conn.execute(q)).all())
+
+
 async def allowed_registries(conn: AsyncConnection, domain_name: str, group_id: uuid.UUID | None = None) -> list[str]:
     """The registries a domain's sessions (in the project ``group_id``, when given) may use
     besides the local one: the domain's ``allowed_docker_registries`` and the project's own

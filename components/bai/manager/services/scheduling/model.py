@@ -40,6 +40,8 @@ class PendingSession:
     status_data: dict[str, Any]
     cluster_mode: str = "single-node"
     cluster_size: int = 1
+    #: the image's canonical name (where it may run: scheduling/images.py)
+    image: str = ""
 
     @property
     def is_multi_node(self) -> bool:

@@ -5,7 +5,7 @@ the ``mof`` scheduler, the least occupied agent."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -101,9 +101,12 @@ def agent_set_id(candidates: Sequence[AgentCapacity]) -> str:
 
 
 def pick_round_robin(candidates: Sequence[AgentCapacity], request: ResourceSlots,
-                     state: RoundRobinState | None, kernels: int = 1
+                     state: RoundRobinState | None, kernels: int = 1,
+                     eligible: Collection[str] | None = None
                      ) -> tuple[AgentCapacity | None, RoundRobinState | None]:
-    """The next agent (by id order) from the saved position that fits, and the new state."""
+    """The next agent (by id order) from the saved position that fits, and the new state.
+    ``eligible``: the ids of the only agents that may take it (those holding an image nothing
+    can pull); the rotation still runs over every candidate, so such sessions do not restart it."""
     agents = sorted(candidates, key=lambda a: a.id)
     if not agents:
         return None, state
@@ -111,7 +114,7 @@ def pick_round_robin(candidates: Sequence[AgentCapacity], request: ResourceSlots
     start = state.next_index if state is not None and state.schedulable_group_id == set_id else 0
     for step in range(len(agents)):
         idx = (start + step) % len(agents)
-        if agents[idx].fits(request, kernels):
+        if (eligible is None or agents[idx].id in eligible) and agents[idx].fits(request, kernels):
             return agents[idx], RoundRobinState(set_id, (idx + 1) % len(agents))
     return None, state
 

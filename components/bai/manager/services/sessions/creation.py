@@ -27,6 +27,7 @@ from bai.manager.store.keypairs import Requester
 from ..context import ManagerContext
 from ..images import check_customized_owner, check_registry_allowed
 from ..manager_admin import ensure_not_frozen
+from ..scheduling import images as image_locality
 from ..scheduling.admission import check_capacity, check_create_limits, starts_at_of
 from ..schemas import CreateSession
 from ..vfolders.mounts import MountRequest
@@ -80,6 +81,9 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         check_customized_owner(image.labels, owner.user_uuid, req.image)
         sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
         assigned = await assignment.resolve(ctx, conn, req, sgroup, image.architecture)
+        # an image no registry serves runs only where it is
+        await image_locality.check_at_create(ctx.etcd, conn, image.name, image.registry, sgroup,
+                                             image.architecture, assigned)
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
