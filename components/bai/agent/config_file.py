@@ -17,6 +17,7 @@ import os
 import stat
 import tempfile
 import tomllib
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,14 +127,15 @@ class _Configured(Protocol):
     config: AgentConfig
 
 
-#: One change of the file at a time (two moves at once: the last one wins, in memory and on disk).
-_CHANGING = asyncio.Lock()
+#: One change of the file at a time (two moves at once: the last one wins, in memory and on disk);
+#: a lock per event loop, as a lock is bound to the loop it first waited in.
+_CHANGING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def update_scaling_group(agent: _Configured, req: UpdateScalingGroupRequest) -> dict[str, Any]:
     """The RPC: keep the new group in the agent.toml first, then switch the running config (the
     next heartbeat carries it); when the file cannot be written, nothing changes."""
-    async with _CHANGING:
+    async with _CHANGING.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
         config = agent.config
         previous = config.agent.scaling_group
         path = config.source_path

@@ -3,6 +3,7 @@ owner kept; atomic), and the update_scaling_group RPC's all-or-nothing switch.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -170,6 +171,16 @@ async def test_rpc_switches_only_once_the_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(AgentFailure, match="not read from a file"):
         await update_scaling_group(in_code, UpdateScalingGroupRequest(scaling_group="gpu"))
     assert in_code.config.agent.scaling_group == "default"
+
+
+async def test_moves_at_once_leave_memory_and_file_agreeing(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(HAND_WRITTEN)
+    agent = _Holder(config_mod.load(path))
+    await asyncio.gather(*(update_scaling_group(agent, UpdateScalingGroupRequest(scaling_group=f"g{i}"))
+                           for i in range(5)))
+    assert agent.config.agent.scaling_group == config_mod.load(path).agent.scaling_group
+    assert _files(tmp_path) == ["agent.toml"]
 
 
 @pytest.mark.parametrize("name", ["", " gpu", "gpu ", "g\npu", "x" * 65])
