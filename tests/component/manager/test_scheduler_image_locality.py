@@ -190,6 +190,25 @@ async def test_an_image_no_alive_agent_of_the_group_holds_is_refused_at_create(
     assert written == 0  # nothing of the refused requests was kept
 
 
+async def test_a_request_no_holder_could_ever_take_is_refused_at_create(
+        world: World, api: ApiClient, manager_db: ManagerDB) -> None:
+    """The holder has 2 cores, the other agent 16: a 4-core session could never start (400), a
+    2-core one waits for the holder."""
+    w, _ = world
+    tag = secrets.token_hex(2)
+    group = await _group(w, [f"ea-{tag}"], cpu="16")
+    async with w.db.begin() as conn:
+        await conn.execute(sa.insert(t.agents).values(
+            id=f"eb-{tag}", status="ALIVE", scaling_group=group, addr=f"http://127.0.0.1:1/eb-{tag}",
+            available_slots={"cpu": "2", "mem": str(32 * GiB)}, architecture=bench._arch(), compute_plugins={}))
+    image = await _image(w, [f"eb-{tag}"])
+    refused = await _create(api, manager_db, image, group, cpu="4")
+    assert refused.status == 400, refused.body
+    assert refused.body["msg"] == (f"No agent of resource group {group!r} holding the image {image} could ever "
+                                   "hold this request (cpu: 4 > 2).")
+    assert (await _create(api, manager_db, image, group, cpu="2")).status == 201
+
+
 async def test_an_assigned_agent_must_hold_the_image(world: World, api: ApiClient, manager_db: ManagerDB) -> None:
     w, ctx = world
     tag = secrets.token_hex(2)

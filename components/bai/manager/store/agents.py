@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -118,13 +118,17 @@ async def capacities_in_group(conn: AsyncConnection, scaling_group: str, archite
     return [slots_from_json(slots) for (slots,) in rows]
 
 
-async def capacities_with_plugins_in_group(conn: AsyncConnection, scaling_group: str, architecture: str
+async def capacities_with_plugins_in_group(conn: AsyncConnection, scaling_group: str, architecture: str,
+                                           only: Collection[str] | None = None
                                            ) -> list[tuple[ResourceSlots, Any]]:
     """As :func:`capacities_in_group`, each with the agent's ``compute_plugins`` (per-device
-    capacities of single-device slots: scheduling/devices.py)."""
-    rows = await conn.execute(sa.select(t.agents.c.available_slots, t.agents.c.compute_plugins).where(
+    capacities of single-device slots: scheduling/devices.py); of the agents ``only`` when given."""
+    q = sa.select(t.agents.c.available_slots, t.agents.c.compute_plugins).where(
         t.agents.c.status == "ALIVE", t.agents.c.scaling_group == scaling_group,
-        t.agents.c.architecture == architecture))
+        t.agents.c.architecture == architecture)
+    if only is not None:
+        q = q.where(t.agents.c.id.in_(list(only)))
+    rows = await conn.execute(q)
     return [(slots_from_json(slots), plugins) for slots, plugins in rows]
 
 

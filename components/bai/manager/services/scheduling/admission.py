@@ -5,6 +5,7 @@ original does; and ``starts_at``, parsed once and stored as a time."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -31,14 +32,18 @@ def starts_at_of(value: str | None) -> datetime | None:
 
 
 async def check_capacity(conn: AsyncConnection, scaling_group: str, architecture: str,
-                         per_kernel: ResourceSlots, cluster_mode: str, cluster_size: int) -> None:
+                         per_kernel: ResourceSlots, cluster_mode: str, cluster_size: int,
+                         holders: Collection[str] | None = None, image: str = "") -> None:
     """Refuse (400, naming the slots) a request no ALIVE agent of the resource group could ever
     hold, even empty: a single-node session needs all its kernels on one agent, a multi-node one
     each kernel on some agent, and each kernel's amount of a single-device slot (cuda.shares) must
-    fit one device. With no ALIVE agent in the group the session may wait for one."""
-    rows = await agent_store.capacities_with_plugins_in_group(conn, scaling_group, architecture)
+    fit one device. With no ALIVE agent in the group the session may wait for one. ``holders``:
+    the only agents that may take it (``image`` cannot be pulled: scheduling/images.py)."""
+    rows = await agent_store.capacities_with_plugins_in_group(conn, scaling_group, architecture, holders)
     if not rows:
         return
+    agents_of = f"No agent of resource group {scaling_group!r}" + (
+        f" holding the image {image}" if holders is not None else "")
     agents = [slots for slots, _ in rows]
     pieces = 1 if cluster_mode == "multi-node" else max(cluster_size, 1)
     needed = dict(per_kernel) if cluster_mode == "multi-node" else \
@@ -50,15 +55,13 @@ async def check_capacity(conn: AsyncConnection, scaling_group: str, architecture
     if any(devices.fits_devices(one, needed, pieces) for one in empty.values()):
         return
     if by_total and (per_device := devices.shortfall_message(empty, needed, pieces, ever=True)) is not None:
-        raise errors.InvalidAPIParameters(
-            f"No agent of resource group {scaling_group!r} could ever hold this request ({per_device}).")
+        raise errors.InvalidAPIParameters(f"{agents_of} could ever hold this request ({per_device}).")
     largest = {slot: max(agent.get(slot, Decimal(0)) for agent in agents) for slot in needed}
     over = [f"{slot}: {humanize(slot, needed[slot])} > {humanize(slot, largest[slot])}"
             for slot in sorted(needed) if needed[slot] > largest[slot]]
     detail = "; ".join(over) if over else "no single agent has all of " + ", ".join(
         f"{slot}={humanize(slot, needed[slot])}" for slot in sorted(needed))
-    raise errors.InvalidAPIParameters(
-        f"No agent of resource group {scaling_group!r} could ever hold this request ({detail}).")
+    raise errors.InvalidAPIParameters(f"{agents_of} could ever hold this request ({detail}).")
 
 
 async def check_create_limits(conn: AsyncConnection, owner: Requester, request: ResourceSlots) -> None:

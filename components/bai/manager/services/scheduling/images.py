@@ -52,16 +52,18 @@ async def is_pullable(etcd: EtcdStore, registry: str) -> bool:
 
 
 async def check_at_create(etcd: EtcdStore, conn: AsyncConnection, image: str, registry: str,
-                          scaling_group: str, architecture: str, assigned: Sequence[str] | None) -> None:
+                          scaling_group: str, architecture: str, assigned: Sequence[str] | None
+                          ) -> frozenset[str] | None:
     """Refuse (400, naming the image) a session of an image agents cannot pull when no ALIVE
     agent of the resource group holds it, or when an agent assigned to it (agentList) does not.
     With no ALIVE agent in the group at all the session may wait for one (as with capacity:
-    admission.check_capacity)."""
+    admission.check_capacity). The ALIVE agents that may take it (None: any agent), for the
+    capacity check."""
     if await is_pullable(etcd, registry):
-        return
+        return None
     agents = await image_store.alive_agents_holding(conn, image, architecture, scaling_group)
     if not agents:
-        return
+        return None
     holders = {agent_id for agent_id, holds, plugins in agents if holds or runs_without_images(plugins)}
     why = "no configured registry serves it, so agents that lack it cannot pull it"
     if assigned:
@@ -70,10 +72,10 @@ async def check_at_create(etcd: EtcdStore, conn: AsyncConnection, image: str, re
             problem = (f"The assigned agent{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} "
                        f"{'do' if len(lacking) > 1 else 'does'} not hold the image {image} ({why})")
             raise errors.InvalidAPIParameters(problem, {"config.agentList": problem})
-        return
-    if not holders:
+    elif not holders:
         raise errors.InvalidAPIParameters(
             f"No ALIVE agent of resource group {scaling_group!r} holds the image {image} ({why}).")
+    return frozenset(holders)
 
 
 __all__ = ["check_at_create", "is_pullable", "not_held_message", "pullable", "runs_without_images"]

@@ -82,12 +82,13 @@ async def create(ctx: ManagerContext, requester: Requester, req: CreateSession) 
         sgroup = await _pick_scaling_group(conn, req.config.scaling_group, req.domain, group_id, owner.access_key)
         assigned = await assignment.resolve(ctx, conn, req, sgroup, image.architecture)
         # an image no registry serves runs only where it is
-        await image_locality.check_at_create(ctx.etcd, conn, image.name, image.registry, sgroup,
-                                             image.architecture, assigned)
+        holders = await image_locality.check_at_create(ctx.etcd, conn, image.name, image.registry, sgroup,
+                                                       image.architecture, assigned)
         known_slots = await agent_store.known_slot_types(conn)
         requested, resource_opts = _requested_slots(req, image.labels, known_slots)
         _check_policy(owner, requested, req.cluster_size)
-        await check_capacity(conn, sgroup, image.architecture, requested, req.cluster_mode, req.cluster_size)
+        await check_capacity(conn, sgroup, image.architecture, requested, req.cluster_mode, req.cluster_size,
+                             holders, image.name)
         await check_create_limits(conn, owner, {k: v * req.cluster_size for k, v in requested.items()})
         starts_at = starts_at_of(req.starts_at)
         vfolder_mounts = await prepare_mounts(ctx, conn, owner, group_id, MountRequest(
