@@ -191,3 +191,23 @@ async def test_an_agent_that_is_down_is_not_moved(moving: Moving) -> None:
     after = await moving.row()
     assert (after.scaling_group, after.schedulable) == (moving.dst, True)
     assert f'scaling-group = "{moving.dst}"' in moving.toml
+
+
+async def test_an_agent_of_the_previous_protocol_is_not_moved(moving: Moving) -> None:
+    """During a rolling upgrade an agent at protocol 1.0 lacks update_scaling_group: the manager
+    does not call it (it would go back at its next heartbeat) and says why."""
+    cfg = moving.node.agent.config.etcd
+    spec = AgentSpec(f"i-mv-old-{secrets.token_hex(3)}", moving.src, heartbeat_interval=HEARTBEAT,
+                     env={"BAI_PROTOCOL_VERSION": "1.0"})
+    async with local_agents(cfg.addr, cfg.namespace, [spec]) as (old,):
+        old_world = Moving(moving.node, old, moving.src, moving.dst)
+
+        async def alive() -> Any:
+            async with moving.node.db.connect() as conn:
+                row = (await conn.execute(sa.select(t.agents).where(t.agents.c.id == spec.id))).first()
+            return row if row is not None and row.status == "ALIVE" else None
+        before = await until(alive, "the 1.0 agent did not register with the manager")
+        result = (await old_world.modify({"scaling_group": moving.dst}))["data"]["modify_agent"]
+        assert result["ok"] is False and "needs protocol 1.1" in result["msg"], result
+        assert (await old_world.row()).scaling_group == before.scaling_group == moving.src
+        assert f'scaling-group = "{moving.src}"' in old_world.toml
