@@ -181,6 +181,7 @@ class Agent:
         self._watcher = asyncio.create_task(self.docker.watch_deaths(self._on_container_died, since,
                                                                      self._on_container_oom))
         await self._adopt_containers()
+        await self.commits.sweep()  # what a killed predecessor's commits left (before any heartbeat)
         try:
             await self.networks.remove_orphans({k.session_id for k in self.kernels.values()})
         except Exception as exc:

@@ -24,6 +24,14 @@ reference names, so that other agents can pull it.
 The container is not paused (its user keeps working; what was half-written at that instant is
 what the image gets). One commit of either kind per kernel at a time (a second one: 409), each
 bounded by :data:`COMMIT_TIMEOUT`.
+
+An agent killed mid-commit leaves nothing half-done visible: Docker finishes a commit its client
+abandoned, so the container is committed untagged (the comment names this agent process,
+:data:`COMMIT_MARK`) and tagged only once the agent has it; a tar is written to
+``.<file>.<pid>.part`` and renamed when whole. :meth:`KernelCommits.sweep` (at the agent's start,
+and before each commit) removes the untagged images and ``.part`` files of agent processes that
+are gone, so heartbeats never report an image whose commit failed, and the commit lock (held in
+memory) never outlives the process.
 """
 
 from __future__ import annotations
@@ -54,6 +62,11 @@ DISK_RESERVE = 2**30
 SUBDIR_RE = re.compile(r"^[A-Za-z0-9@_+-][A-Za-z0-9@._+-]{0,127}$")
 FILENAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.tar$")
 _CHUNK = 2**20
+#: How an image this agent committed is marked (its Docker comment), and the pid of the agent
+#: process that did: an untagged one whose process is gone is what a killed agent left.
+COMMIT_MARK = "bai-agent commit"
+_MARK_RE = re.compile(r"^bai-agent commit \(pid (?P<pid>\d+)\)")
+_PART_RE = re.compile(r"^\..+\.(?P<pid>\d+)\.part$")
 
 
 class CommitInProgress(InvalidInput):
@@ -119,9 +132,9 @@ class KernelCommits:
             if target.exists():
                 raise InvalidInput(f"{target} exists already", title="Commit file exists", status=409)
             await asyncio.to_thread(_make_private_dirs, self._save_base, directory)
-            reply = await self._commit(container_id, base_image, None, None, {})
+            reply = await self._commit(kernel_id, container_id, base_image, {})
             image_id = reply["digest"]
-            part = directory / f".{filename}.part"
+            part = directory / f".{filename}.{os.getpid()}.part"
             try:
                 size = int((await self._docker.images.inspect(image_id)).get("Size") or 0)
                 free = (await asyncio.to_thread(shutil.disk_usage, directory)).free
@@ -159,10 +172,33 @@ class KernelCommits:
         if bad:
             raise InvalidInput(f"only {CUSTOM_LABEL_PREFIX}* labels may be added, not {', '.join(bad)}")
         async with self._one_at_a_time(kernel_id):
-            done = await self._commit(container_id, base_image, repository, tag, extra_labels)
+            await self.sweep()
+            done = await self._commit(kernel_id, container_id, base_image, extra_labels)
+            try:
+                await self._docker.images.tag(done["digest"], repository, tag=tag)
+            except BaseException:
+                with contextlib.suppress(DockerError):
+                    await asyncio.shield(self._docker.images.delete(done["digest"]))
+                raise
             if push is not None:
                 await self._push(repository, tag, push)
-            return {**done, "pushed": push is not None}
+            return {**done, "image": canonical, "pushed": push is not None}
+
+    async def sweep(self) -> None:
+        """Remove what commits of agent processes that are gone left behind: their untagged images
+        (Docker finished them after the agent died) and their ``.part`` files. Never raises."""
+        try:
+            dangling = await self._docker.images.list(filters={"dangling": ["true"]})
+            for summary in dangling:
+                info = await self._docker.images.inspect(summary["Id"])
+                found = _MARK_RE.match(str(info.get("Comment") or ""))
+                if found and not _alive(int(found["pid"])):
+                    log.info("removing image %s an interrupted commit left", summary["Id"][:19])
+                    with contextlib.suppress(DockerError):  # a container uses it: keep it
+                        await self._docker.images.delete(summary["Id"])
+            await asyncio.to_thread(_remove_stale_parts, self._save_base)
+        except Exception as exc:
+            log.warning("cannot clean up after interrupted commits: %r", exc)
 
     async def _push(self, repository: str, tag: str, credentials: dict[str, str | None]) -> None:
         if "/" not in repository:
@@ -179,8 +215,9 @@ class KernelCommits:
         except DockerError as exc:
             raise AgentFailure(f"cannot push {repository}:{tag}: {exc.message}", title="Push failed") from exc
 
-    async def _commit(self, container_id: str, base_image: str, repository: str | None, tag: str | None,
+    async def _commit(self, kernel_id: str, container_id: str, base_image: str,
                       extra_labels: dict[str, str]) -> dict[str, Any]:
+        """Commit the container to an untagged image: ``{"digest", "labels"}``."""
         container = self._docker.containers.container(container_id)
         shown = await container.show()
         container_labels = dict((shown.get("Config") or {}).get("Labels") or {})
@@ -192,16 +229,16 @@ class KernelCommits:
             raise AgentFailure(f"the kernel's image {base_image} is gone from this agent", title="Commit failed") from exc
         base_labels = dict((base.get("Config") or {}).get("Labels") or {})
         labels = image_labels(base_labels, container_labels, extra_labels)
-        log.info("committing container %s to %s:%s", container_id[:12], repository, tag)
-        reply = await container.commit(repository=repository, tag=tag, config={"Labels": labels}, pause=False,
-                                       message=f"committed from {base_image} by the agent", timeout=self._timeout)
+        log.info("committing container %s of kernel %s", container_id[:12], kernel_id)
+        reply = await container.commit(config={"Labels": labels}, pause=False, timeout=self._timeout,
+                                       message=f"{COMMIT_MARK} (pid {os.getpid()}) of kernel {kernel_id} "
+                                               f"from {base_image}")
         digest = str(reply.get("Id") or "")
         if not digest:
             raise AgentFailure("docker reported no image id for the commit", title="Commit failed")
         # What Docker recorded, not what we asked for: the heartbeat reports the same.
         info = await self._docker.images.inspect(digest)
-        return {"image": f"{repository}:{tag}" if repository else digest, "digest": str(info.get("Id") or digest),
-                "labels": dict((info.get("Config") or {}).get("Labels") or {})}
+        return {"digest": str(info.get("Id") or digest), "labels": dict((info.get("Config") or {}).get("Labels") or {})}
 
 
 def _make_private_dirs(base: Path, directory: Path) -> None:
@@ -211,3 +248,29 @@ def _make_private_dirs(base: Path, directory: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             raise AgentFailure(f"{path} is not a directory", title="Commit failed")
         path.chmod(0o700)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_parts(base: Path) -> None:
+    """``<base>/<subdir>/.<file>.<pid>.part`` of agent processes that are gone (never renamed)."""
+    if not base.is_dir() or base.is_symlink():
+        return
+    for directory in base.iterdir():
+        if directory.is_symlink() or not directory.is_dir():
+            continue
+        for entry in directory.iterdir():
+            found = _PART_RE.match(entry.name)
+            if found and not _alive(int(found["pid"])) and not entry.is_symlink():
+                log.info("removing %s an interrupted commit left", entry)
+                entry.unlink(missing_ok=True)

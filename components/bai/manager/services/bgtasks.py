@@ -6,6 +6,14 @@ original) so that any manager can answer ``GET /events/background-task``; each c
 published on the pub/sub channel ``bai.bgtask-events`` as ``{"task_id", "event", "message",
 "current_progress", "total_progress"}``, where ``event`` is ``bgtask_updated``, ``bgtask_done``,
 ``bgtask_failed`` or ``bgtask_cancelled``.
+
+A task outlives no manager: each manager process holds a lease (the Redis key
+``bgtask.lease.<random>``, :data:`LEASE_TTL` seconds, renewed every :data:`LEASE_RENEW` while it
+runs tasks) that its tasks name. A reader that finds a task still ``started`` whose lease has
+lapsed (its manager was killed, or lost Redis for that long) records it as failed, with a message
+naming the manager and what the task's starter said may still happen (``if_lost``), so that
+nobody waits on it forever. The first final state wins: a late write of the dead manager's task
+(had it only stalled) changes nothing a client was told.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ from .context import ManagerContext
 log = logging.getLogger(__name__)
 
 CHANNEL = "bai.bgtask-events"
+#: Seconds a manager's lease on its running tasks lasts without renewal, and how often it renews.
+LEASE_TTL = 10.0
+LEASE_RENEW = 2.0
 #: Seconds a finished task's state stays readable.
 RESULT_TTL = 24 * 3600
 FINAL_EVENTS = frozenset({"bgtask_done", "bgtask_failed", "bgtask_cancelled"})
@@ -84,18 +95,45 @@ TaskBody = Callable[[Progress], Awaitable[str]]
 class BackgroundTasks:
     """The background tasks of this manager process (one per ManagerContext: :func:`of`)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, manager_id: str = "") -> None:
         self._redis = redis
+        self._manager_id = manager_id
+        # Per process, not per manager id: a manager restarted under the same id must not
+        # revive the tasks its killed predecessor left behind.
+        self._lease = f"bgtask.lease.{uuid.uuid4().hex}"
+        self._renewer: asyncio.Task[None] | None = None
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
-    async def start(self, body: TaskBody, *, owner: str, name: str) -> uuid.UUID:
+    async def start(self, body: TaskBody, *, owner: str, name: str, if_lost: str = "") -> uuid.UUID:
+        """Run ``body`` in the background; ``if_lost``: what the client should know should this
+        manager die before the task ends (e.g. that the work may still complete elsewhere)."""
         task_id = uuid.uuid4()
-        await self._redis.hset(state_key(task_id), mapping={"owner": owner, "name": name})
+        await self._renew()
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._keep_lease(), name="bgtask-lease")
+        await self._redis.hset(state_key(task_id), mapping={
+            "owner": owner, "name": name, "lease": self._lease, "manager": self._manager_id, "if_lost": if_lost})
         await self._write(task_id, "started", "", 0, 0)
         task = asyncio.create_task(self._run(task_id, body, name), name=f"bgtask-{name}-{task_id}")
         self._running[task_id] = task
         task.add_done_callback(lambda _t: self._running.pop(task_id, None))
         return task_id
+
+    async def _renew(self) -> None:
+        await self._redis.set(self._lease, self._manager_id or "1", px=int(LEASE_TTL * 1000))
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while tasks run (a renewal Redis refused is retried at the next turn)."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW)
+            if not self._running:
+                self._renewer = None
+                return
+            try:
+                await self._renew()
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("cannot renew the lease on this manager's background tasks: %s", exc)
 
     async def _run(self, task_id: uuid.UUID, body: TaskBody, name: str) -> None:
         progress = Progress(self, task_id)
@@ -120,12 +158,11 @@ class BackgroundTasks:
 
     async def _write(self, task_id: uuid.UUID, status: str, message: str, current: int, total: int) -> None:
         key = state_key(task_id)
-        fields: dict[Any, Any] = {"status": status, "message": message, "current": current, "total": total,
-                  "updated_at": f"{time.time():.3f}"}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, RESULT_TTL)
-            await pipe.execute()
+        written = await self._redis.eval(  # type: ignore[misc]
+            _WRITE_UNLESS_FINAL, 1, key, status, message, current, total, f"{time.time():.3f}", RESULT_TTL)
+        if not written:
+            log.warning("background task %s had been recorded as ended already; its %s is dropped", task_id, status)
+            return
         owner = await self._redis.hget(key, "owner")
         state = TaskState(task_id, status, message, current, total, _s(owner))
         await self._redis.publish(CHANNEL, json.dumps(state.payload()))
@@ -135,13 +172,63 @@ class BackgroundTasks:
 
     async def close(self) -> None:
         await stop_tasks(list(self._running.values()))
+        if self._renewer is not None:
+            await stop_tasks([self._renewer])
+            self._renewer = None
+        try:
+            await self._redis.delete(self._lease)
+        except Exception as exc:
+            raise_if_cancelling()
+            log.warning("cannot drop this manager's background task lease: %s", exc)
+
+
+#: Write a task's state unless it has ended already (the first final state wins).
+_WRITE_UNLESS_FINAL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'message', ARGV[2], 'current', ARGV[3], 'total', ARGV[4],
+           'updated_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+#: Record a started task whose lease has lapsed as failed (nothing, if it ended or is alive).
+_FAIL_IF_LOST = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'started' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'message', ARGV[1], 'updated_at', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def lost_message(manager_id: str, if_lost: str) -> str:
+    who = f"the manager running it ({manager_id})" if manager_id else "the manager running it"
+    return f"The task was lost: {who} stopped before the task ended." + (f" {if_lost}" if if_lost else "")
 
 
 async def read_state(redis: aioredis.Redis, task_id: uuid.UUID) -> TaskState | None:
+    """The task's state; a task whose manager's lease lapsed is recorded as failed first."""
     raw = await redis.hgetall(state_key(task_id))
     if not raw:
         return None
     fields = {_s(k): _s(v) for k, v in raw.items()}
+    lease = fields.get("lease")
+    if fields.get("status") == "started" and lease and not await redis.exists(lease):
+        message = lost_message(fields.get("manager", ""), fields.get("if_lost", ""))
+        if await redis.eval(_FAIL_IF_LOST, 2, state_key(task_id), lease,  # type: ignore[misc]
+                            message, f"{time.time():.3f}", RESULT_TTL):
+            log.warning("background task %s (%s) lost with its manager %s", task_id, fields.get("name"),
+                        fields.get("manager"))
+            fields["status"], fields["message"] = "failed", message
+            lost = _parse(task_id, fields)
+            if lost is not None:
+                await redis.publish(CHANNEL, json.dumps(lost.payload()))
+        else:  # it ended (or renewed) meanwhile
+            return await read_state(redis, task_id)
+    return _parse(task_id, fields)
+
+
+def _parse(task_id: uuid.UUID, fields: dict[str, str]) -> TaskState | None:
     try:
         return TaskState(task_id, fields.get("status", "started"), fields.get("message", ""),
                          int(fields.get("current") or 0), int(fields.get("total") or 0), fields.get("owner", ""))
@@ -159,7 +246,7 @@ def of(ctx: ManagerContext) -> BackgroundTasks:
     """This manager's background tasks (made on first use)."""
     tasks = ctx.extra.get("bgtasks")
     if not isinstance(tasks, BackgroundTasks):
-        tasks = ctx.extra["bgtasks"] = BackgroundTasks(ctx.redis_stream)
+        tasks = ctx.extra["bgtasks"] = BackgroundTasks(ctx.redis_stream, ctx.manager_id)
     return tasks
 
 

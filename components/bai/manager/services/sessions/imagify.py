@@ -101,7 +101,7 @@ async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, fi
             try:
                 saved = await ctx.agents.get(main.agent_addr).save_kernel(str(main.id), subdir, name)
             except AgentError as exc:
-                raise RuntimeError(f"the agent could not commit the session: {exc.msg or exc.title}") from exc
+                raise RuntimeError(_agent_failed(main, exc, "no file was saved")) from exc
             await progress.update(increment=1, message=f"Saved {saved['path']} ({saved['size']} bytes)")
             return str(saved["path"])
         finally:
@@ -109,7 +109,9 @@ async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, fi
 
     busy.add(main.id)
     try:
-        task_id = await bgtasks.of(ctx).start(body, owner=requester.access_key, name="commit")
+        task_id = await bgtasks.of(ctx).start(body, owner=requester.access_key, name="commit", if_lost=(
+            f"The agent {main.agent} may still finish saving {subdir}/{name}; "
+            f"`GET /session/{row.name}/commit` says when it is no longer ongoing."))
     except BaseException:
         busy.discard(main.id)
         raise
@@ -169,8 +171,10 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
         raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
     busy.add(main.id)
     try:
-        return await bgtasks.of(ctx).start(_commit_body(ctx, main, canonical, labels, push, busy),
-                                           owner=requester.access_key, name="imagify")
+        return await bgtasks.of(ctx).start(
+            _commit_body(ctx, main, canonical, labels, push, busy), owner=requester.access_key, name="imagify",
+            if_lost=(f"The agent {main.agent} may still finish the image {canonical}: it then appears among "
+                     "the owner's customized images (only the owner sees it) with the agent's next heartbeat."))
     except BaseException:
         busy.discard(main.id)
         raise
@@ -186,7 +190,7 @@ def _commit_body(ctx: ManagerContext, main: Any, canonical: str, labels: dict[st
                 result = await ctx.agents.get(main.agent_addr).commit_kernel(str(main.id), canonical, labels,
                                                                              push=push)
             except AgentError as exc:
-                raise RuntimeError(f"the agent could not commit the session: {exc.msg or exc.title}") from exc
+                raise RuntimeError(_agent_failed(main, exc, "no image was recorded")) from exc
             await progress.update(increment=1, message=f"{'Pushed' if push is not None else 'Committed'} {canonical}")
             async with ctx.db.begin() as conn:
                 await image_store.register_customized(conn, canonical, main.architecture, str(result["digest"]),
@@ -197,3 +201,13 @@ def _commit_body(ctx: ManagerContext, main: Any, canonical: str, labels: dict[st
         finally:
             busy.discard(main.id)
     return body
+
+
+def _agent_failed(main: Any, exc: AgentError, outcome: str) -> str:
+    """A failed commit's message, naming the agent: a lost connection or a timeout (the agent
+    died or hangs mid-commit) tells the client to retry once the agent is back."""
+    detail = exc.msg or exc.title
+    if exc.status in (503, 504) or exc.type == "agent-timeout":
+        return (f"the agent {main.agent} ({main.agent_addr}) stopped answering while committing the session "
+                f"({detail}); {outcome}. Try again once the agent is back.")
+    return f"the agent {main.agent} could not commit the session: {detail}; {outcome}."
