@@ -84,36 +84,49 @@ def precheck(settings: Settings, program: str) -> None:
     )
 
 
+#: The home of the daemons' system accounts: none (Debian's convention for system users).
+ACCOUNT_HOME = "/nonexistent"
+
+
 def account_daemon_service(settings: Settings, *, name: str, description: str, config_path: str, after: str,
-                           account: str, ready_url: str, expect: str) -> Service:
+                           account: str, ready_url: str, expect: str | None) -> Service:
     """``bai-<name> start --config <config_path>`` as the system ``account``, logging to
-    ``<log_dir>/<name>.log``, ready once ``ready_url`` answers JSON with ``expect`` (key=value)."""
+    ``<log_dir>/<name>.log``, ready once ``ready_url`` answers JSON (with ``expect``, key=value,
+    when given)."""
     program = f"bai-{name}"
     cmd = f"{settings.bin(program)} start --config {config_path}"
+    expected = f" --expect {expect}" if expect else ""
     return Service(
         name=name,
         unit=f"{program}.service",
         command=cmd,
         user=account,
-        ready=f"{settings.bin('python')} -m installer.probe http-json {shlex.quote(ready_url)} --expect {expect}",
+        # supervisord keeps its own environment (HOME=/root) when it switches user; libraries
+        # look under HOME (asyncpg stats ~/.postgresql/postgresql.key, and /root denies that)
+        environment={"HOME": ACCOUNT_HOME, "USER": account, "LOGNAME": account},
+        ready=f"{settings.bin('python')} -m installer.probe http-json {shlex.quote(ready_url)}{expected}",
         unit_text=unit_text(description, cmd, f"{settings.log_dir}/{name}.log", after, user=account),
         log_dir=settings.log_dir,
         stopwaitsecs=15,
     )
 
 
-def unprivileged_daemon_files(settings: Settings, *, account: str, label: str, stamp: str, config_path: str,
+def unprivileged_daemon_files(settings: Settings, *, account: str, label: str, stamp: str | None, config_path: str,
                               config_text: str) -> tuple[Any, Any]:
     """The steps before a daemon that runs as its own system ``account`` (no login, no home) can
     start: the account, the directories, the secrets file, its config (root:``account``, mode 640:
-    it holds secrets only the daemon may read) and its code stamp (``<state_dir>/<stamp>.code``).
-    Returns the config and code-stamp operations, the ones its service restarts on."""
-    _ops.system_account(name=f"System user {account}", account=account, home="/nonexistent")
+    it holds secrets only the daemon may read) and its code stamp (``<state_dir>/<stamp>.code``;
+    None: the role records it itself, with :func:`code_stamp_file`, after steps that may fail).
+    Returns the config and code-stamp operations (None when not recorded here), the ones its
+    service restarts on."""
+    _ops.system_account(name=f"System user {account}", account=account, home=ACCOUNT_HOME)
     for path in (settings.config_dir, settings.log_dir, settings.state_dir):
         files.directory(name=f"Directory {path}", path=path, mode="755")
     secrets_file(settings)
     conf = files.put(name=f"Write {config_path}", src=StringIO(config_text), dest=config_path, mode="640",
                      user="root", group=account)
+    if stamp is None:
+        return conf, None
     code = files.put(name=f"Record the {label}'s code version", src=StringIO(code_stamp()),
                      dest=f"{settings.state_dir}/{stamp}.code", mode="644")
     return conf, code

@@ -8,25 +8,45 @@ Every step is guarded, so a rerun on a converged node changes nothing:
 * ``fixture populate`` runs when the client env file lacks the admin keypair, or right after a
   migration changed the database;
 * each etcd key is written only when etcdctl reads a different value;
-* the service restarts only when its config or its code changed (roles/bai.py's code stamp).
+* the service restarts only when its config or its code changed (roles/bai.py's code stamp),
+  or when its Docker access changed.
+
+Least privilege: the manager runs as the system account ``bai-manager`` (no login, no home; the
+same helpers as the app proxy and the webserver), and manager.toml is root:bai-manager 640 (it
+holds the database password). It needs no root: it reads its config, talks TCP to PostgreSQL,
+Redis, etcd and the agents, and its output goes to its log through supervisord/systemd (they
+open the log as root; the manager never opens a file for writing). The one exception is the
+Docker socket, which the manager opens only for multi-node sessions' overlays
+(bai.manager.services.cluster_networks): the account is in the ``docker`` group only where
+``overlay.enabled`` is set, and taken out of it otherwise. Docker-group membership is
+root-equivalent (whoever talks to the Docker API can start a privileged container that mounts
+``/``), so it is granted only where the operator chose the overlay. Supplementary groups are
+read when a process starts, so a change of membership restarts the manager.
+
+The installer's own manager commands (``db upgrade``, ``fixture populate``, ``etcd put``) stay
+root: they are the operator's one-shot steps, and ``fixture populate`` feeds the admin keypair
+into the root-only client env file, which the daemon's account must not be able to read.
 """
 
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 from typing import Any
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from . import _ops
-from ._common import secret_expr, secrets_file
+from ._common import secret_expr
 from ._service import Service, ensure_service
-from .bai import code_stamp_file, toml_text, unit_text
+from .bai import account_daemon_service, code_stamp_file, toml_text, unprivileged_daemon_files
 from .bai import precheck as _precheck
 from .catalog import PortUse, Role, host_port
 from .settings import Settings
+
+#: The system account the manager runs as.
+USER = "bai-manager"
+#: The group that may use the Docker socket (Debian's docker.io makes the socket root:docker 660).
+DOCKER_GROUP = "docker"
 
 
 def manager_config(settings: Settings) -> dict[str, Any]:
@@ -59,17 +79,30 @@ def fixtures_stamp() -> str:
 
 
 def service(settings: Settings) -> Service:
-    cmd = f"{settings.bin('bai-manager')} start --config {settings.manager_toml}"
-    return Service(
-        name="manager",
-        unit="bai-manager.service",
-        command=cmd,
-        ready=(f"{settings.bin('python')} -m installer.probe http-json "
-               f"{shlex.quote(settings.endpoint + '/')}"),
-        unit_text=unit_text("bai manager (Backend.AI API)", cmd, f"{settings.log_dir}/manager.log",
-                            "postgresql.service redis-server.service etcd.service"),
-        log_dir=settings.log_dir,
-        stopwaitsecs=15,
+    return account_daemon_service(settings, name="manager", description="bai manager (Backend.AI API)",
+                                  config_path=settings.manager_toml,
+                                  after="postgresql.service redis-server.service etcd.service", account=USER,
+                                  ready_url=settings.endpoint + "/", expect=None)
+
+
+def docker_access(settings: Settings) -> Any:
+    """The account in the ``docker`` group where the overlay is enabled (the group is made when
+    Docker is not installed yet: docker.io's own scripts keep an existing one), out of it
+    elsewhere. Returns the operation (the service restarts when it changed)."""
+    member = f"id -nG {USER} 2>/dev/null | tr ' ' '\\n' | grep -qx {DOCKER_GROUP}"
+    if settings.overlay.enabled:
+        return _ops.ensure(
+            name=f"Docker socket access for {USER} (overlay enabled: group {DOCKER_GROUP})",
+            check=member,
+            commands=[f"getent group {DOCKER_GROUP} >/dev/null || groupadd --system {DOCKER_GROUP}",
+                      f"usermod -aG {DOCKER_GROUP} {USER}"],
+            noop_message=f"{USER} is in group {DOCKER_GROUP}",
+        )
+    return _ops.ensure(
+        name=f"No Docker socket access for {USER} (overlay disabled)",
+        check=f"! {{ {member}; }}",
+        commands=[f"gpasswd -d {USER} {DOCKER_GROUP} >/dev/null"],
+        noop_message=f"{USER} is not in group {DOCKER_GROUP}",
     )
 
 
@@ -114,11 +147,12 @@ def etcd_key_ops(settings: Settings) -> list[Any]:
 def manager(settings: Settings) -> None:
     _ops.packages(name="Install etcd client", packages=["etcd-client"])
     _precheck(settings, "bai-manager")
-    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
-        files.directory(name=f"Directory {path}", path=path, mode="755")
-    secrets_file(settings)
-    conf = files.put(name="Write manager.toml", src=StringIO(toml_text(manager_config(settings))),
-                     dest=settings.manager_toml, mode="600", user="root", group="root")
+    # (an upgrade of a root-run install: the config's owner, group and mode change here, the
+    # unit or program gets the account, and the manager restarts as it)
+    conf, _ = unprivileged_daemon_files(settings, account=USER, label="manager", stamp=None,
+                                        config_path=settings.manager_toml,
+                                        config_text=toml_text(manager_config(settings)))
+    docker = docker_access(settings)
     cli = settings.bin("bai-manager")
     py = settings.bin("python")
     at_head = f"{py} -m installer.probe db-at-head --config {settings.manager_toml}"
@@ -157,8 +191,9 @@ def manager(settings: Settings) -> None:
         also_if=migrate.did_change,
     )
     keys = etcd_key_ops(settings)
+    # (recorded last: a run that fails before the restart records nothing, so the next one restarts)
     code = code_stamp_file(settings, "manager")
-    ensure_service(service(settings), configs=[conf, migrate, code, *keys],
+    ensure_service(service(settings), configs=[conf, migrate, code, docker, *keys],
                    timeout=settings.ready_timeout)
 
 

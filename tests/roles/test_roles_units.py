@@ -77,6 +77,11 @@ def test_own_units_for_manager_and_agent() -> None:
         assert isinstance(svc, Service) and svc.unit_text
         assert f"ExecStart={svc.command}" in svc.unit_text
         assert "--config /etc/backend.ai/" in svc.command
+    # the manager runs as its own account (under supervisord and systemd alike)
+    svc = manager.service(s)
+    assert svc.user == manager.USER == "bai-manager"
+    assert svc.unit_text is not None and "User=bai-manager\nGroup=bai-manager\n" in svc.unit_text
+    assert "user=bai-manager\n" in svc.program_text()
 
 
 def test_ephemeral_ports_do_not_overlap_container_ports() -> None:
