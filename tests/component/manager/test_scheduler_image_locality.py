@@ -18,16 +18,18 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
+from bai.common import etcd as etcd_mod
 from bai.common.events import EventProducer
 from bai.manager.api import session
 from bai.manager.api.keys import CTX, SESSIONS
 from bai.manager.services.context import ManagerContext
 from bai.manager.services.scheduler import Scheduler
-from bai.manager.services.scheduling.images import not_held_message, pullable
+from bai.manager.services.scheduling.images import configured_among, not_held_message, pullable
 from bai.manager.services.sessions import SessionService
 from bai.manager.store import registries as registry_store
 from bai.manager.store import tables as t
 from bench import scheduler as bench
+from tests.fixtures.halfstack import free_port
 
 from . import test_many_agents as many
 from .conftest import ApiClient, ManagerDB
@@ -124,6 +126,20 @@ def test_pullable_means_a_configured_registry_other_than_the_local_one() -> None
     assert not pullable("reg.example:5000", set())  # not configured: nothing to pull it from
     assert not pullable("bai.local", {"bai.local"})  # built on an agent host: nothing serves it
     assert not pullable("", {""})
+
+
+async def test_when_etcd_cannot_say_registry_images_count_as_pullable(world: World) -> None:
+    """As before this rule: agents try to pull; local images stay where they are."""
+    etcd = world[1].etcd
+    host = f"reg-{secrets.token_hex(3)}.example:5000"
+    assert await configured_among(etcd, [host, "bai.local", "other.example"]) == set()
+    assert await registry_store.create(etcd, host, f"http://{host}", {"type": "docker"})
+    try:
+        assert await configured_among(etcd, [host, "bai.local", "other.example"]) == {host}
+    finally:
+        await registry_store.delete(etcd, host)
+    async with etcd_mod.connect(f"127.0.0.1:{free_port()}", "nobody", call_deadline=1) as away:
+        assert await configured_among(away, [host, "bai.local"]) == {host}
 
 
 @pytest.mark.parametrize("strategy", ["dispersed", "concentrated", "roundrobin"])

@@ -32,7 +32,6 @@ from bai.common.types import KernelStatus, ResourceSlots, SessionStatus, slots_f
 from bai.manager.store import agents as agent_store
 from bai.manager.store import cluster as cluster_store
 from bai.manager.store import images as image_store
-from bai.manager.store import registries as registry_store
 from bai.manager.store import session_dependencies as dependency_store
 from bai.manager.store import sessions as store
 from bai.manager.store import users as user_store
@@ -523,9 +522,7 @@ class Scheduler:
         rows = await image_store.locality_of(conn, [(s.image, s.architecture) for s in pending if s.image])
         if not rows:
             return {}
-        configured: set[str] = set()
-        if any(r.registry != image_locality.LOCAL_REGISTRY for r in rows):
-            configured = set(await registry_store.registries(self.ctx.etcd))
+        configured = await image_locality.configured_among(self.ctx.etcd, {r.registry for r in rows})
         anywhere = frozenset(r.id for r in agent_rows if image_locality.runs_without_images(r.compute_plugins))
         return {(r.name, r.architecture): frozenset(r.installed_agents or ()) | anywhere
                 for r in rows if not image_locality.pullable(r.registry, configured)}

@@ -11,15 +11,18 @@ both use it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import logging
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bai.common.etcd import EtcdStore
+from bai.common.etcd import EtcdError, EtcdStore
 from bai.manager import errors
 from bai.manager.store import images as image_store
 from bai.manager.store import registries as registry_store
+
+log = logging.getLogger(__name__)
 
 LOCAL_REGISTRY = image_store.LOCAL_REGISTRY
 
@@ -44,11 +47,23 @@ def not_held_message(image: str, scaling_group: str) -> str:
             "(no configured registry serves it: only the agents that hold it can run the session)")
 
 
+async def configured_among(etcd: EtcdStore, registries: Iterable[str]) -> set[str]:
+    """Those of ``registries`` configured in etcd now; all of them when etcd cannot say (logged):
+    agents then try to pull them, as they did before this rule."""
+    wanted = {r for r in registries if r and r != LOCAL_REGISTRY}
+    if not wanted:
+        return set()  # nothing to look up
+    try:
+        return wanted & set(await registry_store.registries(etcd))
+    except EtcdError as exc:
+        log.warning("cannot read the configured registries (%s): images of %s count as pullable",
+                    exc, ", ".join(sorted(wanted)))
+        return wanted
+
+
 async def is_pullable(etcd: EtcdStore, registry: str) -> bool:
-    """:func:`pullable` for one image at create (the registry's settings read from etcd now)."""
-    if not registry or registry == LOCAL_REGISTRY:
-        return False  # nothing to look up
-    return await registry_store.registry(etcd, registry) is not None
+    """:func:`pullable` for one image at create (the registries read from etcd now)."""
+    return pullable(registry, await configured_among(etcd, [registry]))
 
 
 async def check_at_create(etcd: EtcdStore, conn: AsyncConnection, image: str, registry: str,
@@ -78,4 +93,4 @@ async def check_at_create(etcd: EtcdStore, conn: AsyncConnection, image: str, re
     return frozenset(holders)
 
 
-__all__ = ["check_at_create", "is_pullable", "not_held_message", "pullable", "runs_without_images"]
+__all__ = ["check_at_create", "configured_among", "is_pullable", "not_held_message", "pullable", "runs_without_images"]
