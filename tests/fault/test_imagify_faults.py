@@ -185,6 +185,17 @@ async def test_manager_killed_during_imagify(cluster: Cluster, busy_session: str
     await asyncio.to_thread(cluster.manager.start, 30)
     await until(cluster.api_up, "the API answering again", 10)
 
+    # While the agent still commits for the dead manager, the new one refuses another commit
+    # (409) rather than start a task the agent would refuse: a commit it starts must succeed
+    # (should the agent have been done first).
+    was = await agent_rpc.get_commit_status(kernel)
+    st, body = await cluster.call("POST", f"/session/{SESSION}/imagify", {"image_name": f"{name}-probe"})
+    if st == 200:
+        assert (await final_event(cluster, str(body["task_id"]), 60))[0] == "bgtask_done"
+    else:
+        assert was == "ongoing" and st == 409 and body["type"].endswith("/commit-in-progress"), (st, body)
+    refused_while_ongoing = st == 409
+
     # The client following the task hears that it was lost with its manager, not "running" forever.
     event, data = await final_event(cluster, task_id, 40)
     answered = time.monotonic() - killed
@@ -210,7 +221,8 @@ async def test_manager_killed_during_imagify(cluster: Cluster, busy_session: str
     event, data = await final_event(cluster, await imagify(cluster, again), 60)
     assert event == "bgtask_done", (event, data)
     assert [r.name for r in await images_named(cluster, again)] == [data["message"]]
-    record("imagify-manager-kill9", lost_task_answered_s=answered, total_s=time.monotonic() - began)
+    record("imagify-manager-kill9", lost_task_answered_s=answered, total_s=time.monotonic() - began,
+           refused_while_agent_committing=refused_while_ongoing)
 
 
 async def test_agent_killed_during_imagify(cluster: Cluster, busy_session: str, agent_rpc: AgentClient) -> None:

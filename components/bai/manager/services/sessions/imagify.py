@@ -54,6 +54,8 @@ _TAG_MARK = "customized_"
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 #: ``POST /session/{ref}/commit``: the tar's name, and the directory it goes to (the owner's e-mail).
 FILENAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,123}$"
+#: Seconds to ask the agent whether it still commits the kernel before starting another commit.
+AGENT_STATUS_TIMEOUT = 5.0
 _SUBDIR_RE = re.compile(r"^[A-Za-z0-9@_+-][A-Za-z0-9@._+-]{0,127}$")
 
 
@@ -67,6 +69,26 @@ def _committing(ctx: ManagerContext) -> set[uuid.UUID]:
     if not isinstance(found, set):
         found = ctx.extra["imagify.committing"] = set()
     return found
+
+
+async def _claim(ctx: ManagerContext, row: Any, main: Any) -> set[uuid.UUID]:
+    """Mark the kernel as being committed by this manager, or refuse (409) when it is already:
+    by this manager, or still by its agent for a manager that died meanwhile (whose task was
+    reported lost). The caller discards the mark when its task ends or cannot start."""
+    busy = _committing(ctx)
+    refusal = CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
+    if main.id in busy:
+        raise refusal
+    try:
+        reply = await ctx.agents.get(main.agent_addr).call("get_commit_status", {"kernel_id": str(main.id)},
+                                                           request_timeout=AGENT_STATUS_TIMEOUT)
+        ongoing = reply.get("status") == "ongoing"
+    except AgentError:
+        ongoing = False  # the task itself tells what is wrong with the agent
+    if ongoing or main.id in busy:
+        raise refusal
+    busy.add(main.id)
+    return busy
 
 
 def base_tag(tag: str) -> str:
@@ -91,9 +113,7 @@ async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, fi
     name = filename or f"{row.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     name = name if name.endswith(".tar") else f"{name}.tar"
     subdir = owner.email if _SUBDIR_RE.match(owner.email) else str(owner.user_uuid)
-    busy = _committing(ctx)
-    if main.id in busy:
-        raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
+    busy = await _claim(ctx, row, main)
 
     async def body(progress: bgtasks.Progress) -> str:
         try:
@@ -107,7 +127,6 @@ async def commit_to_file(ctx: ManagerContext, requester: Requester, ref: str, fi
         finally:
             busy.discard(main.id)
 
-    busy.add(main.id)
     try:
         task_id = await bgtasks.of(ctx).start(body, owner=requester.access_key, name="commit", if_lost=(
             f"The agent {main.agent} may still finish saving {subdir}/{name}; "
@@ -166,10 +185,7 @@ async def imagify(ctx: ManagerContext, requester: Requester, ref: str, image_nam
     canonical = f"{repository}:{base_tag(tag)}-{_TAG_MARK}{custom_id}"
     labels = {image_store.CUSTOMIZED_OWNER: owner_label, LABEL_NAME: image_name, LABEL_ID: custom_id,
               LABEL_EMAIL: owner.email}
-    busy = _committing(ctx)
-    if main.id in busy:
-        raise CommitInProgress(f"Session {row.name} is being committed already; wait for that to end.")
-    busy.add(main.id)
+    busy = await _claim(ctx, row, main)
     try:
         return await bgtasks.of(ctx).start(
             _commit_body(ctx, main, canonical, labels, push, busy), owner=requester.access_key, name="imagify",
