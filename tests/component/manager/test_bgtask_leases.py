@@ -1,7 +1,8 @@
 """Background tasks outlive no manager (bai.manager.services.bgtasks), against a real Redis: a
 task keeps ``started`` while its manager renews its lease, is recorded as failed (and announced)
 once the lease lapses, and a late write of the task that was given up changes nothing a client
-was told. The lease is shortened here; the kill -9 of a real manager is tests/fault/test_imagify_faults."""
+was told. The lease is shortened here; the kill -9 of a real manager is tests/fault/test_imagify_faults.
+A client that stops following a task's stream leaves nothing behind on the manager."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
+from bai.common.auth import API_VERSION, sign_request
+from bai.manager.api import bgtask
+from bai.manager.api.keys import CTX
 from bai.manager.services import bgtasks
 from tests.fixtures.halfstack import HalfStack
+
+from .conftest import ManagerDB
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,3 +117,43 @@ async def test_a_closing_manager_cancels_its_tasks_and_drops_its_lease(redis: ai
     state = await bgtasks.read_state(redis, task_id)
     assert state is not None and (state.status, state.message) == ("cancelled", "the manager stopped the task")
     assert not await redis.exists(lease)
+
+
+async def test_a_client_that_vanishes_leaves_no_subscription(make_client: Any, manager_db: ManagerDB) -> None:
+    api = await make_client(bgtask.routes)
+    ctx = api.client.app[CTX]
+    redis = ctx.redis_stream
+    release = asyncio.Event()
+
+    async def body(progress: bgtasks.Progress) -> str:
+        await release.wait()
+        return "done"
+
+    async def subscribers() -> int:
+        counts = dict(await redis.pubsub_numsub(bgtasks.CHANNEL))
+        return int(counts.get(bgtasks.CHANNEL.encode()) or counts.get(bgtasks.CHANNEL) or 0)
+
+    baseline = await subscribers()
+    task_id = await bgtasks.of(ctx).start(body, owner=manager_db.admin.access_key, name="followed")
+    try:
+        path = f"/events/background-task?task_id={task_id}"
+        admin = manager_db.admin
+        signed = sign_request(admin.access_key, admin.secret_key, "GET", path, api.host, "text/plain")
+        headers = {"Host": api.host, "Content-Type": "text/plain", "X-BackendAI-Version": API_VERSION,
+                   "Date": signed.date, "Authorization": signed.authorization}
+        async with api.client.get(path, headers=headers) as resp:
+            assert resp.status == 200
+            assert (await resp.content.readline()).startswith(b"event: bgtask_updated")
+            assert await subscribers() == baseline + 1
+            assert resp.connection is not None and resp.connection.transport is not None
+            resp.connection.transport.abort()  # the client vanishes mid-stream, the task still runs
+        # The stream notices at its next write (a ping at the latest): the subscription goes.
+        async with asyncio.timeout(3 * 5.0):
+            while True:
+                if await subscribers() == baseline:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        release.set()
+    state = await _until_state(redis, task_id, "done")
+    assert state.message == "done"
