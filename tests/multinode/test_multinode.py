@@ -61,6 +61,20 @@ def test_rerun_changes_nothing(installed: Installed) -> None:
     assert installed.second.doc["nothing_changed"] is True
 
 
+def test_the_manager_runs_unprivileged_with_docker_access_for_the_overlay(installed: Installed) -> None:
+    """Least privilege: the manager runs as bai-manager, its config is root:bai-manager 640, and
+    (overlay enabled here) the account is in the docker group, which the multi-node session test
+    below needs for the manager's overlays."""
+    mgmt = installed.hosts["mgmt"]
+    pid = mgmt.run("systemctl show -p MainPID --value bai-manager.service", check=True).stdout.strip()
+    assert pid not in ("", "0")
+    assert mgmt.run(f"ps -o user= -p {pid}", check=True).stdout.split() == ["bai-manager"]
+    groups = mgmt.run(f"ps -o supgrp= -p {pid}", check=True).stdout.strip().split(",")
+    assert "docker" in groups, groups
+    assert mgmt.run("stat -c '%U:%G %a' /etc/backend.ai/manager.toml", check=True).stdout.split() == \
+        ["root:bai-manager", "640"]
+
+
 def test_both_agents_registered(installed: Installed) -> None:
     def alive() -> bool:
         out = scenario.cli(installed.env, "admin", "agent", "list").stdout
