@@ -132,6 +132,7 @@ class KernelCommits:
             if target.exists():
                 raise InvalidInput(f"{target} exists already", title="Commit file exists", status=409)
             await asyncio.to_thread(_make_private_dirs, self._save_base, directory)
+            await self.sweep()
             reply = await self._commit(kernel_id, container_id, base_image, {})
             image_id = reply["digest"]
             part = directory / f".{filename}.{os.getpid()}.part"

@@ -109,14 +109,16 @@ class BackgroundTasks:
         manager die before the task ends (e.g. that the work may still complete elsewhere)."""
         task_id = uuid.uuid4()
         await self._renew()
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._keep_lease(), name="bgtask-lease")
         await self._redis.hset(state_key(task_id), mapping={
             "owner": owner, "name": name, "lease": self._lease, "manager": self._manager_id, "if_lost": if_lost})
         await self._write(task_id, "started", "", 0, 0)
         task = asyncio.create_task(self._run(task_id, body, name), name=f"bgtask-{name}-{task_id}")
         self._running[task_id] = task
         task.add_done_callback(lambda _t: self._running.pop(task_id, None))
+        # Only now (no await since the task was added): a renewer that found no task and ended
+        # meanwhile is replaced, so no running task is left without one.
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._keep_lease(), name="bgtask-lease")
         return task_id
 
     async def _renew(self) -> None:
