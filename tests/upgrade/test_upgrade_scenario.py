@@ -128,6 +128,12 @@ def test_4_upgrade_to_the_tree_keeps_the_data(old_node: OldNode) -> None:
     assert old_node.client("run --rm -c 'print(6*7)' python").split()[-1] == "42"
     check = playbook.check(old_node.inv)
     assert check.installed == tree and check.hosts[0].how == "record"
+    # the manager, root under 26.11.0, now runs as its own account (no overlay here: no docker
+    # group), its config root:bai-manager 640 instead of root:root 600
+    pid = old_node.sh("systemctl show -p MainPID --value bai-manager.service").strip()
+    assert old_node.sh(f"ps -o user= -p {pid}").split() == ["bai-manager"]
+    assert "docker" not in old_node.sh("id -nG bai-manager").split()
+    assert old_node.sh("stat -c '%U:%G %a' /etc/backend.ai/manager.toml").split() == ["root:bai-manager", "640"]
 
 
 def test_5_a_downgrade_is_refused_and_changes_nothing(old_node: OldNode) -> None:
@@ -239,4 +245,8 @@ def test_8_rollback_restores_the_previous_release(old_node: OldNode) -> None:
     # the services the newer release added are gone again
     units = old_node.sh("ls /etc/systemd/system | grep '^bai-' || true").split()
     assert sorted(units) == ["bai-agent.service", "bai-manager.service"]
+    # 26.11.0's manager ran as root with a root-only config: both restored as they were
+    pid = old_node.sh("systemctl show -p MainPID --value bai-manager.service").strip()
+    assert old_node.sh(f"ps -o user= -p {pid}").split() == ["root"]
+    assert old_node.sh("stat -c '%U:%G %a' /etc/backend.ai/manager.toml").split() == ["root:root", "600"]
     assert old_node.client("run --rm -c 'print(6*7)' python").split()[-1] == "42"
