@@ -63,3 +63,37 @@ export function watch({signal, query = {}, onChange, onMode = () => {}, pollMs =
   });
   connect();
 }
+
+/**
+ * Follow a manager background task (GET /events/background-task?task_id=) to its end:
+ * resolves with its final message (bgtask_done), rejects with an ApiError-like {title, detail}
+ * when it fails, is cancelled, or its stream cannot be read; onProgress({message, current, total})
+ * for each bgtask_updated. EventSource reconnects by itself after a cut (the manager answers an
+ * ended task's final record at once); `maxErrors` cuts in a row without a record give up.
+ */
+export function followTask(taskId, {signal, onProgress = () => {}, maxErrors = 5} = {}) {
+  return new Promise((resolve, reject) => {
+    const source = events("/events/background-task", {task_id: taskId});
+    let errors = 0;
+    const end = (fn, value) => { source.close(); signal?.removeEventListener("abort", abort); fn(value); };
+    const abort = () => end(reject, new DOMException("The page was left", "AbortError"));
+    signal?.addEventListener("abort", abort);
+    const data = (ev) => { try { return JSON.parse(ev.data) || {}; } catch { return {}; } };
+    source.addEventListener("bgtask_updated", (ev) => {
+      errors = 0;
+      const d = data(ev);
+      onProgress({message: d.message || "", current: Number(d.current_progress) || 0, total: Number(d.total_progress) || 0});
+    });
+    source.addEventListener("bgtask_done", (ev) => end(resolve, data(ev).message || ""));
+    for (const [name, title] of [["bgtask_failed", "The task failed"], ["bgtask_cancelled", "The task was cancelled"]]) {
+      source.addEventListener(name, (ev) => end(reject, {title, detail: data(ev).message || "", status: 200}));
+    }
+    source.addEventListener("error", () => {
+      errors += 1;
+      if (source.readyState === EventSource.CLOSED || errors >= maxErrors) {
+        end(reject, {title: "The task's progress cannot be followed",
+          detail: "The event stream was refused or cut; the task may still be running.", status: 0});
+      }
+    });
+  });
+}

@@ -3,7 +3,7 @@
 import {ApiError, call, enc, gql} from "../lib/api.js";
 import {clear, confirmButton, h, once, showProblem} from "../lib/dom.js";
 import {slots, when} from "../lib/format.js";
-import {watch} from "../lib/live.js";
+import {followTask, watch} from "../lib/live.js";
 import {openTerminal} from "../lib/terminal.js";
 
 const ENDED = new Set(["TERMINATED", "CANCELLED"]);
@@ -51,6 +51,52 @@ async function openApp(sessionId, app, tab) {
   tab.location.href = `${answer.wsproxy_addr}/v2/proxy/auth?${query}`;
 }
 
+/**
+ * "Save as image" (POST /session/{ref}/imagify, the owner's RUNNING session): a name, then the
+ * background task followed live to the new image's reference (or the manager's refusal / the
+ * task's failure). update(info, isOwner) shows it while it applies or a save is under way.
+ */
+function saveAsImage(signal) {
+  const slot = h("div", {class: "problem-slot", id: "imagify-problem"});
+  const name = h("input", {id: "imagify-name", name: "image_name", required: true, maxlength: 128,
+    pattern: "[a-zA-Z0-9._\\-]+", placeholder: "letters, digits, . - _"});
+  const submit = h("button", {type: "submit", class: "primary", id: "imagify-submit"}, "Save as image");
+  const progress = h("span", {class: "muted small", id: "imagify-progress"});
+  const result = h("div", {id: "imagify-result", role: "status"});
+  const form = h("form", {class: "inline-form", id: "imagify-form"}, h("label", {class: "inline"}, "Image name", name), submit, progress);
+  const el = h("section", {id: "session-imagify", hidden: true},
+    h("h2", {}, "Save as image"),
+    h("p", {class: "muted small"}, "Commits this session's container as an image only you can use."), form, slot, result);
+  let current = null;
+  let saving = false;
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    once(submit, slot, async () => {
+      saving = true;
+      clear(result);
+      progress.textContent = "starting…";
+      try {
+        const started = await call("POST", `/session/${enc(current.id)}/imagify`, {body: {image_name: name.value.trim()}, signal});
+        progress.textContent = "committing…";
+        const reference = await followTask(started.task_id, {signal, onProgress: (p) => {
+          progress.textContent = p.message || (p.total ? `${p.current} / ${p.total}` : "committing…");
+        }});
+        clear(result, h("p", {class: "notice"}, "Saved as ", h("code", {id: "imagify-reference"}, reference), ". ",
+          h("a", {href: `/sessions/new?image=${encodeURIComponent(reference)}`, id: "imagify-start"}, "Start a session from it")));
+      } finally {
+        saving = false;
+        progress.textContent = "";
+      }
+    });
+  });
+  return {el, update(info, isOwner) {
+    current = info;
+    const applies = isOwner && info.status === "RUNNING";
+    submit.disabled = !applies || saving;
+    el.hidden = !applies && !saving && !result.childElementCount && !slot.childElementCount;
+  }};
+}
+
 export async function render({main, params, signal, navigate, user}) {
   const ref = params.ref;
   const problem = h("div", {class: "problem-slot", id: "session-problem"});
@@ -75,6 +121,8 @@ export async function render({main, params, signal, navigate, user}) {
     h("section", {}, h("h2", {}, "Apps"), apps),
     h("section", {}, h("h2", {}, "Terminal"), h("div", {class: "toolbar"}, openTerm, termState), termBox),
     h("section", {}, h("h2", {}, "Logs"), h("div", {class: "toolbar"}, showLogs), logs));
+  const imageSave = saveAsImage(signal);
+  main.append(imageSave.el);
 
   let info = null;
   let terminal = null;
@@ -95,6 +143,7 @@ export async function render({main, params, signal, navigate, user}) {
       h("dt", {}, "Created"), h("dd", {}, when(info.creationTime)),
       info.terminationTime ? [h("dt", {}, "Ended"), h("dd", {}, when(info.terminationTime))] : null);
     const running = info.status === "RUNNING";
+    imageSave.update(info, !info.accessKey || !user || info.accessKey === user.accessKey);
     openTerm.disabled = !running || !!terminal;
     const ports = (info.servicePorts || []).filter((p) => p.protocol === "http" || p.protocol === "preopen");
     clear(apps, !running ? h("p", {class: "muted"}, ENDED.has(info.status) ? "The session has ended." : "Apps open once the session is RUNNING.")

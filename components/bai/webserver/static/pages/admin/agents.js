@@ -1,9 +1,10 @@
 // Admin: agents and their utilisation, refreshed every few seconds while the page is open:
 // the share of each slot that sessions occupy, and what their running containers use now (the
 // sum of the kernels' live_stat the agents report at each heartbeat; the agent-level
-// cpu_cur_pct / mem_cur_bytes / live_stat too where the manager has them). Schedulable can be
-// switched off.
-import {gql} from "../../lib/api.js";
+// cpu_cur_pct / mem_cur_bytes / live_stat too where the manager has them). Superadmins can switch
+// schedulable off and move an agent to another resource group (modify_agent; the agent switches
+// and keeps the group in its agent.toml, or the manager answers why not, shown inline).
+import {ApiError, gql} from "../../lib/api.js";
 import {clear, h} from "../../lib/dom.js";
 import {bytes, ago} from "../../lib/format.js";
 import {actionButton, adminHead, emptyRow, mutate} from "./common.js";
@@ -15,6 +16,7 @@ const LIST_Q = `query($status: String) { agent_list(limit: 100, offset: 0, statu
 // The first 100 running sessions' containers (superadmins and monitors see everyone's).
 const LIVE_Q = `query { compute_session_list(limit: 100, offset: 0, status: "RUNNING") {
   items { containers { agent live_stat } } } }`;
+const GROUPS_Q = `query { scaling_groups { name is_active } }`;
 const MODIFY_Q = `mutation($id: String!, $props: ModifyAgentInput!) { modify_agent(id: $id, props: $props) { ok msg } }`;
 
 function json(value) {
@@ -71,8 +73,20 @@ function live(agent, use) {
   return parts.length ? parts.join(" · ") : "—";
 }
 
-export async function render({main, signal}) {
+export async function render({main, signal, user}) {
   const problem = adminHead(main, "/admin/agents", "Agents");
+  // The manager lets superadmins only change agents: others see no controls.
+  const canChange = user?.role === "superadmin";
+  const notice = h("div", {id: "agents-notice", role: "status"});
+  main.append(notice);
+  let groups = [];
+  const chosen = new Map(); // agent id -> the group picked but not moved to yet (kept across refreshes)
+  let busy = 0;
+  const act = (fn) => async () => {
+    busy += 1;
+    clear(notice);
+    try { await fn(); } finally { busy -= 1; }
+  };
   const status = h("select", {id: "agent-status", name: "status"},
     ["ALIVE", "LOST", "TERMINATED", "ALIVE,LOST,TERMINATED"].map((s) => h("option", {value: s}, s === "ALIVE,LOST,TERMINATED" ? "any" : s)));
   const stamp = h("span", {class: "muted small", id: "agents-refreshed"});
@@ -83,20 +97,44 @@ export async function render({main, signal}) {
       rows));
 
   function row(a, use) {
-    const toggle = actionButton(a.schedulable ? "Exclude" : "Include", async () => {
+    const toggle = canChange ? actionButton(a.schedulable ? "Exclude" : "Include", act(async () => {
       await mutate("modify_agent", MODIFY_Q, {id: a.id, props: {schedulable: !a.schedulable}}, {signal});
+      clear(notice, h("p", {class: "notice"}, `${a.id} is ${a.schedulable ? "no longer" : "now"} schedulable.`));
       await load();
-    }, problem, {dataset: {action: "schedulable"}});
+    }), problem, {dataset: {action: "schedulable"}}) : null;
+    const group = canChange ? moveControl(a) : null;
     return h("tr", {dataset: {agent: a.id, status: a.status}},
       h("td", {}, a.id, h("div", {class: "muted small"}, `${a.addr || ""} · ${a.version || ""} · since ${ago(a.first_contact)}`)),
       h("td", {}, h("span", {class: `status status-${String(a.status).toLowerCase() === "alive" ? "running" : "error"}`}, a.status)),
-      h("td", {}, a.scaling_group || ""), h("td", {class: "utilisation"}, utilisation(a)), h("td", {class: "small live", dataset: {measured: String(use?.measured || 0)}}, live(a, use)),
+      h("td", {class: "agent-group"}, h("div", {}, a.scaling_group || ""), group), h("td", {class: "utilisation"}, utilisation(a)), h("td", {class: "small live", dataset: {measured: String(use?.measured || 0)}}, live(a, use)),
       h("td", {}, String(a.container_count ?? "")), h("td", {}, a.schedulable ? "yes " : "no ", toggle));
+  }
+
+  function moveControl(a) {
+    const pick = chosen.get(a.id) ?? a.scaling_group;
+    // A group picked earlier stays offered even when it has gone since (the manager says why not).
+    const names = [...new Set([...groups.map((g) => g.name), pick].filter(Boolean))];
+    const select = h("select", {name: "scaling_group", class: "agent-group-select", "aria-label": `Resource group of ${a.id}`},
+      names.map((n) => h("option", {value: n, selected: n === pick}, n + (groups.some((g) => g.name === n && !g.is_active) ? " (inactive)" : ""))));
+    select.addEventListener("change", () => {
+      if (select.value === a.scaling_group) chosen.delete(a.id); else chosen.set(a.id, select.value);
+    });
+    const move = actionButton("Move", act(async () => {
+      const target = select.value;
+      if (target === a.scaling_group) throw new ApiError(0, {title: "Pick another resource group", detail: `${a.id} is in ${target} already.`});
+      await mutate("modify_agent", MODIFY_Q, {id: a.id, props: {scaling_group: target}}, {signal});
+      chosen.delete(a.id);
+      clear(notice, h("p", {class: "notice"}, `${a.id} moved to ${target}.`));
+      await load();
+    }), problem, {dataset: {action: "move"}});
+    return h("div", {class: "inline-form agent-move"}, select, move);
   }
 
   let refreshes = 0;
   async function load() {
-    const [agents, running] = await Promise.all([gql(LIST_Q, {status: status.value}, {signal}), gql(LIVE_Q, {}, {signal})]);
+    const [agents, running, sg] = await Promise.all([gql(LIST_Q, {status: status.value}, {signal}), gql(LIVE_Q, {}, {signal}),
+      canChange ? gql(GROUPS_Q, {}, {signal}) : null]);
+    groups = sg?.scaling_groups || [];
     const list = agents.agent_list;
     const use = containerUse(running.compute_session_list?.items || []);
     clear(rows, list.items.length ? list.items.map((a) => row(a, use[a.id])) : emptyRow(7, "No agents."));
@@ -108,6 +146,8 @@ export async function render({main, signal}) {
   await load();
   // Refresh while the page is shown; leaving it (signal) stops the timer.
   const timer = setInterval(() => {
+    // Not while a change is in flight, nor under an open group list (a repaint would close it).
+    if (busy || (document.activeElement?.tagName === "SELECT" && rows.contains(document.activeElement))) return;
     load().catch((err) => { if (err?.name !== "AbortError") clear(problem, h("p", {class: "problem"}, err.title || err.message)); });
   }, REFRESH_MS);
   signal.addEventListener("abort", () => clearInterval(timer));
