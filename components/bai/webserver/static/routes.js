@@ -12,6 +12,7 @@ export const routes = [
   {path: "/folders/:name", title: "Folder", page: () => import("./pages/folder.js")},
   // W3: usage and admin pages (static/pages/usage.js, static/pages/admin/) register below.
   {path: "/usage", title: "Usage", menu: {label: "Usage", order: 30}, page: () => import("./pages/usage.js")},
+  {path: "/settings", title: "Settings", menu: {label: "Settings", order: 40}, page: () => import("./pages/settings.js")},
   {path: "/images", title: "Images", menu: {label: "Images", order: 35}, page: () => import("./pages/images.js")},
   {path: "/admin", admin: true, redirect: "/admin/users", menu: {label: "Admin", order: 90}},
   {path: "/admin/users", admin: true, title: "Users", page: () => import("./pages/admin/users.js")},
