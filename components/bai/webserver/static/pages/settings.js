@@ -93,7 +93,8 @@ function accountSection(ctx, me) {
     for (const input of [oldPw, newPw, newPw2]) input.value = "";
     // The webserver's login holds the keypair, which a password change keeps: it normally stays
     // valid. Should it have ended, say so and send the user to log in with the new password.
-    if (!(await check().catch(() => null))) {
+    const stillLoggedIn = await check().then(Boolean, () => true);  // unreachable: not a verdict
+    if (!stillLoggedIn) {
       await ctx.navigate("/login?expired=1&next=%2Fsettings", {replace: true});
       return "";
     }
