@@ -4,7 +4,7 @@ background task is followed to the new image's reference, whose link preselects 
 session form), finds it on the images page marked as theirs and forgets it there (gone through
 the API too). A superadmin moves the installed agent to a new resource group and back on the
 agents page (agent.toml follows; it ends in `default` whatever happens), and a move to a group
-deleted meanwhile shows the manager's refusal inline."""
+deleted meanwhile shows the manager's refusal inline, as does a rescan of an unknown registry."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def _customized(api: Api) -> list[str]:
     return [f"{i['registry']}/{i['name']}:{i['tag']}" for i in items]
 
 
+def _installed(api: Api, reference: str) -> bool:
+    items = _gql(api, "query { customized_images { name tag registry installed } }")["customized_images"]
+    return any(f"{i['registry']}/{i['name']}:{i['tag']}" == reference and i["installed"] for i in items)
+
+
 def test_save_session_as_image_then_forget_it(browser: Any, web_endpoint: str, make_user: Any, admin_api: Api) -> None:
     user: WebUser = make_user("user", prefix="webimg")
     api = _keypair_api(admin_api, user.email)
@@ -70,10 +75,13 @@ def test_save_session_as_image_then_forget_it(browser: Any, web_endpoint: str, m
         assert "image_name" in page.text_content("#imagify-problem .problem", timeout=10_000)
 
         page.fill("#imagify-name", image_name)
+        # The button is disabled from the click until the task ends (one commit per click).
+        page.evaluate("""() => { const b = document.getElementById('imagify-submit'); window.sawDisabled = false;
+            new MutationObserver(() => { window.sawDisabled ||= b.disabled; }).observe(b, {attributes: true}); }""")
         page.click("#imagify-submit")
         reference = page.text_content("#imagify-reference", timeout=150_000).strip()
         assert _CUSTOMIZED.match(reference), reference
-        assert not page.is_disabled("#imagify-submit")
+        assert not page.is_disabled("#imagify-submit") and page.evaluate("window.sawDisabled")
         shot(page, "session-saved-as-image")
         assert reference in _customized(api)
 
@@ -87,12 +95,16 @@ def test_save_session_as_image_then_forget_it(browser: Any, web_endpoint: str, m
         row = page.wait_for_selector(f"tr[data-image='{reference}'][data-mine='1']")
         assert image_name in row.inner_text()
         assert page.query_selector("tr[data-mine='0']") is not None  # the stock images are listed too
+        assert page.query_selector("#rescan-form") is None  # rescans are for superadmins
         shot(page, "images-page")
 
         # The session goes first, then the image off the agent: its heartbeats would bring the
         # record back while it has the image (the manager forgets its record only).
         api.call("DELETE", f"/session/{name}")
         subprocess.run(["docker", "rmi", "-f", reference], capture_output=True, timeout=60, check=True)
+        # A heartbeat that listed the agent's images before the removal could still land after
+        # the forget: wait for one that no longer has it (the image shows as not installed).
+        wait_until(lambda: not _installed(api, reference), "a heartbeat without the image", 30)
         forget = row.query_selector("button[data-action='forget']")
         assert forget is not None
         forget.click()
@@ -178,5 +190,13 @@ def test_admin_moves_the_agent_between_resource_groups(browser: Any, web_endpoin
         refusal = page.text_content("#admin-problem .problem", timeout=10_000)
         assert "No such scaling group" in refusal and spare_group in refusal, refusal
         assert _agent_group(admin_api, agent_id) == HOME_GROUP
+
+        # The images page's rescan (superadmins): the manager's refusal of an unknown registry inline.
+        page.click("nav a[data-menu='/images']")
+        page.wait_for_selector("#shell-main[data-ready='/images']")
+        page.fill("#rescan-registry", "no-such-registry.example")
+        page.click("#rescan-submit")
+        refusal = page.text_content("#images-problem .problem", timeout=10_000)
+        assert "no-such-registry.example" in refusal, refusal
     finally:
         page.context.close()
