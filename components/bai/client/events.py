@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,11 @@ import aiohttp
 from .exceptions import BackendAPIError, BackendClientError
 from .request import APISession
 
-__all__ = ["Event", "session_events"]
+__all__ = ["BACKGROUND_TASK_FINAL_EVENTS", "Event", "background_task_events", "follow_background_task",
+           "session_events"]
+
+#: The records that end a background task's stream (then the server sends ``server_close``).
+BACKGROUND_TASK_FINAL_EVENTS = frozenset({"bgtask_done", "bgtask_failed", "bgtask_cancelled"})
 
 @dataclass(frozen=True)
 class Event:
@@ -78,3 +82,74 @@ async def session_events(api: APISession, ref: str, *, owner_access_key: str | N
                 name = value
             elif field == "data":
                 data.append(value)
+
+
+async def background_task_events(api: APISession, task_id: str) -> AsyncGenerator[Event, None]:
+    """``GET /events/background-task?task_id=...``: the task's records (``bgtask_updated`` ...,
+    then one of :data:`BACKGROUND_TASK_FINAL_EVENTS`), until the final one. A task that has ended
+    already answers its final record at once, so following a quick task loses nothing."""
+    url = api.build_url("/events/background-task", {"task_id": task_id})
+    headers = api.make_headers("GET", url, "text/plain")
+    try:
+        resp = await api.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=30, sock_read=None))
+    except aiohttp.ClientError as e:
+        raise BackendClientError(f"Cannot open the background task event stream at {api.config.endpoint}: {e}") from e
+    async with resp:
+        if resp.status // 100 != 2:
+            raise BackendAPIError(resp.status, resp.reason or "", await resp.read())
+        name, data = "message", list[str]()
+        while True:
+            try:
+                raw = await resp.content.readline()  # b"" at the end of the stream
+            except aiohttp.ClientPayloadError as e:
+                raise BackendClientError(f"The background task event stream has failed: {e}") from e
+            except ValueError as e:  # a line over the reader's limit
+                raise BackendClientError(f"Malformed event stream: {e}") from e
+            if not raw:
+                raise BackendClientError(f"The background task event stream of {task_id} ended before the task did")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith(":"):
+                continue
+            if line == "":
+                if data:
+                    text = "\n".join(data)
+                    try:
+                        payload = json.loads(text)
+                    except ValueError:
+                        payload = {"message": text}
+                    yield Event(name, payload if isinstance(payload, dict) else {"message": payload})
+                    if name in BACKGROUND_TASK_FINAL_EVENTS:
+                        return
+                name, data = "message", list[str]()
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+async def follow_background_task(api: APISession, task_id: str, on_progress: ProgressCallback | None = None) -> str:
+    """Follow a background task to its end; its final message (e.g. the image a session was
+    saved as). ``on_progress(current, total, message)`` sees each update. A failed or cancelled
+    task raises :class:`BackendClientError` with the server's message."""
+    async for event in background_task_events(api, task_id):
+        payload = event.data
+        message = str(payload.get("message") or "")
+        if event.name == "bgtask_updated":
+            if on_progress is not None:
+                on_progress(int(payload.get("current_progress") or 0), int(payload.get("total_progress") or 0),
+                            message)
+        elif event.name == "bgtask_done":
+            return message
+        elif event.name == "bgtask_failed":
+            raise BackendClientError(message or f"The background task {task_id} has failed")
+        elif event.name == "bgtask_cancelled":
+            raise BackendClientError(message or f"The background task {task_id} has been cancelled "
+                                     "(this may be due to a server shutdown)")
+    raise BackendClientError(f"The background task event stream of {task_id} ended before the task did")

@@ -42,6 +42,11 @@ __all__ = (
     "ALL_STATUSES",
     "SESSION_LIST_QUERY",
     "create",
+    "session_created",
+    "rename",
+    "status_history",
+    "convert_to_image",
+    "commit",
     "get_info",
     "destroy",
     "execute",
@@ -201,6 +206,11 @@ async def create(
     data = await api.request_json("POST", "/session" if ver[0] > 4 else "/kernel", json_body=body)
     if not isinstance(data, dict):
         raise BackendClientError("The API server returned a malformed session creation answer")
+    return session_created(data, name=name, domain=domain, group=group)
+
+
+def session_created(data: dict[str, Any], *, name: str, domain: str, group: str) -> SessionCreated:
+    """A session creation answer (``POST /session`` and ``/session/_/create-from-template``)."""
     sid = data.get("sessionId")
     ports = data.get("servicePorts")
     if ports is None:
@@ -261,6 +271,49 @@ async def destroy(
 async def restart(api: APISession, ref: str, *, owner_access_key: str | None = None) -> None:
     """``PATCH /session/{ref}``: fresh user-code processes in the same containers (204)."""
     await api.request("PATCH", f"/session/{ref}", params=_params(owner_access_key))
+
+
+async def rename(api: APISession, ref: str, new_name: str, *, owner_access_key: str | None = None) -> None:
+    """``POST /session/{ref}/rename?name=...`` (a RUNNING session; 204)."""
+    if not 4 <= len(new_name) <= 64:
+        raise BackendClientError("The session name must be 4 to 64 characters long.")
+    await api.request("POST", f"/session/{ref}/rename", params={"name": new_name, **_params(owner_access_key)})
+
+
+async def status_history(api: APISession, ref: str, *, owner_access_key: str | None = None) -> dict[str, str]:
+    """``GET /session/{ref}/status-history``: each status the session has been in (the
+    original's upper-case names, e.g. ``PREPARING``) -> when it entered it (ISO 8601)."""
+    data = await api.request_json("GET", f"/session/{ref}/status-history", params=_params(owner_access_key))
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict):
+        raise BackendClientError("The API server returned a malformed status history")
+    return {str(k): str(v) for k, v in result.items()}
+
+
+async def convert_to_image(api: APISession, ref: str, image_name: str, *,
+                           owner_access_key: str | None = None) -> str:
+    """``POST /session/{ref}/imagify?image_name=...``: start saving the session as a customized
+    image of its owner; the background task's id (its final message is the image reference)."""
+    data = await api.request_json("POST", f"/session/{ref}/imagify",
+                                  params={"image_name": image_name, **_params(owner_access_key)})
+    task_id = data.get("task_id") if isinstance(data, dict) else None
+    if not task_id:
+        raise BackendClientError("The API server returned no background task for the image conversion")
+    return str(task_id)
+
+
+async def commit(api: APISession, ref: str, *, filename: str | None = None,
+                 owner_access_key: str | None = None) -> dict[str, Any]:
+    """``POST /session/{ref}/commit``: start saving the session's main container as an image tar
+    on its agent host; ``{"bgtask_id", "kernel", "path"}`` (the task's final message is the
+    tar's path on the agent host)."""
+    params = _params(owner_access_key)
+    if filename:
+        params["fname"] = filename
+    data = await api.request_json("POST", f"/session/{ref}/commit", params=params)
+    if not isinstance(data, dict) or not data.get("bgtask_id"):
+        raise BackendClientError("The API server returned no background task for the commit")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "rm": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
     "kill": ("bai.client.cli.session", "make_destroy_cmd", 'Alias of "session destroy"'),
     "vfolder": ("bai.client.cli.vfolder", "make_group", "Set of vfolder operations"),
+    "session-template": ("bai.client.cli.session_template", "make_group", "Set of session template operations"),
+    "sesstpl": ("bai.client.cli.session_template", "make_group", 'Alias of "session-template"'),
+    "create-from-template": ("bai.client.cli.session", "make_create_from_template_cmd",
+                             'Alias of "session create-from-template"'),
+    "start-from-template": ("bai.client.cli.session", "make_create_from_template_cmd",
+                            'Alias of "session create-from-template"'),
+    "dotfile": ("bai.client.cli.dotfile", "make_group", "Provides dotfile operations."),
+    "image": ("bai.client.cli.image", "make_group", "Image commands."),
     "events": ("bai.client.cli.session_events", "make_events_cmd", 'Alias of "session events"'),
 }
 

@@ -114,44 +114,50 @@ def make_create_cmd(name: str = "create", help_text: str | None = None) -> click
                     return await create_session(api, image, **kwargs)
 
         created = run_async(_go, json_mode=cli_ctx.json_mode)
-        status = created.status
-        ok = status in ("PENDING", "SCHEDULED", "RUNNING", "TIMEOUT")
-        if cli_ctx.json_mode:
-            print_json({
-                "sessionId": created.session_id,
-                "sessionName": created.name,
-                "status": status,
-                "created": created.created,
-                "servicePorts": created.service_ports,
-            })
-        else:
-            click.echo(f"Session ID: {created.session_id}")
-            click.echo(f"Session name: {created.name}")
-            click.echo(f"Status: {status}")
-            sid = created.session_id or created.name
-            if status == "PENDING":
-                print_info(f"Session ID {sid} is enqueued for scheduling.")
-            elif status == "SCHEDULED":
-                print_info(f"Session ID {sid} is scheduled and about to be started.")
-            elif status == "RUNNING":
-                if created.created:
-                    print_info(f"Session ID {sid} is created and ready.")
-                else:
-                    print_info(f"Session ID {sid} is already running and ready.")
-                names = [p.get("name") for p in created.service_ports if isinstance(p, dict)]
-                if names:
-                    print_info("This session provides the following app services: " + ", ".join(map(str, names)))
-            elif status == "TIMEOUT":
-                print_info(f"Session ID {sid} is still on the job queue.")
-            elif status == "TERMINATED":
-                print_warn(f"Session ID {sid} is already terminated.\n"
-                           "This may be an error in the compute_session image.")
-            else:
-                print_fail(f"Session ID {sid} has an error during scheduling/startup or cancelled.")
-        if not ok:
-            sys.exit(ExitCode.FAILURE)
+        _report_created(created, json_mode=cli_ctx.json_mode)
 
     return _alias_doc(create, help_text)
+
+
+def _report_created(created: Any, *, json_mode: bool) -> None:
+    """Print a creation answer (a SessionCreated) as "session create" does; exit 1 unless the
+    session is on its way to RUNNING."""
+    status = created.status
+    ok = status in ("PENDING", "SCHEDULED", "RUNNING", "TIMEOUT")
+    if json_mode:
+        print_json({
+            "sessionId": created.session_id,
+            "sessionName": created.name,
+            "status": status,
+            "created": created.created,
+            "servicePorts": created.service_ports,
+        })
+    else:
+        click.echo(f"Session ID: {created.session_id}")
+        click.echo(f"Session name: {created.name}")
+        click.echo(f"Status: {status}")
+        sid = created.session_id or created.name
+        if status == "PENDING":
+            print_info(f"Session ID {sid} is enqueued for scheduling.")
+        elif status == "SCHEDULED":
+            print_info(f"Session ID {sid} is scheduled and about to be started.")
+        elif status == "RUNNING":
+            if created.created:
+                print_info(f"Session ID {sid} is created and ready.")
+            else:
+                print_info(f"Session ID {sid} is already running and ready.")
+            names = [p.get("name") for p in created.service_ports if isinstance(p, dict)]
+            if names:
+                print_info("This session provides the following app services: " + ", ".join(map(str, names)))
+        elif status == "TIMEOUT":
+            print_info(f"Session ID {sid} is still on the job queue.")
+        elif status == "TERMINATED":
+            print_warn(f"Session ID {sid} is already terminated.\n"
+                       "This may be an error in the compute_session image.")
+        else:
+            print_fail(f"Session ID {sid} has an error during scheduling/startup or cancelled.")
+    if not ok:
+        sys.exit(ExitCode.FAILURE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,6 +492,301 @@ def _stats_of(ret: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# rename, status-history, convert-to-image, commit, create-from-template
+
+_OWNER_HELP = "Specify the owner of the target session explicitly."
+
+
+def make_rename_cmd(name: str = "rename", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="SESSID")
+    @click.argument("new_name", metavar="NEWNAME")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help=_OWNER_HELP)
+    def rename(session_ref: str, new_name: str, owner: str | None) -> None:
+        """
+        Rename a running compute session.
+
+        \b
+        SESSID: the session's ID or name.
+        NEWNAME: its new name (4 to 64 characters; not another live session's of the same owner).
+        """
+        from .admin.base import call
+
+        async def _go(api: Any) -> None:
+            from ..session import rename as rename_session
+
+            await rename_session(api, session_ref, new_name, owner_access_key=owner)
+
+        call(_go, action="session rename")
+        if get_cli_context().json_mode:
+            print_json({"ok": True, "msg": f"Session renamed to {new_name}.", "name": new_name})
+        else:
+            print_done(f"Session renamed to {new_name}.")
+
+    return _alias_doc(rename, help_text)
+
+
+def make_status_history_cmd(name: str = "status-history", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="SESSID")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help=_OWNER_HELP)
+    def status_history(session_ref: str, owner: str | None) -> None:
+        """
+        Show when the compute session entered each status it has been in (also for ended
+        sessions), and how long it has held its resources (PREPARING until TERMINATED, or now).
+        --output json prints the map of status -> time as the server sends it.
+
+        \b
+        SESSID: the session's ID or name.
+        """
+        from .admin.base import call
+
+        async def _go(api: Any) -> dict[str, str]:
+            from ..session import status_history as history_of
+
+            return await history_of(api, session_ref, owner_access_key=owner)
+
+        history = call(_go, action="session status-history")
+        if get_cli_context().json_mode:
+            print_json(history)
+            return
+        if not history:
+            print_info("No status history.")
+            return
+        rows = sorted(history.items(), key=lambda kv: _time_order(kv[1]))
+        click.echo(render_table(["Status", "Since"], [list(r) for r in rows]))
+        allocated = _allocation_time(history)
+        if allocated is not None:
+            print_info(f"Resource allocation time: {allocated}")
+
+    return _alias_doc(status_history, help_text)
+
+
+def _parse_time(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _time_order(text: str) -> float:
+    """A sort key: the time's timestamp (unparsable times last)."""
+    t = _parse_time(text)
+    return float("inf") if t is None else float(t.timestamp())
+
+
+def _allocation_time(history: dict[str, str]) -> str | None:
+    """PREPARING until TERMINATED (or now, for a live session), as the official client reports it
+    (it reads lower-case keys; the server sends the original's upper-case status names)."""
+    from datetime import UTC, datetime
+
+    start = _parse_time(history.get("PREPARING", ""))
+    if start is None:
+        return None
+    end = _parse_time(history.get("TERMINATED", "")) or datetime.now(UTC)
+    return str(end - start)
+
+
+async def _follow_task(api: Any, task_id: str, what: str, *, json_mode: bool) -> str:
+    """Follow background task ``task_id`` to its end, showing its progress on stderr: a rich
+    progress bar on a terminal, one line per new message otherwise, nothing with --output json.
+    Its final message; a failed task raises BackendClientError with the server's message."""
+    from ..events import follow_background_task
+
+    if json_mode:
+        return await follow_background_task(api, task_id)
+    if not sys.stderr.isatty():
+        seen: list[str] = []
+
+        def log_progress(current: int, total: int, message: str) -> None:
+            if message and message not in seen[-1:]:
+                seen.append(message)
+                print_info(f"[{current}/{total}] {message}")
+
+        print_wait(what)
+        return await follow_background_task(api, task_id, log_progress)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(what, total=None)
+
+        def show_progress(current: int, total: int, message: str) -> None:
+            progress.update(bar, completed=current, total=total or None, description=message or what)
+
+        return await follow_background_task(api, task_id, show_progress)
+
+
+def make_convert_to_image_cmd(name: str = "convert-to-image", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="SESSID_OR_NAME")
+    @click.argument("image_name", metavar="IMAGENAME")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help=_OWNER_HELP)
+    def convert_to_image(session_ref: str, image_name: str, owner: str | None) -> None:
+        """
+        Save a running session (its main container) as a customized image only its owner sees,
+        following the work to its end; prints the new image's reference, which "session create"
+        takes and "image list --customized" lists.
+
+        \b
+        SESSID_OR_NAME: the session's ID or name.
+        IMAGENAME: the new image's name (a label; the reference is derived from the session's image).
+        """
+        from .admin.base import call
+
+        json_mode = get_cli_context().json_mode
+
+        async def _go(api: Any) -> tuple[str, str]:
+            from ..session import convert_to_image as imagify
+
+            task_id = await imagify(api, session_ref, image_name, owner_access_key=owner)
+            message = await _follow_task(api, task_id, f"Saving the session {session_ref} as an image...",
+                                         json_mode=json_mode)
+            return task_id, message.removeprefix("Image ready: ").strip()
+
+        task_id, reference = call(_go, action="session convert-to-image")
+        if json_mode:
+            print_json({"ok": True, "msg": "Session export process completed.", "task_id": task_id,
+                        "image": reference})
+        else:
+            print_done("Session export process completed.")
+            click.echo(reference)
+
+    return _alias_doc(convert_to_image, help_text)
+
+
+def make_commit_cmd(name: str = "commit", help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("session_ref", metavar="SESSID")
+    @click.option("--filename", metavar="NAME", default=None,
+                  help="The tar's file name (.tar is added; default: the session's name and the time).")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help=_OWNER_HELP)
+    def commit(session_ref: str, filename: str | None, owner: str | None) -> None:
+        """
+        Save a running session (its main container) as an image tar on its agent host, following
+        the work to its end; prints the tar's path on that host.
+
+        \b
+        SESSID: the session's ID or name.
+        """
+        from .admin.base import call
+
+        json_mode = get_cli_context().json_mode
+
+        async def _go(api: Any) -> tuple[dict[str, Any], str]:
+            from ..session import commit as commit_session
+
+            started = await commit_session(api, session_ref, filename=filename, owner_access_key=owner)
+            saved = await _follow_task(api, str(started["bgtask_id"]), f"Committing the session {session_ref}...",
+                                       json_mode=json_mode)
+            return started, saved
+
+        started, saved = call(_go, action="session commit")
+        path = saved or str(started.get("path"))  # the task's final message: the tar's path on the agent host
+        if json_mode:
+            print_json({"ok": True, "msg": "Session commit completed.", "task_id": started["bgtask_id"],
+                        "kernel": started.get("kernel"), "path": path})
+        else:
+            print_done("Session commit completed (the tar is on the session's agent host).")
+            click.echo(path)
+
+    return _alias_doc(commit, help_text)
+
+
+#: start option (click parameter name) -> the build_create_kwargs keys it sets
+_TEMPLATE_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "type_": ("type_",), "starts_at": ("starts_at",), "max_wait": ("max_wait",), "no_reuse": ("no_reuse",),
+    "callback_url": ("callback_url",), "env": ("environ",), "tag": ("tag",), "scaling_group": ("scaling_group",),
+    "resources": ("resources",), "resource_opts": ("resource_opts",), "cluster_size": ("cluster_size",),
+    "cluster_mode": ("cluster_mode",), "architecture": ("architecture",), "bootstrap_script": ("bootstrap_script",),
+    "domain": ("domain",), "group": ("group",), "mount": ("mounts", "mount_map", "mount_options"),
+}
+
+
+def make_create_from_template_cmd(name: str = "create-from-template",
+                                  help_text: str | None = None) -> click.Command:
+    @click.command(name=name)
+    @click.argument("template_id", metavar="TEMPLATE_ID")
+    @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
+                  help="Set the owner of the target session explicitly.")
+    @click.option("-i", "--image", metavar="IMAGE", default=None,
+                  help="Run this image instead of the template's.")
+    @click.option("-c", "--startup-command", metavar="COMMAND", default=None,
+                  help="Set the command to execute for batch-type sessions.")
+    @click.option("--enqueue-only", is_flag=True,
+                  help="Enqueue the session and return immediately without waiting for its startup.")
+    @click.option("--depends", metavar="SESSION_ID", type=str, multiple=True,
+                  help="Set the list of session ID or names that the newly created session depends on. "
+                  "The session will get scheduled after all of them successfully finish.")
+    @click.option("--no-env", is_flag=True, help="Do not set the environment variables of the template.")
+    @click.option("--no-resource", is_flag=True,
+                  help="Do not request the template's resources (the defaults, or -r, apply).")
+    @start_options
+    def create_from_template(
+        template_id: str, owner: str | None, image: str | None, startup_command: str | None,
+        enqueue_only: bool, depends: tuple[str, ...], no_env: bool, no_resource: bool, **opts: Any,
+    ) -> None:
+        """
+        Start a compute session from a task template (see "backend.ai session-template"). The
+        options given here override the template's values; those not given keep them.
+
+        \b
+        TEMPLATE_ID: the template's ID.
+        """
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        cli_ctx = get_cli_context()
+        parsed = build_create_kwargs(opts)
+        overrides: dict[str, Any] = {}
+        for param, keys in _TEMPLATE_OVERRIDES.items():
+            if ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None):
+                overrides.update({k: parsed[k] for k in keys})
+        if no_env and "environ" not in overrides:
+            overrides["environ"] = {}
+        if no_resource:
+            overrides.setdefault("resources", {})
+            overrides.setdefault("resource_opts", {})
+        if opts.get("preopen") is not None:
+            overrides["preopen_ports"] = opts["preopen"]
+        domain, group = overrides.pop("domain", None), overrides.pop("group", None)
+        no_reuse = overrides.pop("no_reuse", None)
+        session_name = parsed["name"]
+        if session_name is None:
+            from ..helpers import generate_session_name
+
+            session_name = generate_session_name()
+        cfg = _config_or_exit()
+
+        async def _go() -> Any:
+            from ..request import APISession
+            from ..session_templates import create_session
+
+            async with APISession(cfg) as api:
+                with spinner(f"Starting the session {session_name}...", enabled=not cli_ctx.json_mode):
+                    return await create_session(
+                        api, template_id, name=session_name, domain=domain, group=group, no_reuse=no_reuse,
+                        dependencies=list(depends), image=image, startup_command=startup_command,
+                        enqueue_only=True if enqueue_only else None, owner_access_key=owner, **overrides)
+
+        created = run_async(_go, json_mode=cli_ctx.json_mode)
+        _report_created(created, json_mode=cli_ctx.json_mode)
+
+    return _alias_doc(create_from_template, help_text)
+
+
+# ---------------------------------------------------------------------------------------------
 # the group
 
 
@@ -502,6 +803,11 @@ def make_session_group(name: str = "session", help_text: str | None = None) -> c
         "logs": make_logs_cmd,
         "destroy": make_destroy_cmd,
         "restart": make_restart_cmd,
+        "rename": make_rename_cmd,
+        "status-history": make_status_history_cmd,
+        "convert-to-image": make_convert_to_image_cmd,
+        "commit": make_commit_cmd,
+        "create-from-template": make_create_from_template_cmd,
     }
     for cname, factory in factories.items():
         group.add_command(factory(name=cname), cname)
@@ -528,5 +834,10 @@ __all__ = (
     "make_logs_cmd",
     "make_destroy_cmd",
     "make_restart_cmd",
+    "make_rename_cmd",
+    "make_status_history_cmd",
+    "make_convert_to_image_cmd",
+    "make_commit_cmd",
+    "make_create_from_template_cmd",
     "format_stats",
 )

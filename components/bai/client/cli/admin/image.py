@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +12,7 @@ from .base import (
     call,
     image_size,
     plain,
-    print_list,
     print_mutation,
-    refs,
     run_mutation,
 )
 
@@ -25,39 +22,14 @@ if TYPE_CHECKING:
 #: the official ``admin image list`` columns
 LIST_FIELDS = [plain("name"), plain("registry"), plain("architecture"), plain("tag"), plain("digest"),
                image_size("size_bytes"), plain("aliases")]
-_FINAL_EVENTS = ("bgtask_done", "bgtask_failed", "bgtask_cancelled")
 
 
 async def background_task_events(api: APISession, task_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """``GET /events/background-task?task_id=...`` (server-sent events) until the task ends."""
-    import aiohttp
+    """``(event, payload)`` of :func:`bai.client.events.background_task_events` (one SSE reader)."""
+    from ...events import background_task_events as events_of
 
-    from ...exceptions import BackendAPIError, BackendClientError
-
-    url = api.build_url("/events/background-task", {"task_id": task_id})
-    headers = api.make_headers("GET", url, "text/plain")
-    try:
-        async with api.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-            if resp.status // 100 != 2:
-                raise BackendAPIError(resp.status, resp.reason or "", await resp.read())
-            event, data = "message", ""
-            async for raw in resp.content:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line and data:
-                    try:
-                        payload = json.loads(data)
-                    except ValueError:
-                        payload = {"message": data}
-                    yield event, payload if isinstance(payload, dict) else {"message": payload}
-                    if event in _FINAL_EVENTS:
-                        return
-                    event, data = "message", ""
-    except aiohttp.ClientError as e:
-        raise BackendClientError(f"The background task event stream has failed: {e}") from e
+    async for event in events_of(api, task_id):
+        yield event.name, event.data
 
 
 def make_group(name: str = "image", help_text: str | None = None) -> click.Group:
@@ -69,14 +41,9 @@ def make_group(name: str = "image", help_text: str | None = None) -> click.Group
     @click.option("--operation", is_flag=True, help="Get operational images only.")
     def list_(operation: bool) -> None:
         """Show the list of registered images in this cluster."""
-        async def _go(api: APISession) -> Any:
-            from ...gql import query
+        from ..image import show_images
 
-            doc = (f"query($is_operation: Boolean) {{ images(is_operation: $is_operation) "
-                   f"{{ {' '.join(refs(LIST_FIELDS))} }} }}")
-            return (await query(api, doc, {"is_operation": operation}))["images"]
-
-        print_list(call(_go, action="image list") or [], LIST_FIELDS)
+        show_images(operation=operation)
 
     @image.command()
     @click.option("-r", "--registry", default=None,
