@@ -767,20 +767,18 @@ def make_create_from_template_cmd(name: str = "create-from-template",
             from ..helpers import generate_session_name
 
             session_name = generate_session_name()
-        cfg = _config_or_exit()
+        from .admin.base import call
 
-        async def _go() -> Any:
-            from ..request import APISession
+        async def _go(api: Any) -> Any:
             from ..session_templates import create_session
 
-            async with APISession(cfg) as api:
-                with spinner(f"Starting the session {session_name}...", enabled=not cli_ctx.json_mode):
-                    return await create_session(
-                        api, template_id, name=session_name, domain=domain, group=group, no_reuse=no_reuse,
-                        dependencies=list(depends), image=image, startup_command=startup_command,
-                        enqueue_only=True if enqueue_only else None, owner_access_key=owner, **overrides)
+            with spinner(f"Starting the session {session_name}...", enabled=not cli_ctx.json_mode):
+                return await create_session(
+                    api, template_id, name=session_name, domain=domain, group=group, no_reuse=no_reuse,
+                    dependencies=list(depends), image=image, startup_command=startup_command,
+                    enqueue_only=True if enqueue_only else None, owner_access_key=owner, **overrides)
 
-        created = run_async(_go, json_mode=cli_ctx.json_mode)
+        created = call(_go, action="session create-from-template")
         _report_created(created, json_mode=cli_ctx.json_mode)
 
     return _alias_doc(create_from_template, help_text)

@@ -315,6 +315,9 @@ def describe(exc: BaseException) -> str:
             return "GraphQL error: " + ("; ".join(msgs) or exc.title)
         detail = exc.msg or ""
         title = exc.title.rstrip(".")
+        fields = exc.data.get("data") if exc.type_slug == "invalid-api-params" else None
+        if isinstance(fields, dict) and fields:  # which parameter is wrong, and why
+            detail = f"{detail.rstrip('.')}: " + "; ".join(f"{k}: {v}" for k, v in fields.items())
         return f"{title} (HTTP {exc.status})" + (f": {detail}" if detail and detail.rstrip(".") != title else "")
     return str(exc)
 
