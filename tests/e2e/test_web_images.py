@@ -45,6 +45,15 @@ def _customized(api: Api) -> list[str]:
     return [f"{i['registry']}/{i['name']}:{i['tag']}" for i in items]
 
 
+def _ready(page: Any, path: str) -> None:
+    """The page at `path` rendered; else what is on the screen instead, in the failure."""
+    try:
+        page.wait_for_selector(f"#shell-main[data-ready='{path}']", timeout=20_000)
+    except Exception as exc:
+        main = page.eval_on_selector("#shell-main", "(m) => JSON.stringify({...m.dataset}) + ' ' + m.innerText.slice(0, 800)")
+        raise AssertionError(f"{path} did not render at {page.url}: {main}") from exc
+
+
 def _installed(api: Api, reference: str) -> bool:
     items = _gql(api, "query { customized_images { name tag registry installed } }")["customized_images"]
     return any(f"{i['registry']}/{i['name']}:{i['tag']}" == reference and i["installed"] for i in items)
@@ -86,12 +95,12 @@ def test_save_session_as_image_then_forget_it(browser: Any, web_endpoint: str, m
         assert reference in _customized(api)
 
         page.click("#imagify-start")
-        page.wait_for_selector("#shell-main[data-ready='/sessions/new']")
+        _ready(page, "/sessions/new")
         assert page.input_value("#new-image") == reference
 
         # The images page: the new image marked as the user's own, with its name.
         page.click("nav a[data-menu='/images']")
-        page.wait_for_selector("#shell-main[data-ready='/images']")
+        _ready(page, "/images")
         row = page.wait_for_selector(f"tr[data-image='{reference}'][data-mine='1']")
         assert image_name in row.inner_text()
         assert page.query_selector("tr[data-mine='0']") is not None  # the stock images are listed too
@@ -184,8 +193,13 @@ def test_admin_moves_the_agent_between_resource_groups(browser: Any, web_endpoin
 
         # A group picked, then deleted before the click: the manager's refusal, shown inline.
         page.select_option(f"{row} select.agent-group-select", spare_group)
+        # Still offered after the page's next refresh (the pick outlives the group list).
+        page.evaluate("document.activeElement?.blur()")  # the page holds its refresh under an open list
+        stamp = page.get_attribute("#agents-refreshed", "data-refreshes")
         gone = _gql(admin_api, "mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", n=spare_group)
         assert gone["delete_scaling_group"]["ok"], gone
+        page.wait_for_function("(n) => document.getElementById('agents-refreshed').dataset.refreshes !== n", arg=stamp)
+        assert page.input_value(f"{row} select.agent-group-select") == spare_group
         page.click(f"{row} button[data-action='move']")
         refusal = page.text_content("#admin-problem .problem", timeout=10_000)
         assert "No such scaling group" in refusal and spare_group in refusal, refusal
@@ -193,7 +207,7 @@ def test_admin_moves_the_agent_between_resource_groups(browser: Any, web_endpoin
 
         # The images page's rescan (superadmins): the manager's refusal of an unknown registry inline.
         page.click("nav a[data-menu='/images']")
-        page.wait_for_selector("#shell-main[data-ready='/images']")
+        _ready(page, "/images")
         page.fill("#rescan-registry", "no-such-registry.example")
         page.click("#rescan-submit")
         refusal = page.text_content("#images-problem .problem", timeout=10_000)

@@ -70,7 +70,7 @@ export async function render({main, signal, user}) {
       h("td", {}, img.size_bytes ? bytes(img.size_bytes) : "—"),
       h("td", {dataset: {installed: img.installed ? "yes" : "no"}}, img.installed ? "yes" : "no"),
       h("td", {class: "small"}, minimums(img)),
-      h("td", {class: "actions"}, img.installed ? h("a", {href: `/sessions/new?image=${encodeURIComponent(ref)}`, class: "button secondary"}, "Start") : null, forget));
+      h("td", {class: "actions"}, h("a", {href: `/sessions/new?image=${encodeURIComponent(ref)}`, class: "button secondary", title: img.installed ? "" : "an agent pulls it first"}, "Start"), forget));
   }
 
   function paint() {

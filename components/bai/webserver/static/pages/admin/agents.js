@@ -120,7 +120,8 @@ export async function render({main, signal, user}) {
       if (select.value === a.scaling_group) chosen.delete(a.id); else chosen.set(a.id, select.value);
     });
     const move = actionButton("Move", act(async () => {
-      const target = select.value;
+      // The pick, not the select: a refresh may have replaced the select while it was being set.
+      const target = chosen.get(a.id) ?? select.value;
       if (target === a.scaling_group) throw new ApiError(0, {title: "Pick another resource group", detail: `${a.id} is in ${target} already.`});
       await mutate("modify_agent", MODIFY_Q, {id: a.id, props: {scaling_group: target}}, {signal});
       chosen.delete(a.id);
