@@ -10,6 +10,7 @@ operations :func:`roles._service.ensure_service` watches.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from io import StringIO
 from typing import Any
 
@@ -49,9 +50,14 @@ def toml_text(data: dict[str, Any]) -> str:
     return "# managed by bai-install; changes are overwritten\n" + tomli_w.dumps(data)
 
 
-def unit_text(description: str, exec_start: str, log: str, after: str, user: str | None = None) -> str:
-    """``user``: the account (and its group) the daemon runs as; root when None."""
+def unit_text(description: str, exec_start: str, log: str, after: str, user: str | None = None,
+              capabilities: Sequence[str] = ()) -> str:
+    """``user``: the account (and its group) the daemon runs as; root when None.
+    ``capabilities`` (e.g. ``CAP_CHOWN``): all the daemon keeps, given to that account."""
     account = f"User={user}\nGroup={user}\n" if user else ""
+    if capabilities:
+        caps = " ".join(capabilities)
+        account += f"AmbientCapabilities={caps}\nCapabilityBoundingSet={caps}\nNoNewPrivileges=yes\n"
     return f"""# managed by bai-install
 [Unit]
 Description={description}

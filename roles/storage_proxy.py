@@ -1,13 +1,19 @@
 """The storage proxy (``bai-storage-proxy``): its config, its volume directory, its service, and
 the etcd keys through which the manager finds it (``volumes/...``, the original's layout).
 
-* ``/etc/backend.ai/storage-proxy.toml`` (mode 600: it holds both secrets) from the settings;
+* ``/etc/backend.ai/storage-proxy.toml`` (root:bai-storage, mode 640: it holds both secrets) from the settings;
   the two secrets (``storage_secret`` signs the client-facing JWTs, ``storage_manager_secret`` is
   the ``X-BackendAI-Storage-Auth-Token`` the manager sends) are generated once and kept in the
   secrets file like the others.
-* The volume directory (``/var/lib/bai/vfroot/local``) is root-owned 0755: only the proxy (root)
-  creates quota-scope and folder directories in it, and it makes each folder owned by the
-  kernel's uid/gid 1000, so a session writes into the folders it mounts and nowhere else.
+* The proxy runs as the system account ``bai-storage`` with three capabilities and nothing else
+  of root's: CAP_CHOWN (it makes each folder and file owned by the kernel's uid/gid 1000, so a
+  session writes into the folders it mounts and nowhere else), CAP_DAC_OVERRIDE and CAP_FOWNER
+  (it reads and writes in those folders, which it does not own). systemd gives them through
+  ``AmbientCapabilities=`` (bounding set the same, no new privileges); under supervisord the
+  program is started by ``setpriv``, which drops to the account keeping just those. No
+  CAP_SYS_ADMIN, CAP_NET_*, CAP_SETUID or module loading.
+* The volume directory (``/var/lib/bai/vfroot/local``) is root-owned 0755: only the proxy
+  creates quota-scope and folder directories in it.
 * The proxy restarts only when its config or the installed code changed (a code stamp next to
   the other daemons' stamps), and the role waits until ``GET /status`` on the manager-facing
   port answers ``{"status": "ok"}``.
@@ -19,7 +25,6 @@ the etcd keys through which the manager finds it (``volumes/...``, the original'
 from __future__ import annotations
 
 import shlex
-from io import StringIO
 from typing import Any
 
 import tomli_w
@@ -27,14 +32,17 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from . import _ops
-from ._common import secrets_file
 from ._service import Service, ensure_service
-from .bai import code_stamp, unit_text
+from .bai import unit_text, unprivileged_daemon_files
 from .catalog import PortUse, Role, host_port
 from .settings import Settings
 
 #: The kernel's uid/gid inside sessions ("work"); the proxy makes folders owned by it.
 KERNEL_UID = 1000
+#: The proxy's system account.
+USER = "bai-storage"
+#: All the proxy keeps of root's powers (see the module doc).
+CAPABILITIES = ("chown", "dac_override", "fowner")
 
 
 def host_name(settings: Settings) -> str:
@@ -77,13 +85,19 @@ def config_text(settings: Settings) -> str:
 def service(settings: Settings) -> Service:
     cmd = f"{settings.bin('bai-storage-proxy')} start --config {settings.storage_proxy_toml}"
     status = shlex.quote(f"{settings.storage_proxy.manager_endpoint}/status")
+    caps = ",".join(f"+{cap}" for cap in CAPABILITIES)
+    # supervisord can switch users but not keep capabilities: setpriv (util-linux) does both,
+    # then execs the proxy (same pid, so supervisord's signals reach it)
+    dropped = (f"/usr/bin/setpriv --reuid={USER} --regid={USER} --init-groups --reset-env --no-new-privs "
+               f"--inh-caps=-all,{caps} --ambient-caps=-all,{caps} --bounding-set=-all,{caps} -- {cmd}")
     return Service(
         name="storage-proxy",
         unit="bai-storage-proxy.service",
-        command=cmd,
+        command=dropped,
         ready=f"{settings.bin('python')} -m installer.probe http-json {status} --expect status=ok",
         unit_text=unit_text("bai storage proxy (virtual folders)", cmd,
-                            f"{settings.log_dir}/storage-proxy.log", "etcd.service"),
+                            f"{settings.log_dir}/storage-proxy.log", "etcd.service", user=USER,
+                            capabilities=[f"CAP_{cap.upper()}" for cap in CAPABILITIES]),
         log_dir=settings.log_dir,
         stopwaitsecs=30,
     )
@@ -152,18 +166,13 @@ def storage_proxy(settings: Settings) -> None:
         commands=[f"echo '{program} is missing: run installer/bootstrap.sh on this host' >&2; exit 1"],
         noop_message=f"{program} present",
     )
-    for path in (settings.config_dir, settings.log_dir, settings.state_dir):
-        files.directory(name=f"Directory {path}", path=path, mode="755")
-    # kept here too (as every role that uses a secret does), so a storage-only host reuses its
-    # own secrets on the next run
-    secrets_file(settings)
+    # (the secrets file is kept here too, as every role that uses a secret does, so a storage-only
+    # host reuses its own secrets on the next run)
+    conf, code = unprivileged_daemon_files(settings, account=USER, label="storage proxy", stamp="storage-proxy",
+                                           config_path=settings.storage_proxy_toml, config_text=config_text(settings))
     # (missing parents are made 0755; existing ones, e.g. an NFS mount point, are left alone)
     files.directory(name=f"Volume {settings.storage_proxy.volume_name} at {settings.storage_proxy.volume_path}",
                     path=settings.storage_proxy.volume_path, user="root", group="root", mode="755")
-    conf = files.put(name=f"Write {settings.storage_proxy_toml}", src=StringIO(config_text(settings)),
-                     dest=settings.storage_proxy_toml, mode="600", user="root", group="root")
-    code = files.put(name="Record the storage proxy's code version", src=StringIO(code_stamp()),
-                     dest=f"{settings.state_dir}/storage-proxy.code", mode="644")
     ensure_service(service(settings), configs=[conf, code], timeout=settings.ready_timeout)
     # (advertised to the manager once the proxy answers)
     for key, check, command in etcd_steps(settings):

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -82,9 +85,19 @@ def test_config_is_the_contract_and_loads_with_the_proxys_model() -> None:
 
 def test_service_runs_the_program_with_its_config_and_waits_for_status_ok() -> None:
     svc = storage_proxy.service(Settings())
-    assert svc.command == "/opt/bai/venv/bin/bai-storage-proxy start --config /etc/backend.ai/storage-proxy.toml"
+    cmd = "/opt/bai/venv/bin/bai-storage-proxy start --config /etc/backend.ai/storage-proxy.toml"
+    # supervisord: setpriv drops to the account, keeping three capabilities
+    caps = "-all,+chown,+dac_override,+fowner"
+    assert svc.command == (f"/usr/bin/setpriv --reuid=bai-storage --regid=bai-storage --init-groups --reset-env "
+                           f"--no-new-privs --inh-caps={caps} --ambient-caps={caps} --bounding-set={caps} -- {cmd}")
+    assert svc.user == "root"  # (setpriv does the switch)
     assert svc.program == "bai-storage-proxy" and svc.unit == "bai-storage-proxy.service"
-    assert svc.unit_text and f"ExecStart={svc.command}" in svc.unit_text
+    # systemd: the same account and capabilities from the unit
+    assert svc.unit_text and f"ExecStart={cmd}" in svc.unit_text
+    for line in ("User=bai-storage", "Group=bai-storage", "NoNewPrivileges=yes",
+                 "AmbientCapabilities=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER",
+                 "CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER"):
+        assert line in svc.unit_text.splitlines(), line
     assert svc.ready == ("/opt/bai/venv/bin/python -m installer.probe http-json "
                          "http://127.0.0.1:6022/status --expect status=ok")
     # status lists it with the other services
@@ -182,24 +195,30 @@ def test_etcd_keys_written_once_and_read_as_the_manager_reads_them(halfstack: Ha
 
 
 def test_the_program_serves_with_the_config_the_role_writes(halfstack: HalfStack, tmp_path: Path) -> None:
-    """bai-storage-proxy started as the service starts it, on the file the role renders: the
-    role's own readiness command passes, and the volume is the proxy's."""
+    """bai-storage-proxy started exactly as the service starts it under supervisord (setpriv, as
+    the account bai-storage the install made, with three capabilities), on the file the role
+    renders: the role's own readiness command passes, the volume is the proxy's, and the process
+    holds nothing more of root's."""
     volume = tmp_path / "vfroot" / "local"
     volume.mkdir(parents=True)
+    account = pwd.getpwnam(storage_proxy.USER)
+    # the config as the role leaves it (root:bai-storage 640, in a directory anyone may enter)
+    config_dir = Path(tempfile.mkdtemp(prefix="bai-sp-conf-"))
+    config_dir.chmod(0o755)
     s = settings_mod.build({"etcd": {"addr": halfstack.etcd_addr, "namespace": f"t-{uuid.uuid4().hex[:8]}"},
-                            "config_dir": str(tmp_path),
+                            "config_dir": str(config_dir),
                             "storage_proxy": {"volume_path": str(volume),
                                               "client_addr": f"127.0.0.1:{free_port()}",
                                               "manager_addr": f"127.0.0.1:{free_port()}"}},
                            settings_mod.generate_secrets({}))
     Path(s.storage_proxy_toml).write_text(storage_proxy.config_text(s))
+    os.chown(s.storage_proxy_toml, 0, account.pw_gid)
+    os.chmod(s.storage_proxy_toml, 0o640)
     svc = storage_proxy.service(s)
-    program, _, args = svc.command.partition(" ")
-    assert program == s.bin("bai-storage-proxy") and args == f"start --config {s.storage_proxy_toml}"
+    assert svc.command.endswith(f" -- {s.bin('bai-storage-proxy')} start --config {s.storage_proxy_toml}")
     log = (tmp_path / "proxy.log").open("wb")
-    # (the venv's console script when installed; the same entry point otherwise)
-    proc = subprocess.Popen([sys.executable, "-c", "from bai.storage.cli import main; main()", *args.split()],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc = subprocess.Popen(["/bin/sh", "-c", f"exec {svc.command}"], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=tmp_path)
     try:
         wait_for(lambda: _bash(f"cd {REPO} && {svc.ready}").returncode == 0, "storage proxy", 60, proc)
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -210,10 +229,19 @@ def test_the_program_serves_with_the_config_the_role_writes(halfstack: HalfStack
         with urllib.request.urlopen(request, timeout=10) as resp:
             volumes = json.loads(resp.read())["volumes"]
         assert [(v["name"], v["backend"], v["path"]) for v in volumes] == [("volume1", "vfs", str(volume))]
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+        assert status["Uid"].split() == [str(account.pw_uid)] * 4
+        assert status["Gid"].split() == [str(account.pw_gid)] * 4
+        held = 1 << 0 | 1 << 1 | 1 << 3  # CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER
+        for kind in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(status[kind], 16) == held, (kind, status[kind])
+        assert status["NoNewPrivs"] == "1"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+        shutil.rmtree(config_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
 
 from aiohttp import web
 
@@ -40,18 +41,39 @@ class _State:
 StartUpContext = Callable[[_State], AbstractAsyncContextManager[None]]
 
 
+CAP_CHOWN = 0  # capability number (linux/capability.h)
+
+
+def can_chown(status: str | None = None) -> bool:
+    """Whether this process holds CAP_CHOWN in its effective set (``status``: the text of
+    /proc/self/status, read when None)."""
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_CHOWN & 1)
+    return os.geteuid() == 0
+
+
 @contextlib.asynccontextmanager
 async def volumes_ctx(state: _State) -> AsyncIterator[None]:
     """The volumes, each of which must be an existing writable directory (a missing mount must
     not turn into folders written on the root filesystem)."""
     cfg = state.config
     for name, vol in cfg.volume.items():
-        if not vol.path.is_dir() or not os.access(vol.path, os.W_OK | os.X_OK):
+        # (effective ids: a proxy given CAP_DAC_OVERRIDE by its service may write where its
+        # plain uid could not, and access() with the real ids would say no)
+        if not vol.path.is_dir() or not os.access(vol.path, os.W_OK | os.X_OK, effective_ids=True):
             raise StartUpError(f"volume {name}: {vol.path} is not a writable directory")
     if not cfg.volume:
         log.warning("no [volume.*] configured: this proxy serves no folders")
-    # Only root can give files away; a proxy running as the kernel's uid owns them anyway.
-    owner = (cfg.storage_proxy.kernel_uid, cfg.storage_proxy.kernel_gid) if os.geteuid() == 0 else None
+    # Only a process with CAP_CHOWN (root, or the installed proxy's own account, given just that
+    # and the file-permission capabilities) can give files away; a proxy running as the kernel's
+    # uid owns them anyway.
+    owner = (cfg.storage_proxy.kernel_uid, cfg.storage_proxy.kernel_gid) if can_chown() else None
     volumes = VolumePool(cfg.volume, cfg.storage_proxy.usage_cache_ttl, owner)
     uploads = UploadSessions(cfg.storage_proxy.session_expire, cfg.storage_proxy.max_upload_size)
     state.ctx = ProxyContext(config=cfg, volumes=volumes, uploads=uploads)
