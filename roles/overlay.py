@@ -11,7 +11,7 @@ Optional: runs only where ``overlay.enabled`` (off by default; single-node clust
   host`` (``<addr>:2377``), ``sgroup/<group>/swarm-worker/token`` and ``sgroup/<group>/
   swarm-manager/token`` (each written only when etcd holds another value; a token is piped into
   etcdctl, never on a command line), ``config/network/overlay/mtu`` (``overlay.mtu``) and
-  ``config/network/overlay/enabled = true``: a manager (root, so it reaches the local Docker
+  ``config/network/overlay/enabled = true``: a manager (in the docker group, so it reaches the local Docker
   engine) then creates a ``bai-multinode-<session id>`` overlay for each multi-node session whose
   kernels are on several hosts and removes it when the session ends -- which only a swarm
   MANAGER engine can do, hence:
