@@ -21,10 +21,11 @@ export class ApiError extends Error {
   }
 }
 
-// The manager's problems carry `msg` (and per-field `data`), the webserver's `detail`.
+// The manager's problems carry `msg` (and per-field `data`), the webserver's `detail`; a few of
+// the original's answers are plain `{"error_msg": ...}` (e.g. update-password's mismatch).
 function describe(problem) {
   const parts = [];
-  const text = problem.detail || problem.details || problem.msg;
+  const text = problem.detail || problem.details || problem.msg || problem.error_msg;
   if (text && text !== problem.title) parts.push(String(text));
   if (problem.data && typeof problem.data === "object" && !Array.isArray(problem.data)) {
     for (const [field, why] of Object.entries(problem.data)) parts.push(`${field}: ${typeof why === "string" ? why : JSON.stringify(why)}`);
