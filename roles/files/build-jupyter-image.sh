@@ -3,7 +3,8 @@
 # (build-kernel-image.sh, which must have run first): a copy of that rootfs with JupyterLab
 # installed from PyPI into the venv /opt/jupyter (the image's runtime, so notebooks and query
 # mode share its packages), a service definition /etc/backend.ai/service-defs/jupyter.json and
-# the ai.backend.* labels (service port jupyter:http:8080; ttyd comes with the python rootfs).
+# the ai.backend.* labels (service port jupyter:http:8080; ttyd and sshd, with their service
+# definitions, dropbear and sftp-server, come with the python rootfs).
 # Usage: build-jupyter-image.sh TAG PYTHON_ROOTFS_CACHE [JUPYTER_ROOTFS_CACHE]
 # Idempotent: the label ai.backend.internal.build-script holds this script's hash and the
 # python build script's ("<16 hex>-<16 hex>", PYTHON_BUILD_ID in the environment); an image
@@ -25,8 +26,8 @@ build="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)-$python_build"
 built=$(docker image inspect --format '{{index .Config.Labels "ai.backend.internal.build-script"}}' "$tag" \
   2>/dev/null || true)
 if [ "$built" = "$build" ]; then echo "exists"; exit 0; fi
-if [ ! -x "$base/usr/bin/python3" ] || [ ! -x "$base/usr/bin/shellinaboxd" ]; then
-  echo "no python rootfs with the web terminal at $base: run build-kernel-image.sh first" >&2; exit 1
+if [ ! -x "$base/usr/bin/python3" ] || [ ! -x "$base/usr/bin/shellinaboxd" ] || [ ! -x "$base/usr/sbin/dropbear" ]; then
+  echo "no python rootfs with the web terminal and sshd at $base: run build-kernel-image.sh first" >&2; exit 1
 fi
 stamp="jupyterlab==$jupyterlab_version python-rootfs-$python_build"
 if [ "$(cat "$cache/.bai-build" 2>/dev/null || true)" != "$stamp" ]; then

@@ -4,7 +4,10 @@
 # the original's agents read. Debian has no ttyd package, so the intrinsic web-terminal service
 # keeps the original's name and port (ttyd, http, 7681) but runs Debian's shellinabox
 # (shellinaboxd, as the kernel user, a login shell in /home/work), started on demand through
-# its service definition /etc/backend.ai/service-defs/ttyd.json.
+# its service definition /etc/backend.ai/service-defs/ttyd.json. The intrinsic SSH service (sshd,
+# tcp, 2200) is Debian's dropbear, run as the kernel user with public-key logins only (the
+# keypair's key, written into ~/.ssh/authorized_keys by the agent), and SFTP (also what scp
+# speaks since OpenSSH 9) through openssh-sftp-server's sftp-server.
 # Usage: build-kernel-image.sh TAG [ROOTFS_CACHE_DIR]
 # Idempotent: exits 0 without work when TAG exists and was built by this very script (its
 # label ai.backend.internal.build-script holds the first 16 hex digits of the script's
@@ -22,7 +25,7 @@ build=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
 built=$(docker image inspect --format '{{index .Config.Labels "ai.backend.internal.build-script"}}' "$tag" \
   2>/dev/null || true)
 if [ "$built" = "$build" ]; then echo "exists"; exit 0; fi
-packages=python3,python3-venv,ca-certificates,procps,tini,shellinabox
+packages=python3,python3-venv,ca-certificates,procps,tini,shellinabox,dropbear-bin,openssh-sftp-server
 if [ ! -x "$cache/usr/bin/python3" ]; then
   rm -rf "$cache.tmp"; mkdir -p "$cache.tmp"
   debootstrap --variant=minbase --include="$packages" bookworm "$cache.tmp" "$mirror" >&2
@@ -31,7 +34,8 @@ if [ ! -x "$cache/usr/bin/python3" ]; then
 fi
 # A rootfs cached by an older version of this script lacks the later packages: add them in a
 # chroot (apt needs the package lists, which are removed again afterwards).
-if [ ! -x "$cache/usr/bin/shellinaboxd" ] || [ ! -d "$cache/usr/share/doc/python3-venv" ]; then
+if [ ! -x "$cache/usr/bin/shellinaboxd" ] || [ ! -d "$cache/usr/share/doc/python3-venv" ] ||
+   [ ! -x "$cache/usr/sbin/dropbear" ] || [ ! -x "$cache/usr/lib/openssh/sftp-server" ]; then
   cp /etc/resolv.conf "$cache/etc/resolv.conf"
   # No service may start inside the chroot.
   printf '#!/bin/sh\nexit 101\n' > "$cache/usr/sbin/policy-rc.d"; chmod 755 "$cache/usr/sbin/policy-rc.d"
@@ -52,6 +56,21 @@ cat > "$cache/etc/backend.ai/service-defs/ttyd.json" <<'JSON'
 }
 JSON
 chmod 644 "$cache/etc/backend.ai/service-defs/ttyd.json"
+# SSH/SFTP: dropbear in the foreground, logging to stderr (the service's log), no password
+# logins (-s), with a host key of the container's own made at its first start (dropbearkey
+# refuses to overwrite an existing key, so a restarted service keeps it; the error is ignored).
+# Port forwarding stays on: VS Code Remote-SSH tunnels to its server through it.
+cat > "$cache/etc/backend.ai/service-defs/sshd.json" <<'JSON'
+{
+  "prestart": [
+    {"action": "run_command",
+     "args": {"command": ["/usr/bin/dropbearkey", "-t", "ed25519", "-f", "/tmp/dropbear_ed25519_host_key"]}}
+  ],
+  "command": ["/usr/sbin/dropbear", "-F", "-E", "-s", "-w", "-p", "{ports[0]}",
+              "-r", "/tmp/dropbear_ed25519_host_key", "-P", "/tmp/dropbear.pid"]
+}
+JSON
+chmod 644 "$cache/etc/backend.ai/service-defs/sshd.json"
 # The work user, written straight into the rootfs (no chroot needed); idempotent.
 grep -q '^work:' "$cache/etc/group" || echo "work:x:$work_gid:" >> "$cache/etc/group"
 grep -q '^work:' "$cache/etc/passwd" ||

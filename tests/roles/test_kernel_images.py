@@ -82,7 +82,7 @@ def test_labels_and_service_definitions_pass_the_parsers(images: tuple[str, str]
     assert (port.name, port.protocol, port.container_ports) == ("jupyter", "http", (8080,))
     assert labels(jupyter)["ai.backend.runtime-path"] == "/opt/jupyter/bin/python3"
     script = f"cd {SERVICE_DEFS_DIR} && for f in *.json; do printf '%s\\0' \"$f\"; cat \"$f\"; printf '\\0'; done"
-    for tag, expected in ((python, {"ttyd"}), (jupyter, {"ttyd", "jupyter"})):
+    for tag, expected in ((python, {"sshd", "ttyd"}), (jupyter, {"sshd", "ttyd", "jupyter"})):
         out = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", tag, "-c",
                               script], capture_output=True, text=True, check=True, timeout=60).stdout
         parts = out.split("\0")[:-1]

@@ -11,6 +11,14 @@ a dotfile that would land in a mounted folder (the user's persistent storage) is
 the runner refuses (e.g. a symlink on the way) is logged and skipped: a dotfile never fails a
 session.
 
+The owner's keypair SSH keypair (``KernelCreationConfig.ssh_keypair``) is written first, the same
+way: the public key into ``.ssh/authorized_keys`` and the private key into ``id_container`` (what
+``backend.ai session ssh`` downloads to log in), both 0600, with ``.ssh`` made 0700 (the
+intrinsic sshd refuses keys others could change). A dotfile ``.ssh/authorized_keys`` (the
+manager refuses it; an older one may send it) is not lost: the keypair's key is appended to it,
+as the original does; a dotfile ``id_container`` gives way to the keypair's key. Mounted folders
+are skipped here too.
+
 The bootstrap script (the create request's, or else the keypair's stored one: the manager
 decides) runs once, through ``/bin/sh -c`` in ``/home/work`` as the kernel user, as a batch run of
 the user-code process, so nothing else runs before it ends. It is bounded by
@@ -37,6 +45,9 @@ HOME = "/home/work"
 BOOTSTRAP_TIMEOUT = 120.0
 #: Characters of its output kept for the agent's log.
 LOG_TAIL = 2000
+#: Where the keypair's SSH keys go (home-relative); the files are 0600, ``.ssh`` 0700.
+AUTHORIZED_KEYS = ".ssh/authorized_keys"
+ID_CONTAINER = "id_container"
 
 
 def home_path(path: str) -> str | None:
@@ -72,6 +83,8 @@ async def write_dotfiles(files: RunnerFiles, config: KernelCreationConfig, kerne
     written: list[str] = []
     for dotfile in config.dotfiles:
         path = home_path(dotfile.path)
+        if config.ssh_keypair is not None and path in (AUTHORIZED_KEYS, ID_CONTAINER):
+            continue  # merged into (or replaced by) the keypair's keys: write_ssh_keys
         if path is None or _in_mount(path, mounts):
             log.warning("kernel %s: dotfile %r skipped (outside the home or inside a mounted folder)",
                         kernel_id, dotfile.path)
@@ -89,8 +102,41 @@ def _mode(dotfile: DotfileSpec) -> int:
     return int(dotfile.perm, 8)
 
 
+def authorized_keys(config: KernelCreationConfig) -> str:
+    """What ``.ssh/authorized_keys`` holds: a dotfile's lines, if one is sent, then the keypair's
+    public key."""
+    assert config.ssh_keypair is not None
+    key = config.ssh_keypair.public_key.rstrip("\n") + "\n"
+    for dotfile in config.dotfiles:
+        if home_path(dotfile.path) == AUTHORIZED_KEYS and dotfile.data.strip():
+            return dotfile.data.rstrip("\n") + "\n" + key
+    return key
+
+
+async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str) -> list[str]:
+    """Write the keypair's SSH keys into the kernel's home; the paths written."""
+    if config.ssh_keypair is None:
+        return []
+    mounts = _mounted(config)
+    written: list[str] = []
+    for path, text, dir_mode in (
+            (AUTHORIZED_KEYS, authorized_keys(config), 0o700),
+            (ID_CONTAINER, config.ssh_keypair.private_key.rstrip("\n") + "\n", None)):
+        if _in_mount(path, mounts):
+            log.warning("kernel %s: %s not written (inside a mounted folder)", kernel_id, path)
+            continue
+        try:
+            await files.upload(path, _once(text.encode("utf-8", "surrogatepass")), mode=0o600, dir_mode=dir_mode)
+        except AgentError as exc:  # e.g. a symlink on the way: no SSH login, the session still starts
+            log.warning("kernel %s: %s not written: %s", kernel_id, path, exc)
+            continue
+        written.append(path)
+    return written
+
+
 async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str) -> None:
-    """The dotfiles, then the bootstrap script."""
+    """The keypair's SSH keys, the dotfiles, then the bootstrap script."""
+    await write_ssh_keys(runner.files, config, kernel_id)
     await write_dotfiles(runner.files, config, kernel_id)
     await run_bootstrap(runner, config, kernel_id)
 

@@ -136,13 +136,17 @@ class RunnerFiles:
         files = data.get("files")
         return {"files": files if isinstance(files, list) else [], "abspath": str(data.get("abspath", path))}
 
-    async def upload(self, path: str, body: AsyncIterator[bytes], mode: int | None = None) -> int:
+    async def upload(self, path: str, body: AsyncIterator[bytes], mode: int | None = None,
+                     dir_mode: int | None = None) -> int:
         """Write ``body`` to ``path`` (relative to /home/work); all or nothing. ``mode``: the
-        file's permission bits (default 0644 less the umask)."""
+        file's permission bits (default 0644 less the umask); ``dir_mode``: its directory's
+        (not the home's; e.g. 0700 for ``.ssh``)."""
         tid = secrets.token_hex(8)
         begin: dict[str, Any] = {"op": "file-put-begin", "id": tid, "path": path}
         if mode is not None:
             begin["mode"] = mode
+        if dir_mode is not None:
+            begin["dir_mode"] = dir_mode
         await self._request(begin)
         try:
             header = encode_frame({"op": "file-put-data", "id": tid, "binary": True})

@@ -199,6 +199,16 @@ class DotfileSpec(BaseModel):
     data: str = Field(max_length=65536)
 
 
+class SSHKeypairSpec(BaseModel):
+    """The owner's keypair SSH keypair (OpenSSH public key, PEM private key): the public key goes
+    into ``~/.ssh/authorized_keys``, the private one into ``~/id_container`` (agent/dotfiles.py).
+    Never logged: ``repr`` leaves the private key out."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    public_key: str = Field(min_length=1, max_length=4096)
+    private_key: str = Field(min_length=1, max_length=16384, repr=False)
+
+
 class KernelCreationConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
     image: ImageRef
@@ -216,6 +226,8 @@ class KernelCreationConfig(BaseModel):
     mounts: list[VFolderMountSpec] = []
     #: since 1.1: written into the home directory before the kernel counts as started (agent/dotfiles.py)
     dotfiles: list[DotfileSpec] = Field([], max_length=300)
+    #: since 1.1: the owner's keypair SSH keypair, for the intrinsic sshd service (agent/dotfiles.py)
+    ssh_keypair: SSHKeypairSpec | None = None
 
     @field_validator("resource_slots", mode="before")
     @classmethod

@@ -68,7 +68,8 @@ METHODS_SINCE: dict[str, ProtocolVersion] = {
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.
 #: ``"list[].field"`` names a field of each item of the list ``list``.
 FIELDS_SINCE: dict[str, dict[str, ProtocolVersion]] = {
-    "create_kernels": {"configs[].dotfiles": ProtocolVersion(1, 1)},
+    "create_kernels": {"configs[].dotfiles": ProtocolVersion(1, 1),
+                       "configs[].ssh_keypair": ProtocolVersion(1, 1)},
 }
 
 

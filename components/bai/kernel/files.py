@@ -308,7 +308,7 @@ class FileOps:
             if op == "file-list":
                 self._result(tid, self._list(str(message.get("path", "."))))
             elif op == "file-put-begin":
-                self._put_begin(tid, str(message.get("path", "")), message.get("mode"))
+                self._put_begin(tid, str(message.get("path", "")), message.get("mode"), message.get("dir_mode"))
                 self._result(tid, {})
             elif op == "file-put-data" and message.get("binary") is True:
                 self._binary_for = tid
@@ -368,18 +368,28 @@ class FileOps:
 
     # --- uploads ------------------------------------------------------------------------------
 
-    def _put_begin(self, tid: str, path: str, mode: Any = None) -> None:
+    def _put_begin(self, tid: str, path: str, mode: Any = None, dir_mode: Any = None) -> None:
+        """``dir_mode``: the permission the file's directory gets (one below the home, never the
+        home itself), e.g. 0700 for ``.ssh``."""
         parts = split_path(path, self.work_dir)
         if not parts:
             raise FileOpError("refused", f"{path}: not a file path")
         if mode is not None and (type(mode) is not int or not 0 <= mode <= 0o777):
             raise FileOpError("refused", f"{path}: invalid file mode")
+        if dir_mode is not None and (type(dir_mode) is not int or not 0o700 <= dir_mode <= 0o777 or len(parts) < 2):
+            raise FileOpError("refused", f"{path}: invalid directory mode")
         if tid in self._uploads or len(self._uploads) >= MAX_TRANSFERS:
             raise FileOpError("busy", "too many uploads at once")
         try:
             dir_fd = _open_dir(self.work_dir, parts[:-1], create=True)
         except OSError as exc:
             raise _oserror(exc, path) from None
+        if dir_mode is not None:  # the directory just walked to (no symlink followed), whatever the umask
+            try:
+                os.fchmod(dir_fd, dir_mode)
+            except OSError as exc:
+                os.close(dir_fd)
+                raise _oserror(exc, path) from None
         tmp = f"{_TMP_PREFIX}{tid}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,

@@ -85,10 +85,10 @@ async def test_kernel_lifecycle(agent: AgentServer, rpc: AgentClient, events: Ev
     started = await create_kernel(rpc, events, agent_id, kernel_config(kernel_image, cpu="0.5"), kernel_id, session_id)
     assert events.find("kernel_creating", source=agent_id, kernel_id=kernel_id, session_id=session_id)
     info = started["creation_info"]
-    # the image's intrinsic web terminal, published on a host port of the bind host
+    # the image's intrinsic SSH server and web terminal, published on host ports of the bind host
     assert [(p["name"], p["protocol"], p["container_ports"]) for p in info["service_ports"]] == [
-        ("ttyd", "http", [7681])]
-    assert len(info["service_ports"][0]["host_ports"]) == 1 and info["kernel_host"] == "127.0.0.1"
+        ("sshd", "tcp", [2200]), ("ttyd", "http", [7681])]
+    assert [len(p["host_ports"]) for p in info["service_ports"]] == [1, 1] and info["kernel_host"] == "127.0.0.1"
 
     result = await rpc.execute(session_id, kernel_id, None, "query", "print(6*7)")
     assert result == {"runId": result["runId"], "status": "finished", "console": [["stdout", "42\n"]],

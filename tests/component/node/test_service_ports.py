@@ -97,7 +97,7 @@ async def test_web_terminal_started_on_demand_and_ports_freed(node: Node) -> Non
 
     # Refused: an unknown service (the known ones are listed), options the definition does not
     # allow, a port the service lacks, someone else's session.
-    with pytest.raises(errors.InvalidAPIParameters, match=r"no service 'jupyter' \(its services: ttyd\)"):
+    with pytest.raises(errors.InvalidAPIParameters, match=r"no service 'jupyter' \(its services: sshd, ttyd\)"):
         await start_service(ctx, me, n, "jupyter")
     with pytest.raises(errors.InvalidAPIParameters, match="LD_PRELOAD"):
         await start_service(ctx, me, n, "ttyd", envs='{"LD_PRELOAD": "/tmp/x.so"}')
@@ -141,7 +141,7 @@ async def test_jupyterlab_started_with_its_token(node: Node, jupyter_image: str)
     (jupyter,) = [sp for sp in body["servicePorts"] if sp["name"] == "jupyter"]
     assert jupyter["protocol"] == "http" and jupyter["ports"] == [8080]
     assert jupyter["allowed_envs"] == ["JUPYTER_TOKEN"] and jupyter["url_template"].startswith("{protocol}://")
-    assert {sp["name"] for sp in body["servicePorts"]} == {"jupyter", "ttyd"}
+    assert {sp["name"] for sp in body["servicePorts"]} == {"jupyter", "sshd", "ttyd"}
 
     ctx, me = node.client.app[CTX], await requester(node)
     token = secrets.token_hex(16)
@@ -180,8 +180,10 @@ async def test_a_restarted_agent_takes_its_kernels_ports_back(node: Node) -> Non
     node.agent = AgentServer(config)
     try:
         await node.agent.start()
-        # Rebuilt from the container's label: the port is held again, the service still runs.
-        assert node.agent.agent.ports.held(kernel_id) == [host_port]
+        # Rebuilt from the container's label: the ports (sshd's and ttyd's) are held again, the
+        # service still runs.
+        held = node.agent.agent.ports.held(kernel_id)
+        assert host_port in held and len(held) == 2, held
         loop = asyncio.get_running_loop()
         end = loop.time() + 15
         while True:  # the runner reconnects to the new agent within its back-off

@@ -51,7 +51,7 @@ from .scheduling.model import (
     Snapshot,
     add_slots,
 )
-from .sessions import termination
+from .sessions import ssh_keys, termination
 from .sessions.payloads import broadcast_session
 
 log = logging.getLogger(__name__)
@@ -590,6 +590,9 @@ class Scheduler:
             # script for a session created without one: as they are when the session starts
             home_files, stored_script = await dotfiles.for_session(conn, sess.access_key, sess.domain_name,
                                                                    sess.group_id)
+            ssh_pair = await ssh_keys.stored(conn, sess.access_key)
+        if ssh_pair is None and sess.access_key:  # the keypair's first session: its SSH keypair, made once
+            ssh_pair = await ssh_keys.generate_once(self.ctx.db, sess.access_key)
         # where the agent pulls the image from if it lacks it (None for local images: no lookup)
         registry = await registry_for_agent(self.ctx, kernels[0].registry or "")
         hosts = ",".join(k.cluster_hostname for k in kernels)
@@ -622,6 +625,8 @@ class Scheduler:
             })
             if home_files:  # protocol 1.1; left out for older agents (bai.common.protocol.FIELDS_SINCE)
                 configs[-1]["dotfiles"] = home_files
+            if ssh_pair:  # protocol 1.1 too: ~/.ssh/authorized_keys and ~/id_container (sessions/ssh_keys.py)
+                configs[-1]["ssh_keypair"] = ssh_keys.wire(ssh_pair)
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
         if sess.cluster_mode == "multi-node" and cluster_networks.spans_hosts([k.agent_addr for k in kernels]):

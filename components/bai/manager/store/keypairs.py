@@ -253,3 +253,27 @@ async def delete_keypair(conn: AsyncConnection, access_key: str) -> None:
     for table in (t.kernels, t.sessions):
         await conn.execute(sa.update(table).where(table.c.access_key == access_key).values(access_key=None))
     await conn.execute(sa.delete(_k).where(_k.c.access_key == access_key))
+
+
+# ------------------------------------------------------------------ the keypair's SSH keypair
+
+async def ssh_keypair_of(conn: AsyncConnection, access_key: str) -> tuple[str, str] | None:
+    """The keypair's stored SSH keypair (public, private), or None when it has none (or no such
+    keypair)."""
+    row = (await conn.execute(sa.select(t.keypairs.c.ssh_public_key, t.keypairs.c.ssh_private_key)
+                              .where(t.keypairs.c.access_key == access_key))).first()
+    if row is None or not row.ssh_public_key or not row.ssh_private_key:
+        return None
+    return str(row.ssh_public_key), str(row.ssh_private_key)
+
+
+async def set_ssh_keypair_if_none(conn: AsyncConnection, access_key: str, pubkey: str, privkey: str) -> bool:
+    """Store an SSH keypair on a keypair that has none; False (nothing changed) when it has one
+    already: of two concurrent writers only one wins, and both then read the winner's."""
+    c = t.keypairs.c
+    result = await conn.execute(sa.update(t.keypairs).where(
+        c.access_key == access_key,
+        sa.or_(c.ssh_public_key.is_(None), c.ssh_public_key == "",
+               c.ssh_private_key.is_(None), c.ssh_private_key == ""),
+    ).values(ssh_public_key=pubkey, ssh_private_key=privkey))
+    return bool(result.rowcount)

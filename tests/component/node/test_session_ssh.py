@@ -1,0 +1,143 @@
+"""SSH into sessions on a whole node: the owner's keypair SSH keypair reaches every kernel
+(``~/.ssh/authorized_keys`` and ``~/id_container``, 0600 in a 0700 ``.ssh``, owned by the kernel
+user), a keypair without one gets one generated once even by concurrent sessions, and the
+intrinsic ``sshd`` service (dropbear in the real kernel image) lets the owner's key in -- a
+command and an SFTP upload over the published port -- and nobody else's. The real manager and
+agent, real Docker, the real kernel image, the host's OpenSSH client."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+from pathlib import Path
+
+import aiodocker
+import sqlalchemy as sa
+
+from bai.agent.dotfiles import authorized_keys
+from bai.common import protocol as proto
+from bai.common.agent_rpc import KernelCreationConfig
+from bai.manager.api.keys import CTX
+from bai.manager.services.sessions.services import start_service
+from bai.manager.store import keypairs as keypair_store
+from bai.manager.store import tables as t
+
+from .conftest import Node
+from .test_sessions import containers
+
+SSH_OPTS = ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
+            "-o", "LogLevel=ERROR"]
+
+
+async def _create(node: Node, keys: tuple[str, str]) -> tuple[str, str]:
+    n = f"ssh-{secrets.token_hex(4)}"
+    st, body = await node.call("POST", "/session", {"name": n, "image": "python"}, keys=keys)
+    assert st == 201 and body["status"] == "RUNNING", body
+    return n, str(body["sessionId"])
+
+
+async def _in_kernel(session_id: str, *cmd: str) -> str:
+    """``cmd`` run in the session's container as its user (what the kernel's processes are)."""
+    (info,) = await containers(session_id)
+    async with aiodocker.Docker() as docker:
+        container = docker.containers.container(info["Id"])
+        exe = await container.exec(list(cmd), stdout=True, stderr=True)
+        async with exe.start(detach=False) as stream:
+            out = b""
+            while (msg := await stream.read_out()) is not None:
+                out += msg.data
+        assert (await exe.inspect())["ExitCode"] == 0, out
+    return out.decode()
+
+
+def _ssh(key: Path, port: int, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ssh", *SSH_OPTS, "-i", str(key), "-p", str(port), "work@127.0.0.1", *command],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+async def test_the_keypair_key_reaches_every_kernel_generated_once(node: Node, tmp_path: Path) -> None:
+    keys = await node.add_keypair({"max_concurrent_sessions": 5, "max_containers_per_session": 2})
+    async with node.db.connect() as conn:
+        assert await keypair_store.ssh_keypair_of(conn, keys[0]) is None
+    # Two first sessions at once: one pair is generated and stored, both kernels get it.
+    (n1, s1), (n2, s2) = await asyncio.gather(_create(node, keys), _create(node, keys))
+    try:
+        async with node.db.connect() as conn:
+            pair = await keypair_store.ssh_keypair_of(conn, keys[0])
+        assert pair is not None and pair[0].startswith("ssh-rsa ") and "PRIVATE KEY-----" in pair[1]
+        uid_gid = (await _in_kernel(s1, "id", "-u")).strip() + " " + (await _in_kernel(s1, "id", "-g")).strip()
+        for sid in (s1, s2):
+            modes = await _in_kernel(sid, "stat", "-c", "%n %a %u %g", "/home/work/.ssh",
+                                     "/home/work/.ssh/authorized_keys", "/home/work/id_container")
+            assert modes.splitlines() == [f"/home/work/.ssh 700 {uid_gid}",
+                                          f"/home/work/.ssh/authorized_keys 600 {uid_gid}",
+                                          f"/home/work/id_container 600 {uid_gid}"], modes
+            assert await _in_kernel(sid, "cat", "/home/work/.ssh/authorized_keys") == pair[0]
+            assert await _in_kernel(sid, "cat", "/home/work/id_container") == pair[1]
+
+        # The intrinsic sshd: the owner's key logs in (a command, an SFTP upload), another key does not.
+        st, info = await node.call("GET", f"/session/{n1}", keys=keys)
+        assert st == 200, info
+        (sshd,) = [sp for sp in info["servicePorts"] if sp["name"] == "sshd"]
+        assert sshd["protocol"] == "tcp" and sshd["ports"] == [2200], sshd
+        async with node.db.connect() as conn:
+            owner = await keypair_store.get_requester(conn, keys[0])
+        assert owner is not None
+        started = await start_service(node.client.app[CTX], owner, n1, "sshd")
+        assert started["status"] == "started", started
+        port = int(started["kernel_port"])
+        key = tmp_path / "id_container"
+        key.write_text(pair[1])
+        key.chmod(0o600)
+        hello = await asyncio.to_thread(_ssh, key, port, "echo", "hello", "from", "$(whoami)")
+        assert hello.returncode == 0 and hello.stdout == "hello from work\n", hello
+        upload = tmp_path / "upload.txt"
+        upload.write_text(f"via sftp {n1}\n")
+        batch = tmp_path / "batch"
+        batch.write_text(f"put {upload} /home/work/uploaded.txt\n")
+        sftp = await asyncio.to_thread(subprocess.run, ["sftp", *SSH_OPTS, "-i", str(key), "-P", str(port),
+                                                        "-b", str(batch), "work@127.0.0.1"],
+                                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        assert sftp.returncode == 0, sftp
+        assert await _in_kernel(s1, "cat", "/home/work/uploaded.txt") == f"via sftp {n1}\n"
+
+        stranger = tmp_path / "stranger"
+        await asyncio.to_thread(subprocess.run, ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                                check=True, timeout=30)
+        refused = await asyncio.to_thread(_ssh, stranger, port, "echo", "in")
+        assert refused.returncode == 255 and "in" not in refused.stdout.split(), refused
+        assert "Permission denied" in refused.stderr, refused.stderr
+    finally:
+        for n in (n1, n2):
+            await node.call("DELETE", f"/session/{n}", keys=keys)
+
+
+async def test_a_stored_keypair_is_kept_and_sent(node: Node) -> None:
+    keys = await node.add_keypair({"max_concurrent_sessions": 2})
+    async with node.db.begin() as conn:  # as PATCH/POST /auth/ssh-keypair store it
+        await conn.execute(sa.update(t.keypairs).where(t.keypairs.c.access_key == keys[0]).values(
+            ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBAI own\n",
+            ssh_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nown\n-----END OPENSSH PRIVATE KEY-----\n"))
+        # a concurrent generator that lost: nothing changes
+        assert not await keypair_store.set_ssh_keypair_if_none(conn, keys[0], "ssh-rsa other\n", "other\n")
+    n, sid = await _create(node, keys)
+    try:
+        assert await _in_kernel(sid, "cat", "/home/work/.ssh/authorized_keys") == \
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBAI own\n"
+        assert "own" in await _in_kernel(sid, "cat", "/home/work/id_container")
+    finally:
+        await node.call("DELETE", f"/session/{n}", keys=keys)
+
+
+def test_an_authorized_keys_dotfile_keeps_its_lines_and_older_agents_get_no_keys() -> None:
+    config = KernelCreationConfig.model_validate({
+        "image": {"canonical": "x"},
+        "dotfiles": [{"path": ".ssh/authorized_keys", "perm": "644", "data": "ssh-ed25519 AAAA mine"}],
+        "ssh_keypair": {"public_key": "ssh-rsa BBBB keypair\n", "private_key": "secret"}})
+    assert authorized_keys(config) == "ssh-ed25519 AAAA mine\nssh-rsa BBBB keypair\n"
+    assert "secret" not in repr(config)  # never in a log line
+    body = {"configs": [{"image": {}, "ssh_keypair": {"public_key": "p", "private_key": "s"}}]}
+    assert "ssh_keypair" not in proto.for_peer("create_kernels", body, proto.ProtocolVersion(1, 0))["configs"][0]
+    assert proto.for_peer("create_kernels", body, proto.ProtocolVersion(1, 1)) is body
