@@ -202,7 +202,9 @@ class RunnerFiles:
 
             if archive and data.get("archive") is not True:
                 # A regular file (or a runner that predates directory archives): wrapped here.
-                yield _tar_of_file(path, size, chunks())
+                mode = data.get("mode")
+                yield _tar_of_file(path, size, chunks(),
+                                   mode if type(mode) is int and 0 <= mode <= 0o777 else 0o644)
             else:
                 yield size, chunks()
         finally:
@@ -213,10 +215,12 @@ class RunnerFiles:
                 await self._send({"op": "file-get-cancel", "id": tid})
 
 
-def _tar_of_file(path: str, size: int, chunks: AsyncIterator[bytes]) -> tuple[int, AsyncIterator[bytes]]:
-    """A one-file tar around a file's bytes: ``(the tar's size, its chunks)``."""
+def _tar_of_file(path: str, size: int, chunks: AsyncIterator[bytes],
+                 mode: int = 0o644) -> tuple[int, AsyncIterator[bytes]]:
+    """A one-file tar around a file's bytes (with the file's ``mode``, as the runner reported it):
+    ``(the tar's size, its chunks)``."""
     info = tarfile.TarInfo(path.rstrip("/").rsplit("/", 1)[-1] or "file")
-    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    info.size, info.mode, info.mtime = size, mode, int(time.time())
     header = info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape")
     tail = b"\0" * (-size % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE)
 

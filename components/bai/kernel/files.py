@@ -488,7 +488,8 @@ class FileOps:
             os.close(fd)
             raise FileOpError("too-large", f"{path}: {st.st_size} bytes (at most {max_size})")
         os.set_blocking(fd, True)
-        self._result(tid, {"size": st.st_size, "archive": False})
+        # its permission bits travel with it: a one-file tar keeps them (id_container stays 0600)
+        self._result(tid, {"size": st.st_size, "archive": False, "mode": stat.S_IMODE(st.st_mode)})
         self._downloads.append(_Download(tid, fd, st.st_size))
         self.pump()
 
