@@ -8,20 +8,28 @@ agent, real Docker, the real kernel image, the host's OpenSSH client."""
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import secrets
+import shutil
 import subprocess
+import tarfile
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiodocker
+import pytest
 import sqlalchemy as sa
 
 from bai.agent.dotfiles import authorized_keys
 from bai.common import protocol as proto
-from bai.common.agent_rpc import KernelCreationConfig
+from bai.common.agent_rpc import AgentError, KernelCreationConfig
 from bai.manager.api.keys import CTX
 from bai.manager.services.sessions.services import start_service
 from bai.manager.store import keypairs as keypair_store
 from bai.manager.store import tables as t
+from tests.unit.kernel.test_runner_display_completion_batch import start_runner, stop_runner
 
 from .conftest import Node
 from .test_sessions import containers
@@ -141,3 +149,37 @@ def test_an_authorized_keys_dotfile_keeps_its_lines_and_older_agents_get_no_keys
     body = {"configs": [{"image": {}, "ssh_keypair": {"public_key": "p", "private_key": "s"}}]}
     assert "ssh_keypair" not in proto.for_peer("create_kernels", body, proto.ProtocolVersion(1, 0))["configs"][0]
     assert proto.for_peer("create_kernels", body, proto.ProtocolVersion(1, 1)) is body
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_the_runner_makes_the_keys_directory_private_following_no_symlink() -> None:
+    # The runner's side of it on the host's python3 (what runs in the container).
+    tmp = Path(tempfile.mkdtemp(prefix="bai-ssh-", dir="/tmp"))
+    outside = Path(tempfile.mkdtemp(prefix="bai-ssh-outside-", dir="/tmp"))
+    proc, conn, work = await start_runner(tmp)
+    try:
+        (work / ".ssh").mkdir(mode=0o755)  # e.g. left by an image: made private all the same
+        await conn.files.upload(".ssh/authorized_keys", _once(b"ssh-rsa AAAA k\n"), mode=0o600, dir_mode=0o700)
+        assert (work / ".ssh").stat().st_mode & 0o777 == 0o700
+        assert (work / ".ssh/authorized_keys").stat().st_mode & 0o777 == 0o600
+        home_mode = work.stat().st_mode & 0o777
+        with pytest.raises(AgentError):  # never the home itself
+            await conn.files.upload("id_container", _once(b"k"), mode=0o600, dir_mode=0o700)
+        assert work.stat().st_mode & 0o777 == home_mode and not (work / "id_container").exists()
+        os.chmod(outside, 0o755)
+        (work / ".elsewhere").symlink_to(outside)
+        with pytest.raises(AgentError):
+            await conn.files.upload(".elsewhere/authorized_keys", _once(b"k"), mode=0o600, dir_mode=0o700)
+        assert os.stat(outside).st_mode & 0o777 == 0o755 and not os.listdir(outside)
+        # a one-file download keeps the file's mode (the official client's ssh needs its key 0600)
+        async with conn.files.download(".ssh/authorized_keys", 2**20, archive=True) as (_, chunks):
+            raw = b"".join([c async for c in chunks])
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            (member,) = tar.getmembers()
+        assert (member.name, member.mode) == ("authorized_keys", 0o600)
+    finally:
+        await stop_runner(proc, conn, tmp)
+        shutil.rmtree(outside, ignore_errors=True)
