@@ -32,12 +32,18 @@ abandoned, so the container is committed untagged (the comment names this agent 
 and before each commit) removes the untagged images and ``.part`` files of agent processes that
 are gone, so heartbeats never report an image whose commit failed, and the commit lock (held in
 memory) never outlives the process.
+
+``remove_image`` (the manager forgetting a customized image) deletes such an image from this
+agent: never forced, so an image a container still uses (running or stopped) stays, and only an
+image with the ``ai.backend.customized-image.owner`` label (a session saved as an image): the
+agent never deletes a kernel image on a manager's word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -56,6 +62,10 @@ log = logging.getLogger(__name__)
 COMMIT_TIMEOUT = 600.0
 #: The labels a caller may add to the image.
 CUSTOM_LABEL_PREFIX = "ai.backend.customized-image."
+#: ``user:<uuid>``: whose session the image was saved from; only such images may be removed.
+CUSTOMIZED_OWNER_LABEL = CUSTOM_LABEL_PREFIX + "owner"
+#: The kernel a container runs (bai.agent.docker), named when an image in use is refused.
+_KERNEL_ID_LABEL = "ai.backend.kernel-id"
 #: Free bytes a saved tar must leave on its filesystem.
 DISK_RESERVE = 2**30
 #: ``save_kernel`` names: a directory (the owner's e-mail address, as the original) and a file.
@@ -72,6 +82,16 @@ _PART_RE = re.compile(r"^\..+\.(?P<pid>\d+)\.part$")
 class CommitInProgress(InvalidInput):
     default_title = "A commit of this kernel is in progress"
     default_status = 409
+
+
+class ImageInUse(InvalidInput):
+    default_title = "Image in use"
+    default_status = 409
+
+
+class NotCustomizedImage(InvalidInput):
+    default_title = "Not a customized image"
+    default_status = 403
 
 
 def split_reference(canonical: str) -> tuple[str, str]:
@@ -185,6 +205,36 @@ class KernelCommits:
                 await self._push(repository, tag, push)
             return {**done, "image": canonical, "pushed": push is not None}
 
+    async def remove_image(self, canonical: str) -> bool:
+        """Delete the customized image ``canonical`` from this host (not forced); False when it
+        is not here. 403 for an image without the owner label, 409 while a container uses it."""
+        try:
+            info = await self._docker.images.inspect(canonical)
+        except DockerError as exc:
+            if exc.status == 404:
+                return False
+            raise AgentFailure(f"docker cannot inspect {canonical}: {exc.message}", title="Image removal failed") from exc
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        if not labels.get(CUSTOMIZED_OWNER_LABEL):
+            raise NotCustomizedImage(f"{canonical} has no {CUSTOMIZED_OWNER_LABEL} label: an agent removes only "
+                                     "images sessions were saved as, never kernel images")
+        image_id = str(info.get("Id") or "")
+        # Docker names only one container in its refusal, and not the kernel: look first.
+        users = [c for c in await self._docker.containers.list(all=True, filters=json.dumps({"ancestor": [image_id]}))
+                 if _field(c, "ImageID") == image_id]
+        if users:
+            raise ImageInUse(f"{canonical} is in use by {_describe_users(users)} on this agent")
+        try:
+            await self._docker.images.delete(canonical, force=False)
+        except DockerError as exc:
+            if exc.status == 404:
+                return False
+            if exc.status == 409:  # a container created since we looked
+                raise ImageInUse(f"{canonical} is in use on this agent: {exc.message}") from exc
+            raise AgentFailure(f"docker cannot remove {canonical}: {exc.message}", title="Image removal failed") from exc
+        log.info("removed the customized image %s", canonical)
+        return True
+
     async def sweep(self) -> None:
         """Remove what commits of agent processes that are gone left behind: their untagged images
         (Docker finished them after the agent died) and their ``.part`` files. Never raises."""
@@ -249,6 +299,22 @@ def _make_private_dirs(base: Path, directory: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             raise AgentFailure(f"{path} is not a directory", title="Commit failed")
         path.chmod(0o700)
+
+
+def _describe_users(containers: list[Any]) -> str:
+    """``the running container c1 (kernel k1), the exited container c2`` (at most three named)."""
+    named = []
+    for c in containers[:3]:
+        name = str((_field(c, "Names") or [str(_field(c, "Id") or "")[:12]])[0]).lstrip("/")
+        kernel = (_field(c, "Labels") or {}).get(_KERNEL_ID_LABEL)
+        named.append(f"the {_field(c, 'State') or 'existing'} container {name}" + (f" (kernel {kernel})" if kernel else ""))
+    more = len(containers) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")
+
+
+def _field(container: Any, key: str) -> Any:
+    """A field of a container listing entry (aiodocker's DockerContainer), None when absent."""
+    return container[key] if key in container else None
 
 
 def _alive(pid: int) -> bool:

@@ -38,6 +38,7 @@ from bai.common.agent_rpc import (
     KernelRequest,
     PingRequest,
     ProtocolMismatch,
+    RemoveImageRequest,
     SaveKernelRequest,
     ShutdownServiceRequest,
     StartServiceRequest,
@@ -50,6 +51,7 @@ from bai.common.tasks import raise_if_cancelling, stop_tasks
 
 from . import config_file, files, host_mounts
 from .agent import Agent, AgentBackend, agent_version
+from .commit import KernelCommits
 from .config import AgentConfig
 from .docker import DockerKernels
 from .dummy import DummyAgent
@@ -62,6 +64,10 @@ SECRET = web.AppKey("rpc_secret", str)
 #: The protocol version this agent speaks (bai.common.protocol.advertised) and when it began serving.
 PROTOCOL = web.AppKey("protocol", proto.ProtocolVersion)
 SERVING_SINCE = web.AppKey("serving_since", float)
+#: Held while a heartbeat lists the images and sends them, and while ``remove_image`` removes one
+#: and sends the heartbeat that no longer lists it: a heartbeat listing a removed image never
+#: reaches the managers after that one (so a forgotten image does not come back).
+HEARTBEAT_LOCK = web.AppKey("heartbeat_lock", asyncio.Lock)
 #: The caller's protocol version, per request.
 PEER_PROTOCOL = web.RequestKey("peer_protocol", proto.ProtocolVersion)
 #: How long a stopping agent waits at most for its idle connections to go: longer than clients
@@ -189,9 +195,29 @@ async def _agent_info(app: web.Application, req: BaseModel) -> dict[str, Any]:
             "serving_since": app[SERVING_SINCE], "kernels": len(agent.list_kernels())}
 
 
+async def _remove_image(app: web.Application, req: RemoveImageRequest) -> dict[str, Any]:
+    # Only an agent that runs containers holds images (not the dummy backend).
+    agent = app[AGENT]
+    commits: KernelCommits | None = getattr(agent, "commits", None)
+    if commits is None:
+        raise InvalidInput("this agent runs no containers, so it holds no images", title="Cannot remove images")
+    async with app[HEARTBEAT_LOCK]:
+        removed = await commits.remove_image(req.canonical)
+        kernels: DockerKernels | None = getattr(agent, "docker", None)
+        if isinstance(kernels, DockerKernels):
+            kernels.forget_image(req.canonical)
+        try:  # tell the managers now rather than at the next beat: the forget waits for it
+            await agent.heartbeat()
+        except Exception as exc:
+            raise_if_cancelling()
+            log.warning("heartbeat after removing %s failed (the next one tells): %r", req.canonical, exc)
+    return {"removed": removed}
+
+
 #: Methods that answer about the server itself rather than the agent.
 APP_HANDLERS: dict[str, Callable[[web.Application, Any], Awaitable[dict[str, Any]]]] = {
     "agent_info": _agent_info,
+    "remove_image": _remove_image,
 }
 assert HANDLERS.keys() | APP_HANDLERS.keys() == REQUEST_MODELS.keys()
 
@@ -298,6 +324,7 @@ def build_app(agent: AgentBackend, secret: str, protocol: proto.ProtocolVersion 
     app[SECRET] = secret
     app[PROTOCOL] = protocol or proto.advertised()
     app[SERVING_SINCE] = time.time()
+    app[HEARTBEAT_LOCK] = asyncio.Lock()
     app.on_response_prepare.append(_announce_protocol)
     app.router.add_post("/rpc/{method}", _rpc)
     app.router.add_get("/pty/{kernel_id}", _pty)  # a websocket: bai.agent.terminal
@@ -337,6 +364,7 @@ class AgentServer:
         self._heartbeat: asyncio.Task[None] | None = None
         self._etcd: etcd_mod.EtcdStore | None = None
         self._lease: etcd_mod.Lease | None = None
+        self._heartbeat_lock = asyncio.Lock()
 
     async def start(self) -> None:
         try:
@@ -368,7 +396,9 @@ class AgentServer:
         self.agent = agent
         self._stack.push_async_callback(agent.stop)
 
-        runner = web.AppRunner(build_app(agent, secret), access_log=None, handle_signals=False)
+        app = build_app(agent, secret)
+        self._heartbeat_lock = app[HEARTBEAT_LOCK]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._stack.push_async_callback(stop_serving, runner)
         rpc_host, rpc_port = cfg.rpc_host_port
@@ -380,7 +410,8 @@ class AgentServer:
 
         await self._register()
         self._stack.push_async_callback(self._unregister, events)
-        await agent.heartbeat()
+        async with self._heartbeat_lock:
+            await agent.heartbeat()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop())
         log.info("agent %s serving RPC on %s", cfg.agent.id, self.addr)
 
@@ -408,7 +439,8 @@ class AgentServer:
         while True:
             await asyncio.sleep(self.config.agent.heartbeat_interval)
             try:
-                await self.agent.heartbeat()
+                async with self._heartbeat_lock:
+                    await self.agent.heartbeat()
                 assert self._lease is not None
                 if await self._lease.refresh() <= 0:
                     # etcd forgot the lease (restarted, or we were paused too long): register again.

@@ -481,6 +481,15 @@ class SaveKernelRequest(KernelRequest):
     filename: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\.tar$")
 
 
+class RemoveImageRequest(_Request):
+    """``remove_image`` (protocol 1.1): delete the local image ``canonical`` (not forced), a
+    customized one only (``ai.backend.customized-image.owner`` label; anything else: 403);
+    ``{"removed": bool}`` (false: it was not there). 409 (title "Image in use", the message
+    naming the containers) while a container, running or stopped, uses it."""
+
+    canonical: str = Field(max_length=255, pattern=IMAGE_REFERENCE_PATTERN)
+
+
 #: method name -> request model; the agent serves exactly these.
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "ping": PingRequest,
@@ -504,6 +513,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "save_kernel": SaveKernelRequest,
     "get_commit_status": KernelRequest,
     "update_scaling_group": UpdateScalingGroupRequest,
+    "remove_image": RemoveImageRequest,
 }
 
 
@@ -539,6 +549,8 @@ DEFAULT_METHOD_TIMEOUTS: dict[str, float] = {
     "save_kernel": 630.0,
     "get_commit_status": 10.0,
     "update_scaling_group": 10.0,
+    # deleting an image's layers from disk (a big image: many files)
+    "remove_image": 60.0,
 }
 
 #: Calls a user waits on while the kernel keeps running: when the agent restarts (it refuses the
@@ -766,6 +778,11 @@ class AgentClient:
     async def update_scaling_group(self, scaling_group: str) -> dict[str, Any]:
         """Move the agent to another resource group, for good (see :class:`UpdateScalingGroupRequest`)."""
         return await self.call("update_scaling_group", {"scaling_group": scaling_group})
+
+    async def remove_image(self, canonical: str, *, request_timeout: float | None = None) -> bool:
+        """Delete a customized image from the agent; False when it had none (see :class:`RemoveImageRequest`)."""
+        reply = await self.call("remove_image", {"canonical": canonical}, request_timeout=request_timeout)
+        return bool(reply.get("removed"))
 
     async def start_service(self, kernel_id: str, service: str, *, arguments: dict[str, str | None] | None = None,
                             envs: dict[str, str] | None = None) -> dict[str, Any]:

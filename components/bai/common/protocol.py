@@ -64,6 +64,7 @@ METHODS_SINCE: dict[str, ProtocolVersion] = {
     "save_kernel": ProtocolVersion(1, 1),
     "get_commit_status": ProtocolVersion(1, 1),
     "update_scaling_group": ProtocolVersion(1, 1),
+    "remove_image": ProtocolVersion(1, 1),
 }
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.
 #: ``"list[].field"`` names a field of each item of the list ``list``.

@@ -28,9 +28,10 @@ from bai.manager.store import registries as registry_store
 from bai.manager.store.keypairs import Requester
 from bai.manager.store.registries import RegistrySettings
 
-from . import bgtasks
+from . import bgtasks, image_removal
 from .context import ManagerContext
 from .privileges import require_superadmin_write
+from .scheduling.images import is_pullable
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +236,36 @@ async def dealias_image(ctx: ManagerContext, req: Requester, alias: str) -> Outc
     return Outcome(True, "")
 
 
-async def forget_image(ctx: ManagerContext, req: Requester, reference: str, architecture: str) -> Outcome:
+async def _forget(ctx: ManagerContext, row: Any, missing: str) -> Outcome:
+    """Drop the image's row. A customized image is removed from the ALIVE agents holding it
+    first (services/image_removal): when no configured registry serves it (is_pullable), a
+    holder that keeps it (in use, no answer) keeps the row too; a pushed one is removed from them
+    best effort. Kernel images stay on their agents, which register them again while they hold
+    them (the message says so)."""
+    notes: list[str] = []
+    if dict(row.labels or {}).get(image_store.CUSTOMIZED_OWNER):
+        removal = await image_removal.remove_from_holders(ctx, row.name, row.architecture)
+        if removal.failures:
+            if not await is_pullable(ctx.etcd, row.registry):
+                return Outcome(False, removal.refusal(row.name))
+            notes.extend(f"the agent {agent} kept its copy ({why})" for agent, why in sorted(removal.failures.items()))
+        notes.append(removal.caveat())
+    elif row.installed_agents:
+        held = ", ".join(sorted(str(a) for a in row.installed_agents))
+        notes.append(f"forgotten; agents never delete a kernel image on a forget: {held} still "
+                     "hold it and register it again at their next heartbeat")
     async with ctx.db.begin() as conn:
+        if not await image_store.forget(conn, row.name, row.architecture):
+            return Outcome(False, missing)
+    return Outcome(True, "; ".join(n for n in notes if n))
+
+
+async def forget_image(ctx: ManagerContext, req: Requester, reference: str, architecture: str) -> Outcome:
+    async with ctx.db.connect() as conn:
         row = await image_store.find(conn, reference, architecture)
-        _require_owner_or_superadmin(req, row)
-        if row is None or not await image_store.forget(conn, row.name, architecture):
-            return Outcome(False, f"no image {reference!r} ({architecture})")
-    return Outcome(True, "")
+    _require_owner_or_superadmin(req, row)
+    missing = f"no image {reference!r} ({architecture})"
+    return Outcome(False, missing) if row is None else await _forget(ctx, row, missing)
 
 
 async def forget_image_by_id(ctx: ManagerContext, req: Requester, image_id: str) -> Outcome:
@@ -250,12 +274,11 @@ async def forget_image_by_id(ctx: ManagerContext, req: Requester, image_id: str)
     except ValueError:
         require_superadmin_write(req)
         return Outcome(False, f"not an image id: {image_id!r}")
-    async with ctx.db.begin() as conn:
+    async with ctx.db.connect() as conn:
         row = await image_store.by_id(conn, ident)
-        _require_owner_or_superadmin(req, row)
-        if row is None or not await image_store.forget(conn, row.name, row.architecture):
-            return Outcome(False, f"no image with id {image_id}")
-    return Outcome(True, "")
+    _require_owner_or_superadmin(req, row)
+    missing = f"no image with id {image_id}"
+    return Outcome(False, missing) if row is None else await _forget(ctx, row, missing)
 
 
 async def untag_image_from_registry(ctx: ManagerContext, req: Requester, image_id: str) -> Outcome:
@@ -278,6 +301,8 @@ async def untag_image_from_registry(ctx: ManagerContext, req: Requester, image_i
             await client.delete_tag(repository_of(row.name, row.registry), row.tag or "latest")
     except RegistryError as exc:
         return Outcome(False, str(exc))
+    if dict(row.labels or {}).get(image_store.CUSTOMIZED_OWNER):  # the agents' copies too, best effort
+        await image_removal.remove_from_holders(ctx, row.name, row.architecture)
     async with ctx.db.begin() as conn:
         await image_store.forget(conn, row.name, row.architecture)
     return Outcome(True, "")

@@ -148,6 +148,27 @@ async def alive_agents_holding(conn: AsyncConnection, name: str, architecture: s
     return [(agent_id, bool(held), plugins) for agent_id, held, plugins in await conn.execute(q)]
 
 
+async def holders(conn: AsyncConnection, name: str, architecture: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The agents the image's row lists as holding it (``installed_agents``): ``(id, RPC address)``
+    of the ALIVE ones, and the ids of the others (LOST, gone: they cannot be asked now)."""
+    listed = await conn.scalar(sa.select(_i.c.installed_agents).where(_i.c.name == name,
+                                                                       _i.c.architecture == architecture))
+    ids = sorted({str(a) for a in listed or []})
+    if not ids:
+        return [], []
+    a = t.agents.c
+    alive = [(r.id, r.addr) for r in await conn.execute(
+        sa.select(a.id, a.addr).where(a.id.in_(ids), a.status == "ALIVE").order_by(a.id))]
+    return alive, [i for i in ids if i not in {aid for aid, _ in alive}]
+
+
+async def still_held_by(conn: AsyncConnection, name: str, architecture: str, agent_ids: Iterable[str]) -> set[str]:
+    """Those of ``agent_ids`` the image's row still lists as holders (none when there is no row)."""
+    listed = await conn.scalar(sa.select(_i.c.installed_agents).where(_i.c.name == name,
+                                                                       _i.c.architecture == architecture))
+    return {str(a) for a in listed or []} & set(agent_ids)
+
+
 async def locality_of(conn: AsyncConnection, refs: Iterable[tuple[str, str]]) -> list[sa.Row[Any]]:
     """Registry and holders (``installed_agents``) of the images ``refs`` ((name, architecture)
     pairs) that have a row, in one query (a scheduling pass asks once for all its sessions)."""
@@ -223,8 +244,8 @@ async def remove_alias(conn: AsyncConnection, alias: str) -> bool:
 
 
 async def forget(conn: AsyncConnection, name: str, architecture: str) -> bool:
-    """Delete one image row (the registry and agents keep their copies); its aliases go with the
-    image's last architecture."""
+    """Delete one image row (the registry keeps its copy; services/image_removal removes a
+    customized image from the agents first); its aliases go with the image's last architecture."""
     res = await conn.execute(sa.delete(_i).where(_i.c.name == name, _i.c.architecture == architecture))
     await _drop_orphan_aliases(conn, [name])
     return bool(res.rowcount)
