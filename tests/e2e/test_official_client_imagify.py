@@ -2,8 +2,8 @@
 unchanged) against the installed node: it follows the background task to its end, and a new
 session of the image reference it printed runs code and finds a file the first session wrote in
 its own filesystem (not a mounted folder); `image list --customized` shows it and `image forget`
-removes the manager's record (the test removes the Docker image). `session commit` leaves an image
-tar on the agent host."""
+removes it, from the agent (Docker) and from the manager. `session commit` leaves an image tar on
+the agent host."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_convert_to_image_then_a_session_of_it(official_client: Path, node_env: 
         for tar in glob.glob(f"{COMMIT_PATH}/*/{first}-*.tar"):
             os.unlink(tar)
         if reference:
-            # Off the agent first, so its next heartbeat does not bring the record back.
-            subprocess.run(["docker", "rmi", "-f", reference], capture_output=True, timeout=60)
             forgot = _run(official_client, node_env, "image", "forget", reference, "--arch", "x86_64")
             assert "Image forgotten" in forgot.stdout + forgot.stderr, forgot
+            inspected = subprocess.run(["docker", "image", "inspect", reference], capture_output=True, timeout=60)
+            assert inspected.returncode != 0, "the forgotten image is still on the agent"
