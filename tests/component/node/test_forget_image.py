@@ -173,6 +173,25 @@ async def test_the_agent_removes_customized_images_only(node: Node, agent_rpc: A
         await agent_rpc.remove_image("no tag/../x")
     assert bad.value.status == 400, bad.value
 
+    # A customized image a stopped container still uses stays until that container is gone.
+    custom = f"{KERNEL_IMAGE}-customized_{secrets.token_hex(16)}"
+    dockerfile = f"FROM {KERNEL_IMAGE}\nLABEL ai.backend.customized-image.owner=user:{secrets.token_hex(4)}\n"
+    await asyncio.to_thread(subprocess.run, ["docker", "build", "-q", "-t", custom, "-"], input=dockerfile.encode(),
+                            check=True, capture_output=True, timeout=60)
+    async with aiodocker.Docker() as docker:
+        container = await docker.containers.create({"Image": custom, "Cmd": ["true"]},
+                                                   name=f"forget-{secrets.token_hex(4)}")
+        try:
+            with pytest.raises(InvalidInput) as in_use:
+                await agent_rpc.remove_image(custom)
+            assert in_use.value.status == 409 and "in use by the created container forget-" in in_use.value.msg, \
+                in_use.value
+            assert await in_docker(custom)
+        finally:
+            await container.delete(force=True)
+            assert await agent_rpc.remove_image(custom) is True
+            assert not await in_docker(custom)
+
 
 async def test_forgetting_a_kernel_image_leaves_it_on_the_agent(node: Node) -> None:
     """Not a customized image: the row goes, the agent keeps the image and registers it again."""
