@@ -7,6 +7,7 @@ the agent, which registers it again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import subprocess
@@ -208,3 +209,36 @@ async def test_forgetting_a_kernel_image_leaves_it_on_the_agent(node: Node) -> N
         await until(lambda: image_row(node, plain), "the image registered again")
     finally:
         await asyncio.to_thread(subprocess.run, ["docker", "rmi", plain], capture_output=True, timeout=60)
+
+
+async def test_a_pushed_customized_image_is_forgotten_even_while_used(node: Node) -> None:
+    """Its registry is configured (agents pull it from there): holders that keep their copy do
+    not block the forget, the answer names them; unused copies are removed."""
+    host = f"127.0.0.1:{40000 + secrets.randbelow(20000)}"  # configured only: forgetting reads no registry
+    pushed = f"{host}/forget/python:3.11-debian12-customized_{secrets.token_hex(16)}"
+    dockerfile = f"FROM {KERNEL_IMAGE}\nLABEL ai.backend.customized-image.owner=user:{secrets.token_hex(4)}\n"
+    await asyncio.to_thread(subprocess.run, ["docker", "build", "-q", "-t", pushed, "-"], input=dockerfile.encode(),
+                            check=True, capture_output=True, timeout=60)
+    created = await gql(node, "mutation($h: String!, $u: String!) { create_container_registry(hostname: $h, "
+                              "props: {url: $u, type: \"docker\"}) { ok msg } }", h=host, u=f"http://{host}")
+    assert created["create_container_registry"]["ok"], created
+    async with aiodocker.Docker() as docker:
+        container = await docker.containers.create({"Image": pushed, "Cmd": ["true"]},
+                                                   name=f"forget-{secrets.token_hex(4)}")
+        try:
+            await until(lambda: image_row(node, pushed), "the agent's heartbeat with the image")
+            out = (await gql(node, FORGET, None, r=pushed))["forget_image"]
+            assert out["ok"] is True and node.agent.config.agent.id in out["msg"] and "in use" in out["msg"], out
+            assert await in_docker(pushed)
+            await container.delete(force=True)
+            # The agent still holds it, so its heartbeat registered it again; now nothing uses it.
+            await until(lambda: image_row(node, pushed), "the image registered again")
+            out = (await gql(node, FORGET, None, r=pushed))["forget_image"]
+            assert out == {"ok": True, "msg": ""}, out
+            assert not await in_docker(pushed)
+        finally:
+            with contextlib.suppress(DockerError):
+                await container.delete(force=True)
+            with contextlib.suppress(DockerError):
+                await docker.images.delete(pushed, force=True)
+            await gql(node, "mutation($h: String!) { delete_container_registry(hostname: $h) { ok } }", h=host)
