@@ -37,51 +37,65 @@ def identity_params(ref: str, owner_access_key: str | None) -> dict[str, str]:
         return params
 
 
+async def _records(content: aiohttp.StreamReader, *, cut: str | None) -> AsyncGenerator[Event, None]:
+    """The Server-Sent Events records of a stream (``data`` parsed as JSON where it is JSON), until
+    the stream ends. ``cut``: None when a cut stream is just its end, else what to say about it."""
+    name, data = "message", list[str]()
+    while True:
+        try:
+            raw = await content.readline()  # b"" at the end of the stream
+        except aiohttp.ClientPayloadError as e:
+            if cut is None:
+                return
+            raise BackendClientError(f"{cut}: {e}") from e
+        except ValueError as e:  # a line over the reader's limit
+            raise BackendClientError(f"Malformed event stream: {e}") from e
+        if not raw:
+            return
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.startswith(":"):
+            continue
+        if line == "":
+            if data:
+                text = "\n".join(data)
+                try:
+                    payload = json.loads(text)
+                except ValueError:
+                    payload = text
+                yield Event(name, payload)
+            name, data = "message", list[str]()
+            continue
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+
+
+async def _open_stream(api: APISession, url: Any, what: str, content_type: str | None) -> aiohttp.ClientResponse:
+    headers = api.make_headers("GET", url, content_type)
+    try:
+        resp = await api.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=30, sock_read=None))
+    except aiohttp.ClientError as e:
+        raise BackendClientError(f"Cannot open the {what} at {api.config.endpoint}: {e}") from e
+    if resp.status // 100 != 2:
+        async with resp:
+            raise BackendAPIError(resp.status, resp.reason or "", await resp.read())
+    return resp
+
+
 async def session_events(api: APISession, ref: str, *, owner_access_key: str | None = None,
                          scope: str = "*", opened: asyncio.Event | None = None) -> AsyncGenerator[Event, None]:
     """The events of session ``ref`` as they come, until the server closes the stream.
     ``opened`` is set once the server has answered: events from then on will be seen."""
     url = api.build_url("/events/session", {**identity_params(ref, owner_access_key), "scope": scope})
-    headers = api.make_headers("GET", url, None)
-    try:
-        resp = await api.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=30, sock_read=None))
-    except aiohttp.ClientError as e:
-        raise BackendClientError(f"Cannot open the event stream at {api.config.endpoint}: {e}") from e
-    async with resp:
-        if resp.status != 200:
-            raise BackendAPIError(resp.status, resp.reason or "", await resp.read())
+    async with await _open_stream(api, url, "event stream", None) as resp:
         if opened is not None:
             opened.set()
-        name, data = "message", list[str]()
-        while True:
-            try:
-                raw = await resp.content.readline()  # b"" at the end of the stream
-            except aiohttp.ClientPayloadError:
-                return
-            except ValueError as e:  # a line over the reader's limit
-                raise BackendClientError(f"Malformed event stream: {e}") from e
-            if not raw:
-                return
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith(":"):
-                continue
-            if line == "":
-                if data:
-                    text = "\n".join(data)
-                    try:
-                        payload = json.loads(text)
-                    except ValueError:
-                        payload = text
-                    yield Event(name, payload)
-                name, data = "message", list[str]()
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
+        async for event in _records(resp.content, cut=None):
+            yield event
 
 
 async def background_task_events(api: APISession, task_id: str) -> AsyncGenerator[Event, None]:
@@ -89,46 +103,13 @@ async def background_task_events(api: APISession, task_id: str) -> AsyncGenerato
     then one of :data:`BACKGROUND_TASK_FINAL_EVENTS`), until the final one. A task that has ended
     already answers its final record at once, so following a quick task loses nothing."""
     url = api.build_url("/events/background-task", {"task_id": task_id})
-    headers = api.make_headers("GET", url, "text/plain")
-    try:
-        resp = await api.http.get(url, headers=headers, timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=30, sock_read=None))
-    except aiohttp.ClientError as e:
-        raise BackendClientError(f"Cannot open the background task event stream at {api.config.endpoint}: {e}") from e
-    async with resp:
-        if resp.status // 100 != 2:
-            raise BackendAPIError(resp.status, resp.reason or "", await resp.read())
-        name, data = "message", list[str]()
-        while True:
-            try:
-                raw = await resp.content.readline()  # b"" at the end of the stream
-            except aiohttp.ClientPayloadError as e:
-                raise BackendClientError(f"The background task event stream has failed: {e}") from e
-            except ValueError as e:  # a line over the reader's limit
-                raise BackendClientError(f"Malformed event stream: {e}") from e
-            if not raw:
-                raise BackendClientError(f"The background task event stream of {task_id} ended before the task did")
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith(":"):
-                continue
-            if line == "":
-                if data:
-                    text = "\n".join(data)
-                    try:
-                        payload = json.loads(text)
-                    except ValueError:
-                        payload = {"message": text}
-                    yield Event(name, payload if isinstance(payload, dict) else {"message": payload})
-                    if name in BACKGROUND_TASK_FINAL_EVENTS:
-                        return
-                name, data = "message", list[str]()
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
+    async with await _open_stream(api, url, "background task event stream", "text/plain") as resp:
+        async for event in _records(resp.content, cut="The background task event stream has failed"):
+            payload = event.data
+            yield Event(event.name, payload if isinstance(payload, dict) else {"message": payload})
+            if event.name in BACKGROUND_TASK_FINAL_EVENTS:
+                return
+    raise BackendClientError(f"The background task event stream of {task_id} ended before the task did")
 
 
 ProgressCallback = Callable[[int, int, str], None]
