@@ -82,7 +82,7 @@ from .docker import (
     exit_code_from_status,
     host_ulimits,
 )
-from .dotfiles import prepare_home
+from .dotfiles import prepare_home, ssh_key_mounts
 from .kernel import SOCKET_NAME, KernelRunner, RunnerUnavailable
 from .networks import LOCAL_PREFIX, NetworkRefused, SessionNetworks, attach, network_for
 from .ports import NoFreePorts, PortPool
@@ -400,6 +400,9 @@ class Agent:
                     image_labels=labels, runner_dir=RUNNER_DIR, ipc_dir=kernel.ipc_dir, ulimits=self._ulimits,
                     confinement=self.confinement,
                 )
+                # the keypair's keys as mounts: never in the layer a commit saves (dotfiles.py)
+                key_mounts = ssh_key_mounts(config, kernel.ipc_dir, self.confinement.uid, self.confinement.gid)
+                merge_docker_args(body, key_mounts)
                 merge_docker_args(body, await self.compute.docker_args(kernel.allocation))
                 body["Labels"][LABEL_DEVICE_ALLOCATION] = json.dumps(allocation_to_json(kernel.allocation))
                 kernel.service_ports = publish(kid, planned_ports, self.ports, body,
@@ -418,7 +421,9 @@ class Agent:
                     await self._ensure_image(kernel, config)
                     await self._start_container(kernel, body)
                 await self._wait_runner(kernel, runner)
-                await prepare_home(runner, config, kid)  # dotfiles, bootstrap: before anyone runs code in it
+                # dotfiles, bootstrap: before anyone runs code in it
+                await prepare_home(runner, config, kid,
+                                   id_container_bound=bool(key_mounts.get("HostConfig", {}).get("Binds")))
                 kernel.status = "RUNNING"
             log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
                      (kernel.container_id or "")[:12])

@@ -19,6 +19,16 @@ manager refuses it; an older one may send it) is not lost: the keypair's key is 
 as the original does; a dotfile ``id_container`` gives way to the keypair's key. Mounted folders
 are skipped here too.
 
+Neither key is ever part of the container's filesystem layer, so a session saved as an image
+(``docker commit``, ``docker save``) never carries them to whoever can pull that image
+(:func:`ssh_key_mounts`, applied when the container is created): ``~/.ssh`` is a small tmpfs of
+the container's own (0700, the kernel user's, ``noexec``), where the runner writes
+``authorized_keys`` (and dotfiles ``.ssh/...`` land) as before, and ``~/id_container`` is a
+read-only bind of a host file the agent writes before the container exists (0600, the kernel
+user's, in ``<ipc dir>/ssh``, a root-only 0700 directory removed with the kernel's IPC
+directory). Docker never commits a mount's content; mounts live as long as the container, so an
+agent that restarts and adopts the kernel keeps them.
+
 The bootstrap script (the create request's, or else the keypair's stored one: the manager
 decides) runs once, through ``/bin/sh -c`` in ``/home/work`` as the kernel user, as a batch run of
 the user-code process, so nothing else runs before it ends. It is bounded by
@@ -30,7 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
 
 from bai.common.agent_rpc import AgentError, DotfileSpec, KernelCreationConfig
 from bai.common.bootstrap_script import script_text
@@ -48,6 +61,12 @@ LOG_TAIL = 2000
 #: Where the keypair's SSH keys go (home-relative); the files are 0600, ``.ssh`` 0700.
 AUTHORIZED_KEYS = ".ssh/authorized_keys"
 ID_CONTAINER = "id_container"
+SSH_DIR = ".ssh"
+#: The tmpfs ``~/.ssh`` is: room for keys, ``known_hosts`` and a config, bounded in bytes and
+#: inodes (its pages count against the kernel's memory limit).
+SSH_TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=1m,nr_inodes=1024,mode=0700,uid={uid},gid={gid}"
+#: The host directory (in the kernel's IPC directory, root's only) of the private key's file.
+HOST_KEY_DIR = "ssh"
 
 
 def home_path(path: str) -> str | None:
@@ -113,15 +132,59 @@ def authorized_keys(config: KernelCreationConfig) -> str:
     return key
 
 
-async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str) -> list[str]:
-    """Write the keypair's SSH keys into the kernel's home; the paths written."""
+def _private_key(config: KernelCreationConfig) -> str:
+    assert config.ssh_keypair is not None
+    return config.ssh_keypair.private_key.rstrip("\n") + "\n"
+
+
+def ssh_key_mounts(config: KernelCreationConfig, ipc_dir: Path, uid: int, gid: int) -> dict[str, Any]:
+    """The create-container fragment (``HostConfig`` ``Tmpfs`` and ``Binds``) that keeps the
+    keypair's keys out of the container's layer; writes the private key's host file first.
+    Empty without a keypair. A folder mounted at ``~/.ssh`` or ``~/id_container`` takes its place
+    (its keys are skipped, :func:`write_ssh_keys`)."""
+    if config.ssh_keypair is None:
+        return {}
+    mounts = _mounted(config)
+    host: dict[str, Any] = {}
+    if not _in_mount(SSH_DIR, mounts):
+        host["Tmpfs"] = {f"{HOME}/{SSH_DIR}": SSH_TMPFS_OPTIONS.format(uid=int(uid), gid=int(gid))}
+    if not _in_mount(ID_CONTAINER, mounts):
+        key_file = _write_host_key(ipc_dir / HOST_KEY_DIR, _private_key(config), uid, gid)
+        host["Binds"] = [f"{key_file}:{HOME}/{ID_CONTAINER}:ro"]
+    return {"HostConfig": host}
+
+
+def _write_host_key(directory: Path, text: str, uid: int, gid: int) -> Path:
+    """``<directory>/id_container``: 0600 and the kernel user's (who reads it through the bind),
+    in a directory only root may enter (the container sees the IPC directory, not into this)."""
+    directory.mkdir(mode=0o700)
+    directory.chmod(0o700)  # whatever the umask
+    path = directory / ID_CONTAINER
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o600)
+        data = text.encode("utf-8", "surrogatepass")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+    return path
+
+
+async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str, *,
+                         id_container_bound: bool = False) -> list[str]:
+    """Write the keypair's SSH keys into the kernel's home; the paths written.
+    ``id_container_bound``: ``~/id_container`` is already there, bound by :func:`ssh_key_mounts`."""
     if config.ssh_keypair is None:
         return []
     mounts = _mounted(config)
     written: list[str] = []
     for path, text, dir_mode in (
             (AUTHORIZED_KEYS, authorized_keys(config), 0o700),
-            (ID_CONTAINER, config.ssh_keypair.private_key.rstrip("\n") + "\n", None)):
+            (ID_CONTAINER, _private_key(config), None)):
+        if path == ID_CONTAINER and id_container_bound:
+            continue
         if _in_mount(path, mounts):
             log.warning("kernel %s: %s not written (inside a mounted folder)", kernel_id, path)
             continue
@@ -134,9 +197,10 @@ async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kerne
     return written
 
 
-async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str) -> None:
+async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str, *,
+                       id_container_bound: bool = False) -> None:
     """The keypair's SSH keys, the dotfiles, then the bootstrap script."""
-    await write_ssh_keys(runner.files, config, kernel_id)
+    await write_ssh_keys(runner.files, config, kernel_id, id_container_bound=id_container_bound)
     await write_dotfiles(runner.files, config, kernel_id)
     await run_bootstrap(runner, config, kernel_id)
 

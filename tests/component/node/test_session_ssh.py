@@ -8,6 +8,7 @@ agent, real Docker, the real kernel image, the host's OpenSSH client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import secrets
@@ -22,9 +23,10 @@ import aiodocker
 import pytest
 import sqlalchemy as sa
 
+from bai.agent.agent import Agent
 from bai.agent.dotfiles import authorized_keys
 from bai.common import protocol as proto
-from bai.common.agent_rpc import AgentError, KernelCreationConfig
+from bai.common.agent_rpc import AgentError, CommitKernelRequest, KernelCreationConfig
 from bai.manager.api.keys import CTX
 from bai.manager.services.sessions.services import start_service
 from bai.manager.store import keypairs as keypair_store
@@ -183,3 +185,93 @@ async def test_the_runner_makes_the_keys_directory_private_following_no_symlink(
     finally:
         await stop_runner(proc, conn, tmp)
         shutil.rmtree(outside, ignore_errors=True)
+
+
+def _key_material_in_saved_image(saved: Path, needles: tuple[bytes, ...]) -> list[str]:
+    """Where in a ``docker save`` tar (its layers' files, compressed or not) any of ``needles`` is."""
+    found: list[str] = []
+
+    def scan(name: str, data: bytes) -> None:
+        found.extend(f"{name}: {needle[:24]!r}" for needle in needles if needle in data)
+
+    with tarfile.open(saved) as outer:
+        for member in outer.getmembers():
+            if not member.isfile():
+                continue
+            blob = outer.extractfile(member)
+            assert blob is not None
+            try:
+                layer = tarfile.open(fileobj=blob, mode="r:*")
+            except tarfile.TarError:  # the image's JSON: scanned as it is
+                blob.seek(0)
+                scan(member.name, blob.read())
+                continue
+            with layer:
+                for entry in layer.getmembers():
+                    if entry.isfile() and (content := layer.extractfile(entry)) is not None:
+                        scan(f"{member.name}:{entry.name}", content.read())
+    return found
+
+
+async def test_a_session_saved_as_an_image_carries_no_key(node: Node, tmp_path: Path) -> None:
+    """The keys are mounts, never in the container's layer: a commit of the kernel's container
+    (``convert-to-image``; ``session commit`` saves the same commit as a tar) holds neither key,
+    while the session has both where they always were, a dotfile in ``.ssh`` lands, the runner's
+    one-file download of ``id_container`` keeps 0600, and the key's host file (root-only
+    directory) goes with the kernel."""
+    marker = secrets.token_hex(12)
+    public = f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPUB{marker} owner\n"
+    private = f"-----BEGIN OPENSSH PRIVATE KEY-----\nPRIV{marker}\n-----END OPENSSH PRIVATE KEY-----\n"
+    keys = await node.add_keypair({"max_concurrent_sessions": 1})
+    async with node.db.begin() as conn:
+        await conn.execute(sa.update(t.keypairs).where(t.keypairs.c.access_key == keys[0]).values(
+            ssh_public_key=public, ssh_private_key=private,
+            dotfiles=[{"path": ".ssh/config", "perm": "600", "data": "Host example\n  Port 2222\n"}]))
+    n, sid = await _create(node, keys)
+    canonical = f"bai.local/test/ssh-keyless:{marker[:12]}"
+    agent = node.agent.agent
+    assert isinstance(agent, Agent)
+    try:
+        (info,) = await containers(sid)
+        kernel_id = info["Config"]["Labels"]["ai.backend.kernel-id"]
+        uid_gid = (await _in_kernel(sid, "id", "-u")).strip() + " " + (await _in_kernel(sid, "id", "-g")).strip()
+        modes = await _in_kernel(sid, "stat", "-c", "%n %a %u %g", "/home/work/.ssh", "/home/work/.ssh/authorized_keys",
+                                 "/home/work/.ssh/config", "/home/work/id_container")
+        assert modes.splitlines() == [f"/home/work/.ssh 700 {uid_gid}", f"/home/work/.ssh/authorized_keys 600 {uid_gid}",
+                                      f"/home/work/.ssh/config 600 {uid_gid}", f"/home/work/id_container 600 {uid_gid}"]
+        assert await _in_kernel(sid, "cat", "/home/work/.ssh/authorized_keys") == public
+        assert await _in_kernel(sid, "cat", "/home/work/id_container") == private
+        assert "Port 2222" in await _in_kernel(sid, "cat", "/home/work/.ssh/config")
+        # what `session download SESS id_container` gets: the key, 0600
+        runner = agent.kernels[kernel_id].runner
+        assert runner is not None
+        async with runner.files.download("id_container", 2**20, archive=True) as (_, chunks):
+            raw = b"".join([c async for c in chunks])
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            (member,) = tar.getmembers()
+            assert (member.name, member.mode) == ("id_container", 0o600)
+            assert (got := tar.extractfile(member)) is not None and got.read() == private.encode()
+        # the host's copy: the kernel user's, 0600, in a directory only root enters
+        host_dir = agent.ipc_base / kernel_id / "ssh"
+        assert (host_dir.stat().st_mode & 0o777, host_dir.stat().st_uid) == (0o700, 0)
+        key_stat = (host_dir / "id_container").stat()
+        assert f"{key_stat.st_mode & 0o777:o} {key_stat.st_uid} {key_stat.st_gid}" == f"600 {uid_gid}"
+
+        await agent.commit_kernel(CommitKernelRequest(kernel_id=kernel_id, canonical=canonical))
+        saved = tmp_path / "saved.tar"
+        async with aiodocker.Docker() as docker:
+            async with docker.images.export_image(canonical) as stream:
+                with saved.open("wb") as out:
+                    while chunk := await stream.read(2**20):
+                        out.write(chunk)
+        leaks = await asyncio.to_thread(_key_material_in_saved_image, saved,
+                                        (f"PRIV{marker}".encode(), f"PUB{marker}".encode()))
+        assert leaks == [], leaks
+        # the session still lets its owner in after the commit
+        assert await _in_kernel(sid, "cat", "/home/work/id_container") == private
+    finally:
+        assert (await node.call("DELETE", f"/session/{n}", keys=keys))[0] == 200
+        async with aiodocker.Docker() as docker:
+            with contextlib.suppress(aiodocker.DockerError):
+                await docker.images.delete(canonical, force=True)
+    assert not (agent.ipc_base / kernel_id).exists()
