@@ -8,7 +8,8 @@ Confinement (:func:`container_config`): everything in a kernel container runs as
 configured non-root uid/gid, with ``no-new-privileges``, no capabilities at all, Docker's
 default seccomp profile (never ``unconfined``), a pids limit, rotated json-file logs, memory
 (without extra swap) and CPU limits. Host paths are bind-mounted read-only only: the runner
-package and the kernel's IPC directory (where the AGENT owns the socket).
+package and the kernel's IPC directory (where the AGENT owns the socket); the owner's SSH keys
+are mounts too, never in the container's layer (``dotfiles.ssh_key_mounts``, added by the agent).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import os
 import secrets
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ async def test_an_adopted_kernel_keeps_its_keys_and_destroy_removes_the_host_cop
     assert not host_copy.parent.exists()
 
 
-def _config(**extra: object) -> KernelCreationConfig:
+def _config(**extra: Any) -> KernelCreationConfig:
     return KernelCreationConfig.model_validate(kernel_config("bai.local/x:1", **extra))
 
 
