@@ -335,12 +335,17 @@ class Scheduler:
                 if chosen is None:
                     per_kernel, kernels = ((sess.per_kernel(), 1) if sess.is_multi_node
                                            else (sess.requested, max(sess.cluster_size, 1)))
+                    # the image's holders are all that count; its locality is the reason only when
+                    # an agent without the image would have had room
+                    considered = [a for a in candidates if holders is None or a.id in holders]
+                    locality_held_it = holders is not None and any(
+                        a.id not in holders and a.fits_total(per_kernel, kernels) for a in candidates)
                     per_device = devices.shortfall_message(
-                        {a.id: a.one_device for a in candidates if a.fits_total(per_kernel, kernels)},
+                        {a.id: a.one_device for a in considered if a.fits_total(per_kernel, kernels)},
                         per_kernel, kernels)
                     sched.update(retries=sess.retries + 1, msg=(
                         "No agents found to be compatible with the image architecture" if not candidates else
-                        image_locality.not_held_message(sess.image, group) if holders is not None else
+                        image_locality.not_held_message(sess.image, group) if locality_held_it else
                         per_device or
                         "Could not find a contiguous resource region in any agent big enough to host the "
                         f"session (id: {sess.id}, resource group: {group})"))
