@@ -97,9 +97,16 @@ def test_storage_proxy_answers_on_loopback_and_is_registered(h: Node) -> None:
     r = h.run("curl -fsS http://127.0.0.1:6022/status")
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "ok", r.stderr
     assert sorted(addr for addr, port in h.listeners() if port in (6021, 6022)) == ["127.0.0.1", "127.0.0.1"]
-    # the config holds both secrets: root's alone; the volume root is root's, 0755
+    # the config holds both secrets: root's and the proxy's account's alone; the volume root is root's, 0755
     r = h.run("stat -c '%a %U:%G' /etc/backend.ai/storage-proxy.toml /var/lib/bai/vfroot/local")
-    assert r.stdout.split("\n")[:2] == ["600 root:root", "755 root:root"], r.stdout + r.stderr
+    assert r.stdout.split("\n")[:2] == ["640 root:bai-storage", "755 root:root"], r.stdout + r.stderr
+    # the proxy runs as that account with three capabilities (systemd: its unit; supervisord: setpriv)
+    pid = (h.run("systemctl show -p MainPID --value bai-storage-proxy") if h.init == "systemd"
+           else h.run("supervisorctl pid bai-storage-proxy")).stdout.strip()
+    status = dict(line.split(":\t", 1) for line in h.run(f"cat /proc/{pid}/status").stdout.splitlines() if ":\t" in line)
+    uid = h.run("id -u bai-storage").stdout.strip()
+    assert status["Uid"].split() == [uid] * 4, status
+    assert int(status["CapEff"], 16) == int(status["CapBnd"], 16) == 0b1011, status  # chown, dac_override, fowner
     secret = parse_secrets(h.run("cat /etc/backend.ai/secrets.toml").stdout)["storage_manager_secret"]
     config = tomllib.loads(h.run("cat /etc/backend.ai/storage-proxy.toml").stdout)
     assert config["api"]["manager"]["secret"] == secret
