@@ -13,19 +13,14 @@ from typing import Any
 import aiohttp
 import pytest
 import sqlalchemy as sa
-from aiohttp.test_utils import TestClient, TestServer
 
-from bai.appproxy.server import running
-from bai.manager.server import build_app
 from bai.manager.services.idle import IDLE_TIMEOUT
 from bai.manager.store import tables as t
 from tests.component.node.conftest import Node
 from tests.component.node.test_sessions import wait_status
 from tests.fixtures.halfstack import HalfStack
-from tests.fixtures.node_parts import node_parts
 
-from .conftest import proxy_config
-from .test_node_apps import AppNode
+from .test_node_apps import AppNode, app_node_running
 
 IDLE_SECONDS = 2
 #: Traffic goes on for this long: more than twice the idle timeout.
@@ -34,23 +29,9 @@ BUSY_SECONDS = 2 * IDLE_SECONDS + 0.5
 
 @pytest.fixture(scope="module")
 async def idle_apps_node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[AppNode]:
-    async with node_parts(halfstack, "apxidle", {"idle-check-interval": 0.3}) as parts:
-        client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
-        await client.start_server()
-        await parts.agent.start()
-        try:
-            await parts.wait_agent_registered()
-            node = Node(client, parts.db, parts.access_key, parts.secret_key, parts.agent, parts.redis_addr)
-            config = proxy_config(halfstack, parts.manager_config.etcd.namespace, **{"activity-flush": "0.2s"})
-            async with running(config) as proxy:
-                async with asyncio.timeout(10):
-                    await proxy.watching.wait()
-                app_node = AppNode(node, proxy)
-                await app_node.set_coordinator(proxy.config.app_proxy.api_url, proxy.config.app_proxy.api_secret)
-                yield app_node
-        finally:
-            await client.close()
-            await parts.agent.stop()
+    async with app_node_running(halfstack, "apxidle", {"idle-check-interval": 0.3},
+                                **{"activity-flush": "0.2s"}) as app_node:
+        yield app_node
 
 
 async def idle_session(node: Node) -> tuple[tuple[str, str], str, str]:

@@ -5,6 +5,7 @@ the manager's tcpproxy tunnel, and circuits closed by the session's real end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import subprocess
 import uuid
@@ -52,16 +53,19 @@ class AppNode:
                 "Host": host}
 
 
-@pytest.fixture(scope="module")
-async def apps_node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[AppNode]:
-    async with node_parts(halfstack, "apx") as parts:
+@contextlib.asynccontextmanager
+async def app_node_running(halfstack: HalfStack, name: str, manager_opts: dict[str, Any] | None = None,
+                           **proxy_opts: Any) -> AsyncIterator[AppNode]:
+    """A whole node (manager, agent) with a real app proxy registered as its coordinator and
+    following its sessions; ``manager_opts`` for node_parts, ``proxy_opts`` app-proxy.toml keys."""
+    async with node_parts(halfstack, name, manager_opts) as parts:
         client = TestClient(TestServer(build_app(parts.manager_config), host="127.0.0.1"))
         await client.start_server()
         await parts.agent.start()
         try:
             await parts.wait_agent_registered()
             node = Node(client, parts.db, parts.access_key, parts.secret_key, parts.agent, parts.redis_addr)
-            config = proxy_config(halfstack, parts.manager_config.etcd.namespace, **{"max-body-size": "1g"})
+            config = proxy_config(halfstack, parts.manager_config.etcd.namespace, **proxy_opts)
             async with running(config) as proxy:
                 async with asyncio.timeout(10):
                     await proxy.watching.wait()
@@ -71,6 +75,12 @@ async def apps_node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Ap
         finally:
             await client.close()
             await parts.agent.stop()
+
+
+@pytest.fixture(scope="module")
+async def apps_node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[AppNode]:
+    async with app_node_running(halfstack, "apx", **{"max-body-size": "1g"}) as app_node:
+        yield app_node
 
 
 @pytest.fixture(scope="module")
