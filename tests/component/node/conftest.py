@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiodocker
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
@@ -90,3 +91,23 @@ async def node(halfstack: HalfStack, kernel_image: str) -> AsyncIterator[Node]:
         finally:
             await client.close()
             await parts.agent.stop()
+
+
+#: The policy of :func:`owner`'s keypair.
+OWNER_POLICY = {"total_resource_slots": {}, "max_concurrent_sessions": 5, "max_containers_per_session": 1}
+
+
+@pytest.fixture
+async def owner(node: Node) -> AsyncIterator[tuple[str, str]]:
+    """A user (its keypair) whose customized images are removed after the test, whatever it
+    left (found by their owner label): for the save-as-image and forget tests."""
+    keys = await node.add_keypair(OWNER_POLICY)
+    async with node.db.connect() as conn:
+        user = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == keys[0]))
+    try:
+        yield keys
+    finally:
+        async with aiodocker.Docker() as docker:
+            label = f"ai.backend.customized-image.owner=user:{user}"
+            for image in await docker.images.list(filters={"label": [label]}):
+                await docker.images.delete(image["Id"], force=True)

@@ -98,21 +98,6 @@ async def bgtask_message(node: Node, task_id: str, keys: tuple[str, str]) -> str
 
 
 @pytest.fixture
-async def owner(node: Node) -> AsyncIterator[tuple[str, str]]:
-    """A user whose customized images are removed after the test, whatever it left."""
-    keys = await node.add_keypair(POLICY)
-    async with node.db.connect() as conn:
-        user = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == keys[0]))
-    try:
-        yield keys
-    finally:
-        async with aiodocker.Docker() as docker:
-            label = f"ai.backend.customized-image.owner=user:{user}"
-            for image in await docker.images.list(filters={"label": [label]}):
-                await docker.images.delete(image["Id"], force=True)
-
-
-@pytest.fixture
 async def agent_rpc(node: Node) -> AsyncIterator[AgentClient]:
     conf = node.agent.config
     async with etcd_mod.connect(conf.etcd.addr, conf.etcd.namespace) as etcd:

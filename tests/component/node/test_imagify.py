@@ -9,7 +9,6 @@ import base64
 import json
 import secrets
 import urllib.request
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,21 +54,6 @@ async def bgtask_count(node: Node) -> int:
     host, _, port = node.redis_addr.rpartition(":")
     async with aioredis.Redis(host=host, port=int(port), db=4) as redis:
         return len([k async for k in redis.scan_iter(match="bgtask.*")])
-
-
-@pytest.fixture
-async def owner(node: Node) -> AsyncIterator[tuple[str, str]]:
-    """A user whose customized images are removed after the test (found by their owner label)."""
-    keys = await node.add_keypair(POLICY)
-    async with node.db.connect() as conn:
-        user = await conn.scalar(sa.select(t.keypairs.c.user).where(t.keypairs.c.access_key == keys[0]))
-    try:
-        yield keys
-    finally:
-        async with aiodocker.Docker() as docker:
-            label = f"ai.backend.customized-image.owner=user:{user}"
-            for image in await docker.images.list(filters={"label": [label]}):
-                await docker.images.delete(image["Id"], force=True)
 
 
 async def test_imagify_then_a_session_of_the_image(node: Node, owner: tuple[str, str]) -> None:
