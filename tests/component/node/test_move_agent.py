@@ -14,10 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,21 +27,10 @@ from tests.fixtures.agents import AgentProcess, AgentSpec, local_agents
 from tests.fixtures.halfstack import HalfStack
 
 from .conftest import Node
+from .test_multi_node import until
 
-T = TypeVar("T")
 MODIFY_AGENT = "mutation($id: String!, $p: ModifyAgentInput!) { modify_agent(id: $id, props: $p) { ok msg } }"
 HEARTBEAT = 0.5
-
-
-async def until(check: Callable[[], Awaitable[T]], what: str, deadline: float = 20.0) -> T:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert loop.time() < end, what
-        await asyncio.sleep(0.05)
 
 
 @dataclass
