@@ -220,8 +220,14 @@ class KernelCommits:
                                      "images sessions were saved as, never kernel images")
         image_id = str(info.get("Id") or "")
         # Docker names only one container in its refusal, and not the kernel: look first.
-        users = [c for c in await self._docker.containers.list(all=True, filters=json.dumps({"ancestor": [image_id]}))
-                 if _field(c, "ImageID") == image_id]
+        users = await self._users(image_id)
+        # An agent reads an image's service definitions from a container it creates and deletes
+        # at once (services.ImageServices; any agent sharing this engine): such a probe is not a
+        # use, so wait it out briefly rather than refuse.
+        waited = asyncio.get_running_loop().time() + PROBE_GRACE
+        while users and all(_is_probe(c) for c in users) and asyncio.get_running_loop().time() < waited:
+            await asyncio.sleep(0.1)
+            users = await self._users(image_id)
         if users:
             raise ImageInUse(f"{canonical} is in use by {_describe_users(users)} on this agent")
         try:
@@ -234,6 +240,10 @@ class KernelCommits:
             raise AgentFailure(f"docker cannot remove {canonical}: {exc.message}", title="Image removal failed") from exc
         log.info("removed the customized image %s", canonical)
         return True
+
+    async def _users(self, image_id: str) -> list[Any]:
+        return [c for c in await self._docker.containers.list(all=True, filters=json.dumps({"ancestor": [image_id]}))
+                if _field(c, "ImageID") == image_id]
 
     async def sweep(self) -> None:
         """Remove what commits of agent processes that are gone left behind: their untagged images
@@ -299,6 +309,15 @@ def _make_private_dirs(base: Path, directory: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             raise AgentFailure(f"{path} is not a directory", title="Commit failed")
         path.chmod(0o700)
+
+
+#: Seconds remove_image waits for other agents' service-definition probes to go.
+PROBE_GRACE = 5.0
+
+
+def _is_probe(container: Any) -> bool:
+    """A created, never started container that is no kernel's (a service-definition probe)."""
+    return _field(container, "State") == "created" and not (_field(container, "Labels") or {}).get(_KERNEL_ID_LABEL)
 
 
 def _describe_users(containers: list[Any]) -> str:
