@@ -255,17 +255,43 @@ def test_signature_mismatch_message(fake: FakeManager) -> None:
     assert "Credential/signature mismatch." in r.stderr and "Signature mismatch" in r.stderr
 
 
-def test_invalid_params_details(fake: FakeManager) -> None:
+def _refuse_create(fake: FakeManager) -> None:
     from .fake_manager import problem
 
     fake.fail_next[("POST", "/session")] = problem(
         400, "invalid-api-params", "Missing or invalid API parameters.", "Input validation error",
         {"image": "is required"},
     )
-    r = invoke(["session", "create", "python"])
-    assert r.exit_code == 1
-    assert "Missing or invalid API parameters." in r.stderr
-    assert '"image": is required' in r.stderr
+
+
+CREATE_REFUSED = ("Missing or invalid API parameters (HTTP 400): Input validation error: "
+                  "image: is required")
+
+
+@pytest.mark.parametrize("args", [["session", "create", "python"], ["start", "python"],
+                                  ["run", "-c", "print(1)", "python"], ["run", "--rm", "-c", "print(1)", "python"]])
+def test_create_refused_is_one_line(fake: FakeManager, args: list[str]) -> None:
+    """session create and run report a refused creation as the other commands do: one line
+    naming the command, the problem and the field, nothing on stdout, exit 1."""
+    _refuse_create(fake)
+    r = invoke(args)
+    assert r.exit_code == 1 and r.stdout == ""
+    action = "run" if args[0] == "run" else "session create"
+    assert r.stderr == f"\u2717 {action} failed: {CREATE_REFUSED}\n"
+    assert not fake.recorded("GET", "/stream/") and not fake.recorded("DELETE")
+
+
+@pytest.mark.parametrize("args", [["session", "create", "python"], ["run", "-c", "print(1)", "python"]])
+def test_create_refused_json(fake: FakeManager, args: list[str]) -> None:
+    """--output json: one JSON object on stderr, the one-line message and the server's problem body."""
+    _refuse_create(fake)
+    r = invoke(["--output", "json", *args])
+    assert r.exit_code == 1 and r.stdout == ""
+    err = json.loads(r.stderr)
+    assert err["error"].endswith(f"failed: {CREATE_REFUSED}")
+    assert err["api"]["status"] == 400 and err["api"]["title"] == "Missing or invalid API parameters."
+    assert err["api"]["data"] == {"image": "is required"}
+    assert err["api"]["type"].endswith("/invalid-api-params")
 
 
 def test_connection_failure_is_one_clear_line(fake: FakeManager) -> None:

@@ -24,14 +24,11 @@ from .common import (
     print_info,
     print_json,
     print_warn,
-    report_error,
-    run_async,
     spinner,
 )
 from .params import build_create_kwargs, start_options
 
 if TYPE_CHECKING:
-    from ..config import APIConfig
     from ..request import APISession
     from ..session import SessionCreated
 
@@ -110,15 +107,12 @@ def make_run_cmd(name: str = "run", help_text: str | None = None) -> click.Comma
             from ..helpers import generate_session_name
 
             kwargs["name"] = generate_session_name()
-        try:
-            cfg = cli_ctx.get_config()
-        except Exception as e:  # BackendClientError for malformed configuration
-            report_error(e, json_mode=json_mode)
-            sys.exit(ExitCode.FAILURE)
-        exit_code = run_async(
-            lambda: _run(cfg, image, code, kwargs, rm=rm, stats=stats, quiet=quiet, json_mode=json_mode,
-                         batch=batch),
-            json_mode=json_mode,
+        from .admin.base import call
+
+        exit_code = call(
+            lambda api: _run(api, image, code, kwargs, rm=rm, stats=stats, quiet=quiet, json_mode=json_mode,
+                             batch=batch),
+            action="run",
         )
         sys.exit(exit_code)
 
@@ -235,8 +229,9 @@ async def _destroy_quietly(api: APISession, name: str, verbose: bool) -> Any:
         with spinner("Cleaning up the session...", enabled=verbose):
             ret = await destroy(api, name)
     except BackendError as e:
-        report_error(e)
-        print_warn(f"Failed to clean up the session {name}.")
+        from .admin.base import describe
+
+        print_warn(f"Failed to clean up the session {name}: {describe(e)}")
         return None
     if verbose:
         print_done("Cleaned up the session.")
@@ -264,7 +259,7 @@ async def _existing(api: APISession, name: str, json_mode: bool) -> SessionCreat
 
 
 async def _run(
-    cfg: APIConfig,
+    api: APISession,
     image: str | None,
     code: str,
     create_kwargs: dict[str, Any],
@@ -276,87 +271,85 @@ async def _run(
     batch: dict[str, Any] | None = None,
 ) -> int:
     from .. import session as sess
-    from ..request import APISession
 
     verbose = not quiet
     name = create_kwargs["name"]
-    async with APISession(cfg) as api:
-        if image is None:
-            created = await _existing(api, name, json_mode)
+    if image is None:
+        created = await _existing(api, name, json_mode)
+    else:
+        with spinner(f"Starting the session {name}...", enabled=verbose):
+            created = await sess.create(api, image, **create_kwargs)
+    status = created.status
+    if status != "RUNNING":
+        if status == "PENDING":
+            print_info(f"Session ID {created.name} is enqueued for scheduling.")
+        elif status == "SCHEDULED":
+            print_info(f"Session ID {created.name} is scheduled and about to be started.")
+        elif status == "TIMEOUT":
+            print_info(f"Session ID {created.name} is still on the job queue.")
+        elif status == "TERMINATED":
+            print_warn(f"Session ID {created.name} is already terminated.\n"
+                       "This may be an error in the compute_session image.")
         else:
-            with spinner(f"Starting the session {name}...", enabled=verbose):
-                created = await sess.create(api, image, **create_kwargs)
-        status = created.status
-        if status != "RUNNING":
-            if status == "PENDING":
-                print_info(f"Session ID {created.name} is enqueued for scheduling.")
-            elif status == "SCHEDULED":
-                print_info(f"Session ID {created.name} is scheduled and about to be started.")
-            elif status == "TIMEOUT":
-                print_info(f"Session ID {created.name} is still on the job queue.")
-            elif status == "TERMINATED":
-                print_warn(f"Session ID {created.name} is already terminated.\n"
-                           "This may be an error in the compute_session image.")
-            else:
-                print_fail(f"Session ID {created.name} has an error during scheduling/startup "
-                           f"or cancelled (status: {status}).")
-            if rm:
-                await _destroy_quietly(api, created.name, verbose)
-            if json_mode:
-                print_json({"sessionId": created.session_id, "sessionName": created.name,
-                            "created": created.created, "sessionStatus": status,
-                            "status": None, "exitCode": None})
-            return int(ExitCode.OPERATION_TIMEOUT if status == "TIMEOUT" else ExitCode.FAILURE)
-        if verbose:
-            if created.created:
-                print_done(f"Session {created.name} is ready (domain={created.domain}, group={created.group}).")
-            else:
-                print_done(f"Reusing session {created.name}...")
-        ref = created.session_id or created.name
-        result = None
-        destroy_ret: Any = None
-        try:
-            if batch is not None:
-                from ..session_files import upload
-
-                with spinner("Uploading source files...", enabled=verbose):
-                    await upload(api, ref, batch["files"], basedir=batch["basedir"])
-                if verbose:
-                    print_done("Uploading done.")
-            result = await sess.stream_execute(
-                api,
-                ref,
-                code,
-                mode="query" if batch is None else "batch",
-                opts=None if batch is None else batch["opts"],
-                on_result=None if json_mode else _console_and_steps(verbose),
-                read_input=read_user_input,
-            )
-            if verbose:
-                print_done(f"Execution finished. (exit code = {result.exit_code})")
-        finally:
-            if rm:
-                destroy_ret = await _destroy_quietly(api, created.name, verbose)
-        stats_data = destroy_ret.get("stats") if isinstance(destroy_ret, dict) else None
+            print_fail(f"Session ID {created.name} has an error during scheduling/startup "
+                       f"or cancelled (status: {status}).")
+        if rm:
+            await _destroy_quietly(api, created.name, verbose)
         if json_mode:
-            print_json({
-                "sessionId": created.session_id,
-                "sessionName": created.name,
-                "created": created.created,
-                "sessionStatus": status,
-                "status": result.status,
-                "exitCode": result.exit_code,
-                "stdout": result.stdout,
-                "stderr": result.stderr,
-                "console": result.console,
-                "files": result.files,
-                **({"stats": stats_data} if rm and stats else {}),
-            })
-        elif rm and stats:
-            if stats_data:
-                from .session import format_stats
+            print_json({"sessionId": created.session_id, "sessionName": created.name,
+                        "created": created.created, "sessionStatus": status,
+                        "status": None, "exitCode": None})
+        return int(ExitCode.OPERATION_TIMEOUT if status == "TIMEOUT" else ExitCode.FAILURE)
+    if verbose:
+        if created.created:
+            print_done(f"Session {created.name} is ready (domain={created.domain}, group={created.group}).")
+        else:
+            print_done(f"Reusing session {created.name}...")
+    ref = created.session_id or created.name
+    result = None
+    destroy_ret: Any = None
+    try:
+        if batch is not None:
+            from ..session_files import upload
 
-                click.echo("Statistics:\n" + format_stats(stats_data), err=True)
-            else:
-                print_warn("Statistics: unavailable.")
-        return _exit_status(result.exit_code, result.status)
+            with spinner("Uploading source files...", enabled=verbose):
+                await upload(api, ref, batch["files"], basedir=batch["basedir"])
+            if verbose:
+                print_done("Uploading done.")
+        result = await sess.stream_execute(
+            api,
+            ref,
+            code,
+            mode="query" if batch is None else "batch",
+            opts=None if batch is None else batch["opts"],
+            on_result=None if json_mode else _console_and_steps(verbose),
+            read_input=read_user_input,
+        )
+        if verbose:
+            print_done(f"Execution finished. (exit code = {result.exit_code})")
+    finally:
+        if rm:
+            destroy_ret = await _destroy_quietly(api, created.name, verbose)
+    stats_data = destroy_ret.get("stats") if isinstance(destroy_ret, dict) else None
+    if json_mode:
+        print_json({
+            "sessionId": created.session_id,
+            "sessionName": created.name,
+            "created": created.created,
+            "sessionStatus": status,
+            "status": result.status,
+            "exitCode": result.exit_code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "console": result.console,
+            "files": result.files,
+            **({"stats": stats_data} if rm and stats else {}),
+        })
+    elif rm and stats:
+        if stats_data:
+            from .session import format_stats
+
+            click.echo("Statistics:\n" + format_stats(stats_data), err=True)
+        else:
+            print_warn("Statistics: unavailable.")
+    return _exit_status(result.exit_code, result.status)

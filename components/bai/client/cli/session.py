@@ -102,18 +102,16 @@ def make_create_cmd(name: str = "create", help_text: str | None = None) -> click
             preopen_ports=opts.get("preopen"),
             assign_agent=[a for a in assign_agent.split(",") if a] if assign_agent else None,
         )
-        cfg = _config_or_exit()
+        from .admin.base import call
 
-        async def _go() -> Any:
-            from ..request import APISession
+        async def _go(api: Any) -> Any:
             from ..session import create as create_session
 
-            async with APISession(cfg) as api:
-                msg = "Enqueueing the session..." if enqueue_only else f"Starting the session {kwargs['name']}..."
-                with spinner(msg, enabled=not cli_ctx.json_mode):
-                    return await create_session(api, image, **kwargs)
+            msg = "Enqueueing the session..." if enqueue_only else f"Starting the session {kwargs['name']}..."
+            with spinner(msg, enabled=not cli_ctx.json_mode):
+                return await create_session(api, image, **kwargs)
 
-        created = run_async(_go, json_mode=cli_ctx.json_mode)
+        created = call(_go, action="session create")
         _report_created(created, json_mode=cli_ctx.json_mode)
 
     return _alias_doc(create, help_text)

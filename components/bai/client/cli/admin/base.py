@@ -287,11 +287,17 @@ def print_mutation(payload: Mapping[str, Any], *, item_key: str | None = None,
 # running
 
 
-def fail(msg: str, code: int = ExitCode.FAILURE) -> NoReturn:
-    """One line on stderr (a JSON object with --output json) and a non-zero exit."""
+def fail(msg: str, code: int = ExitCode.FAILURE, *, problem: BaseException | None = None) -> NoReturn:
+    """One line on stderr (a JSON object with --output json) and a non-zero exit. With
+    ``problem`` (an API error), the JSON object also carries the server's problem body under
+    ``api``, as the official client's JSON error output does."""
     msg = " ".join(msg.split())
     if get_cli_context().json_mode:
-        click.echo(json.dumps({"error": msg}, ensure_ascii=False), err=True)
+        from ..common import error_json
+
+        api = error_json(problem).get("api") if problem is not None else None
+        click.echo(json.dumps({"error": msg, **({"api": api} if api else {})}, ensure_ascii=False,
+                              default=str), err=True)
     else:
         mark = click.style("\u2717", fg="bright_red") if _stderr_is_tty() else "\u2717"
         click.echo(f"{mark} {msg}", err=True)
@@ -345,7 +351,7 @@ def call(fn: Callable[[APISession], Awaitable[T]], *, action: str) -> T:
     except MutationFailed as e:
         fail(f"{action} failed: {e}")
     except BackendError as e:
-        fail(f"{action} failed: {describe(e)}")
+        fail(f"{action} failed: {describe(e)}", problem=e)
     except KeyboardInterrupt:
         click.echo("Interrupted!", err=True)
         sys.exit(130)
