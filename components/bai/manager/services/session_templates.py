@@ -56,7 +56,7 @@ from .sessions.lookup import resolve_owner
 __all__ = [
     "CLUSTER", "MAX_PAYLOAD_CHARS", "MAX_TEMPLATES", "TASK", "CreateCluster", "CreateFromTemplate", "TemplateCreate",
     "TemplateGetQuery", "TemplateListQuery", "TemplateRefQuery", "create", "delete", "get", "git_clone_snippet",
-    "cluster_request", "list_templates", "script_text", "session_request", "to_yaml", "update",
+    "cluster_request", "list_templates", "merged_config", "script_text", "session_request", "to_yaml", "update",
 ]
 
 Kind = Literal["TASK", "CLUSTER"]
@@ -604,9 +604,24 @@ def _with_git(bootstrap: str | None, git: GitSpec) -> str:
     return base64.b64encode((script + git_clone_snippet(git)).encode()).decode()
 
 
+def merged_config(template: dict[str, Any], request: CreationConfig | None) -> dict[str, Any]:
+    """The template's ``config`` with each key the request gives (not null) in its place.
+
+    The official client always sends ``mounts``, an empty list when no ``-m`` is given: an empty
+    list alone keeps the template's mounts. Its ``--no-mount`` sends an empty ``mount_map`` with
+    it: then the session mounts nothing. Given mounts without a map keep the template's paths of
+    those of them it mounts too."""
+    given = request.model_dump(exclude_none=True) if request is not None else {}
+    if given.get("mounts") == [] and "mount_map" not in given:
+        del given["mounts"]
+    if "mounts" in given and "mount_map" not in given:
+        given["mount_map"] = {k: v for k, v in template.get("mount_map", {}).items() if k in given["mounts"]}
+    return {**template, **given}
+
+
 async def session_request(ctx: ManagerContext, requester: Requester, req: CreateFromTemplate) -> CreateSession:
     """The create request the template and ``req`` make together: the template's fields, each
-    one ``req`` gives (not null; an empty ``mounts`` list does not count) in its place; with the
+    one ``req`` gives (not null; mounts as :func:`merged_config` says) in its place; with the
     template's git settings a clone snippet appended to the bootstrap script. Validated as
     ``POST /session``'s body, so it goes to the one creation path."""
     if req.template_id is None and req.image is None:
@@ -619,15 +634,9 @@ async def session_request(ctx: ManagerContext, requester: Requester, req: Create
             row = await _row_for(conn, who, TASK, req.template_id)
         fields, git = _from_template(row)
     override = req.model_dump(exclude_none=True, exclude={"template_id", "config"})
-    config_override = req.config.model_dump(exclude_none=True) if req.config is not None else {}
-    if config_override.get("mounts") == []:
-        del config_override["mounts"]
-    config = fields.pop("config")
-    if "mounts" in config_override and "mount_map" not in config_override:  # the template's map of its own mounts
-        config_override["mount_map"] = {
-            k: v for k, v in config.get("mount_map", {}).items() if k in config_override["mounts"]}
+    config = merged_config(fields.pop("config"), req.config)
     fields.update(override)
-    fields["config"] = {**config, **config_override}
+    fields["config"] = config
     if git is not None:
         fields["bootstrap_script"] = _with_git(fields.get("bootstrap_script"), git)
     result: CreateSession = parse(CreateSession, fields)
