@@ -468,3 +468,32 @@ def test_session_endpoint_type_is_refused_clearly(fake: FakeManager) -> None:
     assert r.exit_code == 1
     assert "Endpoint type 'session' is not supported" in r.stderr
     assert fake.requests == []
+
+
+# -- create-from-template ------------------------------------------------------------------------
+
+
+def _answer_from_template(fake: FakeManager) -> None:
+    from aiohttp import web
+
+    fake.fail_next[("POST", "/session/_/create-from-template")] = web.json_response(
+        {"sessionId": "6a3f0c5e-0000-4000-8000-000000000001", "sessionName": "tpl-sess", "status": "RUNNING",
+         "servicePorts": [], "created": True}, status=201)
+
+
+@pytest.mark.parametrize(("extra", "config"), [
+    ([], None),  # nothing given: the template's mounts (and everything else) apply
+    (["--no-mount"], {"mounts": [], "mount_map": {}}),  # the official client's "no mounts"
+    (["--no-mount", "-m", "data=/mnt/d"], {"mounts": ["data"], "mount_map": {"data": "/mnt/d"},
+                                           "mount_options": {"data": {"type": "bind", "permission": None}}}),  # -m wins
+])
+def test_create_from_template_no_mount(fake: FakeManager, extra: list[str], config: dict[str, object] | None) -> None:
+    _answer_from_template(fake)
+    r = invoke(["session", "create-from-template", "-t", "tpl-sess", *extra, "0" * 32])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[:3] == ["Session ID: 6a3f0c5e-0000-4000-8000-000000000001",
+                                         "Session name: tpl-sess", "Status: RUNNING"]
+    [req] = fake.recorded("POST", "/session/_/create-from-template")
+    body = req.json()
+    assert body["template_id"] == "0" * 32 and body["name"] == "tpl-sess"
+    assert body.get("config") == config

@@ -727,13 +727,16 @@ def make_create_from_template_cmd(name: str = "create-from-template",
     @click.option("--depends", metavar="SESSION_ID", type=str, multiple=True,
                   help="Set the list of session ID or names that the newly created session depends on. "
                   "The session will get scheduled after all of them successfully finish.")
+    @click.option("--no-mount", is_flag=True,
+                  help="Do not mount the template's virtual folders (only those of -m, if given).")
     @click.option("--no-env", is_flag=True, help="Do not set the environment variables of the template.")
     @click.option("--no-resource", is_flag=True,
                   help="Do not request the template's resources (the defaults, or -r, apply).")
     @start_options
     def create_from_template(
         template_id: str, owner: str | None, image: str | None, startup_command: str | None,
-        enqueue_only: bool, depends: tuple[str, ...], no_env: bool, no_resource: bool, **opts: Any,
+        enqueue_only: bool, depends: tuple[str, ...], no_mount: bool, no_env: bool, no_resource: bool,
+        **opts: Any,
     ) -> None:
         """
         Start a compute session from a task template (see "backend.ai session-template"). The
@@ -751,6 +754,9 @@ def make_create_from_template_cmd(name: str = "create-from-template",
         for param, keys in _TEMPLATE_OVERRIDES.items():
             if ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None):
                 overrides.update({k: parsed[k] for k in keys})
+        if no_mount and "mounts" not in overrides:
+            # as the official client: an empty list with an empty map (a list alone keeps the template's)
+            overrides.update(mounts=[], mount_map={})
         if no_env and "environ" not in overrides:
             overrides["environ"] = {}
         if no_resource:
