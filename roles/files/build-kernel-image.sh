@@ -7,7 +7,9 @@
 # its service definition /etc/backend.ai/service-defs/ttyd.json. The intrinsic SSH service (sshd,
 # tcp, 2200) is Debian's dropbear, run as the kernel user with public-key logins only (the
 # keypair's key, written into ~/.ssh/authorized_keys by the agent), and SFTP (also what scp
-# speaks since OpenSSH 9) through openssh-sftp-server's sftp-server.
+# speaks since OpenSSH 9) through openssh-sftp-server's sftp-server. Its logins get the kernel's
+# environment; OpenSSH's ssh client (a dependency of sftp-server) lets a cluster session's
+# kernels `ssh sub1` each other (the agent writes ~/.ssh/config and the session's key).
 # Usage: build-kernel-image.sh TAG [ROOTFS_CACHE_DIR]
 # Idempotent: exits 0 without work when TAG exists and was built by this very script (its
 # label ai.backend.internal.build-script holds the first 16 hex digits of the script's
@@ -59,18 +61,35 @@ chmod 644 "$cache/etc/backend.ai/service-defs/ttyd.json"
 # SSH/SFTP: dropbear in the foreground, logging to stderr (the service's log), no password
 # logins (-s), with a host key of the container's own made at its first start (dropbearkey
 # refuses to overwrite an existing key, so a restarted service keeps it; the error is ignored).
-# Port forwarding stays on: VS Code Remote-SSH tunnels to its server through it.
+# Port forwarding stays on: VS Code Remote-SSH tunnels to its server through it. -e passes the
+# service's environment (the kernel's: BACKENDAI_*, ...) on to logins; dropbear still sets its own
+# PATH, which bai-kernel-env.sh below (login shells, after /etc/profile's reset; `ssh host cmd`
+# through /etc/bash.bashrc) and the kernel runner's BASH_ENV script (other images' shells) replace
+# with the kernel's.
 cat > "$cache/etc/backend.ai/service-defs/sshd.json" <<'JSON'
 {
   "prestart": [
     {"action": "run_command",
      "args": {"command": ["/usr/bin/dropbearkey", "-t", "ed25519", "-f", "/tmp/dropbear_ed25519_host_key"]}}
   ],
-  "command": ["/usr/sbin/dropbear", "-F", "-E", "-s", "-w", "-p", "{ports[0]}",
+  "command": ["/usr/sbin/dropbear", "-F", "-E", "-e", "-s", "-w", "-p", "{ports[0]}",
               "-r", "/tmp/dropbear_ed25519_host_key", "-P", "/tmp/dropbear.pid"]
 }
 JSON
 chmod 644 "$cache/etc/backend.ai/service-defs/sshd.json"
+cat > "$cache/etc/profile.d/bai-kernel-env.sh" <<'SH'
+# bai: an ssh login shell gets the kernel's PATH back (the kernel runner passes it to the sshd).
+if [ -n "${BAI_KERNEL_PATH-}" ]; then PATH=$BAI_KERNEL_PATH; export PATH; unset BAI_KERNEL_PATH BASH_ENV; fi
+SH
+chmod 644 "$cache/etc/profile.d/bai-kernel-env.sh"
+# Debian's bash run by an sshd for `ssh host cmd` reads /etc/bash.bashrc and ~/.bashrc, not
+# BASH_ENV: the same, first (the file returns early in non-interactive shells).
+if ! grep -q bai-kernel-env "$cache/etc/bash.bashrc"; then
+  { printf '%s\n' "# bai: \`ssh host cmd\` gets the kernel's PATH back" \
+      '[ -z "${BAI_KERNEL_PATH-}" ] || . /etc/profile.d/bai-kernel-env.sh'
+    cat "$cache/etc/bash.bashrc"; } > "$cache/etc/bash.bashrc.tmp"
+  chmod 644 "$cache/etc/bash.bashrc.tmp"; mv "$cache/etc/bash.bashrc.tmp" "$cache/etc/bash.bashrc"
+fi
 # The work user, written straight into the rootfs (no chroot needed); idempotent.
 grep -q '^work:' "$cache/etc/group" || echo "work:x:$work_gid:" >> "$cache/etc/group"
 grep -q '^work:' "$cache/etc/passwd" ||
@@ -79,6 +98,11 @@ grep -q '^work:' "$cache/etc/shadow" || echo 'work:!:19000:0:99999:7:::' >> "$ca
 mkdir -p "$cache/home/work"
 chown "$work_uid:$work_gid" "$cache/home/work"
 chmod 755 "$cache/home/work"
+# The mount points of the agent's key mounts (a tmpfs ~/.ssh, a bind ~/id_container), the kernel
+# user's: Docker would make missing ones root's, and an image saved from a session keeps them.
+install -d -m 700 -o "$work_uid" -g "$work_gid" "$cache/home/work/.ssh"
+[ -e "$cache/home/work/id_container" ] ||
+  install -m 600 -o "$work_uid" -g "$work_gid" /dev/null "$cache/home/work/id_container"
 tar -C "$cache" --numeric-owner -c . | docker import \
   -c 'LABEL ai.backend.kernelspec=1' \
   -c 'LABEL ai.backend.features="batch query uid-match user-input"' \

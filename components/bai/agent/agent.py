@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -49,10 +50,11 @@ from bai.common.agent_rpc import (
     KernelNotFound,
     SaveKernelRequest,
     ShutdownServiceRequest,
+    SSHKeypairSpec,
     StartServiceRequest,
 )
 from bai.common.events import EventProducer
-from bai.common.service_ports import LABEL_SERVICE_PORTS, ServicePort
+from bai.common.service_ports import LABEL_SERVICE_PORTS, ServiceDefinition, ServicePort
 from bai.common.tasks import raise_if_cancelling, stop_tasks
 from bai.common.types import INTRINSIC_SLOTS, ResourceSlots, normalize_slots, slots_from_json, slots_to_json
 
@@ -69,7 +71,9 @@ from .compute.registry import (
 )
 from .config import AgentConfig
 from .docker import (
+    DEFAULT_RUNTIME_PATH,
     LABEL_KERNEL_ID,
+    LABEL_RUNTIME_PATH,
     LABEL_SESSION_ID,
     LABEL_SLOTS,
     Confinement,
@@ -365,10 +369,11 @@ class Agent:
         for kernel_id, config in zip(req.kernel_ids, req.configs, strict=True):
             kernel = Kernel(kernel_id, req.session_id, self.ipc_base / kernel_id)
             self.kernels[kernel_id] = kernel
-            kernel.creation = asyncio.create_task(self._create(kernel, config, network), name=f"create-{kernel_id}")
+            kernel.creation = asyncio.create_task(self._create(kernel, config, network, req.cluster_ssh_keypair),
+                                                  name=f"create-{kernel_id}")
 
     async def _create(self, kernel: Kernel, config: KernelCreationConfig,
-                      network: tuple[str, bool] | None = None) -> None:
+                      network: tuple[str, bool] | None = None, cluster_key: SSHKeypairSpec | None = None) -> None:
         kid, sid = kernel.kernel_id, kernel.session_id
         began = time.perf_counter()
         try:
@@ -385,7 +390,8 @@ class Agent:
                 if "ai.backend.runtime-path" not in labels:
                     labels = {**await self.docker.image_labels(config.image.canonical), **labels}
                 kernel.image = config.image.canonical
-                planned_ports = plan_service_ports(labels, await self.image_services.definitions(kernel.image))
+                definitions = await self.image_services.definitions(kernel.image)
+                planned_ports = plan_service_ports(labels, definitions)
                 if len(os.fsencode(kernel.ipc_dir / SOCKET_NAME)) > _MAX_UNIX_PATH:
                     raise ValueError(f"ipc-base-path is too long for a unix socket path: {self.ipc_base}")
                 shutil.rmtree(kernel.ipc_dir, ignore_errors=True)
@@ -401,7 +407,8 @@ class Agent:
                     confinement=self.confinement,
                 )
                 # the keypair's keys as mounts: never in the layer a commit saves (dotfiles.py)
-                key_mounts = ssh_key_mounts(config, kernel.ipc_dir, self.confinement.uid, self.confinement.gid)
+                key_mounts = ssh_key_mounts(config, kernel.ipc_dir, self.confinement.uid, self.confinement.gid,
+                                            cluster_key)
                 merge_docker_args(body, key_mounts)
                 merge_docker_args(body, await self.compute.docker_args(kernel.allocation))
                 body["Labels"][LABEL_DEVICE_ALLOCATION] = json.dumps(allocation_to_json(kernel.allocation))
@@ -422,8 +429,10 @@ class Agent:
                     await self._start_container(kernel, body)
                 await self._wait_runner(kernel, runner)
                 # dotfiles, bootstrap: before anyone runs code in it
-                await prepare_home(runner, config, kid,
+                await prepare_home(runner, config, kid, cluster=cluster_key,
                                    id_container_bound=bool(key_mounts.get("HostConfig", {}).get("Binds")))
+                if cluster_key is not None:  # its peers `ssh` it from their start on, not on demand
+                    await self._start_cluster_sshd(kernel, runner, definitions, labels.get(LABEL_RUNTIME_PATH))
                 kernel.status = "RUNNING"
             log.info("kernel %s: started in %.0f ms (container %s)", kid, (time.perf_counter() - began) * 1000,
                      (kernel.container_id or "")[:12])
@@ -461,6 +470,20 @@ class Agent:
         slot_types = {**INTRINSIC_SLOTS, **self.compute.slot_types}
         return normalize_slots(dict(config.resource_slots), {
             **{k: "count" for k in config.resource_slots if k not in slot_types}, **slot_types})
+
+    async def _start_cluster_sshd(self, kernel: Kernel, runner: KernelRunner,
+                                  definitions: Mapping[str, ServiceDefinition], runtime_path: str | None) -> None:
+        """Start the intrinsic sshd of a cluster session's kernel; one that cannot be started
+        (an image without it, a failure) is logged: the kernel starts without SSH from its peers."""
+        try:
+            message = start_request("sshd", kernel.service_ports, definitions, runtime_path or DEFAULT_RUNTIME_PATH, {})
+            async with asyncio.timeout(SERVICE_START_TIMEOUT + 5):
+                result = await runner.start_service(message)
+        except (InvalidInput, TimeoutError, RunnerUnavailable) as exc:
+            log.warning("kernel %s: no sshd for its cluster peers: %s", kernel.kernel_id, exc)
+            return
+        if result.get("status") not in ("started", "running"):
+            log.warning("kernel %s: no sshd for its cluster peers: %s", kernel.kernel_id, result.get("error"))
 
     async def _start_batch(self, kernel: Kernel, runner: KernelRunner, command: str) -> None:
         try:

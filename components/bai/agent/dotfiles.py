@@ -19,6 +19,14 @@ manager refuses it; an older one may send it) is not lost: the keypair's key is 
 as the original does; a dotfile ``id_container`` gives way to the keypair's key. Mounted folders
 are skipped here too.
 
+A kernel of a cluster session also gets the session's own keypair (``cluster_info.ssh_keypair``,
+:class:`~bai.common.agent_rpc.CreateKernelsRequest.cluster_ssh_keypair`): its public key joins
+``authorized_keys``, its private key is ``.ssh/id_cluster``, and ``.ssh/config`` makes ``ssh
+sub1`` (any of the session's hostnames, ``BACKENDAI_CLUSTER_HOSTS``) use the intrinsic sshd's
+port, that key, and no host-key question (the kernels' host keys are made at their start: there
+is nothing to check them against). A dotfile ``.ssh/config`` is kept after the session's block,
+which ends in ``Host *`` so that the dotfile's leading options still apply to every host.
+
 Neither key is ever part of the container's filesystem layer, so a session saved as an image
 (``docker commit``, ``docker save``) never carries them to whoever can pull that image
 (:func:`ssh_key_mounts`, applied when the container is created): ``~/.ssh`` is a small tmpfs of
@@ -41,12 +49,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bai.common.agent_rpc import AgentError, DotfileSpec, KernelCreationConfig
+from bai.common.agent_rpc import AgentError, DotfileSpec, KernelCreationConfig, SSHKeypairSpec
 from bai.common.bootstrap_script import script_text
+from bai.common.service_ports import INTRINSIC_SERVICES
 
 from .files import RunnerFiles
 from .kernel import KernelRunner, RunnerUnavailable
@@ -67,6 +77,10 @@ SSH_DIR = ".ssh"
 SSH_TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=1m,nr_inodes=1024,mode=0700,uid={uid},gid={gid}"
 #: The host directory (in the kernel's IPC directory, root's only) of the private key's file.
 HOST_KEY_DIR = "ssh"
+#: The cluster session's private key and the ssh client's config for its hostnames.
+ID_CLUSTER = ".ssh/id_cluster"
+SSH_CONFIG = ".ssh/config"
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$")
 
 
 def home_path(path: str) -> str | None:
@@ -94,16 +108,24 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def write_dotfiles(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str) -> list[str]:
+def _merged_paths(config: KernelCreationConfig, cluster: SSHKeypairSpec | None) -> tuple[str, ...]:
+    """The dotfile paths :func:`write_ssh_keys` writes instead (merged or replaced)."""
+    owner = (AUTHORIZED_KEYS, ID_CONTAINER) if config.ssh_keypair is not None else ()
+    return owner + ((AUTHORIZED_KEYS, ID_CLUSTER, SSH_CONFIG) if cluster is not None else ())
+
+
+async def write_dotfiles(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str,
+                         cluster: SSHKeypairSpec | None = None) -> list[str]:
     """Write ``config.dotfiles`` into the kernel's home; the paths written, in order."""
     if not config.dotfiles:
         return []
     mounts = _mounted(config)
+    merged = _merged_paths(config, cluster)
     written: list[str] = []
     for dotfile in config.dotfiles:
         path = home_path(dotfile.path)
-        if config.ssh_keypair is not None and path in (AUTHORIZED_KEYS, ID_CONTAINER):
-            continue  # merged into (or replaced by) the keypair's keys: write_ssh_keys
+        if path in merged:
+            continue  # merged into (or replaced by) the session's keys: write_ssh_keys
         if path is None or _in_mount(path, mounts):
             log.warning("kernel %s: dotfile %r skipped (outside the home or inside a mounted folder)",
                         kernel_id, dotfile.path)
@@ -121,15 +143,40 @@ def _mode(dotfile: DotfileSpec) -> int:
     return int(dotfile.perm, 8)
 
 
-def authorized_keys(config: KernelCreationConfig) -> str:
+def _dotfile(config: KernelCreationConfig, path: str) -> str | None:
+    """The text of the dotfile at ``path``, if one is sent and not blank."""
+    return next((d.data.rstrip("\n") + "\n" for d in config.dotfiles
+                 if home_path(d.path) == path and d.data.strip()), None)
+
+
+def authorized_keys(config: KernelCreationConfig, cluster: SSHKeypairSpec | None = None) -> str:
     """What ``.ssh/authorized_keys`` holds: a dotfile's lines, if one is sent, then the keypair's
-    public key."""
-    assert config.ssh_keypair is not None
-    key = config.ssh_keypair.public_key.rstrip("\n") + "\n"
-    for dotfile in config.dotfiles:
-        if home_path(dotfile.path) == AUTHORIZED_KEYS and dotfile.data.strip():
-            return dotfile.data.rstrip("\n") + "\n" + key
-    return key
+    public key, then the cluster session's."""
+    pairs = [p for p in (config.ssh_keypair, cluster) if p is not None]
+    assert pairs
+    return (_dotfile(config, AUTHORIZED_KEYS) or "") + "".join(p.public_key.rstrip("\n") + "\n" for p in pairs)
+
+
+def cluster_hosts(config: KernelCreationConfig) -> list[str]:
+    """The session's hostnames (``BACKENDAI_CLUSTER_HOSTS``; this kernel's own at least), only
+    those that are plain hostnames: they go into an ssh config."""
+    named = (config.environ.get("BACKENDAI_CLUSTER_HOSTS") or "").split(",")
+    hosts = dict.fromkeys(h.strip() for h in [*named, config.cluster_hostname])
+    return [h for h in hosts if _HOSTNAME.fullmatch(h)]
+
+
+def ssh_config(config: KernelCreationConfig) -> str:
+    """``.ssh/config``: the session's hostnames through the intrinsic sshd with the cluster key,
+    no host-key question (a kernel's host key is made at its start: nothing to check it
+    against), and no ``User`` (the kernel user on both ends, whatever its uid is named); then
+    a dotfile ``.ssh/config`` if one is sent, under ``Host *`` (ssh takes an option's first
+    value: the session's block wins for its hosts)."""
+    port = INTRINSIC_SERVICES["sshd"][1]
+    block = (f"# this cluster session's kernels (bai)\nHost {' '.join(cluster_hosts(config))}\n"
+             f"    Port {port}\n    IdentityFile {HOME}/{ID_CLUSTER}\n    IdentitiesOnly yes\n"
+             "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n"
+             "Host *\n")
+    return block + (_dotfile(config, SSH_CONFIG) or "")
 
 
 def _private_key(config: KernelCreationConfig) -> str:
@@ -137,18 +184,19 @@ def _private_key(config: KernelCreationConfig) -> str:
     return config.ssh_keypair.private_key.rstrip("\n") + "\n"
 
 
-def ssh_key_mounts(config: KernelCreationConfig, ipc_dir: Path, uid: int, gid: int) -> dict[str, Any]:
+def ssh_key_mounts(config: KernelCreationConfig, ipc_dir: Path, uid: int, gid: int,
+                   cluster: SSHKeypairSpec | None = None) -> dict[str, Any]:
     """The create-container fragment (``HostConfig`` ``Tmpfs`` and ``Binds``) that keeps the
-    keypair's keys out of the container's layer; writes the private key's host file first.
-    Empty without a keypair. A folder mounted at ``~/.ssh`` or ``~/id_container`` takes its place
-    (its keys are skipped, :func:`write_ssh_keys`)."""
-    if config.ssh_keypair is None:
+    keypair's (and the cluster session's) keys out of the container's layer; writes the private
+    key's host file first. Empty without either keypair. A folder mounted at ``~/.ssh`` or
+    ``~/id_container`` takes its place (its keys are skipped, :func:`write_ssh_keys`)."""
+    if config.ssh_keypair is None and cluster is None:
         return {}
     mounts = _mounted(config)
     host: dict[str, Any] = {}
     if not _in_mount(SSH_DIR, mounts):
         host["Tmpfs"] = {f"{HOME}/{SSH_DIR}": SSH_TMPFS_OPTIONS.format(uid=int(uid), gid=int(gid))}
-    if not _in_mount(ID_CONTAINER, mounts):
+    if config.ssh_keypair is not None and not _in_mount(ID_CONTAINER, mounts):
         key_file = _write_host_key(ipc_dir / HOST_KEY_DIR, _private_key(config), uid, gid)
         host["Binds"] = [f"{key_file}:{HOME}/{ID_CONTAINER}:ro"]
     return {"HostConfig": host}
@@ -173,19 +221,22 @@ def _write_host_key(directory: Path, text: str, uid: int, gid: int) -> Path:
 
 
 async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kernel_id: str, *,
-                         id_container_bound: bool = False) -> list[str]:
-    """Write the keypair's SSH keys into the kernel's home; the paths written.
-    ``id_container_bound``: ``~/id_container`` is already there, bound by :func:`ssh_key_mounts`."""
-    if config.ssh_keypair is None:
+                         id_container_bound: bool = False, cluster: SSHKeypairSpec | None = None) -> list[str]:
+    """Write the keypair's and the cluster session's SSH keys (and the latter's ssh config) into
+    the kernel's home; the paths written. ``id_container_bound``: ``~/id_container`` is already
+    there, bound by :func:`ssh_key_mounts`."""
+    if config.ssh_keypair is None and cluster is None:
         return []
     mounts = _mounted(config)
     written: list[str] = []
-    for path, text, dir_mode in (
-            (AUTHORIZED_KEYS, authorized_keys(config), 0o700),
-            (ID_CONTAINER, _private_key(config), None)):
-        if path == ID_CONTAINER and id_container_bound:
-            continue
-        if _in_mount(path, mounts):
+    entries: list[tuple[str, str, int | None]] = [(AUTHORIZED_KEYS, authorized_keys(config, cluster), 0o700)]
+    if config.ssh_keypair is not None and not id_container_bound:
+        entries.append((ID_CONTAINER, _private_key(config), None))
+    if cluster is not None:
+        entries += [(ID_CLUSTER, cluster.private_key.rstrip("\n") + "\n", 0o700),
+                    (SSH_CONFIG, ssh_config(config), 0o700)]
+    for path, text, dir_mode in entries:
+        if _in_mount(path, mounts):  # never the cluster's private key into the user's storage
             log.warning("kernel %s: %s not written (inside a mounted folder)", kernel_id, path)
             continue
         try:
@@ -198,10 +249,10 @@ async def write_ssh_keys(files: RunnerFiles, config: KernelCreationConfig, kerne
 
 
 async def prepare_home(runner: KernelRunner, config: KernelCreationConfig, kernel_id: str, *,
-                       id_container_bound: bool = False) -> None:
-    """The keypair's SSH keys, the dotfiles, then the bootstrap script."""
-    await write_ssh_keys(runner.files, config, kernel_id, id_container_bound=id_container_bound)
-    await write_dotfiles(runner.files, config, kernel_id)
+                       id_container_bound: bool = False, cluster: SSHKeypairSpec | None = None) -> None:
+    """The keypair's (and cluster session's) SSH keys, the dotfiles, then the bootstrap script."""
+    await write_ssh_keys(runner.files, config, kernel_id, id_container_bound=id_container_bound, cluster=cluster)
+    await write_dotfiles(runner.files, config, kernel_id, cluster)
     await run_bootstrap(runner, config, kernel_id)
 
 

@@ -248,6 +248,22 @@ class CreateKernelsRequest(_Request):
     kernel_ids: list[str] = Field(min_length=1)
     configs: list[KernelCreationConfig]
     cluster_info: dict[str, Any] = {}
+    #: since 1.1: the cluster session's own keypair (``cluster_info.ssh_keypair``), so its kernels
+    #: ``ssh`` each other (agent/dotfiles.py). Taken out of ``cluster_info`` so that its private
+    #: key is in no plain dict a log line could print (this model's ``repr`` leaves it out).
+    cluster_ssh_keypair: SSHKeypairSpec | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_keypair_apart(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k != "cluster_ssh_keypair"}  # only from cluster_info
+        info = data.get("cluster_info")
+        if isinstance(info, dict) and "ssh_keypair" in info:
+            data["cluster_info"] = {k: v for k, v in info.items() if k != "ssh_keypair"}
+            data["cluster_ssh_keypair"] = info["ssh_keypair"]
+        return data
 
     @field_validator("kernel_ids")
     @classmethod

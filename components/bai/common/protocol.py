@@ -67,10 +67,12 @@ METHODS_SINCE: dict[str, ProtocolVersion] = {
     "remove_image": ProtocolVersion(1, 1),
 }
 #: Request fields added after 1.0 (method -> field -> version), left out for older peers.
-#: ``"list[].field"`` names a field of each item of the list ``list``.
+#: ``"list[].field"`` names a field of each item of the list ``list``, ``"object.field"`` a field
+#: of the object ``object``.
 FIELDS_SINCE: dict[str, dict[str, ProtocolVersion]] = {
     "create_kernels": {"configs[].dotfiles": ProtocolVersion(1, 1),
-                       "configs[].ssh_keypair": ProtocolVersion(1, 1)},
+                       "configs[].ssh_keypair": ProtocolVersion(1, 1),
+                       "cluster_info.ssh_keypair": ProtocolVersion(1, 1)},
 }
 
 
@@ -128,8 +130,12 @@ def for_peer(method: str, body: dict[str, Any], peer: ProtocolVersion) -> dict[s
             continue
         outer, nested, inner = name.partition("[].")
         if not nested:
-            if name in result:
-                result = {k: v for k, v in result.items() if k != name}
+            outer, dotted, inner = name.partition(".")
+            if not dotted:
+                if name in result:
+                    result = {k: v for k, v in result.items() if k != name}
+            elif isinstance(obj := result.get(outer), dict) and inner in obj:
+                result = {**result, outer: {k: v for k, v in obj.items() if k != inner}}
         elif isinstance(items := result.get(outer), list) and any(
                 isinstance(i, dict) and inner in i for i in items):
             result = {**result, outer: [{k: v for k, v in i.items() if k != inner} if isinstance(i, dict) else i

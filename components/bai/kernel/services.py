@@ -134,6 +134,32 @@ def _variables(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: An ssh login's environment is the kernel's: the sshd (dropbear ``-e``, the image's definition)
+#: passes its own on, but sets PATH to a default of its own. The first shell of a login puts the
+#: kernel's PATH (``BAI_KERNEL_PATH``) back and drops the hook, so the shells it starts keep the
+#: PATH the user sets: through ``BASH_ENV`` for ``ssh host cmd`` in any image; where bash reads
+#: the system bashrc instead (Debian's, run by an sshd) and in login shells (/etc/profile resets
+#: PATH), the image's profile script does the same (roles/files/build-kernel-image.sh).
+SSH_LOGIN_ENV_SCRIPT = ('if [ -n "${BAI_KERNEL_PATH-}" ]; then PATH=$BAI_KERNEL_PATH; export PATH; fi\n'
+                        "unset BAI_KERNEL_PATH BASH_ENV\n")
+
+
+def _ssh_login_env(env: dict[str, str], variables: dict[str, Any]) -> None:
+    """Add to the sshd's ``env`` what gives its logins the kernel's PATH (with the image's venv
+    first, the one user code runs in, when the runtime is in one)."""
+    import tempfile
+    path = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p]
+    venv_bin = os.path.join(variables["venv_path"], "bin")
+    if os.path.isfile(os.path.join(variables["venv_path"], "pyvenv.cfg")) and venv_bin not in path:
+        path.insert(0, venv_bin)
+    fd, tmp = tempfile.mkstemp(prefix="bai-ssh-env-", suffix=".sh")
+    with os.fdopen(fd, "w") as f:
+        f.write(SSH_LOGIN_ENV_SCRIPT)
+    script = os.path.join(tempfile.gettempdir(), "bai-ssh-env.sh")
+    os.replace(tmp, script)  # a name a restarted sshd's logins find, never half-written
+    env.update({"BAI_KERNEL_PATH": os.pathsep.join(path), "BASH_ENV": script})
+
+
 def _log_tail(path: str) -> str:
     try:
         with open(path, "rb") as f:
@@ -224,6 +250,11 @@ class Services:
         env = self._env()
         env.update({k: _format(str(v), variables) for k, v in (definition.get("env") or {}).items()})
         env.update({str(k): str(v) for k, v in (message.get("envs") or {}).items()})
+        if name == "sshd":
+            try:
+                _ssh_login_env(env, variables)
+            except OSError as exc:  # logins get dropbear's PATH, the service still starts
+                _log(f"service sshd: no login environment script: {exc}")
         try:
             with open(log_path, "ab") as log:
                 proc = subprocess.Popen(argv, cwd=WORK_DIR, env=env, stdin=subprocess.DEVNULL, stdout=log,

@@ -634,6 +634,8 @@ class Scheduler:
                 configs[-1]["ssh_keypair"] = ssh_keys.wire(ssh_pair)
         cluster_info = {"mode": sess.cluster_mode, "size": sess.cluster_size,
                         "replicas": {"main": 1, "sub": sess.cluster_size - 1}}
+        if cluster_pair := await ssh_keys.for_cluster(len(kernels)):  # protocol 1.1 (sessions/ssh_keys.py)
+            cluster_info["ssh_keypair"] = cluster_pair
         if sess.cluster_mode == "multi-node" and cluster_networks.spans_hosts([k.agent_addr for k in kernels]):
             # kernels on several hosts meet on the session's overlay, made before any of them
             networks = cluster_networks.of(self.ctx)

@@ -8,6 +8,12 @@ session, made by the generator ``PATCH /auth/ssh-keypair`` uses and stored once:
 only written while it still has none, then read back, so sessions created at the same time all
 get the pair that won. The private key is never logged; it travels only in the create-kernel
 RPC body.
+
+A cluster session (more than one kernel) also gets a keypair of its own, made when its kernels
+are created (:func:`for_cluster`) and sent to every kernel as ``cluster_info.ssh_keypair``
+(protocol 1.1), so its kernels ``ssh sub1`` each other without a password (what MPI launchers
+need). It is never stored: it lives in the create-kernels RPC body and in the kernels' tmpfs
+``~/.ssh`` only, and dies with the session.
 """
 
 from __future__ import annotations
@@ -49,3 +55,18 @@ async def generate_once(db: AsyncEngine, access_key: str) -> tuple[str, str] | N
 async def stored(conn: AsyncConnection, access_key: str | None) -> tuple[str, str] | None:
     """The keypair's SSH keypair if it has one (None for a session whose keypair is gone)."""
     return await keypair_store.ssh_keypair_of(conn, access_key) if access_key else None
+
+
+async def for_cluster(kernel_count: int) -> dict[str, str] | None:
+    """The create-kernels ``cluster_info.ssh_keypair`` of a session of ``kernel_count`` kernels:
+    a new keypair for one of several kernels, None for a single kernel (nobody to reach) or when
+    none could be made (the session starts without SSH between its kernels, not at all)."""
+    if kernel_count < 2:
+        return None
+    try:
+        return wire(await generate_ssh_keypair())
+    except Exception:
+        raise_if_cancelling()
+        log.warning("no cluster SSH keypair could be generated; the kernels start without SSH between them",
+                    exc_info=True)
+        return None
