@@ -70,7 +70,8 @@ class LifecycleHandler:
             arch, images = info.get("architecture") or "x86_64", info.get("images") or []
             await image_store.upsert_local_images(conn, arch, images)
             await image_store.note_installed(conn, ev.source, arch,
-                                             [str(i["canonical"]) for i in images if i.get("canonical")])
+                                             [str(i["canonical"]) for i in images if i.get("canonical")],
+                                             settle_seconds=self.ctx.config.manager.heartbeat_timeout)
         if revived:
             log.info("agent %s is alive at %s", ev.source, info.get("addr"))
             self.ctx.request_schedule()

@@ -70,17 +70,25 @@ async def upsert_local_images(conn: AsyncConnection, architecture: str, items: l
         ))
 
 
-async def note_installed(conn: AsyncConnection, agent_id: str, architecture: str, names: Sequence[str]) -> None:
+async def note_installed(conn: AsyncConnection, agent_id: str, architecture: str, names: Sequence[str],
+                         *, settle_seconds: float) -> None:
     """Record that ``agent_id`` has exactly ``names`` (of its architecture) now. Both statements
     match no row (and write nothing) while an agent's image list stays the same, which is every
-    heartbeat but the first after a pull or removal."""
+    heartbeat but the first after a pull or removal.
+
+    A heartbeat lists the agent's images when it is sent, and may be handled after a commit on
+    that agent registered a new image (``register_customized``): its list predates the image. So an
+    image registered less than ``settle_seconds`` ago (the age of the oldest heartbeat still
+    handled) keeps its agent; a later heartbeat settles it."""
     agents = _i.c.installed_agents
     has_agent = agents.has_key(agent_id)  # jsonb `?`: a string element of the array
     await conn.execute(sa.update(_i).where(
         _i.c.architecture == architecture, _i.c.name.in_(list(names)), ~has_agent,
     ).values(installed_agents=agents.op("||", return_type=JSONB)(sa.func.jsonb_build_array(sa.cast(agent_id, sa.Text)))))
+    settled = sa.or_(_i.c.registered_at.is_(None),
+                     _i.c.registered_at < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, settle_seconds))
     await conn.execute(sa.update(_i).where(
-        _i.c.architecture == architecture, _i.c.name.not_in(list(names)), has_agent,
+        _i.c.architecture == architecture, _i.c.name.not_in(list(names)), has_agent, settled,
     ).values(installed_agents=agents.op("-", return_type=JSONB)(sa.cast(agent_id, sa.Text))))
 
 
@@ -282,10 +290,12 @@ async def register_customized(conn: AsyncConnection, name: str, architecture: st
     holders = [agent_id] if agent_id else []
     local = registry == LOCAL_REGISTRY  # else pushed: other agents pull it from there
     stmt = insert(_i).values(id=uuid.uuid4(), name=name, architecture=architecture, registry=registry, tag=tag,
-                             config_digest=digest, labels=labels, is_local=local, installed_agents=holders)
+                             config_digest=digest, labels=labels, is_local=local, installed_agents=holders,
+                             registered_at=sa.func.now())
     await conn.execute(stmt.on_conflict_do_update(
         constraint="uq_images_name_architecture",
-        set_={"config_digest": digest, "labels": labels, "is_local": local, "installed_agents": holders},
+        set_={"config_digest": digest, "labels": labels, "is_local": local, "installed_agents": holders,
+              "registered_at": sa.func.now()},
     ))
 
 

@@ -256,6 +256,8 @@ images = sa.Table(
     sa.Column("size_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("accelerators", sa.String(128)),
     sa.Column("installed_agents", JSONB, nullable=False, server_default="[]"),
+    # 0017: when a commit recorded the image as held by its agent (see store.images.note_installed)
+    sa.Column("registered_at", sa.DateTime(timezone=True)),
     sa.Index("ix_images_registry", "registry"),
     sa.UniqueConstraint("name", "architecture", name="uq_images_name_architecture"),
 )
