@@ -223,9 +223,10 @@ class KernelCommits:
         users = await self._users(image_id)
         # An agent reads an image's service definitions from a container it creates and deletes
         # at once (services.ImageServices; any agent sharing this engine): such a probe is not a
-        # use, so wait it out briefly rather than refuse.
+        # use, so wait it out briefly rather than refuse (also beside a real user: the refusal
+        # then names only what still uses the image).
         waited = asyncio.get_running_loop().time() + PROBE_GRACE
-        while users and all(_is_probe(c) for c in users) and asyncio.get_running_loop().time() < waited:
+        while any(_is_probe(c) for c in users) and asyncio.get_running_loop().time() < waited:
             await asyncio.sleep(0.1)
             users = await self._users(image_id)
         if users:
@@ -316,8 +317,10 @@ PROBE_GRACE = 5.0
 
 
 def _is_probe(container: Any) -> bool:
-    """A created, never started container that is no kernel's (a service-definition probe)."""
-    return _field(container, "State") == "created" and not (_field(container, "Labels") or {}).get(_KERNEL_ID_LABEL)
+    """A created, never started container that is no kernel's (a service-definition probe), or
+    any container Docker is removing (seen under load: a probe on its way out)."""
+    state = _field(container, "State")
+    return state == "removing" or (state == "created" and not (_field(container, "Labels") or {}).get(_KERNEL_ID_LABEL))
 
 
 def _describe_users(containers: list[Any]) -> str:
