@@ -76,3 +76,20 @@ def test_rename_status_history_convert_to_image_commit(bai: Bai) -> None:
     if reference:
         assert reference not in _customized(bai)
         assert "No image" in _one_line_error(bai("image", "forget", reference, check=False))
+
+
+def test_create_and_run_refusals_are_one_line(bai: Bai) -> None:
+    """session create and run name a refused request in one line (the manager's problem and its
+    detail) and exit 1, stdout empty; --output json: one object on stderr, the line and the
+    server's problem body."""
+    image = unique_name("no-such-image")
+    for args, action in ((("session", "create", "-t", unique_name("ourx"), image), "session create"),
+                         (("run", "-c", "print(1)", image), "run"),
+                         (("run", "--rm", "-t", unique_name("ourx"), "-r", "mem=1x", "-c", "print(1)", "python"),
+                          "run")):
+        line = _one_line_error(proc := bai(*args, check=False))
+        assert line.startswith(f"\u2717 {action} failed: ") and proc.stdout == "", proc
+        assert ("HTTP 404" in line and image in line) or ("HTTP 400" in line and "mem" in line), line
+        err = json.loads(_one_line_error(proc := bai("--output", "json", *args, check=False)))
+        assert proc.stdout == "" and err["error"] == line.removeprefix("\u2717 "), (err, line)
+        assert err["api"]["status"] in (400, 404) and err["api"]["type"].startswith("https://api.backend.ai/probs/")

@@ -60,6 +60,35 @@ def test_session_template_round_trip(bai: Bai, tmp_path: Path) -> None:
     assert "404" in _one_line_error(gone)
 
 
+def test_create_from_template_no_mount(bai: Bai, tmp_path: Path) -> None:
+    """The template's folders are mounted unless --no-mount is given (then none, or only -m's)."""
+    folder, tpl_name = unique_name("ourtpl-vf"), unique_name("ourtpl")
+    document = {"api_version": "6", "kind": "taskTemplate", "metadata": {"name": tpl_name},
+                "spec": {"kernel": {"image": "python"}, "mounts": {folder: None},
+                         "resources": {"cpu": "1", "mem": "256m"}}}
+    path = tmp_path / "template.yaml"
+    path.write_text(yaml.safe_dump(document))
+    bai("vfolder", "create", folder)
+    template_id = ""
+    try:
+        template_id = bai("sesstpl", "create", "-f", str(path)).stdout.strip()
+        for flags, expected in (((), [folder]), (("--no-mount",), [])):
+            session = unique_name("ourtpl")
+            try:
+                created = json_out(bai("--output", "json", "session", "create-from-template", "-t", session,
+                                       *flags, template_id))
+                assert created["status"] == "RUNNING", created
+                info = json_out(bai("--output", "json", "session", "info", session))
+                assert info["mounts"] == expected, (flags, info["mounts"])
+            finally:
+                bai("session", "destroy", session, check=False)
+    finally:
+        if template_id:
+            bai("sesstpl", "delete", "-f", template_id, check=False)
+        for step in ("delete", "delete-trash", "purge"):
+            bai("vfolder", step, folder, check=False)
+
+
 def test_dotfiles_round_trip(bai: Bai, tmp_path: Path) -> None:
     path = f".e2e-ours-{unique_name('dot')}"
     content = tmp_path / "bashrc"
