@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -66,6 +67,20 @@ class Login:
         """What a browser may see of its login (never the secret key)."""
         return {"access_key": self.access_key, "role": self.role, "status": self.status,
                 "user_id": self.user_id, "domain": self.domain}
+
+    def signing_key(self, day: str, host: str) -> bytes:
+        """The key that signs this login's calls on ``day`` (``YYYYMMDD``, UTC) to ``host``: the
+        first two of the three HMACs of a signature (bai.common.auth.signature), which depend on
+        nothing else. Kept on this object, so it is derived once per login per process while the
+        login is cached (not on every relayed call) and it is dropped with the login: a logout,
+        an expiry or a new keypair (a new login object) never signs with an old key."""
+        memo = self.__dict__.get("_signing")
+        if memo is not None and memo[0] == day and memo[1] == host:
+            return memo[2]  # type: ignore[no-any-return]
+        k1 = hmac.new(self.secret_key.encode(), day.encode(), "sha256").digest()
+        key = hmac.new(k1, host.encode("utf-8", "surrogateescape"), "sha256").digest()
+        object.__setattr__(self, "_signing", (day, host, key))  # not a field: never stored in Redis
+        return key
 
 
 def _key(session_id: str) -> str:
