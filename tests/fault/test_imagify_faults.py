@@ -90,6 +90,22 @@ async def busy_session(cluster: Cluster) -> AsyncIterator[str]:
                     await docker.images.delete(image["Id"], force=True)
 
 
+FORGET = "mutation($r: String!) { forget_image(reference: $r, architecture: \"x86_64\") { ok msg } }"
+
+
+@pytest.fixture(autouse=True)
+async def forget_saved_images(cluster: Cluster) -> AsyncIterator[None]:
+    """Each scenario saves up to three images of one user, the default customized-image quota:
+    forget them (the user's way: the agent removes them too) so the next scenario starts free."""
+    yield
+    async with cluster.db.connect() as conn:
+        names = list(await conn.scalars(sa.select(t.images.c.name)
+                                        .where(t.images.c.labels[NAME_LABEL].astext.like("fault-%"))))
+    for name in names:
+        st, body = await cluster.call("POST", "/admin/gql", {"query": FORGET, "variables": {"r": name}})
+        assert st == 200 and body["data"]["forget_image"]["ok"], (name, st, body)
+
+
 async def main_kernel(cluster: Cluster, session: str) -> str:
     async with cluster.db.connect() as conn:
         return str(await conn.scalar(
