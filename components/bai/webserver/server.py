@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from bai.common.redis import open_redis_target
 from bai.common.tasks import stop_tasks
 
+from . import accesslog
 from .api import func, login, ui
 from .config import WebserverConfig
 from .errors import Handler, problem_middleware
@@ -38,6 +39,14 @@ class StartUpError(Exception):
 
 
 StartUpContext = Callable[[WebState], AbstractAsyncContextManager[None]]
+
+
+@contextlib.asynccontextmanager
+async def access_log_ctx(state: WebState) -> AsyncIterator[None]:
+    """Access lines written in batches (see accesslog: a write per line cost supervisord more
+    CPU per call than the relay's own signing and session lookup together)."""
+    async with accesslog.batched(access_log):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -160,7 +169,7 @@ async def site_ctx(state: WebState) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
-START_UP: tuple[StartUpContext, ...] = (redis_ctx, manager_link_ctx, static_ctx, site_ctx)
+START_UP: tuple[StartUpContext, ...] = (access_log_ctx, redis_ctx, manager_link_ctx, static_ctx, site_ctx)
 
 
 def new_state(config: WebserverConfig) -> WebState:
