@@ -88,7 +88,7 @@ class ManagerLink:
         ctype = "application/octet-stream" if websocket else request.content_type
         # bai.common.auth.signature's result, with the day's key derived once per login (it was
         # half of this function's cost: three HMACs and a date parse on every relayed call).
-        key = login.signing_key(now.strftime("%Y%m%d"), self.host)
+        key = login.signing_key(f"{now.year:04d}{now.month:02d}{now.day:02d}", self.host)  # (strftime: 3x slower)
         msg = string_to_sign(request.method, upstream_path, date, self.host, ctype, version, "sha256", label)
         sig = hmac.new(key, msg, "sha256").hexdigest()
         headers["Date"] = date
