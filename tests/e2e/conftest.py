@@ -6,6 +6,7 @@ the environment file the installer wrote, and Docker to look at what really runs
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import http.client
 import json
@@ -74,12 +75,16 @@ def official_client() -> Path:
     """The real backend.ai-client package in its own virtual environment (cached on the machine)."""
     exe = OFFICIAL_VENV / "bin" / "backend.ai"
     marker = OFFICIAL_VENV / f".installed-{OFFICIAL_VERSION}"
-    if not marker.exists():
-        shutil.rmtree(OFFICIAL_VENV, ignore_errors=True)
-        subprocess.run([_python312(), "-m", "venv", str(OFFICIAL_VENV)], check=True)
-        subprocess.run([str(OFFICIAL_VENV / "bin" / "pip"), "install", "-q",
-                        f"backend.ai-client=={OFFICIAL_VERSION}"], check=True)
-        marker.touch()
+    # Two test runs on one machine must not build it at once (one would delete the other's).
+    OFFICIAL_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(OFFICIAL_VENV.parent / ".official-client-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (marker.exists() and exe.exists()):
+            shutil.rmtree(OFFICIAL_VENV, ignore_errors=True)
+            subprocess.run([_python312(), "-m", "venv", str(OFFICIAL_VENV)], check=True)
+            subprocess.run([str(OFFICIAL_VENV / "bin" / "pip"), "install", "-q",
+                            f"backend.ai-client=={OFFICIAL_VERSION}"], check=True)
+            marker.touch()
     return exe
 
 

@@ -41,9 +41,10 @@ def test_official_session_templates_round_trip(official_client: Path, node_env: 
         fetched = yaml.safe_load(_run(official_client, node_env, "sesstpl", "get", template_id).stdout)
         assert fetched["metadata"]["name"] == tpl_name and fetched["spec"]["kernel"]["image"] == "python"
 
-        out = _run(official_client, node_env, "session", "create-from-template", "-t", session, template_id)
-        assert f"Session ID {session} is created and ready" in out.stdout + out.stderr, (out.stdout, out.stderr)
-        try:
+        try:  # destroyed even when the create answer is not the expected one (a timeout under load)
+            out = _run(official_client, node_env, "session", "create-from-template", "-t", session, template_id,
+                       check=False)
+            assert f"Session ID {session} is created and ready" in out.stdout + out.stderr, (out.stdout, out.stderr)
             status, info = api.call("GET", f"/session/{session}")
             assert status == 200 and info["status"] == "RUNNING" and info["tag"] == "e2e"
             assert info["environ"].get("FROM_TEMPLATE") == "yes"
