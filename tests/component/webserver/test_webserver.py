@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -226,6 +227,33 @@ async def test_forged_cookie_changes_nothing(web: Web) -> None:
 
 
 # ------------------------------------------------------------------ the relay
+
+def _connections_to(port: int) -> int:
+    """TCP connections towards ``port`` on this machine in any state (one closed after use stays
+    in TIME_WAIT for a minute); only the webserver calls the test's manager."""
+    out = subprocess.run(["ss", "-Htan", f"( dport = :{port} )"], capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+async def test_relayed_calls_share_a_bounded_set_of_kept_alive_connections(web: Web, browser: Browser) -> None:
+    """A relayed call opens no connection of its own to the manager: the calls of a burst share
+    at most as many kept-alive connections as were in flight at once, and later bursts open none."""
+    port = URL(web.node.manager_url).port
+    assert port is not None
+    before = _connections_to(port)
+    await browser.login(web.node.user_email, USER_PASSWORD)
+
+    async def bursts(n: int) -> None:
+        for _ in range(n):
+            answers = await asyncio.gather(*(browser.call("GET", "/func/auth/test") for _ in range(8)))
+            assert [status for status, _, _ in answers] == [200] * 8
+
+    await bursts(5)
+    opened = _connections_to(port)
+    assert opened - before <= 8 + 1  # (+1: the login's call, through aiohttp's own kept-alive pool)
+    await bursts(5)
+    assert _connections_to(port) <= opened
+
 
 async def test_oversized_bodies_are_413_and_never_reach_the_manager(web: Web, browser: Browser) -> None:
     await browser.login(web.node.user_email, USER_PASSWORD)
