@@ -292,7 +292,8 @@ class KernelCommits:
         base_labels = dict((base.get("Config") or {}).get("Labels") or {})
         labels = image_labels(base_labels, container_labels, extra_labels)
         log.info("committing container %s of kernel %s", container_id[:12], kernel_id)
-        reply = await container.commit(config={"Labels": labels}, pause=False, timeout=self._timeout,
+        reply = await container.commit(config={**_image_config(base, shown), "Labels": labels}, pause=False,
+                                       timeout=self._timeout,
                                        message=f"{COMMIT_MARK} (pid {os.getpid()}) of kernel {kernel_id} "
                                                f"from {base_image}")
         digest = str(reply.get("Id") or "")
@@ -310,6 +311,26 @@ def _make_private_dirs(base: Path, directory: Path) -> None:
         if path.is_symlink() or not path.is_dir():
             raise AgentFailure(f"{path} is not a directory", title="Commit failed")
         path.chmod(0o700)
+
+
+def _image_config(base: dict[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """The run settings a saved image keeps: its base image's, not the kernel container's.
+
+    Docker's commit takes every setting the request leaves empty from the container, and adds
+    each container variable the request does not name. The container's environment holds the
+    session's (BACKENDAI_* ids, the user's variables, which may be secrets): those are named with
+    an empty value, so the image carries their names only. A session of the image sets its own."""
+    config = base.get("Config") or {}
+    env = list(config.get("Env") or [])
+    named = {item.partition("=")[0] for item in env}
+    for item in (container.get("Config") or {}).get("Env") or []:
+        key = str(item).partition("=")[0]
+        if key not in named:
+            named.add(key)
+            env.append(f"{key}=")
+    kept = {"Env": env, "Cmd": config.get("Cmd"), "Entrypoint": config.get("Entrypoint"),
+            "WorkingDir": config.get("WorkingDir")}
+    return {key: value for key, value in kept.items() if value}
 
 
 #: Seconds remove_image waits for other agents' service-definition probes to go.

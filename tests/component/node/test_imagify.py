@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from bai.manager.store import tables as t
+from tests.fixtures.images import KERNEL_IMAGE
 from tests.fixtures.registry import Registry
 
 from .conftest import Node
@@ -60,7 +61,8 @@ async def test_imagify_then_a_session_of_the_image(node: Node, owner: tuple[str,
     other = await node.add_keypair(POLICY)
     first, run = name(), secrets.token_hex(4)
     st, body = await node.call("POST", "/session", {"name": first, "image": "python",
-                                                    "config": {"resources": {"cpu": "1", "mem": "320m"}}}, keys=owner)
+                                                    "config": {"resources": {"cpu": "1", "mem": "320m"},
+                                                               "environ": {"MY_TOKEN": run}}}, keys=owner)
     assert st == 201 and body["status"] == "RUNNING", body
     canonical = ""
     try:
@@ -103,6 +105,16 @@ async def test_imagify_then_a_session_of_the_image(node: Node, owner: tuple[str,
     assert row.labels["ai.backend.customized-image.owner"] == f"user:{owner_uuid}"
     assert row.labels["ai.backend.customized-image.name"] == f"my-env.{run}"
     assert row.labels["ai.backend.kernelspec"] == "1" and row.installed_agents == [node.agent.config.agent.id]
+    # The image keeps its base's run settings and not the values of the session's environment
+    # (its ids, the user's variables: maybe secrets), nor the agent's command.
+    async with aiodocker.Docker() as docker:
+        saved = (await docker.images.inspect(canonical))["Config"]
+        base = (await docker.images.inspect(KERNEL_IMAGE))["Config"]
+    assert saved["Env"][:len(base["Env"])] == base["Env"], saved["Env"]
+    added = saved["Env"][len(base["Env"]):]
+    assert "MY_TOKEN=" in added and all(item.endswith("=") for item in added), saved["Env"]
+    assert not any(run in item for item in saved["Env"])
+    assert (saved.get("Cmd"), saved.get("Entrypoint")) == (base.get("Cmd"), base.get("Entrypoint")), saved
 
     # Only the owner sees it and starts sessions from it.
     query = {"query": "{ images { name tag } }"}
