@@ -161,7 +161,8 @@ def test_multi_node_session_talks_over_its_own_overlay(installed: Installed) -> 
     """A two-kernel multi-node session assigned to both agent hosts (``--assign-agent``, the
     admin is a superadmin): the manager makes ``bai-multinode-<session id>`` on the swarm
     manager, each agent attaches its kernel with its cluster hostname, main1 (on ag1) resolves
-    and reaches sub1 (on ag2) by name, and the overlay is removed when the session ends."""
+    and reaches sub1 (on ag2) by name, also over SSH (the session's own keypair), and the overlay is
+    removed when the session ends."""
     env, mgmt = installed.env, installed.hosts["mgmt"]
     scenario.cli(env, "admin", "keypair-resource-policy", "update", "default", "--max-containers-per-session", "2")
     name = f"mnc-{uuid.uuid4().hex[:6]}"
@@ -186,9 +187,12 @@ def test_multi_node_session_talks_over_its_own_overlay(installed: Installed) -> 
                 "for i in range(150):\n"
                 "    try:\n"
                 "        print(urllib.request.urlopen('http://sub1:8000/', timeout=2).status); break\n"
-                "    except OSError: time.sleep(0.2)\n")
+                "    except OSError: time.sleep(0.2)\n"
+                # what MPI launchers do: ssh to the other kernel with no password or prompt
+                "print(subprocess.run(['ssh', 'sub1', 'hostname'], capture_output=True, text=True,\n"
+                "                     timeout=60, stdin=subprocess.DEVNULL).stdout.strip() or 'no ssh')\n")
         out = scenario.cli(env, "run", "-t", name, "-c", code, "python", timeout=120).stdout
-        assert out.split() == ["sub1", "200"], out
+        assert out.split() == ["sub1", "200", "sub1"], out
     finally:
         if _exists(env, name):
             scenario.cli(env, "session", "destroy", name)
