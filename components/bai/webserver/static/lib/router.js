@@ -57,11 +57,14 @@ export async function render() {
   const {signal} = controller;
   const main = document.getElementById("shell-main");
   banner(null);
+  // the last page's marks go first: a refused or unknown page must not look ready as the one before
+  for (const key of Object.keys(main.dataset)) delete main.dataset[key];
   const found = match(location.pathname);
   if (!found) {
     onChange(null);
     document.title = "Not found · bai";
     clear(main, h("h1", {}, "Not found"), h("p", {}, "No page here. ", h("a", {href: "/sessions"}, "Go to your sessions.")));
+    main.dataset.page = "not-found";
     return;
   }
   const {route, params} = found;
@@ -79,7 +82,6 @@ export async function render() {
     main.dataset.page = "forbidden";
     return;
   }
-  for (const key of Object.keys(main.dataset)) delete main.dataset[key]; // the last page's marks
   main.dataset.page = route.path;
   try {
     const page = await route.page();
