@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bai.manager import errors
 from bai.manager.services import manager_admin as svc
 
-from . import routing
+from . import config_info, routing
 from .keys import CTX, requester
 from .middlewares import auth_required
 from .routing import Answer
@@ -140,6 +140,7 @@ _WRITE_PROBLEMS = (errors.AuthorizationFailed, errors.InvalidAPIParameters, svc.
 
 
 def routes(app: web.Application) -> None:
+    config_info.routes(app)  # the read-only /config helpers and /resource/recalculate-usage
     routing.add(app, "GET", "/manager/status", get_status, operation_id="get_manager_status", tag="manager",
                 summary="Every manager's status and the active sessions (public).",
                 answers=(Answer(200, "The status.", ManagerStatus),))

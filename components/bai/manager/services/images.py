@@ -336,6 +336,11 @@ async def container_registries(ctx: ManagerContext, req: Requester) -> list[Regi
     return [_view(s) for s in (await registry_store.registries(ctx.etcd)).values()]
 
 
+async def registry_urls(ctx: ManagerContext, req: Requester) -> dict[str, str]:
+    """Hostname -> URL of every registry (superadmins): the original's ``GET /config/docker-registries``."""
+    return {r.hostname: r.url for r in await container_registries(ctx, req)}
+
+
 async def container_registry(ctx: ManagerContext, req: Requester, hostname: str) -> RegistryView | None:
     _require_read(req)
     found = await registry_store.registry(ctx.etcd, hostname)

@@ -18,7 +18,9 @@ from bai.manager.store import scaling_groups as sgroup_store
 from bai.manager.store import usage as usage_store
 from bai.manager.store.keypairs import Requester
 
+from . import admin_inputs
 from .context import ManagerContext
+from .privileges import require_superadmin_write
 
 INF = Decimal("Infinity")
 NAN = Decimal("NaN")
@@ -57,6 +59,25 @@ def _fits(free: Mapping[str, Decimal], wanted: Mapping[str, Decimal]) -> bool:
 def _preset_slots(raw: Mapping[str, str] | None, known: Iterable[str]) -> ResourceSlots:
     slots = slots_from_json(dict(raw or {}))
     return {k: slots.get(k, Decimal(0)) for k in known}
+
+
+async def slot_types(ctx: ManagerContext) -> dict[str, str]:
+    """Every slot an alive agent offers (and the intrinsic ones), with its type (``count`` or
+    ``bytes``), cpu and mem first: the original's ``GET /config/resource-slots``."""
+    async with ctx.db.connect() as conn:
+        known = _known_order(await agent_store.known_slot_types(conn))
+    return {slot: admin_inputs.slot_type(slot) for slot in known}
+
+
+async def recalculate_usage(ctx: ManagerContext, req: Requester) -> list[str]:
+    """Recount what every agent's kernels occupy from the kernel rows (the original's
+    ``recalculate-usage``, for when a missed event left an agent's count wrong); the agents
+    recounted. A keypair's concurrency needs no recount here: it is always counted from the rows."""
+    require_superadmin_write(req)
+    async with ctx.db.begin() as conn:
+        agents = await agent_store.refresh_all_occupied(conn)
+    ctx.request_schedule()  # room freed by the recount may fit a pending session now
+    return agents
 
 
 async def presets(ctx: ManagerContext) -> list[dict[str, Any]]:

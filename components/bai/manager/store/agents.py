@@ -98,6 +98,16 @@ async def set_occupied_slots(conn: AsyncConnection, agent_id: str, slots: Resour
     await conn.execute(t.agents.update().where(t.agents.c.id == agent_id).values(occupied_slots=slots_to_json(slots)))
 
 
+async def refresh_all_occupied(conn: AsyncConnection) -> list[str]:
+    """``refresh_occupied`` for every agent, whatever its status (the original's recalculate-usage:
+    a lost agent's leftovers are zeroed too). The rows are locked in id order, as the scheduler
+    locks them, so a placement running meanwhile waits instead of being overwritten."""
+    ids = list((await conn.execute(sa.select(t.agents.c.id).order_by(t.agents.c.id).with_for_update())).scalars())
+    for agent_id in ids:
+        await refresh_occupied(conn, agent_id)
+    return ids
+
+
 async def alive_in_group(conn: AsyncConnection, scaling_group: str, architecture: str,
                          lock: bool = False) -> list[sa.Row[Any]]:
     q = sa.select(t.agents).where(
