@@ -1,11 +1,14 @@
-"""Every page of the web UI, for a superadmin and for a plain user, loads without a browser error.
+"""Every page of the web UI, for a superadmin, a domain admin and a plain user, loads without a
+browser error.
 
 The routes are read from static/routes.js at test time, so a new page is covered without editing
 this file; a route with a parameter gets an object made here (one folder per user, one session
-of the plain user's that both users open). On each page: no uncaught exception, no console
-error, no /func/ call answered 5xx, no 4xx, and no problem box (a GraphQL refusal comes as a 200
-with `errors`, which only the page shows). A plain user is refused the admin pages by the UI
-itself (a "Not allowed" page, no call made) and has no admin menu.
+of the plain user's that every user opens). On each page: no uncaught exception, no console
+error, no /func/ call answered 5xx, no 4xx, no problem box (a GraphQL refusal comes as a 200
+with `errors`, which only the page shows), and no link to a page the user may not open. A page
+a role may not open (routes.js: `admin: true`, `roles: [...]`) is refused by the UI itself (a
+"Not allowed" page, no call made): the admin pages for a plain user, the resource groups and
+agents (which the manager lists to superadmins and monitors only) for a domain admin.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from .webui import WebUser, admin_api, browser, login, make_user, open_page, sho
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
 
 ROUTES_JS = Path(__file__).resolve().parents[2] / "components/bai/webserver/static/routes.js"
-# One route table entry per line: {path: "...", [admin: true,] [redirect: "...",] ...}
+# One route table entry per line: {path: "...", [admin: true,] [roles: [...],] [redirect: "...",] ...}
 ROUTE = re.compile(r'\{\s*path:\s*"(?P<path>[^"]+)"(?P<rest>[^\n]*)\}')
 SETTLE_TIMEOUT_MS = 10_000
-QUIET_MS = 300  # no fetch in flight for this long after the page said it is ready: it has settled
+QUIET_MS = 120  # no fetch in flight for this long after the page said it is ready: it has settled
 
 # Counts the page's fetches (every /func/ and /server/ call goes through fetch) so the test can
 # wait for a page to settle on a condition: no call in flight, none for QUIET_MS. Event streams
@@ -40,7 +43,10 @@ INFLIGHT_JS = """(() => {
   window.fetch = function (...args) {
     inflight += 1;
     last = performance.now();
-    return fetch.apply(this, args).finally(() => { inflight -= 1; last = performance.now(); });
+    const done = () => { inflight -= 1; last = performance.now(); };
+    // a call is over once its body has arrived, not its headers
+    return fetch.apply(this, args).then((resp) => { resp.clone().arrayBuffer().then(done, done); return resp; },
+                                        (err) => { done(); throw err; });
   };
   window.__baiSettled = (ms) => inflight === 0 && performance.now() - last >= ms;
 })();"""
@@ -51,16 +57,30 @@ SETTLED_JS = """([mark, value, ms]) => {
 }"""
 
 
+ADMIN_ROLES = {"superadmin", "admin", "monitor"}  # lib/auth.js's isAdmin
+
+
 @dataclass(frozen=True)
 class Route:
     path: str
-    admin: bool
-    redirect: str
+    admin: bool = False
+    redirect: str = ""
+    roles: tuple[str, ...] = ()
+
+    def may_open(self, role: str) -> bool:
+        return (not self.admin or role in ADMIN_ROLES) and (not self.roles or role in self.roles)
+
+    def matches(self, path: str) -> bool:
+        return re.fullmatch(re.sub(r":[A-Za-z_]+", "[^/]+", self.path) + "/?", path) is not None
 
 
 def routes() -> list[Route]:
-    found = [Route(m["path"], "admin: true" in m["rest"], (re.search(r'redirect:\s*"([^"]+)"', m["rest"]) or ["", ""])[1])
-             for m in ROUTE.finditer(ROUTES_JS.read_text())]
+    found = []
+    for m in ROUTE.finditer(ROUTES_JS.read_text()):
+        redirect = re.search(r'redirect:\s*"([^"]+)"', m["rest"])
+        roles = re.search(r"roles:\s*\[([^\]]*)\]", m["rest"])
+        found.append(Route(m["path"], "admin: true" in m["rest"], redirect[1] if redirect else "",
+                           tuple(re.findall(r'"([^"]+)"', roles[1])) if roles else ()))
     assert len(found) > 10, f"routes.js was not understood: {found}"
     return found
 
@@ -122,23 +142,25 @@ def _folder_of(admin_api: Api, user: WebUser) -> str:
     return name
 
 
+ROLES = ["superadmin", "admin", "user"]
+
+
 @dataclass(frozen=True)
 class Subjects:
-    admin: WebUser
-    user: WebUser
+    users: dict[str, WebUser]  # role -> a user of that role
     folders: dict[str, str]  # email -> a folder of theirs
     session_id: str  # the plain user's
 
 
 @pytest.fixture(scope="module")
 def subjects(make_user: Any, admin_api: Api) -> Iterator[Subjects]:
-    admin: WebUser = make_user("superadmin", prefix="sweep-admin")
-    user: WebUser = make_user("user", prefix="sweep-user")
+    users: dict[str, WebUser] = {role: make_user(role, prefix=f"sweep-{role}") for role in ROLES}
     # One session for /sessions/:ref, started (not waited for: any state is a page to show) and
     # left to make_user's purge, which ends it.
-    status, body = _keypair_api(admin_api, user.email).call("POST", "/session", {"name": unique_name("sweep"), "image": "python"})
+    status, body = _keypair_api(admin_api, users["user"].email).call(
+        "POST", "/session", {"name": unique_name("sweep"), "image": "python"})
     assert status == 201, body
-    yield Subjects(admin, user, {u.email: _folder_of(admin_api, u) for u in (admin, user)}, body["sessionId"])
+    yield Subjects(users, {u.email: _folder_of(admin_api, u) for u in users.values()}, body["sessionId"])
 
 
 def _concrete(path: str, subjects: Subjects, who: WebUser) -> str:
@@ -154,13 +176,13 @@ def _concrete(path: str, subjects: Subjects, who: WebUser) -> str:
 
 def _expected(route: Route, role: str) -> tuple[str, str]:
     """(the mark of #shell-main, its value) once the route's page is shown to `role`."""
-    if route.admin and role != "superadmin":
+    if not route.may_open(role):
         return "page", "forbidden"
     # a redirect lands on its target; /login leads a logged-in user to their sessions
     return "ready", {"/login": "/sessions"}.get(route.path, route.redirect or route.path)
 
 
-def _settle(page: Any, route: Route, role: str) -> list[str]:
+def _settle(page: Any, route: Route, role: str, table: list[Route]) -> list[str]:
     """Wait for the page to be shown and quiet; what is wrong with it (besides the Watch's)."""
     mark, value = _expected(route, role)
     try:
@@ -177,25 +199,30 @@ def _settle(page: Any, route: Route, role: str) -> list[str]:
             got.append(f"not refused as expected: {boxes.all_inner_texts()}")
     else:
         got += [f"problem shown: {text}" for text in boxes.all_inner_texts()]
+    hrefs = page.eval_on_selector_all("a[href^='/']", "links => links.map((a) => a.pathname)")
+    got += [f"a link to {href}, which this user may not open" for href in sorted(set(hrefs))
+            if any(r.matches(href) and not r.may_open(role) for r in table)]
     return got
 
 
-@pytest.mark.parametrize("role", ["superadmin", "user"])
+@pytest.mark.parametrize("role", ROLES)
 def test_every_page_loads_without_a_browser_error(browser: Any, web_endpoint: str, subjects: Subjects, admin_api: Api,
                                                    role: str) -> None:
     """Each route loaded afresh (a reload), then all of them again by following links inside the
     app (the page left behind must stop cleanly: its streams, timers and pending calls)."""
-    who = subjects.admin if role == "superadmin" else subjects.user
+    who = subjects.users[role]
     page = open_page(browser, web_endpoint)
     page.context.add_init_script(INFLIGHT_JS)
     watch = Watch()
     watch.attach(page)
     failures: dict[str, list[str]] = {}
 
+    table = routes()
+
     def visit(what: str, route: Route, go: Callable[[str], Any]) -> None:
         for attempt in (1, 2):
             go(_concrete(route.path, subjects, who))
-            got = _settle(page, route, role)
+            got = _settle(page, route, role, table)
             got = watch.take() + got
             # Others share this node: a manager restarting meanwhile is no fault of the page's
             # (the webserver says so: 502 manager-unreachable). Its visit is made again once the
@@ -224,10 +251,10 @@ def test_every_page_loads_without_a_browser_error(browser: Any, web_endpoint: st
         if got := watch.take():
             failures["login"] = got
         admin_menu = page.locator("#shell-nav [data-menu='/admin']")
-        assert admin_menu.count() == (1 if role == "superadmin" else 0)
-        table = routes()
+        assert admin_menu.count() == (1 if role in ADMIN_ROLES else 0)
         for route in table:
-            visit("load", route, page.goto)
+            # the page's own mark says when it is shown: no need to wait for the load event too
+            visit("load", route, lambda url: page.goto(url, wait_until="commit"))
         for route in table:
             visit("follow", route, follow)
         # The watch is live: a folder that does not exist is a 404, a console error and a problem box.

@@ -1,7 +1,9 @@
 // The route table: one entry per page. A page is an ES module under pages/ whose
 // `render(ctx)` fills ctx.main (see lib/router.js for ctx). `menu` puts it in the top
 // navigation (ordered by `order`); `admin: true` shows it only to admins and refuses it to others
-// (the manager refuses their API calls anyway); `public: true` needs no login.
+// (the manager refuses their API calls anyway); `roles: [...]` narrows it to those roles (a page
+// whose lists the manager shows to superadmins and monitors only, not to domain admins);
+// `public: true` needs no login.
 export const routes = [
   {path: "/login", public: true, title: "Log in", page: () => import("./pages/login.js")},
   {path: "/", redirect: "/sessions"},
@@ -19,6 +21,6 @@ export const routes = [
   {path: "/admin/keypairs", admin: true, title: "Keypairs", page: () => import("./pages/admin/keypairs.js")},
   {path: "/admin/projects", admin: true, title: "Projects", page: () => import("./pages/admin/projects.js")},
   {path: "/admin/policies", admin: true, title: "Resource policies", page: () => import("./pages/admin/policies.js")},
-  {path: "/admin/resource-groups", admin: true, title: "Resource groups", page: () => import("./pages/admin/resource-groups.js")},
-  {path: "/admin/agents", admin: true, title: "Agents", page: () => import("./pages/admin/agents.js")},
+  {path: "/admin/resource-groups", admin: true, roles: ["superadmin", "monitor"], title: "Resource groups", page: () => import("./pages/admin/resource-groups.js")},
+  {path: "/admin/agents", admin: true, roles: ["superadmin", "monitor"], title: "Agents", page: () => import("./pages/admin/agents.js")},
 ];

@@ -22,9 +22,19 @@ let onChange = () => {};
 /** Called after every page change with the matched route (the shell updates its menu). */
 export function onRouteChange(fn) { onChange = fn; }
 
+function allowed(route, u) {
+  return (!route.admin || isAdmin(u)) && (!route.roles || (!!u && route.roles.includes(u.role)));
+}
+
 export function menuEntries(u = user()) {
-  return compiled.filter((r) => r.menu && (!r.admin || isAdmin(u)))
+  return compiled.filter((r) => r.menu && allowed(r, u))
     .sort((a, b) => a.menu.order - b.menu.order);
+}
+
+/** Whether `u` may open the page at `path` (links to pages they may not open are left out). */
+export function mayOpen(path, u = user()) {
+  const found = match(path);
+  return !!found && allowed(found.route, u);
 }
 
 function match(pathname) {
@@ -76,7 +86,7 @@ export async function render() {
   }
   onChange(route);
   document.title = `${route.title || "bai"} · bai`;
-  if (route.admin && !isAdmin(u)) {
+  if (!allowed(route, u)) {
     clear(main, h("h1", {}, "Not allowed"),
       problemBox({title: "This page is for administrators", detail: "Your account cannot open it.", status: 403}));
     main.dataset.page = "forbidden";

@@ -1,11 +1,12 @@
 // What every admin page shares: the tabs between them, forms that submit once and show the
 // manager's refusal, and GraphQL mutations whose {ok: false, msg} answers become errors.
 // Adding an admin page: a module here exporting render(ctx), one entry in TABS below and one
-// route in routes.js with `admin: true` (the router refuses the page to non-admins; the
-// manager refuses their calls anyway).
+// route in routes.js with `admin: true` (the router refuses the page to non-admins, and to the
+// roles its `roles` leaves out: their tabs are not shown; the manager refuses their calls anyway).
 import {ApiError, gql} from "../../lib/api.js";
 import {ensureStyle} from "../../lib/chart.js";
 import {h, once} from "../../lib/dom.js";
+import {mayOpen} from "../../lib/router.js";
 
 export const TABS = [
   ["/admin/users", "Users"],
@@ -22,7 +23,7 @@ export function adminHead(main, path, title) {
   const problem = h("div", {class: "problem-slot", id: "admin-problem"});
   main.append(
     h("nav", {class: "admin-tabs", "aria-label": "Administration"},
-      TABS.map(([href, label]) => h("a", {href, class: href === path ? "active" : "", dataset: {tab: href}}, label))),
+      TABS.filter(([href]) => mayOpen(href)).map(([href, label]) => h("a", {href, class: href === path ? "active" : "", dataset: {tab: href}}, label))),
     h("div", {class: "page-head"}, h("h1", {}, title)), problem);
   return problem;
 }
