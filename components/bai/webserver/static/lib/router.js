@@ -87,8 +87,12 @@ export async function render() {
   onChange(route);
   document.title = `${route.title || "bai"} · bai`;
   if (!allowed(route, u)) {
-    clear(main, h("h1", {}, "Not allowed"),
-      problemBox({title: "This page is for administrators", detail: "Your account cannot open it.", status: 403}));
+    // an admin refused a page of `roles` (e.g. a domain admin, the agents) is told whose it is
+    const narrowed = isAdmin(u) && route.roles;
+    clear(main, h("h1", {}, "Not allowed"), problemBox(narrowed
+      ? {title: `This page is for ${route.roles.map((r) => r + "s").join(" and ")}`,
+         detail: `Your account (${u.role}) cannot open it: ${route.roles[0]} privilege required.`, status: 403}
+      : {title: "This page is for administrators", detail: "Your account cannot open it.", status: 403}));
     main.dataset.page = "forbidden";
     return;
   }
