@@ -216,7 +216,6 @@ def test_every_page_loads_without_a_browser_error(browser: Any, web_endpoint: st
     watch = Watch()
     watch.attach(page)
     failures: dict[str, list[str]] = {}
-
     table = routes()
 
     def visit(what: str, route: Route, go: Callable[[str], Any]) -> None:
