@@ -271,7 +271,7 @@ def test_admin_manages_projects_policies_and_resource_groups(browser: Any, web_e
 
 def test_domain_admin_pages(browser: Any, web_endpoint: str, contexts: list[Any], make_user: Any) -> None:
     """A domain admin manages their domain's users and projects; resource groups and agents are
-    the superadmin's, and the page says the manager refused them."""
+    the superadmin's: their tabs are hidden and their pages refuse the domain admin."""
     from playwright.sync_api import expect
 
     domain_admin: WebUser = make_user("admin", prefix="w3-domadmin")
