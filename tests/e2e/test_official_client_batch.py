@@ -44,6 +44,11 @@ def test_official_batch_sessions_end_with_their_result_and_logs(official_client,
         logs = wait_until(lambda n=name: (out := _run(official_client, node_env, "session", "logs", n).stdout)
                           and f"err-of-{n}" in out and out, f"{name}'s kept logs")
         assert f"out-of-{name}" in logs and f"err-of-{name}" in logs
+        # `task-logs` reads the same log by the task's (session's) id or its main kernel's
+        kernel_id = _gql(api, "query($id: UUID!) { compute_session(id: $id) { main_kernel_id } }",
+                         {"id": session_id})["compute_session"]["main_kernel_id"]
+        for task_id in (session_id, kernel_id):
+            assert f"err-of-{name}" in _run(official_client, node_env, "task-logs", task_id).stdout
 
 
 def test_official_restart_resets_state_and_counts_queries(official_client, node_env, api) -> None:

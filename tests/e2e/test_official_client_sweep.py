@@ -85,3 +85,12 @@ def test_recalculate_usage_recounts_an_agents_occupied_slots(official_client: Pa
         assert json.loads(_psql(f"SELECT occupied_slots FROM agents WHERE id = '{agent}'")) == {}
     finally:
         _psql(f"DELETE FROM agents WHERE id = '{agent}'")
+
+
+def test_task_logs_of_an_unknown_task_is_not_found(official_client: Path, node_env: dict[str, str]) -> None:
+    proc = subprocess.run([str(official_client), "task-logs", str(uuid.uuid4())], env=node_env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "404 Not Found" in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)
+    proc = subprocess.run([str(official_client), "task-logs", "not-a-uuid"], env=node_env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "400 Bad Request" in proc.stdout + proc.stderr, (proc.stdout, proc.stderr)

@@ -70,6 +70,13 @@ async def logs(request: web.Request) -> web.Response:
     return web.json_response({"result": {"logs": text}})
 
 
+@auth_required()
+async def task_logs(request: web.Request) -> web.Response:
+    q = routing.query(request, schemas.TaskLogsQuery)
+    text = await request.app[SESSIONS].task_logs(requester(request), q.task_id)
+    return web.Response(text=text, content_type="text/plain")
+
+
 _BY_NAME = {"ref": "$response.body#/sessionName"}
 _SESSION_LINKS = {
     "info": Link("get_session", _BY_NAME, "The session just created, by name."),
@@ -106,6 +113,12 @@ def routes(app: web.Application) -> None:
                 summary="Run code in the session (query or batch mode; continue/input for a run in progress).",
                 body=schemas.ExecuteRequest, answers=(Answer(200, "What the run produced so far.", Executed),),
                 problems=(*_REF, errors.ServiceUnavailable))
+    # before /session/{ref}/logs, which would take "_" for a session's name
+    routing.add(app, "GET", "/session/_/logs", task_logs, operation_id="get_task_logs", tag="session",
+                summary="The container log of a batch task, by a kernel's or its session's id (`taskId`), "
+                        "as plain text.", query=schemas.TaskLogsQuery,
+                answers=(Answer(200, "The log.", media_type="text/plain"),),
+                problems=(*_REF, errors.InvalidAPIParameters))
     routing.add(app, "GET", "/session/{ref}/logs", logs, operation_id="get_logs", tag="session",
                 summary="The container logs of the session's main kernel (of a session that has ended: "
                         "the last of them, kept when its container was removed).", query=schemas.SessionQuery,

@@ -6,6 +6,7 @@ rejected, as the original's trafaret schemas do. Booleans and integers in JSON b
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from pydantic import (
@@ -95,6 +96,11 @@ class ExecuteRequest(_Strict):
 class SessionQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     owner_access_key: str | None = Field(None, description="Act on another keypair's session (admins).")
+
+
+class TaskLogsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    task_id: uuid.UUID = Field(alias="taskId", description="A kernel's id, or its session's (also `task_id`).")
 
 
 class DestroyQuery(SessionQuery):

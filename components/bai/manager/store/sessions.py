@@ -80,6 +80,13 @@ async def get(conn: AsyncConnection, session_id: uuid.UUID) -> Any:
     return (await conn.execute(sa.select(t.sessions).where(t.sessions.c.id == session_id))).first()
 
 
+async def session_of_kernel(conn: AsyncConnection, kernel_id: uuid.UUID) -> uuid.UUID | None:
+    """The session a kernel belongs to (None: no such kernel)."""
+    found: uuid.UUID | None = (await conn.execute(
+        sa.select(t.kernels.c.session_id).where(t.kernels.c.id == kernel_id))).scalar()
+    return found
+
+
 async def kernels_of(conn: AsyncConnection, session_id: uuid.UUID) -> list[sa.Row[Any]]:
     q = sa.select(*KERNEL_COLUMNS).where(t.kernels.c.session_id == session_id).order_by(t.kernels.c.cluster_idx)
     return list((await conn.execute(q)).all())

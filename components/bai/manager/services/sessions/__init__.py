@@ -53,6 +53,9 @@ class SessionService:
     async def logs(self, requester: Requester, ref: str, owner_access_key: str | None = None) -> str:
         return await execution.logs(self.ctx, requester, ref, owner_access_key)
 
+    async def task_logs(self, requester: Requester, task_id: uuid.UUID) -> str:
+        return await execution.task_logs(self.ctx, requester, task_id)
+
     async def count_query(self, session_id: uuid.UUID) -> None:
         execution.count_query(self.ctx, session_id)
 

@@ -81,6 +81,16 @@ async def logs(ctx: ManagerContext, requester: Requester, ref: str, owner_access
         raise errors.InternalServerError(exc.msg) from exc
 
 
+async def task_logs(ctx: ManagerContext, requester: Requester, task_id: uuid.UUID) -> str:
+    """``logs`` of a batch task named by one of its kernels' ids or by its session's id (the
+    original's ``GET /session/_/logs?taskId=``, which reads them from a ``.logs`` folder we do not
+    keep; the container log is the same output). A kernel other than the main one gives the main
+    kernel's log."""
+    async with ctx.db.connect() as conn:
+        session_id = await store.session_of_kernel(conn, task_id)
+    return await logs(ctx, requester, str(session_id or task_id))
+
+
 def count_query(ctx: ManagerContext, session_id: uuid.UUID) -> None:
     """One more execute on the session: counted in memory, written in batches (:mod:`.queries`)."""
     query_counter(ctx).note(session_id)
