@@ -186,6 +186,7 @@ class Agent:
                                                                      self._on_container_oom))
         await self._adopt_containers()
         await self.commits.sweep()  # what a killed predecessor's commits left (before any heartbeat)
+        await self.image_services.sweep()  # and its service-definition probes
         try:
             await self.networks.remove_orphans({k.session_id for k in self.kernels.values()})
         except Exception as exc:

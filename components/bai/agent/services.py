@@ -19,7 +19,9 @@ import asyncio
 import json
 import logging
 import posixpath
+import secrets
 import tarfile
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -38,6 +40,7 @@ from bai.common.service_ports import (
     parse_service_definition,
     parse_service_ports,
 )
+from bai.common.tasks import raise_if_cancelling
 
 from .ports import PortPool
 
@@ -67,6 +70,8 @@ class ImageServices:
         #: canonical name -> image ID, as the last heartbeat (or inspect) saw it.
         self._ids: dict[str, str] = {}
         self._loading: dict[str, asyncio.Task[dict[str, ServiceDefinition]]] = {}
+        #: Removals of probes whose create was cut short (kept referenced until done).
+        self._removing: set[asyncio.Task[None]] = set()
 
     def note_images(self, images: Iterable[Mapping[str, Any]]) -> None:
         """The local kernel images a heartbeat listed (``canonical``, ``digest`` = image ID):
@@ -110,20 +115,77 @@ class ImageServices:
         return task
 
     async def _read(self, image_id: str) -> dict[str, ServiceDefinition]:
-        async with asyncio.timeout(READ_TIMEOUT):
-            container = await self.docker.containers.create({
-                "Image": image_id, "Cmd": ["/nonexistent"], "NetworkDisabled": True,
-                "Labels": {"ai.backend.internal.purpose": "read-service-defs"}})
-            try:
+        # Named before it exists, so that it is removed even when the create's answer is lost
+        # (the timeout or a stop cancelling us while Docker makes it); the removal is shielded
+        # from that cancellation. A leftover probe would keep its image from being removed.
+        name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+        container = None
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                container = await self.docker.containers.create({
+                    "Image": image_id, "Cmd": ["/nonexistent"], "NetworkDisabled": True,
+                    "Labels": {PROBE_LABEL: PROBE_PURPOSE}}, name=name)
                 try:
                     archive = await container.get_archive(SERVICE_DEFS_DIR)
                 except DockerError as exc:
-                    if exc.status == 404:
-                        return {}
+                    if exc.status == 404 and "no such container" not in str(exc.message).lower():
+                        return {}  # the image has no definitions (not: our probe was swept away)
                     raise
                 return _definitions_from_tar(archive)
-            finally:
-                await container.delete(force=True)
+        finally:
+            if container is not None:
+                await asyncio.shield(_remove_probe(self.docker, name))
+            else:  # the create's answer was lost: Docker may make the probe after we gave up
+                task = asyncio.create_task(_remove_probe(self.docker, name, settle=PROBE_SETTLE),
+                                           name=f"remove-{name}")
+                self._removing.add(task)
+                task.add_done_callback(self._removing.discard)
+
+    async def sweep(self) -> None:
+        """Remove probes older than ``PROBE_MAX_AGE`` (of agent processes killed mid-read, any
+        agent on this engine: a live one's probe lives seconds). Never raises."""
+        try:
+            found = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": [f"{PROBE_LABEL}={PROBE_PURPOSE}"]}))
+            now = time.time()
+            for container in found:
+                created = container["Created"] if "Created" in container else now
+                if isinstance(created, int | float) and now - created > PROBE_MAX_AGE:
+                    log.info("removing a leftover service-definition probe %s", container.id[:12])
+                    await _remove_probe(self.docker, container.id)
+        except Exception as exc:
+            log.warning("cannot remove leftover service-definition probes: %r", exc)
+
+
+#: Service-definition probes: created, never started, removed after reading.
+PROBE_LABEL, PROBE_PURPOSE, PROBE_PREFIX = "ai.backend.internal.purpose", "read-service-defs", "bai-svcdefs-"
+#: Seconds after which a probe is a leftover (far above READ_TIMEOUT).
+PROBE_MAX_AGE = 600.0
+
+
+#: Seconds a probe whose create was cut short is looked for (Docker finishes a create whose
+#: client went away).
+PROBE_SETTLE = 15.0
+
+
+async def _remove_probe(docker: aiodocker.Docker, ref: str, settle: float = 0.0) -> None:
+    """Remove the probe ``ref``; with ``settle``, keep trying that long while it does not exist."""
+    end = time.monotonic() + settle
+    while True:
+        try:
+            await docker.containers.container(ref).delete(force=True)
+            return
+        except DockerError as exc:
+            if exc.status != 404:
+                log.warning("cannot remove the service-definition probe %s: %s", ref, exc.message)
+                return
+        except Exception as exc:  # Docker unreachable: the sweep at the next start removes it
+            raise_if_cancelling()
+            log.warning("cannot remove the service-definition probe %s: %r", ref, exc)
+            return
+        if time.monotonic() >= end:
+            return  # never made, or gone already
+        await asyncio.sleep(0.25)
 
 
 def _definitions_from_tar(archive: tarfile.TarFile) -> dict[str, ServiceDefinition]:
