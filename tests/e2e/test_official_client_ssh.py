@@ -7,6 +7,8 @@ session does not let this user's key in. The client writes into ~/.ssh: HOME is 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -33,8 +35,18 @@ class Client:
         self.env = {**env, "HOME": str(home)}
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(self.exe), *args], env=self.env, cwd=self.home, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        # In a process group of its own: `session ssh/scp` start an `app` proxy child, which a
+        # timeout must not leave behind.
+        with subprocess.Popen([str(self.exe), *args], env=self.env, cwd=self.home, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                              start_new_session=True) as child:
+            try:
+                out, err = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                out, err = child.communicate()
+                raise subprocess.TimeoutExpired(child.args, timeout, out, err) from None
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
         if check:
             assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return proc
@@ -108,7 +120,16 @@ def test_session_ssh_runs_a_command(me: tuple[Client, str]) -> None:
 def test_scp_and_sftp_copy_files_into_the_home(me: tuple[Client, str]) -> None:
     client, name = me
     (client.home / "by-scp.txt").write_text(f"scp {name}\n")
-    client.run("session", "scp", name, "-p", str(free_port()), "by-scp.txt", "work@localhost:by-scp.txt")
+    scp = ("session", "scp", name, "-p", str(free_port()), "by-scp.txt", "work@localhost:by-scp.txt")
+    try:
+        client.run(*scp, timeout=60)
+    except subprocess.TimeoutExpired as first:
+        # Seen twice in full-suite runs, never alone: 24.3.11's `app` proxy accepted scp's
+        # connection but never opened the websocket to us (no connection to the manager, nothing
+        # in its log) and, without closing that connection, waited for it forever on exit. Once
+        # more, and say so if it happens again.
+        print(f"session scp timed out once (stderr: {first.stderr!r}); trying again")
+        client.run(*scp[:4], str(free_port()), *scp[5:], timeout=60)
     (client.home / "by-sftp.txt").write_text(f"sftp {name}\n")
     batch = client.home / "batch"
     batch.write_text(f"put {client.home / 'by-sftp.txt'} /home/work/by-sftp.txt\n")
