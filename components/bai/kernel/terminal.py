@@ -104,13 +104,15 @@ class _Terminal:
         pid, fd = os.forkpty()
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
             try:
-                fcntl.ioctl(0, termios.TIOCSWINSZ, _winsize(rows, cols))
                 os.chdir(self.owner.work_dir if os.path.isdir(self.owner.work_dir) else "/")
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                     signal.signal(sig, signal.SIG_DFL)  # the runner ignores SIGINT; a shell must not
                 os.execve(shell, ["-" + os.path.basename(shell)], env)  # "-": a login shell
             finally:
                 os._exit(127)
+        # The size is set here, not in the child: a child slow to run (a loaded host) would set
+        # it after a resize the client sent at once, and the shell would keep 24x80.
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, _winsize(rows, cols))
         os.set_blocking(fd, False)
         return pid, fd
 

@@ -45,12 +45,15 @@ async def type_line(conn: KernelRunner, channel: Channel, line: str) -> None:
 
 async def read_until(conn: KernelRunner, channel: Channel, wanted: str, deadline: float = 10.0) -> str:
     seen = b""
-    async with asyncio.timeout(deadline):
-        while wanted.encode() not in seen:
-            kind, value = await channel.records.get()
-            assert kind == "out", (kind, value, seen)
-            seen += value
-            await conn.terminals.send(channel.tid, {"op": "pty-ack", "bytes": len(value)})
+    try:
+        async with asyncio.timeout(deadline):
+            while wanted.encode() not in seen:
+                kind, value = await channel.records.get()
+                assert kind == "out", (kind, value, seen)
+                seen += value
+                await conn.terminals.send(channel.tid, {"op": "pty-ack", "bytes": len(value)})
+    except TimeoutError:
+        raise AssertionError(f"never saw {wanted!r} within {deadline} s: {seen[-1000:]!r}") from None
     return seen.decode(errors="replace")
 
 
@@ -151,3 +154,14 @@ async def test_restart_keeps_the_size(conn: KernelRunner) -> None:
     await type_line(conn, channel, "stty size\r")
     await read_until(conn, channel, "50 120")
     await conn.terminals.close(channel.tid)
+
+
+async def test_a_resize_sent_at_once_is_the_size(conn: KernelRunner) -> None:
+    """What a client does when it connects: open, then its window's size at once. The shell's
+    child may run after that (a loaded host); the size must still be the resized one."""
+    for rows, cols in ((30, 100), (41, 123), (52, 146)):
+        channel = await conn.terminals.open(24, 80)
+        await conn.terminals.send(channel.tid, {"op": "pty-resize", "rows": rows, "cols": cols})
+        await type_line(conn, channel, "stty size\r")
+        await read_until(conn, channel, f"{rows} {cols}")
+        await conn.terminals.close(channel.tid)
