@@ -156,11 +156,19 @@ class Subjects:
 def subjects(make_user: Any, admin_api: Api) -> Iterator[Subjects]:
     users: dict[str, WebUser] = {role: make_user(role, prefix=f"sweep-{role}") for role in ROLES}
     # One session for /sessions/:ref, started (not waited for: any state is a page to show) and
-    # left to make_user's purge, which ends it.
-    status, body = _keypair_api(admin_api, users["user"].email).call(
-        "POST", "/session", {"name": unique_name("sweep"), "image": "python"})
+    # ended with this module: the users live on to the end of the run (make_user is session-wide)
+    # and a session left running would hold a node's slots from the tests after this one.
+    as_user, name = _keypair_api(admin_api, users["user"].email), unique_name("sweep")
+    status, body = as_user.call("POST", "/session", {"name": name, "image": "python"})
     assert status == 201, body
-    yield Subjects(users, {u.email: _folder_of(admin_api, u) for u in users.values()}, body["sessionId"])
+    try:
+        yield Subjects(users, {u.email: _folder_of(admin_api, u) for u in users.values()}, body["sessionId"])
+    finally:
+        status, gone = as_user.call("DELETE", f"/session/{name}?forced=true")
+        assert status in (200, 404), gone
+        wait_until(lambda: as_user.call("GET", f"/session/{name}")[0] == 404
+                   or as_user.call("GET", f"/session/{name}")[1].get("status") in ("TERMINATED", "CANCELLED"),
+                   "the sweep's session ended", 60)
 
 
 def _concrete(path: str, subjects: Subjects, who: WebUser) -> str:
