@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,22 @@ def test_generated_stack_inventory_hosts_are_unreachable_and_the_rest_passes(tmp
     assert {x["host"] for x in skipped} == hosts
 
 
+def _bridge_gateway(helpers: Any) -> str:
+    """The host's address on Docker's default bridge. Its IPAM config names the gateway only on
+    some engines (20.10 as Debian ships it may list the subnet alone): then the bridge
+    interface's own address."""
+    named = helpers.sh("docker", "network", "inspect", "bridge", "-f",
+                       "{{range .IPAM.Config}}{{.Gateway}}{{end}}").stdout.strip()
+    if named:
+        return str(named)
+    interface = helpers.sh("docker", "network", "inspect", "bridge", "-f",
+                           '{{index .Options "com.docker.network.bridge.name"}}').stdout.strip() or "docker0"
+    shown = helpers.sh("ip", "-4", "-o", "addr", "show", "dev", interface).stdout.split()
+    address = shown[shown.index("inet") + 1].partition("/")[0]
+    assert address, f"no IPv4 address on {interface}"
+    return address
+
+
 @pytest.fixture(scope="module")
 def bridged_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A one-agent self-hosted stack's output: the management host is this machine (@local) at
@@ -59,8 +76,7 @@ def bridged_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     r = subprocess.run(["bash", str(REPO / "tests/hosts/build-systemd-image.sh"), helpers.IMAGE],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    gateway = helpers.sh("docker", "network", "inspect", "bridge", "-f",
-                         "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    gateway = _bridge_gateway(helpers)
     built = build({**SHAPES["multi-node"], "agentCount": "1"})
     doc = built.outputs["inventory"]
     started: list[str] = []
