@@ -188,6 +188,18 @@ def test_user_uploads_starts_a_session_uses_terminal_and_jupyter_and_logs_out(
     page.goto("/folders")
     expect(page).to_have_url(re.compile(r"/login\?"))
 
+    # The JupyterLab session ends here: the user lives on (module-wide), and a session left
+    # running would hold the node's slots from the tests after this one.
+    status, body = admin_api.call("POST", "/admin/gql", {
+        "query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }", "variables": {"e": user.email}})
+    assert status == 200 and body["data"]["keypairs"], body
+    pair = body["data"]["keypairs"][0]
+    owner = Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": pair["access_key"],
+                 "BACKEND_SECRET_KEY": pair["secret_key"]})
+    for left in _sessions_of(admin_api, user.email):
+        assert owner.call("DELETE", f"/session/{left['name']}")[0] in (200, 404)
+    wait_until(lambda: not _sessions_of(admin_api, user.email), "the user's sessions to end")
+
 
 def test_session_refusal_shows_the_problem(page: Any, user: WebUser, admin_api: Api) -> None:
     """The manager's refusal (an impossible amount of memory) is shown as its title and detail,
