@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from .conftest import Api, unique_name, wait_until
-from .webui import WebUser, admin_api, browser, login, make_user, open_page, shot, web_endpoint
+from .webui import WebUser, admin_api, browser, keypair_api, login, make_user, open_page, shot, web_endpoint
 
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
 
@@ -124,20 +124,9 @@ def _manager_answers(api: Api) -> bool:
         return False
 
 
-def _keypair_api(admin_api: Api, email: str) -> Api:
-    """A client signing as `email` (their first keypair)."""
-    status, body = admin_api.call("POST", "/admin/gql", {
-        "query": "query($email: String) { keypairs(email: $email) { access_key secret_key } }",
-        "variables": {"email": email}})
-    assert status == 200 and body["data"]["keypairs"], body
-    kp = body["data"]["keypairs"][0]
-    return Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": kp["access_key"],
-                "BACKEND_SECRET_KEY": kp["secret_key"]})
-
-
 def _folder_of(admin_api: Api, user: WebUser) -> str:
     name = unique_name("sweep")
-    status, body = _keypair_api(admin_api, user.email).call("POST", "/folders", {"name": name})
+    status, body = keypair_api(admin_api, user.email).call("POST", "/folders", {"name": name})
     assert status == 201, body
     return name
 
@@ -158,7 +147,7 @@ def subjects(make_user: Any, admin_api: Api) -> Iterator[Subjects]:
     # One session for /sessions/:ref, started (not waited for: any state is a page to show) and
     # ended with this module: the users live on to the end of the run (make_user is session-wide)
     # and a session left running would hold a node's slots from the tests after this one.
-    as_user, name = _keypair_api(admin_api, users["user"].email), unique_name("sweep")
+    as_user, name = keypair_api(admin_api, users["user"].email), unique_name("sweep")
     status, body = as_user.call("POST", "/session", {"name": name, "image": "python"})
     assert status == 201, body
     try:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from .conftest import Api, unique_name, wait_until
-from .webui import WebUser, admin_api, browser, login, make_user, open_page, shot, web_endpoint
+from .webui import WebUser, admin_api, browser, keypair_api, login, make_user, open_page, shot, web_endpoint
 
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
 
@@ -190,12 +190,7 @@ def test_user_uploads_starts_a_session_uses_terminal_and_jupyter_and_logs_out(
 
     # The JupyterLab session ends here: the user lives on (module-wide), and a session left
     # running would hold the node's slots from the tests after this one.
-    status, body = admin_api.call("POST", "/admin/gql", {
-        "query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }", "variables": {"e": user.email}})
-    assert status == 200 and body["data"]["keypairs"], body
-    pair = body["data"]["keypairs"][0]
-    owner = Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": pair["access_key"],
-                 "BACKEND_SECRET_KEY": pair["secret_key"]})
+    owner = keypair_api(admin_api, user.email)
     for left in _sessions_of(admin_api, user.email):
         assert owner.call("DELETE", f"/session/{left['name']}")[0] in (200, 404)
     wait_until(lambda: not _sessions_of(admin_api, user.email), "the user's sessions to end")
@@ -330,12 +325,7 @@ def test_admin_sees_and_ends_another_users_session(browser: Any, web_endpoint: s
     from playwright.sync_api import expect
 
     boss = make_user("superadmin")
-    status, body = admin_api.call("POST", "/admin/gql", {
-        "query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }", "variables": {"e": user.email}})
-    assert status == 200 and body["data"]["keypairs"], body
-    pair = body["data"]["keypairs"][0]
-    as_user = Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": pair["access_key"],
-                   "BACKEND_SECRET_KEY": pair["secret_key"]})
+    as_user = keypair_api(admin_api, user.email)
     name = unique_name("owned")
     status, created = as_user.call("POST", "/session", {"name": name, "image": "python"})
     assert status == 201 and created["status"] == "RUNNING", created

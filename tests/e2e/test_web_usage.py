@@ -11,26 +11,16 @@ from typing import Any
 import pytest
 
 from .conftest import Api, unique_name, wait_until
-from .webui import WebUser, admin_api, browser, login, make_user, open_page, shot, web_endpoint
+from .webui import WebUser, admin_api, browser, keypair_api, login, make_user, open_page, shot, web_endpoint
 
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
-
-
-def _keypair_api(admin_api: Api, email: str) -> Api:
-    status, body = admin_api.call("POST", "/admin/gql", {
-        "query": "query($email: String) { keypairs(email: $email) { access_key secret_key } }",
-        "variables": {"email": email}})
-    assert status == 200 and body["data"]["keypairs"], body
-    kp = body["data"]["keypairs"][0]
-    return Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": kp["access_key"],
-                "BACKEND_SECRET_KEY": kp["secret_key"]})
 
 
 @pytest.fixture(scope="module")
 def run(make_user: Any, admin_api: Api) -> tuple[WebUser, str]:
     """A user who ran (and ended) one session just now, and the session's name."""
     user: WebUser = make_user("user", prefix="usage")
-    api = _keypair_api(admin_api, user.email)
+    api = keypair_api(admin_api, user.email)
     name = unique_name("usage")
     status, body = api.call("POST", "/session", {"name": name, "image": "python"})
     assert status == 201, body

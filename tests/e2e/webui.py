@@ -168,6 +168,17 @@ def admin_api() -> Api:
     return Api(_read_env_file())
 
 
+def keypair_api(admin_api: Api, email: str) -> Api:
+    """A client signing as ``email`` (their first keypair)."""
+    status, body = admin_api.call("POST", "/admin/gql", {
+        "query": "query($email: String) { keypairs(email: $email) { access_key secret_key } }",
+        "variables": {"email": email}})
+    assert status == 200 and body["data"]["keypairs"], body
+    kp = body["data"]["keypairs"][0]
+    return Api({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": kp["access_key"],
+                "BACKEND_SECRET_KEY": kp["secret_key"]})
+
+
 def create_user(api: Api, role: str = "user", prefix: str = "webui") -> WebUser:
     """A new active user of the default domain and project with a random password."""
     email = f"{unique_name(prefix)}@example.com"
