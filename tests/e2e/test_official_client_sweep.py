@@ -10,7 +10,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from bai.manager.store import fixtures
+from .conftest import Api
+from .webui import create_user, keypair_api, purge_user
 
 
 def _run(exe: Path, env: dict[str, str], *args: str, output: str = "console") -> str:
@@ -48,19 +49,13 @@ def test_docker_registries_lists_a_registered_one(official_client: Path, node_en
     assert host not in _run(official_client, node_env, "admin", "resource", "docker-registries").split()
 
 
-def test_docker_registries_and_recalculate_are_superadmin_only(official_client: Path,
-                                                               node_env: dict[str, str]) -> None:
+def test_docker_registries_and_recalculate_are_superadmin_only(official_client: Path, node_env: dict[str, str],
+                                                               api: Api) -> None:
     # a keypair that signs correctly but is no superadmin's: the plain user made for this test
-    uid, email = uuid.uuid4(), f"e2e-sweep-{uuid.uuid4().hex[:8]}@example.com"
-    ak, sk = fixtures.generate_keypair()
-    _psql(f"""BEGIN;
-        INSERT INTO users (uuid, username, email, status, domain_name, role, main_access_key)
-          VALUES ('{uid}', '{email.split("@")[0]}', '{email}', 'active', 'default', 'user', '{ak}');
-        INSERT INTO keypairs (access_key, secret_key, user_id, "user", is_active, is_admin, rate_limit,
-                              resource_policy) VALUES ('{ak}', '{sk}', '{email}', '{uid}', true, false, 10000, 'default');
-        COMMIT;""")
+    user = create_user(api, prefix="e2e-sweep")
     try:
-        env = {**node_env, "BACKEND_ACCESS_KEY": ak, "BACKEND_SECRET_KEY": sk}
+        plain = keypair_api(api, user.email)
+        env = {**node_env, "BACKEND_ACCESS_KEY": plain.ak, "BACKEND_SECRET_KEY": plain.sk}
         for cmd in ("docker-registries", "recalculate-usage"):
             proc = subprocess.run([str(official_client), "admin", "resource", cmd], env=env, capture_output=True,
                                   text=True, timeout=120)
@@ -68,8 +63,7 @@ def test_docker_registries_and_recalculate_are_superadmin_only(official_client: 
         # a plain user reads the slots and folder types
         assert _run(official_client, env, "admin", "resource", "query-slots").startswith("cpu (count)")
     finally:
-        _psql(f"""BEGIN; DELETE FROM keypairs WHERE "user" = '{uid}'; DELETE FROM users WHERE uuid = '{uid}';
-                  COMMIT;""")
+        purge_user(api, user)
 
 
 def test_recalculate_usage_recounts_an_agents_occupied_slots(official_client: Path,

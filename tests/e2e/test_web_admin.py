@@ -15,7 +15,18 @@ from typing import Any
 import pytest
 
 from .conftest import Api, unique_name, wait_until
-from .webui import WebUser, admin_api, browser, login, make_user, open_page, purge_user, shot, web_endpoint
+from .webui import (
+    WebUser,
+    admin_api,
+    browser,
+    keypair_api,
+    login,
+    make_user,
+    open_page,
+    purge_user,
+    shot,
+    web_endpoint,
+)
 
 __all__ = ["admin_api", "browser", "make_user", "web_endpoint"]  # fixtures, used by name
 
@@ -53,13 +64,9 @@ class _SessionApi(Api):
 
 def _run_session(admin_api: Api, email: str) -> _SessionApi:
     """A RUNNING session of ``email``'s (its keypair signs); ``.name`` names it."""
-    status, body = admin_api.call("POST", "/admin/gql", {
-        "query": "query($email: String) { keypairs(email: $email) { access_key secret_key } }",
-        "variables": {"email": email}})
-    assert status == 200 and body["data"]["keypairs"], body
-    kp = body["data"]["keypairs"][0]
-    api = _SessionApi({"BACKEND_ENDPOINT": admin_api.endpoint, "BACKEND_ACCESS_KEY": kp["access_key"],
-                       "BACKEND_SECRET_KEY": kp["secret_key"]})
+    signer = keypair_api(admin_api, email)
+    api = _SessionApi({"BACKEND_ENDPOINT": signer.endpoint, "BACKEND_ACCESS_KEY": signer.ak,
+                       "BACKEND_SECRET_KEY": signer.sk})
     api.name = unique_name("live")
     status, body = api.call("POST", "/session", {"name": api.name, "image": "python"})
     assert status == 201, body
